@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Run a command with the services the test suite needs: Debian's Chromium (browser test) and a
+# throwaway PostgreSQL cluster on loopback (database tests run on SQLite and PostgreSQL).
+# Exports LOUPE_TEST_POSTGRES_URL and LOUPE_TEST_CHROMIUM for the tests; removes the cluster on exit.
+set -euo pipefail
+
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${need[*]}" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing ${need[*]}: run as root or: sudo apt-get install ${need[*]}" >&2
+  fi
+fi
+
+command -v chromium >/dev/null && export LOUPE_TEST_CHROMIUM=$(command -v chromium)
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$pg_bin" ]; then
+  pg_dir=$(mktemp -d /tmp/loupe-pg.XXXXXX)
+  chmod 755 "$pg_dir"
+  run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  [ "$(id -u)" = 0 ] && chown postgres "$pg_dir"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  run_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres >/dev/null
+  run_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$pg_dir -c fsync=off" start >/dev/null
+  trap 'run_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast stop >/dev/null 2>&1; rm -rf "$pg_dir"' EXIT
+  export LOUPE_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+fi
+
+"$@"

@@ -1,0 +1,52 @@
+"""Settings from the environment, overridable from the CLI.
+
+Every path Loupe writes lives under ``LOUPE_HOME`` (default ``~/.loupe``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path(os.environ.get("LOUPE_HOME", "~/.loupe")).expanduser())
+    database_url: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DATABASE_URL"))
+    model: str = field(default_factory=lambda: os.environ.get("LOUPE_MODEL", DEFAULT_MODEL))
+    device: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DEVICE"))
+    dtype: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DTYPE"))
+    # Upload bounds: bytes on the wire and decoded pixels (width * height).
+    max_upload_bytes: int = field(default_factory=lambda: _env_int("LOUPE_MAX_UPLOAD_BYTES", 50 * 2**20))
+    max_image_pixels: int = field(default_factory=lambda: _env_int("LOUPE_MAX_IMAGE_PIXELS", 89_478_485))
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'loupe.db'}"
+
+    @property
+    def assets_dir(self) -> Path:
+        return self.home / "assets"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def gradio_tmp_dir(self) -> Path:
+        return self.home / "gradio-tmp"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.assets_dir, self.models_dir, self.gradio_tmp_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -1,0 +1,75 @@
+"""The domain plugin contract and its discovery through the entry-point group ``loupe.domains``.
+
+The core never imports a domain: apps and the CLI ask this registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+ENTRY_POINT_GROUP = "loupe.domains"
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int
+    max_pixels: int
+
+
+@dataclass
+class IngestedAsset:
+    """One case asset produced from an upload: the bytes to store plus PHI-free metadata."""
+
+    data: bytes
+    media_type: str
+    width: int | None = None
+    height: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VisualContext:
+    """What the model sees for one question: images (or tiles) and optional extra prompt text."""
+
+    images: list[Image.Image]
+    extra_text: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Domain(Protocol):
+    name: str  # stable id stored with each case
+    title: str  # tab label
+    accepts: tuple[str, ...]  # file suffixes offered in the upload dialog, e.g. (".png", ".jpg")
+    system_prompt: str
+    default_adapter: str | None
+
+    def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
+        """Validate and preprocess an upload. Raises InputRejected with a user-facing reason."""
+        ...
+
+    def context(self, asset: IngestedAsset, question: str) -> VisualContext:
+        """Build the visual context for a question about a stored asset."""
+        ...
+
+
+class DomainLoadError(RuntimeError):
+    pass
+
+
+def discover() -> dict[str, Domain]:
+    """Instantiate every registered domain, keyed by its ``name``."""
+    domains: dict[str, Domain] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            domain = ep.load()()
+        except Exception as exc:  # a broken plugin must not take the app down
+            raise DomainLoadError(f"domain plugin {ep.name!r} failed to load: {exc}") from exc
+        if not isinstance(domain, Domain):
+            raise DomainLoadError(f"domain plugin {ep.name!r} does not implement the Domain contract")
+        domains[domain.name] = domain
+    return domains

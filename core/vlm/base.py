@@ -1,0 +1,73 @@
+"""The VLM contract every backend implements: chat with images and text, streamed or not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+from PIL import Image
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn. ``images`` are attached before the text of a user turn."""
+
+    role: Role
+    text: str
+    images: Sequence[Image.Image] = ()
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class RunRecord:
+    """What one answer cost and came from; stored with the answer as a model run."""
+
+    model_id: str
+    adapter: str | None
+    device: str
+    dtype: str
+    prompt_tokens: int = 0
+    visual_tokens: int = 0
+    output_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    total_time_s: float = 0.0
+    tokens_per_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    text: str
+    run: RunRecord
+
+
+@dataclass
+class StreamChunk:
+    """A piece of a streamed answer. The final chunk carries the run record."""
+
+    text: str
+    run: RunRecord | None = None
+
+
+class VLM(Protocol):
+    model_id: str
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Answer: ...
+
+    def stream(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
+    ) -> Iterator[StreamChunk]: ...

@@ -1,0 +1,160 @@
+"""In-process transformers backend: any supported checkpoint by hub id or local path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, TextIteratorStreamer
+
+from ..errors import ModelUnavailable
+from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
+from .device import Placement, choose_placement
+from .families import Family, family_of, processor_class
+from .registry import resolve
+
+
+class _TimedStreamer(TextIteratorStreamer):
+    """Records when the first generated token arrives and how many were generated."""
+
+    def __init__(self, tokenizer, **kwargs) -> None:  # noqa: ANN001 - any HF tokenizer
+        super().__init__(tokenizer, **kwargs)
+        self.first_token_at: float | None = None
+        self.generated = 0
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._prompt_seen:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.generated += value.numel()
+        self._prompt_seen = True
+        super().put(value)
+
+
+def to_chat_template(messages: Sequence[Message]) -> list[dict]:
+    """Loupe messages -> the processor's chat format (images before text in each turn)."""
+    out = []
+    for msg in messages:
+        content: list[dict] = [{"type": "image", "image": img} for img in msg.images]
+        content.append({"type": "text", "text": msg.text})
+        out.append({"role": msg.role, "content": content})
+    return out
+
+
+class HFVLM:
+    """A loaded model + processor. Thread-safe for one generation at a time per instance."""
+
+    def __init__(self, model, processor, model_id: str, family: Family, placement: Placement) -> None:  # noqa: ANN001
+        self.model = model
+        self.processor = processor
+        self.model_id = model_id
+        self.family = family
+        self.placement = placement
+        self.adapter: str | None = None
+        self._lock = threading.Lock()
+        config = model.config
+        self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | None = None,
+                        local_files_only: bool = False, **processor_kwargs) -> HFVLM:
+        """Load a checkpoint. ``device``/``dtype`` default to the automatic choice (see device.py)."""
+        model_id = resolve(str(name_or_path))
+        placement = choose_placement(device, dtype)
+        try:
+            config = AutoConfig.from_pretrained(model_id, local_files_only=local_files_only)
+            family = family_of(config.model_type)
+            processor = processor_class(family).from_pretrained(model_id, local_files_only=local_files_only, **processor_kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=placement.dtype, local_files_only=local_files_only)
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelUnavailable(f"cannot load model {model_id!r}: {first_line}") from exc
+        model.to(placement.device).eval()
+        return cls(model, processor, model_id, family, placement)
+
+    # -- adapters (peft) ------------------------------------------------------------------------
+    def load_adapter(self, path: str | Path, name: str) -> None:
+        self.model.load_adapter(str(path), adapter_name=name)
+        self.use_adapter(name)
+
+    def use_adapter(self, name: str | None) -> None:
+        """Switch to a loaded LoRA adapter, or to the base weights with ``None``."""
+        if name is None:
+            if self.adapter is not None:
+                self.model.disable_adapters()
+        else:
+            self.model.set_adapter(name)
+            self.model.enable_adapters()
+        self.adapter = name
+
+    # -- inference ------------------------------------------------------------------------------
+    def prepare(self, messages: Sequence[Message]) -> dict[str, torch.Tensor]:
+        inputs = self.processor.apply_chat_template(
+            to_chat_template(messages), add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="pt")
+        return {k: (v.to(self.placement.device, dtype=self.placement.dtype) if v.is_floating_point()
+                    else v.to(self.placement.device)) for k, v in inputs.items()}
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Answer:
+        parts: list[str] = []
+        run: RunRecord | None = None
+        for chunk in self.stream(messages, options):
+            parts.append(chunk.text)
+            run = chunk.run or run
+        assert run is not None  # the last chunk always carries it
+        return Answer("".join(parts), run)
+
+    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None
+               ) -> Iterator[StreamChunk]:
+        opts = options or GenerationOptions()
+        with self._lock:
+            start = time.perf_counter()
+            inputs = self.prepare(messages)
+            ids = inputs["input_ids"]
+            visual = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
+            streamer = _TimedStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            failure: list[BaseException] = []
+
+            def generate() -> None:
+                try:
+                    if opts.seed is not None:
+                        torch.manual_seed(opts.seed)
+                    with torch.inference_mode():
+                        self.model.generate(**inputs, **self._generation_kwargs(opts), streamer=streamer)
+                except BaseException as exc:  # surfaced in the consuming thread below
+                    failure.append(exc)
+                    streamer.end()
+
+            worker = threading.Thread(target=generate, name="loupe-generate", daemon=True)
+            worker.start()
+            for text in streamer:
+                if text:
+                    yield StreamChunk(text)
+            worker.join()
+            if failure:
+                raise failure[0]
+            end = time.perf_counter()
+            ttft = (streamer.first_token_at or end) - start
+            decode_time = end - (streamer.first_token_at or end)
+            yield StreamChunk("", RunRecord(
+                model_id=self.model_id, adapter=self.adapter, device=self.placement.device,
+                dtype=self.placement.dtype_name, prompt_tokens=int(ids.shape[-1]), visual_tokens=visual,
+                output_tokens=streamer.generated, time_to_first_token_s=round(ttft, 4),
+                total_time_s=round(end - start, 4),
+                tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0))
+
+    def _generation_kwargs(self, opts: GenerationOptions) -> dict:
+        sampling = opts.temperature > 0
+        kwargs: dict = {"max_new_tokens": opts.max_new_tokens, "do_sample": sampling,
+                        "repetition_penalty": opts.repetition_penalty}
+        if sampling:
+            kwargs |= {"temperature": opts.temperature, "top_p": opts.top_p}
+        tokenizer = self.processor.tokenizer
+        if tokenizer.pad_token_id is None:
+            kwargs["pad_token_id"] = tokenizer.eos_token_id
+        return kwargs
