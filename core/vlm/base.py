@@ -23,6 +23,7 @@ class Message:
 @dataclass(frozen=True)
 class GenerationOptions:
     max_new_tokens: int = 256
+    min_new_tokens: int = 0  # benchmarks force a fixed answer length
     temperature: float = 0.0  # 0 means greedy decoding
     top_p: float = 1.0
     repetition_penalty: float = 1.0

@@ -150,7 +150,8 @@ class HFVLM:
 
     def _generation_kwargs(self, opts: GenerationOptions) -> dict:
         sampling = opts.temperature > 0
-        kwargs: dict = {"max_new_tokens": opts.max_new_tokens, "do_sample": sampling,
+        kwargs: dict = {"max_new_tokens": opts.max_new_tokens, "min_new_tokens": opts.min_new_tokens,
+                        "do_sample": sampling,
                         "repetition_penalty": opts.repetition_penalty}
         if sampling:
             kwargs |= {"temperature": opts.temperature, "top_p": opts.top_p}

@@ -1,0 +1,91 @@
+"""What the app and CLI do with a case: ingest an upload, ask a question, review an answer.
+
+It joins the core pieces (store, domains, model slot); the Gradio layer only draws it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from loupe.core.cases.assets import AssetStore
+from loupe.core.cases.db import open_database
+from loupe.core.cases.models import User
+from loupe.core.cases.store import CaseStore
+from loupe.core.config import Settings
+from loupe.core.errors import AccessDenied, LoupeError
+from loupe.core.plugins import Domain, IngestedAsset, UploadLimits, discover
+from loupe.core.vlm.base import GenerationOptions, Message, RunRecord
+from loupe.core.vlm.slot import ModelSlot
+
+
+@dataclass
+class AnswerProgress:
+    """One step of a streamed answer: the text so far; ``message_id``/``run`` once it is saved."""
+
+    text: str
+    message_id: int | None = None
+    run: RunRecord | None = None
+
+
+class LoupeService:
+    def __init__(self, settings: Settings, store: CaseStore, domains: dict[str, Domain], slot: ModelSlot) -> None:
+        self.settings = settings
+        self.store = store
+        self.domains = domains
+        self.slot = slot
+        self.limits = UploadLimits(settings.max_upload_bytes, settings.max_image_pixels)
+
+    @classmethod
+    def open(cls, settings: Settings, slot: ModelSlot | None = None) -> LoupeService:
+        settings.ensure_dirs()
+        store = CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
+        slot = slot or ModelSlot(device=settings.device, dtype=settings.dtype)
+        return cls(settings, store, discover(), slot)
+
+    def user(self, username: str | None) -> User:
+        user = self.store.get_user(username or "")
+        if user is None:
+            raise AccessDenied("not logged in")
+        return user
+
+    def domain(self, name: str) -> Domain:
+        try:
+            return self.domains[name]
+        except KeyError:
+            raise LoupeError(f"unknown domain {name!r}; installed: {', '.join(self.domains)}") from None
+
+    def create_case(self, user: User, domain_name: str, data: bytes, title: str = "") -> int:
+        domain = self.domain(domain_name)
+        assets = domain.ingest(data, self.limits)  # raises InputRejected before anything is written
+        return self.store.create_case(user, domain.name, title, assets)
+
+    def ask(self, user: User, case_id: int, question: str,
+            options: GenerationOptions | None = None) -> Iterator[AnswerProgress]:
+        question = question.strip()
+        if not question:
+            raise LoupeError("Type a question first.")
+        vlm = self.slot.get()  # fail before anything is stored if no model is up
+        case = self.store.open_case(user, case_id)
+        domain = self.domain(case.domain)
+        stored = case.assets[0]
+        asset = IngestedAsset(self.store.assets.read(stored.sha256), stored.media_type, stored.width,
+                              stored.height, stored.meta)
+        context = domain.context(asset, question)
+        messages = [Message("system", domain.system_prompt)]
+        for i, past in enumerate(case.messages):
+            images = context.images if i == 0 else ()
+            messages.append(Message(past.role, past.content, images))  # type: ignore[arg-type]
+        current = f"{context.extra_text}\n{question}".strip()
+        messages.append(Message("user", current, () if case.messages else context.images))
+        self.store.add_question(user, case_id, question)
+
+        text = ""
+        for chunk in vlm.stream(messages, options):
+            text += chunk.text
+            if chunk.run is None:
+                yield AnswerProgress(text)
+            else:
+                chunk.run.extra.update(context.meta)
+                message_id = self.store.add_answer(user, case_id, text, chunk.run, self.slot.status.demo)
+                yield AnswerProgress(text, message_id, chunk.run)

@@ -1,0 +1,75 @@
+"""The model an app serves: loaded in the background, with an honest status the UI can show."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelUnavailable
+from .base import VLM
+from .hf import HFVLM
+from .tiny import has_random_weights, make_tiny
+
+log = logging.getLogger(__name__)
+
+DEMO_FAMILY = "smolvlm"
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    state: str  # "loading" | "ready" | "failed"
+    model_id: str
+    demo: bool = False
+    error: str | None = None
+
+
+class ModelSlot:
+    def __init__(self, loader: Callable[..., VLM] = HFVLM.from_pretrained, **load_kwargs) -> None:
+        self._loader = loader
+        self._load_kwargs = load_kwargs
+        self._lock = threading.Lock()
+        self._vlm: VLM | None = None
+        self._status = SlotStatus("failed", "", error="no model configured")
+
+    @property
+    def status(self) -> SlotStatus:
+        return self._status
+
+    def load(self, name_or_path: str | Path, background: bool = False) -> None:
+        """Load a model; on failure the status says why and the previous model (if any) is dropped."""
+        demo = has_random_weights(name_or_path)
+        with self._lock:
+            self._vlm = None
+            self._status = SlotStatus("loading", str(name_or_path), demo)
+        if background:
+            threading.Thread(target=self._load, args=(name_or_path, demo), daemon=True, name="loupe-load").start()
+        else:
+            self._load(name_or_path, demo)
+
+    def load_demo(self, models_dir: Path) -> None:
+        """Switch to the random-weight demo model, building it on first use (a few seconds)."""
+        path = models_dir / f"demo-{DEMO_FAMILY}"
+        if not has_random_weights(path):
+            make_tiny(DEMO_FAMILY, path)
+        self.load(path)
+
+    def get(self) -> VLM:
+        vlm, status = self._vlm, self._status
+        if vlm is None:
+            reason = "the model is still loading" if status.state == "loading" else status.error
+            raise ModelUnavailable(f"No model is available: {reason}")
+        return vlm
+
+    def _load(self, name_or_path: str | Path, demo: bool) -> None:
+        try:
+            vlm = self._loader(name_or_path, **self._load_kwargs)
+        except ModelUnavailable as exc:
+            log.warning("model load failed: %s", exc)
+            self._status = SlotStatus("failed", str(name_or_path), demo, str(exc))
+            return
+        with self._lock:
+            self._vlm = vlm
+            self._status = SlotStatus("ready", str(name_or_path), demo)
