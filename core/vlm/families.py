@@ -12,15 +12,16 @@ class Family:
     name: str  # Loupe's short name, used on the CLI
     model_types: tuple[str, ...]  # values of config.model_type
     vision_attr: str  # vision encoder under model.model
+    text_attr: str  # language model under model.model
     uses_mrope: bool = False  # Qwen-VL: 3-D rotary positions; pruning must keep position ids
 
 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("smolvlm", ("idefics3", "smolvlm"), "vision_model"),
-        Family("qwen2vl", ("qwen2_vl", "qwen2_5_vl"), "visual", uses_mrope=True),
-        Family("llava-ov", ("llava_onevision", "llava"), "vision_tower"),
+        Family("smolvlm", ("idefics3", "smolvlm"), "vision_model", "text_model"),
+        Family("qwen2vl", ("qwen2_vl", "qwen2_5_vl"), "visual", "language_model", uses_mrope=True),
+        Family("llava-ov", ("llava_onevision", "llava"), "vision_tower", "language_model"),
     )
 }
 
@@ -41,8 +42,8 @@ def vision_encoder(model: nn.Module, family: Family) -> nn.Module:
     return getattr(model.model, family.vision_attr)
 
 
-def language_model(model: nn.Module) -> nn.Module:
-    return model.model.language_model
+def language_model(model: nn.Module, family: Family) -> nn.Module:
+    return getattr(model.model, family.text_attr)
 
 
 

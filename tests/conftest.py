@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny real-architecture models, databases (SQLite and PostgreSQL), settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from loupe.core.config import Settings
+from loupe.core.vlm.tiny import make_tiny
+
+REQUIRE_SERVICES = os.environ.get("LOUPE_REQUIRE_SERVICES") == "1"
+
+
+def missing_service(reason: str) -> None:
+    """Skip locally, fail in CI: a test that silently does not run proves nothing."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required test service missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return built[family]
+
+    return get
+
+
+def _postgres_database() -> str:
+    admin_url = os.environ.get("LOUPE_TEST_POSTGRES_URL")
+    if not admin_url:
+        missing_service("LOUPE_TEST_POSTGRES_URL is not set (make test starts a server)")
+    name = f"loupe_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _drop_postgres_database(url: str) -> None:
+    admin_url = os.environ["LOUPE_TEST_POSTGRES_URL"]
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'loupe.db'}"
+        return
+    url = _postgres_database()
+    yield url
+    _drop_postgres_database(url)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=db_url, model="unused",
+                    max_upload_bytes=5 * 2**20, max_image_pixels=4_000_000)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=None, model="unused",
+                    max_upload_bytes=5 * 2**20, max_image_pixels=4_000_000)
