@@ -124,9 +124,10 @@ def build_app(service: LoupeService) -> gr.Blocks:
             return f"⚠️ {exc}"
         return f"Review {review_id} saved ({verdict})."
 
-    with gr.Blocks(title="Loupe") as app:
+    # delete_cache: Gradio-cached files (uploads, rendered images) are removed after an hour.
+    with gr.Blocks(title="Loupe", delete_cache=(3600, 3600)) as app:
         case_state = gr.State(None)
-        answer_state = gr.State(None)
+        answer_state = gr.Number(None, visible=False, precision=0, label="Answer id")
         gr.Markdown("# Loupe")
         banner = gr.Markdown(elem_id="model-status")
         with gr.Row():
@@ -188,5 +189,5 @@ def launch(service: LoupeService, host: str = "127.0.0.1", port: int | None = No
         return service.store.authenticate(username, password) is not None
 
     app.launch(server_name=host, server_port=port, auth=check_login, auth_message="Log in to Loupe",
-               prevent_thread_lock=not block, delete_cache=(3600, 3600), show_error=False, quiet=not block)
+               prevent_thread_lock=not block, show_error=False, quiet=not block)
     return app, app.local_url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import struct
 import zlib
 
@@ -35,3 +36,9 @@ def png_header_only(width: int, height: int) -> bytes:
     row = b"\x00" + b"\x00" * ((width + 7) // 8)
     idat = zlib.compress(row * min(height, 4))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
