@@ -22,6 +22,7 @@ serve: install
 
 # Installs and starts what the tests need (Debian Chromium, a throwaway PostgreSQL), then pytest.
 test: install
+	$(VENV)/bin/ruff check .
 	bash .ci/with-services.sh $(VENV)/bin/pytest -q $(ARGS)
 
 lint: install

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from gradio_client import Client, handle_file
+from helpers import free_port, png_bytes, png_header_only
 from sqlalchemy import func, select
 
-from helpers import free_port, png_bytes, png_header_only
 from loupe.apps.service import LoupeService
 from loupe.apps.web import DEMO_BANNER, launch, status_banner
 from loupe.core.cases.models import Asset, Case, ChatMessage, ModelRun

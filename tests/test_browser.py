@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import missing_service
 from helpers import free_port, png_bytes
+
 from loupe.apps.service import LoupeService
 from loupe.apps.web import launch
 from loupe.core.config import Settings

@@ -3,9 +3,9 @@
 import io
 
 import pytest
+from helpers import jpeg_with_exif, png_bytes, png_header_only
 from PIL import Image
 
-from helpers import jpeg_with_exif, png_bytes, png_header_only
 from loupe.core.cases.assets import AssetStore
 from loupe.core.errors import InputRejected
 from loupe.core.images import open_bounded

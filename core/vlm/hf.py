@@ -68,7 +68,8 @@ class HFVLM:
         try:
             config = AutoConfig.from_pretrained(model_id, local_files_only=local_files_only)
             family = family_of(config.model_type)
-            processor = processor_class(family).from_pretrained(model_id, local_files_only=local_files_only, **processor_kwargs)
+            processor = processor_class(family).from_pretrained(
+                model_id, local_files_only=local_files_only, **processor_kwargs)
             model = AutoModelForImageTextToText.from_pretrained(
                 model_id, dtype=placement.dtype, local_files_only=local_files_only)
         except (OSError, ValueError) as exc:
