@@ -66,9 +66,10 @@ class ModelSlot:
     def _load(self, name_or_path: str | Path, demo: bool) -> None:
         try:
             vlm = self._loader(name_or_path, **self._load_kwargs)
-        except ModelUnavailable as exc:
-            log.warning("model load failed: %s", exc)
-            self._status = SlotStatus("failed", str(name_or_path), demo, str(exc))
+        except Exception as exc:  # any failure must end "loading": the UI shows the reason
+            reason = str(exc) if isinstance(exc, ModelUnavailable) else f"{type(exc).__name__}: {exc}"
+            log.warning("model load failed: %s", reason)
+            self._status = SlotStatus("failed", str(name_or_path), demo, reason)
             return
         with self._lock:
             self._vlm = vlm
