@@ -24,8 +24,6 @@ class FriendlyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (LoupeError, ValueError, OSError) as exc:
-            if isinstance(exc, click.ClickException):
-                raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 

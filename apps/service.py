@@ -66,6 +66,7 @@ class LoupeService:
         if not question:
             raise LoupeError("Type a question first.")
         vlm = self.slot.get()  # fail before anything is stored if no model is up
+        demo_weights = self.slot.status.demo  # of this model, even if the slot switches mid-answer
         case = self.store.open_case(user, case_id)
         domain = self.domain(case.domain)
         stored = case.assets[0]
@@ -87,5 +88,5 @@ class LoupeService:
                 yield AnswerProgress(text)
             else:
                 chunk.run.extra.update(context.meta)
-                message_id = self.store.add_answer(user, case_id, text, chunk.run, self.slot.status.demo)
+                message_id = self.store.add_answer(user, case_id, text, chunk.run, demo_weights)
                 yield AnswerProgress(text, message_id, chunk.run)

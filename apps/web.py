@@ -51,12 +51,9 @@ def build_app(service: LoupeService) -> gr.Blocks:
     domains = service.domains
     accepted = sorted({suffix for d in domains.values() for suffix in d.accepts})
 
-    def _cases_table(request: gr.Request) -> list[list]:
+    def list_cases(request: gr.Request) -> list[list]:
         user = service.user(request.username)
         return [[c.id, c.title, c.domain, c.owner, c.created_at, c.messages] for c in service.store.list_cases(user)]
-
-    def list_cases(request: gr.Request):
-        return _cases_table(request)
 
     def model_status():
         return status_banner(service.slot.status)
@@ -73,7 +70,7 @@ def build_app(service: LoupeService) -> gr.Blocks:
             return f"⚠️ {exc}", gr.update(), gr.update(), gr.update(), gr.update(), None
         log.info("case %d created", case_id)
         image, history, _ = _open(case_id, request)
-        return f"Case {case_id} created.", case_id, _cases_table(request), image, history, None
+        return f"Case {case_id} created.", case_id, list_cases(request), image, history, None
 
     def _open(case_id: int, request: gr.Request):
         user = service.user(request.username)
