@@ -1,20 +1,46 @@
-"""The ``loupe`` command line. Failures print one line to stderr and exit non-zero."""
+"""The ``loupe`` command line. Failures print one line to stderr and exit non-zero.
+
+Imports of heavy modules (torch, transformers, gradio) stay inside the commands that need them, so
+``loupe users ...`` starts in well under a second.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from loupe.core.config import Settings
 from loupe.core.errors import LoupeError
-from loupe.core.vlm.families import FAMILIES
 
-FAMILY_CHOICE = click.Choice(sorted(FAMILIES))
+if TYPE_CHECKING:
+    from loupe.core.cases.store import CaseStore
+
+ROLE_CHOICE = click.Choice(["user", "reviewer", "admin"])  # = loupe.core.cases.store.ROLES (tested)
+
+
+class _FamilyChoice(click.Choice):
+    """The model families, read only when an option is parsed or shown (the table imports torch)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        from loupe.core.vlm.families import FAMILIES
+
+        return tuple(sorted(FAMILIES))
+
+    @choices.setter
+    def choices(self, _value: object) -> None:
+        pass
+
+
+FAMILY_CHOICE = _FamilyChoice()
 
 
 class FriendlyGroup(click.Group):
@@ -28,13 +54,21 @@ class FriendlyGroup(click.Group):
             sys.exit(1)
 
 
+def _configure_logging(info: bool, verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if info else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic logs a dozen INFO lines per run (plugin setup, "Context impl ..."): only for -v.
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(path_type=Path), help="Data folder (env LOUPE_HOME, default ~/.loupe).")
 @click.option("--database-url", help="SQLAlchemy URL (env LOUPE_DATABASE_URL, default SQLite under home).")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO); 'serve' always does.")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, database_url: str | None) -> None:
+def cli(ctx: click.Context, home: Path | None, database_url: str | None, verbose: bool) -> None:
     """Loupe: domain-specialist vision-language apps."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(info=verbose or ctx.invoked_subcommand == "serve", verbose=verbose)
     ctx.obj = Settings().with_overrides(home=home, database_url=database_url)
 
 
@@ -42,6 +76,16 @@ def _service(settings: Settings):  # noqa: ANN202
     from .service import LoupeService
 
     return LoupeService.open(settings)
+
+
+def _store(settings: Settings) -> CaseStore:
+    """The case store alone: user commands need no model slot, domains or web stack."""
+    from loupe.core.cases.assets import AssetStore
+    from loupe.core.cases.db import open_database
+    from loupe.core.cases.store import CaseStore
+
+    settings.ensure_dirs()
+    return CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
 
 
 # -- serve --------------------------------------------------------------------------------------
@@ -56,14 +100,14 @@ def _service(settings: Settings):  # noqa: ANN202
 def serve(settings: Settings, host: str, port: int, model: str | None, device: str | None, dtype: str | None,
           demo_model: bool) -> None:
     """Start the web app (login required)."""
+    from .firstrun import ensure_admin
     from .web import launch
 
     settings = settings.with_overrides(model=model, device=device, dtype=dtype)
     service = _service(settings)
-    if not service.store.list_users():
-        password = secrets.token_urlsafe(12)
-        service.store.add_user("admin", password, role="admin")
-        click.echo(f"First start: created user 'admin' with password {password}  (change with: loupe users add)")
+    notice = ensure_admin(service.store, settings.initial_password_file)
+    if notice:
+        click.echo(notice)  # stdout only: the password (on a terminal) must never reach a log handler
     if demo_model:
         service.slot.load_demo(settings.models_dir)
     else:
@@ -78,14 +122,18 @@ def users() -> None:
     """Manage who can log in."""
 
 
+_new_password = click.password_option(envvar="LOUPE_NEW_PASSWORD",
+                                      help="Prompted for (twice) when not given (env LOUPE_NEW_PASSWORD).")
+
+
 @users.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["user", "reviewer", "admin"]), default="user", show_default=True)
-@click.password_option(envvar="LOUPE_NEW_PASSWORD", help="Prompted for when not given (env LOUPE_NEW_PASSWORD).")
+@click.option("--role", type=ROLE_CHOICE, default="user", show_default=True)
+@_new_password
 @click.pass_obj
 def users_add(settings: Settings, name: str, role: str, password: str) -> None:
     """Add a user NAME."""
-    _service(settings).store.add_user(name, password, role)
+    _store(settings).add_user(name, password, role)
     click.echo(f"user {name!r} added with role {role}")
 
 
@@ -93,8 +141,50 @@ def users_add(settings: Settings, name: str, role: str, password: str) -> None:
 @click.pass_obj
 def users_list(settings: Settings) -> None:
     """List users."""
-    for user in _service(settings).store.list_users():
+    for user in _store(settings).list_users():
         click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'disabled'}")
+
+
+@users.command("passwd")
+@click.argument("name")
+@_new_password
+@click.pass_obj
+def users_passwd(settings: Settings, name: str, password: str) -> None:
+    """Set a new password for NAME."""
+    from .firstrun import ADMIN, forget_initial_password
+
+    _store(settings).set_password(None, name, password)
+    if name == ADMIN:
+        forget_initial_password(settings.initial_password_file)
+    click.echo(f"password of {name!r} changed")
+
+
+@users.command("disable")
+@click.argument("name")
+@click.pass_obj
+def users_disable(settings: Settings, name: str) -> None:
+    """Stop NAME from logging in (cases and audit trail are kept)."""
+    _store(settings).set_active(None, name, False)
+    click.echo(f"user {name!r} disabled")
+
+
+@users.command("enable")
+@click.argument("name")
+@click.pass_obj
+def users_enable(settings: Settings, name: str) -> None:
+    """Let a disabled user NAME log in again."""
+    _store(settings).set_active(None, name, True)
+    click.echo(f"user {name!r} enabled")
+
+
+@users.command("role")
+@click.argument("name")
+@click.argument("role", type=ROLE_CHOICE)
+@click.pass_obj
+def users_role(settings: Settings, name: str, role: str) -> None:
+    """Give NAME the role ROLE."""
+    _store(settings).set_role(None, name, role)
+    click.echo(f"user {name!r} now has role {role}")
 
 
 # -- models -------------------------------------------------------------------------------------

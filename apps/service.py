@@ -60,6 +60,16 @@ class LoupeService:
         assets = domain.ingest(data, self.limits)  # raises InputRejected before anything is written
         return self.store.create_case(user, domain.name, title, assets)
 
+    def switch_model(self, user: User, demo: bool) -> None:
+        """Admins only: load the configured model again, or the random-weight demo model."""
+        self.store.require_admin(user, "model.switch")
+        target = "demo" if demo else self.settings.model
+        self.store.audit(user, "model.switch", detail={"model": target})
+        if demo:
+            self.slot.load_demo(self.settings.models_dir)
+        else:
+            self.slot.load(self.settings.model, background=True)
+
     def ask(self, user: User, case_id: int, question: str,
             options: GenerationOptions | None = None) -> Iterator[AnswerProgress]:
         question = question.strip()
@@ -68,6 +78,8 @@ class LoupeService:
         vlm = self.slot.get()  # fail before anything is stored if no model is up
         demo_weights = self.slot.status.demo  # of this model, even if the slot switches mid-answer
         case = self.store.open_case(user, case_id)
+        if case.archived_at is not None:
+            raise LoupeError("This case is archived: restore it to ask new questions.")
         domain = self.domain(case.domain)
         stored = case.assets[0]
         asset = IngestedAsset(self.store.assets.read(stored.sha256), stored.media_type, stored.width,

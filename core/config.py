@@ -27,6 +27,16 @@ class Settings:
     # Upload bounds: bytes on the wire and decoded pixels (width * height).
     max_upload_bytes: int = field(default_factory=lambda: _env_int("LOUPE_MAX_UPLOAD_BYTES", 50 * 2**20))
     max_image_pixels: int = field(default_factory=lambda: _env_int("LOUPE_MAX_IMAGE_PIXELS", 89_478_485))
+    # Web sessions end after this much inactivity, and in any case after the absolute limit.
+    session_idle_minutes: int = field(default_factory=lambda: _env_int("LOUPE_SESSION_IDLE_MINUTES", 30))
+    session_max_hours: int = field(default_factory=lambda: _env_int("LOUPE_SESSION_MAX_HOURS", 12))
+    # Single sign-on behind a reverse proxy: the proxy authenticates and names the user in this header.
+    # Honoured only on connections from the listed proxy addresses.
+    trusted_user_header: str | None = field(default_factory=lambda: os.environ.get("LOUPE_TRUSTED_USER_HEADER"))
+    trusted_proxies: tuple[str, ...] = field(default_factory=lambda: tuple(
+        a.strip() for a in os.environ.get("LOUPE_TRUSTED_PROXIES", "127.0.0.1,::1").split(",") if a.strip()))
+    # Uploads chosen but never submitted are deleted after this long.
+    upload_ttl_minutes: int = field(default_factory=lambda: _env_int("LOUPE_UPLOAD_TTL_MINUTES", 15))
 
     @property
     def db_url(self) -> str:
@@ -43,6 +53,11 @@ class Settings:
     @property
     def gradio_tmp_dir(self) -> Path:
         return self.home / "gradio-tmp"
+
+    @property
+    def initial_password_file(self) -> Path:
+        """Where a non-interactive first start leaves the generated admin password (mode 0600)."""
+        return self.home / "initial-admin-password"
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

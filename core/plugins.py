@@ -5,6 +5,7 @@ The core never imports a domain: apps and the CLI ask this registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -40,6 +41,38 @@ class VisualContext:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AssetView:
+    """A stored asset as a viewer sees it: ``url`` is an access-checked, audited route."""
+
+    id: int
+    url: str
+    media_type: str
+    width: int | None
+    height: int | None
+    note: str = ""  # plain-language remark from ingest, e.g. "only the first of 30 frames is analysed"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class DomainTab(Protocol):
+    """The shared workspace a domain builds its tab into; the app implements it.
+
+    Login, case list, chat, review and audit are the app's; a domain adds its viewer, tools and prompts.
+    Tools are UI components (Gradio) created inside ``build_tab`` and wired to ``case_id``/``question``.
+    """
+
+    case_id: Any  # component holding the open case's id (None when no case is open)
+    question: Any  # the question box
+
+    def add_prompts(self, questions: Sequence[str]) -> None:
+        """Offer ready-made questions; a click puts one in the question box."""
+        ...
+
+    def set_viewer(self, render: Callable[[list[AssetView]], str]) -> None:
+        """Replace the default viewer: ``render`` turns the open case's assets into HTML."""
+        ...
+
+
 @runtime_checkable
 class Domain(Protocol):
     name: str  # stable id stored with each case
@@ -54,6 +87,10 @@ class Domain(Protocol):
 
     def context(self, asset: IngestedAsset, question: str) -> VisualContext:
         """Build the visual context for a question about a stored asset."""
+        ...
+
+    def build_tab(self, tab: DomainTab) -> None:
+        """Add this domain's viewer, tools and prompts to its tab (called while the app builds its UI)."""
         ...
 
 

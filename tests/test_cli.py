@@ -1,13 +1,17 @@
 """The ``loupe`` command: help, users, models, db, and one-line errors."""
 
 import json
+import stat
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
 
-from loupe.apps.cli import cli
+from loupe.apps.cli import _store, cli
+from loupe.apps.firstrun import ensure_admin
+from loupe.core.cases.db import head_revision
+from loupe.core.config import Settings
 from loupe.core.vlm.tiny import has_random_weights
 
 
@@ -34,6 +38,72 @@ def test_users_add_and_list(run):
     assert "carol\treviewer\tactive" in run("users", "list").output
 
 
+def _user_events(home) -> list[tuple[int | None, str, dict]]:
+    store = _store(Settings(home=home, database_url=None))
+    return [(e.user_id, e.action, e.detail) for e in store.audit_events() if e.action.startswith("user.")]
+
+
+def test_users_passwd_disable_enable_role(run, tmp_path):
+    run("users", "add", "root", "--role", "admin", LOUPE_NEW_PASSWORD="root-password")
+    run("users", "add", "carol", LOUPE_NEW_PASSWORD="carol-password")
+    runner = CliRunner()
+    prompted = runner.invoke(cli, ["--home", str(tmp_path / "home"), "users", "passwd", "carol"],
+                             input="carol-new-pass\ncarol-new-pass\n")
+    assert prompted.exit_code == 0, prompted.output
+    assert prompted.output == "Password: \nRepeat for confirmation: \npassword of 'carol' changed\n"
+    assert run("users", "disable", "carol").output == "user 'carol' disabled\n"
+    assert "carol\tuser\tdisabled" in run("users", "list").output
+    assert run("users", "enable", "carol").output == "user 'carol' enabled\n"
+    assert run("users", "role", "carol", "reviewer").output == "user 'carol' now has role reviewer\n"
+    assert run("users", "role", "carol", "root").exit_code == 2
+    store = _store(Settings(home=tmp_path / "home", database_url=None))
+    assert store.authenticate("carol", "carol-new-pass").role == "reviewer"
+    cli_ = {"via": "cli"}
+    assert _user_events(tmp_path / "home")[2:] == [
+        (None, "user.passwd", {"username": "carol", **cli_}),
+        (None, "user.disable", {"username": "carol", **cli_}),
+        (None, "user.enable", {"username": "carol", **cli_}),
+        (None, "user.role", {"username": "carol", "role": "reviewer", "previous": "user", **cli_}),
+    ]
+
+
+def test_users_commands_refuse_with_one_error_line(run):
+    run("users", "add", "root", "--role", "admin", LOUPE_NEW_PASSWORD="root-password")
+    for args, message in [(("disable", "root"), "error: cannot disable 'root': it is the last active admin"),
+                          (("role", "root", "user"), "error: cannot demote 'root': it is the last active admin"),
+                          (("enable", "nobody"), "error: no user named 'nobody'")]:
+        result = run("users", *args)
+        assert result.exit_code == 1 and result.output.startswith(message) and result.output.count("\n") == 1
+    result = run("users", "passwd", "root", LOUPE_NEW_PASSWORD="short")
+    assert result.exit_code == 1 and result.output == "error: passwords need at least 8 characters\n"
+
+
+def test_users_passwd_admin_removes_the_first_start_password_file(run, tmp_path):
+    settings = Settings(home=tmp_path / "home", database_url=None)
+    ensure_admin(_store(settings), settings.initial_password_file, interactive=False)
+    assert stat.S_IMODE(settings.initial_password_file.stat().st_mode) == 0o600
+    assert run("users", "passwd", "admin", LOUPE_NEW_PASSWORD="admin-chosen").exit_code == 0
+    assert not settings.initial_password_file.exists()
+
+
+def test_users_commands_are_quiet_and_import_no_model_or_web_stack(tmp_path):
+    """Only the result is printed (no Alembic INFO lines, even when migrating) and torch & co stay unloaded."""
+    home = tmp_path / "home"
+    script = (
+        "import sys\n"
+        "from loupe.apps.cli import cli\n"
+        "for args in (['users', 'add', 'erin'], ['users', 'list']):\n"
+        f"    cli(['--home', {str(home)!r}, *args], standalone_mode=False)\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'gradio'})\n"
+        "print('heavy:', heavy)\n"
+    )
+    env = {"LOUPE_NEW_PASSWORD": "erin-password", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "user 'erin' added with role user\nerin\tuser\tactive\nheavy: []\n"
+    assert result.stderr == ""
+
+
 def test_errors_are_one_line_and_non_zero(tmp_path):
     home = tmp_path / "home"
     args = [sys.executable, "-m", "loupe.apps.cli", "--home", str(home), "users", "add", "dave"]
@@ -46,8 +116,8 @@ def test_errors_are_one_line_and_non_zero(tmp_path):
 
 
 def test_db_upgrade_and_current(run):
-    assert "revision 0001" in run("db", "upgrade").output
-    assert run("db", "current").output.strip() == "0001"
+    assert f"revision {head_revision()}" in run("db", "upgrade").output
+    assert run("db", "current").output.strip() == head_revision()
 
 
 def test_models_list_and_make_tiny(run, tmp_path):

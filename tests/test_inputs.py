@@ -22,8 +22,8 @@ def test_valid_image_opens():
     (b"", "empty"),
     (b"%PDF-1.4 not an image at all", "not an image"),
     (png_bytes()[:60], "could not be decoded"),
-    (png_header_only(5000, 5000), "25,000,000 pixels; the limit is 1,000,000"),
-    (b"\x00" * (2**20 + 1), "limit is 1 MiB"),
+    (png_header_only(5000, 5000), r"5,000 × 5,000 pixels \(25.0 megapixels\); Loupe accepts images up to 1 megapixel"),
+    (b"\x00" * (2**20 + 1), "Loupe accepts files up to 1 MiB"),
 ])
 def test_bad_uploads_are_refused_with_a_reason(data, message):
     with pytest.raises(InputRejected, match=message):
@@ -32,8 +32,9 @@ def test_bad_uploads_are_refused_with_a_reason(data, message):
 
 def test_pillow_bomb_limit_applies_even_with_a_generous_bound():
     huge = png_header_only(30_000, 30_000)  # 900 MP: above Pillow's own 2x bomb threshold
-    with pytest.raises(InputRejected, match="pixels"):
+    with pytest.raises(InputRejected, match="pixels") as refused:
         open_bounded(huge, LIMITS.max_bytes, 10**12)
+    assert "89.5 megapixels" in str(refused.value) and "decompression bomb" not in str(refused.value)
 
 
 def test_general_domain_is_discovered_through_entry_points():
@@ -51,10 +52,12 @@ def test_general_domain_strips_exif_and_builds_rgb_context():
     assert [img.mode for img in context.images] == ["RGB"]
 
 
-def test_general_domain_keeps_clean_files_byte_for_byte():
+def test_general_domain_re_encodes_clean_files_with_the_same_pixels():
     data = png_bytes()
     [asset] = discover()["general"].ingest(data, LIMITS)
-    assert asset.data == data and asset.media_type == "image/png"
+    assert asset.media_type == "image/png"
+    assert Image.open(io.BytesIO(asset.data)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
+    assert asset.meta == {"mode": "RGB", "format": "PNG", "frames": 1}
 
 
 def test_asset_store_is_content_addressed_and_atomic(tmp_path):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger(__name__)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
@@ -32,6 +36,8 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -39,7 +45,25 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def upgrade_if_needed(engine: Engine) -> bool:
+    """Migrate to head only when behind (a full Alembic run costs seconds); True when it migrated."""
+    before = current_revision(engine)
+    if before == head_revision():
+        return False
+    upgrade(engine)
+    log.info("database schema upgraded from %s to %s", before or "empty", current_revision(engine))
+    return True
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -52,5 +76,5 @@ def current_revision(engine: Engine) -> str | None:
 def open_database(url: str) -> sessionmaker[Session]:
     """Create the engine, bring the schema to the newest revision, return a session factory."""
     engine = make_engine(url)
-    upgrade(engine)
+    upgrade_if_needed(engine)
     return sessionmaker(engine, expire_on_commit=False)

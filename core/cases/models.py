@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -39,9 +39,27 @@ class Case(Base):
     domain: Mapped[str] = mapped_column(String(32))
     title: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
+    owner: Mapped[User] = relationship()
+    shares: Mapped[list[CaseShare]] = relationship(order_by="CaseShare.id")
     assets: Mapped[list[Asset]] = relationship(back_populates="case", order_by="Asset.id")
     messages: Mapped[list[ChatMessage]] = relationship(back_populates="case", order_by="ChatMessage.id")
+
+
+class CaseShare(Base):
+    """A case made visible to another named user (e.g. a reviewer who signs its answers off)."""
+
+    __tablename__ = "case_shares"
+    __table_args__ = (UniqueConstraint("case_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
 
 
 class Asset(Base):
@@ -104,9 +122,12 @@ class Review(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    verdict: Mapped[str] = mapped_column(String(16))  # "accepted" | "edited"
+    verdict: Mapped[str] = mapped_column(String(16))  # "accepted" | "edited" | "rejected"
     edited_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signed_off: Mapped[bool] = mapped_column(Boolean, default=False)  # by a user with the reviewer role
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    reviewer: Mapped[User] = relationship()
 
 
 class AuditEvent(Base):
@@ -115,7 +136,8 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
     action: Mapped[str] = mapped_column(String(32))
-    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True, index=True)
+    # No foreign key: the trail of a purged case must outlive the case.
+    case_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, delete, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -14,11 +15,11 @@ from ..errors import AccessDenied, LoupeError
 from ..plugins import IngestedAsset
 from ..vlm.base import RunRecord
 from .assets import AssetStore
-from .models import Asset, AuditEvent, Case, ChatMessage, ModelRun, Review, User
-from .passwords import hash_password, verify_password
+from .models import Asset, AuditEvent, Case, CaseShare, ChatMessage, ModelRun, Review, User, utcnow
+from .passwords import check_new_password, dummy_hash, hash_password, verify_password
 
 ROLES = ("user", "reviewer", "admin")
-VERDICTS = ("accepted", "edited")
+VERDICTS = ("accepted", "edited", "rejected")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,19 @@ class CaseSummary:
     domain: str
     owner: str
     created_at: str
-    messages: int
+    answers: int
+    reviewed: int
+    shared_with_me: bool
+    archived: bool
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: str
+    user: str
+    action: str
+    case_id: int | None
+    detail: str
 
 
 class CaseStore:
@@ -37,22 +50,50 @@ class CaseStore:
         self.assets = assets
 
     # -- users ---------------------------------------------------------------------------------
-    def add_user(self, username: str, password: str, role: str = "user") -> User:
-        if role not in ROLES:
-            raise LoupeError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    # ``actor`` is the logged-in user making a change, or None on the command line (audited as via "cli").
+    def add_user(self, username: str, password: str, role: str = "user", actor: User | None = None) -> User:
+        self._check_role(role)
         if not username or len(username) > 64 or not username.replace("_", "").replace(".", "").isalnum():
             raise LoupeError("user names are 1-64 letters, digits, '.' or '_'")
-        if len(password) < 8:
-            raise LoupeError("passwords need at least 8 characters")
+        check_new_password(password)
+        password_hash = hash_password(password)
         with self.sessions.begin() as s:
-            user = User(username=username, password_hash=hash_password(password), role=role)
+            actor_id = self._actor_id(s, actor)
+            user = User(username=username, password_hash=password_hash, role=role)
             s.add(user)
             try:
                 s.flush()
             except IntegrityError:
                 raise LoupeError(f"user {username!r} already exists") from None
-            s.add(AuditEvent(user_id=user.id, action="user.create", detail={"role": role}))
+            s.add(self._user_event(actor_id, "user.create", username, role=role))
             return user
+
+    def set_password(self, actor: User | None, username: str, new_password: str) -> None:
+        check_new_password(new_password)
+        password_hash = hash_password(new_password)
+        with self.sessions.begin() as s:
+            actor_id = self._actor_id(s, actor, may_be=username)
+            self._target(s, username).password_hash = password_hash
+            s.add(self._user_event(actor_id, "user.passwd", username))
+
+    def set_active(self, actor: User | None, username: str, active: bool) -> None:
+        with self.sessions.begin() as s:
+            actor_id = self._actor_id(s, actor)
+            user = self._target(s, username)
+            if not active:
+                self._keep_an_admin(s, user, "disable")
+            user.active = active
+            s.add(self._user_event(actor_id, "user.enable" if active else "user.disable", username))
+
+    def set_role(self, actor: User | None, username: str, role: str) -> None:
+        self._check_role(role)
+        with self.sessions.begin() as s:
+            actor_id = self._actor_id(s, actor)
+            user = self._target(s, username)
+            if role != "admin":
+                self._keep_an_admin(s, user, "demote")
+            previous, user.role = user.role, role
+            s.add(self._user_event(actor_id, "user.role", username, role=role, previous=previous))
 
     def list_users(self) -> list[User]:
         with self.sessions() as s:
@@ -63,10 +104,52 @@ class CaseStore:
             return s.scalar(select(User).where(User.username == username, User.active.is_(True)))
 
     def authenticate(self, username: str, password: str) -> User | None:
-        user = self.get_user(username)
-        ok = user is not None and verify_password(password, user.password_hash)
-        self._audit(user.id if user else None, "login" if ok else "login.failed")
+        with self.sessions() as s:
+            user = s.scalar(select(User).where(User.username == username))
+        usable = user is not None and user.active
+        # Missing and disabled users cost one full KDF run too: response time does not reveal names.
+        ok = verify_password(password, user.password_hash if usable else dummy_hash()) and usable
+        self._audit(user.id if user else None, "login" if ok else "login.failed",
+                    detail={"disabled": True} if user is not None and not user.active else None)
         return user if ok else None
+
+    @staticmethod
+    def _check_role(role: str) -> None:
+        if role not in ROLES:
+            raise LoupeError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+
+    @staticmethod
+    def _actor_id(s: Session, actor: User | None, may_be: str | None = None) -> int | None:
+        """The actor's id after checking, from the database, that they are an active admin (or ``may_be``)."""
+        if actor is None:
+            return None
+        current = s.get(User, actor.id)
+        if current is None or not current.active or not (current.is_admin or current.username == may_be):
+            raise AccessDenied("only an admin can change other users")
+        return current.id
+
+    @staticmethod
+    def _target(s: Session, username: str) -> User:
+        user = s.scalar(select(User).where(User.username == username))
+        if user is None:
+            raise LoupeError(f"no user named {username!r}")
+        return user
+
+    @staticmethod
+    def _keep_an_admin(s: Session, user: User, verb: str) -> None:
+        if not (user.is_admin and user.active):
+            return
+        # Row locks (PostgreSQL) stop two concurrent demotions from both seeing "another admin is left".
+        others = s.scalars(select(User.id).where(User.role == "admin", User.active.is_(True), User.id != user.id)
+                           .with_for_update()).all()
+        if not others:
+            raise LoupeError(f"cannot {verb} {user.username!r}: it is the last active admin; "
+                             "make another user admin first")
+
+    @staticmethod
+    def _user_event(actor_id: int | None, action: str, username: str, **extra: str) -> AuditEvent:
+        detail = {"username": username, **extra} | ({} if actor_id is not None else {"via": "cli"})
+        return AuditEvent(user_id=actor_id, action=action, detail=detail)
 
     # -- cases ---------------------------------------------------------------------------------
     def create_case(self, user: User, domain: str, title: str, assets: Sequence[IngestedAsset]) -> int:
@@ -97,23 +180,39 @@ class CaseStore:
                 self.assets.delete(digest)
             raise
 
-    def list_cases(self, user: User) -> list[CaseSummary]:
+    def list_cases(self, user: User, *, search: str = "", domain: str | None = None,
+                   archived: bool = False) -> list[CaseSummary]:
+        """Cases ``user`` may see (own, shared with them, all for admins), newest first."""
+        answers = (select(func.count(ChatMessage.id))
+                   .where(ChatMessage.case_id == Case.id, ChatMessage.role == "assistant").scalar_subquery())
+        reviewed = (select(func.count(func.distinct(Review.message_id))).join(ChatMessage)
+                    .where(ChatMessage.case_id == Case.id).scalar_subquery())
+        query = (select(Case, User.username, answers, reviewed).join(User, Case.owner_id == User.id)
+                 .where(self._visible_to(user))
+                 .where(Case.archived_at.is_not(None) if archived else Case.archived_at.is_(None))
+                 .order_by(Case.id.desc()))
+        if domain:
+            query = query.where(Case.domain == domain)
+        if term := search.strip():
+            matches = [Case.title.ilike(f"%{term}%"), User.username.ilike(f"%{term}%")]
+            if term.lstrip("#").isdigit():
+                matches.append(Case.id == int(term.lstrip("#")))
+            query = query.where(or_(*matches))
         with self.sessions() as s:
-            query = select(Case, User.username).join(User, Case.owner_id == User.id).order_by(Case.id.desc())
-            if not user.is_admin:
-                query = query.where(Case.owner_id == user.id)
-            rows = s.execute(query.options(selectinload(Case.messages))).all()
-            return [CaseSummary(c.id, c.title, c.domain, owner, c.created_at.strftime("%Y-%m-%d %H:%M"),
-                                len(c.messages)) for c, owner in rows]
+            return [CaseSummary(c.id, c.title, c.domain, owner, c.created_at.strftime("%Y-%m-%d %H:%M"), n_answers,
+                                n_reviewed, c.owner_id != user.id, c.archived_at is not None)
+                    for c, owner, n_answers, n_reviewed in s.execute(query)]
 
     def open_case(self, user: User, case_id: int) -> Case:
-        """Load a case with its assets and messages for ``user``; audited as a read."""
+        """Load a case with its assets, messages, reviews and shares for ``user``; audited as a read."""
         with self.sessions.begin() as s:
             case = s.scalar(select(Case).where(Case.id == case_id).options(
+                selectinload(Case.owner),
+                selectinload(Case.shares).selectinload(CaseShare.user),
                 selectinload(Case.assets),
                 selectinload(Case.messages).selectinload(ChatMessage.model_run),
-                selectinload(Case.messages).selectinload(ChatMessage.reviews)))
-            self._check_access(user, case, case_id)
+                selectinload(Case.messages).selectinload(ChatMessage.reviews).selectinload(Review.reviewer)))
+            self._check_access(s, user, case, f"case {case_id}")
             s.add(AuditEvent(user_id=user.id, action="case.read", case_id=case_id))
             return case
 
@@ -121,13 +220,13 @@ class CaseStore:
         with self.sessions.begin() as s:
             asset = s.get(Asset, asset_id)
             case = s.get(Case, asset.case_id) if asset else None
-            self._check_access(user, case, asset.case_id if asset else None)
+            self._check_access(s, user, case, "image", action="asset.denied")
             s.add(AuditEvent(user_id=user.id, action="asset.read", case_id=case.id, detail={"asset_id": asset_id}))
             return asset, self.assets.read(asset.sha256)
 
     def add_question(self, user: User, case_id: int, text: str) -> int:
         with self.sessions.begin() as s:
-            self._check_access(user, s.get(Case, case_id), case_id)
+            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
             msg = ChatMessage(case_id=case_id, author_id=user.id, role="user", content=text)
             s.add(msg)
             s.flush()
@@ -135,7 +234,7 @@ class CaseStore:
 
     def add_answer(self, user: User, case_id: int, text: str, run: RunRecord, demo_weights: bool) -> int:
         with self.sessions.begin() as s:
-            self._check_access(user, s.get(Case, case_id), case_id)
+            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
             model_run = ModelRun(
                 case_id=case_id, model_id=run.model_id, adapter=run.adapter, device=run.device, dtype=run.dtype,
                 prompt_tokens=run.prompt_tokens, visual_tokens=run.visual_tokens, output_tokens=run.output_tokens,
@@ -148,23 +247,84 @@ class CaseStore:
             s.flush()
             return msg.id
 
-    def review(self, user: User, message_id: int, verdict: str, edited_text: str | None = None) -> int:
+    def review(self, user: User, message_id: int, verdict: str, edited_text: str | None = None,
+               sign_off: bool = False) -> int:
+        """Review one answer. A sign-off is a review by a user with the reviewer role."""
         if verdict not in VERDICTS:
             raise LoupeError(f"unknown verdict {verdict!r}; choose one of {', '.join(VERDICTS)}")
         if verdict == "edited" and not (edited_text or "").strip():
-            raise LoupeError("an edited review needs the corrected text")
+            raise LoupeError("An edited review needs the corrected answer.")
         with self.sessions.begin() as s:
             msg = s.get(ChatMessage, message_id)
-            if msg is None or msg.role != "assistant":
-                raise LoupeError("only model answers can be reviewed")
-            self._check_access(user, s.get(Case, msg.case_id), msg.case_id)
-            review = Review(message_id=message_id, reviewer_id=user.id, verdict=verdict,
-                            edited_text=edited_text if verdict == "edited" else None)
+            case = s.get(Case, msg.case_id) if msg else None
+            self._check_access(s, user, case, "answer")  # says nothing about which case the id belongs to
+            if msg.role != "assistant":
+                raise LoupeError("Only model answers can be reviewed.")
+            if sign_off and user.role != "reviewer":
+                self.audit(user, "signoff.denied", case_id=case.id)
+                raise AccessDenied("Only users with the reviewer role can sign answers off.")
+            review = Review(message_id=message_id, reviewer_id=user.id, verdict=verdict, signed_off=sign_off,
+                            edited_text=edited_text.strip() if verdict == "edited" and edited_text else None)
             s.add(review)
-            s.add(AuditEvent(user_id=user.id, action="review", case_id=msg.case_id,
-                             detail={"message_id": message_id, "verdict": verdict}))
+            s.add(AuditEvent(user_id=user.id, action="review", case_id=case.id,
+                             detail={"message_id": message_id, "verdict": verdict, "signed_off": sign_off}))
             s.flush()
             return review.id
+
+    def share_case(self, user: User, case_id: int, username: str, share: bool = True) -> None:
+        """Make a case visible to another user (owner or admin only), or take that back."""
+        with self.sessions.begin() as s:
+            case = self._managed_case(s, user, case_id)
+            target = s.scalar(select(User).where(User.username == username.strip(), User.active.is_(True)))
+            if target is None:
+                raise LoupeError(f"There is no active user named {username.strip()!r}.")
+            if target.id == case.owner_id:
+                raise LoupeError(f"{target.username} owns this case already.")
+            existing = s.scalar(select(CaseShare).where(CaseShare.case_id == case_id, CaseShare.user_id == target.id))
+            if share and existing is None:
+                s.add(CaseShare(case_id=case_id, user_id=target.id, created_by=user.id))
+            elif not share and existing is not None:
+                s.delete(existing)
+            s.add(AuditEvent(user_id=user.id, action="case.share" if share else "case.unshare", case_id=case_id,
+                             detail={"user": target.username}))
+
+    def archive_case(self, user: User, case_id: int, archived: bool = True) -> None:
+        """Soft delete (owner or admin): the case leaves the lists but keeps every record."""
+        with self.sessions.begin() as s:
+            case = self._managed_case(s, user, case_id)
+            case.archived_at = utcnow() if archived else None
+            s.add(AuditEvent(user_id=user.id, action="case.archive" if archived else "case.restore", case_id=case_id))
+
+    def purge_case(self, user: User, case_id: int) -> None:
+        """Delete an archived case for good (admins only): rows, and blobs no other case uses."""
+        with self.sessions.begin() as s:
+            self.require_admin(user, "case.purge")
+            case = self._managed_case(s, user, case_id)
+            if case.archived_at is None:
+                raise LoupeError("Archive the case first: only archived cases can be purged.")
+            message_ids = select(ChatMessage.id).where(ChatMessage.case_id == case_id)
+            digests = set(s.scalars(select(Asset.sha256).where(Asset.case_id == case_id)))
+            s.execute(delete(Review).where(Review.message_id.in_(message_ids)))
+            s.execute(delete(ChatMessage).where(ChatMessage.case_id == case_id))
+            for table in (ModelRun, Asset, CaseShare):
+                s.execute(delete(table).where(table.case_id == case_id))
+            s.delete(case)
+            s.add(AuditEvent(user_id=user.id, action="case.purge", case_id=case_id))
+            s.flush()
+            still_used = set(s.scalars(select(Asset.sha256).where(Asset.sha256.in_(digests))))
+        for digest in digests - still_used:
+            self.assets.delete(digest)
+
+    # -- audit ---------------------------------------------------------------------------------
+    def audit(self, user: User | None, action: str, case_id: int | None = None, detail: dict | None = None) -> None:
+        with self.sessions.begin() as s:
+            s.add(AuditEvent(user_id=user.id if user else None, action=action, case_id=case_id, detail=detail or {}))
+
+    def require_admin(self, user: User, action: str) -> None:
+        """Refuse (and audit, in its own transaction) an admin-only action by anyone else."""
+        if not user.is_admin:
+            self.audit(user, "admin.denied", detail={"action": action})
+            raise AccessDenied("Only administrators can do that.")
 
     def audit_events(self, case_id: int | None = None) -> list[AuditEvent]:
         with self.sessions() as s:
@@ -173,15 +333,41 @@ class CaseStore:
                 query = query.where(AuditEvent.case_id == case_id)
             return list(s.scalars(query))
 
+    def audit_log(self, limit: int = 200) -> list[AuditEntry]:
+        """The newest events with user names, for the admin page."""
+        with self.sessions() as s:
+            rows = s.execute(select(AuditEvent, User.username).outerjoin(User, AuditEvent.user_id == User.id)
+                             .order_by(AuditEvent.id.desc()).limit(limit))
+            return [AuditEntry(e.created_at.strftime("%Y-%m-%d %H:%M:%S"), name or "-", e.action, e.case_id,
+                               json.dumps(e.detail, sort_keys=True) if e.detail else "") for e, name in rows]
+
     # -- helpers -------------------------------------------------------------------------------
     def _blob_exists(self, data: bytes) -> bool:
         return self.assets.path_for(hashlib.sha256(data).hexdigest()).exists()
 
-    def _check_access(self, user: User, case: Case | None, case_id: int | None) -> None:
-        if case is None or (case.owner_id != user.id and not user.is_admin):
-            # Same message for "missing" and "not yours": ids of other users' cases do not leak.
-            self._audit(user.id, "case.denied", detail={"case_id": case_id})
-            raise AccessDenied(f"case {case_id} not found")
+    @staticmethod
+    def _visible_to(user: User) -> ColumnElement[bool]:
+        if user.is_admin:
+            return true()
+        shared = select(CaseShare.case_id).where(CaseShare.user_id == user.id)
+        return or_(Case.owner_id == user.id, Case.id.in_(shared))
+
+    def _check_access(self, s: Session, user: User, case: Case | None, what: str,
+                      action: str = "case.denied") -> None:
+        visible = case is not None and (user.is_admin or case.owner_id == user.id or s.scalar(
+            select(CaseShare.id).where(CaseShare.case_id == case.id, CaseShare.user_id == user.id)) is not None)
+        if not visible:
+            # One message for "missing" and "not yours", naming only what the caller asked for.
+            self.audit(user, action, detail={"asked_for": what})
+            raise AccessDenied(f"{what[0].upper()}{what[1:]} not found.")
+
+    def _managed_case(self, s: Session, user: User, case_id: int) -> Case:
+        case = s.get(Case, case_id)
+        self._check_access(s, user, case, f"case {case_id}")
+        if case.owner_id != user.id and not user.is_admin:
+            self.audit(user, "case.denied", case_id=case_id, detail={"needs": "owner"})
+            raise AccessDenied("Only the case's owner or an administrator can do that.")
+        return case
 
     def _audit(self, user_id: int | None, action: str, detail: dict | None = None) -> None:
         with self.sessions.begin() as s:

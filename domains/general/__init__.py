@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from loupe.core.images import open_bounded
-from loupe.core.plugins import IngestedAsset, UploadLimits, VisualContext
+from loupe.core.images import count_frames, frames_note, open_bounded, pixels_only_png
+from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
-_MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
-                "BMP": "image/bmp", "GIF": "image/gif"}
+PROMPTS = ("Describe the image.", "What text is visible in the image?", "Is anything unusual or out of place?")
 
 
 class GeneralDomain:
@@ -22,24 +21,20 @@ class GeneralDomain:
 
     def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
         img = open_bounded(data, limits.max_bytes, limits.max_pixels)
-        media_type = _MEDIA_TYPES.get(img.format or "", "application/octet-stream")
-        # EXIF can carry names, device serials and GPS: such images are stored re-encoded without it.
-        if img.info.get("exif") or img.getexif():
-            data, media_type = _strip_metadata(img), "image/png"
-        return [IngestedAsset(data=data, media_type=media_type, width=img.width, height=img.height,
-                              meta={"mode": img.mode, "format": img.format})]
+        frames = count_frames(data, img)
+        # Every upload, clean-looking or not, is stored as a PNG of its (first frame's) pixels only:
+        # metadata can hide names, record numbers, device serials and GPS anywhere.
+        stored = pixels_only_png(img)
+        width, height = Image.open(io.BytesIO(stored)).size  # upright size: the EXIF orientation is applied
+        meta: dict[str, object] = {"mode": img.mode, "format": img.format, "frames": frames}
+        if note := frames_note(frames):
+            meta["note"] = note
+        return [IngestedAsset(data=stored, media_type="image/png", width=width, height=height, meta=meta)]
 
     def context(self, asset: IngestedAsset, question: str) -> VisualContext:
         img = Image.open(io.BytesIO(asset.data))
         return VisualContext(images=[img.convert("RGB")])
 
-
-def _strip_metadata(img: Image.Image) -> bytes:
-    """Re-encode pixels only (after applying the EXIF orientation), so no EXIF/XMP text survives."""
-    img = ImageOps.exif_transpose(img)
-    clean = Image.frombytes(img.mode, img.size, img.tobytes())
-    if img.mode == "P" and img.getpalette():
-        clean.putpalette(img.getpalette())
-    out = io.BytesIO()
-    clean.save(out, format="PNG")
-    return out.getvalue()
+    def build_tab(self, tab: DomainTab) -> None:
+        # Photos need no tools of their own: the shared viewer and a few starting questions.
+        tab.add_prompts(PROMPTS)

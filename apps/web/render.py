@@ -1,0 +1,110 @@
+"""Plain-language text and HTML the app shows: model names, statuses, conversations with reviews, the viewer."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from loupe.core.cases.models import Case, ChatMessage, Review
+from loupe.core.plugins import AssetView
+from loupe.core.vlm.base import RunRecord
+from loupe.core.vlm.slot import SlotStatus
+
+DEMO_BANNER = ("**Demo weights: the model has random weights and its answers are not meaningful.** "
+               "Use them to try the workflow only.")
+VERDICT_LABELS = {"accepted": "✅ Accepted", "edited": "✏️ Edited", "rejected": "❌ Rejected"}
+
+
+def model_label(model_id: str, demo: bool = False) -> str:
+    """A model as people name it: the hub repo or folder name, never a temp path."""
+    if demo:
+        return "demo model (random weights)"
+    name = model_id.rstrip("/").rsplit("/", 1)[-1] if "/" in model_id else model_id
+    return Path(name).name or model_id
+
+
+def status_banner(status: SlotStatus) -> str:
+    label = model_label(status.model_id, status.demo)
+    if status.state == "ready":
+        note = f"\n\n⚠️ {DEMO_BANNER}" if status.demo else ""
+        return f"Model: **{label}** is ready.{note}"
+    if status.state == "loading":
+        return f"Model: loading **{label}**… Questions can be asked once it is ready."
+    return (f"⛔ **No model is available.** {status.error}\n\n"
+            "An administrator can set `LOUPE_MODEL` (hub id or local folder) and restart, "
+            "or switch to the demo model on the Admin tab to try the workflow.")
+
+
+def answered_note(run: RunRecord, demo: bool) -> str:
+    note = (f"Answered in {run.total_time_s:.1f} s (first words after {run.time_to_first_token_s:.1f} s) "
+            f"by {model_label(run.model_id, demo)}.")
+    return note + (" Demo weights: not a meaningful answer." if demo else "")
+
+
+def review_line(review: Review) -> str:
+    when = review.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    who = review.reviewer.username if review.reviewer else "?"
+    line = f"{VERDICT_LABELS.get(review.verdict, review.verdict)} by **{who}** · {when}"
+    if review.signed_off:
+        line = f"🖊️ Signed off by **{who}** (reviewer) · {when} — {VERDICT_LABELS[review.verdict].split(' ')[1]}"
+    if review.edited_text:
+        line += f"\n> Corrected: {review.edited_text}"
+    return line
+
+
+def conversation(case: Case) -> tuple[list[dict], list[int]]:
+    """Chat history for the Chatbot (reviews shown under their answer) and the message id of each entry."""
+    history, ids = [], []
+    for message in case.messages:
+        content = message.content
+        if message.role == "assistant" and message.reviews:
+            content += "\n\n---\n" + "\n\n".join(review_line(r) for r in message.reviews)
+        history.append({"role": message.role, "content": content})
+        ids.append(message.id)
+    return history, ids
+
+
+def answer_choices(case: Case) -> list[tuple[str, int]]:
+    """Dropdown entries naming each answer by number, opening words and latest review."""
+    choices = []
+    answers = [m for m in case.messages if m.role == "assistant"]
+    for n, message in enumerate(answers, start=1):
+        words = " ".join(message.content.split())
+        words = words[:60] + ("…" if len(words) > 60 else "")
+        state = _latest_state(message)
+        choices.append((f"Answer {n}: “{words}”{f' ({state})' if state else ''}", message.id))
+    return choices
+
+
+def _latest_state(message: ChatMessage) -> str:
+    if not message.reviews:
+        return ""
+    last = message.reviews[-1]
+    return ("signed off" if last.signed_off else last.verdict)
+
+
+def case_header(case: Case) -> str:
+    shared = ", ".join(s.user.username for s in case.shares)
+    parts = [f"### Case {case.id}: {html.escape(case.title)}",
+             f"Owner **{case.owner.username}** · created {case.created_at.strftime('%Y-%m-%d %H:%M UTC')}"]
+    if shared:
+        parts.append(f"Shared with {shared}")
+    if case.archived_at:
+        parts.append("**Archived** — restore it to ask new questions.")
+    return "\n\n".join(parts)
+
+
+def viewer_html(assets: list[AssetView]) -> str:
+    """The case image(s) from the access-checked route, caption below: nothing covers the image corners."""
+    if not assets:
+        return '<div class="loupe-viewer empty">No case open.</div>'
+    figures = []
+    for asset in assets:
+        size = f"{asset.width} × {asset.height} px" if asset.width else ""
+        note = f"<br><strong>{html.escape(asset.note)}</strong>" if asset.note else ""
+        figures.append(
+            f'<figure class="loupe-viewer"><a href="{asset.url}" target="_blank" rel="noopener" '
+            f'title="Open full size"><img src="{asset.url}" alt="Case image" loading="lazy"></a>'
+            f'<figcaption>{size} · <a href="{asset.url}" target="_blank" rel="noopener">full size</a>'
+            f'{note}</figcaption></figure>')
+    return "".join(figures)

@@ -1,0 +1,77 @@
+"""Assemble and run the web app: our routes and gate around the mounted Gradio UI, served by uvicorn."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+
+from ..service import LoupeService
+from .gate import Gate, WebSecurity
+from .pages import build_router
+from .ui import CSS, build_ui
+
+
+def configure_gradio_env(service: LoupeService) -> None:
+    """Keep Gradio's temp files under LOUPE_HOME and its analytics off; must run before the app is built."""
+    os.environ["GRADIO_TEMP_DIR"] = str(service.settings.gradio_tmp_dir)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+
+def create_app(service: LoupeService) -> tuple[Gate, WebSecurity]:
+    configure_gradio_env(service)
+    security = WebSecurity(service)
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    api.include_router(build_router(security))
+    blocks = build_ui(service)
+    blocks.queue(default_concurrency_limit=1)
+    gr.mount_gradio_app(
+        api, blocks, "/",
+        auth_dependency=lambda request: request.scope.get("loupe.user"),
+        footer_links=[], run_history=False,  # no "Use via API" page, no run history kept in the browser
+        show_error=False, max_file_size=service.settings.max_upload_bytes, css=CSS,
+        app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
+    return Gate(api, security), security
+
+
+class RunningApp:
+    """A server started in a background thread (tests, ``block=False``)."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, security: WebSecurity) -> None:
+        self.server = server
+        self.thread = thread
+        self.security = security
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.security.shutdown()
+
+
+def launch(service: LoupeService, host: str = "127.0.0.1", port: int | None = None,
+           block: bool = True) -> tuple[RunningApp | None, str]:
+    app, security = create_app(service)
+    port = port or 7860
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    url = f"http://{host}:{port}/"
+    security.start_housekeeping()
+    if block:
+        try:
+            server.run()
+        finally:
+            security.shutdown()  # nothing of a session outlives the server: temp files wiped
+        return None, url
+    thread = threading.Thread(target=server.run, daemon=True, name="loupe-web")
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError(f"the web server did not start on {url}")
+    return RunningApp(server, thread, security), url

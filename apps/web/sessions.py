@@ -1,0 +1,132 @@
+"""Server-side login sessions (idle and absolute expiry) and login throttling with backoff."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def _key(token: str) -> str:
+    # Only a digest of the cookie is kept: a memory dump does not hand out live sessions.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Session:
+    username: str
+    created: float
+    last_seen: float
+    uploads: set[str] = field(default_factory=set)  # Gradio temp files this session uploaded
+
+
+class SessionStore:
+    def __init__(self, idle_s: float, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.idle_s = idle_s
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def create(self, username: str) -> str:
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        with self._lock:
+            self._sessions[_key(token)] = Session(username, now, now)
+        return token
+
+    def get(self, token: str | None, touch: bool = True) -> Session | None:
+        """The live session for a cookie value; expired ones are dropped (their uploads go with ``expired``)."""
+        if not token:
+            return None
+        now = self._clock()
+        with self._lock:
+            session = self._sessions.get(_key(token))
+            if session is None or self._is_expired(session, now):
+                return None
+            if touch:
+                session.last_seen = now
+            return session
+
+    def end(self, token: str | None) -> Session | None:
+        if not token:
+            return None
+        with self._lock:
+            return self._sessions.pop(_key(token), None)
+
+    def end_all(self) -> list[Session]:
+        with self._lock:
+            ended = list(self._sessions.values())
+            self._sessions.clear()
+        return ended
+
+    def expired(self) -> list[Session]:
+        """Remove and return every expired session."""
+        now = self._clock()
+        with self._lock:
+            gone = [k for k, s in self._sessions.items() if self._is_expired(s, now)]
+            return [self._sessions.pop(k) for k in gone]
+
+    def _is_expired(self, session: Session, now: float) -> bool:
+        return now - session.last_seen > self.idle_s or now - session.created > self.max_age_s
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    locked_until: float = 0.0
+    last: float = 0.0
+
+
+class LoginThrottle:
+    """Exponential backoff after repeated failed logins, per user name and per client address.
+
+    The first ``free`` failures cost nothing; each further one doubles the wait (1 s, 2 s, 4 s … up to
+    ``max_delay_s``). While a key is locked, attempts are refused without checking the password.
+    """
+
+    def __init__(self, free: int = 5, max_delay_s: float = 900.0, forget_after_s: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free = free
+        self.max_delay_s = max_delay_s
+        self.forget_after_s = forget_after_s
+        self._clock = clock
+        self._failures: dict[str, _Failures] = {}
+        self._lock = threading.Lock()
+
+    def wait_s(self, username: str, address: str) -> float:
+        """Seconds until another attempt is allowed for this user or address (0 when allowed now)."""
+        now = self._clock()
+        with self._lock:
+            waits = [f.locked_until - now for k in self._keys(username, address) if (f := self._failures.get(k))]
+        return max([0.0, *waits])
+
+    def failed(self, username: str, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._failures) > 10_000:
+                self._forget_old(now)
+            for key in self._keys(username, address):
+                f = self._failures.setdefault(key, _Failures())
+                if now - f.last > self.forget_after_s:
+                    f.count = 0
+                f.count += 1
+                f.last = now
+                if f.count > self.free:
+                    f.locked_until = now + min(self.max_delay_s, 2.0 ** (f.count - self.free - 1))
+
+    def succeeded(self, username: str, address: str) -> None:
+        with self._lock:
+            for key in self._keys(username, address):
+                self._failures.pop(key, None)
+
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[str, str]:
+        return f"user:{username.lower()}", f"addr:{address}"
+
+    def _forget_old(self, now: float) -> None:
+        for key in [k for k, f in self._failures.items() if now - f.last > self.forget_after_s]:
+            del self._failures[key]

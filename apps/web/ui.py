@@ -1,0 +1,61 @@
+"""The Gradio UI: a top bar, the model banner, one tab per domain, and an admin tab for admins."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..service import LoupeService
+from .admin import AdminPage
+from .render import status_banner
+from .workspace import Workspace
+
+CSS = """
+.loupe-viewer { margin: 0; }
+.loupe-viewer img { display: block; max-width: 100%; max-height: 70vh; margin: 0 auto; image-rendering: auto; }
+.loupe-viewer figcaption { font-size: .85em; color: var(--body-text-color-subdued); padding: .3em 0; }
+.loupe-viewer.empty { padding: 3em 1em; text-align: center; color: var(--body-text-color-subdued);
+  border: 1px dashed var(--border-color-primary); border-radius: 8px; }
+.hint { font-size: .85em; color: var(--body-text-color-subdued); }
+#topbar { align-items: center; }
+"""
+
+
+def build_ui(service: LoupeService) -> gr.Blocks:
+    with gr.Blocks(title="Loupe", delete_cache=(600, 900)) as blocks:
+        with gr.Row(elem_id="topbar"):
+            gr.Markdown("## Loupe")
+            whoami = gr.Markdown(elem_id="whoami")
+            gr.Button("Log out", link="/logout", size="sm", scale=0, elem_id="logout")
+        banner = gr.Markdown(elem_id="model-status")
+        workspaces = []
+        with gr.Tabs():
+            for domain in service.domains.values():
+                with gr.Tab(domain.title, id=f"tab-{domain.name}"):
+                    workspace = Workspace(service, domain)
+                    workspace.build()
+                    workspaces.append(workspace)
+            with gr.Tab("Admin", id="tab-admin", visible=False) as admin_tab:
+                admin = AdminPage(service)
+                admin.build(banner)
+
+        def who(request: gr.Request):
+            user = service.user(request.username if request else None)
+            return (f"Signed in as **{user.username}** ({user.role})", status_banner(service.slot.status),
+                    gr.update(visible=user.is_admin))
+
+        def model_status() -> str:
+            return status_banner(service.slot.status)
+
+        blocks.load(who, None, [whoami, banner, admin_tab], api_name=False)
+        for workspace in workspaces:
+            fn, outputs = workspace.load_handler
+            blocks.load(fn, None, outputs, api_name=False)
+        user_rows, users_table = admin.load_handler
+
+        def admin_rows(request: gr.Request) -> list[list]:
+            # Only admins get rows; everyone else's (hidden) table stays empty.
+            return user_rows(request) if service.user(request.username).is_admin else []
+
+        blocks.load(admin_rows, None, users_table, api_name=False)
+        blocks.load(model_status, None, banner, api_name="model_status")
+    return blocks

@@ -1,0 +1,291 @@
+"""One domain's tab: the shared case list, new-case form, viewer, chat, review and case actions.
+
+Every handler resolves the session user first and lets the store check that user's right to the case.
+Case images reach the browser only through ``/case-assets/<id>`` (access-checked, audited), never through
+Gradio's file cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import gradio as gr
+
+from loupe.core.cases.models import Case, User
+from loupe.core.errors import LoupeError
+from loupe.core.plugins import AssetView, Domain
+
+from ..service import LoupeService
+from .render import answer_choices, answered_note, case_header, conversation, viewer_html
+from .uploads import TempSweeper
+
+log = logging.getLogger(__name__)
+
+CASE_COLUMNS = ["#", "Title", "Owner", "Created", "Answers", "Reviewed"]
+NO_CASE = "No case open. Click a case in the list, or create one."
+
+
+class Workspace:
+    """Builds one domain tab; implements the :class:`loupe.core.plugins.DomainTab` the domain extends."""
+
+    def __init__(self, service: LoupeService, domain: Domain) -> None:
+        self.service = service
+        self.domain = domain
+        self.render_viewer: Callable[[list[AssetView]], str] = viewer_html
+        self.sweeper = TempSweeper(service.settings.gradio_tmp_dir, 0)
+        self._prompt_row: gr.Row | None = None
+
+    # -- DomainTab -----------------------------------------------------------------------------
+    def add_prompts(self, questions: Sequence[str]) -> None:
+        with self._prompt_row:
+            for text in questions:
+                gr.Button(text, size="sm", variant="secondary", min_width=0).click(
+                    lambda t=text: t, outputs=self.question, api_name=False, queue=False)
+
+    def set_viewer(self, render: Callable[[list[AssetView]], str]) -> None:
+        self.render_viewer = render
+
+    # -- layout --------------------------------------------------------------------------------
+    def build(self) -> None:
+        d = self.domain.name
+        limits = self.service.limits
+        self.case_id = gr.State(None)
+        self.message_ids = gr.State([])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=300):
+                with gr.Tabs():
+                    with gr.Tab("Cases"):
+                        with gr.Row():
+                            search = gr.Textbox(show_label=False, placeholder="Search title, owner or #id",
+                                                elem_id=f"{d}-search", scale=3, container=False)
+                            archived = gr.Checkbox(label="Archived", value=False, scale=1, container=False,
+                                                   elem_id=f"{d}-archived")
+                        cases = gr.Dataframe(headers=CASE_COLUMNS, interactive=False, wrap=True,
+                                             elem_id=f"{d}-cases", show_label=False, max_height=360)
+                        gr.Markdown("Click a case to open it.", elem_classes="hint")
+                        refresh = gr.Button("Refresh list", size="sm", variant="secondary")
+                    with gr.Tab("New case"):
+                        upload = gr.File(label="Image", file_types=list(self.domain.accepts), type="filepath",
+                                         elem_id=f"{d}-upload")
+                        gr.Markdown(f"Accepted: {', '.join(self.domain.accepts)} · up to "
+                                    f"{limits.max_bytes / 2**20:.0f} MiB and {limits.max_pixels / 1e6:.1f} "
+                                    "megapixels. Metadata (names, dates, GPS) is removed; the file name is not "
+                                    "kept.", elem_classes="hint")
+                        title = gr.Textbox(label="Title", placeholder="Short description, no patient names")
+                        create = gr.Button("Create case", variant="primary", elem_id=f"{d}-create")
+                with gr.Accordion("Sharing and archive", open=False):
+                    share_with = gr.Textbox(label="User name", placeholder="e.g. a reviewer",
+                                            elem_id=f"{d}-share-user")
+                    with gr.Row():
+                        share = gr.Button("Share", size="sm", elem_id=f"{d}-share")
+                        unshare = gr.Button("Stop sharing", size="sm", variant="secondary")
+                    with gr.Row():
+                        archive = gr.Button("Archive case", size="sm", variant="stop", elem_id=f"{d}-archive")
+                        restore = gr.Button("Restore case", size="sm", variant="secondary")
+            with gr.Column(scale=4, min_width=320):
+                header = gr.Markdown(NO_CASE, elem_id=f"{d}-case-header")
+                viewer = gr.HTML(self.render_viewer([]), elem_id=f"{d}-viewer")
+                self.tools = gr.Column()
+            with gr.Column(scale=5, min_width=360):
+                status = gr.Markdown(elem_id=f"{d}-status")
+                chat = gr.Chatbot(label="Conversation", elem_id=f"{d}-chat", height=420, buttons=["copy"])
+                self.question = gr.Textbox(label="Question", placeholder="Ask about the image", lines=2,
+                                           elem_id=f"{d}-question")
+                self._prompt_row = gr.Row(elem_classes="prompts")
+                ask = gr.Button("Ask", variant="primary", elem_id=f"{d}-ask")
+                with gr.Accordion("Review an answer", open=True, elem_id=f"{d}-review"):
+                    gr.Markdown("Pick the answer (or click it in the conversation), then record your verdict.",
+                                elem_classes="hint")
+                    choice = gr.Dropdown([], label="Answer", value=None, elem_id=f"{d}-answer-choice")
+                    shown = gr.Markdown(elem_id=f"{d}-answer-shown")
+                    verdict = gr.Radio([("Accept", "accepted"), ("Correct it", "edited"), ("Reject", "rejected")],
+                                       value="accepted", label="Verdict", elem_id=f"{d}-verdict")
+                    corrected = gr.Textbox(label="Corrected answer (for 'Correct it')", lines=3,
+                                           elem_id=f"{d}-corrected")
+                    sign_off = gr.Checkbox(label="Sign off as reviewer", value=False, visible=False,
+                                           elem_id=f"{d}-sign-off")
+                    save_review = gr.Button("Save review", elem_id=f"{d}-save-review")
+        with self.tools:
+            self.domain.build_tab(self)
+        viewer.value = self.render_viewer([])
+
+        case_outputs = [self.case_id, header, viewer, chat, self.message_ids, choice, shown, status]
+        list_inputs = [search, archived]
+
+        def list_cases(search_text: str, show_archived: bool, request: gr.Request) -> list[list]:
+            user = self._user(request)
+            return [[c.id, c.title, c.owner, c.created_at, c.answers, c.reviewed] for c in
+                    self.service.store.list_cases(user, search=search_text or "", domain=d,
+                                                  archived=bool(show_archived))]
+
+        def on_load(request: gr.Request):
+            user = self._user(request)
+            return list_cases("", False, request), gr.update(visible=user.role == "reviewer")
+
+        def open_case(case_id: float | int | None, request: gr.Request) -> tuple:
+            if case_id is None:
+                return (gr.update(),) * 7 + ("Choose a case.",)
+            try:
+                case = self.service.store.open_case(self._user(request), int(case_id))
+            except LoupeError as exc:
+                return None, NO_CASE, self.render_viewer([]), [], [], gr.update(choices=[], value=None), "", \
+                    f"⚠️ {exc}"
+            return self._case_view(case, f"Opened case {case.id}.")
+
+        def open_clicked(evt: gr.SelectData, request: gr.Request) -> tuple:
+            row = evt.row_value or []
+            return open_case(row[0] if row else None, request)
+
+        def create_case(path: str | None, title_text: str, request: gr.Request):
+            user = self._user(request)
+            try:
+                data = self._take_upload(path)
+                case_id = self.service.create_case(user, d, data, title_text)
+            except LoupeError as exc:
+                return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), None, gr.update())
+            log.info("case %d created", case_id)
+            view = self._case_view(self.service.store.open_case(user, case_id), f"Case {case_id} created.")
+            return (*view, list_cases("", False, request), None, "")
+
+        def ask_question(case_id: int | None, question: str, request: gr.Request):
+            if case_id is None:
+                yield gr.update(), gr.update(), "⚠️ Open or create a case first.", gr.update()
+                return
+            user = self._user(request)
+            try:
+                case = self.service.store.open_case(user, int(case_id))
+                history, ids = conversation(case)
+                history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+                for step in self.service.ask(user, int(case_id), question):
+                    history[-1] = {"role": "assistant", "content": step.text}
+                    if step.run is None:
+                        yield history, "", "Answering…", gr.update()
+                    else:
+                        ids = [*ids, -1, step.message_id]  # the question's id is not needed for reviews
+                        demo = bool(self.service.slot.status.demo)
+                        yield history, "", answered_note(step.run, demo), ids
+            except LoupeError as exc:
+                yield gr.update(), question, f"⚠️ {exc}", gr.update()
+
+        def refresh_choices(case_id: int | None, current: int | None, request: gr.Request):
+            if case_id is None:
+                return gr.update()
+            case = self.service.store.open_case(self._user(request), int(case_id))
+            choices = answer_choices(case)
+            ids = [v for _, v in choices]
+            return gr.update(choices=choices, value=current if current in ids else (ids[-1] if ids else None))
+
+        def show_answer(message_id: int | None, case_id: int | None, request: gr.Request):
+            if message_id is None or case_id is None:
+                return "", ""
+            case = self.service.store.open_case(self._user(request), int(case_id))
+            message = next((m for m in case.messages if m.id == message_id), None)
+            if message is None:
+                return "", ""
+            return f"> {message.content}", message.content
+
+        def pick_from_chat(evt: gr.SelectData, ids: list[int]):
+            index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+            if isinstance(index, int) and 0 <= index < len(ids) and ids[index] > 0:
+                return ids[index]
+            return gr.update()
+
+        def review(message_id: int | None, verdict_value: str, corrected_text: str, signing: bool,
+                   case_id: int | None, request: gr.Request):
+            if message_id is None:
+                return "⚠️ Pick the answer to review first.", gr.update(), gr.update()
+            user = self._user(request)
+            try:
+                self.service.store.review(user, int(message_id), verdict_value, corrected_text or None,
+                                          sign_off=bool(signing))
+            except LoupeError as exc:
+                return f"⚠️ {exc}", gr.update(), gr.update()
+            case = self.service.store.open_case(user, int(case_id))
+            history, _ = conversation(case)
+            number = next((n for n, (_, v) in enumerate(answer_choices(case), start=1) if v == message_id), "")
+            what = "signed off" if signing else {"accepted": "accepted", "edited": "corrected",
+                                                  "rejected": "rejected"}[verdict_value]
+            return (f"Review saved: answer {number} {what}.", history,
+                    gr.update(choices=answer_choices(case), value=message_id))
+
+        def share_case(case_id: int | None, username: str, request: gr.Request, on: bool = True):
+            if case_id is None:
+                return "⚠️ Open a case first.", gr.update()
+            user = self._user(request)
+            try:
+                self.service.store.share_case(user, int(case_id), username or "", share=on)
+            except LoupeError as exc:
+                return f"⚠️ {exc}", gr.update()
+            case = self.service.store.open_case(user, int(case_id))
+            return (f"Case shared with {username.strip()}." if on else f"Stopped sharing with {username.strip()}."), \
+                case_header(case)
+
+        def archive_case(case_id: int | None, search_text: str, request: gr.Request, on: bool = True):
+            if case_id is None:
+                return "⚠️ Open a case first.", gr.update(), gr.update()
+            user = self._user(request)
+            try:
+                self.service.store.archive_case(user, int(case_id), archived=on)
+            except LoupeError as exc:
+                return f"⚠️ {exc}", gr.update(), gr.update()
+            case = self.service.store.open_case(user, int(case_id))
+            note = f"Case {case_id} archived: it is listed under 'Archived'." if on else f"Case {case_id} restored."
+            return note, case_header(case), list_cases(search_text, on, request)
+
+        def unshare_case(case_id: int | None, username: str, request: gr.Request):
+            return share_case(case_id, username, request, on=False)
+
+        def restore_case(case_id: int | None, search_text: str, request: gr.Request):
+            return archive_case(case_id, search_text, request, on=False)
+
+        # Handlers that do not touch the model run side by side (a review is never queued behind an answer).
+        free = dict(concurrency_limit=None)
+        gr.on([refresh.click, search.submit, archived.change], list_cases, list_inputs, cases,
+              api_name=f"{d}_list_cases", **free)
+        self.load_handler = (on_load, [cases, sign_off])
+        cases.select(open_clicked, None, case_outputs, api_name=False, **free)
+        open_api = gr.Number(visible=False, precision=0)
+        open_api.change(open_case, open_api, case_outputs, api_name=f"{d}_open_case", **free)
+        create.click(create_case, [upload, title], [*case_outputs, cases, upload, title],
+                     api_name=f"{d}_create_case", **free)
+        asked = gr.on([ask.click, self.question.submit], ask_question, [self.case_id, self.question],
+                      [chat, self.question, status, self.message_ids], api_name=f"{d}_ask")
+        asked.then(refresh_choices, [self.case_id, choice], choice, api_name=False, **free)
+        choice.change(show_answer, [choice, self.case_id], [shown, corrected], api_name=False, **free)
+        chat.select(pick_from_chat, self.message_ids, choice, api_name=False, **free)
+        save_review.click(review, [choice, verdict, corrected, sign_off, self.case_id], [status, chat, choice],
+                          api_name=f"{d}_review", **free)
+        share.click(share_case, [self.case_id, share_with], [status, header], api_name=f"{d}_share", **free)
+        unshare.click(unshare_case, [self.case_id, share_with], [status, header],
+                      api_name=f"{d}_unshare", **free)
+        archive.click(archive_case, [self.case_id, search], [status, header, cases], api_name=f"{d}_archive", **free)
+        restore.click(restore_case, [self.case_id, search],
+                      [status, header, cases], api_name=f"{d}_restore", **free)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _user(self, request: gr.Request) -> User:
+        return self.service.user(request.username if request else None)
+
+    def _case_view(self, case: Case, note: str) -> tuple:
+        views = [AssetView(a.id, f"/case-assets/{a.id}", a.media_type, a.width, a.height,
+                           str((a.meta or {}).get("note", "")), a.meta or {}) for a in case.assets]
+        history, ids = conversation(case)
+        choices = answer_choices(case)
+        newest = choices[-1][1] if choices else None
+        notes = [v.note for v in views if v.note]
+        return (case.id, case_header(case), self.render_viewer(views), history, ids,
+                gr.update(choices=choices, value=newest), "", " ".join([note, *notes]))
+
+    def _take_upload(self, path: str | None) -> bytes:
+        """Read Gradio's temp copy of an upload and delete it at once."""
+        if not path:
+            raise LoupeError("Choose a file to upload first.")
+        upload = Path(path)
+        try:
+            return upload.read_bytes()
+        except FileNotFoundError:
+            raise LoupeError("The upload has expired; choose the file again.") from None
+        finally:
+            self.sweeper.remove([path])
