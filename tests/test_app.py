@@ -1,37 +1,33 @@
-"""End to end: the real Gradio app on a loopback port, driven with gradio_client."""
+"""End to end through the Gradio API (gradio_client), as the browser's handlers are called."""
 
 from __future__ import annotations
 
-import pytest
-from gradio_client import Client, handle_file
-from helpers import free_port, png_bytes, png_header_only
-from sqlalchemy import func, select
+import io
 
-from loupe.apps.service import LoupeService
-from loupe.apps.web import DEMO_BANNER, launch, status_banner
-from loupe.core.cases.models import Asset, Case, ChatMessage, ModelRun
-from loupe.core.vlm.slot import ModelSlot
+import pytest
+from gradio_client import handle_file
+from helpers import png_bytes, png_header_only
+from PIL import Image, PngImagePlugin
+from sqlalchemy import func, select
+from webapp import serve
+
+from loupe.apps.web import DEMO_BANNER, status_banner
+from loupe.core.cases.models import Asset, Case, ChatMessage, ModelRun, Review
+from loupe.core.vlm.slot import SlotStatus
+
+# Output positions of /general_create_case and /general_open_case (gr.State outputs are not in the API).
+HEADER, VIEWER, CHAT, CHOICE, SHOWN, STATUS = range(6)
+USERS = {"alice": "user", "bob": "user", "rita": "reviewer", "root": "admin"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
-    home = tmp_path_factory.mktemp("home")
-    from loupe.core.config import Settings
-
-    settings = Settings(home=home, database_url=None, model="unused", max_upload_bytes=2**20,
-                        max_image_pixels=1_000_000)
-    slot = ModelSlot(dtype="fp32")
-    slot.load(tiny_model_dir("smolvlm"))
-    service = LoupeService.open(settings, slot)
-    service.store.add_user("alice", "alice-password")
-    service.store.add_user("bob", "bob-password")
-    app, url = launch(service, port=free_port(), block=False)
-    yield service, url, home
-    app.close()
+    with serve(tmp_path_factory.mktemp("home"), tiny_model_dir("smolvlm"), USERS) as running:
+        yield running
 
 
-def _counts(service: LoupeService) -> tuple[int, int, int]:
-    with service.store.sessions() as s:
+def _counts(served) -> tuple[int, ...]:
+    with served.service.store.sessions() as s:
         return tuple(s.scalar(select(func.count()).select_from(t)) for t in (Case, Asset, ChatMessage))
 
 
@@ -40,97 +36,154 @@ def _text(content) -> str:
     return content if isinstance(content, str) else "".join(p["text"] for p in content if p["type"] == "text")
 
 
-def _files(path) -> list:
-    return [p for p in path.rglob("*") if p.is_file()]
+def _create(client, tmp_path, name: str = "scan.png", title: str = "wrist", data: bytes | None = None) -> tuple:
+    image = tmp_path / name
+    image.write_bytes(data or png_bytes((64, 48)))
+    out = client.predict(handle_file(str(image)), title, api_name="/general_create_case")
+    assert out[STATUS].startswith("Case ") and "created." in out[STATUS], out[STATUS]
+    return int(out[STATUS].split()[1]), out
+
+
+def _ask(client, question: str) -> tuple:
+    job = client.submit(question, api_name="/general_ask")
+    steps = list(job)
+    return steps, job.result()
 
 
 def test_wrong_password_is_refused(served):
-    _, url, _ = served
     with pytest.raises(Exception, match="(?i)login|credentials|auth|401"):
-        Client(url, auth=("alice", "not-her-password"), verbose=False)
+        served.client("alice", "not-her-password")
 
 
 def test_upload_ask_stream_and_persist(served, tmp_path):
-    service, url, home = served
-    client = Client(url, auth=("alice", "alice-password"), verbose=False)
-    image = tmp_path / "Doe_John_1970-01-01.png"  # an upload name carrying PHI
-    image.write_bytes(png_bytes((64, 48)))
-    status, *_ = client.predict(handle_file(str(image)), "general", "wrist", api_name="/create_case")
-    assert status.startswith("Case ") and status.endswith("created.")
-    case_id = int(status.split()[1])
+    alice = served.client("alice")
+    case_id, out = _create(alice, tmp_path, name="Doe_John_1970-01-01.png")  # an upload name carrying PHI
+    assert 'src="/case-assets/' in out[VIEWER] and "gradio_api/file" not in out[VIEWER]
+    steps, (chat, question_box, status) = _ask(alice, "What is shown?")
+    assert len(steps) >= 2  # streamed: partial answers before the saved one
+    assert question_box == ""  # the question box is cleared
+    assert status.startswith("Answered in ") and "demo model (random weights)" in status
+    assert "Demo weights: not a meaningful answer" in status and "/tmp" not in status
 
-    job = client.submit("What is shown?", [], api_name="/ask")
-    outputs = list(job)
-    final_chat, final_note, message_id = job.result()
-    assert len(outputs) >= 2  # streamed: partial answers before the saved one
-    assert final_note.startswith(f"Answer saved (message {message_id})") and "demo weights" in final_note
-    assert final_chat[-1]["role"] == "assistant"
-
-    case = service.store.open_case(service.user("alice"), case_id)
+    case = served.service.store.open_case(served.service.user("alice"), case_id)
     assert [m.role for m in case.messages] == ["user", "assistant"]
-    assert case.messages[0].content == "What is shown?"
-    answer = case.messages[1]
-    assert answer.id == message_id and answer.content == _text(final_chat[-1]["content"])
-    assert answer.model_run.visual_tokens > 0 and answer.model_run.demo_weights
-
-    assert client.predict(message_id, "accepted", "", api_name="/review").startswith("Review ")
-    bob = Client(url, auth=("bob", "bob-password"), verbose=False)
-    assert bob.predict(message_id, "accepted", "", api_name="/review") == f"⚠️ case {case_id} not found"
-    # The PHI-bearing upload name reached neither the asset store nor Gradio's cache.
-    assert not [p for p in _files(home) if "Doe_John" in str(p)]
-
-    tables = client.predict(api_name="/list_cases")
-    assert [row[0] for row in tables["data"]] == [case_id]
+    assert case.messages[1].content == _text(chat[-1]["content"])
+    assert case.messages[1].model_run.visual_tokens > 0 and case.messages[1].model_run.demo_weights
+    # The PHI-bearing upload name reached neither the asset store nor Gradio's temp folder.
+    assert not [p for p in served.home.rglob("*") if "Doe_John" in str(p)]
+    assert not served.files()  # the upload's temp copy is gone once the case exists
+    rows = alice.predict("", False, api_name="/general_list_cases")["data"]
+    assert case_id in [row[0] for row in rows]
 
 
-def test_other_users_case_is_invisible(served, tmp_path):
-    service, url, _ = served
-    alice = Client(url, auth=("alice", "alice-password"), verbose=False)
-    image = tmp_path / "a.png"
-    image.write_bytes(png_bytes((40, 40), (0, 0, 0)))
-    status, *_ = alice.predict(handle_file(str(image)), "general", "private", api_name="/create_case")
-    case_id = int(status.split()[1])
+def test_review_any_answer_after_reopening(served, tmp_path):
+    alice = served.client("alice")
+    case_id, _ = _create(alice, tmp_path, title="two answers")
+    _ask(alice, "First question?")
+    _ask(alice, "Second question?")
+    reopened = served.client("alice")  # a new session: nothing remembered but the database
+    out = reopened.predict(case_id, api_name="/general_open_case")
+    choices = out[CHOICE]["choices"]
+    assert [label.split(":")[0] for label, _ in choices] == ["Answer 1", "Answer 2"]
+    first_answer = choices[0][1]
+    status, chat, _ = reopened.predict(first_answer, "edited", "A corrected first answer.", False,
+                                       api_name="/general_review")
+    assert status == "Review saved: answer 1 corrected."
+    with served.service.store.sessions() as s:
+        review = s.scalar(select(Review).order_by(Review.id.desc()))
+    assert review.message_id == first_answer and review.edited_text == "A corrected first answer."
+    shown = [_text(m["content"]) for m in chat if m["role"] == "assistant"]
+    assert "Edited by **alice**" in shown[0] and "A corrected first answer." in shown[0]
+    assert "Edited" not in shown[1]
+    # Reopened again, the review is still shown under its answer.
+    chat = served.client("alice").predict(case_id, api_name="/general_open_case")[CHAT]
+    assert "Edited by **alice**" in _text(chat[1]["content"])
 
-    bob = Client(url, auth=("bob", "bob-password"), verbose=False)
-    assert bob.predict(api_name="/list_cases")["data"] == []
-    viewer, chat, note = bob.predict(case_id, api_name="/open_case")
-    assert viewer is None and chat == [] and note == f"⚠️ case {case_id} not found"
-    _, _, note = alice.predict(case_id, api_name="/open_case")
-    assert note == f"Case {case_id}: private"
+
+def test_reviewer_signs_off_a_shared_case(served, tmp_path):
+    alice, rita = served.client("alice"), served.client("rita")
+    case_id, _ = _create(alice, tmp_path, title="for review")
+    _ask(alice, "Anything abnormal?")
+    assert case_id not in [r[0] for r in rita.predict("", False, api_name="/general_list_cases")["data"]]
+    alice.predict(case_id, api_name="/general_open_case")
+    status, header = alice.predict("rita", api_name="/general_share")
+    assert status == "Case shared with rita." and "Shared with rita" in header
+    assert case_id in [r[0] for r in rita.predict("", False, api_name="/general_list_cases")["data"]]
+    answer = rita.predict(case_id, api_name="/general_open_case")[CHOICE]["choices"][0][1]
+    status, chat, _ = rita.predict(answer, "accepted", "", True, api_name="/general_review")
+    assert status == "Review saved: answer 1 signed off."
+    assert "Signed off by **rita** (reviewer)" in _text(chat[1]["content"])
+    # A plain user cannot sign off.
+    status, _, _ = alice.predict(answer, "accepted", "", True, api_name="/general_review")
+    assert status == "⚠️ Only users with the reviewer role can sign answers off."
+
+
+def test_archive_hides_a_case_and_admin_purges_it(served, tmp_path):
+    alice, root = served.client("alice"), served.client("root")
+    unique = png_bytes((33, 17), (1, 2, 3))
+    case_id, _ = _create(alice, tmp_path, title="to purge", data=unique)
+    status, header, rows = alice.predict("", api_name="/general_archive")
+    assert status.startswith(f"Case {case_id} archived") and "Archived" in header
+    assert case_id not in [r[0] for r in alice.predict("", False, api_name="/general_list_cases")["data"]]
+    assert case_id in [r[0] for r in alice.predict("", True, api_name="/general_list_cases")["data"]]
+    assert alice.predict(case_id, "PURGE", api_name="/admin_purge_case") == "⚠️ Only administrators can do that."
+    blobs = len(served.files("assets"))
+    assert root.predict(case_id, "PURGE", api_name="/admin_purge_case") == f"Case {case_id} purged."
+    assert len(served.files("assets")) == blobs - 1
+    assert root.predict(case_id, api_name="/general_open_case")[STATUS] == f"⚠️ Case {case_id} not found."
+    actions = [e.action for e in served.service.store.audit_events(case_id)]
+    assert actions[0] == "case.create" and "case.archive" in actions and actions[-1] == "case.purge"
+
+
+def test_multi_frame_upload_says_what_is_analysed(served, tmp_path):
+    frames = [Image.new("L", (20, 20), v) for v in range(0, 250, 10)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    _, out = _create(served.client("alice"), tmp_path, name="clip.gif", data=gif.getvalue())
+    assert "This file has 25 frames; Loupe analyses the first frame only." in out[STATUS]
+    assert "25 frames" in out[VIEWER]
+
+
+def test_served_image_carries_no_metadata(served, tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "MRN 99887766 ROE JANE")
+    out = io.BytesIO()
+    Image.new("RGB", (30, 20), (9, 9, 9)).save(out, format="PNG", pnginfo=info)
+    case_id, _ = _create(served.client("alice"), tmp_path, data=out.getvalue())
+    asset = served.service.store.open_case(served.service.user("alice"), case_id).assets[0]
+    body = served.http("alice").get(f"/case-assets/{asset.id}")
+    assert body.status_code == 200 and body.headers["cache-control"] == "no-store"
+    assert b"MRN" not in body.content and Image.open(io.BytesIO(body.content)).size == (30, 20)
 
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "The file is empty"),
     (b"just some text, not an image", "not an image"),
-    (png_header_only(4000, 4000), "16,000,000 pixels; the limit is 1,000,000"),
+    (png_header_only(4000, 4000), "16.0 megapixels); Loupe accepts images up to 1 megapixel"),
 ])
 def test_bad_uploads_show_a_reason_and_write_nothing(served, tmp_path, content, message):
-    service, url, home = served
-    client = Client(url, auth=("alice", "alice-password"), verbose=False)
-    before, blobs_before = _counts(service), len(_files(home / "assets"))
+    client = served.client("alice")
+    before, blobs_before = _counts(served), len(served.files("assets"))
     bad = tmp_path / "upload.png"
     bad.write_bytes(content)
-    status, *_ = client.predict(handle_file(str(bad)), "general", "bad", api_name="/create_case")
-    assert status.startswith("⚠️") and message in status
-    assert _counts(service) == before
-    assert len(_files(home / "assets")) == blobs_before
+    out = client.predict(handle_file(str(bad)), "bad", api_name="/general_create_case")
+    assert out[STATUS].startswith("⚠️") and message in out[STATUS]
+    assert _counts(served) == before
+    assert len(served.files("assets")) == blobs_before
+    assert not served.files()  # no temp file left behind, 0-byte or otherwise
 
 
 def test_status_banner_is_honest_about_demo_weights(served):
-    service, url, _ = served
-    client = Client(url, auth=("bob", "bob-password"), verbose=False)
-    banner = client.predict(api_name="/model_status")
-    assert DEMO_BANNER in banner  # the tiny model has random weights
-    from loupe.core.vlm.slot import SlotStatus
-
+    banner = served.client("bob").predict(api_name="/model_status")
+    assert DEMO_BANNER in banner and "demo model (random weights)" in banner
     failed = status_banner(SlotStatus("failed", "x", error="cannot load model 'x': offline"))
-    assert "No model is available" in failed and "offline" in failed and "Use demo model" in failed
-    assert DEMO_BANNER not in status_banner(SlotStatus("ready", "real/model"))
+    assert "No model is available" in failed and "offline" in failed and "demo model" in failed
+    ready = status_banner(SlotStatus("ready", "HuggingFaceTB/SmolVLM-256M-Instruct"))
+    assert ready == "Model: **SmolVLM-256M-Instruct** is ready."
 
 
 def test_model_runs_are_counted_once_per_answer(served):
-    service, _, _ = served
-    with service.store.sessions() as s:
+    with served.service.store.sessions() as s:
         runs = s.scalar(select(func.count()).select_from(ModelRun))
         answers = s.scalar(select(func.count()).select_from(ChatMessage).where(ChatMessage.role == "assistant"))
-    assert runs == answers
+    assert runs == answers > 0

@@ -44,7 +44,11 @@ def test_serve_starts_without_a_model_and_says_why(tmp_path):
             time.sleep(0.5)
             banner = client.predict(api_name="/model_status")
         assert "No model is available" in banner and "cannot load model" in banner
-        assert "Demo weights" in client.predict(api_name="/use_demo_model")
+        status, banner = client.predict(api_name="/use_demo_model")
+        assert status == "Model switched." and "Demo weights" in banner
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        rest, _ = proc.communicate(timeout=60)
+    assert password not in rest
+    # A clean shutdown leaves nothing in Gradio's temp folder.
+    assert not [p for p in (tmp_path / "home" / "gradio-tmp").rglob("*") if p.is_file()]

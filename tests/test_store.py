@@ -4,9 +4,9 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from loupe.core.cases.assets import AssetStore
-from loupe.core.cases.db import current_revision, make_engine, open_database
+from loupe.core.cases.db import current_revision, head_revision, make_engine, open_database, upgrade
 from loupe.core.cases.models import AuditEvent, ModelRun
-from loupe.core.cases.store import CaseStore
+from loupe.core.cases.store import CaseStore, CaseSummary
 from loupe.core.errors import AccessDenied, LoupeError
 from loupe.core.plugins import IngestedAsset
 from loupe.core.vlm.base import RunRecord
@@ -30,11 +30,43 @@ def _run() -> RunRecord:
 def test_migrations_create_every_table_at_head(db_url):
     engine = make_engine(db_url)
     open_database(db_url)
-    assert current_revision(engine) == "0001"
-    tables = set(inspect(engine).get_table_names())
-    assert {"users", "cases", "assets", "messages", "model_runs", "reviews", "audit_events", "adapters"} <= tables
+    assert head_revision() == "0002"
+    assert current_revision(engine) == "0002"
+    schema = inspect(engine)
+    tables = set(schema.get_table_names())
+    assert {"users", "cases", "case_shares", "assets", "messages", "model_runs", "reviews", "audit_events",
+            "adapters"} <= tables
+    assert "archived_at" in {c["name"] for c in schema.get_columns("cases")}
+    assert "signed_off" in {c["name"] for c in schema.get_columns("reviews")}
+    # The audit trail of a purged case must outlive it: no foreign key from audit_events to cases.
+    assert [fk["referred_table"] for fk in schema.get_foreign_keys("audit_events")] == ["users"]
+    assert {"ix_audit_events_case_id", "ix_audit_events_user_id"} <= {i["name"] for i in
+                                                                       schema.get_indexes("audit_events")}
     open_database(db_url)  # applying again is a no-op
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
+
+
+def test_upgrade_from_0001_keeps_existing_rows(db_url):
+    engine = make_engine(db_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, username, password_hash, role, active, created_at) "
+                          "VALUES (1, 'alice', 'x', 'user', true, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO cases (id, owner_id, domain, title, created_at) "
+                          "VALUES (1, 1, 'general', 'old case', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO messages (id, case_id, role, content, created_at) "
+                          "VALUES (1, 1, 'assistant', 'old answer', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO reviews (id, message_id, reviewer_id, verdict, created_at) "
+                          "VALUES (1, 1, 1, 'accepted', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO audit_events (id, user_id, action, case_id, detail, created_at) "
+                          "VALUES (1, 1, 'case.create', 1, '{}', CURRENT_TIMESTAMP)"))
+    open_database(db_url)
+    assert current_revision(engine) == "0002"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT title, archived_at FROM cases")).one() == ("old case", None)
+        assert conn.execute(text("SELECT signed_off FROM reviews")).scalar() in (False, 0)
+        assert conn.execute(text("SELECT action, case_id FROM audit_events")).one() == ("case.create", 1)
+    assert [fk["referred_table"] for fk in inspect(engine).get_foreign_keys("audit_events")] == ["users"]
 
 
 def test_sqlite_runs_in_wal_mode(sqlite_settings):
@@ -64,9 +96,13 @@ def test_cases_are_private_to_their_owner_except_for_admins(store):
     bob = store.add_user("bob", "password-b")
     admin = store.add_user("root", "password-r", "admin")
     case_id = store.create_case(alice, "general", "left wrist", [_asset()])
-    assert [c.id for c in store.list_cases(alice)] == [case_id]
+    [summary] = store.list_cases(alice)
+    assert summary == CaseSummary(id=case_id, title="left wrist", domain="general", owner="alice",
+                                  created_at=summary.created_at, answers=0, reviewed=0, shared_with_me=False,
+                                  archived=False)
     assert store.list_cases(bob) == []
-    assert [c.owner for c in store.list_cases(admin)] == ["alice"]
+    # Admins see every case, but it is not "shared with" them.
+    assert [(c.owner, c.shared_with_me) for c in store.list_cases(admin)] == [("alice", False)]
     with pytest.raises(AccessDenied):
         store.open_case(bob, case_id)
     with pytest.raises(AccessDenied):
@@ -118,10 +154,15 @@ def test_answers_keep_their_model_run_and_reviews(store):
     assert (run.visual_tokens, run.output_tokens, run.demo_weights) == (20, 5, True)
     assert case.messages[1].reviews[0].id == review_id
     assert case.messages[1].reviews[0].edited_text.startswith("Hairline")
-    with pytest.raises(LoupeError, match="corrected text"):
+    with pytest.raises(LoupeError, match="needs the corrected answer"):
         store.review(alice, answer_id, "edited", "  ")
-    with pytest.raises(LoupeError, match="only model answers"):
+    with pytest.raises(LoupeError, match="Only model answers"):
         store.review(alice, case.messages[0].id, "accepted")
+    with pytest.raises(LoupeError, match="unknown verdict 'maybe'"):
+        store.review(alice, answer_id, "maybe")
+    assert not case.messages[1].reviews[0].signed_off
+    [summary] = store.list_cases(alice)
+    assert (summary.answers, summary.reviewed) == (1, 1)
     with store.sessions() as s:
         assert s.scalar(select(ModelRun.model_id)) == "m"
         assert s.scalar(select(AuditEvent).where(AuditEvent.action == "review")) is not None

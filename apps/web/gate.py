@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 from loupe.core.cases.models import User
@@ -64,6 +65,15 @@ class WebSecurity:
     def session_for(self, scope: Scope) -> Session | None:
         return self.sessions.get(session_token(scope), touch=False)
 
+    def release_upload(self, cookie_header: str | None, data: bytes) -> None:
+        """Delete the temp copies of an upload once its bytes are taken (or refused)."""
+        session = self.sessions.get(token_from_cookies(cookie_header), touch=False)
+        if session is None:
+            return
+        used = [p for p in session.uploads if _holds(p, data)]
+        session.uploads.difference_update(used)
+        self.sweeper.remove(used)
+
     def end_session(self, token: str | None) -> None:
         session = self.sessions.end(token)
         if session is not None:
@@ -91,7 +101,10 @@ class WebSecurity:
 
 
 def session_token(scope: Scope) -> str | None:
-    raw = _header(scope, "cookie")
+    return token_from_cookies(_header(scope, "cookie"))
+
+
+def token_from_cookies(raw: str | None) -> str | None:
     if not raw:
         return None
     cookies = SimpleCookie()
@@ -101,6 +114,14 @@ def session_token(scope: Scope) -> str | None:
         return None
     morsel = cookies.get(COOKIE)
     return morsel.value if morsel else None
+
+
+def _holds(path: str, data: bytes) -> bool:
+    try:
+        file = Path(path)
+        return file.stat().st_size == len(data) and file.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _header(scope: Scope, name: str) -> str | None:

@@ -27,7 +27,7 @@ def create_app(service: LoupeService) -> tuple[Gate, WebSecurity]:
     security = WebSecurity(service)
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     api.include_router(build_router(security))
-    blocks = build_ui(service)
+    blocks = build_ui(service, security)
     blocks.queue(default_concurrency_limit=1)
     gr.mount_gradio_app(
         api, blocks, "/",
@@ -57,7 +57,7 @@ def launch(service: LoupeService, host: str = "127.0.0.1", port: int | None = No
     app, security = create_app(service)
     port = port or 7860
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     url = f"http://{host}:{port}/"
     security.start_housekeeping()

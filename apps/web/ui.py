@@ -6,6 +6,7 @@ import gradio as gr
 
 from ..service import LoupeService
 from .admin import AdminPage
+from .gate import WebSecurity
 from .render import status_banner
 from .workspace import Workspace
 
@@ -20,7 +21,7 @@ CSS = """
 """
 
 
-def build_ui(service: LoupeService) -> gr.Blocks:
+def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
     with gr.Blocks(title="Loupe", delete_cache=(600, 900)) as blocks:
         with gr.Row(elem_id="topbar"):
             gr.Markdown("## Loupe")
@@ -31,7 +32,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
         with gr.Tabs():
             for domain in service.domains.values():
                 with gr.Tab(domain.title, id=f"tab-{domain.name}"):
-                    workspace = Workspace(service, domain)
+                    workspace = Workspace(service, domain, security.release_upload)
                     workspace.build()
                     workspaces.append(workspace)
             with gr.Tab("Admin", id="tab-admin", visible=False) as admin_tab:

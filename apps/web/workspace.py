@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import gradio as gr
 
@@ -19,7 +18,6 @@ from loupe.core.plugins import AssetView, Domain
 
 from ..service import LoupeService
 from .render import answer_choices, answered_note, case_header, conversation, viewer_html
-from .uploads import TempSweeper
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +28,12 @@ NO_CASE = "No case open. Click a case in the list, or create one."
 class Workspace:
     """Builds one domain tab; implements the :class:`loupe.core.plugins.DomainTab` the domain extends."""
 
-    def __init__(self, service: LoupeService, domain: Domain) -> None:
+    def __init__(self, service: LoupeService, domain: Domain,
+                 release_upload: Callable[[str | None, bytes], None]) -> None:
         self.service = service
         self.domain = domain
+        self.release_upload = release_upload  # deletes Gradio's temp copy of an upload once it is read
         self.render_viewer: Callable[[list[AssetView]], str] = viewer_html
-        self.sweeper = TempSweeper(service.settings.gradio_tmp_dir, 0)
         self._prompt_row: gr.Row | None = None
 
     # -- DomainTab -----------------------------------------------------------------------------
@@ -67,7 +66,8 @@ class Workspace:
                         gr.Markdown("Click a case to open it.", elem_classes="hint")
                         refresh = gr.Button("Refresh list", size="sm", variant="secondary")
                     with gr.Tab("New case"):
-                        upload = gr.File(label="Image", file_types=list(self.domain.accepts), type="filepath",
+                        # "binary": Gradio's "filepath" mode leaves an empty temp file behind on every call.
+                        upload = gr.File(label="Image", file_types=list(self.domain.accepts), type="binary",
                                          elem_id=f"{d}-upload")
                         gr.Markdown(f"Accepted: {', '.join(self.domain.accepts)} · up to "
                                     f"{limits.max_bytes / 2**20:.0f} MiB and {limits.max_pixels / 1e6:.1f} "
@@ -138,13 +138,17 @@ class Workspace:
             row = evt.row_value or []
             return open_case(row[0] if row else None, request)
 
-        def create_case(path: str | None, title_text: str, request: gr.Request):
+        def create_case(data: bytes | None, title_text: str, request: gr.Request):
             user = self._user(request)
             try:
-                data = self._take_upload(path)
+                if data is None:
+                    raise LoupeError("Choose a file to upload first.")
                 case_id = self.service.create_case(user, d, data, title_text)
             except LoupeError as exc:
                 return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), None, gr.update())
+            finally:
+                if data is not None:
+                    self.release_upload(request.headers.get("cookie"), data)
             log.info("case %d created", case_id)
             view = self._case_view(self.service.store.open_case(user, case_id), f"Case {case_id} created.")
             return (*view, list_cases("", False, request), None, "")
@@ -277,15 +281,3 @@ class Workspace:
         notes = [v.note for v in views if v.note]
         return (case.id, case_header(case), self.render_viewer(views), history, ids,
                 gr.update(choices=choices, value=newest), "", " ".join([note, *notes]))
-
-    def _take_upload(self, path: str | None) -> bytes:
-        """Read Gradio's temp copy of an upload and delete it at once."""
-        if not path:
-            raise LoupeError("Choose a file to upload first.")
-        upload = Path(path)
-        try:
-            return upload.read_bytes()
-        except FileNotFoundError:
-            raise LoupeError("The upload has expired; choose the file again.") from None
-        finally:
-            self.sweeper.remove([path])

@@ -20,6 +20,7 @@ from .passwords import check_new_password, dummy_hash, hash_password, verify_pas
 
 ROLES = ("user", "reviewer", "admin")
 VERDICTS = ("accepted", "edited", "rejected")
+MAX_ID = 2**31 - 1  # ids are INTEGER columns
 
 
 @dataclass(frozen=True)
@@ -187,21 +188,26 @@ class CaseStore:
                    .where(ChatMessage.case_id == Case.id, ChatMessage.role == "assistant").scalar_subquery())
         reviewed = (select(func.count(func.distinct(Review.message_id))).join(ChatMessage)
                     .where(ChatMessage.case_id == Case.id).scalar_subquery())
-        query = (select(Case, User.username, answers, reviewed).join(User, Case.owner_id == User.id)
+        shared = select(CaseShare.id).where(CaseShare.case_id == Case.id, CaseShare.user_id == user.id).exists()
+        query = (select(Case, User.username, answers, reviewed, shared).join(User, Case.owner_id == User.id)
                  .where(self._visible_to(user))
                  .where(Case.archived_at.is_not(None) if archived else Case.archived_at.is_(None))
                  .order_by(Case.id.desc()))
         if domain:
             query = query.where(Case.domain == domain)
         if term := search.strip():
-            matches = [Case.title.ilike(f"%{term}%"), User.username.ilike(f"%{term}%")]
-            if term.lstrip("#").isdigit():
-                matches.append(Case.id == int(term.lstrip("#")))
+            # '%' and '_' typed by the user are literal characters, not wildcards.
+            pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            matches = [Case.title.ilike(pattern, escape="\\"), User.username.ilike(pattern, escape="\\")]
+            number = term.lstrip("#")
+            # isdecimal, not isdigit: int("²") fails; ids beyond INTEGER would make PostgreSQL raise.
+            if number.isdecimal() and int(number) <= MAX_ID:
+                matches.append(Case.id == int(number))
             query = query.where(or_(*matches))
         with self.sessions() as s:
             return [CaseSummary(c.id, c.title, c.domain, owner, c.created_at.strftime("%Y-%m-%d %H:%M"), n_answers,
-                                n_reviewed, c.owner_id != user.id, c.archived_at is not None)
-                    for c, owner, n_answers, n_reviewed in s.execute(query)]
+                                n_reviewed, bool(is_shared), c.archived_at is not None)
+                    for c, owner, n_answers, n_reviewed, is_shared in s.execute(query)]
 
     def open_case(self, user: User, case_id: int) -> Case:
         """Load a case with its assets, messages, reviews and shares for ``user``; audited as a read."""

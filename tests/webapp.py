@@ -1,0 +1,60 @@
+"""Start the real web app on a loopback port and log in to it the ways users and clients do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from gradio_client import Client
+from helpers import free_port
+
+from loupe.apps.service import LoupeService
+from loupe.apps.web import launch
+from loupe.apps.web.server import RunningApp
+from loupe.core.config import Settings
+from loupe.core.vlm.slot import ModelSlot
+
+
+@dataclass
+class Served:
+    service: LoupeService
+    app: RunningApp
+    url: str
+    home: Path
+
+    def http(self, username: str | None = None, password: str | None = None) -> httpx.Client:
+        """An HTTP client, logged in when a user is given."""
+        client = httpx.Client(base_url=self.url, timeout=60)
+        if username:
+            password = password or f"{username}-password"
+            response = client.post("/login", data={"username": username, "password": password})
+            assert response.status_code == 200, response.text
+        return client
+
+    def client(self, username: str, password: str | None = None) -> Client:
+        return Client(self.url, auth=(username, password or f"{username}-password"), verbose=False)
+
+    def files(self, folder: str = "gradio-tmp") -> list[Path]:
+        return [p for p in (self.home / folder).rglob("*") if p.is_file()]
+
+
+@contextmanager
+def serve(home: Path, model: Path | None = None, users: dict[str, str] | None = None,
+          **settings: object) -> Iterator[Served]:
+    """Run the app; ``users`` maps names to roles, each with the password ``<name>-password``."""
+    options = dict(max_upload_bytes=2**20, max_image_pixels=1_000_000) | settings
+    service_settings = Settings(home=home, database_url=None, model="unused", **options)
+    slot = ModelSlot(dtype="fp32")
+    if model is not None:
+        slot.load(model)
+    service = LoupeService.open(service_settings, slot)
+    for name, role in (users or {}).items():
+        service.store.add_user(name, f"{name}-password", role)
+    app, url = launch(service, port=free_port(), block=False)
+    try:
+        yield Served(service, app, url, home)
+    finally:
+        app.close()
