@@ -46,6 +46,11 @@ class RunningApp:
         self.thread = thread
         self.security = security
 
+    @property
+    def routes_app(self) -> FastAPI:
+        """The FastAPI app behind the gate (route listings in tests and diagnostics)."""
+        return self.server.config.app.app
+
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)

@@ -98,7 +98,9 @@ class Workspace:
                 with gr.Accordion("Review an answer", open=True, elem_id=f"{d}-review"):
                     gr.Markdown("Pick the answer (or click it in the conversation), then record your verdict.",
                                 elem_classes="hint")
-                    choice = gr.Dropdown([], label="Answer", value=None, elem_id=f"{d}-answer-choice")
+                    # Custom values let the store, not the widget, refuse (and audit) a foreign answer id.
+                    choice = gr.Dropdown([], label="Answer", value=None, allow_custom_value=True,
+                                         elem_id=f"{d}-answer-choice")
                     shown = gr.Markdown(elem_id=f"{d}-answer-shown")
                     verdict = gr.Radio([("Accept", "accepted"), ("Correct it", "edited"), ("Reject", "rejected")],
                                        value="accepted", label="Verdict", elem_id=f"{d}-verdict")
@@ -182,10 +184,10 @@ class Workspace:
             return gr.update(choices=choices, value=current if current in ids else (ids[-1] if ids else None))
 
         def show_answer(message_id: int | None, case_id: int | None, request: gr.Request):
-            if message_id is None or case_id is None:
+            if not str(message_id or "").isdigit() or case_id is None:
                 return "", ""
             case = self.service.store.open_case(self._user(request), int(case_id))
-            message = next((m for m in case.messages if m.id == message_id), None)
+            message = next((m for m in case.messages if m.id == int(message_id)), None)
             if message is None:
                 return "", ""
             return f"> {message.content}", message.content
@@ -198,7 +200,7 @@ class Workspace:
 
         def review(message_id: int | None, verdict_value: str, corrected_text: str, signing: bool,
                    case_id: int | None, request: gr.Request):
-            if message_id is None:
+            if not str(message_id or "").isdigit():
                 return "⚠️ Pick the answer to review first.", gr.update(), gr.update()
             user = self._user(request)
             try:

@@ -1,0 +1,342 @@
+"""Web security parts without a server: sessions, login throttle, upload name scrubbing, temp sweeping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.requests import Request
+
+from loupe.apps.web.sessions import LoginThrottle, SessionStore
+from loupe.apps.web.uploads import _HOLD, Message, TempSweeper, neutral_name, scrub_filenames
+
+PHI_NAME = "SMITH_ANNA_1980-01-01.jpg"
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def test_session_expires_when_idle_but_activity_keeps_it_alive():
+    clock = FakeClock()
+    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=clock)
+    token = sessions.create("alice")
+    for _ in range(5):
+        clock.advance(50)
+        assert sessions.get(token).username == "alice"  # each request resets the idle timer
+    clock.advance(61)
+    assert sessions.get(token) is None
+    assert sessions.get(None) is None and sessions.get("") is None
+    assert sessions.get("forged-token") is None
+
+
+def test_session_ends_at_its_absolute_age_even_when_active():
+    clock = FakeClock()
+    sessions = SessionStore(idle_s=60, max_age_s=300, clock=clock)
+    token = sessions.create("alice")
+    for _ in range(10):
+        clock.advance(30)
+        assert sessions.get(token) is not None
+    clock.advance(1)  # 301 s after login, last seen 1 s ago
+    assert sessions.get(token) is None
+
+
+def test_passive_requests_do_not_extend_a_session():
+    clock = FakeClock()
+    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=clock)
+    token = sessions.create("alice")
+    for _ in range(2):
+        clock.advance(25)
+        assert sessions.get(token, touch=False) is not None  # heartbeats see the session ...
+    clock.advance(15)
+    assert sessions.get(token) is None  # ... but 65 s without real activity ended it
+
+
+def test_end_and_end_all():
+    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=FakeClock())
+    alice, bob = sessions.create("alice"), sessions.create("bob")
+    assert alice != bob
+    assert sessions.end(alice).username == "alice"
+    assert sessions.get(alice) is None and sessions.end(alice) is None and sessions.end(None) is None
+    assert sessions.get(bob).username == "bob"
+    assert [s.username for s in sessions.end_all()] == ["bob"]
+    assert sessions.get(bob) is None
+
+
+def test_expired_removes_and_returns_sessions_with_their_uploads():
+    clock = FakeClock()
+    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=clock)
+    stale = sessions.create("alice")
+    sessions.get(stale).uploads.add("/tmp/gradio/abc/upload.jpg")
+    clock.advance(50)
+    fresh = sessions.create("bob")
+    assert sessions.expired() == []
+    clock.advance(20)  # alice idle 70 s, bob 20 s
+    [gone] = sessions.expired()
+    assert (gone.username, gone.uploads) == ("alice", {"/tmp/gradio/abc/upload.jpg"})
+    assert sessions.expired() == []
+    assert sessions.get(stale) is None and sessions.get(fresh).username == "bob"
+
+
+def test_tokens_are_random_and_not_kept_in_clear():
+    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=FakeClock())
+    tokens = [sessions.create("alice") for _ in range(20)]
+    assert len(set(tokens)) == 20 and all(len(t) >= 40 for t in tokens)
+    keys = set(sessions._sessions)
+    assert len(keys) == 20 and not keys & set(tokens)
+    assert not any(t in key or key in t for t in tokens for key in keys)
+
+
+# -- login throttle -----------------------------------------------------------------------------
+
+
+def test_first_failures_are_free_then_waits_double_up_to_a_cap():
+    clock = FakeClock()
+    throttle = LoginThrottle(free=5, max_delay_s=30, clock=clock)
+    for _ in range(5):
+        throttle.failed("alice", "10.0.0.1")
+        assert throttle.wait_s("alice", "10.0.0.1") == 0
+    waits = []
+    for _ in range(8):
+        throttle.failed("alice", "10.0.0.1")
+        waits.append(throttle.wait_s("alice", "10.0.0.1"))
+        clock.advance(waits[-1])  # the next attempt comes once allowed
+        assert throttle.wait_s("alice", "10.0.0.1") == 0
+    assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_a_locked_user_is_locked_from_every_address_and_wait_counts_down():
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(8):
+        throttle.failed("Alice", "10.0.0.1")
+    assert throttle.wait_s("alice", "10.0.0.99") == 4  # user names compare case-insensitively
+    clock.advance(1.5)
+    assert throttle.wait_s("alice", "10.0.0.99") == 2.5
+    assert throttle.wait_s("bob", "10.0.0.99") == 0
+
+
+def test_failures_on_many_user_names_lock_the_address():
+    throttle = LoginThrottle(clock=FakeClock())
+    for i in range(7):
+        throttle.failed(f"user{i}", "10.0.0.1")
+    assert throttle.wait_s("someone-new", "10.0.0.1") == 2
+    assert throttle.wait_s("someone-new", "10.0.0.2") == 0
+    assert throttle.wait_s("user0", "10.0.0.2") == 0  # one failure each: the names themselves are not locked
+
+
+def test_success_clears_the_user_and_address():
+    throttle = LoginThrottle(clock=FakeClock())
+    for _ in range(9):
+        throttle.failed("alice", "10.0.0.1")
+    assert throttle.wait_s("alice", "10.0.0.1") == 8
+    throttle.succeeded("alice", "10.0.0.1")
+    assert throttle.wait_s("alice", "10.0.0.1") == 0
+    throttle.failed("alice", "10.0.0.1")
+    assert throttle.wait_s("alice", "10.0.0.1") == 0  # counting starts again from the first free failure
+
+
+def test_old_failures_are_forgotten():
+    clock = FakeClock()
+    throttle = LoginThrottle(free=5, forget_after_s=600, clock=clock)
+    for _ in range(5):
+        throttle.failed("alice", "10.0.0.1")
+    clock.advance(599)
+    throttle.failed("alice", "10.0.0.1")  # still remembered: the sixth failure locks
+    assert throttle.wait_s("alice", "10.0.0.1") == 1
+    clock.advance(601)
+    throttle.failed("alice", "10.0.0.1")  # forgotten: this is the first failure again
+    assert throttle.wait_s("alice", "10.0.0.1") == 0
+
+
+def test_throttle_memory_is_bounded():
+    clock = FakeClock()
+    throttle = LoginThrottle(forget_after_s=60, clock=clock)
+    for i in range(5001):
+        throttle.failed(f"user{i}", f"10.0.{i // 256}.{i % 256}")
+    clock.advance(61)
+    throttle.failed("alice", "10.1.0.1")
+    assert len(throttle._failures) == 2
+
+
+# -- upload file names --------------------------------------------------------------------------
+
+
+def _multipart(filename: str, data: bytes) -> tuple[bytes, bytes]:
+    """A real multipart body, as a browser (here httpx) sends it; returns (content type, body)."""
+    request = httpx.Request("POST", "http://loupe/gradio_api/upload",
+                            files={"files": (filename, data, "image/jpeg")}, data={"note": "x-ray"})
+    return request.headers["content-type"].encode(), request.read()
+
+
+def _by_hand(disposition: bytes, data: bytes) -> tuple[bytes, bytes]:
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"files\"; " + disposition
+            + b"\r\nContent-Type: image/png\r\n\r\n" + data + b"\r\n--XyZ--\r\n")
+    return b"multipart/form-data; boundary=XyZ", body
+
+
+def _chunks(body: bytes, size: int) -> list[bytes]:
+    return [body[i:i + size] for i in range(0, len(body), size)] or [b""]
+
+
+async def _scrub(chunks: list[bytes]) -> list[Message]:
+    """What the wrapped app receives when the client sends ``chunks``, then disconnects."""
+    incoming = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    incoming.append({"type": "http.disconnect"})
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    scrubbed = scrub_filenames(receive)
+    out = [await scrubbed()]
+    while out[-1].get("more_body"):
+        out.append(await scrubbed())
+    assert (await scrubbed())["type"] == "http.disconnect"  # later messages pass through
+    assert all(m["type"] == "http.request" for m in out)
+    return out
+
+
+async def _parse(content_type: bytes, messages: list[Message]) -> tuple[str, bytes, str]:
+    """Parse the scrubbed body the way Gradio (Starlette) does: the upload's name and bytes, the text field."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        return pending.pop(0)
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", content_type)]}
+    form = await Request(scope, receive).form()
+    upload = form["files"]
+    return upload.filename, await upload.read(), form.get("note", "")
+
+
+def _check(content_type: bytes, body: bytes, splits: list[list[bytes]], data: bytes, expected: str,
+           secret: bytes) -> None:
+    async def run_all() -> None:
+        for chunks in splits:
+            assert b"".join(chunks) == body
+            messages = await _scrub(chunks)
+            out = b"".join(m["body"] for m in messages)
+            assert secret not in out, f"name leaked with chunks of {[len(c) for c in chunks][:3]}..."
+            assert out.count(f'filename="{expected}"'.encode()) == 1
+            assert await _parse(content_type, messages) == (expected, data, "x-ray" if b"x-ray" in body else "")
+
+    asyncio.run(run_all())
+
+
+def test_scrub_replaces_a_quoted_name_at_every_split_position():
+    data = bytes(range(256))
+    content_type, body = _multipart(PHI_NAME, data)
+    splits = [[body[:i], body[i:]] for i in range(len(body) + 1)]
+    splits += [_chunks(body, 1), _chunks(body, 7), [body]]
+    _check(content_type, body, splits, data, "upload.jpg", b"SMITH")
+
+
+def test_scrub_handles_bodies_larger_than_the_hold_back():
+    data = random.Random(7).randbytes(100 * 1024)
+    assert b"filename" not in data and len(data) > 4 * _HOLD
+    content_type, body = _multipart(PHI_NAME, data)
+    splits = [_chunks(body, 7), _chunks(body, 4096), _chunks(body, 65536), [body]]
+    splits += [[body[:i], body[i:]] for i in range(0, 400, 3)]
+    _check(content_type, body, splits, data, "upload.jpg", b"SMITH")
+
+
+def test_scrub_replaces_rfc5987_and_unquoted_names():
+    data = b"\x89PNG fake image bytes"
+    for disposition, secret in ((b"filename*=UTF-8''M%C3%BCLLER%20ANNA%201980.png", b"ANNA"),
+                                (b"filename=MULLER_ANNA_1980.png", b"ANNA"),
+                                (b"filename=MULLER_ANNA_1980.png; size=21", b"ANNA"),
+                                (b'FileName="MULLER_ANNA_1980.PNG"', b"ANNA")):
+        content_type, body = _by_hand(disposition, data)
+        splits = [[body[:i], body[i:]] for i in range(len(body) + 1)] + [_chunks(body, 1), _chunks(body, 7)]
+        _check(content_type, body, splits, data, "upload.png", secret)
+
+
+def test_scrub_leaves_bodies_without_names_alone():
+    body = b'{"data": ["a question about a wrist"], "fn_index": 3}'
+    messages = asyncio.run(_scrub(_chunks(body, 5)))
+    assert b"".join(m["body"] for m in messages) == body
+
+
+@pytest.mark.parametrize(("original", "neutral"), [
+    ("SMITH_ANNA_1980-01-01.jpg", "upload.jpg"),
+    ("scan.JPEG", "upload.jpeg"),
+    ("  chest.png  ", "upload.png"),
+    ("UTF-8''M%C3%BCLLER.tif", "upload.tif"),
+    ("archive.tar.gz", "upload.gz"),
+    ("no extension", "upload"),
+    ("SMITH.ANNA 1980", "upload"),  # "extension" with a space
+    ("report.doc_x", "upload"),
+    ("photo.jpg%00.exe", "upload.exe"),
+    ("C:\\fakepath\\SMITH ANNA.jpg", "upload.jpg"),
+    ("../../SMITH/ANNA", "upload"),
+    ("x.superlong", "upload"),
+    (".bashrc", "upload"),
+    ("", "upload"),
+])
+def test_neutral_name_keeps_only_plain_extensions(original, neutral):
+    assert neutral_name(original) == neutral
+
+
+# -- temp files ---------------------------------------------------------------------------------
+
+
+def _file(path: Path, age_s: float = 0, now: float = 1_000_000.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    os.utime(path, (now - age_s, now - age_s))
+    return path
+
+
+def test_sweep_removes_only_stale_files_and_prunes_empty_folders(tmp_path):
+    root = tmp_path / "gradio"
+    old = _file(root / "aaa" / "upload.jpg", age_s=3601)
+    new = _file(root / "bbb" / "upload.jpg", age_s=10)
+    old_nested = _file(root / "ccc" / "ddd" / "upload.png", age_s=7200)
+    sweeper = TempSweeper(root, max_age_s=3600)
+    assert sweeper.sweep(now=1_000_000.0) == 2
+    assert not old.exists() and not old_nested.exists() and new.exists()
+    assert sorted(p.name for p in root.iterdir()) == ["bbb"]  # emptied folders are gone, the root stays
+    assert sweeper.sweep(now=1_000_000.0) == 0
+
+
+def test_remove_refuses_paths_outside_the_root(tmp_path):
+    root = tmp_path / "gradio"
+    inside = _file(root / "aaa" / "upload.jpg")
+    outside = _file(tmp_path / "secret.db")
+    (root / "aaa" / "link.jpg").symlink_to(outside)
+    sweeper = TempSweeper(root, max_age_s=3600)
+    attempts = [str(outside), str(root / ".." / "secret.db"), str(root / "aaa" / "link.jpg"), str(root),
+                str(root / "aaa"), str(root / "missing.jpg")]
+    assert sweeper.remove(attempts) == 0
+    assert outside.exists() and inside.exists()
+    assert sweeper.remove([str(inside)]) == 1
+    assert not inside.exists() and root.is_dir()
+
+
+def test_wipe_empties_the_root(tmp_path):
+    root = tmp_path / "gradio"
+    for name in ("aaa/upload.jpg", "bbb/ccc/upload.png", "loose.txt"):
+        _file(root / name)
+    (root / "empty").mkdir()
+    outside = _file(tmp_path / "keep.txt")
+    (root / "link").symlink_to(tmp_path)
+    sweeper = TempSweeper(root, max_age_s=3600)
+    assert sweeper.wipe() == 3  # the linked folder is not followed
+    assert root.is_dir() and list(root.iterdir()) == []
+    assert outside.exists()
+    assert TempSweeper(tmp_path / "never-created", max_age_s=1).wipe() == 0
+    assert TempSweeper(tmp_path / "never-created", max_age_s=1).sweep() == 0
