@@ -1,20 +1,40 @@
-"""A real headless Chromium logs in, uploads an image, asks, and sees the streamed answer saved."""
+"""A real headless Chromium: login, a case from upload to reviewed answers, logout leaving nothing behind,
+and the admin page. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
 import os
+import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import missing_service
-from helpers import free_port, png_bytes
+from helpers import png_bytes
+from sqlalchemy import select
+from webapp import serve
 
-from loupe.apps.service import LoupeService
-from loupe.apps.web import launch
-from loupe.core.config import Settings
-from loupe.core.vlm.slot import ModelSlot
+from loupe.core.cases.models import Review
+from loupe.core.vlm.base import StreamChunk
+from loupe.core.vlm.hf import HFVLM
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-quic"]
+STORAGE = """async () => ({
+  local: Object.keys(localStorage).map(k => k + '=' + localStorage.getItem(k)).join('\\n'),
+  session: Object.keys(sessionStorage).map(k => k + '=' + sessionStorage.getItem(k)).join('\\n'),
+  indexeddb: (await indexedDB.databases()).map(d => d.name).join(','),
+})"""
+
+
+class SlowStreaming(HFVLM):
+    """The real tiny model, as slow to start as a real-size one on a CPU, so a reviewer can act meanwhile."""
+
+    def stream(self, messages, options=None) -> Iterator[StreamChunk]:  # noqa: ANN001
+        time.sleep(4)
+        yield from super().stream(messages, options)
 
 
 @pytest.fixture
@@ -25,49 +45,108 @@ def chromium() -> str:
     return path
 
 
+def _login(page, url: str, user: str) -> None:
+    page.goto(url)
+    page.fill("#username", user)
+    page.fill("#password", f"{user}-password")
+    page.click("button[type=submit]")
+
+
+def _ask(page, question: str):
+    page.locator("#general-question textarea").fill(question)
+    page.locator("#general-ask").click()
+
+
+def _pick_answer(page, number: int) -> None:
+    page.locator("#general-answer-choice input").click()
+    page.get_by_role("option", name=f"Answer {number}:").click()
+
+
 @pytest.mark.browser
-def test_login_upload_ask_in_a_real_browser(tmp_path, tiny_model_dir, chromium):
+def test_case_review_logout_and_admin_in_a_real_browser(tmp_path, tiny_model_dir, chromium):
     from playwright.sync_api import expect, sync_playwright
-
-    settings = Settings(home=tmp_path / "home", database_url=None, model="unused")
-    slot = ModelSlot(dtype="fp32")
-    slot.load(tiny_model_dir("smolvlm"))
-    service = LoupeService.open(settings, slot)
-    service.store.add_user("erin", "erin-password")
-    app, url = launch(service, port=free_port(), block=False)
-    image = tmp_path / "photo.png"
-    image.write_bytes(png_bytes((128, 96), (250, 200, 0)))
+    image = tmp_path / "DOE_JANE_1960-02-03.png"
+    image.write_bytes(png_bytes((320, 240), (250, 200, 0)))
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--disable-sync", "--disable-quic"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
-            page.get_by_label("username").fill("erin")
-            page.get_by_label("password").fill("wrong-password")
-            page.get_by_role("button", name="Login").click()
-            expect(page.get_by_text("Incorrect Credentials")).to_be_visible(timeout=15_000)
-            page.get_by_label("username").fill("erin")
-            page.get_by_label("password").fill("erin-password")
-            page.get_by_role("button", name="Login").click()
+    users = {"erin": "user", "root": "admin"}
+    model = tiny_model_dir("smolvlm")
+    with serve(tmp_path / "home", model, users, SlowStreaming.from_pretrained) as served, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
-            expect(page.locator("#model-status")).to_contain_text("Demo weights", timeout=30_000)
-            page.locator("#upload input[type=file]").set_input_files(str(image))
-            page.locator("#create-case").click()
-            expect(page.locator("#status")).to_contain_text("created.", timeout=30_000)
-            page.locator("#question textarea").fill("What colour is the image?")
-            page.locator("#ask").click()
-            expect(page.locator("#status")).to_contain_text("Answer saved", timeout=60_000)
-            expect(page.locator("#chat")).to_contain_text("What colour is the image?")
-            page.screenshot(path=str(ARTIFACTS / "browser-ask.png"), full_page=True)
-            browser.close()
-    finally:
-        app.close()
+        page.goto(served.url)
+        expect(page).to_have_url(f"{served.url}login")
+        page.fill("#username", "erin")
+        page.fill("#password", "wrong-password")
+        page.click("button[type=submit]")
+        expect(page.get_by_role("alert")).to_have_text("Incorrect user name or password.")
+        _login(page, served.url, "erin")
+        expect(page.locator("#model-status")).to_contain_text("Demo weights", timeout=30_000)
+        expect(page.get_by_role("tab", name="Admin")).to_have_count(0)  # not for plain users
 
-    [case] = service.store.list_cases(service.user("erin"))
-    opened = service.store.open_case(service.user("erin"), case.id)
-    assert [m.role for m in opened.messages] == ["user", "assistant"]
-    assert opened.messages[1].model_run is not None
-    assert (ARTIFACTS / "browser-ask.png").stat().st_size > 10_000
+        page.get_by_role("tab", name="New case").click()
+        page.locator("#general-upload input[type=file]").set_input_files(str(image))
+        page.get_by_label("Title").fill("left wrist")
+        page.locator("#general-create").click()
+        expect(page.locator("#general-status")).to_contain_text("created.", timeout=30_000)
+        expect(page.locator("#general-viewer img")).to_have_attribute("src", "/case-assets/1")
+        _ask(page, "What colour is the image?")
+        expect(page.locator("#general-status")).to_contain_text("Answered in", timeout=60_000)
+        expect(page.locator("#general-question textarea")).to_have_value("")
+
+        # Review answer 1 while answer 2 is still streaming: the review names the answer on screen.
+        _ask(page, "Is anything unusual?")
+        expect(page.locator("#general-status")).to_contain_text("Answering", timeout=30_000)
+        _pick_answer(page, 1)
+        page.locator("#general-verdict").get_by_text("Correct it").click()
+        page.locator("#general-corrected textarea").fill("Yellow.")
+        page.locator("#general-save-review").click()
+        expect(page.locator("#general-review-note")).to_have_text("Review saved: answer 1 corrected.",
+                                                                  timeout=30_000)
+        streaming_when_saved = "Answering" in page.locator("#general-status").inner_text()
+        expect(page.locator("#general-status")).to_contain_text("Answered in", timeout=60_000)
+        with served.service.store.sessions() as s:
+            review = s.scalar(select(Review))
+        case = served.service.store.open_case(served.service.user("erin"), 1)
+        assert review.message_id == case.messages[1].id and review.edited_text == "Yellow."
+        assert streaming_when_saved  # the review really was saved during streaming
+
+        # Reopen (a fresh page load) by clicking the case in the list; review answer 2 by clicking it.
+        page.reload()
+        page.get_by_role("tab", name="Cases").click()
+        page.locator("#general-cases").get_by_test_id("cell-0-1").click()
+        expect(page.locator("#general-case-header")).to_contain_text("Case 1: left wrist", timeout=30_000)
+        expect(page.locator("#general-chat")).to_contain_text("Edited by erin")
+        page.locator("#general-chat [data-testid=bot]").nth(1).click()
+        expect(page.locator("#general-answer-choice input")).to_have_value(re.compile(r"^Answer 2"), timeout=10_000)
+        page.locator("#general-verdict").get_by_text("Accept").click()
+        page.locator("#general-save-review").click()
+        expect(page.locator("#general-review-note")).to_have_text("Review saved: answer 2 accepted.",
+                                                                  timeout=30_000)
+        expect(page.locator("#general-chat")).to_contain_text("Accepted by erin")
+        page.screenshot(path=str(ARTIFACTS / "case-with-reviews.png"), full_page=True)
+        page.locator("#general-cases").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "case-list.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 700})
+
+        # Log out: the browser keeps nothing of the case.
+        page.locator("#logout").click()
+        expect(page.locator("body")).to_have_attribute("data-wiped", "yes", timeout=15_000)
+        left = page.evaluate(STORAGE)
+        assert left == {"local": "", "session": "", "indexeddb": ""}, left
+        page.goto(served.url)
+        expect(page).to_have_url(f"{served.url}login")
+        assert "left wrist" not in page.content()
+        assert not [p for p in served.home.rglob("*DOE_JANE*")] and not served.files()
+
+        # The admin page, for admins only.
+        _login(page, served.url, "root")
+        page.get_by_role("tab", name="Admin").click()
+        expect(page.locator("#admin-users")).to_contain_text("erin", timeout=30_000)
+        page.get_by_text("Audit log (newest 200 events)").click()
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.locator("#admin-audit")).to_contain_text("review", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "admin-page.png"), full_page=True)
+        browser.close()
+
+    for name in ("case-with-reviews.png", "case-list.png", "admin-page.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000

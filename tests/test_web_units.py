@@ -12,7 +12,14 @@ import pytest
 from starlette.requests import Request
 
 from loupe.apps.web.sessions import LoginThrottle, SessionStore
-from loupe.apps.web.uploads import _HOLD, Message, TempSweeper, neutral_name, scrub_filenames
+from loupe.apps.web.uploads import (
+    _HOLD,
+    Message,
+    TempSweeper,
+    multipart_boundary,
+    neutral_name,
+    scrub_filenames,
+)
 
 PHI_NAME = "SMITH_ANNA_1980-01-01.jpg"
 
@@ -193,7 +200,7 @@ def _chunks(body: bytes, size: int) -> list[bytes]:
     return [body[i:i + size] for i in range(0, len(body), size)] or [b""]
 
 
-async def _scrub(chunks: list[bytes]) -> list[Message]:
+async def _scrub(chunks: list[bytes], boundary: bytes = b"XyZ") -> list[Message]:
     """What the wrapped app receives when the client sends ``chunks``, then disconnects."""
     incoming = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
     incoming.append({"type": "http.disconnect"})
@@ -201,7 +208,7 @@ async def _scrub(chunks: list[bytes]) -> list[Message]:
     async def receive() -> Message:
         return incoming.pop(0)
 
-    scrubbed = scrub_filenames(receive)
+    scrubbed = scrub_filenames(receive, boundary)
     out = [await scrubbed()]
     while out[-1].get("more_body"):
         out.append(await scrubbed())
@@ -228,7 +235,7 @@ def _check(content_type: bytes, body: bytes, splits: list[list[bytes]], data: by
     async def run_all() -> None:
         for chunks in splits:
             assert b"".join(chunks) == body
-            messages = await _scrub(chunks)
+            messages = await _scrub(chunks, multipart_boundary(content_type.decode()))
             out = b"".join(m["body"] for m in messages)
             assert secret not in out, f"name leaked with chunks of {[len(c) for c in chunks][:3]}..."
             assert out.count(f'filename="{expected}"'.encode()) == 1
@@ -263,6 +270,15 @@ def test_scrub_replaces_rfc5987_and_unquoted_names():
         content_type, body = _by_hand(disposition, data)
         splits = [[body[:i], body[i:]] for i in range(len(body) + 1)] + [_chunks(body, 1), _chunks(body, 7)]
         _check(content_type, body, splits, data, "upload.png", secret)
+
+
+def test_scrub_leaves_the_files_own_bytes_alone():
+    # A file that happens to contain a part-header-like text (a PDF, a text file, metadata) is not touched.
+    data = b'%PDF-1.7 ... Content-Disposition: form-data; filename="SMITH_ANNA.pdf"\r\n\r\n ... %%EOF'
+    content_type, body = _multipart(PHI_NAME, data)
+    for chunks in [[body[:i], body[i:]] for i in range(len(body) + 1)] + [_chunks(body, 3)]:
+        messages = asyncio.run(_scrub(chunks, multipart_boundary(content_type.decode())))
+        assert asyncio.run(_parse(content_type, messages)) == ("upload.jpg", data, "x-ray")
 
 
 def test_scrub_leaves_bodies_without_names_alone():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +43,11 @@ class Served:
 
 @contextmanager
 def serve(home: Path, model: Path | None = None, users: dict[str, str] | None = None,
-          **settings: object) -> Iterator[Served]:
+          loader: Callable | None = None, **settings: object) -> Iterator[Served]:
     """Run the app; ``users`` maps names to roles, each with the password ``<name>-password``."""
     options = dict(max_upload_bytes=2**20, max_image_pixels=1_000_000) | settings
     service_settings = Settings(home=home, database_url=None, model="unused", **options)
-    slot = ModelSlot(dtype="fp32")
+    slot = ModelSlot(loader, dtype="fp32") if loader else ModelSlot(dtype="fp32")
     if model is not None:
         slot.load(model)
     service = LoupeService.open(service_settings, slot)

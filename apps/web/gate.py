@@ -20,7 +20,7 @@ from loupe.core.cases.models import User
 
 from ..service import LoupeService
 from .sessions import LoginThrottle, Session, SessionStore
-from .uploads import TempSweeper, scrub_filenames
+from .uploads import TempSweeper, multipart_boundary, scrub_filenames
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,9 @@ class Gate:
             self.security.service.store.audit(user, "route.denied", detail={"path": path[:200]})
             return await _respond(send, 404, b'{"detail":"Not Found"}', "application/json")
         scope["loupe.user"] = user.username
-        if path == UPLOAD and scope.get("method") == "POST":
-            receive = scrub_filenames(receive)
+        boundary = multipart_boundary(_header(scope, "content-type"))
+        if path == UPLOAD and scope.get("method") == "POST" and boundary:
+            receive = scrub_filenames(receive, boundary)
             # A plain (uncompressed) reply lets us note which temp files this session owns.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
             send = _note_uploads(send, self.security.session_for(scope))

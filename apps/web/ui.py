@@ -18,6 +18,8 @@ CSS = """
   border: 1px dashed var(--border-color-primary); border-radius: 8px; }
 .hint { font-size: .85em; color: var(--body-text-color-subdued); }
 #topbar { align-items: center; }
+/* The conversation lives in the case database: a "clear" button would only hide it, so it is not offered. */
+.loupe-chat button[aria-label="Clear"] { display: none; }
 """
 
 

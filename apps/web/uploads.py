@@ -17,10 +17,10 @@ from typing import Any
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
-# A quoted value, or an unquoted one only once its terminator has arrived (so a half-received name never matches).
-_FILENAME = re.compile(rb'filename(\*?)=(?:"([^"\r\n]*)"|([^";\r\n]*)(?=[;\r\n]))', re.IGNORECASE)
+# A quoted or an unquoted value (RFC 5987 ``filename*=`` included) within one part's header block.
+_FILENAME = re.compile(rb'filename(\*?)=(?:"([^"\r\n]*)"|([^";\r\n]*))', re.IGNORECASE)
 _EXTENSION = re.compile(r"\.[a-z0-9]{1,5}")
-# Longest part-header value we expect; bytes this close to the end of a chunk wait for the next one.
+# Longest part-header block we wait for; a longer one passes unchanged and Gradio's parser refuses it.
 _HOLD = 16 * 1024
 
 
@@ -35,10 +35,41 @@ def _replace(match: re.Match[bytes]) -> bytes:
     return b'filename="' + neutral_name(original).encode() + b'"'
 
 
-def scrub_filenames(receive: Receive) -> Receive:
-    """Wrap an ASGI ``receive`` so every multipart ``filename=`` in the request body becomes neutral."""
+def multipart_boundary(content_type: str | None) -> bytes | None:
+    match = re.search(r'boundary="?([^";]+)"?', content_type or "", re.IGNORECASE)
+    return match.group(1).encode("latin-1") if match else None
+
+
+def scrub_filenames(receive: Receive, boundary: bytes) -> Receive:
+    """Wrap an ASGI ``receive`` so the ``filename=`` of every multipart part header becomes neutral.
+
+    Only part headers (from a ``--boundary`` line to the blank line after it) are rewritten: the files'
+    own bytes pass unchanged even when they happen to contain ``filename="..."``.
+    """
+    delimiter = b"--" + boundary + b"\r\n"
     held = b""
     finished = False
+
+    def scrub(data: bytes, final: bool) -> tuple[bytes, bytes]:
+        """Rewrite every complete part header in ``data``; return (bytes to pass on, bytes to hold back)."""
+        out = bytearray()
+        pos = 0
+        while True:
+            start = data.find(delimiter, pos)
+            if start < 0:
+                keep = 0 if final else min(len(data) - pos, len(delimiter) - 1)  # a delimiter may straddle
+                out += data[pos:len(data) - keep]
+                return bytes(out), data[len(data) - keep:]
+            headers = start + len(delimiter)
+            end = data.find(b"\r\n\r\n", headers)
+            if end < 0:
+                if final or len(data) - start > _HOLD:  # no sane header is this long: let the parser refuse it
+                    out += data[pos:]
+                    return bytes(out), b""
+                out += data[pos:start]
+                return bytes(out), data[start:]
+            out += data[pos:headers] + _FILENAME.sub(_replace, data[headers:end])
+            pos = end
 
     async def scrubbed() -> Message:
         nonlocal held, finished
@@ -48,16 +79,13 @@ def scrub_filenames(receive: Receive) -> Receive:
             message = await receive()
             if message["type"] != "http.request":
                 return message
-            data = _FILENAME.sub(_replace, held + message.get("body", b""))
-            if not message.get("more_body", False):
-                finished, held = True, b""
-                return {**message, "body": data}
-            cut = len(data) - _HOLD
-            if cut <= 0:
-                held = data
-                continue
-            held = data[cut:]
-            return {**message, "body": data[:cut], "more_body": True}
+            final = not message.get("more_body", False)
+            ready, held = scrub(held + message.get("body", b""), final)
+            if final:
+                finished = True
+                return {**message, "body": ready}
+            if ready:
+                return {**message, "body": ready, "more_body": True}
 
     return scrubbed
 

@@ -90,7 +90,8 @@ class Workspace:
                 self.tools = gr.Column()
             with gr.Column(scale=5, min_width=360):
                 status = gr.Markdown(elem_id=f"{d}-status")
-                chat = gr.Chatbot(label="Conversation", elem_id=f"{d}-chat", height=420, buttons=["copy"])
+                chat = gr.Chatbot(label="Conversation", elem_id=f"{d}-chat", height=420, buttons=["copy"],
+                                  elem_classes="loupe-chat")
                 self.question = gr.Textbox(label="Question", placeholder="Ask about the image", lines=2,
                                            elem_id=f"{d}-question")
                 self._prompt_row = gr.Row(elem_classes="prompts")
@@ -109,6 +110,7 @@ class Workspace:
                     sign_off = gr.Checkbox(label="Sign off as reviewer", value=False, visible=False,
                                            elem_id=f"{d}-sign-off")
                     save_review = gr.Button("Save review", elem_id=f"{d}-save-review")
+                    review_note = gr.Markdown(elem_id=f"{d}-review-note")
         with self.tools:
             self.domain.build_tab(self)
         viewer.value = self.render_viewer([])
@@ -164,12 +166,14 @@ class Workspace:
                 case = self.service.store.open_case(user, int(case_id))
                 history, ids = conversation(case)
                 history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+                yield history, "", "Answering…", gr.update()  # at once: a real model needs seconds to start
                 for step in self.service.ask(user, int(case_id), question):
                     history[-1] = {"role": "assistant", "content": step.text}
                     if step.run is None:
                         yield history, "", "Answering…", gr.update()
                     else:
-                        ids = [*ids, -1, step.message_id]  # the question's id is not needed for reviews
+                        # Re-read: reviews saved while this answer streamed are shown under their answers.
+                        history, ids = conversation(self.service.store.open_case(user, int(case_id)))
                         demo = bool(self.service.slot.status.demo)
                         yield history, "", answered_note(step.run, demo), ids
             except LoupeError as exc:
@@ -261,7 +265,7 @@ class Workspace:
         asked.then(refresh_choices, [self.case_id, choice], choice, api_name=False, **free)
         choice.change(show_answer, [choice, self.case_id], [shown, corrected], api_name=False, **free)
         chat.select(pick_from_chat, self.message_ids, choice, api_name=False, **free)
-        save_review.click(review, [choice, verdict, corrected, sign_off, self.case_id], [status, chat, choice],
+        save_review.click(review, [choice, verdict, corrected, sign_off, self.case_id], [review_note, chat, choice],
                           api_name=f"{d}_review", **free)
         share.click(share_case, [self.case_id, share_with], [status, header], api_name=f"{d}_share", **free)
         unshare.click(unshare_case, [self.case_id, share_with], [status, header],
