@@ -43,7 +43,7 @@ class Served:
 
 @contextmanager
 def serve(home: Path, model: Path | None = None, users: dict[str, str] | None = None,
-          loader: Callable | None = None, **settings: object) -> Iterator[Served]:
+          loader: Callable | None = None, domains: dict | None = None, **settings: object) -> Iterator[Served]:
     """Run the app; ``users`` maps names to roles, each with the password ``<name>-password``."""
     options = dict(max_upload_bytes=2**20, max_image_pixels=1_000_000) | settings
     service_settings = Settings(home=home, database_url=None, model="unused", **options)
@@ -51,6 +51,7 @@ def serve(home: Path, model: Path | None = None, users: dict[str, str] | None = 
     if model is not None:
         slot.load(model)
     service = LoupeService.open(service_settings, slot)
+    service.domains.update(domains or {})  # extra plugins, as another installed package would add them
     for name, role in (users or {}).items():
         service.store.add_user(name, f"{name}-password", role)
     app, url = launch(service, port=free_port(), block=False)

@@ -21,7 +21,8 @@ from .render import answer_choices, answered_note, case_header, conversation, vi
 
 log = logging.getLogger(__name__)
 
-CASE_COLUMNS = ["#", "Title", "Owner", "Created", "Answers", "Reviewed"]
+CASE_COLUMNS = ["#", "Title", "Owner", "Created", "Reviewed"]
+CASE_COLUMN_WIDTHS = ["10%", "34%", "18%", "20%", "18%"]
 NO_CASE = "No case open. Click a case in the list, or create one."
 
 
@@ -61,7 +62,8 @@ class Workspace:
                                                 elem_id=f"{d}-search", scale=3, container=False)
                             archived = gr.Checkbox(label="Archived", value=False, scale=1, container=False,
                                                    elem_id=f"{d}-archived")
-                        cases = gr.Dataframe(headers=CASE_COLUMNS, interactive=False, wrap=True,
+                        cases = gr.Dataframe(headers=CASE_COLUMNS, column_widths=CASE_COLUMN_WIDTHS,
+                                             interactive=False, wrap=True,
                                              elem_id=f"{d}-cases", show_label=False, max_height=360)
                         gr.Markdown("Click a case to open it.", elem_classes="hint")
                         refresh = gr.Button("Refresh list", size="sm", variant="secondary")
@@ -120,7 +122,7 @@ class Workspace:
 
         def list_cases(search_text: str, show_archived: bool, request: gr.Request) -> list[list]:
             user = self._user(request)
-            return [[c.id, c.title, c.owner, c.created_at, c.answers, c.reviewed] for c in
+            return [[c.id, c.title, c.owner, c.created_at[:10], f"{c.reviewed} of {c.answers}"] for c in
                     self.service.store.list_cases(user, search=search_text or "", domain=d,
                                                   archived=bool(show_archived))]
 
