@@ -6,7 +6,7 @@ from gradio_client import handle_file
 from helpers import png_bytes
 from webapp import serve
 
-from loupe.core.plugins import AssetView, Domain, DomainTab
+from loupe.core.plugins import Domain, DomainTab
 from loupe.domains.general import GeneralDomain
 
 
