@@ -90,6 +90,13 @@ def test_case_review_logout_and_admin_in_a_real_browser(tmp_path, tiny_model_dir
         page.locator("#general-create").click()
         expect(page.locator("#general-status")).to_contain_text("created.", timeout=30_000)
         expect(page.locator("#general-viewer img")).to_have_attribute("src", "/case-assets/1")
+        # Nothing of the viewer's chrome covers the image's corners (where X-rays carry L/R markers).
+        corners_free = page.locator("#general-viewer img").evaluate("""img => {
+            const r = img.getBoundingClientRect();
+            return [[r.left + 2, r.top + 2], [r.right - 2, r.top + 2], [r.left + 2, r.bottom - 2],
+                    [r.right - 2, r.bottom - 2]].every(([x, y]) => document.elementFromPoint(x, y) === img);
+        }""")
+        assert corners_free
         _ask(page, "What colour is the image?")
         expect(page.locator("#general-status")).to_contain_text("Answered in", timeout=60_000)
         expect(page.locator("#general-question textarea")).to_have_value("")

@@ -10,6 +10,7 @@ from loupe.core.cases.models import User
 from loupe.core.cases.store import ROLES
 from loupe.core.errors import LoupeError
 
+from ..firstrun import ADMIN, forget_initial_password
 from ..service import LoupeService
 from .render import model_label, status_banner
 
@@ -115,6 +116,8 @@ class AdminPage:
 
         def change_password(actor: User, n: str, r: str, p: str) -> str:
             store.set_password(actor, n, p)
+            if n == ADMIN:
+                forget_initial_password(self.service.settings.initial_password_file)
             return f"Password of {n} changed."
 
         def disable_user(actor: User, n: str, r: str, p: str) -> str:

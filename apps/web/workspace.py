@@ -21,8 +21,7 @@ from .render import answer_choices, answered_note, case_header, conversation, vi
 
 log = logging.getLogger(__name__)
 
-CASE_COLUMNS = ["#", "Title", "Owner", "Created", "Reviewed"]
-CASE_COLUMN_WIDTHS = ["10%", "34%", "18%", "20%", "18%"]
+CASE_COLUMNS = ["#", "Title", "Owner", "Reviewed"]  # the creation date is in the case header
 NO_CASE = "No case open. Click a case in the list, or create one."
 
 
@@ -54,7 +53,7 @@ class Workspace:
         self.case_id = gr.State(None)
         self.message_ids = gr.State([])
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=300):
+            with gr.Column(scale=4, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("Cases"):
                         with gr.Row():
@@ -62,8 +61,7 @@ class Workspace:
                                                 elem_id=f"{d}-search", scale=3, container=False)
                             archived = gr.Checkbox(label="Archived", value=False, scale=1, container=False,
                                                    elem_id=f"{d}-archived")
-                        cases = gr.Dataframe(headers=CASE_COLUMNS, column_widths=CASE_COLUMN_WIDTHS,
-                                             interactive=False, wrap=True,
+                        cases = gr.Dataframe(headers=CASE_COLUMNS, interactive=False, wrap=True,
                                              elem_id=f"{d}-cases", show_label=False, max_height=360)
                         gr.Markdown("Click a case to open it.", elem_classes="hint")
                         refresh = gr.Button("Refresh list", size="sm", variant="secondary")
@@ -122,7 +120,7 @@ class Workspace:
 
         def list_cases(search_text: str, show_archived: bool, request: gr.Request) -> list[list]:
             user = self._user(request)
-            return [[c.id, c.title, c.owner, c.created_at[:10], f"{c.reviewed} of {c.answers}"] for c in
+            return [[c.id, c.title, c.owner, f"{c.reviewed}/{c.answers}"] for c in
                     self.service.store.list_cases(user, search=search_text or "", domain=d,
                                                   archived=bool(show_archived))]
 
