@@ -66,6 +66,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path):
 
 
 @pytest.fixture
+def store(db_url: str, tmp_path: Path):
+    """A case store on SQLite or PostgreSQL (see ``db_url``), blobs under ``tmp_path``."""
+    from loupe.core.cases.assets import AssetStore
+    from loupe.core.cases.db import open_database
+    from loupe.core.cases.store import CaseStore
+
+    return CaseStore(open_database(db_url), AssetStore(tmp_path / "assets"))
+
+
+@pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     return Settings(home=tmp_path / "home", database_url=db_url, model="unused",
                     max_upload_bytes=5 * 2**20, max_image_pixels=4_000_000)

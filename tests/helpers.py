@@ -9,6 +9,9 @@ import zlib
 
 from PIL import Image
 
+from loupe.core.plugins import IngestedAsset
+from loupe.core.vlm.base import RunRecord
+
 
 def png_bytes(size: tuple[int, int] = (96, 64), color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
     out = io.BytesIO()
@@ -236,3 +239,14 @@ def gif_with_many_frames(frames: int) -> bytes:
     header = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
     frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
     return header + frame * frames + b"\x3b"
+
+
+def stored_asset(data: bytes = b"pixels") -> IngestedAsset:
+    """An asset as a domain's ingest returns it (the bytes need not be an image for the store)."""
+    return IngestedAsset(data=data, media_type="image/png", width=4, height=2)
+
+
+def run_record() -> RunRecord:
+    return RunRecord(model_id="m", adapter=None, device="cpu", dtype="float32", prompt_tokens=30,
+                     visual_tokens=20, output_tokens=5, time_to_first_token_s=0.1, total_time_s=0.3,
+                     tokens_per_s=20.0)

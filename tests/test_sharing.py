@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from helpers import run_record, stored_asset
 from sqlalchemy import func, select
 
-from loupe.core.cases.assets import AssetStore
-from loupe.core.cases.db import open_database
 from loupe.core.cases.models import Asset, Case, CaseShare, ChatMessage, ModelRun, Review
 from loupe.core.cases.store import CaseStore
 from loupe.core.errors import AccessDenied, LoupeError
-from loupe.core.plugins import IngestedAsset
-from loupe.core.vlm.base import RunRecord
-
-
-@pytest.fixture
-def store(db_url, tmp_path):
-    return CaseStore(open_database(db_url), AssetStore(tmp_path / "assets"))
 
 
 @pytest.fixture
@@ -27,20 +19,10 @@ def people(store):
             "root": store.add_user("root", "password-x", "admin")}
 
 
-def _asset(data: bytes = b"pixels") -> IngestedAsset:
-    return IngestedAsset(data=data, media_type="image/png", width=4, height=2)
-
-
-def _run() -> RunRecord:
-    return RunRecord(model_id="m", adapter=None, device="cpu", dtype="float32", prompt_tokens=30,
-                     visual_tokens=20, output_tokens=5, time_to_first_token_s=0.1, total_time_s=0.3,
-                     tokens_per_s=20.0)
-
-
 def _answered_case(store: CaseStore, owner, title: str = "left wrist", data: bytes = b"pixels") -> tuple[int, int]:
-    case_id = store.create_case(owner, "general", title, [_asset(data)])
+    case_id = store.create_case(owner, "general", title, [stored_asset(data)])
     store.add_question(owner, case_id, "Is there a fracture?")
-    return case_id, store.add_answer(owner, case_id, "No fracture.", _run(), demo_weights=False)
+    return case_id, store.add_answer(owner, case_id, "No fracture.", run_record(), demo_weights=False)
 
 
 def _events(store: CaseStore, action: str) -> list[tuple[int | None, int | None, dict]]:
@@ -56,7 +38,7 @@ def _ids(store: CaseStore, user, **filters) -> list[int]:
 
 def test_share_makes_a_case_visible_and_unshare_takes_it_back(store, people):
     alice, bob = people["alice"], people["bob"]
-    case_id = store.create_case(alice, "general", "left wrist", [_asset()])
+    case_id = store.create_case(alice, "general", "left wrist", [stored_asset()])
     with pytest.raises(AccessDenied):
         store.open_case(bob, case_id)
 
@@ -80,7 +62,7 @@ def test_share_makes_a_case_visible_and_unshare_takes_it_back(store, people):
 
 def test_only_the_owner_or_an_admin_may_share(store, people):
     alice, bob, rita, root = people["alice"], people["bob"], people["rita"], people["root"]
-    case_id = store.create_case(alice, "general", "left wrist", [_asset()])
+    case_id = store.create_case(alice, "general", "left wrist", [stored_asset()])
     store.share_case(alice, case_id, "rita")
     with pytest.raises(AccessDenied, match="owner or an administrator"):
         store.share_case(rita, case_id, "bob")  # seeing a shared case is not owning it
@@ -97,7 +79,7 @@ def test_only_the_owner_or_an_admin_may_share(store, people):
 
 def test_sharing_needs_an_active_user_other_than_the_owner(store, people):
     alice = people["alice"]
-    case_id = store.create_case(alice, "general", "left wrist", [_asset()])
+    case_id = store.create_case(alice, "general", "left wrist", [stored_asset()])
     store.set_active(None, "bob", False)
     with pytest.raises(LoupeError, match="no active user named 'nobody'"):
         store.share_case(alice, case_id, "nobody")
@@ -116,7 +98,7 @@ def test_reviewer_sees_only_shared_and_own_cases_and_signs_off(store, people):
     alice, bob, rita = people["alice"], people["bob"], people["rita"]
     shared_id, answer_id = _answered_case(store, alice, "shared wrist")
     _answered_case(store, bob, "bob's knee")
-    own_id = store.create_case(rita, "general", "rita's own", [_asset(b"other")])
+    own_id = store.create_case(rita, "general", "rita's own", [stored_asset(b"other")])
     assert _ids(store, rita) == [own_id]
 
     store.share_case(alice, shared_id, "rita")
@@ -166,8 +148,8 @@ def test_reviewing_someone_elses_answer_reveals_nothing(store, people):
 
 def test_archive_hides_a_case_and_restore_brings_it_back(store, people):
     alice, bob, root = people["alice"], people["bob"], people["root"]
-    kept = store.create_case(alice, "general", "kept", [_asset()])
-    case_id = store.create_case(alice, "general", "to archive", [_asset()])
+    kept = store.create_case(alice, "general", "kept", [stored_asset()])
+    case_id = store.create_case(alice, "general", "to archive", [stored_asset()])
     store.share_case(alice, case_id, "bob")
 
     store.archive_case(alice, case_id)
@@ -191,7 +173,7 @@ def test_archive_hides_a_case_and_restore_brings_it_back(store, people):
 
 def test_only_owner_or_admin_archives(store, people):
     alice, bob = people["alice"], people["bob"]
-    case_id = store.create_case(alice, "general", "left wrist", [_asset()])
+    case_id = store.create_case(alice, "general", "left wrist", [stored_asset()])
     with pytest.raises(AccessDenied, match="Case .* not found"):
         store.archive_case(bob, case_id)
     assert _ids(store, alice) == [case_id]
@@ -231,10 +213,11 @@ def test_purge_is_for_admins_and_archived_cases_only(store, people):
 
 def test_purge_deletes_rows_and_unshared_blobs_but_keeps_the_audit_trail(store, people, tmp_path):
     alice, root = people["alice"], people["root"]
-    case_id = store.create_case(alice, "general", "doomed", [_asset(b"only here"), _asset(b"also elsewhere")])
-    other_id = store.create_case(alice, "general", "survivor", [_asset(b"also elsewhere")])
+    case_id = store.create_case(alice, "general", "doomed",
+                                [stored_asset(b"only here"), stored_asset(b"also elsewhere")])
+    other_id = store.create_case(alice, "general", "survivor", [stored_asset(b"also elsewhere")])
     store.add_question(alice, case_id, "Is there a fracture?")
-    answer_id = store.add_answer(alice, case_id, "No fracture.", _run(), demo_weights=False)
+    answer_id = store.add_answer(alice, case_id, "No fracture.", run_record(), demo_weights=False)
     store.share_case(alice, case_id, "rita")
     store.review(people["rita"], answer_id, "rejected", sign_off=True)
     case = store.open_case(alice, case_id)
@@ -263,9 +246,9 @@ def test_purge_deletes_rows_and_unshared_blobs_but_keeps_the_audit_trail(store, 
 
 def test_search_by_title_owner_id_and_domain(store, people):
     alice, bob, root = people["alice"], people["bob"], people["root"]
-    wrist = store.create_case(alice, "general", "Left WRIST after fall", [_asset()])
-    knee = store.create_case(bob, "general", "knee 100% swollen", [_asset()])
-    chest = store.create_case(alice, "xray", "chest", [_asset()])
+    wrist = store.create_case(alice, "general", "Left WRIST after fall", [stored_asset()])
+    knee = store.create_case(bob, "general", "knee 100% swollen", [stored_asset()])
+    chest = store.create_case(alice, "xray", "chest", [stored_asset()])
 
     assert _ids(store, root, search="wrist") == [wrist]  # case-insensitive fragment
     assert _ids(store, root, search="  left wr ") == [wrist]
@@ -282,8 +265,8 @@ def test_search_by_title_owner_id_and_domain(store, people):
 
 def test_search_input_is_literal_and_never_crashes(store, people):
     root = people["root"]
-    wrist = store.create_case(root, "general", "wrist", [_asset()])
-    knee = store.create_case(root, "general", "knee 100% swollen", [_asset()])
+    wrist = store.create_case(root, "general", "wrist", [stored_asset()])
+    knee = store.create_case(root, "general", "knee 100% swollen", [stored_asset()])
     assert _ids(store, root, search="%") == [knee]  # not a wildcard
     assert _ids(store, root, search="_") == []
     assert _ids(store, root, search="\\") == []

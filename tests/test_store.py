@@ -1,30 +1,13 @@
 """Case database on SQLite and PostgreSQL: schema, users, visibility, audit, runs, reviews."""
 
 import pytest
+from helpers import run_record, stored_asset
 from sqlalchemy import inspect, select, text
 
-from loupe.core.cases.assets import AssetStore
 from loupe.core.cases.db import current_revision, head_revision, make_engine, open_database, upgrade
 from loupe.core.cases.models import AuditEvent, ModelRun
-from loupe.core.cases.store import CaseStore, CaseSummary
+from loupe.core.cases.store import CaseSummary
 from loupe.core.errors import AccessDenied, LoupeError
-from loupe.core.plugins import IngestedAsset
-from loupe.core.vlm.base import RunRecord
-
-
-@pytest.fixture
-def store(db_url, tmp_path):
-    return CaseStore(open_database(db_url), AssetStore(tmp_path / "assets"))
-
-
-def _asset(data: bytes = b"pixels") -> IngestedAsset:
-    return IngestedAsset(data=data, media_type="image/png", width=4, height=2)
-
-
-def _run() -> RunRecord:
-    return RunRecord(model_id="m", adapter=None, device="cpu", dtype="float32", prompt_tokens=30,
-                     visual_tokens=20, output_tokens=5, time_to_first_token_s=0.1, total_time_s=0.3,
-                     tokens_per_s=20.0)
 
 
 def test_migrations_create_every_table_at_head(db_url):
@@ -95,7 +78,7 @@ def test_cases_are_private_to_their_owner_except_for_admins(store):
     alice = store.add_user("alice", "password-a")
     bob = store.add_user("bob", "password-b")
     admin = store.add_user("root", "password-r", "admin")
-    case_id = store.create_case(alice, "general", "left wrist", [_asset()])
+    case_id = store.create_case(alice, "general", "left wrist", [stored_asset()])
     [summary] = store.list_cases(alice)
     assert summary == CaseSummary(id=case_id, title="left wrist", domain="general", owner="alice",
                                   created_at=summary.created_at, answers=0, reviewed=0, shared_with_me=False,
@@ -114,7 +97,7 @@ def test_cases_are_private_to_their_owner_except_for_admins(store):
 
 def test_every_case_read_is_audited(store):
     alice = store.add_user("alice", "password-a")
-    case_id = store.create_case(alice, "general", "", [_asset()])
+    case_id = store.create_case(alice, "general", "", [stored_asset()])
     for _ in range(3):
         case = store.open_case(alice, case_id)
     assert case.title == "Untitled case" and case.assets[0].sha256
@@ -126,7 +109,7 @@ def test_every_case_read_is_audited(store):
 
 def test_blobs_are_stored_by_content_hash_only(store, tmp_path):
     alice = store.add_user("alice", "password-a")
-    case_id = store.create_case(alice, "general", "t", [_asset(b"same"), _asset(b"same")])
+    case_id = store.create_case(alice, "general", "t", [stored_asset(b"same"), stored_asset(b"same")])
     case = store.open_case(alice, case_id)
     files = [p for p in (tmp_path / "assets").rglob("*") if p.is_file()]
     assert [p.name for p in files] == [case.assets[0].sha256]
@@ -137,15 +120,15 @@ def test_failed_case_creation_leaves_no_blob(store, tmp_path):
     ghost = store.add_user("ghost", "password-g")
     ghost.id = 999_999  # no such user: the foreign key makes the insert fail
     with pytest.raises(Exception):  # noqa: B017 - the driver's IntegrityError type differs per database
-        store.create_case(ghost, "general", "t", [_asset(b"orphan")])
+        store.create_case(ghost, "general", "t", [stored_asset(b"orphan")])
     assert not [p for p in (tmp_path / "assets").rglob("*") if p.is_file()]
 
 
 def test_answers_keep_their_model_run_and_reviews(store):
     alice = store.add_user("alice", "password-a")
-    case_id = store.create_case(alice, "general", "t", [_asset()])
+    case_id = store.create_case(alice, "general", "t", [stored_asset()])
     store.add_question(alice, case_id, "Is there a fracture?")
-    answer_id = store.add_answer(alice, case_id, "No fracture.", _run(), demo_weights=True)
+    answer_id = store.add_answer(alice, case_id, "No fracture.", run_record(), demo_weights=True)
     review_id = store.review(alice, answer_id, "edited", "Hairline fracture of the distal radius.")
     case = store.open_case(alice, case_id)
     assert [(m.role, m.content) for m in case.messages] == [("user", "Is there a fracture?"),
