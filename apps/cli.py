@@ -6,6 +6,7 @@ Imports of heavy modules (torch, transformers, gradio) stay inside the commands 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -113,7 +114,9 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
     else:
         service.slot.load(settings.model, background=True)
     click.echo(f"Loupe on http://{host}:{port}  (data in {settings.home})")
-    launch(service, host=host, port=port)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
+        launch(service, host=host, port=port)
+    click.echo("Loupe stopped.")
 
 
 # -- users --------------------------------------------------------------------------------------

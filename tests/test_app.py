@@ -67,7 +67,8 @@ def test_upload_ask_stream_and_persist(served, tmp_path):
 
     case = served.service.store.open_case(served.service.user("alice"), case_id)
     assert [m.role for m in case.messages] == ["user", "assistant"]
-    assert case.messages[1].content == _text(chat[-1]["content"])
+    shown = _text(chat[-1]["content"])
+    assert shown.startswith(case.messages[1].content) and shown.endswith("demo weights: not a meaningful answer</sub>")
     assert case.messages[1].model_run.visual_tokens > 0 and case.messages[1].model_run.demo_weights
     # The PHI-bearing upload name reached neither the asset store nor Gradio's temp folder.
     assert not [p for p in served.home.rglob("*") if "Doe_John" in str(p)]
@@ -86,6 +87,11 @@ def test_review_any_answer_after_reopening(served, tmp_path):
     choices = out[CHOICE]["choices"]
     assert [label.split(":")[0] for label, _ in choices] == ["Answer 1", "Answer 2"]
     first_answer = choices[0][1]
+    # Each answer names the model that gave it, and demo weights stay flagged after reopening.
+    assert "demo model (random weights) · demo weights: not a meaningful answer" in _text(out[CHAT][1]["content"])
+    # Nothing is signed off by default: a verdict must be chosen.
+    note, _, _ = reopened.predict(first_answer, None, "", False, api_name="/general_review")
+    assert note == "⚠️ Choose a verdict first: accept, correct or reject."
     status, chat, _ = reopened.predict(first_answer, "edited", "A corrected first answer.", False,
                                        api_name="/general_review")
     assert status == "Review saved: answer 1 corrected."
@@ -176,8 +182,11 @@ def test_bad_uploads_show_a_reason_and_write_nothing(served, tmp_path, content, 
 def test_status_banner_is_honest_about_demo_weights(served):
     banner = served.client("bob").predict(api_name="/model_status")
     assert DEMO_BANNER in banner and "demo model (random weights)" in banner
-    failed = status_banner(SlotStatus("failed", "x", error="cannot load model 'x': offline"))
-    assert "No model is available" in failed and "offline" in failed and "demo model" in failed
+    hub_error = ("cannot load model 'HuggingFaceTB/SmolVLM-256M-Instruct': We couldn't connect to "
+                 "'https://huggingface.co' to load the files, and couldn't find them in the cached files.")
+    failed = status_banner(SlotStatus("failed", "x", error=hub_error))
+    assert "No model is available" in failed and "demo model" in failed
+    assert "no connection to the model hub and no local copy" in failed and "huggingface.co" not in failed
     ready = status_banner(SlotStatus("ready", "HuggingFaceTB/SmolVLM-256M-Instruct"))
     assert ready == "Model: **SmolVLM-256M-Instruct** is ready."
 

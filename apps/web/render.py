@@ -30,9 +30,20 @@ def status_banner(status: SlotStatus) -> str:
         return f"Model: **{label}** is ready.{note}"
     if status.state == "loading":
         return f"Model: loading **{label}**… Questions can be asked once it is ready."
-    return (f"⛔ **No model is available.** {status.error}\n\n"
+    return (f"⛔ **No model is available.** {plain_reason(status.error or '')}\n\n"
             "An administrator can set `LOUPE_MODEL` (hub id or local folder) and restart, "
             "or switch to the demo model on the Admin tab to try the workflow.")
+
+
+def plain_reason(error: str) -> str:
+    """A load failure in words an operator can act on; the library's own text only when nothing fits."""
+    head, _, detail = error.partition(": ")
+    lowered = detail.lower()
+    if "connect" in lowered or "offline" in lowered or "resolve" in lowered:
+        return f"{head}: there is no connection to the model hub and no local copy."
+    if "does not appear to have" in lowered or "no such file" in lowered or "not a valid" in lowered:
+        return f"{head}: the folder or hub id does not hold a model checkpoint."
+    return error
 
 
 def answered_note(run: RunRecord, demo: bool) -> str:
@@ -57,6 +68,10 @@ def conversation(case: Case) -> tuple[list[dict], list[int]]:
     history, ids = [], []
     for message in case.messages:
         content = message.content
+        if message.role == "assistant" and message.model_run is not None:
+            run = message.model_run
+            content += f"\n\n<sub>{model_label(run.model_id, run.demo_weights)}"
+            content += " · demo weights: not a meaningful answer</sub>" if run.demo_weights else "</sub>"
         if message.role == "assistant" and message.reviews:
             content += "\n\n---\n" + "\n\n".join(review_line(r) for r in message.reviews)
         history.append({"role": message.role, "content": content})

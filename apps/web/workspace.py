@@ -104,7 +104,7 @@ class Workspace:
                                          elem_id=f"{d}-answer-choice")
                     shown = gr.Markdown(elem_id=f"{d}-answer-shown")
                     verdict = gr.Radio([("Accept", "accepted"), ("Correct it", "edited"), ("Reject", "rejected")],
-                                       value="accepted", label="Verdict", elem_id=f"{d}-verdict")
+                                       value=None, label="Verdict", elem_id=f"{d}-verdict")
                     corrected = gr.Textbox(label="Corrected answer (for 'Correct it')", lines=3,
                                            elem_id=f"{d}-corrected")
                     sign_off = gr.Checkbox(label="Sign off as reviewer", value=False, visible=False,
@@ -206,6 +206,8 @@ class Workspace:
                    case_id: int | None, request: gr.Request):
             if not str(message_id or "").isdigit():
                 return "⚠️ Pick the answer to review first.", gr.update(), gr.update()
+            if not verdict_value:
+                return "⚠️ Choose a verdict first: accept, correct or reject.", gr.update(), gr.update()
             user = self._user(request)
             try:
                 self.service.store.review(user, int(message_id), verdict_value, corrected_text or None,
