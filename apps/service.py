@@ -81,6 +81,7 @@ class LoupeService:
         if case.archived_at is not None:
             raise LoupeError("This case is archived: restore it to ask new questions.")
         domain = self.domain(case.domain)
+        options = options or GenerationOptions(detail=domain.default_detail)
         stored = case.assets[0]
         asset = IngestedAsset(self.store.assets.read(stored.sha256), stored.media_type, stored.width,
                               stored.height, stored.meta)

@@ -80,6 +80,7 @@ class Domain(Protocol):
     accepts: tuple[str, ...]  # file suffixes offered in the upload dialog, e.g. (".png", ".jpg")
     system_prompt: str
     default_adapter: str | None
+    default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default
 
     def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
         """Validate and preprocess an upload. Raises InputRejected with a user-facing reason."""

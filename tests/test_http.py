@@ -151,6 +151,8 @@ def _argument(name: str, world, tmp_path) -> object:
         return "PURGE"
     if name == "verdict_value":
         return "accepted"
+    if name == "detail_level":
+        return "low"
     if name == "username":
         return "bob"
     if name == "role_value":

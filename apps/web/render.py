@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from loupe.core.cases.models import Case, ChatMessage, Review
+from loupe.core.cases.models import Case, ChatMessage, ModelRun, Review
 from loupe.core.plugins import AssetView
 from loupe.core.vlm.base import RunRecord
 from loupe.core.vlm.slot import SlotStatus
@@ -47,9 +47,24 @@ def plain_reason(error: str) -> str:
 
 
 def answered_note(run: RunRecord, demo: bool) -> str:
+    detail = run.extra.get("detail")
     note = (f"Answered in {run.total_time_s:.1f} s (first words after {run.time_to_first_token_s:.1f} s) "
-            f"by {model_label(run.model_id, demo)}.")
+            f"by {model_label(run.model_id, demo)}" + (f" at {detail} detail." if detail else "."))
     return note + (" Demo weights: not a meaningful answer." if demo else "")
+
+
+def run_footnote(run: ModelRun) -> str:
+    """Which model answered, at what detail, from how many tiles and visual tokens."""
+    extra = run.extra or {}
+    parts = [model_label(run.model_id, run.demo_weights)]
+    if detail := extra.get("detail"):
+        parts.append(f"{detail} detail")
+    if tiles := extra.get("tiles"):
+        parts.append(f"{tiles} tile{'s' if tiles != 1 else ''}")
+    parts.append(f"{run.visual_tokens:,} visual tokens")
+    if run.demo_weights:
+        parts.append("demo weights: not a meaningful answer")
+    return " · ".join(parts)
 
 
 def review_line(review: Review) -> str:
@@ -69,9 +84,7 @@ def conversation(case: Case) -> tuple[list[dict], list[int]]:
     for message in case.messages:
         content = message.content
         if message.role == "assistant" and message.model_run is not None:
-            run = message.model_run
-            content += f"\n\n<sub>{model_label(run.model_id, run.demo_weights)}"
-            content += " · demo weights: not a meaningful answer</sub>" if run.demo_weights else "</sub>"
+            content += f"\n\n<sub>{run_footnote(message.model_run)}</sub>"
         if message.role == "assistant" and message.reviews:
             content += "\n\n---\n" + "\n\n".join(review_line(r) for r in message.reviews)
         history.append({"role": message.role, "content": content})

@@ -15,6 +15,7 @@ import gradio as gr
 from loupe.core.cases.models import Case, User
 from loupe.core.errors import LoupeError
 from loupe.core.plugins import AssetView, Domain
+from loupe.core.vlm.base import GenerationOptions
 
 from ..service import LoupeService
 from .render import answer_choices, answered_note, case_header, conversation, viewer_html
@@ -22,6 +23,7 @@ from .render import answer_choices, answered_note, case_header, conversation, vi
 log = logging.getLogger(__name__)
 
 CASE_COLUMNS = ["#", "Title", "Owner", "Reviewed"]  # the creation date is in the case header
+DETAIL_CHOICES = [("Low (fastest)", "low"), ("Standard", "standard"), ("High (slowest)", "high")]
 NO_CASE = "No case open. Click a case in the list, or create one."
 
 
@@ -95,7 +97,11 @@ class Workspace:
                 self.question = gr.Textbox(label="Question", placeholder="Ask about the image", lines=2,
                                            elem_id=f"{d}-question")
                 self._prompt_row = gr.Row(elem_classes="prompts")
-                ask = gr.Button("Ask", variant="primary", elem_id=f"{d}-ask")
+                with gr.Row(equal_height=True):
+                    detail = gr.Radio(DETAIL_CHOICES, value=self.domain.default_detail, label="Detail",
+                                      info="Higher detail reads finer print but takes longer.",
+                                      elem_id=f"{d}-detail", scale=3)
+                    ask = gr.Button("Ask", variant="primary", elem_id=f"{d}-ask", scale=1)
                 with gr.Accordion("Review an answer", open=True, elem_id=f"{d}-review"):
                     gr.Markdown("Pick the answer (or click it in the conversation), then record your verdict.",
                                 elem_classes="hint")
@@ -157,7 +163,7 @@ class Workspace:
             view = self._case_view(self.service.store.open_case(user, case_id), f"Case {case_id} created.")
             return (*view, list_cases("", False, request), None, "")
 
-        def ask_question(case_id: int | None, question: str, request: gr.Request):
+        def ask_question(case_id: int | None, question: str, detail_level: str, request: gr.Request):
             if case_id is None:
                 yield gr.update(), gr.update(), "⚠️ Open or create a case first.", gr.update()
                 return
@@ -167,7 +173,8 @@ class Workspace:
                 history, ids = conversation(case)
                 history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
                 yield history, "", "Answering…", gr.update()  # at once: a real model needs seconds to start
-                for step in self.service.ask(user, int(case_id), question):
+                options = GenerationOptions(detail=detail_level or self.domain.default_detail)
+                for step in self.service.ask(user, int(case_id), question, options):
                     history[-1] = {"role": "assistant", "content": step.text}
                     if step.run is None:
                         yield history, "", "Answering…", gr.update()
@@ -262,7 +269,7 @@ class Workspace:
         open_api.change(open_case, open_api, case_outputs, api_name=f"{d}_open_case", **free)
         create.click(create_case, [upload, title], [*case_outputs, cases, upload, title],
                      api_name=f"{d}_create_case", **free)
-        asked = gr.on([ask.click, self.question.submit], ask_question, [self.case_id, self.question],
+        asked = gr.on([ask.click, self.question.submit], ask_question, [self.case_id, self.question, detail],
                       [chat, self.question, status, self.message_ids], api_name=f"{d}_ask")
         asked.then(refresh_choices, [self.case_id, choice], choice, api_name=False, **free)
         choice.change(show_answer, [choice, self.case_id], [shown, corrected], api_name=False, **free)

@@ -28,6 +28,7 @@ class GenerationOptions:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    detail: str = "standard"  # how much of each image the model sees: low | standard | high (resolution.py)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
 from .families import Family, family_of, processor_class
 from .registry import resolve
+from .resolution import geometry, plan_resolution
 
 
 class _TimedStreamer(TextIteratorStreamer):
@@ -94,10 +96,16 @@ class HFVLM:
         self.adapter = name
 
     # -- inference ------------------------------------------------------------------------------
-    def prepare(self, messages: Sequence[Message]) -> dict[str, torch.Tensor]:
+    def prepare(self, messages: Sequence[Message], detail: str = "standard") -> dict[str, torch.Tensor]:
+        """Tokenise a conversation with its images at the requested detail level (see resolution.py)."""
+        images = [img for msg in messages for img in msg.images]
+        plan = plan_resolution(self.family.name, self.processor.image_processor, images, detail)
+        if plan.images != images:  # the plan resized some images: put them back in their messages
+            resized = iter(plan.images)
+            messages = [replace(msg, images=[next(resized) for _ in msg.images]) for msg in messages]
         inputs = self.processor.apply_chat_template(
             to_chat_template(messages), add_generation_prompt=True, tokenize=True, return_dict=True,
-            return_tensors="pt")
+            return_tensors="pt", processor_kwargs=plan.processor_kwargs)
         return {k: (v.to(self.placement.device, dtype=self.placement.dtype) if v.is_floating_point()
                     else v.to(self.placement.device)) for k, v in inputs.items()}
 
@@ -115,7 +123,7 @@ class HFVLM:
         opts = options or GenerationOptions()
         with self._lock:
             start = time.perf_counter()
-            inputs = self.prepare(messages)
+            inputs = self.prepare(messages, opts.detail)
             ids = inputs["input_ids"]
             visual = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
             streamer = _TimedStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -147,7 +155,8 @@ class HFVLM:
                 dtype=self.placement.dtype_name, prompt_tokens=int(ids.shape[-1]), visual_tokens=visual,
                 output_tokens=streamer.generated, time_to_first_token_s=round(ttft, 4),
                 total_time_s=round(end - start, 4),
-                tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0))
+                tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
+                extra={"detail": opts.detail, **geometry(self.family.name, inputs)}))
 
     def _generation_kwargs(self, opts: GenerationOptions) -> dict:
         sampling = opts.temperature > 0

@@ -18,6 +18,7 @@ class GeneralDomain:
     accepts = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
     system_prompt = "You are a careful visual assistant. Answer from what the image shows; say when unsure."
     default_adapter = None
+    default_detail = "standard"  # photos at their own resolution: no upscaling into 17 tiles
 
     def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
         img = open_bounded(data, limits.max_bytes, limits.max_pixels)
