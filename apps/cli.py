@@ -252,15 +252,15 @@ def bench() -> None:
 @bench.command("chat")
 @click.option("--family", type=FAMILY_CHOICE, default="smolvlm", show_default=True)
 @click.option("--size", type=click.Choice(["tiny", "real"]), default="real", show_default=True)
-@click.option("--image-size", default=512, show_default=True, help="Side of the square test image, px.")
+@click.option("--images", default="512,1024x768,2048x1536", show_default=True,
+              help="Comma-separated test images: 512, 1024x768, 2048x1536.")
 @click.option("--new-tokens", default=32, show_default=True)
-@click.option("--repeats", default=3, show_default=True, help="Timed runs per dtype (after one warm-up).")
-@click.option("--dtypes", default="auto,fp32", show_default=True, help="Comma-separated; 'auto' = chosen dtype.")
-def bench_chat(family: str, size: str, image_size: int, new_tokens: int, repeats: int, dtypes: str) -> None:
-    """Time to first token, tokens/s and peak RSS for one image, per dtype, side by side."""
+@click.option("--repeats", default=1, show_default=True, help="Timed runs per measurement (after one warm-up).")
+def bench_chat(family: str, size: str, images: str, new_tokens: int, repeats: int) -> None:
+    """First answer and follow-up: Loupe's defaults beside plain transformers, side by side, as JSON."""
     from .bench import run_chat_bench
 
-    result = run_chat_bench(family, size, image_size, new_tokens, repeats, dtypes.split(","))
+    result = run_chat_bench(family, size, new_tokens, repeats, [k.strip() for k in images.split(",")])
     click.echo(json.dumps(result, indent=2))
 
 

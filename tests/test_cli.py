@@ -130,12 +130,17 @@ def test_models_list_and_make_tiny(run, tmp_path):
     assert run("models", "make-tiny", "--family", "gpt", str(target)).exit_code == 2
 
 
-def test_bench_chat_prints_json_per_dtype(run):
-    result = run("bench", "chat", "--size", "tiny", "--repeats", "1", "--new-tokens", "4",
-                 "--dtypes", "auto,fp32")
+def test_bench_chat_compares_loupe_with_plain_transformers(run):
+    result = run("bench", "chat", "--size", "tiny", "--repeats", "1", "--new-tokens", "4", "--images", "512")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
-    assert [r["dtype_requested"] for r in report["results"]] == ["auto", "fp32"]
-    fp32 = report["results"][1]
-    assert fp32["output_tokens"] == 4 and fp32["visual_tokens"] > 0 and fp32["peak_rss_mib"] > 0
-    assert fp32["ttft_speedup_vs_fp32"] == 1.0
+    baseline, loupe = report["results"]
+    assert (baseline["config"], loupe["config"]) == ("baseline", "loupe")
+    [base_row], [our_row] = baseline["images"], loupe["images"]
+    assert our_row["detail"] == "standard" and our_row["visual_tokens"] <= base_row["visual_tokens"]
+    assert base_row["time_to_first_token_s"] > 0 and our_row["followup_time_to_first_token_s"] > 0
+    assert loupe["peak_rss_mib"] > 0
+    summary = report["summary"]
+    assert set(summary) == {"first_answer_speedup_512", "first_answer_speedup_1024x768", "followup_ttft_fraction",
+                            "encoder_tile_speedup", "encoder_cosine", "decode_speedup"}
+    assert summary["first_answer_speedup_512"] > 0 and summary["first_answer_speedup_1024x768"] is None
