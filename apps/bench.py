@@ -9,7 +9,8 @@ thread pool flatters the other):
   default detail level.
 
 For each test image: the first answer (time to first token, decode tokens/s, visual tokens) and a
-follow-up question in the same conversation. Weights are random: compute does not depend on them.
+follow-up question in the same conversation (Loupe continues the conversation's cached prefix; plain
+``generate`` prefills everything again). Weights are random: compute does not depend on them.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class _Baseline:
         config = self.model.config
         self.image_token = getattr(config, "image_token_id", None) or config.image_token_index
 
-    def turn(self, conversation: list[dict], new_tokens: int) -> dict:
+    def turn(self, conversation: list[dict], new_tokens: int, key: str = "") -> dict:
         from transformers import LogitsProcessorList
 
         clock = _Clock()
@@ -88,16 +89,17 @@ class _Loupe:
         self.vlm = HFVLM.from_pretrained(path)
         self.detail = discover()["general"].default_detail
 
-    def turn(self, conversation: list[dict], new_tokens: int) -> dict:
+    def turn(self, conversation: list[dict], new_tokens: int, key: str = "") -> dict:
+        """One turn as the app asks it: the case's conversation key lets a follow-up reuse the last turn."""
         from loupe.core.vlm.base import GenerationOptions, Message
 
         messages = [Message(m["role"], next(c["text"] for c in m["content"] if c["type"] == "text"),
                             [c["image"] for c in m["content"] if c["type"] == "image"]) for m in conversation]
-        answer = self.vlm.chat(messages, GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                                           detail=self.detail))
-        run = answer.run
+        options = GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens, detail=self.detail)
+        chunks = list(self.vlm.stream(messages, options, conversation=key or None))
+        run = chunks[-1].run
         return {"time_to_first_token_s": run.time_to_first_token_s, "tokens_per_s": run.tokens_per_s,
-                "visual_tokens": run.visual_tokens, "answer": answer.text, **{k: v for k, v in run.extra.items()}}
+                "visual_tokens": run.visual_tokens, "answer": "".join(c.text for c in chunks), **run.extra}
 
 
 def _timing(start: float, steps: list[float], visual_tokens: int, text: str) -> dict:
@@ -125,15 +127,18 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
         rows = []
         for key in images:
             image = _test_image(IMAGES[key])
-            firsts = [runner.turn(_conversation(image), new_tokens) for _ in range(repeats)]
+            firsts, follows = [], []
+            for i in range(repeats):  # a conversation per repeat: each follow-up continues its own first turn
+                firsts.append(runner.turn(_conversation(image), new_tokens, f"{key}-{i}"))
+                follows.append(runner.turn(_conversation(image, firsts[-1]["answer"]), new_tokens, f"{key}-{i}"))
             first = firsts[0]
-            follows = [runner.turn(_conversation(image, first["answer"]), new_tokens) for _ in range(repeats)]
             rows.append({
                 "image": key, "visual_tokens": first["visual_tokens"],
                 **{k: first[k] for k in ("detail", "tiles", "patch_grids") if k in first},
                 "time_to_first_token_s": _median(firsts, "time_to_first_token_s"),
                 "tokens_per_s": _median(firsts, "tokens_per_s"),
                 "followup_time_to_first_token_s": _median(follows, "time_to_first_token_s"),
+                "followup_reused_tokens": follows[0].get("reused_tokens", 0),
             })
         out.put({"config": config, "load_s": round(load_s, 2), "images": rows,
                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})

@@ -40,7 +40,7 @@ class LoupeService:
     def open(cls, settings: Settings, slot: ModelSlot | None = None) -> LoupeService:
         settings.ensure_dirs()
         store = CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
-        slot = slot or ModelSlot(device=settings.device, dtype=settings.dtype)
+        slot = slot or ModelSlot(device=settings.device, dtype=settings.dtype, kv_cache_mb=settings.kv_cache_mb)
         return cls(settings, store, discover(), slot)
 
     def user(self, username: str | None) -> User:
@@ -95,7 +95,7 @@ class LoupeService:
         self.store.add_question(user, case_id, question)
 
         text = ""
-        for chunk in vlm.stream(messages, options):
+        for chunk in vlm.stream(messages, options, conversation=f"case-{case_id}"):
             text += chunk.text
             if chunk.run is None:
                 yield AnswerProgress(text)

@@ -35,6 +35,8 @@ class Settings:
     trusted_user_header: str | None = field(default_factory=lambda: os.environ.get("LOUPE_TRUSTED_USER_HEADER"))
     trusted_proxies: tuple[str, ...] = field(default_factory=lambda: tuple(
         a.strip() for a in os.environ.get("LOUPE_TRUSTED_PROXIES", "127.0.0.1,::1").split(",") if a.strip()))
+    # Memory for open conversations' KV caches (a follow-up then prefills only its new text).
+    kv_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_KV_CACHE_MB", 1024))
     # Uploads chosen but never submitted are deleted after this long.
     upload_ttl_minutes: int = field(default_factory=lambda: _env_int("LOUPE_UPLOAD_TTL_MINUTES", 15))
 

@@ -32,9 +32,9 @@ STORAGE = """async () => ({
 class SlowStreaming(HFVLM):
     """The real tiny model, as slow to start as a real-size one on a CPU, so a reviewer can act meanwhile."""
 
-    def stream(self, messages, options=None) -> Iterator[StreamChunk]:  # noqa: ANN001
+    def stream(self, messages, options=None, conversation=None) -> Iterator[StreamChunk]:  # noqa: ANN001
         time.sleep(4)
-        yield from super().stream(messages, options)
+        yield from super().stream(messages, options, conversation)
 
 
 @pytest.fixture

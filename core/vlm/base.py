@@ -71,5 +71,7 @@ class VLM(Protocol):
     def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Answer: ...
 
     def stream(
-        self, messages: Sequence[Message], options: GenerationOptions | None = None
-    ) -> Iterator[StreamChunk]: ...
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, conversation: str | None = None
+    ) -> Iterator[StreamChunk]:
+        """Stream an answer; ``conversation`` names a conversation whose earlier turns may be reused."""
+        ...

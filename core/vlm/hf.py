@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, TextIteratorStreamer
@@ -17,6 +18,7 @@ from .device import Placement, choose_placement
 from .families import Family, family_of, processor_class
 from .registry import resolve
 from .resolution import geometry, plan_resolution
+from .reuse import CachedConversation, ConversationCaches, cache_nbytes, common_prefix, images_digest
 
 
 class _TimedStreamer(TextIteratorStreamer):
@@ -50,20 +52,22 @@ def to_chat_template(messages: Sequence[Message]) -> list[dict]:
 class HFVLM:
     """A loaded model + processor. Thread-safe for one generation at a time per instance."""
 
-    def __init__(self, model, processor, model_id: str, family: Family, placement: Placement) -> None:  # noqa: ANN001
+    def __init__(self, model, processor, model_id: str, family: Family, placement: Placement,  # noqa: ANN001
+                 kv_cache_mb: int = 1024) -> None:
         self.model = model
         self.processor = processor
         self.model_id = model_id
         self.family = family
         self.placement = placement
         self.adapter: str | None = None
+        self.conversations = ConversationCaches(kv_cache_mb * 2**20)
         self._lock = threading.Lock()
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | None = None,
-                        local_files_only: bool = False, **processor_kwargs) -> HFVLM:
+                        local_files_only: bool = False, kv_cache_mb: int = 1024, **processor_kwargs) -> HFVLM:
         """Load a checkpoint. ``device``/``dtype`` default to the automatic choice (see device.py)."""
         model_id = resolve(str(name_or_path))
         placement = choose_placement(device, dtype)
@@ -78,7 +82,7 @@ class HFVLM:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(f"cannot load model {model_id!r}: {first_line}") from exc
         model.to(placement.device).eval()
-        return cls(model, processor, model_id, family, placement)
+        return cls(model, processor, model_id, family, placement, kv_cache_mb)
 
     # -- adapters (peft) ------------------------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str) -> None:
@@ -86,7 +90,8 @@ class HFVLM:
         self.use_adapter(name)
 
     def use_adapter(self, name: str | None) -> None:
-        """Switch to a loaded LoRA adapter, or to the base weights with ``None``."""
+        """Switch to a loaded LoRA adapter, or to the base weights with ``None`` (cached conversations
+        stay keyed by adapter, so none is continued with other weights)."""
         if name is None:
             if self.adapter is not None:
                 self.model.disable_adapters()
@@ -118,23 +123,30 @@ class HFVLM:
         assert run is not None  # the last chunk always carries it
         return Answer("".join(parts), run)
 
-    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None
-               ) -> Iterator[StreamChunk]:
+    def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None,
+               conversation: str | None = None) -> Iterator[StreamChunk]:
+        """Stream an answer. With a ``conversation`` key, the KV cache of its previous turn is reused."""
         opts = options or GenerationOptions()
         with self._lock:
             start = time.perf_counter()
             inputs = self.prepare(messages, opts.detail)
             ids = inputs["input_ids"]
             visual = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
+            images = [img for msg in messages for img in msg.images]
+            key = f"{self.model_id}|{self.adapter}|{opts.detail}|{images_digest(images)}"
+            gen_inputs, reused = self._reuse(inputs, conversation, key)
             streamer = _TimedStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
             failure: list[BaseException] = []
+            result: list = []
 
             def generate() -> None:
                 try:
                     if opts.seed is not None:
                         torch.manual_seed(opts.seed)
                     with torch.inference_mode():
-                        self.model.generate(**inputs, **self._generation_kwargs(opts), streamer=streamer)
+                        result.append(self.model.generate(
+                            **gen_inputs, **self._generation_kwargs(opts), streamer=streamer,
+                            return_dict_in_generate=True))
                 except BaseException as exc:  # surfaced in the consuming thread below
                     failure.append(exc)
                     streamer.end()
@@ -147,6 +159,8 @@ class HFVLM:
             worker.join()
             if failure:
                 raise failure[0]
+            if conversation is not None:
+                self._keep(conversation, key, ids, result[0])
             end = time.perf_counter()
             ttft = (streamer.first_token_at or end) - start
             decode_time = end - (streamer.first_token_at or end)
@@ -156,7 +170,35 @@ class HFVLM:
                 output_tokens=streamer.generated, time_to_first_token_s=round(ttft, 4),
                 total_time_s=round(end - start, 4),
                 tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
-                extra={"detail": opts.detail, **geometry(self.family.name, inputs)}))
+                extra={"detail": opts.detail, **geometry(self.family.name, inputs), "reused_tokens": reused}))
+
+    def _reuse(self, inputs: dict[str, torch.Tensor], conversation: str | None, key: str) -> tuple[dict, int]:
+        """Generation inputs continuing the conversation's cached prefix, or the full inputs (reused 0)."""
+        entry = self.conversations.take(conversation) if conversation else None
+        if entry is None or entry.key != key:
+            return inputs, 0
+        ids = inputs["input_ids"][0]
+        shared = common_prefix(entry.token_ids, ids)
+        if not entry.image_end <= shared < ids.numel():  # images must be covered; one new token at least
+            return inputs, 0
+        if shared < entry.token_ids.numel():
+            entry.cache.crop(shared - entry.token_ids.numel())  # drop what the new prompt does not share
+        if entry.rope_deltas is not None:  # Qwen2-VL keeps one conversation's M-RoPE offset on the model
+            self.model.model.rope_deltas = entry.rope_deltas
+        # Text only from here on: the images live in the cached prefix, so no pixels are passed again.
+        kept = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        return {**kept, "past_key_values": entry.cache}, shared
+
+    def _keep(self, conversation: str, key: str, prompt_ids: torch.Tensor, output: Any) -> None:
+        cache = output.past_key_values
+        length = cache.get_seq_length()
+        image_positions = (prompt_ids[0] == self.image_token_id).nonzero()
+        rope_deltas = getattr(self.model.model, "rope_deltas", None)
+        self.conversations.put(conversation, CachedConversation(
+            key=key, token_ids=output.sequences[0, :length].clone(), cache=cache,
+            image_end=int(image_positions[-1]) + 1 if image_positions.numel() else 0,
+            rope_deltas=rope_deltas.clone() if isinstance(rope_deltas, torch.Tensor) else None,
+            nbytes=cache_nbytes(cache)))
 
     def _generation_kwargs(self, opts: GenerationOptions) -> dict:
         sampling = opts.temperature > 0
