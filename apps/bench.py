@@ -65,6 +65,9 @@ class _Baseline:
         config = self.model.config
         self.image_token = getattr(config, "image_token_id", None) or config.image_token_index
 
+    def forget_images(self) -> None:
+        """Plain generate keeps nothing between calls."""
+
     def turn(self, conversation: list[dict], new_tokens: int, key: str = "") -> dict:
         from transformers import LogitsProcessorList
 
@@ -88,6 +91,9 @@ class _Loupe:
 
         self.vlm = HFVLM.from_pretrained(path)
         self.detail = discover()["general"].default_detail
+
+    def forget_images(self) -> None:
+        self.vlm.features.clear()
 
     def turn(self, conversation: list[dict], new_tokens: int, key: str = "") -> dict:
         """One turn as the app asks it: the case's conversation key lets a follow-up reuse the last turn."""
@@ -129,6 +135,7 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
             image = _test_image(IMAGES[key])
             firsts, follows = [], []
             for i in range(repeats):  # a conversation per repeat: each follow-up continues its own first turn
+                runner.forget_images()  # a first answer is measured as for a new image
                 firsts.append(runner.turn(_conversation(image), new_tokens, f"{key}-{i}"))
                 follows.append(runner.turn(_conversation(image, firsts[-1]["answer"]), new_tokens, f"{key}-{i}"))
             first = firsts[0]

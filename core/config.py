@@ -37,6 +37,8 @@ class Settings:
         a.strip() for a in os.environ.get("LOUPE_TRUSTED_PROXIES", "127.0.0.1,::1").split(",") if a.strip()))
     # Memory for open conversations' KV caches (a follow-up then prefills only its new text).
     kv_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_KV_CACHE_MB", 1024))
+    # Memory for encoded images: the same pixels are never encoded twice while they fit.
+    feature_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_FEATURE_CACHE_MB", 512))
     # Uploads chosen but never submitted are deleted after this long.
     upload_ttl_minutes: int = field(default_factory=lambda: _env_int("LOUPE_UPLOAD_TTL_MINUTES", 15))
 

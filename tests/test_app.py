@@ -90,7 +90,7 @@ def test_review_any_answer_after_reopening(served, tmp_path):
     # Each answer names the model that gave it, and demo weights stay flagged after reopening.
     footnote = _text(out[CHAT][1]["content"]).rsplit("<sub>", 1)[1]
     assert footnote.startswith("demo model (random weights) · standard detail · ")
-    assert footnote.endswith("visual tokens · demo weights: not a meaningful answer</sub>")
+    assert " visual tokens · " in footnote and footnote.endswith(" · demo weights: not a meaningful answer</sub>")
     # Nothing is signed off by default: a verdict must be chosen.
     note, _, _ = reopened.predict(first_answer, None, "", False, api_name="/general_review")
     assert note == "⚠️ Choose a verdict first: accept, correct or reject."

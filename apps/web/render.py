@@ -64,6 +64,8 @@ def run_footnote(run: ModelRun) -> str:
     parts.append(f"{run.visual_tokens:,} visual tokens")
     if extra.get("reused_tokens"):
         parts.append("continued the conversation")  # the images and earlier turns were not computed again
+    elif extra.get("cached_features"):
+        parts.append("image features reused")
     if run.demo_weights:
         parts.append("demo weights: not a meaningful answer")
     return " · ".join(parts)

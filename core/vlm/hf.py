@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, TextIteratorStreamer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import ModelUnavailable
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
-from .families import Family, family_of, processor_class
+from .families import Family, family_of, processor_class, vision_encoder
+from .features import FeatureCache, encoder_inputs, features_key, weights_fingerprint
 from .registry import resolve
 from .resolution import geometry, plan_resolution
 from .reuse import CachedConversation, ConversationCaches, cache_nbytes, common_prefix, images_digest
@@ -53,7 +55,7 @@ class HFVLM:
     """A loaded model + processor. Thread-safe for one generation at a time per instance."""
 
     def __init__(self, model, processor, model_id: str, family: Family, placement: Placement,  # noqa: ANN001
-                 kv_cache_mb: int = 1024) -> None:
+                 kv_cache_mb: int = 1024, feature_cache_mb: int = 512) -> None:
         self.model = model
         self.processor = processor
         self.model_id = model_id
@@ -61,13 +63,16 @@ class HFVLM:
         self.placement = placement
         self.adapter: str | None = None
         self.conversations = ConversationCaches(kv_cache_mb * 2**20)
+        self.features = FeatureCache(feature_cache_mb * 2**20)
+        self._fingerprint = weights_fingerprint(model_id, vision_encoder(model, family), placement.dtype)
         self._lock = threading.Lock()
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | None = None,
-                        local_files_only: bool = False, kv_cache_mb: int = 1024, **processor_kwargs) -> HFVLM:
+                        local_files_only: bool = False, kv_cache_mb: int = 1024, feature_cache_mb: int = 512,
+                        **processor_kwargs) -> HFVLM:
         """Load a checkpoint. ``device``/``dtype`` default to the automatic choice (see device.py)."""
         model_id = resolve(str(name_or_path))
         placement = choose_placement(device, dtype)
@@ -82,7 +87,7 @@ class HFVLM:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(f"cannot load model {model_id!r}: {first_line}") from exc
         model.to(placement.device).eval()
-        return cls(model, processor, model_id, family, placement, kv_cache_mb)
+        return cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb)
 
     # -- adapters (peft) ------------------------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str) -> None:
@@ -135,6 +140,9 @@ class HFVLM:
             images = [img for msg in messages for img in msg.images]
             key = f"{self.model_id}|{self.adapter}|{opts.detail}|{images_digest(images)}"
             gen_inputs, reused = self._reuse(inputs, conversation, key)
+            cached_features = False
+            if not reused:
+                gen_inputs, cached_features = self._encode_once(inputs)
             streamer = _TimedStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
             failure: list[BaseException] = []
             result: list = []
@@ -170,7 +178,25 @@ class HFVLM:
                 output_tokens=streamer.generated, time_to_first_token_s=round(ttft, 4),
                 total_time_s=round(end - start, 4),
                 tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
-                extra={"detail": opts.detail, **geometry(self.family.name, inputs), "reused_tokens": reused}))
+                extra={"detail": opts.detail, **geometry(self.family.name, inputs), "reused_tokens": reused,
+                       "cached_features": cached_features}))
+
+    def _encode_once(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, bool]:
+        """Replace pixels by their encoder output, from the feature cache when these exact pixels were seen."""
+        get_features = self.model.model.get_image_features
+        pixels = encoder_inputs(get_features, inputs)
+        if "pixel_values" not in pixels:
+            return inputs, False
+        key = features_key(self._fingerprint, pixels)
+        pooled = self.features.get(key)
+        hit = pooled is not None
+        if not hit:
+            with torch.inference_mode():
+                pooled = get_features(**pixels, return_dict=True).pooler_output
+            self.features.put(key, pooled)
+        # Qwen2-VL still needs the patch grid for its 3-D rotary positions.
+        rest = {k: v for k, v in inputs.items() if k not in pixels or k == "image_grid_thw"}
+        return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=pooled)}}, hit
 
     def _reuse(self, inputs: dict[str, torch.Tensor], conversation: str | None, key: str) -> tuple[dict, int]:
         """Generation inputs continuing the conversation's cached prefix, or the full inputs (reused 0)."""
