@@ -90,6 +90,7 @@ class _Loupe:
         from loupe.core.vlm.hf import HFVLM
 
         self.vlm = HFVLM.from_pretrained(path)
+        self.model, self.processor = self.vlm.model, self.vlm.processor
         self.detail = discover()["general"].default_detail
 
     def forget_images(self) -> None:
@@ -147,10 +148,34 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
                 "followup_time_to_first_token_s": _median(follows, "time_to_first_token_s"),
                 "followup_reused_tokens": follows[0].get("reused_tokens", 0),
             })
+        encoder_s, features = _one_tile_encoder(runner.model, runner.processor, family, max(repeats, 3))
         out.put({"config": config, "load_s": round(load_s, 2), "images": rows,
+                 "encoder_one_tile_s": encoder_s, "encoder_features": features,
                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
     except Exception as exc:  # reported in the JSON rather than killing the other configuration
         out.put({"config": config, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _one_tile_encoder(model, processor, family: str, repeats: int) -> tuple[float, list[float]]:  # noqa: ANN001
+    """The vision encoder alone on one tile (the same pixels for both configurations): best of ``repeats``."""
+    from loupe.core.vlm.features import encoder_inputs
+    from loupe.core.vlm.resolution import plan_resolution
+
+    image = _test_image((512, 512))
+    plan = plan_resolution(family, processor.image_processor, [image], "low")
+    images = [plan.images] if family == "smolvlm" else plan.images
+    pixels = processor.image_processor(images=images, return_tensors="pt", **plan.processor_kwargs)
+    get_features = model.model.get_image_features
+    dtype = next(model.parameters()).dtype
+    inputs = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in encoder_inputs(get_features, pixels).items()}
+    times, pooled = [], None
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            pooled = get_features(**inputs, return_dict=True).pooler_output
+            times.append(time.perf_counter() - start)
+    flat = torch.cat([p.flatten() for p in pooled]) if isinstance(pooled, list | tuple) else pooled.flatten()
+    return round(min(times), 4), flat.float().tolist()
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -177,13 +202,15 @@ def run_chat_bench(family: str, size: str, new_tokens: int, repeats: int, images
         "weights": "random",
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "native_bf16": cpu_has_native_bf16(), "auto_dtype": auto.dtype_name},
-        "results": results, "summary": _summary(results),
+        "results": [{k: v for k, v in r.items() if k != "encoder_features"} for r in results],
+        "summary": _summary(results),
     }
 
 
 def _summary(results: list[dict]) -> dict:
     """The ratios the speed targets are stated in (None where a configuration failed or was not run)."""
     by_config = {r["config"]: {row["image"]: row for row in r.get("images", [])} for r in results}
+    by_encoder = {r["config"]: r for r in results}
     base, ours = by_config.get("baseline", {}), by_config.get("loupe", {})
 
     def ratio(a: float | None, b: float | None) -> float | None:
@@ -200,7 +227,13 @@ def _summary(results: list[dict]) -> dict:
         if first else None,
         "decode_speedup": ratio(ttft(ours, first, "tokens_per_s"), ttft(base, first, "tokens_per_s"))
         if first else None,
-        # The per-tile encoder engine is not built yet: no number rather than a made-up one.
-        "encoder_tile_speedup": None,
-        "encoder_cosine": None,
+        "encoder_tile_speedup": ratio(*(by_encoder.get(c, {}).get("encoder_one_tile_s") for c in CONFIGS)),
+        "encoder_cosine": _cosine(*(by_encoder.get(c, {}).get("encoder_features") for c in CONFIGS)),
     }
+
+
+def _cosine(a: list[float] | None, b: list[float] | None) -> float | None:
+    if not a or not b or len(a) != len(b):
+        return None
+    x, y = torch.tensor(a), torch.tensor(b)
+    return round(float(torch.nn.functional.cosine_similarity(x, y, dim=0)), 5)

@@ -144,3 +144,6 @@ def test_bench_chat_compares_loupe_with_plain_transformers(run):
     assert set(summary) == {"first_answer_speedup_512", "first_answer_speedup_1024x768", "followup_ttft_fraction",
                             "encoder_tile_speedup", "encoder_cosine", "decode_speedup"}
     assert summary["first_answer_speedup_512"] > 0 and summary["first_answer_speedup_1024x768"] is None
+    # The encoder row: the same one-tile pixels through both configurations' encoders.
+    assert baseline["encoder_one_tile_s"] > 0 and loupe["encoder_one_tile_s"] > 0
+    assert summary["encoder_tile_speedup"] > 0 and 0.9 < summary["encoder_cosine"] <= 1.0001
