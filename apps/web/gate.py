@@ -8,7 +8,6 @@ logged-in user any cached file, run history, monitoring, API docs, proxies) answ
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,8 +20,6 @@ from loupe.core.cases.models import User
 from ..service import LoupeService
 from .sessions import LoginThrottle, Session, SessionStore
 from .uploads import TempSweeper, multipart_boundary, scrub_filenames
-
-log = logging.getLogger(__name__)
 
 COOKIE = "loupe_session"
 Scope = MutableMapping[str, Any]
@@ -152,9 +149,10 @@ class Gate:
             self.security.service.store.audit(user, "route.denied", detail={"path": path[:200]})
             return await _respond(send, 404, b'{"detail":"Not Found"}', "application/json")
         scope["loupe.user"] = user.username
-        boundary = multipart_boundary(_header(scope, "content-type"))
-        if path == UPLOAD and scope.get("method") == "POST" and boundary:
-            receive = scrub_filenames(receive, boundary)
+        if path == UPLOAD and scope.get("method") == "POST":
+            # Without a boundary this is no multipart body: Gradio refuses it, there is no name to scrub.
+            if boundary := multipart_boundary(_header(scope, "content-type")):
+                receive = scrub_filenames(receive, boundary)
             # A plain (uncompressed) reply lets us note which temp files this session owns.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
             send = _note_uploads(send, self.security.session_for(scope))

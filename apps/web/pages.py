@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import mimetypes
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -121,7 +122,8 @@ def build_router(security: WebSecurity) -> APIRouter:
             asset, data = store.read_asset(user, asset_id)  # audited: asset.read / asset.denied
         except AccessDenied:
             return JSONResponse({"detail": "Not Found"}, status_code=404)
+        extension = mimetypes.guess_extension(asset.media_type) or ""
         return Response(data, media_type=asset.media_type,
-                        headers={"content-disposition": f'inline; filename="case-image-{asset_id}.png"'})
+                        headers={"content-disposition": f'inline; filename="case-image-{asset_id}{extension}"'})
 
     return router

@@ -43,13 +43,12 @@ def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
 
         def who(request: gr.Request):
             user = service.user(request.username if request else None)
-            return (f"Signed in as **{user.username}** ({user.role})", status_banner(service.slot.status),
-                    gr.update(visible=user.is_admin))
+            return f"Signed in as **{user.username}** ({user.role})", gr.update(visible=user.is_admin)
 
         def model_status() -> str:
             return status_banner(service.slot.status)
 
-        blocks.load(who, None, [whoami, banner, admin_tab], api_name=False)
+        blocks.load(who, None, [whoami, admin_tab], api_name=False)
         for workspace in workspaces:
             fn, outputs = workspace.load_handler
             blocks.load(fn, None, outputs, api_name=False)

@@ -110,8 +110,8 @@ class CaseStore:
         usable = user is not None and user.active
         # Missing and disabled users cost one full KDF run too: response time does not reveal names.
         ok = verify_password(password, user.password_hash if usable else dummy_hash()) and usable
-        self._audit(user.id if user else None, "login" if ok else "login.failed",
-                    detail={"disabled": True} if user is not None and not user.active else None)
+        self.audit(user, "login" if ok else "login.failed",
+                   detail={"disabled": True} if user is not None and not user.active else None)
         return user if ok else None
 
     @staticmethod
@@ -374,7 +374,3 @@ class CaseStore:
             self.audit(user, "case.denied", case_id=case_id, detail={"needs": "owner"})
             raise AccessDenied("Only the case's owner or an administrator can do that.")
         return case
-
-    def _audit(self, user_id: int | None, action: str, detail: dict | None = None) -> None:
-        with self.sessions.begin() as s:
-            s.add(AuditEvent(user_id=user_id, action=action, detail=detail or {}))
