@@ -96,15 +96,18 @@ def _store(settings: Settings) -> CaseStore:
 @click.option("--model", help="Hub id, short name or local path (env LOUPE_MODEL).")
 @click.option("--device", help="cpu, cuda, cuda:1 … (default: automatic).")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Default: automatic.")
+@click.option("--engine", type=click.Choice(["auto", "plain", "int8", "static"]),
+              help="How the model executes (env LOUPE_ENGINE). Default auto: int8 on CPU, static on CUDA; "
+                   "plain turns the speed-ups off.")
 @click.option("--demo-model", is_flag=True, help="Run on random-weight demo model (answers not meaningful).")
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, model: str | None, device: str | None, dtype: str | None,
-          demo_model: bool) -> None:
+          engine: str | None, demo_model: bool) -> None:
     """Start the web app (login required)."""
     from .firstrun import ensure_admin
     from .web import launch
 
-    settings = settings.with_overrides(model=model, device=device, dtype=dtype)
+    settings = settings.with_overrides(model=model, device=device, dtype=dtype, engine=engine)
     service = _service(settings)
     notice = ensure_admin(service.store, settings.initial_password_file)
     if notice:

@@ -40,7 +40,8 @@ class LoupeService:
     def open(cls, settings: Settings, slot: ModelSlot | None = None) -> LoupeService:
         settings.ensure_dirs()
         store = CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
-        slot = slot or ModelSlot(device=settings.device, dtype=settings.dtype, kv_cache_mb=settings.kv_cache_mb,
+        slot = slot or ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
+                                 kv_cache_mb=settings.kv_cache_mb,
                                  feature_cache_mb=settings.feature_cache_mb)
         return cls(settings, store, discover(), slot)
 

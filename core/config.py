@@ -24,6 +24,8 @@ class Settings:
     model: str = field(default_factory=lambda: os.environ.get("LOUPE_MODEL", DEFAULT_MODEL))
     device: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DEVICE"))
     dtype: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DTYPE"))
+    # auto | plain | int8 | static: how the model executes (core/vlm/engines.py); auto measures fastest.
+    engine: str | None = field(default_factory=lambda: os.environ.get("LOUPE_ENGINE"))
     # Upload bounds: bytes on the wire and decoded pixels (width * height).
     max_upload_bytes: int = field(default_factory=lambda: _env_int("LOUPE_MAX_UPLOAD_BYTES", 50 * 2**20))
     max_image_pixels: int = field(default_factory=lambda: _env_int("LOUPE_MAX_IMAGE_PIXELS", 89_478_485))

@@ -24,9 +24,12 @@ def _follow_up(first: list[Message], answer: str, question: str) -> list[Message
     return [*first, Message("assistant", answer), Message("user", question)]
 
 
+@pytest.mark.parametrize("engine", ["plain", "int8", "static"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_follow_up_reuses_the_conversation_and_matches_a_fresh_prefill(tiny_model_dir, family):
-    vlm = HFVLM.from_pretrained(tiny_model_dir(family), dtype="fp32")
+def test_follow_up_reuses_the_conversation_and_matches_a_fresh_prefill(tiny_model_dir, family, engine):
+    vlm = HFVLM.from_pretrained(tiny_model_dir(family), device="cpu", engine=engine,
+                                dtype="fp32" if engine != "int8" else None)
+    assert vlm.engine.name == engine
     first = [Message("user", "What is shown?", [RED])]
     answer, extra = _say(vlm, first, "case-1")
     assert extra["reused_tokens"] == 0

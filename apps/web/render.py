@@ -62,6 +62,8 @@ def run_footnote(run: ModelRun) -> str:
     if tiles := extra.get("tiles"):
         parts.append(f"{tiles} tile{'s' if tiles != 1 else ''}")
     parts.append(f"{run.visual_tokens:,} visual tokens")
+    if extra.get("engine") == "int8":
+        parts.append("int8 engine")
     if extra.get("reused_tokens"):
         parts.append("continued the conversation")  # the images and earlier turns were not computed again
     elif extra.get("cached_features"):

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, TextIteratorStreamer
+from transformers import AutoConfig, AutoModelForImageTextToText, StaticCache, TextIteratorStreamer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import ModelUnavailable
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
+from .engines import EngineChoice, cache_bucket, choose_engine, rewind
 from .families import Family, family_of, processor_class, vision_encoder
 from .features import FeatureCache, encoder_inputs, features_key, weights_fingerprint
+from .int8 import quantize_linears
 from .registry import resolve
 from .resolution import geometry, plan_resolution
 from .reuse import CachedConversation, ConversationCaches, cache_nbytes, common_prefix, images_digest
@@ -51,20 +53,29 @@ def to_chat_template(messages: Sequence[Message]) -> list[dict]:
     return out
 
 
+PLAIN = EngineChoice("plain", "as loaded")
+
+
 class HFVLM:
     """A loaded model + processor. Thread-safe for one generation at a time per instance."""
 
     def __init__(self, model, processor, model_id: str, family: Family, placement: Placement,  # noqa: ANN001
-                 kv_cache_mb: int = 1024, feature_cache_mb: int = 512) -> None:
+                 kv_cache_mb: int = 1024, feature_cache_mb: int = 512,
+                 engine: EngineChoice = PLAIN) -> None:
         self.model = model
         self.processor = processor
         self.model_id = model_id
         self.family = family
         self.placement = placement
+        self.engine = engine
         self.adapter: str | None = None
         self.conversations = ConversationCaches(kv_cache_mb * 2**20)
         self.features = FeatureCache(feature_cache_mb * 2**20)
-        self._fingerprint = weights_fingerprint(model_id, vision_encoder(model, family), placement.dtype)
+        # Taken before int8 swaps the layers: the engine is part of it, so its features never mix with others.
+        self._fingerprint = weights_fingerprint(
+            f"{model_id}|{engine.name}", vision_encoder(model, family), placement.dtype)
+        if engine.name == "int8":
+            quantize_linears(model)
         self._lock = threading.Lock()
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
@@ -72,10 +83,14 @@ class HFVLM:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | None = None,
                         local_files_only: bool = False, kv_cache_mb: int = 1024, feature_cache_mb: int = 512,
-                        **processor_kwargs) -> HFVLM:
-        """Load a checkpoint. ``device``/``dtype`` default to the automatic choice (see device.py)."""
+                        engine: str | None = None, **processor_kwargs) -> HFVLM:
+        """Load a checkpoint. ``device``, ``dtype`` and ``engine`` default to the automatic choice
+        (see device.py and engines.py)."""
         model_id = resolve(str(name_or_path))
         placement = choose_placement(device, dtype)
+        choice = choose_engine(engine, placement.device, dtype_forced=dtype not in (None, "auto"))
+        if choice.name == "int8":  # int8 weights, fp32 activations
+            placement = Placement(placement.device, torch.float32)
         try:
             config = AutoConfig.from_pretrained(model_id, local_files_only=local_files_only)
             family = family_of(config.model_type)
@@ -87,7 +102,7 @@ class HFVLM:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(f"cannot load model {model_id!r}: {first_line}") from exc
         model.to(placement.device).eval()
-        return cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb)
+        return cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb, choice)
 
     # -- adapters (peft) ------------------------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str) -> None:
@@ -139,10 +154,13 @@ class HFVLM:
             visual = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
             images = [img for msg in messages for img in msg.images]
             key = f"{self.model_id}|{self.adapter}|{opts.detail}|{images_digest(images)}"
-            gen_inputs, reused = self._reuse(inputs, conversation, key)
+            gen_inputs, reused = self._reuse(inputs, conversation, key, opts.max_new_tokens)
             cached_features = False
             if not reused:
                 gen_inputs, cached_features = self._encode_once(inputs)
+                if self.engine.name == "static":
+                    gen_inputs["past_key_values"] = StaticCache(
+                        config=self.model.config, max_cache_len=cache_bucket(ids.shape[-1] + opts.max_new_tokens))
             streamer = _TimedStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
             failure: list[BaseException] = []
             result: list = []
@@ -178,8 +196,8 @@ class HFVLM:
                 output_tokens=streamer.generated, time_to_first_token_s=round(ttft, 4),
                 total_time_s=round(end - start, 4),
                 tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
-                extra={"detail": opts.detail, **geometry(self.family.name, inputs), "reused_tokens": reused,
-                       "cached_features": cached_features}))
+                extra={"engine": self.engine.name, "detail": opts.detail, **geometry(self.family.name, inputs),
+                       "reused_tokens": reused, "cached_features": cached_features}))
 
     def _encode_once(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, bool]:
         """Replace pixels by their encoder output, from the feature cache when these exact pixels were seen."""
@@ -198,7 +216,8 @@ class HFVLM:
         rest = {k: v for k, v in inputs.items() if k not in pixels or k == "image_grid_thw"}
         return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=pooled)}}, hit
 
-    def _reuse(self, inputs: dict[str, torch.Tensor], conversation: str | None, key: str) -> tuple[dict, int]:
+    def _reuse(self, inputs: dict[str, torch.Tensor], conversation: str | None, key: str,
+               max_new_tokens: int) -> tuple[dict, int]:
         """Generation inputs continuing the conversation's cached prefix, or the full inputs (reused 0)."""
         entry = self.conversations.take(conversation) if conversation else None
         if entry is None or entry.key != key:
@@ -207,8 +226,10 @@ class HFVLM:
         shared = common_prefix(entry.token_ids, ids)
         if not entry.image_end <= shared < ids.numel():  # images must be covered; one new token at least
             return inputs, 0
-        if shared < entry.token_ids.numel():
-            entry.cache.crop(shared - entry.token_ids.numel())  # drop what the new prompt does not share
+        capacity = entry.cache.get_max_length()  # -1: grows as needed; a static cache has a fixed size
+        if 0 <= capacity < ids.numel() + max_new_tokens:
+            return inputs, 0
+        rewind(entry.cache, shared)  # drop what the new prompt does not share
         if entry.rope_deltas is not None:  # Qwen2-VL keeps one conversation's M-RoPE offset on the model
             self.model.model.rope_deltas = entry.rope_deltas
         # Text only from here on: the images live in the cached prefix, so no pixels are passed again.
@@ -217,7 +238,7 @@ class HFVLM:
 
     def _keep(self, conversation: str, key: str, prompt_ids: torch.Tensor, output: Any) -> None:
         cache = output.past_key_values
-        length = cache.get_seq_length()
+        length = int(cache.get_seq_length())
         image_positions = (prompt_ids[0] == self.image_token_id).nonzero()
         rope_deltas = getattr(self.model.model, "rope_deltas", None)
         self.conversations.put(conversation, CachedConversation(
