@@ -5,6 +5,7 @@ It joins the core pieces (store, domains, model slot); the Gradio layer only dra
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,9 +14,10 @@ from loupe.core.cases.db import open_database
 from loupe.core.cases.models import User
 from loupe.core.cases.store import CaseStore
 from loupe.core.config import Settings
-from loupe.core.errors import AccessDenied, LoupeError
+from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
 from loupe.core.plugins import Domain, IngestedAsset, UploadLimits, discover
 from loupe.core.vlm.base import GenerationOptions, Message, RunRecord
+from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.slot import ModelSlot
 
 
@@ -26,6 +28,13 @@ class AnswerProgress:
     text: str
     message_id: int | None = None
     run: RunRecord | None = None
+
+
+def model_slot(settings: Settings) -> ModelSlot:
+    """The model slot the settings describe (device, dtype, engine, cache budgets)."""
+    return ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
+                     kv_cache_mb=settings.kv_cache_mb, feature_cache_mb=settings.feature_cache_mb,
+                     feature_cache_dir=settings.feature_cache_dir, feature_disk_mb=settings.feature_disk_mb)
 
 
 class LoupeService:
@@ -40,9 +49,7 @@ class LoupeService:
     def open(cls, settings: Settings, slot: ModelSlot | None = None) -> LoupeService:
         settings.ensure_dirs()
         store = CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
-        slot = slot or ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
-                                 kv_cache_mb=settings.kv_cache_mb,
-                                 feature_cache_mb=settings.feature_cache_mb)
+        slot = slot or model_slot(settings)
         return cls(settings, store, discover(), slot)
 
     def user(self, username: str | None) -> User:
@@ -71,6 +78,20 @@ class LoupeService:
             self.slot.load_demo(self.settings.models_dir)
         else:
             self.slot.load(self.settings.model, background=True)
+
+    def purge_case(self, user: User, case_id: int) -> None:
+        """Admins only: delete an archived case, and whatever the model derived from its images.
+
+        The vision feature cache is keyed by pixels, not by case, so all of it goes (it refills as
+        cases are opened); the case's own conversation cache goes too.
+        """
+        self.store.purge_case(user, case_id)
+        clear_directory(self.settings.feature_cache_dir)
+        with contextlib.suppress(ModelUnavailable):
+            vlm = self.slot.get()
+            forget = getattr(vlm, "forget", None)
+            if forget is not None:
+                forget(f"case-{case_id}")
 
     def ask(self, user: User, case_id: int, question: str,
             options: GenerationOptions | None = None) -> Iterator[AnswerProgress]:

@@ -41,6 +41,8 @@ class Settings:
     kv_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_KV_CACHE_MB", 1024))
     # Memory for encoded images: the same pixels are never encoded twice while they fit.
     feature_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_FEATURE_CACHE_MB", 512))
+    # Disk for encoded images under LOUPE_HOME/cache/features, so a restart does not encode again (0: off).
+    feature_disk_mb: int = field(default_factory=lambda: _env_int("LOUPE_FEATURE_DISK_MB", 2048))
     # Uploads chosen but never submitted are deleted after this long.
     upload_ttl_minutes: int = field(default_factory=lambda: _env_int("LOUPE_UPLOAD_TTL_MINUTES", 15))
 
@@ -59,6 +61,10 @@ class Settings:
     @property
     def gradio_tmp_dir(self) -> Path:
         return self.home / "gradio-tmp"
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        return self.home / "cache" / "features"
 
     @property
     def initial_password_file(self) -> Path:

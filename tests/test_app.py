@@ -130,6 +130,8 @@ def test_archive_hides_a_case_and_admin_purges_it(served, tmp_path):
     alice, root = served.client("alice"), served.client("root")
     unique = png_bytes((33, 17), (1, 2, 3))
     case_id, _ = _create(alice, tmp_path, title="to purge", data=unique)
+    _ask(alice, "What is shown?")
+    assert served.files("cache/features")  # its encoded image is kept for the next question
     status, header, rows = alice.predict("", api_name="/general_archive")
     assert status.startswith(f"Case {case_id} archived") and "Archived" in header
     assert case_id not in [r[0] for r in alice.predict("", False, api_name="/general_list_cases")["data"]]
@@ -138,6 +140,8 @@ def test_archive_hides_a_case_and_admin_purges_it(served, tmp_path):
     blobs = len(served.files("assets"))
     assert root.predict(case_id, "PURGE", api_name="/admin_purge_case") == f"Case {case_id} purged."
     assert len(served.files("assets")) == blobs - 1
+    assert not served.files("cache/features")  # nothing derived from its pixels stays behind
+    assert f"case-{case_id}" not in served.service.slot.get().conversations._entries
     assert root.predict(case_id, api_name="/general_open_case")[STATUS] == f"⚠️ Case {case_id} not found."
     actions = [e.action for e in served.service.store.audit_events(case_id)]
     assert actions[0] == "case.create" and "case.archive" in actions and actions[-1] == "case.purge"

@@ -61,3 +61,53 @@ def test_other_pixels_or_other_weights_miss_the_cache(tiny_model_dir):
         next(vlm.model.model.vision_model.parameters()).add_(0.01)  # new weights, same model id
     changed = weights_fingerprint(vlm.model_id, vision_encoder(vlm.model, vlm.family), vlm.placement.dtype)
     assert changed != fingerprint
+
+
+def _disk_vlm(model_dir, cache_dir, **kwargs) -> HFVLM:  # noqa: ANN001
+    return HFVLM.from_pretrained(model_dir, device="cpu", feature_cache_dir=cache_dir, feature_disk_mb=64, **kwargs)
+
+
+def test_features_on_disk_survive_a_restart_and_stay_private(tiny_model_dir, tmp_path):
+    cache_dir = tmp_path / "cache" / "features"
+    first = _disk_vlm(tiny_model_dir("qwen2vl"), cache_dir)
+    answer, extra = _answer(first)
+    assert extra["cached_features"] is False
+    files = list(cache_dir.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pt" and files[0].stat().st_mode & 0o077 == 0
+    assert cache_dir.stat().st_mode & 0o077 == 0
+    restarted = _disk_vlm(tiny_model_dir("qwen2vl"), cache_dir)
+    calls = []
+    original = restarted.model.model.get_image_features
+    restarted.model.model.get_image_features = functools.wraps(original)(lambda *a, **k: calls.append(1))
+    again, extra = _answer(restarted)
+    assert extra["cached_features"] is True and not calls and restarted.features.disk_hits == 1
+    assert again == answer
+    other_engine = _disk_vlm(tiny_model_dir("qwen2vl"), cache_dir, engine="plain", dtype="fp32")
+    assert _answer(other_engine)[1]["cached_features"] is False  # other numerics: never mixed
+
+
+def test_disk_budget_drops_the_least_recently_read(tiny_model_dir, tmp_path):
+    vlm = _disk_vlm(tiny_model_dir("smolvlm"), tmp_path)
+    images = [Image.new("RGB", (120, 90), (i * 40, 10, 10)) for i in range(3)]
+    for image in images:
+        _answer(vlm, [Message("user", "What?", [image])])
+    sizes = sorted(p.stat().st_size for p in tmp_path.iterdir())
+    vlm.features.disk_budget_bytes = sizes[-1] + sizes[-2]  # room for two
+    vlm.features._entries.clear()  # as after a restart
+    _answer(vlm, [Message("user", "What?", [images[0]])])  # read from disk: now the most recent
+    _answer(vlm, [Message("user", "What?", [Image.new("RGB", (120, 90), "white")])])  # a fourth: trims
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    vlm.features._entries.clear()
+    assert _answer(vlm, [Message("user", "What?", [images[0]])])[1]["cached_features"] is True
+    assert _answer(vlm, [Message("user", "What?", [images[1]])])[1]["cached_features"] is False
+
+
+def test_a_damaged_cache_file_is_a_miss_and_is_replaced(tiny_model_dir, tmp_path):
+    vlm = _disk_vlm(tiny_model_dir("smolvlm"), tmp_path)
+    answer, _ = _answer(vlm)
+    (only,) = tmp_path.glob("*.pt")
+    only.write_bytes(b"not a tensor file")
+    vlm.features._entries.clear()
+    again, extra = _answer(vlm)
+    assert extra["cached_features"] is False and again == answer
+    assert only.stat().st_size > 100  # written again, whole

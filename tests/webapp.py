@@ -11,7 +11,7 @@ import httpx
 from gradio_client import Client
 from helpers import free_port
 
-from loupe.apps.service import LoupeService
+from loupe.apps.service import LoupeService, model_slot
 from loupe.apps.web import launch
 from loupe.apps.web.server import RunningApp
 from loupe.core.config import Settings
@@ -47,7 +47,7 @@ def serve(home: Path, model: Path | None = None, users: dict[str, str] | None = 
     """Run the app; ``users`` maps names to roles, each with the password ``<name>-password``."""
     options = dict(max_upload_bytes=2**20, max_image_pixels=1_000_000) | settings
     service_settings = Settings(home=home, database_url=None, model="unused", **options)
-    slot = ModelSlot(loader, dtype="fp32") if loader else ModelSlot(dtype="fp32")
+    slot = ModelSlot(loader, dtype="fp32") if loader else model_slot(service_settings)  # the app's own engine
     if model is not None:
         slot.load(model)
     service = LoupeService.open(service_settings, slot)

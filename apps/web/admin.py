@@ -97,7 +97,7 @@ class AdminPage:
                 actor = self._admin(request, "case.purge")
                 if case_id is None or confirmation.strip() != "PURGE":
                     return "⚠️ Enter the case number and type PURGE to confirm."
-                store.purge_case(actor, int(case_id))
+                self.service.purge_case(actor, int(case_id))
             except LoupeError as exc:
                 return f"⚠️ {exc}"
             return f"Case {int(case_id)} purged."

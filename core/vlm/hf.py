@@ -61,7 +61,7 @@ class HFVLM:
 
     def __init__(self, model, processor, model_id: str, family: Family, placement: Placement,  # noqa: ANN001
                  kv_cache_mb: int = 1024, feature_cache_mb: int = 512,
-                 engine: EngineChoice = PLAIN) -> None:
+                 engine: EngineChoice = PLAIN, feature_cache_dir: Path | None = None, feature_disk_mb: int = 0) -> None:
         self.model = model
         self.processor = processor
         self.model_id = model_id
@@ -70,7 +70,8 @@ class HFVLM:
         self.engine = engine
         self.adapter: str | None = None
         self.conversations = ConversationCaches(kv_cache_mb * 2**20)
-        self.features = FeatureCache(feature_cache_mb * 2**20)
+        self.features = FeatureCache(feature_cache_mb * 2**20, feature_cache_dir, feature_disk_mb * 2**20,
+                                     placement.device)
         # Taken before int8 swaps the layers: the engine is part of it, so its features never mix with others.
         self._fingerprint = weights_fingerprint(
             f"{model_id}|{engine.name}", vision_encoder(model, family), placement.dtype)
@@ -83,7 +84,8 @@ class HFVLM:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | None = None,
                         local_files_only: bool = False, kv_cache_mb: int = 1024, feature_cache_mb: int = 512,
-                        engine: str | None = None, **processor_kwargs) -> HFVLM:
+                        engine: str | None = None, feature_cache_dir: Path | None = None,
+                        feature_disk_mb: int = 0, **processor_kwargs) -> HFVLM:
         """Load a checkpoint. ``device``, ``dtype`` and ``engine`` default to the automatic choice
         (see device.py and engines.py)."""
         model_id = resolve(str(name_or_path))
@@ -102,10 +104,13 @@ class HFVLM:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(f"cannot load model {model_id!r}: {first_line}") from exc
         model.to(placement.device).eval()
-        return cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb, choice)
+        return cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb, choice,
+                   feature_cache_dir, feature_disk_mb)
 
     # -- adapters (peft) ------------------------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str) -> None:
+        if self.engine.name == "int8":  # peft wraps nn.Linear; the int8 engine has swapped them out
+            raise ModelUnavailable("LoRA adapters need the plain or static engine (LOUPE_ENGINE=plain)")
         self.model.load_adapter(str(path), adapter_name=name)
         self.use_adapter(name)
 
@@ -119,6 +124,12 @@ class HFVLM:
             self.model.set_adapter(name)
             self.model.enable_adapters()
         self.adapter = name
+
+    def forget(self, conversation: str | None = None) -> None:
+        """Drop cached image features (memory and disk) and, if named, a conversation's KV cache."""
+        self.features.clear()
+        if conversation is not None:
+            self.conversations.take(conversation)
 
     # -- inference ------------------------------------------------------------------------------
     def prepare(self, messages: Sequence[Message], detail: str = "standard") -> dict[str, torch.Tensor]:
