@@ -5,8 +5,8 @@ thread pool flatters the other):
 
 - ``baseline``: plain transformers as its documentation shows it: the checkpoint's processor with its
   own settings, ``AutoModelForImageTextToText`` with the default dtype, ``generate``.
-- ``loupe``: the path the app takes: ``HFVLM`` with the automatic device/dtype and the general domain's
-  default detail level.
+- ``loupe``: the path the app takes: ``HFVLM`` with the automatic device, dtype and engine (int8 on
+  CPU, static cache on CUDA) and the general domain's default detail level.
 
 For each test image: the first answer (time to first token, decode tokens/s, visual tokens) and a
 follow-up question in the same conversation (Loupe continues the conversation's cached prefix; plain
@@ -27,12 +27,14 @@ import torch
 from PIL import Image
 
 from loupe.core.vlm.device import choose_placement, cpu_has_native_bf16
+from loupe.core.vlm.engines import choose_engine
 from loupe.core.vlm.tiny import make_tiny
 
 IMAGES: dict[str, tuple[int, int]] = {"512": (512, 512), "1024x768": (1024, 768), "2048x1536": (2048, 1536)}
 CONFIGS = ("baseline", "loupe")
 FIRST_QUESTION = "Describe this image in detail."
 FOLLOW_UP = "What is in the upper left corner?"
+SAMPLES = Path(__file__).parents[1] / "data" / "samples"
 
 
 def _test_image(size: tuple[int, int]) -> Image.Image:
@@ -142,7 +144,7 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
             first = firsts[0]
             rows.append({
                 "image": key, "visual_tokens": first["visual_tokens"],
-                **{k: first[k] for k in ("detail", "tiles", "patch_grids") if k in first},
+                **{k: first[k] for k in ("engine", "detail", "tiles", "patch_grids") if k in first},
                 "time_to_first_token_s": _median(firsts, "time_to_first_token_s"),
                 "tokens_per_s": _median(firsts, "tokens_per_s"),
                 "followup_time_to_first_token_s": _median(follows, "time_to_first_token_s"),
@@ -156,26 +158,35 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
         out.put({"config": config, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def _one_tile_encoder(model, processor, family: str, repeats: int) -> tuple[float, list[float]]:  # noqa: ANN001
-    """The vision encoder alone on one tile (the same pixels for both configurations): best of ``repeats``."""
+def _encoder_images() -> list[Image.Image]:
+    """Real photographs and scans (data/samples) for the encoder row; noise if the folder is absent."""
+    paths = sorted(SAMPLES.glob("*.jpg"))
+    return [Image.open(p).convert("RGB") for p in paths] or [_test_image((512, 512))]
+
+
+def _one_tile_encoder(model, processor, family: str, repeats: int) -> tuple[float, list[list[float]]]:  # noqa: ANN001
+    """The vision encoder alone on one tile per sample image (the same pixels for both configurations):
+    the best of ``repeats`` on the first image, and every image's features for the cosine check."""
     from loupe.core.vlm.features import encoder_inputs
     from loupe.core.vlm.resolution import plan_resolution
 
-    image = _test_image((512, 512))
-    plan = plan_resolution(family, processor.image_processor, [image], "low")
-    images = [plan.images] if family == "smolvlm" else plan.images
-    pixels = processor.image_processor(images=images, return_tensors="pt", **plan.processor_kwargs)
     get_features = model.model.get_image_features
     dtype = next(model.parameters()).dtype
-    inputs = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in encoder_inputs(get_features, pixels).items()}
-    times, pooled = [], None
+    times, features = [], []
     with torch.inference_mode():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            pooled = get_features(**inputs, return_dict=True).pooler_output
-            times.append(time.perf_counter() - start)
-    flat = torch.cat([p.flatten() for p in pooled]) if isinstance(pooled, list | tuple) else pooled.flatten()
-    return round(min(times), 4), flat.float().tolist()
+        for n, image in enumerate(_encoder_images()):
+            plan = plan_resolution(family, processor.image_processor, [image], "low")
+            images = [plan.images] if family == "smolvlm" else plan.images
+            pixels = processor.image_processor(images=images, return_tensors="pt", **plan.processor_kwargs)
+            inputs = {k: (v.to(dtype) if v.is_floating_point() else v)
+                      for k, v in encoder_inputs(get_features, pixels).items()}
+            for _ in range(repeats if n == 0 else 1):
+                start = time.perf_counter()
+                pooled = get_features(**inputs, return_dict=True).pooler_output
+                times.append(time.perf_counter() - start)
+            flat = torch.cat([p.flatten() for p in pooled]) if isinstance(pooled, list | tuple) else pooled.flatten()
+            features.append(flat.float().tolist())
+    return round(min(times[:repeats]), 4), features
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -201,7 +212,8 @@ def run_chat_bench(family: str, size: str, new_tokens: int, repeats: int, images
         "benchmark": "chat", "family": family, "size": size, "new_tokens": new_tokens, "repeats": repeats,
         "weights": "random",
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "native_bf16": cpu_has_native_bf16(), "auto_dtype": auto.dtype_name},
+                    "native_bf16": cpu_has_native_bf16(), "auto_dtype": auto.dtype_name,
+                    "auto_engine": choose_engine(None, auto.device).name},
         "results": [{k: v for k, v in r.items() if k != "encoder_features"} for r in results],
         "summary": _summary(results),
     }
@@ -232,8 +244,9 @@ def _summary(results: list[dict]) -> dict:
     }
 
 
-def _cosine(a: list[float] | None, b: list[float] | None) -> float | None:
+def _cosine(a: list[list[float]] | None, b: list[list[float]] | None) -> float | None:
+    """The lowest feature cosine similarity over the sample images."""
     if not a or not b or len(a) != len(b):
         return None
-    x, y = torch.tensor(a), torch.tensor(b)
-    return round(float(torch.nn.functional.cosine_similarity(x, y, dim=0)), 5)
+    pairs = [(torch.tensor(x), torch.tensor(y)) for x, y in zip(a, b, strict=True)]
+    return round(min(float(torch.nn.functional.cosine_similarity(x, y, dim=0)) for x, y in pairs), 5)

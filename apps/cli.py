@@ -267,6 +267,17 @@ def bench_chat(family: str, size: str, images: str, new_tokens: int, repeats: in
     click.echo(json.dumps(result, indent=2))
 
 
+@bench.command("memory")
+@click.option("--family", type=FAMILY_CHOICE, default="smolvlm", show_default=True)
+@click.option("--size", type=click.Choice(["tiny", "real"]), default="real", show_default=True)
+@click.option("--cases", default=20, show_default=True, help="Cases to open, each with its own photo and a question.")
+def bench_memory(family: str, size: str, cases: int) -> None:
+    """Resident memory of the web app with the model and CASES open cases, as JSON."""
+    from .bench_memory import run_memory_bench
+
+    click.echo(json.dumps(run_memory_bench(family, size, cases), indent=2))
+
+
 def main() -> None:
     cli(prog_name="loupe")
 
