@@ -48,14 +48,13 @@ class _Evictions(logging.Handler):
             self.count += 1
 
 
-def _measure(family: str, size: str, cases: int, out: mp.Queue) -> None:
+def _measure(model: Path, cases: int, out: mp.Queue) -> None:
     try:
         from gradio_client import Client, handle_file
 
         from loupe.apps.service import LoupeService
         from loupe.apps.web import launch
         from loupe.core.config import Settings
-        from loupe.core.vlm.tiny import make_tiny
 
         evictions = _Evictions()
         for name in ("loupe.core.vlm.reuse", "loupe.core.vlm.features"):
@@ -63,7 +62,6 @@ def _measure(family: str, size: str, cases: int, out: mp.Queue) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
         with tempfile.TemporaryDirectory(prefix="loupe-bench-") as tmp:
             home = Path(tmp)
-            model = make_tiny(family, home / "model", size=size)
             settings = Settings(home=home / "home", database_url=None, model=str(model))
             service = LoupeService.open(settings)
             service.slot.load(model)
@@ -101,11 +99,15 @@ def _measure(family: str, size: str, cases: int, out: mp.Queue) -> None:
 
 
 def run_memory_bench(family: str, size: str, cases: int) -> dict:
-    queue: mp.Queue = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=_measure, args=(family, size, cases, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
+    from loupe.core.vlm.tiny import make_tiny
+
+    with tempfile.TemporaryDirectory(prefix="loupe-bench-model-") as tmp:
+        model = make_tiny(family, Path(tmp) / family, size=size)  # built here: the app only loads it
+        queue: mp.Queue = mp.get_context("spawn").Queue()
+        proc = mp.get_context("spawn").Process(target=_measure, args=(model, cases, queue))
+        proc.start()
+        result = queue.get()
+        proc.join()
     peak = result.get("peak_rss_mib")
     return {"benchmark": "memory", "family": family, "size": size, "weights": "random", **result,
             "budget_mib": BUDGET_MIB, "within_budget": peak is not None and peak <= BUDGET_MIB}

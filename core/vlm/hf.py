@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, StaticCache, T
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import ModelUnavailable
+from ..memory import release_free_memory
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
 from .engines import EngineChoice, cache_bucket, choose_engine, rewind
@@ -104,8 +105,10 @@ class HFVLM:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(f"cannot load model {model_id!r}: {first_line}") from exc
         model.to(placement.device).eval()
-        return cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb, choice,
+        vlm = cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb, choice,
                    feature_cache_dir, feature_disk_mb)
+        release_free_memory()  # the loader's and the quantiser's temporary copies
+        return vlm
 
     # -- adapters (peft) ------------------------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str) -> None:
@@ -162,6 +165,7 @@ class HFVLM:
             start = time.perf_counter()
             inputs = self.prepare(messages, opts.detail)
             ids = inputs["input_ids"]
+            tile_geometry = geometry(self.family.name, inputs)
             visual = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
             images = [img for msg in messages for img in msg.images]
             key = f"{self.model_id}|{self.adapter}|{opts.detail}|{images_digest(images)}"
@@ -199,6 +203,9 @@ class HFVLM:
             if conversation is not None:
                 self._keep(conversation, key, ids, result[0])
             end = time.perf_counter()
+            result.clear()
+            gen_inputs.clear()
+            release_free_memory()  # the prefill's activations: memory should track what is kept
             ttft = (streamer.first_token_at or end) - start
             decode_time = end - (streamer.first_token_at or end)
             yield StreamChunk("", RunRecord(
@@ -207,7 +214,7 @@ class HFVLM:
                 output_tokens=streamer.generated, time_to_first_token_s=round(ttft, 4),
                 total_time_s=round(end - start, 4),
                 tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
-                extra={"engine": self.engine.name, "detail": opts.detail, **geometry(self.family.name, inputs),
+                extra={"engine": self.engine.name, "detail": opts.detail, **tile_geometry,
                        "reused_tokens": reused, "cached_features": cached_features}))
 
     def _encode_once(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, bool]:

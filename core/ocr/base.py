@@ -1,0 +1,62 @@
+"""What OCR produces: words and lines with boxes and confidence, per page, in page pixels."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the upright page
+
+
+def union(boxes: list[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    box: Box
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Line:
+    text: str
+    box: Box
+    confidence: float
+    words: tuple[Word, ...] = ()
+
+
+@dataclass
+class Page:
+    """One page read upright: ``rotation`` is how far (degrees, counter-clockwise) the input was
+    turned to read it; boxes are in the upright page's pixels."""
+
+    number: int  # 1-based
+    width: int
+    height: int
+    lines: list[Line] = field(default_factory=list)
+    rotation: int = 0
+    source: str = "ocr"  # "ocr" or "text-layer" (a PDF's own text)
+    engine: str = ""
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class OCREngine(Protocol):
+    """Reads the text lines of one upright image."""
+
+    name: str
+
+    def read(self, image: Image.Image) -> list[Line]: ...
+
+
+class OCRUnavailable(RuntimeError):
+    """An engine cannot run here; the message says what to install or configure."""

@@ -1,0 +1,118 @@
+"""Lines → blocks in reading order (recursive XY-cut), so two-column pages read column by column.
+
+XY-cut splits a region at the widest empty band: a vertical gap splits it into columns (read left to
+right), a horizontal gap into bands (read top to bottom); regions with no clear gap are one block whose
+lines read top to bottom, left to right within a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .base import Box, Line, union
+
+
+@dataclass(frozen=True)
+class Block:
+    lines: tuple[Line, ...]
+    box: Box
+    kind: str = "text"  # title | text | table | figure | header | footer
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+
+def _gaps(spans: list[tuple[float, float]], minimum: float) -> list[tuple[float, float]]:
+    """Empty intervals at least ``minimum`` wide between the union of ``spans``."""
+    gaps, reach = [], None
+    for start, end in sorted(spans):
+        if reach is not None and start - reach >= minimum:
+            gaps.append((reach, start))
+        reach = end if reach is None else max(reach, end)
+    return gaps
+
+
+def _rows(lines: Sequence[Line]) -> list[Line]:
+    """Top to bottom; lines whose vertical centres sit within half a line height share a row, left to right."""
+    ordered = sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2)
+    rows: list[list[Line]] = []
+    for line in ordered:
+        centre = (line.box[1] + line.box[3]) / 2
+        if rows:
+            last = rows[-1][-1]
+            height = max(last.box[3] - last.box[1], line.box[3] - line.box[1])
+            if abs(centre - (last.box[1] + last.box[3]) / 2) <= height / 2:
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return [ln for row in rows for ln in sorted(row, key=lambda ln: ln.box[0])]
+
+
+def _median_height(lines: Sequence[Line]) -> float:
+    heights = sorted(ln.box[3] - ln.box[1] for ln in lines)
+    return heights[len(heights) // 2] if heights else 0.0
+
+
+def _cut(lines: list[Line], line_height: float, depth: int = 0) -> list[list[Line]]:
+    if len(lines) <= 1 or depth > 24:
+        return [lines] if lines else []
+    columns = _gaps([(ln.box[0], ln.box[2]) for ln in lines], minimum=line_height)
+    parts: list[list[Line]] = []
+    if columns:  # the widest vertical gap may separate columns of text
+        left, right = max(columns, key=lambda g: g[1] - g[0])
+        split = (left + right) / 2
+        parts = [[ln for ln in lines if ln.box[2] <= split], [ln for ln in lines if ln.box[2] > split]]
+        if not _both_text_columns(parts, lines):
+            parts = []  # labels and values (a receipt, a table): rows read across the gap
+    if not parts:
+        bands = _gaps([(ln.box[1], ln.box[3]) for ln in lines], minimum=line_height * 0.8)
+        if not bands:
+            return [_rows(lines)]
+        top, bottom = max(bands, key=lambda g: g[1] - g[0])
+        split = (top + bottom) / 2
+        parts = [[ln for ln in lines if ln.box[3] <= split], [ln for ln in lines if ln.box[3] > split]]
+    if not parts[0] or not parts[1]:
+        return [_rows(lines)]
+    return [block for part in parts for block in _cut(part, line_height, depth + 1)]
+
+
+def _both_text_columns(parts: list[list[Line]], lines: list[Line]) -> bool:
+    """Columns of running text have lines of substantial width on both sides of the gap; a column of
+    prices or table cells does not."""
+    width = max(ln.box[2] for ln in lines) - min(ln.box[0] for ln in lines)
+
+    def median_width(group: list[Line]) -> float:
+        widths = sorted(ln.box[2] - ln.box[0] for ln in group)
+        return widths[len(widths) // 2] if widths else 0.0
+
+    return all(group and median_width(group) >= 0.25 * width for group in parts)
+
+
+def blocks_in_reading_order(lines: Sequence[Line]) -> list[Block]:
+    groups = _cut(list(lines), max(_median_height(lines), 1.0))
+    return [Block(tuple(group), union([ln.box for ln in group])) for group in groups if group]
+
+
+def merge_runs(lines: Sequence[Line]) -> list[Line]:
+    """Join pieces of one visual line (a PDF splits text at every font change: "Pre", "-", "Digital")
+    that share a row and nearly touch; wider gaps (table cells, a price after its label) stay apart."""
+    merged: list[Line] = []
+    for line in _rows(lines):
+        if merged:
+            last = merged[-1]
+            height = max(last.box[3] - last.box[1], line.box[3] - line.box[1])
+            same_row = abs((last.box[1] + last.box[3]) - (line.box[1] + line.box[3])) / 2 <= height / 2
+            gap = line.box[0] - last.box[2]
+            if same_row and -height / 2 <= gap <= 0.6 * height:
+                joiner = " " if gap > 0.15 * height else ""
+                merged[-1] = Line(last.text + joiner + line.text, union([last.box, line.box]),
+                                  min(last.confidence, line.confidence), last.words + line.words)
+                continue
+        merged.append(line)
+    return merged
+
+
+def reading_order(lines: Sequence[Line]) -> list[Line]:
+    return [line for block in blocks_in_reading_order(lines) for line in block.lines]

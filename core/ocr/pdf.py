@@ -1,0 +1,116 @@
+"""PDFs through pypdfium2: a page's own text layer where it has one, OCR of the rendered page where not.
+
+Pages are opened one at a time, so a 2,000-page file is never loaded whole; ``pages`` limits which are
+read. Boxes are in pixels of the page rendered at ``dpi``, like OCR boxes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .base import Line, Page, Word
+from .layout import merge_runs, reading_order
+
+DPI = 150  # the PDF user unit is 1/72 inch
+MIN_LAYER_CHARS = 8  # fewer characters than this on a page: treat it as scanned
+
+
+class PDFError(ValueError):
+    """A PDF that cannot be read; the message says why in the user's terms."""
+
+
+@dataclass(frozen=True)
+class PDFInfo:
+    pages: int
+    encrypted: bool = False
+
+
+@contextmanager
+def open_pdf(source: bytes | Path) -> Iterator[object]:
+    import pypdfium2 as pdfium
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        document = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        message = str(exc).lower()
+        if "password" in message:
+            raise PDFError("This PDF is password-protected; remove the password and upload it again.") from None
+        raise PDFError("This file is not a readable PDF (it may be damaged or incomplete).") from None
+    try:
+        if len(document) == 0:
+            raise PDFError("This PDF has no pages.")
+        yield document
+    finally:
+        document.close()
+
+
+def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
+    """The page's text runs with their rectangles (pdfium groups characters into runs per line)."""
+    textpage = page.get_textpage()
+    try:
+        lines = []
+        for index in range(textpage.count_rects()):
+            left, bottom, right, top = textpage.get_rect(index)
+            text = re.sub(r"\s+", " ", textpage.get_text_bounded(left, bottom, right, top)).strip()
+            if not text:
+                continue
+            box = (left * scale, (height_pt - top) * scale, right * scale, (height_pt - bottom) * scale)
+            lines.append(Line(text, box, 1.0, tuple(_words(text, box))))
+        return lines
+    finally:
+        textpage.close()
+
+
+def _words(text: str, box: tuple[float, float, float, float]) -> Iterator[Word]:
+    """Word boxes spread over the run in proportion to characters (runs are single-font, so close)."""
+    per_char = (box[2] - box[0]) / max(len(text), 1)
+    for match in re.finditer(r"\S+", text):
+        x0 = box[0] + match.start() * per_char
+        yield Word(match.group(), (x0, box[1], x0 + len(match.group()) * per_char, box[3]), 1.0)
+
+
+def render(page: object, dpi: int = DPI) -> Image.Image:
+    return page.render(scale=dpi / 72).to_pil().convert("RGB")
+
+
+def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | None, pages: Sequence[int] | None = None,
+             dpi: int = DPI, progress: Callable[[int, int], None] | None = None) -> list[Page]:
+    """Read ``pages`` (1-based; all by default) of a PDF. Pages without a text layer go to ``ocr``
+    (page image, page number) when given, else come back empty with ``source="scanned"``."""
+    scale = dpi / 72
+    out = []
+    with open_pdf(source) as document:
+        wanted = list(pages) if pages is not None else list(range(1, len(document) + 1))
+        for done, number in enumerate(wanted, 1):
+            if not 1 <= number <= len(document):
+                raise PDFError(f"This PDF has {len(document)} pages; there is no page {number}.")
+            page = document[number - 1]
+            try:
+                width_pt, height_pt = page.get_size()
+                lines = merge_runs(_layer_lines(page, scale, height_pt))
+                if sum(len(ln.text) for ln in lines) >= MIN_LAYER_CHARS:
+                    out.append(Page(number, round(width_pt * scale), round(height_pt * scale),
+                                    reading_order(lines), source="text-layer", engine="pdfium"))
+                elif ocr is not None:
+                    read = ocr(render(page, dpi), number)
+                    read.source = "ocr"
+                    out.append(read)
+                else:
+                    out.append(Page(number, round(width_pt * scale), round(height_pt * scale), source="scanned"))
+            finally:
+                page.close()
+            if progress:
+                progress(done, len(wanted))
+    return out
+
+
+def page_count(source: bytes | Path) -> int:
+    with open_pdf(source) as document:
+        return len(document)

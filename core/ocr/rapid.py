@@ -1,0 +1,50 @@
+"""RapidOCR (PP-OCR models in ONNX, shipped inside the ``rapidocr`` wheel): Loupe's default engine."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .base import Box, Line, OCRUnavailable, Word
+
+# Tuned on the shared receipts and PDF pages (docs/ocr.md); rapidocr's own defaults are the baseline.
+TUNED: dict[str, Any] = {
+    "Global.use_cls": False,  # pages are turned upright before OCR (orientation.py)
+}
+
+
+def _box(points: Any) -> Box:
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    return (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+
+
+class RapidOCREngine:
+    name = "rapidocr"
+
+    def __init__(self, params: dict[str, Any] | None = None, threads: int | None = None,
+                 word_boxes: bool = True) -> None:
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise OCRUnavailable("RapidOCR is not installed: pip install 'loupe-vlm[ocr]'") from exc
+        settings = {"Global.log_level": "warning", **TUNED, **(params or {})}
+        if threads:
+            settings["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
+        self._engine = RapidOCR(params=settings)
+        self._word_boxes = word_boxes
+        self._lock = threading.Lock()  # one ONNX session set: calls are serialised
+
+    def read(self, image: Image.Image) -> list[Line]:
+        with self._lock:
+            out = self._engine(np.asarray(image.convert("RGB"))[:, :, ::-1], return_word_box=self._word_boxes)
+        if out.boxes is None or not len(out.boxes):
+            return []
+        words = out.word_results if self._word_boxes and out.word_results else [()] * len(out.txts)
+        lines = []
+        for points, text, score, line_words in zip(out.boxes, out.txts, out.scores, words, strict=False):
+            parts = tuple(Word(w, _box(b), float(s)) for w, s, b in line_words if w.strip())
+            lines.append(Line(text, _box(points), float(score), parts))
+        return lines

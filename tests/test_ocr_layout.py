@@ -1,0 +1,41 @@
+"""Reading order: columns of running text read one after the other; labels and values read across."""
+
+from __future__ import annotations
+
+from loupe.core.ocr.base import Line
+from loupe.core.ocr.layout import blocks_in_reading_order, reading_order
+
+
+def _line(text: str, x0: float, y0: float, x1: float, height: float = 20) -> Line:
+    return Line(text, (x0, y0, x1, y0 + height), 0.99)
+
+
+def test_two_columns_read_column_by_column():
+    title = _line("A two-column page", 100, 20, 700)
+    left = [_line(f"left {i}", 50, 100 + 30 * i, 380) for i in range(6)]
+    right = [_line(f"right {i}", 420, 100 + 30 * i, 750) for i in range(6)]
+    footer = _line("page 1", 380, 400, 420)
+    shuffled = [right[3], left[5], footer, right[0], left[0], title, *left[1:5], *right[1:3], right[4], right[5]]
+    assert [ln.text for ln in reading_order(shuffled)] == [
+        "A two-column page", *(f"left {i}" for i in range(6)), *(f"right {i}" for i in range(6)), "page 1"]
+    blocks = blocks_in_reading_order(shuffled)
+    assert [b.lines[0].text for b in blocks] == ["A two-column page", "left 0", "right 0", "page 1"]
+
+
+def test_receipt_rows_keep_each_price_with_its_item():
+    rows = []
+    for i, (item, price) in enumerate([("COFFEE", "3.50"), ("BREAD", "2.10"), ("TOTAL", "5.60")]):
+        rows += [_line(price, 300, 100 + 30 * i, 340), _line(item, 40, 101 + 30 * i, 150)]
+    assert [ln.text for ln in reading_order(rows)] == ["COFFEE", "3.50", "BREAD", "2.10", "TOTAL", "5.60"]
+
+
+def test_nothing_in_nothing_out():
+    assert reading_order([]) == [] and blocks_in_reading_order([]) == []
+
+
+def test_pieces_of_one_line_are_joined_but_cells_stay_apart():
+    from loupe.core.ocr.layout import merge_runs
+
+    pieces = [_line("Pre", 50, 100, 80), _line("-", 80, 100, 86), _line("Digital Era", 86, 100, 190),
+              _line("(19th", 196, 100, 240), _line("12.50", 500, 100, 560)]
+    assert [ln.text for ln in merge_runs(pieces)] == ["Pre-Digital Era (19th", "12.50"]
