@@ -6,6 +6,7 @@ read. Boxes are in pixels of the page rendered at ``dpi``, like OCR boxes.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import InputRejected
 from .base import Line, Page, Word
 from .layout import merge_runs, reading_order
 
@@ -21,7 +23,7 @@ DPI = 150  # the PDF user unit is 1/72 inch
 MIN_LAYER_CHARS = 8  # fewer characters than this on a page: treat it as scanned
 
 
-class PDFError(ValueError):
+class PDFError(InputRejected):
     """A PDF that cannot be read; the message says why in the user's terms."""
 
 
@@ -38,17 +40,30 @@ def open_pdf(source: bytes | Path) -> Iterator[object]:
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     try:
         document = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        message = str(exc).lower()
-        if "password" in message:
-            raise PDFError("This PDF is password-protected; remove the password and upload it again.") from None
-        raise PDFError("This file is not a readable PDF (it may be damaged or incomplete).") from None
+    except pdfium.PdfiumError:
+        raise PDFError(_why_unreadable(data)) from None
     try:
         if len(document) == 0:
             raise PDFError("This PDF has no pages.")
         yield document
     finally:
         document.close()
+
+
+def _why_unreadable(data: bytes) -> str:
+    """PDFium's error code can be stale after an earlier failure, so the reason is read with pypdf."""
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            return "This PDF is password-protected; remove the password and upload it again."
+        if len(reader.pages) == 0:
+            return "This PDF has no pages."
+    except (PyPdfError, ValueError, KeyError, OSError):
+        pass
+    return "This file is not a readable PDF (it may be damaged or incomplete)."
 
 
 def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:

@@ -32,15 +32,37 @@ class PageReader:
 
     def read(self, image: Image.Image, number: int = 1) -> Page:
         image = image.convert("RGB")
-        turn = self.orientation.turn_needed(image) if self.orientation else 0
-        upright = image.rotate(turn, expand=True) if turn else image
         factor = 1.0
-        if max(upright.size) > self.max_side:
-            factor = max(upright.size) / self.max_side
-            small = upright.resize((round(upright.width / factor), round(upright.height / factor)),
-                                   Image.Resampling.LANCZOS)
-        else:
-            small = upright
-        lines = _rescale(self.engine.read(small), factor)
-        return Page(number, upright.width, upright.height, reading_order(lines), rotation=turn,
-                    engine=self.engine.name)
+        if max(image.size) > self.max_side:
+            factor = max(image.size) / self.max_side
+            image = image.resize((round(image.width / factor), round(image.height / factor)),
+                                 Image.Resampling.LANCZOS)
+        turn = self.orientation.turn_needed(image) if self.orientation else 0
+        lines = self._read_turned(image, turn)
+        if self.orientation and _mostly_vertical(lines):
+            # The classifier misses sparse pages; lines standing on end mean a quarter turn is off.
+            tries = {t: self._read_turned(image, t) for t in ((turn + 90) % 360, (turn + 270) % 360)}
+            best = max(tries, key=lambda t: _evidence(tries[t]))
+            if _evidence(tries[best]) > _evidence(lines):
+                turn, lines = best, tries[best]
+        width, height = image.size if turn in (0, 180) else image.size[::-1]
+        return Page(number, round(width * factor), round(height * factor), reading_order(_rescale(lines, factor)),
+                    rotation=turn, engine=self.engine.name)
+
+    def _read_turned(self, image: Image.Image, turn: int) -> list[Line]:
+        return self.engine.read(image.rotate(turn, expand=True) if turn else image)
+
+
+def _mostly_vertical(lines: list[Line]) -> bool:
+    """Most of the text area sits in boxes much taller than wide."""
+    def area(line: Line) -> float:
+        return (line.box[2] - line.box[0]) * (line.box[3] - line.box[1])
+
+    upright = sum(area(ln) for ln in lines if ln.box[3] - ln.box[1] > 1.5 * (ln.box[2] - ln.box[0]))
+    total = sum(area(ln) for ln in lines)
+    return total > 0 and upright > 0.5 * total
+
+
+def _evidence(lines: list[Line]) -> float:
+    """How much confidently read text a reading produced."""
+    return sum(ln.confidence * len(ln.text.strip()) for ln in lines)

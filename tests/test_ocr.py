@@ -1,0 +1,120 @@
+"""Real OCR (RapidOCR's shipped models) on real pages; PDFs by text layer or OCR; bad documents."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pypdfium2 as pdfium
+import pytest
+from PIL import Image
+from pypdf import PdfReader, PdfWriter
+
+from loupe.core.errors import InputRejected
+from loupe.core.ocr.document import read_document
+from loupe.core.ocr.pdf import PDFError
+from loupe.core.ocr.pipeline import PageReader
+from loupe.core.ocr.rapid import RapidOCREngine
+
+DATA = Path(__file__).parents[1] / "data"
+RECEIPT = DATA / "samples" / "sroie_receipt_275.jpg"
+SENTENCE = "Docling bundles PDF document conversion to JSON and Markdown in an easy self contained package"
+
+
+@pytest.fixture(scope="module")
+def reader() -> PageReader:
+    return PageReader(RapidOCREngine())
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_real_receipt_reads_with_boxes_in_reading_order(reader):
+    (page,) = read_document(RECEIPT.read_bytes(), reader)
+    text = page.text.upper()
+    for expected in ("SPEED", "JALAN ANGSA", "41150 KLANG, SELANGOR", "11.50", "THANK YOU"):
+        assert expected in text
+    assert page.source == "ocr" and page.rotation == 0 and (page.width, page.height) == Image.open(RECEIPT).size
+    for line in page.lines:
+        x0, y0, x1, y1 = line.box
+        assert 0 <= x0 < x1 <= page.width and 0 <= y0 < y1 <= page.height and 0 < line.confidence <= 1
+    tops = [ln.box[1] for ln in page.lines]
+    assert tops.index(min(tops)) == 0  # the top line comes first
+    assert page.text.index("JALAN ANGSA") < page.text.index("Thank You")
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_turned_receipts_are_put_upright(reader, turn):
+    turned = Image.open(RECEIPT).convert("RGB").rotate(turn, expand=True)
+    (page,) = read_document(_png(turned), reader)
+    assert (page.rotation + turn) % 360 == 0
+    assert "41150 KLANG, SELANGOR" in page.text.upper()
+
+
+@pytest.mark.parametrize("name", ["ocr_test.pdf", "ocr_test_rotated_90.pdf"])
+def test_scanned_pdf_pages_go_through_ocr_upright(reader, name):
+    (page,) = read_document((DATA / "documents" / name).read_bytes(), reader)
+    assert page.source == "ocr" and _flat(page.text) == SENTENCE
+
+
+def test_text_layer_is_used_where_a_page_has_one(reader):
+    pages = read_document((DATA / "documents" / "multi_page.pdf").read_bytes(), reader, pages=[1, 2])
+    assert [p.number for p in pages] == [1, 2] and {p.source for p in pages} == {"text-layer"}
+    assert pages[0].lines[0].text == "The Evolution of the Word Processor"
+    assert "Pre-Digital Era" in pages[0].text  # runs split at font changes are joined into one line
+
+
+def test_a_mixed_pdf_is_read_page_by_page(reader):
+    mixed = pdfium.PdfDocument.new()
+    mixed.import_pages(pdfium.PdfDocument(str(DATA / "documents" / "multi_page.pdf")), [0])
+    mixed.import_pages(pdfium.PdfDocument(str(DATA / "documents" / "ocr_test.pdf")), [0])
+    out = io.BytesIO()
+    mixed.save(out)
+    seen = []
+    pages = read_document(out.getvalue(), reader, progress=lambda done, total: seen.append((done, total)))
+    assert [p.source for p in pages] == ["text-layer", "ocr"]
+    assert _flat(pages[1].text) == SENTENCE and seen == [(1, 2), (2, 2)]
+
+
+def test_an_image_without_text_gives_an_empty_page(reader):
+    (page,) = read_document(_png(Image.new("RGB", (400, 300), "white")), reader)
+    assert page.lines == [] and page.text == ""
+
+
+def _encrypted_pdf() -> bytes:
+    writer = PdfWriter(clone_from=PdfReader(DATA / "documents" / "ocr_test.pdf"))
+    writer.encrypt(user_password="secret", owner_password="owner")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _empty_pdf() -> bytes:
+    out = io.BytesIO()
+    pdfium.PdfDocument.new().save(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (_encrypted_pdf, "password-protected"),
+    (_empty_pdf, "has no pages"),
+    (lambda: (DATA / "documents" / "multi_page.pdf").read_bytes()[:5000], "not a readable PDF"),
+    (lambda: b"%PDF-1.7 this is not a PDF at all", "not a readable PDF"),
+    (lambda: b"neither an image nor a PDF", "not an image"),
+])
+def test_bad_documents_get_one_clear_message(reader, make, message):
+    with pytest.raises(InputRejected, match=message):
+        read_document(make(), reader)
+
+
+def test_pages_outside_the_document_are_refused(reader):
+    with pytest.raises(PDFError, match="has 5 pages; there is no page 9"):
+        read_document((DATA / "documents" / "multi_page.pdf").read_bytes(), reader, pages=[9])
