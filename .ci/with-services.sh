@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Run a command with the services the test suite needs: Debian's Chromium (browser test) and a
-# throwaway PostgreSQL cluster on loopback (database tests run on SQLite and PostgreSQL).
+# Run a command with the services the test suite needs: Debian's Chromium (browser test), Tesseract
+# (OCR engine test) and a throwaway PostgreSQL cluster on loopback (database tests run on SQLite and
+# PostgreSQL).
 # Exports LOUPE_TEST_POSTGRES_URL and LOUPE_TEST_CHROMIUM for the tests; removes the cluster on exit.
 set -euo pipefail
 
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v tesseract >/dev/null || need+=(tesseract-ocr)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}" >&2

@@ -341,6 +341,17 @@ def bench_memory(family: str, size: str, cases: int) -> None:
     click.echo(json.dumps(run_memory_bench(family, size, cases), indent=2))
 
 
+@bench.command("ocr")
+@click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path(__file__).parents[1] / "data" / "samples", show_default=True,
+              help="Folder of NAME.jpg pages with NAME.box.csv line transcripts (SROIE layout).")
+def bench_ocr(folder: Path) -> None:
+    """Character/word error rate and pages/s: Loupe's OCR pipeline, raw RapidOCR, Tesseract, as JSON."""
+    from .bench_ocr import run_ocr_bench
+
+    click.echo(json.dumps(run_ocr_bench(folder), indent=2))
+
+
 def main() -> None:
     cli(prog_name="loupe")
 

@@ -118,3 +118,32 @@ def test_bad_documents_get_one_clear_message(reader, make, message):
 def test_pages_outside_the_document_are_refused(reader):
     with pytest.raises(PDFError, match="has 5 pages; there is no page 9"):
         read_document((DATA / "documents" / "multi_page.pdf").read_bytes(), reader, pages=[9])
+
+
+def test_tesseract_reads_a_scanned_page():
+    import shutil
+
+    from conftest import missing_service
+
+    from loupe.core.ocr.engines import TesseractEngine
+
+    if shutil.which("tesseract") is None:
+        missing_service("Tesseract (apt-get install tesseract-ocr)")
+    scan = (DATA / "documents" / "ocr_test.pdf").read_bytes()
+    (page,) = read_document(scan, PageReader(TesseractEngine(), orientation=False))
+    assert page.engine == "tesseract" and _flat(page.text) == SENTENCE
+    assert all(0 <= ln.confidence <= 1 and ln.words for ln in page.lines)
+
+
+def test_engines_that_cannot_run_say_what_to_do(monkeypatch):
+    from loupe.core.ocr.base import OCRUnavailable
+    from loupe.core.ocr.engines import make_engine
+
+    monkeypatch.delenv("LOUPE_PADDLEOCR_DET_DIR", raising=False)
+    with pytest.raises(OCRUnavailable, match="LOUPE_PADDLEOCR_DET_DIR"):
+        make_engine("paddleocr")  # never downloads models at run time
+    with pytest.raises(OCRUnavailable, match="unknown OCR engine"):
+        make_engine("nonesuch")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(OCRUnavailable, match="apt-get install tesseract-ocr"):
+        make_engine("tesseract")

@@ -1,0 +1,112 @@
+"""``loupe bench ocr``: Loupe's OCR pipeline beside raw RapidOCR and Tesseract on pages with ground truth.
+
+Ground truth is SROIE-style: ``NAME.jpg`` with ``NAME.box.csv`` (x1,y1,…,x4,y4,transcript per line).
+Text is compared the way the issue states it: lines sorted top to bottom, upper-cased, whitespace
+collapsed; character and word error rates are pooled over all pages. Each configuration runs in its own
+process (peak RSS stays its own); pages/s counts whole-page reading after one warm-up page.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+import re
+import resource
+import time
+from pathlib import Path
+
+from PIL import Image
+
+CONFIGS = ("loupe", "rapidocr-defaults", "tesseract")
+
+
+def normalise(lines: list[tuple[float, float, str]]) -> str:
+    """(top, left, text) lines → one comparable string."""
+    return re.sub(r"\s+", " ", " ".join(text for _, _, text in sorted(lines)).upper()).strip()
+
+
+def ground_truth(box_csv: Path) -> str:
+    rows = []
+    with box_csv.open(encoding="utf-8", errors="replace", newline="") as handle:
+        for row in csv.reader(handle):
+            if len(row) >= 9:
+                xs, ys = [float(v) for v in row[0:8:2]], [float(v) for v in row[1:8:2]]
+                rows.append((min(ys), min(xs), ",".join(row[8:])))
+    return normalise(rows)
+
+
+def pages_with_truth(folder: Path) -> list[tuple[Path, str]]:
+    return [(jpg, ground_truth(jpg.with_suffix(".box.csv"))) for jpg in sorted(folder.glob("*.jpg"))
+            if jpg.with_suffix(".box.csv").exists()]
+
+
+def _reader(config: str):  # noqa: ANN202 - a callable image -> [(top, left, text)]
+    if config == "loupe":
+        from loupe.core.ocr.pipeline import PageReader
+        from loupe.core.ocr.rapid import RapidOCREngine
+
+        pipeline = PageReader(RapidOCREngine())
+        return lambda image: [(ln.box[1], ln.box[0], ln.text) for ln in pipeline.read(image).lines]
+    if config == "rapidocr-defaults":
+        import numpy as np
+        from rapidocr import RapidOCR
+
+        raw = RapidOCR(params={"Global.log_level": "warning"})
+
+        def read(image: Image.Image) -> list[tuple[float, float, str]]:
+            out = raw(np.ascontiguousarray(np.asarray(image)[:, :, ::-1]))
+            if out.boxes is None:
+                return []
+            return [(float(b[:, 1].min()), float(b[:, 0].min()), t) for b, t in zip(out.boxes, out.txts, strict=False)]
+        return read
+    from loupe.core.ocr.engines import TesseractEngine
+
+    tesseract = TesseractEngine()
+    return lambda image: [(ln.box[1], ln.box[0], ln.text) for ln in tesseract.read(image)]
+
+
+def _measure(config: str, pages: list[tuple[str, str]], out: mp.Queue) -> None:
+    from rapidfuzz.distance import Levenshtein
+
+    try:
+        read = _reader(config)
+        images = [Image.open(path).convert("RGB") for path, _ in pages]
+        read(images[0])  # warm-up: model sessions, first-call allocations
+        char_errors = chars = word_errors = words = 0
+        started = time.perf_counter()
+        texts = [normalise(read(image)) for image in images]
+        elapsed = time.perf_counter() - started
+        for text, (_, truth) in zip(texts, pages, strict=True):
+            char_errors += Levenshtein.distance(text, truth)
+            chars += len(truth)
+            word_errors += Levenshtein.distance(text.split(), truth.split())
+            words += len(truth.split())
+        out.put({"config": config, "pages": len(pages), "cer": round(char_errors / chars, 4),
+                 "wer": round(word_errors / words, 4), "pages_per_s": round(len(pages) / elapsed, 3),
+                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+    except Exception as exc:  # one configuration failing (no Tesseract) must not hide the others
+        out.put({"config": config, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_ocr_bench(folder: Path) -> dict:
+    pages = [(str(path), truth) for path, truth in pages_with_truth(folder)]
+    if not pages:
+        raise ValueError(f"no NAME.jpg with NAME.box.csv ground truth in {folder}")
+    ctx = mp.get_context("spawn")
+    results = []
+    for config in CONFIGS:
+        queue: mp.Queue = ctx.Queue()
+        proc = ctx.Process(target=_measure, args=(config, pages, queue))
+        proc.start()
+        results.append(queue.get())
+        proc.join()
+    by = {r["config"]: r for r in results}
+
+    def ratio(key: str, invert: bool = False) -> float | None:
+        ours, raw = by["loupe"].get(key), by["rapidocr-defaults"].get(key)
+        if not ours or not raw:
+            return None
+        return round(raw / ours if invert else ours / raw, 3)
+
+    return {"benchmark": "ocr", "data": folder.name, "pages": len(pages), "results": results,
+            "summary": {"cer_ratio_vs_rapidocr": ratio("cer"), "pages_per_s_ratio_vs_rapidocr": ratio("pages_per_s")}}
