@@ -150,7 +150,10 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
                 "followup_time_to_first_token_s": _median(follows, "time_to_first_token_s"),
                 "followup_reused_tokens": follows[0].get("reused_tokens", 0),
             })
-        encoder_s, features = _one_tile_encoder(runner.model, runner.processor, family, max(repeats, 3))
+        from loupe.core.vlm import worker  # Loupe's model works on its torch thread; the baseline on this one
+
+        encode = worker.call if config == "loupe" else (lambda fn, *args: fn(*args))
+        encoder_s, features = encode(_one_tile_encoder, runner.model, runner.processor, family, max(repeats, 3))
         out.put({"config": config, "load_s": round(load_s, 2), "images": rows,
                  "encoder_one_tile_s": encoder_s, "encoder_features": features,
                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})

@@ -15,6 +15,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import ModelUnavailable
 from ..memory import release_free_memory
+from . import worker
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
 from .engines import EngineChoice, cache_bucket, choose_engine, rewind
@@ -88,7 +89,14 @@ class HFVLM:
                         engine: str | None = None, feature_cache_dir: Path | None = None,
                         feature_disk_mb: int = 0, **processor_kwargs) -> HFVLM:
         """Load a checkpoint. ``device``, ``dtype`` and ``engine`` default to the automatic choice
-        (see device.py and engines.py)."""
+        (see device.py and engines.py). Loading runs on the torch thread, like all model work."""
+        return worker.call(cls._load, name_or_path, device, dtype, local_files_only, kv_cache_mb, feature_cache_mb,
+                           engine, feature_cache_dir, feature_disk_mb, processor_kwargs)
+
+    @classmethod
+    def _load(cls, name_or_path: str | Path, device: str | None, dtype: str | None, local_files_only: bool,
+              kv_cache_mb: int, feature_cache_mb: int, engine: str | None, feature_cache_dir: Path | None,
+              feature_disk_mb: int, processor_kwargs: dict) -> HFVLM:
         model_id = resolve(str(name_or_path))
         placement = choose_placement(device, dtype)
         choice = choose_engine(engine, placement.device, dtype_forced=dtype not in (None, "auto"))
@@ -114,7 +122,7 @@ class HFVLM:
     def load_adapter(self, path: str | Path, name: str) -> None:
         if self.engine.name == "int8":  # peft wraps nn.Linear; the int8 engine has swapped them out
             raise ModelUnavailable("LoRA adapters need the plain or static engine (LOUPE_ENGINE=plain)")
-        self.model.load_adapter(str(path), adapter_name=name)
+        worker.call(self.model.load_adapter, str(path), adapter_name=name)
         self.use_adapter(name)
 
     def use_adapter(self, name: str | None) -> None:
@@ -159,14 +167,36 @@ class HFVLM:
 
     def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None,
                conversation: str | None = None) -> Iterator[StreamChunk]:
-        """Stream an answer. With a ``conversation`` key, the KV cache of its previous turn is reused."""
+        """Stream an answer. With a ``conversation`` key, the KV cache of its previous turn is reused.
+        The work runs on the torch thread (worker.py); this generator only relays the text."""
         opts = options or GenerationOptions()
         with self._lock:
             start = time.perf_counter()
+            streamer = _TimedStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            job = worker.submit(self._answer, messages, opts, conversation, streamer)
+            for text in streamer:
+                if text:
+                    yield StreamChunk(text)
+            done = job.result()  # raises what the torch thread raised
+            end = done.pop("finished_at")
+            ttft = (streamer.first_token_at or end) - start
+            decode_time = end - (streamer.first_token_at or end)
+            yield StreamChunk("", RunRecord(
+                model_id=self.model_id, adapter=self.adapter, device=self.placement.device,
+                dtype=self.placement.dtype_name, prompt_tokens=done.pop("prompt_tokens"),
+                visual_tokens=done.pop("visual_tokens"), output_tokens=streamer.generated,
+                time_to_first_token_s=round(ttft, 4), total_time_s=round(end - start, 4),
+                tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
+                extra={"engine": self.engine.name, "detail": opts.detail, **done}))
+
+    def _answer(self, messages: Sequence[Message], opts: GenerationOptions, conversation: str | None,
+                streamer: _TimedStreamer) -> dict:
+        """On the torch thread: prepare, reuse or encode, generate into ``streamer``; what the record needs."""
+        try:
             inputs = self.prepare(messages, opts.detail)
             ids = inputs["input_ids"]
-            tile_geometry = geometry(self.family.name, inputs)
-            visual = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
+            facts = {"prompt_tokens": int(ids.shape[-1]), **geometry(self.family.name, inputs),
+                     "visual_tokens": int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0}
             images = [img for msg in messages for img in msg.images]
             key = f"{self.model_id}|{self.adapter}|{opts.detail}|{images_digest(images)}"
             gen_inputs, reused = self._reuse(inputs, conversation, key, opts.max_new_tokens)
@@ -176,46 +206,20 @@ class HFVLM:
                 if self.engine.name == "static":
                     gen_inputs["past_key_values"] = StaticCache(
                         config=self.model.config, max_cache_len=cache_bucket(ids.shape[-1] + opts.max_new_tokens))
-            streamer = _TimedStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-            failure: list[BaseException] = []
-            result: list = []
-
-            def generate() -> None:
-                try:
-                    if opts.seed is not None:
-                        torch.manual_seed(opts.seed)
-                    with torch.inference_mode():
-                        result.append(self.model.generate(
-                            **gen_inputs, **self._generation_kwargs(opts), streamer=streamer,
-                            return_dict_in_generate=True))
-                except BaseException as exc:  # surfaced in the consuming thread below
-                    failure.append(exc)
-                    streamer.end()
-
-            worker = threading.Thread(target=generate, name="loupe-generate", daemon=True)
-            worker.start()
-            for text in streamer:
-                if text:
-                    yield StreamChunk(text)
-            worker.join()
-            if failure:
-                raise failure[0]
-            if conversation is not None:
-                self._keep(conversation, key, ids, result[0])
-            end = time.perf_counter()
-            result.clear()
-            gen_inputs.clear()
-            release_free_memory()  # the prefill's activations: memory should track what is kept
-            ttft = (streamer.first_token_at or end) - start
-            decode_time = end - (streamer.first_token_at or end)
-            yield StreamChunk("", RunRecord(
-                model_id=self.model_id, adapter=self.adapter, device=self.placement.device,
-                dtype=self.placement.dtype_name, prompt_tokens=int(ids.shape[-1]), visual_tokens=visual,
-                output_tokens=streamer.generated, time_to_first_token_s=round(ttft, 4),
-                total_time_s=round(end - start, 4),
-                tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
-                extra={"engine": self.engine.name, "detail": opts.detail, **tile_geometry,
-                       "reused_tokens": reused, "cached_features": cached_features}))
+            if opts.seed is not None:
+                torch.manual_seed(opts.seed)
+            with torch.inference_mode():
+                output = self.model.generate(**gen_inputs, **self._generation_kwargs(opts), streamer=streamer,
+                                             return_dict_in_generate=True)
+        except BaseException:
+            streamer.end()  # the reader must not wait for text that will never come
+            raise
+        finished_at = time.perf_counter()
+        if conversation is not None:
+            self._keep(conversation, key, ids, output)
+        del output, gen_inputs, inputs
+        release_free_memory()  # the prefill's activations: memory should track what is kept
+        return {**facts, "reused_tokens": reused, "cached_features": cached_features, "finished_at": finished_at}
 
     def _encode_once(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, bool]:
         """Replace pixels by their encoder output, from the feature cache when these exact pixels were seen."""

@@ -65,4 +65,10 @@ def quantize_linears(model: nn.Module) -> int:
                for name, child in parent.named_children() if type(child) is nn.Linear]
     for parent, name, child in targets:
         setattr(parent, name, Int8Linear(child))
+    # What stays in floating point (embeddings, norms, convolutions) may still live in the checkpoint's
+    # memory map, which would keep every page of the fp32 file resident: give it memory of its own.
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.clone()
     return len(targets)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelUnavailable
+from . import worker
 from .base import VLM
 from .hf import HFVLM
 from .tiny import has_random_weights, make_tiny
@@ -53,7 +54,7 @@ class ModelSlot:
         """Switch to the random-weight demo model, building it on first use (a few seconds)."""
         path = models_dir / f"demo-{DEMO_FAMILY}"
         if not has_random_weights(path):
-            make_tiny(DEMO_FAMILY, path)
+            worker.call(make_tiny, DEMO_FAMILY, path)  # torch work stays on the torch thread
         self.load(path)
 
     def get(self) -> VLM:
