@@ -292,6 +292,47 @@ def ocr(files: tuple[Path, ...], engine: str, pages: str | None, no_orientation:
         raise SystemExit(1)
 
 
+@cli.group()
+def docs() -> None:
+    """Documents: conversion to Markdown and JSON."""
+
+
+@docs.command("convert")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--to", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option("--pages", help="Pages to convert, e.g. 1-3,7 (default: all).")
+@click.option("--engine", type=click.Choice(["rapidocr", "tesseract", "paddleocr"]), default="rapidocr",
+              show_default=True, help="OCR engine for pages without a text layer.")
+def docs_convert(file: Path, fmt: str, out: Path | None, pages: str | None, engine: str) -> None:
+    """Convert a PDF or page image to Markdown or to JSON (page, box, type, confidence per element)."""
+    from tqdm import tqdm
+
+    from loupe.core.errors import LoupeError
+    from loupe.core.ocr.base import OCRUnavailable
+    from loupe.core.ocr.document import read_document
+    from loupe.core.ocr.engines import make_engine
+    from loupe.core.ocr.export import to_json, to_markdown
+    from loupe.core.ocr.pipeline import PageReader
+
+    try:
+        reader = PageReader(make_engine(engine))
+        with tqdm(desc=file.name, unit="page", disable=None, leave=False) as bar:
+            def step(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            read = read_document(file.read_bytes(), reader, _page_numbers(pages) if pages else None, progress=step)
+    except (LoupeError, OCRUnavailable, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    text = to_markdown(read) if fmt == "md" else json.dumps(to_json(read), ensure_ascii=False, indent=1)
+    if out is None:
+        click.echo(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"Wrote {out} ({len(read)} page(s)).", err=True)
+
+
 def _page_numbers(spec: str) -> list[int]:
     numbers: list[int] = []
     for part in spec.split(","):

@@ -1,0 +1,46 @@
+"""Prompt serialisation within a budget, Markdown and JSON export, page retrieval for long documents."""
+
+from __future__ import annotations
+
+from loupe.core.ocr.base import Line, Page, Word
+from loupe.core.ocr.export import to_json, to_markdown, to_prompt
+from loupe.core.ocr.retrieval import pick_pages
+
+
+def _page(number: int = 1) -> Page:
+    title = Line("Quarterly report", (100, 40, 700, 100), 0.98)
+    body = [Line(f"Revenue grew in region {i}.", (100, 150 + 40 * i, 600, 180 + 40 * i), 0.9,
+                 (Word("Revenue", (100, 150 + 40 * i, 220, 180 + 40 * i), 0.9),)) for i in range(3)]
+    return Page(number, 800, 1000, [title, *body], engine="rapidocr")
+
+
+def test_prompt_gives_coarse_grid_boxes_and_respects_the_budget():
+    text, complete = to_prompt([_page()])
+    assert complete and text.splitlines()[0] == "Page 1:"
+    assert text.splitlines()[1] == "[120,40,870,100] Quarterly report"  # 0-1000 grid, tens
+    short, complete = to_prompt([_page(), _page(2)], budget_tokens=20)
+    assert not complete and 0 < len(short.splitlines()) < 10 and "Page 2" not in short
+
+
+def test_markdown_has_a_heading_and_paragraphs_in_order():
+    md = to_markdown([_page()])
+    assert md.startswith("## Quarterly report\n\n")
+    assert md.index("region 0") < md.index("region 1") < md.index("region 2")
+
+
+def test_json_has_page_box_type_and_confidence_for_every_element():
+    doc = to_json([_page()])
+    (page,) = doc["pages"]
+    kinds = [b["type"] for b in page["blocks"]]
+    assert kinds[0] == "title" and "text" in kinds
+    lines = [ln for b in page["blocks"] for ln in b["lines"]]
+    assert len(lines) == 4 and all({"text", "box", "grid_box", "confidence", "words"} <= set(ln) for ln in lines)
+    assert lines[1]["words"][0]["text"] == "Revenue"
+
+
+def test_retrieval_picks_the_pages_about_the_question_in_document_order():
+    pages = ["table of contents", "the liability of the supplier is limited to the fee",
+             "delivery terms and dates", "payment within thirty days", "limited liability does not cover fraud"]
+    assert pick_pages(pages, "Which clause limits liability?", 2) == [1, 4]
+    assert pick_pages(pages, "zebra", 2) == [0, 1]  # nothing matches: the first pages
+    assert pick_pages(pages[:2], "anything", 5) == [0, 1]
