@@ -105,16 +105,17 @@ class LoupeService:
             raise LoupeError("This case is archived: restore it to ask new questions.")
         domain = self.domain(case.domain)
         options = options or GenerationOptions(detail=domain.default_detail)
-        stored = case.assets[0]
-        asset = IngestedAsset(self.store.assets.read(stored.sha256), stored.media_type, stored.width,
-                              stored.height, stored.meta)
-        context = domain.context(asset, question)
+        assets = [IngestedAsset(self.store.assets.read(a.sha256), a.media_type, a.width, a.height, a.meta)
+                  for a in case.assets]
+        context = domain.context(assets, question)
+        # The context opens the conversation (its first user turn), so every follow-up starts with the
+        # same tokens and continues the cached conversation instead of reading everything again.
+        turns = [(past.role, past.content) for past in case.messages] + [("user", question)]
         messages = [Message("system", domain.system_prompt)]
-        for i, past in enumerate(case.messages):
-            images = context.images if i == 0 else ()
-            messages.append(Message(past.role, past.content, images))  # type: ignore[arg-type]
-        current = f"{context.extra_text}\n{question}".strip()
-        messages.append(Message("user", current, () if case.messages else context.images))
+        for i, (role, content) in enumerate(turns):
+            first = i == 0
+            text = f"{context.extra_text}\n{content}".strip() if first else content
+            messages.append(Message(role, text, context.images if first else ()))  # type: ignore[arg-type]
         self.store.add_question(user, case_id, question)
 
         text = ""

@@ -86,8 +86,10 @@ class Domain(Protocol):
         """Validate and preprocess an upload. Raises InputRejected with a user-facing reason."""
         ...
 
-    def context(self, asset: IngestedAsset, question: str) -> VisualContext:
-        """Build the visual context for a question about a stored asset."""
+    def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
+        """Build what the model sees for a question about a case's stored assets (in stored order).
+        The same case and question must give the same context, so a follow-up continues the cached
+        conversation."""
         ...
 
     def build_tab(self, tab: DomainTab) -> None:

@@ -48,7 +48,7 @@ def test_general_domain_strips_exif_and_builds_rgb_context():
     assert b"Jane Patient" not in asset.data and b"MRN" not in asset.data
     assert (asset.width, asset.height, asset.media_type) == (80, 60, "image/png")
     assert not Image.open(io.BytesIO(asset.data)).getexif()
-    context = general.context(asset, "what is this?")
+    context = general.context([asset], "what is this?")
     assert [img.mode for img in context.images] == ["RGB"]
 
 

@@ -32,7 +32,8 @@ def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
         banner = gr.Markdown(elem_id="model-status")
         workspaces = []
         with gr.Tabs():
-            for domain in service.domains.values():
+            # The general tab first (what a new user expects to land on), then the rest by title.
+            for domain in sorted(service.domains.values(), key=lambda d: (d.name != "general", d.title)):
                 with gr.Tab(domain.title, id=f"tab-{domain.name}"):
                     workspace = Workspace(service, domain, security.release_upload)
                     workspace.build()

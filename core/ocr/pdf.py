@@ -96,34 +96,43 @@ def render(page: object, dpi: int = DPI) -> Image.Image:
 
 
 def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | None, pages: Sequence[int] | None = None,
-             dpi: int = DPI, progress: Callable[[int, int], None] | None = None) -> list[Page]:
-    """Read ``pages`` (1-based; all by default) of a PDF. Pages without a text layer go to ``ocr``
-    (page image, page number) when given, else come back empty with ``source="scanned"``."""
+             dpi: int = DPI, progress: Callable[[int, int], None] | None = None, keep_images: bool = False,
+             max_pages: int | None = None) -> tuple[list[Page], list[Image.Image], int]:
+    """Read ``pages`` (1-based; else the first ``max_pages``, else all) of a PDF. Pages without a text
+    layer go to ``ocr`` (page image, page number) when given, else come back empty with
+    ``source="scanned"``. Returns the pages, their rendered images (with ``keep_images``) and the
+    document's page count."""
     scale = dpi / 72
-    out = []
+    out, images = [], []
     with open_pdf(source) as document:
-        wanted = list(pages) if pages is not None else list(range(1, len(document) + 1))
+        total = len(document)
+        wanted = list(pages) if pages is not None else list(range(1, min(total, max_pages or total) + 1))
         for done, number in enumerate(wanted, 1):
-            if not 1 <= number <= len(document):
-                raise PDFError(f"This PDF has {len(document)} pages; there is no page {number}.")
+            if not 1 <= number <= total:
+                raise PDFError(f"This PDF has {total} pages; there is no page {number}.")
             page = document[number - 1]
             try:
                 width_pt, height_pt = page.get_size()
                 lines = merge_runs(_layer_lines(page, scale, height_pt))
+                image = render(page, dpi) if keep_images or ocr is not None else None
                 if sum(len(ln.text) for ln in lines) >= MIN_LAYER_CHARS:
-                    out.append(Page(number, round(width_pt * scale), round(height_pt * scale),
-                                    reading_order(lines), source="text-layer", engine="pdfium"))
+                    read = Page(number, round(width_pt * scale), round(height_pt * scale), reading_order(lines),
+                                source="text-layer", engine="pdfium")
                 elif ocr is not None:
-                    read = ocr(render(page, dpi), number)
+                    read = ocr(image, number)
                     read.source = "ocr"
-                    out.append(read)
+                    if read.rotation and keep_images:
+                        image = image.rotate(read.rotation, expand=True)  # shown as it was read
                 else:
-                    out.append(Page(number, round(width_pt * scale), round(height_pt * scale), source="scanned"))
+                    read = Page(number, round(width_pt * scale), round(height_pt * scale), source="scanned")
+                out.append(read)
+                if keep_images:
+                    images.append(image)
             finally:
                 page.close()
             if progress:
                 progress(done, len(wanted))
-    return out
+    return out, images, total
 
 
 def page_count(source: bytes | Path) -> int:

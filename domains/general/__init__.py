@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -32,8 +33,8 @@ class GeneralDomain:
             meta["note"] = note
         return [IngestedAsset(data=stored, media_type="image/png", width=width, height=height, meta=meta)]
 
-    def context(self, asset: IngestedAsset, question: str) -> VisualContext:
-        img = Image.open(io.BytesIO(asset.data))
+    def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
+        img = Image.open(io.BytesIO(assets[0].data))
         return VisualContext(images=[img.convert("RGB")])
 
     def build_tab(self, tab: DomainTab) -> None:

@@ -1,0 +1,92 @@
+"""The ``documents`` domain: PDFs and page images, read with OCR (or the PDF's own text) and answered
+from a small page image plus the page text, so fine print does not need a high-resolution encode."""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Sequence
+
+from PIL import Image
+
+from loupe.core.errors import InputRejected
+from loupe.core.images import pixels_only_png
+from loupe.core.ocr.base import Line, Page
+from loupe.core.ocr.document import is_pdf, open_document
+from loupe.core.ocr.export import to_prompt
+from loupe.core.ocr.retrieval import pick_pages
+from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
+
+from .viewer import pages_html
+
+MAX_PAGES = 30  # pages kept per case; longer files keep their first pages and say so
+PAGES_PER_QUESTION = 3  # pages the model sees for one question, picked by BM25 over their text
+PROMPT_TOKENS = 1500  # OCR text budget in the prompt
+PROMPTS = ("What is the total amount, and on which page is it?", "Summarise this document in three sentences.",
+           "List every date in the document with what it refers to.", "Who issued this document, and to whom?")
+
+
+@functools.cache
+def _reader():  # noqa: ANN202 - one PageReader (ONNX sessions load once per process)
+    from loupe.core.ocr.pipeline import PageReader
+    from loupe.core.ocr.rapid import RapidOCREngine
+
+    return PageReader(RapidOCREngine())
+
+
+def page_meta(page: Page) -> dict:
+    return {"number": page.number, "width": page.width, "height": page.height, "rotation": page.rotation,
+            "source": page.source, "engine": page.engine,
+            "lines": [{"text": ln.text, "box": [round(v, 1) for v in ln.box], "confidence": round(ln.confidence, 4)}
+                      for ln in page.lines]}
+
+
+def page_from_meta(meta: dict) -> Page:
+    ocr = meta["ocr"]
+    lines = [Line(ln["text"], tuple(ln["box"]), ln["confidence"]) for ln in ocr["lines"]]
+    return Page(ocr["number"], ocr["width"], ocr["height"], lines, ocr["rotation"], ocr["source"], ocr["engine"])
+
+
+class DocumentsDomain:
+    name = "documents"
+    title = "Documents"
+    accepts = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+    system_prompt = ("You read documents. Answer from the document's text and page images, quote the words you "
+                     "relied on with their page number, and say so when the document does not contain the answer.")
+    default_adapter = None
+    default_detail = "low"  # the page text comes from OCR: one small view of each page is enough
+
+    def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
+        if len(data) > limits.max_bytes:
+            raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")
+        if not data:
+            raise InputRejected("The file is empty (0 bytes).")
+        doc = open_document(data, _reader(), max_pixels=limits.max_pixels, keep_images=True, max_pages=MAX_PAGES)
+        assets = []
+        for page, image in zip(doc.pages, doc.images, strict=True):
+            stored = pixels_only_png(image)  # a rendered page: no metadata of the file survives
+            meta: dict[str, object] = {"page": page.number, "ocr": page_meta(page),
+                                       "format": "PDF" if is_pdf(data) else "image"}
+            assets.append(IngestedAsset(stored, "image/png", image.width, image.height, meta))
+        if doc.total_pages > len(assets):
+            assets[0].meta["note"] = (f"Only the first {len(assets)} of {doc.total_pages} pages are kept; "
+                                      "split the file to ask about the rest.")
+        if not any(asset.meta["ocr"]["lines"] for asset in assets):
+            assets[0].meta["note"] = "No text was found on these pages; answers rely on the page images alone."
+        return assets
+
+    def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
+        pages = [page_from_meta(a.meta) for a in assets]
+        chosen = pick_pages([p.text for p in pages], question, PAGES_PER_QUESTION)
+        text, complete = to_prompt([pages[i] for i in chosen], PROMPT_TOKENS)
+        numbers = [pages[i].number for i in chosen]
+        header = (f"Document text, page{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} of "
+                  f"{len(pages)}; each line starts with its box [left,top,right,bottom] on a 0-1000 page grid"
+                  f"{'' if complete else ' (cut to fit)'}:")
+        images = [Image.open(io.BytesIO(assets[i].data)).convert("RGB") for i in chosen]
+        return VisualContext(images=images, extra_text=f"{header}\n{text}\n\nQuestion:",
+                             meta={"pages_read": numbers, "pages_in_case": len(pages)})
+
+    def build_tab(self, tab: DomainTab) -> None:
+        tab.set_viewer(pages_html)
+        tab.add_prompts(PROMPTS)

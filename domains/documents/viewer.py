@@ -1,0 +1,36 @@
+"""The documents viewer: each page with the boxes of the lines read from it drawn over the image."""
+
+from __future__ import annotations
+
+import html
+
+from loupe.core.plugins import AssetView
+
+STYLE = ("<style>.loupe-page{position:relative;display:inline-block;max-width:100%;margin:0 0 12px}"
+         ".loupe-page img{display:block;max-width:100%;height:auto}"
+         ".loupe-page svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}"
+         ".loupe-page rect{fill:rgba(255,200,0,.12);stroke:#d08000;stroke-width:2;vector-effect:non-scaling-stroke}"
+         ".loupe-page rect.ocr{stroke:#1f6feb;fill:rgba(31,111,235,.08)}</style>")
+
+
+def pages_html(assets: list[AssetView]) -> str:
+    if not assets:
+        return '<div class="loupe-viewer empty">No case open.</div>'
+    figures = [STYLE]
+    for asset in assets:
+        ocr = asset.meta.get("ocr", {})
+        width, height = ocr.get("width") or asset.width or 1, ocr.get("height") or asset.height or 1
+        rects = "".join(
+            f'<rect class="{"ocr" if ocr.get("source") == "ocr" else "layer"}" x="{x0:.0f}" y="{y0:.0f}" '
+            f'width="{x1 - x0:.0f}" height="{y1 - y0:.0f}"><title>{html.escape(line["text"])}</title></rect>'
+            for line in ocr.get("lines", []) for x0, y0, x1, y1 in [line["box"]])
+        source = {"ocr": "read by OCR", "text-layer": "the PDF's own text"}.get(ocr.get("source", ""), "")
+        count = len(ocr.get("lines", []))
+        figures.append(
+            f'<figure class="loupe-viewer"><div class="loupe-page" data-page="{asset.meta.get("page", "")}">'
+            f'<img src="{asset.url}" alt="Page {asset.meta.get("page", "")}" loading="lazy">'
+            f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
+            f'<figcaption>Page {asset.meta.get("page", "?")} · {count} line{"s" if count != 1 else ""}'
+            f'{" · " + source if source else ""} · <a href="{asset.url}" target="_blank" rel="noopener">'
+            f'full size</a></figcaption></figure>')
+    return "".join(figures)

@@ -1,0 +1,105 @@
+"""The documents domain: PDF and page-image cases, OCR text in the question's context, the page viewer."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pypdfium2 as pdfium
+import pytest
+
+import loupe.domains.documents as documents
+from loupe.apps.service import LoupeService
+from loupe.core.config import Settings
+from loupe.core.errors import InputRejected
+from loupe.core.plugins import AssetView, UploadLimits
+from loupe.domains.documents.viewer import pages_html
+
+DATA = Path(__file__).parents[1] / "data"
+LIMITS = UploadLimits(50 * 2**20, 89_478_485)
+DOMAIN = documents.DocumentsDomain()
+
+
+def _pdf(*sources: tuple[Path, list[int]], blank: int = 0) -> bytes:
+    doc = pdfium.PdfDocument.new()
+    for path, pages in sources:
+        doc.import_pages(pdfium.PdfDocument(str(path)), pages)
+    for _ in range(blank):
+        doc.new_page(595, 842)
+    out = io.BytesIO()
+    doc.save(out)
+    return out.getvalue()
+
+
+def test_a_mixed_pdf_becomes_one_page_asset_each_with_its_text():
+    data = _pdf((DATA / "documents" / "multi_page.pdf", [0]), (DATA / "documents" / "ocr_test.pdf", [0]))
+    first, second = DOMAIN.ingest(data, LIMITS)
+    assert first.media_type == second.media_type == "image/png" and first.data.startswith(b"\x89PNG")
+    assert (first.meta["page"], second.meta["page"]) == (1, 2)
+    assert first.meta["ocr"]["source"] == "text-layer" and second.meta["ocr"]["source"] == "ocr"
+    assert first.meta["ocr"]["lines"][0]["text"] == "The Evolution of the Word Processor"
+    assert "Docling bundles PDF" in " ".join(ln["text"] for ln in second.meta["ocr"]["lines"])
+    assert "note" not in first.meta
+
+
+def test_a_receipt_photo_is_read_by_ocr():
+    (page,) = DOMAIN.ingest((DATA / "samples" / "sroie_receipt_275.jpg").read_bytes(), LIMITS)
+    assert any("KLANG" in ln["text"].upper() for ln in page.meta["ocr"]["lines"])
+
+
+def test_a_very_long_pdf_keeps_its_first_pages_and_says_so(monkeypatch):
+    monkeypatch.setattr(documents, "MAX_PAGES", 2)
+    data = _pdf((DATA / "documents" / "multi_page.pdf", [0, 1]), blank=1998)  # 2,000 pages
+    assets = DOMAIN.ingest(data, LIMITS)
+    assert len(assets) == 2 and assets[0].meta["note"].startswith("Only the first 2 of 2000 pages are kept")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"%PDF-1.4 broken", "not a readable PDF"),
+    (b"", "empty"),
+    (b"plain text, not a document", "not an image"),
+])
+def test_bad_documents_are_refused_with_a_reason(data, message):
+    with pytest.raises(InputRejected, match=message):
+        DOMAIN.ingest(data, LIMITS)
+
+
+def test_the_question_picks_the_pages_and_their_text_goes_in_the_prompt():
+    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    assert len(assets) == 5
+    texts = [" ".join(ln["text"] for ln in a.meta["ocr"]["lines"]) for a in assets]
+    word = next(w for w in texts[3].split() if len(w) > 7 and all(w not in t for t in texts[:3] + texts[4:]))
+    context = DOMAIN.context(assets, f"What does the document say about {word}?")
+    assert 4 in context.meta["pages_read"] and len(context.images) == len(context.meta["pages_read"]) <= 3
+    assert word in context.extra_text and "0-1000 page grid" in context.extra_text
+    assert context.extra_text.count("[") >= 5  # lines carry their boxes
+
+
+def test_viewer_draws_a_box_for_every_line():
+    (page,) = DOMAIN.ingest((DATA / "documents" / "ocr_test.pdf").read_bytes(), LIMITS)
+    view = AssetView(7, "/case-assets/7", "image/png", page.width, page.height, "", page.meta)
+    shown = pages_html([view])
+    assert shown.count("<rect") == len(page.meta["ocr"]["lines"]) == 3
+    assert 'src="/case-assets/7"' in shown and "read by OCR" in shown
+
+
+def test_asking_about_a_document_case_continues_the_conversation(tmp_path, tiny_model_dir):
+    service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    user = service.store.add_user("dana", "dana-password-1", "user")
+    two_pages = _pdf((DATA / "documents" / "multi_page.pdf", [0, 1]))  # within the pages read per question
+    case_id = service.create_case(user, "documents", two_pages, "history")
+    first = list(service.ask(user, case_id, "When was the first word processor made?"))[-1]
+    assert first.run.extra["pages_read"] == [1, 2] and first.run.extra["reused_tokens"] == 0
+    follow = list(service.ask(user, case_id, "Who made it?"))[-1]
+    assert follow.run.extra["reused_tokens"] > 0  # same pages: the cached conversation went on
+
+
+def test_a_follow_up_about_other_pages_reads_those_pages():
+    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    first = DOMAIN.context(assets, "When was the first word processor made?").meta["pages_read"]
+    texts = [" ".join(ln["text"] for ln in a.meta["ocr"]["lines"]) for a in assets]
+    unread = next(i for i in range(5) if i + 1 not in first)
+    word = max((w for w in texts[unread].split() if w.isalpha() and all(w not in t for j, t in enumerate(texts)
+                                                                      if j != unread)), key=len)
+    assert unread + 1 in DOMAIN.context(assets, f"What about {word}?").meta["pages_read"]
