@@ -157,3 +157,29 @@ def test_case_review_logout_and_admin_in_a_real_browser(tmp_path, tiny_model_dir
 
     for name in ("case-with-reviews.png", "case-list.png", "admin-page.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_documents_tab_shows_the_lines_read_on_each_page(tmp_path, tiny_model_dir, chromium):
+    from playwright.sync_api import expect, sync_playwright
+    scan = Path(__file__).resolve().parent.parent / "data" / "documents" / "ocr_test_rotated_90.pdf"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"dora": "user"}) as served, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _login(page, served.url, "dora")
+        page.get_by_role("tab", name="Documents").click()
+        page.get_by_role("tab", name="New case").click()
+        page.locator("#documents-upload input[type=file]").set_input_files(str(scan))
+        page.locator("#documents-create").click()
+        expect(page.locator("#documents-status")).to_contain_text("created.", timeout=60_000)
+        viewer = page.locator("#documents-viewer")
+        expect(viewer.locator("img")).to_have_attribute("src", "/case-assets/1")
+        expect(viewer.locator("svg rect")).to_have_count(3)  # the three lines of the turned scan, read upright
+        expect(viewer).to_contain_text("Page 1 · 3 lines · read by OCR")
+        assert "Docling bundles PDF" in viewer.locator("svg rect").first.inner_html()
+        page.locator("#documents-question textarea").fill("What does the page say?")
+        page.locator("#documents-ask").click()
+        expect(page.locator("#documents-status")).to_contain_text("Answered", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "documents-page-boxes.png"), full_page=True)
+        browser.close()
