@@ -1,9 +1,10 @@
 """``loupe bench ocr``: Loupe's OCR pipeline beside raw RapidOCR and Tesseract on pages with ground truth.
 
 Ground truth is SROIE-style: ``NAME.jpg`` with ``NAME.box.csv`` (x1,y1,…,x4,y4,transcript per line).
-Text is compared the way the issue states it: lines sorted top to bottom, upper-cased, whitespace
-collapsed; character and word error rates are pooled over all pages. Each configuration runs in its own
-process (peak RSS stays its own); pages/s counts whole-page reading after one warm-up page.
+Text is compared as lines sorted top to bottom, upper-cased, whitespace collapsed; character and word
+error rates are pooled over all pages. Where ``NAME.key.json`` exists (company, date, address, total),
+the rule-based key-field extractor runs on Loupe's pages. Each configuration runs in its own process
+(peak RSS stays its own); pages/s counts whole-page reading after one warm-up page.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ def pages_with_truth(folder: Path) -> list[tuple[Path, str]]:
             if jpg.with_suffix(".box.csv").exists()]
 
 
-def _reader(config: str):  # noqa: ANN202 - a callable image -> [(top, left, text)]
+def _reader(config: str, seen: list):  # noqa: ANN202 - a callable image -> [(top, left, text)]
     if config == "loupe":
         from loupe.core.ocr.pipeline import PageReader
         from loupe.core.ocr.rapid import RapidOCREngine
 
         pipeline = PageReader(RapidOCREngine())
-        return lambda image: [(ln.box[1], ln.box[0], ln.text) for ln in pipeline.read(image).lines]
+
+        def read_page(image: Image.Image) -> list[tuple[float, float, str]]:
+            seen.append(page := pipeline.read(image))  # kept for key-field extraction afterwards
+            return [(ln.box[1], ln.box[0], ln.text) for ln in page.lines]
+        return read_page
     if config == "rapidocr-defaults":
         import numpy as np
         from rapidocr import RapidOCR
@@ -69,9 +74,11 @@ def _measure(config: str, pages: list[tuple[str, str]], out: mp.Queue) -> None:
     from rapidfuzz.distance import Levenshtein
 
     try:
-        read = _reader(config)
+        seen: list = []
+        read = _reader(config, seen)
         images = [Image.open(path).convert("RGB") for path, _ in pages]
         read(images[0])  # warm-up: model sessions, first-call allocations
+        seen.clear()
         char_errors = chars = word_errors = words = 0
         started = time.perf_counter()
         texts = [normalise(read(image)) for image in images]
@@ -81,11 +88,33 @@ def _measure(config: str, pages: list[tuple[str, str]], out: mp.Queue) -> None:
             chars += len(truth)
             word_errors += Levenshtein.distance(text.split(), truth.split())
             words += len(truth.split())
-        out.put({"config": config, "pages": len(pages), "cer": round(char_errors / chars, 4),
-                 "wer": round(word_errors / words, 4), "pages_per_s": round(len(pages) / elapsed, 3),
-                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+        row = {"config": config, "pages": len(pages), "cer": round(char_errors / chars, 4),
+               "wer": round(word_errors / words, 4), "pages_per_s": round(len(pages) / elapsed, 3),
+               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        if seen:
+            row["key_fields"] = key_field_accuracy(seen, [Path(path) for path, _ in pages])
+        out.put(row)
     except Exception as exc:  # one configuration failing (no Tesseract) must not hide the others
         out.put({"config": config, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def key_field_accuracy(read: list, paths: list[Path]) -> dict:
+    """Exact match (case-insensitive) per field against NAME.key.json, where present."""
+    import json
+
+    from loupe.domains.documents.fields import extract_fields
+
+    hits: dict[str, list[bool]] = {}
+    for page, path in zip(read, paths, strict=True):
+        truth_file = path.with_suffix(".key.json")
+        if not truth_file.exists():
+            continue
+        truth, got = json.loads(truth_file.read_text(encoding="utf-8")), extract_fields(page)
+        for field, expected in truth.items():
+            hits.setdefault(field, []).append((got.get(field) or "").strip().upper() == expected.strip().upper())
+    per_field = {field: round(sum(v) / len(v), 3) for field, v in hits.items()}
+    every = [hit for v in hits.values() for hit in v]
+    return {"per_field": per_field, "overall": round(sum(every) / len(every), 3) if every else None}
 
 
 def run_ocr_bench(folder: Path) -> dict:
@@ -109,4 +138,5 @@ def run_ocr_bench(folder: Path) -> dict:
         return round(raw / ours if invert else ours / raw, 3)
 
     return {"benchmark": "ocr", "data": folder.name, "pages": len(pages), "results": results,
-            "summary": {"cer_ratio_vs_rapidocr": ratio("cer"), "pages_per_s_ratio_vs_rapidocr": ratio("pages_per_s")}}
+            "summary": {"cer_ratio_vs_rapidocr": ratio("cer"), "pages_per_s_ratio_vs_rapidocr": ratio("pages_per_s"),
+                        "key_field_accuracy": by["loupe"].get("key_fields", {}).get("overall")}}

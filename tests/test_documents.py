@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -103,3 +104,29 @@ def test_a_follow_up_about_other_pages_reads_those_pages():
     word = max((w for w in texts[unread].split() if w.isalpha() and all(w not in t for j, t in enumerate(texts)
                                                                       if j != unread)), key=len)
     assert unread + 1 in DOMAIN.context(assets, f"What about {word}?").meta["pages_read"]
+
+
+def test_key_fields_of_a_real_receipt():
+    (page,) = DOMAIN.ingest((DATA / "samples" / "sroie_receipt_275.jpg").read_bytes(), LIMITS)
+    expected = json.loads((DATA / "samples" / "sroie_receipt_275.key.json").read_text())
+    assert page.meta["fields"]["date"] == expected["date"] and page.meta["fields"]["total"] == expected["total"]
+    view = AssetView(1, "/case-assets/1", "image/png", page.width, page.height, "", page.meta)
+    assert "Total: <strong>11.50</strong>" in pages_html([view])
+
+
+def test_key_field_rules_on_a_made_up_invoice():
+    from loupe.core.ocr.base import Line, Page
+    from loupe.domains.documents.fields import SCHEMA, extract_fields
+
+    def row(y: float, *cells: tuple[str, float]) -> list[Line]:
+        return [Line(text, (x, y, x + 10 * len(text), y + 20), 0.9) for text, x in cells]
+
+    lines = [*row(10, ("TAX INVOICE", 100)), *row(40, ("ACME TRADING SDN BHD (123456-X)", 50)),
+             *row(70, ("(123456-X)", 80)), *row(100, ("12 HIGH STREET,", 60)), *row(130, ("10000 SOMEWHERE", 60)),
+             *row(160, ("TEL: 03-1234 5678", 60)), *row(190, ("DATE: 05/03/2024 10:15", 20)),
+             *row(300, ("TOTAL QTY", 20), ("3", 300)), *row(330, ("SUBTOTAL", 20), ("1,200.00", 300)),
+             *row(360, ("TOTAL GST", 20), ("72.00", 300)), *row(390, ("TOTAL (INCL. GST)", 20), ("1,272.00", 300))]
+    fields = extract_fields(Page(1, 400, 500, lines))
+    assert fields == {"company": "ACME TRADING SDN BHD", "date": "05/03/2024",
+                      "address": "12 HIGH STREET, 10000 SOMEWHERE", "total": "1272.00"}
+    assert set(SCHEMA["required"]) == set(fields)

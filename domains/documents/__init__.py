@@ -17,6 +17,7 @@ from loupe.core.ocr.export import to_prompt
 from loupe.core.ocr.retrieval import pick_pages
 from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
+from .fields import extract_fields
 from .viewer import pages_html
 
 MAX_PAGES = 30  # pages kept per case; longer files keep their first pages and say so
@@ -68,6 +69,8 @@ class DocumentsDomain:
             meta: dict[str, object] = {"page": page.number, "ocr": page_meta(page),
                                        "format": "PDF" if is_pdf(data) else "image"}
             assets.append(IngestedAsset(stored, "image/png", image.width, image.height, meta))
+        if assets:  # receipts and invoices: who, when, where, how much (rules over the first page's lines)
+            assets[0].meta["fields"] = extract_fields(doc.pages[0])
         if doc.total_pages > len(assets):
             assets[0].meta["note"] = (f"Only the first {len(assets)} of {doc.total_pages} pages are kept; "
                                       "split the file to ask about the rest.")

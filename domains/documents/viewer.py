@@ -25,6 +25,9 @@ def pages_html(assets: list[AssetView]) -> str:
             f'width="{x1 - x0:.0f}" height="{y1 - y0:.0f}"><title>{html.escape(line["text"])}</title></rect>'
             for line in ocr.get("lines", []) for x0, y0, x1, y1 in [line["box"]])
         source = {"ocr": "read by OCR", "text-layer": "the PDF's own text"}.get(ocr.get("source", ""), "")
+        fields = " · ".join(f"{name.title()}: <strong>{html.escape(str(value))}</strong>"
+                            for name, value in (asset.meta.get("fields") or {}).items()
+                            if value and name in ("company", "date", "total"))
         count = len(ocr.get("lines", []))
         figures.append(
             f'<figure class="loupe-viewer"><div class="loupe-page" data-page="{asset.meta.get("page", "")}">'
@@ -32,5 +35,5 @@ def pages_html(assets: list[AssetView]) -> str:
             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
             f'<figcaption>Page {asset.meta.get("page", "?")} · {count} line{"s" if count != 1 else ""}'
             f'{" · " + source if source else ""} · <a href="{asset.url}" target="_blank" rel="noopener">'
-            f'full size</a></figcaption></figure>')
+            f'full size</a>{"<br>Found: " + fields if fields else ""}</figcaption></figure>')
     return "".join(figures)
