@@ -93,6 +93,18 @@ class LoupeService:
             if forget is not None:
                 forget(f"case-{case_id}")
 
+    def export_case(self, user: User, case_id: int, name: str) -> tuple[bytes, str]:
+        """A case in one of its domain's export formats, for a user with access; audited as case.export."""
+        case = self.store.open_case(user, case_id)  # raises AccessDenied (audited) for anyone else
+        domain = self.domain(case.domain)
+        if name not in domain.export_formats:
+            raise LoupeError(f"Cases of this kind have no {name!r} export.")
+        assets = [IngestedAsset(self.store.assets.read(a.sha256), a.media_type, a.width, a.height, a.meta)
+                  for a in case.assets]
+        data = domain.export(assets, name)
+        self.store.audit(user, "case.export", case_id=case_id, detail={"format": name})
+        return data, domain.export_formats[name]
+
     def ask(self, user: User, case_id: int, question: str,
             options: GenerationOptions | None = None) -> Iterator[AnswerProgress]:
         question = question.strip()

@@ -52,6 +52,7 @@ class AssetView:
     height: int | None
     note: str = ""  # plain-language remark from ingest, e.g. "only the first of 30 frames is analysed"
     meta: dict[str, Any] = field(default_factory=dict)
+    case_id: int | None = None
 
 
 class DomainTab(Protocol):
@@ -81,6 +82,7 @@ class Domain(Protocol):
     system_prompt: str
     default_adapter: str | None
     default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default
+    export_formats: dict[str, str]  # download name -> media type, served by /case-export/<case>/<name>
 
     def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
         """Validate and preprocess an upload. Raises InputRejected with a user-facing reason."""
@@ -90,6 +92,10 @@ class Domain(Protocol):
         """Build what the model sees for a question about a case's stored assets (in stored order).
         The same case and question must give the same context, so a follow-up continues the cached
         conversation."""
+        ...
+
+    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
+        """A case's content in one of ``export_formats`` (the app checks access and audits the export)."""
         ...
 
     def build_tab(self, tab: DomainTab) -> None:

@@ -130,3 +130,31 @@ def test_key_field_rules_on_a_made_up_invoice():
     assert fields == {"company": "ACME TRADING SDN BHD", "date": "05/03/2024",
                       "address": "12 HIGH STREET, 10000 SOMEWHERE", "total": "1272.00"}
     assert set(SCHEMA["required"]) == set(fields)
+
+
+def test_markdown_and_json_downloads_are_checked_and_audited(tmp_path, tiny_model_dir):
+    from webapp import serve
+
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"alice": "user", "bob": "user"}) as served:
+        alice_user = served.service.user("alice")
+        case_id = served.service.create_case(alice_user, "documents",
+                                             (DATA / "documents" / "ocr_test.pdf").read_bytes(), "scan")
+        alice, bob, anonymous = served.http("alice"), served.http("bob"), served.http()
+        md = alice.get(f"/case-export/{case_id}/md")
+        assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
+        assert "Docling bundles PDF document conversion" in md.text
+        assert md.headers["content-disposition"] == f'attachment; filename="case-{case_id}.md"'
+        assert "no-store" in md.headers["cache-control"]
+        doc = alice.get(f"/case-export/{case_id}/json").json()
+        assert doc["pages"][0]["blocks"][0]["lines"][0]["confidence"] > 0.5
+        assert alice.get(f"/case-export/{case_id}/xml").status_code == 404
+        assert bob.get(f"/case-export/{case_id}/md").status_code == 404
+        assert anonymous.get(f"/case-export/{case_id}/md").status_code == 401
+        events = served.service.store.audit_events(case_id)
+        assert [e.detail["format"] for e in events if e.action == "case.export"] == ["md", "json"]
+        from loupe.core.cases.models import AuditEvent
+
+        with served.service.store.sessions() as s:
+            denied = s.query(AuditEvent).filter(AuditEvent.action == "case.denied",
+                                                AuditEvent.user_id == served.service.user("bob").id).all()
+        assert [e.detail["asked_for"] for e in denied] == [f"case {case_id}"]

@@ -29,7 +29,7 @@ PUBLIC = re.compile(r"^/(login/?|logout/?|healthz)$")
 # Gradio routes its page and client use; anything else under Gradio is refused.
 ALLOWED = re.compile(
     r"^/(|config/?|theme\.css|favicon\.ico|robots\.txt|manifest\.json|(assets|static|svelte)/.+"
-    r"|case-assets/\d+"
+    r"|case-assets/\d+|case-export/\d+/\w+"
     r"|gradio_api/(info/?|app_id/?|user/?|login_check/?|startup-events|queue/(join|data)|heartbeat/[\w-]+"
     r"|upload|upload_progress|cancel|reset/?))$")
 UPLOAD = "/gradio_api/upload"

@@ -8,7 +8,7 @@ import mimetypes
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from loupe.core.errors import AccessDenied
+from loupe.core.errors import AccessDenied, LoupeError
 
 from .gate import COOKIE, WebSecurity, session_token
 
@@ -60,7 +60,8 @@ def _wants_html(request: Request) -> bool:
 
 def build_router(security: WebSecurity) -> APIRouter:
     router = APIRouter()
-    store = security.service.store
+    service = security.service
+    store = service.store
 
     @router.get("/login", include_in_schema=False)
     def login_form(request: Request) -> Response:
@@ -125,5 +126,18 @@ def build_router(security: WebSecurity) -> APIRouter:
         extension = mimetypes.guess_extension(asset.media_type) or ""
         return Response(data, media_type=asset.media_type,
                         headers={"content-disposition": f'inline; filename="case-image-{asset_id}{extension}"'})
+
+    @router.get("/case-export/{case_id}/{name}", include_in_schema=False)
+    def case_export(case_id: int, name: str, request: Request) -> Response:
+        user = security.user_for(request.scope)
+        if user is None:
+            return JSONResponse({"detail": "Not authenticated"}, status_code=401)
+        try:
+            data, media_type = service.export_case(user, case_id, name)  # audited: case.export / denial
+        except LoupeError:  # no access, no such case, or no such format: the same answer for all
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        suffix = {"md": ".md", "json": ".json"}.get(name, "")
+        return Response(data, media_type=media_type,
+                        headers={"content-disposition": f'attachment; filename="case-{case_id}{suffix}"'})
 
     return router

@@ -69,7 +69,7 @@ class Workspace:
                         refresh = gr.Button("Refresh list", size="sm", variant="secondary")
                     with gr.Tab("New case"):
                         # "binary": Gradio's "filepath" mode leaves an empty temp file behind on every call.
-                        upload = gr.File(label="Image", file_types=list(self.domain.accepts), type="binary",
+                        upload = gr.File(label="File", file_types=list(self.domain.accepts), type="binary",
                                          elem_id=f"{d}-upload")
                         gr.Markdown(f"Accepted: {', '.join(self.domain.accepts)} · up to "
                                     f"{limits.max_bytes / 2**20:.0f} MiB and {limits.max_pixels / 1e6:.1f} "
@@ -94,7 +94,7 @@ class Workspace:
                 status = gr.Markdown(elem_id=f"{d}-status")
                 chat = gr.Chatbot(label="Conversation", elem_id=f"{d}-chat", height=420, buttons=["copy"],
                                   elem_classes="loupe-chat")
-                self.question = gr.Textbox(label="Question", placeholder="Ask about the image", lines=2,
+                self.question = gr.Textbox(label="Question", placeholder="Ask about this case", lines=2,
                                            elem_id=f"{d}-question")
                 self._prompt_row = gr.Row(elem_classes="prompts")
                 with gr.Row(equal_height=True):
@@ -289,7 +289,7 @@ class Workspace:
 
     def _case_view(self, case: Case, note: str) -> tuple:
         views = [AssetView(a.id, f"/case-assets/{a.id}", a.media_type, a.width, a.height,
-                           str((a.meta or {}).get("note", "")), a.meta or {}) for a in case.assets]
+                           str((a.meta or {}).get("note", "")), a.meta or {}, case.id) for a in case.assets]
         history, ids = conversation(case)
         choices = answer_choices(case)
         newest = choices[-1][1] if choices else None

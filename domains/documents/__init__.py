@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 from collections.abc import Sequence
 
 from PIL import Image
@@ -13,7 +14,7 @@ from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
 from loupe.core.ocr.base import Line, Page
 from loupe.core.ocr.document import is_pdf, open_document
-from loupe.core.ocr.export import to_prompt
+from loupe.core.ocr.export import to_json, to_markdown, to_prompt
 from loupe.core.ocr.retrieval import pick_pages
 from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
@@ -56,6 +57,7 @@ class DocumentsDomain:
                      "relied on with their page number, and say so when the document does not contain the answer.")
     default_adapter = None
     default_detail = "low"  # the page text comes from OCR: one small view of each page is enough
+    export_formats = {"md": "text/markdown; charset=utf-8", "json": "application/json"}
 
     def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
         if len(data) > limits.max_bytes:
@@ -89,6 +91,14 @@ class DocumentsDomain:
         images = [Image.open(io.BytesIO(assets[i].data)).convert("RGB") for i in chosen]
         return VisualContext(images=images, extra_text=f"{header}\n{text}\n\nQuestion:",
                              meta={"pages_read": numbers, "pages_in_case": len(pages)})
+
+    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
+        pages = [page_from_meta(a.meta) for a in assets]
+        if name == "md":
+            return to_markdown(pages).encode()
+        if name == "json":
+            return json.dumps(to_json(pages), ensure_ascii=False, indent=1).encode()
+        raise KeyError(name)
 
     def build_tab(self, tab: DomainTab) -> None:
         tab.set_viewer(pages_html)

@@ -17,6 +17,11 @@ def pages_html(assets: list[AssetView]) -> str:
     if not assets:
         return '<div class="loupe-viewer empty">No case open.</div>'
     figures = [STYLE]
+    if assets[0].case_id is not None:
+        case = assets[0].case_id
+        figures.append(f'<p class="loupe-downloads">Download the text: <a href="/case-export/{case}/md" '
+                       f'download>Markdown</a> · <a href="/case-export/{case}/json" download>JSON</a> '
+                       '(page, box, type and confidence of every line)</p>')
     for asset in assets:
         ocr = asset.meta.get("ocr", {})
         width, height = ocr.get("width") or asset.width or 1, ocr.get("height") or asset.height or 1

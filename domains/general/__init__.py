@@ -20,6 +20,7 @@ class GeneralDomain:
     system_prompt = "You are a careful visual assistant. Answer from what the image shows; say when unsure."
     default_adapter = None
     default_detail = "standard"  # photos at their own resolution: no upscaling into 17 tiles
+    export_formats: dict[str, str] = {}  # the image itself is the download (the viewer's full-size link)
 
     def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
         img = open_bounded(data, limits.max_bytes, limits.max_pixels)
@@ -36,6 +37,9 @@ class GeneralDomain:
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
         img = Image.open(io.BytesIO(assets[0].data))
         return VisualContext(images=[img.convert("RGB")])
+
+    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
+        raise KeyError(name)
 
     def build_tab(self, tab: DomainTab) -> None:
         # Photos need no tools of their own: the shared viewer and a few starting questions.
