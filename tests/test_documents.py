@@ -58,7 +58,7 @@ def test_a_very_long_pdf_keeps_its_first_pages_and_says_so(monkeypatch):
 @pytest.mark.parametrize(("data", "message"), [
     (b"%PDF-1.4 broken", "not a readable PDF"),
     (b"", "empty"),
-    (b"plain text, not a document", "not an image"),
+    (b"plain text, not a document", "neither a PDF nor a page image"),
 ])
 def test_bad_documents_are_refused_with_a_reason(data, message):
     with pytest.raises(InputRejected, match=message):

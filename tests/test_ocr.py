@@ -108,7 +108,7 @@ def _empty_pdf() -> bytes:
     (_empty_pdf, "has no pages"),
     (lambda: (DATA / "documents" / "multi_page.pdf").read_bytes()[:5000], "not a readable PDF"),
     (lambda: b"%PDF-1.7 this is not a PDF at all", "not a readable PDF"),
-    (lambda: b"neither an image nor a PDF", "not an image"),
+    (lambda: b"neither an image nor a PDF", "neither a PDF nor a page image"),
 ])
 def test_bad_documents_get_one_clear_message(reader, make, message):
     with pytest.raises(InputRejected, match=message):

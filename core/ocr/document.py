@@ -39,7 +39,13 @@ def open_document(data: bytes, reader: PageReader, pages: Sequence[int] | None =
         read, images, total = read_pdf(data, reader.read, pages, progress=progress, keep_images=keep_images,
                                        max_pages=max_pages)
         return ReadDocument(read, images, total)
-    image = open_bounded(data, MAX_BYTES, max_pixels)
+    try:
+        image = open_bounded(data, MAX_BYTES, max_pixels)
+    except InputRejected as exc:
+        if str(exc).startswith("The file is not an image"):
+            raise InputRejected("The file is neither a PDF nor a page image Loupe can read "
+                                "(PNG, JPEG, TIFF, WebP, BMP, GIF).") from None
+        raise
     total = getattr(image, "n_frames", 1)  # a multi-page TIFF: one page per frame, read one at a time
     wanted = list(pages) if pages is not None else list(range(1, min(total, max_pages or total) + 1))
     out, kept = [], []
