@@ -5,13 +5,12 @@ It joins the core pieces (store, domains, model slot); the Gradio layer only dra
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from loupe.core.cases.assets import AssetStore
 from loupe.core.cases.db import open_database
-from loupe.core.cases.models import User
+from loupe.core.cases.models import Case, User
 from loupe.core.cases.store import CaseStore
 from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
@@ -86,12 +85,14 @@ class LoupeService:
         cases are opened); the case's own conversation cache goes too.
         """
         self.store.purge_case(user, case_id)
-        clear_directory(self.settings.feature_cache_dir)
-        with contextlib.suppress(ModelUnavailable):
-            vlm = self.slot.get()
-            forget = getattr(vlm, "forget", None)
-            if forget is not None:
-                forget(f"case-{case_id}")
+        try:
+            forget = getattr(self.slot.get(), "forget", None)
+        except ModelUnavailable:  # no model loaded: only what is on disk is left
+            forget = None
+        if forget is not None:
+            forget(f"case-{case_id}")  # its memory and disk features, and the case's conversation
+        else:
+            clear_directory(self.settings.feature_cache_dir)
 
     def export_case(self, user: User, case_id: int, name: str) -> tuple[bytes, str]:
         """A case in one of its domain's export formats, for a user with access; audited as case.export."""
@@ -99,11 +100,14 @@ class LoupeService:
         domain = self.domain(case.domain)
         if name not in domain.export_formats:
             raise LoupeError(f"Cases of this kind have no {name!r} export.")
-        assets = [IngestedAsset(self.store.assets.read(a.sha256), a.media_type, a.width, a.height, a.meta)
-                  for a in case.assets]
+        assets = self._assets(case)
         data = domain.export(assets, name)
         self.store.audit(user, "case.export", case_id=case_id, detail={"format": name})
         return data, domain.export_formats[name]
+
+    def _assets(self, case: Case) -> list[IngestedAsset]:
+        return [IngestedAsset(self.store.assets.read(a.sha256), a.media_type, a.width, a.height, a.meta)
+                for a in case.assets]
 
     def ask(self, user: User, case_id: int, question: str,
             options: GenerationOptions | None = None) -> Iterator[AnswerProgress]:
@@ -117,8 +121,7 @@ class LoupeService:
             raise LoupeError("This case is archived: restore it to ask new questions.")
         domain = self.domain(case.domain)
         options = options or GenerationOptions(detail=domain.default_detail)
-        assets = [IngestedAsset(self.store.assets.read(a.sha256), a.media_type, a.width, a.height, a.meta)
-                  for a in case.assets]
+        assets = self._assets(case)
         context = domain.context(assets, question)
         # The context opens the conversation (its first user turn), so every follow-up starts with the
         # same tokens and continues the cached conversation instead of reading everything again.

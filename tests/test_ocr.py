@@ -147,3 +147,14 @@ def test_engines_that_cannot_run_say_what_to_do(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(OCRUnavailable, match="apt-get install tesseract-ocr"):
         make_engine("tesseract")
+
+
+def test_text_regions_of_an_image_come_with_text_and_confidence():
+    from loupe.core.ocr.regions import find_text_regions
+
+    receipt = Image.open(RECEIPT)
+    regions = find_text_regions(receipt.convert("L"))  # greyscale, as a radiograph would be
+    assert any("KLANG" in r.text.upper() for r in regions)
+    assert [r.confidence for r in regions] == sorted((r.confidence for r in regions), reverse=True)
+    assert all(r.confidence >= 0.5 and 0 <= r.box[0] < r.box[2] <= receipt.width for r in regions)
+    assert find_text_regions(Image.new("L", (256, 256), 0)) == []

@@ -10,7 +10,6 @@ import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -25,12 +24,6 @@ MIN_LAYER_CHARS = 8  # fewer characters than this on a page: treat it as scanned
 
 class PDFError(InputRejected):
     """A PDF that cannot be read; the message says why in the user's terms."""
-
-
-@dataclass(frozen=True)
-class PDFInfo:
-    pages: int
-    encrypted: bool = False
 
 
 @contextmanager
@@ -133,8 +126,3 @@ def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | Non
             if progress:
                 progress(done, len(wanted))
     return out, images, total
-
-
-def page_count(source: bytes | Path) -> int:
-    with open_pdf(source) as document:
-        return len(document)

@@ -65,11 +65,12 @@ class DocumentsDomain:
         if not data:
             raise InputRejected("The file is empty (0 bytes).")
         doc = open_document(data, _reader(), max_pixels=limits.max_pixels, keep_images=True, max_pages=MAX_PAGES)
+        kind = "PDF" if is_pdf(data) else "image"
         assets = []
         for page, image in zip(doc.pages, doc.images, strict=True):
             stored = pixels_only_png(image)  # a rendered page: no metadata of the file survives
             meta: dict[str, object] = {"page": page.number, "ocr": page_meta(page),
-                                       "format": "PDF" if is_pdf(data) else "image"}
+                                       "format": kind}
             assets.append(IngestedAsset(stored, "image/png", image.width, image.height, meta))
         if assets:  # receipts and invoices: who, when, where, how much (rules over the first page's lines)
             assets[0].meta["fields"] = extract_fields(doc.pages[0])
