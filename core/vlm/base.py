@@ -13,11 +13,13 @@ Role = Literal["system", "user", "assistant"]
 
 @dataclass(frozen=True)
 class Message:
-    """One chat turn. ``images`` are attached before the text of a user turn."""
+    """One chat turn. ``images`` are attached before the text of a user turn. ``layout`` is OCR text
+    with boxes on a 0-1000 page grid, for a model with an OCR query module (core/ocr/queries.py)."""
 
     role: Role
     text: str
     images: Sequence[Image.Image] = ()
+    layout: Sequence[tuple[str, tuple[int, int, int, int]]] = ()
 
 
 @dataclass(frozen=True)

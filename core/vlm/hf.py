@@ -15,6 +15,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import ModelUnavailable
 from ..memory import release_free_memory
+from ..ocr.queries import OCRQueryEncoder, QueryInjector, layout_batch, placeholder_id, with_placeholders
 from . import worker
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
@@ -24,7 +25,7 @@ from .features import FeatureCache, encoder_inputs, features_key, weights_finger
 from .int8 import quantize_linears
 from .registry import resolve
 from .resolution import geometry, plan_resolution
-from .reuse import CachedConversation, ConversationCaches, cache_nbytes, common_prefix, images_digest
+from .reuse import CachedConversation, ConversationCaches, cache_nbytes, common_prefix, images_digest, layouts_digest
 
 
 class _TimedStreamer(TextIteratorStreamer):
@@ -80,6 +81,9 @@ class HFVLM:
         if engine.name == "int8":
             quantize_linears(model)
         self._lock = threading.Lock()
+        self.queries: OCRQueryEncoder | None = None  # reads Message.layout into K prompt tokens when attached
+        self._injector: QueryInjector | None = None
+        self._queries_serial = 0  # tells conversations cached with one module from those of the next
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
 
@@ -136,6 +140,41 @@ class HFVLM:
             self.model.enable_adapters()
         self.adapter = name
 
+    # -- OCR query tokens (core/ocr/queries.py) -------------------------------------------------
+    def attach_queries(self, module: OCRQueryEncoder | None) -> None:
+        """Answer messages that carry a ``layout`` through this OCR query module (``None`` detaches).
+        Conversations cached with another module are not continued."""
+        worker.call(self._attach_queries, module)
+
+    def _attach_queries(self, module: OCRQueryEncoder | None) -> None:
+        if module is not None:
+            module.check_fits(self.model)
+        if self._injector is not None:
+            self._injector.remove()
+            self._injector = None
+        self.queries = None
+        self._queries_serial += 1
+        if module is not None:
+            self.queries = module.to(self.placement.device).eval()
+            self._injector = QueryInjector(self.model.get_input_embeddings(), placeholder_id(self.processor.tokenizer))
+
+    @property
+    def query_tokens(self) -> int:
+        """Prompt tokens one layout costs with the attached module; 0 when none is attached."""
+        return self.queries.config.queries if self.queries is not None else 0
+
+    def _queried(self, messages: Sequence[Message]) -> list[Message]:
+        return [msg for msg in messages if msg.layout] if self.queries is not None else []
+
+    def _query_embeddings(self, queried: Sequence[Message]) -> torch.Tensor:
+        """[n * K, width]: one block of K per message with a layout, in prompt order."""
+        assert self.queries is not None
+        batch = layout_batch(self.processor.tokenizer, [(m.layout, m.text) for m in queried],
+                             self.queries.config.max_tokens)
+        with torch.inference_mode():
+            out = self.queries(batch, self.model.get_input_embeddings())
+        return out.reshape(-1, out.shape[-1])
+
     def forget(self, conversation: str | None = None) -> None:
         """Drop cached image features (memory and disk) and, if named, a conversation's KV cache."""
         self.features.clear()
@@ -143,15 +182,19 @@ class HFVLM:
             self.conversations.take(conversation)
 
     # -- inference ------------------------------------------------------------------------------
-    def prepare(self, messages: Sequence[Message], detail: str = "standard") -> dict[str, torch.Tensor]:
+    def prepare(self, messages: Sequence[Message], detail: str = "standard",
+                add_generation_prompt: bool = True) -> dict[str, torch.Tensor]:
         """Tokenise a conversation with its images at the requested detail level (see resolution.py)."""
+        if self.queries is not None:  # each layout is read through K placeholder tokens before its text
+            messages = [replace(msg, text=with_placeholders(msg.text, self.query_tokens)) if msg.layout else msg
+                        for msg in messages]
         images = [img for msg in messages for img in msg.images]
         plan = plan_resolution(self.family.name, self.processor.image_processor, images, detail)
         if plan.images != images:  # the plan resized some images: put them back in their messages
             resized = iter(plan.images)
             messages = [replace(msg, images=[next(resized) for _ in msg.images]) for msg in messages]
         inputs = self.processor.apply_chat_template(
-            to_chat_template(messages), add_generation_prompt=True, tokenize=True, return_dict=True,
+            to_chat_template(messages), add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True,
             return_tensors="pt", processor_kwargs=plan.processor_kwargs)
         return {k: (v.to(self.placement.device, dtype=self.placement.dtype) if v.is_floating_point()
                     else v.to(self.placement.device)) for k, v in inputs.items()}
@@ -199,6 +242,12 @@ class HFVLM:
                      "visual_tokens": int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0}
             images = [img for msg in messages for img in msg.images]
             key = f"{self.model_id}|{self.adapter}|{opts.detail}|{images_digest(images)}"
+            queried = self._queried(messages)
+            if queried:
+                assert self._injector is not None
+                self._injector.pending = self._query_embeddings(queried)
+                key += f"|queries{self._queries_serial}|{layouts_digest([m.layout for m in queried])}"
+                facts["ocr_query_tokens"] = self.query_tokens * len(queried)
             gen_inputs, reused = self._reuse(inputs, conversation, key, opts.max_new_tokens)
             cached_features = False
             if not reused:
@@ -214,6 +263,9 @@ class HFVLM:
         except BaseException:
             streamer.end()  # the reader must not wait for text that will never come
             raise
+        finally:
+            if self._injector is not None:
+                self._injector.pending = None
         finished_at = time.perf_counter()
         if conversation is not None:
             self._keep(conversation, key, ids, output)
@@ -277,6 +329,8 @@ class HFVLM:
         if sampling:
             kwargs |= {"temperature": opts.temperature, "top_p": opts.top_p}
         tokenizer = self.processor.tokenizer
+        if self._injector is not None:  # a placeholder is never an answer
+            kwargs["suppress_tokens"] = [self._injector.placeholder]
         if tokenizer.pad_token_id is None:
             kwargs["pad_token_id"] = tokenizer.eos_token_id
         return kwargs

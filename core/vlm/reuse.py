@@ -41,6 +41,15 @@ def images_digest(images: Sequence[Image.Image]) -> str:
     return digest.hexdigest()
 
 
+def layouts_digest(layouts: Sequence[Sequence[tuple[str, tuple[int, int, int, int]]]]) -> str:
+    """Names the OCR layouts that query embeddings were computed from (their placeholders all look alike)."""
+    digest = hashlib.sha256()
+    for layout in layouts:
+        digest.update(repr([(text, tuple(box)) for text, box in layout]).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
 def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
     n = min(a.numel(), b.numel())
     differs = (a[:n] != b[:n]).nonzero()

@@ -197,8 +197,11 @@ def build_processor(family: str, size: str = "tiny"):  # noqa: ANN201 - a family
     return processor, config
 
 
-def make_tiny(family: str, path: str | Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a loadable checkpoint directory of ``family`` with random weights; returns its path."""
+def make_tiny(family: str, path: str | Path, size: str = "tiny", seed: int = 0, init_std: float | None = None) -> Path:
+    """Write a loadable checkpoint directory of ``family`` with random weights; returns its path.
+
+    ``init_std`` widens the language model's initial weights: at the default 0.02 a random tiny
+    transformer barely lets earlier tokens change the last one, which a learning test needs."""
     if family not in RECIPES:
         raise ValueError(f"unknown family {family!r}; choose one of {', '.join(RECIPES)}")
     if size not in ("tiny", "real"):
@@ -206,6 +209,8 @@ def make_tiny(family: str, path: str | Path, size: str = "tiny", seed: int = 0) 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     processor, config = build_processor(family, size)
+    if init_std is not None:
+        config.get_text_config().initializer_range = init_std
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id
