@@ -5,7 +5,7 @@ It joins the core pieces (store, domains, model slot); the Gradio layer only dra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from loupe.core.cases.assets import AssetStore
@@ -14,7 +14,7 @@ from loupe.core.cases.models import Case, User
 from loupe.core.cases.store import CaseStore
 from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
-from loupe.core.plugins import Domain, IngestedAsset, UploadLimits, discover
+from loupe.core.plugins import Domain, IngestedAsset, UploadLimits, VisualContext, discover
 from loupe.core.vlm.base import GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.slot import ModelSlot
@@ -33,7 +33,25 @@ def model_slot(settings: Settings) -> ModelSlot:
     """The model slot the settings describe (device, dtype, engine, cache budgets)."""
     return ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
                      kv_cache_mb=settings.kv_cache_mb, feature_cache_mb=settings.feature_cache_mb,
-                     feature_cache_dir=settings.feature_cache_dir, feature_disk_mb=settings.feature_disk_mb)
+                     feature_cache_dir=settings.feature_cache_dir, feature_disk_mb=settings.feature_disk_mb,
+                     ocr_queries=settings.ocr_queries)
+
+
+def conversation_messages(system_prompt: str, context: VisualContext, turns: Sequence[tuple[str, str]],
+                          queries: bool) -> list[Message]:
+    """The model's messages for a case conversation. The context opens it (the first user turn), so
+    every follow-up starts with the same tokens and continues the cached conversation instead of
+    reading everything again. With ``queries`` the context's layout goes through the OCR query module."""
+    queried = queries and bool(context.layout)
+    intro = context.query_text if queried else context.extra_text
+    if context.layout:  # the run record says how the page text reached the model
+        context.meta["ocr_text"] = "query tokens" if queried else "prompt"
+    messages = [Message("system", system_prompt)]
+    for i, (role, content) in enumerate(turns):
+        first = i == 0
+        messages.append(Message(role, f"{intro}\n{content}".strip() if first else content,  # type: ignore[arg-type]
+                                context.images if first else (), context.layout if first and queried else ()))
+    return messages
 
 
 class LoupeService:
@@ -123,14 +141,8 @@ class LoupeService:
         options = options or GenerationOptions(detail=domain.default_detail)
         assets = self._assets(case)
         context = domain.context(assets, question)
-        # The context opens the conversation (its first user turn), so every follow-up starts with the
-        # same tokens and continues the cached conversation instead of reading everything again.
         turns = [(past.role, past.content) for past in case.messages] + [("user", question)]
-        messages = [Message("system", domain.system_prompt)]
-        for i, (role, content) in enumerate(turns):
-            first = i == 0
-            text = f"{context.extra_text}\n{content}".strip() if first else content
-            messages.append(Message(role, text, context.images if first else ()))  # type: ignore[arg-type]
+        messages = conversation_messages(domain.system_prompt, context, turns, getattr(vlm, "query_tokens", 0) > 0)
         self.store.add_question(user, case_id, question)
 
         text = ""

@@ -43,6 +43,10 @@ class Settings:
     feature_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_FEATURE_CACHE_MB", 512))
     # Disk for encoded images under LOUPE_HOME/cache/features, so a restart does not encode again (0: off).
     feature_disk_mb: int = field(default_factory=lambda: _env_int("LOUPE_FEATURE_DISK_MB", 2048))
+    # A trained OCR query module (core/ocr/queries.py) for the served model: documents then reach the
+    # model as a few learned tokens instead of their spelled-out text. Unset: OCR text in the prompt.
+    ocr_queries: Path | None = field(default_factory=lambda: Path(os.environ["LOUPE_OCR_QUERIES"]).expanduser()
+                                     if os.environ.get("LOUPE_OCR_QUERIES") else None)
     # Uploads chosen but never submitted are deleted after this long.
     upload_ttl_minutes: int = field(default_factory=lambda: _env_int("LOUPE_UPLOAD_TTL_MINUTES", 15))
 

@@ -39,6 +39,10 @@ class VisualContext:
     images: list[Image.Image]
     extra_text: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # OCR text with boxes on a 0-1000 page grid. A model with an OCR query module reads it as a few
+    # learned tokens and is given ``query_text`` instead of ``extra_text`` (which spells the text out).
+    layout: list[tuple[str, tuple[int, int, int, int]]] = field(default_factory=list)
+    query_text: str = ""
 
 
 @dataclass(frozen=True)

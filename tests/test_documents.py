@@ -96,6 +96,28 @@ def test_asking_about_a_document_case_continues_the_conversation(tmp_path, tiny_
     assert follow.run.extra["reused_tokens"] > 0  # same pages: the cached conversation went on
 
 
+def _first_answer_run(home: Path, model: Path, **settings: object):  # noqa: ANN202 - a RunRecord
+    service = LoupeService.open(Settings(home=home, database_url=None, model="unused", **settings))
+    service.slot.load(model)
+    user = service.store.add_user("dana", "dana-password-1", "user")
+    case_id = service.create_case(user, "documents", (DATA / "documents" / "multi_page.pdf").read_bytes(), "history")
+    return list(service.ask(user, case_id, "When was the first word processor made?"))[-1].run
+
+
+def test_with_an_ocr_query_module_configured_the_page_text_goes_in_as_query_tokens(tmp_path, tiny_model_dir):
+    from loupe.core.ocr.queries import OCRQueryEncoder
+    from loupe.core.vlm.hf import HFVLM
+
+    model = tiny_model_dir("smolvlm")
+    base = HFVLM.from_pretrained(model, engine="plain")
+    OCRQueryEncoder.for_model(base.model, queries=8, width=32, layers=1, heads=2).save(tmp_path / "queries")
+    queried = _first_answer_run(tmp_path / "a", model, ocr_queries=tmp_path / "queries")
+    assert queried.extra["ocr_text"] == "query tokens" and queried.extra["ocr_query_tokens"] == 8
+    spelled = _first_answer_run(tmp_path / "b", model)  # the default: the text is written into the prompt
+    assert spelled.extra["ocr_text"] == "prompt" and "ocr_query_tokens" not in spelled.extra
+    assert spelled.prompt_tokens > 3 * queried.prompt_tokens
+
+
 def test_a_follow_up_about_other_pages_reads_those_pages():
     assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
     first = DOMAIN.context(assets, "When was the first word processor made?").meta["pages_read"]

@@ -91,11 +91,15 @@ class HFVLM:
     def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | None = None,
                         local_files_only: bool = False, kv_cache_mb: int = 1024, feature_cache_mb: int = 512,
                         engine: str | None = None, feature_cache_dir: Path | None = None,
-                        feature_disk_mb: int = 0, **processor_kwargs) -> HFVLM:
+                        feature_disk_mb: int = 0, ocr_queries: Path | None = None, **processor_kwargs) -> HFVLM:
         """Load a checkpoint. ``device``, ``dtype`` and ``engine`` default to the automatic choice
-        (see device.py and engines.py). Loading runs on the torch thread, like all model work."""
-        return worker.call(cls._load, name_or_path, device, dtype, local_files_only, kv_cache_mb, feature_cache_mb,
-                           engine, feature_cache_dir, feature_disk_mb, processor_kwargs)
+        (see device.py and engines.py). Loading runs on the torch thread, like all model work.
+        ``ocr_queries`` names a trained OCR query module directory to attach."""
+        vlm = worker.call(cls._load, name_or_path, device, dtype, local_files_only, kv_cache_mb, feature_cache_mb,
+                          engine, feature_cache_dir, feature_disk_mb, processor_kwargs)
+        if ocr_queries is not None:
+            vlm.attach_queries(OCRQueryEncoder.load(ocr_queries))
+        return vlm
 
     @classmethod
     def _load(cls, name_or_path: str | Path, device: str | None, dtype: str | None, local_files_only: bool,

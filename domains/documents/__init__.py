@@ -14,7 +14,8 @@ from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
 from loupe.core.ocr.base import Line, Page
 from loupe.core.ocr.document import is_pdf, open_document
-from loupe.core.ocr.export import to_json, to_markdown, to_prompt
+from loupe.core.ocr.export import grid_box, to_json, to_markdown, to_prompt
+from loupe.core.ocr.layout import reading_order
 from loupe.core.ocr.retrieval import pick_pages
 from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
@@ -86,12 +87,15 @@ class DocumentsDomain:
         chosen = pick_pages([p.text for p in pages], question, PAGES_PER_QUESTION)
         text, complete = to_prompt([pages[i] for i in chosen], PROMPT_TOKENS)
         numbers = [pages[i].number for i in chosen]
-        header = (f"Document text, page{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} of "
-                  f"{len(pages)}; each line starts with its box [left,top,right,bottom] on a 0-1000 page grid"
-                  f"{'' if complete else ' (cut to fit)'}:")
+        pages_named = f"page{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} of {len(pages)}"
+        header = (f"Document text, {pages_named}; each line starts with its box [left,top,right,bottom] on a "
+                  f"0-1000 page grid{'' if complete else ' (cut to fit)'}:")
         images = [Image.open(io.BytesIO(assets[i].data)).convert("RGB") for i in chosen]
+        layout = [(line.text, grid_box(line.box, pages[i])) for i in chosen for line in reading_order(pages[i].lines)]
         return VisualContext(images=images, extra_text=f"{header}\n{text}\n\nQuestion:",
-                             meta={"pages_read": numbers, "pages_in_case": len(pages)})
+                             meta={"pages_read": numbers, "pages_in_case": len(pages)}, layout=layout,
+                             query_text=f"Document {pages_named}; its text is given in the reading tokens above."
+                                        "\n\nQuestion:")
 
     def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
         pages = [page_from_meta(a.meta) for a in assets]

