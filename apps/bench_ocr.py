@@ -117,7 +117,9 @@ def key_field_accuracy(read: list, paths: list[Path]) -> dict:
     return {"per_field": per_field, "overall": round(sum(every) / len(every), 3) if every else None}
 
 
-def run_ocr_bench(folder: Path) -> dict:
+def run_ocr_bench(folder: Path, prompt_page: Path | None = None) -> dict:
+    """OCR rows on every page of ``folder`` with ground truth; with ``prompt_page``, also the cost of
+    asking about that page three ways (bench_ocr_prompts.py)."""
     pages = [(str(path), truth) for path, truth in pages_with_truth(folder)]
     if not pages:
         raise ValueError(f"no NAME.jpg with NAME.box.csv ground truth in {folder}")
@@ -137,6 +139,12 @@ def run_ocr_bench(folder: Path) -> dict:
             return None
         return round(raw / ours if invert else ours / raw, 3)
 
-    return {"benchmark": "ocr", "data": folder.name, "pages": len(pages), "results": results,
-            "summary": {"cer_ratio_vs_rapidocr": ratio("cer"), "pages_per_s_ratio_vs_rapidocr": ratio("pages_per_s"),
-                        "key_field_accuracy": by["loupe"].get("key_fields", {}).get("overall")}}
+    report = {"benchmark": "ocr", "data": folder.name, "pages": len(pages), "results": results}
+    summary = {"cer_ratio_vs_rapidocr": ratio("cer"), "pages_per_s_ratio_vs_rapidocr": ratio("pages_per_s"),
+               "key_field_accuracy": by["loupe"].get("key_fields", {}).get("overall")}
+    if prompt_page is not None:
+        from .bench_ocr_prompts import run_prompt_styles, style_ratios
+
+        report["prompt_styles"] = run_prompt_styles(prompt_page)
+        summary |= style_ratios(report["prompt_styles"])
+    return {**report, "summary": summary}

@@ -386,11 +386,17 @@ def bench_memory(family: str, size: str, cases: int) -> None:
 @click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=Path(__file__).parents[1] / "data" / "samples", show_default=True,
               help="Folder of NAME.jpg pages with NAME.box.csv line transcripts (SROIE layout).")
-def bench_ocr(folder: Path) -> None:
-    """Character/word error rate and pages/s: Loupe's OCR pipeline, raw RapidOCR, Tesseract, as JSON."""
+@click.option("--prompt-page", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=Path(__file__).parents[1] / "data" / "samples" / "sroie_receipt_275.jpg", show_default=True,
+              help="Page whose question cost is measured three ways (SmolVLM-256M size, random weights).")
+@click.option("--no-prompt-styles", is_flag=True, help="Only the OCR rows.")
+def bench_ocr(folder: Path, prompt_page: Path, no_prompt_styles: bool) -> None:
+    """Character/word error rate and pages/s: Loupe's OCR pipeline, raw RapidOCR, Tesseract; visual
+    tokens and time to first token for a high-detail page vs a low-detail page with OCR text or query
+    tokens. JSON."""
     from .bench_ocr import run_ocr_bench
 
-    click.echo(json.dumps(run_ocr_bench(folder), indent=2))
+    click.echo(json.dumps(run_ocr_bench(folder, None if no_prompt_styles else prompt_page), indent=2))
 
 
 def main() -> None:

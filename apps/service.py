@@ -152,5 +152,6 @@ class LoupeService:
                 yield AnswerProgress(text)
             else:
                 chunk.run.extra.update(context.meta)
+                chunk.run.extra["citations"] = domain.cite(assets, text, context.meta)
                 message_id = self.store.add_answer(user, case_id, text, chunk.run, demo_weights)
                 yield AnswerProgress(text, message_id, chunk.run)

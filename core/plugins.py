@@ -73,8 +73,9 @@ class DomainTab(Protocol):
         """Offer ready-made questions; a click puts one in the question box."""
         ...
 
-    def set_viewer(self, render: Callable[[list[AssetView]], str]) -> None:
-        """Replace the default viewer: ``render`` turns the open case's assets into HTML."""
+    def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
+        """Replace the default viewer: ``render`` turns the open case's assets into HTML, with the
+        citations (``{"page", "box", "text"}``) of the answer being looked at highlighted."""
         ...
 
 
@@ -100,6 +101,11 @@ class Domain(Protocol):
 
     def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
         """A case's content in one of ``export_formats`` (the app checks access and audits the export)."""
+        ...
+
+    def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict[str, Any]) -> list[dict]:
+        """The parts of the case an answer relied on, as ``{"page", "box", "text"}`` (box in the asset's
+        pixels); stored with the answer and highlighted by the viewer. ``[]`` when the domain has none."""
         ...
 
     def build_tab(self, tab: DomainTab) -> None:

@@ -84,6 +84,28 @@ def test_viewer_draws_a_box_for_every_line():
     assert 'src="/case-assets/7"' in shown and "read by OCR" in shown
 
 
+def test_an_answer_cites_the_lines_it_quotes_and_the_viewer_highlights_them():
+    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    context = DOMAIN.context(assets, "When was the first word processor made?")
+    read = context.meta["pages_read"]
+    page = next(a for a in assets if a.meta["page"] == read[0])
+    quoted = max(page.meta["ocr"]["lines"], key=lambda ln: len(ln["text"]))
+    # A model's quote: the words of one line, case changed and one character dropped.
+    answer = f'On page {read[0]} it says: "{quoted["text"].lower()[:-1]}". That is all.'
+    cited = DOMAIN.cite(assets, answer, context.meta)
+    assert cited and cited[0]["page"] == read[0] and cited[0]["text"] == quoted["text"]
+    assert cited[0]["box"] == quoted["box"]
+    assert DOMAIN.cite(assets, "No.", context.meta) == []
+    unread = next(a for a in assets if a.meta["page"] not in read)  # only the pages the model was shown
+    other = max(unread.meta["ocr"]["lines"], key=lambda ln: len(ln["text"]))["text"]
+    assert all(c["text"] != other for c in DOMAIN.cite(assets, other, context.meta))
+
+    view = AssetView(3, "/case-assets/3", "image/png", page.width, page.height, "", page.meta)
+    shown = pages_html([view], cited)
+    assert shown.count('class="cited"') == len([c for c in cited if c["page"] == read[0]]) >= 1
+    assert "cited</strong>" in shown and 'class="cited"' not in pages_html([view])
+
+
 def test_asking_about_a_document_case_continues_the_conversation(tmp_path, tiny_model_dir):
     service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
     service.slot.load(tiny_model_dir("smolvlm"))
@@ -92,6 +114,7 @@ def test_asking_about_a_document_case_continues_the_conversation(tmp_path, tiny_
     case_id = service.create_case(user, "documents", two_pages, "history")
     first = list(service.ask(user, case_id, "When was the first word processor made?"))[-1]
     assert first.run.extra["pages_read"] == [1, 2] and first.run.extra["reused_tokens"] == 0
+    assert isinstance(first.run.extra["citations"], list)  # stored with the answer (random weights quote nothing)
     follow = list(service.ask(user, case_id, "Who made it?"))[-1]
     assert follow.run.extra["reused_tokens"] > 0  # same pages: the cached conversation went on
 

@@ -20,7 +20,8 @@ class ProbeDomain(GeneralDomain):
         import gradio as gr
 
         tab.add_prompts(["Measure the bright region."])
-        tab.set_viewer(lambda assets: "".join(f'<p class="probe">probe view of {a.url}</p>' for a in assets))
+        tab.set_viewer(lambda assets, highlights: "".join(
+            f'<p class="probe">probe view of {a.url}</p>' for a in assets))
         measure = gr.Button("Measure", elem_id="probe-measure")
         result = gr.Markdown(elem_id="probe-result")
         measure.click(lambda case_id: f"measuring case {case_id}", tab.case_id, result, api_name="probe_measure")

@@ -356,3 +356,11 @@ def test_wipe_empties_the_root(tmp_path):
     assert outside.exists()
     assert TempSweeper(tmp_path / "never-created", max_age_s=1).wipe() == 0
     assert TempSweeper(tmp_path / "never-created", max_age_s=1).sweep() == 0
+
+
+def test_citations_are_listed_under_their_answer_with_the_text_escaped():
+    from loupe.apps.web.render import citation_note
+
+    note = citation_note({"citations": [{"page": 2, "box": [1, 2, 3, 4], "text": "TOTAL <b>11.50</b>"}]})
+    assert "p. 2" in note and "&lt;b&gt;11.50" in note and "<b>" not in note
+    assert citation_note({}) == citation_note({"citations": []}) == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 from loupe.core.cases.models import Case, ChatMessage, ModelRun, Review
@@ -90,12 +91,29 @@ def conversation(case: Case) -> tuple[list[dict], list[int]]:
     for message in case.messages:
         content = message.content
         if message.role == "assistant" and message.model_run is not None:
+            content += citation_note(message.model_run.extra or {})
             content += f"\n\n<sub>{run_footnote(message.model_run)}</sub>"
         if message.role == "assistant" and message.reviews:
             content += "\n\n---\n" + "\n\n".join(review_line(r) for r in message.reviews)
         history.append({"role": message.role, "content": content})
         ids.append(message.id)
     return history, ids
+
+
+def citations(case: Case, message_id: int | None) -> list[dict]:
+    """The stored citations of one answer of the case (none for other messages)."""
+    message = next((m for m in case.messages if m.id == message_id), None)
+    run = message.model_run if message is not None else None
+    return list((run.extra or {}).get("citations") or []) if run is not None else []
+
+
+def citation_note(extra: dict) -> str:
+    """The lines an answer quoted, under it in the chat (the viewer highlights them)."""
+    cited = extra.get("citations") or []
+    if not cited:
+        return ""
+    quotes = "; ".join(f"p. {c['page']} “{html.escape(c['text'])}”" for c in cited)
+    return f"\n\n<sub>Cited: {quotes}</sub>"
 
 
 def answer_choices(case: Case) -> list[tuple[str, int]]:
@@ -128,7 +146,7 @@ def case_header(case: Case) -> str:
     return "\n\n".join(parts)
 
 
-def viewer_html(assets: list[AssetView]) -> str:
+def viewer_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
     """The case image(s) from the access-checked route, caption below: nothing covers the image corners."""
     if not assets:
         return '<div class="loupe-viewer empty">No case open.</div>'

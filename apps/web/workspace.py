@@ -18,7 +18,7 @@ from loupe.core.plugins import AssetView, Domain
 from loupe.core.vlm.base import GenerationOptions
 
 from ..service import LoupeService
-from .render import answer_choices, answered_note, case_header, conversation, viewer_html
+from .render import answer_choices, answered_note, case_header, citations, conversation, viewer_html
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Workspace:
         self.service = service
         self.domain = domain
         self.release_upload = release_upload  # deletes Gradio's temp copy of an upload once it is read
-        self.render_viewer: Callable[[list[AssetView]], str] = viewer_html
+        self.render_viewer: Callable[[list[AssetView], list[dict]], str] = viewer_html
         self._prompt_row: gr.Row | None = None
 
     # -- DomainTab -----------------------------------------------------------------------------
@@ -45,7 +45,7 @@ class Workspace:
                 gr.Button(text, size="sm", variant="secondary", min_width=0).click(
                     lambda t=text: t, outputs=self.question, api_name=False, queue=False)
 
-    def set_viewer(self, render: Callable[[list[AssetView]], str]) -> None:
+    def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         self.render_viewer = render
 
     # -- layout --------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ class Workspace:
                         restore = gr.Button("Restore case", size="sm", variant="secondary")
             with gr.Column(scale=4, min_width=320):
                 header = gr.Markdown(NO_CASE, elem_id=f"{d}-case-header")
-                viewer = gr.HTML(self.render_viewer([]), elem_id=f"{d}-viewer")
+                viewer = gr.HTML(self.render_viewer([], []), elem_id=f"{d}-viewer")
                 self.tools = gr.Column()
             with gr.Column(scale=5, min_width=360):
                 status = gr.Markdown(elem_id=f"{d}-status")
@@ -119,7 +119,7 @@ class Workspace:
                     review_note = gr.Markdown(elem_id=f"{d}-review-note")
         with self.tools:
             self.domain.build_tab(self)
-        viewer.value = self.render_viewer([])
+        viewer.value = self.render_viewer([], [])
 
         case_outputs = [self.case_id, header, viewer, chat, self.message_ids, choice, shown, status]
         list_inputs = [search, archived]
@@ -140,7 +140,7 @@ class Workspace:
             try:
                 case = self.service.store.open_case(self._user(request), int(case_id))
             except LoupeError as exc:
-                return None, NO_CASE, self.render_viewer([]), [], [], gr.update(choices=[], value=None), "", \
+                return None, NO_CASE, self.render_viewer([], []), [], [], gr.update(choices=[], value=None), "", \
                     f"⚠️ {exc}"
             return self._case_view(case, f"Opened case {case.id}.")
 
@@ -196,12 +196,14 @@ class Workspace:
 
         def show_answer(message_id: int | None, case_id: int | None, request: gr.Request):
             if not str(message_id or "").isdigit() or case_id is None:
-                return "", ""
+                return "", "", gr.update()
             case = self.service.store.open_case(self._user(request), int(case_id))
             message = next((m for m in case.messages if m.id == int(message_id)), None)
             if message is None:
-                return "", ""
-            return f"> {message.content}", message.content
+                return "", "", gr.update()
+            # The viewer highlights what this answer quoted.
+            return (f"> {message.content}", message.content,
+                    self.render_viewer(self._views(case), citations(case, message.id)))
 
         def pick_from_chat(evt: gr.SelectData, ids: list[int]):
             index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
@@ -272,7 +274,7 @@ class Workspace:
         asked = gr.on([ask.click, self.question.submit], ask_question, [self.case_id, self.question, detail],
                       [chat, self.question, status, self.message_ids], api_name=f"{d}_ask")
         asked.then(refresh_choices, [self.case_id, choice], choice, api_name=False, **free)
-        choice.change(show_answer, [choice, self.case_id], [shown, corrected], api_name=False, **free)
+        choice.change(show_answer, [choice, self.case_id], [shown, corrected, viewer], api_name=False, **free)
         chat.select(pick_from_chat, self.message_ids, choice, api_name=False, **free)
         save_review.click(review, [choice, verdict, corrected, sign_off, self.case_id], [review_note, chat, choice],
                           api_name=f"{d}_review", **free)
@@ -287,12 +289,16 @@ class Workspace:
     def _user(self, request: gr.Request) -> User:
         return self.service.user(request.username if request else None)
 
+    @staticmethod
+    def _views(case: Case) -> list[AssetView]:
+        return [AssetView(a.id, f"/case-assets/{a.id}", a.media_type, a.width, a.height,
+                          str((a.meta or {}).get("note", "")), a.meta or {}, case.id) for a in case.assets]
+
     def _case_view(self, case: Case, note: str) -> tuple:
-        views = [AssetView(a.id, f"/case-assets/{a.id}", a.media_type, a.width, a.height,
-                           str((a.meta or {}).get("note", "")), a.meta or {}, case.id) for a in case.assets]
+        views = self._views(case)
         history, ids = conversation(case)
         choices = answer_choices(case)
         newest = choices[-1][1] if choices else None
         notes = [v.note for v in views if v.note]
-        return (case.id, case_header(case), self.render_viewer(views), history, ids,
+        return (case.id, case_header(case), self.render_viewer(views, citations(case, newest)), history, ids,
                 gr.update(choices=choices, value=newest), "", " ".join([note, *notes]))

@@ -98,7 +98,7 @@ class HFVLM:
         vlm = worker.call(cls._load, name_or_path, device, dtype, local_files_only, kv_cache_mb, feature_cache_mb,
                           engine, feature_cache_dir, feature_disk_mb, processor_kwargs)
         if ocr_queries is not None:
-            vlm.attach_queries(OCRQueryEncoder.load(ocr_queries))
+            vlm.attach_queries(worker.call(OCRQueryEncoder.load, ocr_queries))
         return vlm
 
     @classmethod

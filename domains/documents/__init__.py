@@ -13,6 +13,7 @@ from PIL import Image
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
 from loupe.core.ocr.base import Line, Page
+from loupe.core.ocr.citations import cite as quoted_lines
 from loupe.core.ocr.document import is_pdf, open_document
 from loupe.core.ocr.export import grid_box, to_json, to_markdown, to_prompt
 from loupe.core.ocr.layout import reading_order
@@ -104,6 +105,13 @@ class DocumentsDomain:
         if name == "json":
             return json.dumps(to_json(pages), ensure_ascii=False, indent=1).encode()
         raise KeyError(name)
+
+    def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
+        """Lines of the pages read for the answer that it quotes (core/ocr/citations.py)."""
+        read = set(context_meta.get("pages_read", ()))
+        lines = [(page.number, line) for page in map(page_from_meta, (a.meta for a in assets))
+                 if page.number in read for line in page.lines]
+        return [c.as_dict() for c in quoted_lines(answer, lines)]
 
     def build_tab(self, tab: DomainTab) -> None:
         tab.set_viewer(pages_html)

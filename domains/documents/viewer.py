@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 from loupe.core.plugins import AssetView
 
@@ -10,10 +11,18 @@ STYLE = ("<style>.loupe-page{position:relative;display:inline-block;max-width:10
          ".loupe-page img{display:block;max-width:100%;height:auto}"
          ".loupe-page svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}"
          ".loupe-page rect{fill:rgba(255,200,0,.12);stroke:#d08000;stroke-width:2;vector-effect:non-scaling-stroke}"
-         ".loupe-page rect.ocr{stroke:#1f6feb;fill:rgba(31,111,235,.08)}</style>")
+         ".loupe-page rect.ocr{stroke:#1f6feb;fill:rgba(31,111,235,.08)}"
+         ".loupe-page rect.cited{stroke:#c2185b;stroke-width:3;fill:rgba(233,30,99,.22)}</style>")
 
 
-def pages_html(assets: list[AssetView]) -> str:
+def _rect(css: str, box: Sequence[float], text: str) -> str:
+    x0, y0, x1, y1 = box
+    return (f'<rect class="{css}" x="{x0:.0f}" y="{y0:.0f}" width="{x1 - x0:.0f}" height="{y1 - y0:.0f}">'
+            f'<title>{html.escape(text)}</title></rect>')
+
+
+def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
+    """Every page with its line boxes; ``highlights`` (the chosen answer's citations) drawn on top."""
     if not assets:
         return '<div class="loupe-viewer empty">No case open.</div>'
     figures = [STYLE]
@@ -25,10 +34,10 @@ def pages_html(assets: list[AssetView]) -> str:
     for asset in assets:
         ocr = asset.meta.get("ocr", {})
         width, height = ocr.get("width") or asset.width or 1, ocr.get("height") or asset.height or 1
-        rects = "".join(
-            f'<rect class="{"ocr" if ocr.get("source") == "ocr" else "layer"}" x="{x0:.0f}" y="{y0:.0f}" '
-            f'width="{x1 - x0:.0f}" height="{y1 - y0:.0f}"><title>{html.escape(line["text"])}</title></rect>'
-            for line in ocr.get("lines", []) for x0, y0, x1, y1 in [line["box"]])
+        css = "ocr" if ocr.get("source") == "ocr" else "layer"
+        cited = [c for c in highlights if c.get("page") == asset.meta.get("page")]
+        rects = "".join(_rect(css, line["box"], line["text"]) for line in ocr.get("lines", []))
+        rects += "".join(_rect("cited", c["box"], f"Cited: {c['text']}") for c in cited)
         source = {"ocr": "read by OCR", "text-layer": "the PDF's own text"}.get(ocr.get("source", ""), "")
         fields = " · ".join(f"{name.title()}: <strong>{html.escape(str(value))}</strong>"
                             for name, value in (asset.meta.get("fields") or {}).items()
@@ -39,6 +48,7 @@ def pages_html(assets: list[AssetView]) -> str:
             f'<img src="{asset.url}" alt="Page {asset.meta.get("page", "")}" loading="lazy">'
             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
             f'<figcaption>Page {asset.meta.get("page", "?")} · {count} line{"s" if count != 1 else ""}'
+            f'{f" · <strong>{len(cited)} cited</strong>" if cited else ""}'
             f'{" · " + source if source else ""} · <a href="{asset.url}" target="_blank" rel="noopener">'
             f'full size</a>{"<br>Found: " + fields if fields else ""}</figcaption></figure>')
     return "".join(figures)

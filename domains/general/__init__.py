@@ -41,6 +41,9 @@ class GeneralDomain:
     def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
         raise KeyError(name)
 
+    def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
+        return []  # a plain image has no text lines to point at
+
     def build_tab(self, tab: DomainTab) -> None:
         # Photos need no tools of their own: the shared viewer and a few starting questions.
         tab.add_prompts(PROMPTS)
