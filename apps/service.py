@@ -5,7 +5,7 @@ It joins the core pieces (store, domains, model slot); the Gradio layer only dra
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from loupe.core.cases.assets import AssetStore
@@ -81,9 +81,10 @@ class LoupeService:
         except KeyError:
             raise LoupeError(f"unknown domain {name!r}; installed: {', '.join(self.domains)}") from None
 
-    def create_case(self, user: User, domain_name: str, data: bytes, title: str = "") -> int:
+    def create_case(self, user: User, domain_name: str, data: bytes, title: str = "",
+                    progress: Callable[[int, int], None] | None = None) -> int:
         domain = self.domain(domain_name)
-        assets = domain.ingest(data, self.limits)  # raises InputRejected before anything is written
+        assets = domain.ingest(data, self.limits, progress)  # raises InputRejected before anything is written
         return self.store.create_case(user, domain.name, title, assets)
 
     def switch_model(self, user: User, demo: bool) -> None:

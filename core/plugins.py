@@ -89,8 +89,10 @@ class Domain(Protocol):
     default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default
     export_formats: dict[str, str]  # download name -> media type, served by /case-export/<case>/<name>
 
-    def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
-        """Validate and preprocess an upload. Raises InputRejected with a user-facing reason."""
+    def ingest(self, data: bytes, limits: UploadLimits,
+               progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        """Validate and preprocess an upload. Raises InputRejected with a user-facing reason.
+        Long work reports ``progress(done, total)`` (pages, frames, tiles) when given a callback."""
         ...
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:

@@ -66,7 +66,10 @@ def test_bad_documents_are_refused_with_a_reason(data, message):
 
 
 def test_the_question_picks_the_pages_and_their_text_goes_in_the_prompt():
-    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    steps: list[tuple[int, int]] = []
+    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS,
+                           lambda done, total: steps.append((done, total)))
+    assert steps == [(n, 5) for n in range(1, 6)]  # the app shows this as a progress bar
     assert len(assets) == 5
     texts = [" ".join(ln["text"] for ln in a.meta["ocr"]["lines"]) for a in assets]
     word = next(w for w in texts[3].split() if len(w) > 7 and all(w not in t for t in texts[:3] + texts[4:]))

@@ -148,12 +148,16 @@ class Workspace:
             row = evt.row_value or []
             return open_case(row[0] if row else None, request)
 
-        def create_case(data: bytes | None, title_text: str, request: gr.Request):
+        def create_case(data: bytes | None, title_text: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             user = self._user(request)
+
+            def reading(done: int, total: int) -> None:
+                progress((done, total), desc="Reading the file", unit="pages")
+
             try:
                 if data is None:
                     raise LoupeError("Choose a file to upload first.")
-                case_id = self.service.create_case(user, d, data, title_text)
+                case_id = self.service.create_case(user, d, data, title_text, reading)
             except LoupeError as exc:
                 return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), None, gr.update())
             finally:

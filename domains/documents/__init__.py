@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -61,12 +61,14 @@ class DocumentsDomain:
     default_detail = "low"  # the page text comes from OCR: one small view of each page is enough
     export_formats = {"md": "text/markdown; charset=utf-8", "json": "application/json"}
 
-    def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
+    def ingest(self, data: bytes, limits: UploadLimits,
+               progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         if len(data) > limits.max_bytes:
             raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")
         if not data:
             raise InputRejected("The file is empty (0 bytes).")
-        doc = open_document(data, _reader(), max_pixels=limits.max_pixels, keep_images=True, max_pages=MAX_PAGES)
+        doc = open_document(data, _reader(), max_pixels=limits.max_pixels, keep_images=True, max_pages=MAX_PAGES,
+                            progress=progress)
         kind = "PDF" if is_pdf(data) else "image"
         assets = []
         for page, image in zip(doc.pages, doc.images, strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -22,7 +22,8 @@ class GeneralDomain:
     default_detail = "standard"  # photos at their own resolution: no upscaling into 17 tiles
     export_formats: dict[str, str] = {}  # the image itself is the download (the viewer's full-size link)
 
-    def ingest(self, data: bytes, limits: UploadLimits) -> list[IngestedAsset]:
+    def ingest(self, data: bytes, limits: UploadLimits,
+               progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         img = open_bounded(data, limits.max_bytes, limits.max_pixels)
         frames = count_frames(data, img)
         # Every upload, clean-looking or not, is stored as a PNG of its (first frame's) pixels only:
