@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from loupe.core.ocr.base import Line, Page, Word
 from loupe.core.ocr.export import to_json, to_markdown, to_prompt
+from loupe.core.ocr.pdf import read_pdf
 from loupe.core.ocr.retrieval import pick_pages
 
 
@@ -44,3 +47,17 @@ def test_retrieval_picks_the_pages_about_the_question_in_document_order():
     assert pick_pages(pages, "Which clause limits liability?", 2) == [1, 4]
     assert pick_pages(pages, "zebra", 2) == [0, 1]  # nothing matches: the first pages
     assert pick_pages(pages[:2], "anything", 5) == [0, 1]
+
+
+def test_a_real_table_exports_as_one_markdown_table_and_json_rows():
+    pages, _, _ = read_pdf(Path(__file__).parents[1] / "data" / "documents" / "table_page.pdf", None)
+    md = to_markdown(pages)
+    tables = [part for part in md.split("\n\n") if part.startswith("| ")]
+    assert len(tables) == 1  # the bands XY-cut makes of it are one table again
+    rows = tables[0].splitlines()
+    assert rows[1].startswith("| --- |") and len(rows) >= 12
+    assert "| enc-layers | dec-layers |" in tables[0] and "| 6 | 6 |" in tables[0]
+    assert md.index("## 5.1 Hyper Parameter Optimization") < md.index("| enc-layers") < md.index("## 5.2")
+    (table,) = [b for b in to_json(pages)["pages"][0]["blocks"] if b["type"] == "table"]
+    assert table["rows"][0][0] == "#" and all(len(row) == len(table["rows"][0]) for row in table["rows"])
+    assert any("0.965" in cell for row in table["rows"] for cell in row)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from .base import Box, Line, OCRUnavailable, Page
+from .base import Box, Line, OCRUnavailable, Page, union
 from .layout import Block, blocks_in_reading_order
 
 Method = Literal["geometry", "model"]
@@ -36,18 +36,24 @@ CDLA_KINDS: dict[str, str] = {
 }
 MIN_SCORE = 0.5  # rapid-layout's default box threshold
 MIN_COVER = 0.3  # a region must cover this share of a block's area to type it
+MAX_FIGURE_TEXT = 0.5  # a "figure" over more of the page's text than this is a photographed page
 
 # Geometry: margins of the page where running heads and page numbers sit (share of the page height).
 EDGE_BAND = 0.07  # anything short here is a header or footer
-PAGE_NUMBER_BAND = 0.13  # a single short line with a page number here is one too
-PAGE_NUMBER = re.compile(r"^(page\s+)?\d{1,4}(\s*(/|of)\s*\d{1,4})?\b|\b\d{1,4}$", re.IGNORECASE)
+RUNNING_HEAD_BAND = 0.13  # one line starting or ending with a page number here is one too
+PAGE_NUMBER_BAND = 0.2  # and a bare page number ("7", "Page 7", "7 of 9") here
+_NUMBER = r"(page\s+)?\d{1,4}(\s*(/|of)\s*\d{1,4})?"
+PAGE_NUMBER = re.compile(rf"^{_NUMBER}$", re.IGNORECASE)
+RUNNING_HEAD = re.compile(rf"^{_NUMBER}\s|\s{_NUMBER}$", re.IGNORECASE)
 
 
 def classify_blocks(page: Page, blocks: Sequence[Block] | None = None, image: Image.Image | None = None,
                     method: Method = "geometry") -> list[Block]:
     """``blocks`` (default: the page's blocks in reading order) with ``kind`` set, same order.
 
-    ``"model"`` needs ``image``: the page upright as read (any size; boxes are scaled to the page's pixels).
+    ``"model"`` needs ``image``: the page upright as read. Its boxes are scaled to the page's pixels, but
+    what it finds depends on the image's scale: give it the 150 dpi render ``pdf.py`` makes (at half that,
+    two of four headings on a test page were lost).
     Raises ``OCRUnavailable`` when rapid-layout is not installed, ``ValueError`` for a bad method or a
     missing image."""
     if blocks is None:
@@ -96,9 +102,13 @@ def _margin(block: Block, page: Page) -> bool:
     text = " ".join(ln.text for ln in block.lines).strip()
     if len(block.lines) > 2 or len(text) > 120:
         return False
-    if min(top, bottom) <= EDGE_BAND:
+    edge = min(top, bottom)
+    if edge <= EDGE_BAND:
         return True
-    return min(top, bottom) <= PAGE_NUMBER_BAND and len(_rows(block.lines)) == 1 and bool(PAGE_NUMBER.search(text))
+    if len(_rows(block.lines)) > 1:
+        return False
+    return (edge <= PAGE_NUMBER_BAND and bool(PAGE_NUMBER.match(text))) or (
+        edge <= RUNNING_HEAD_BAND and bool(RUNNING_HEAD.search(text)))
 
 
 def _title(block: Block, body: float, measure: float) -> bool:
@@ -106,13 +116,15 @@ def _title(block: Block, body: float, measure: float) -> bool:
     measure that does not end like a sentence (section headings are often bold at body size)."""
     text = " ".join(ln.text for ln in block.lines).strip()
     letters = sum(ch.isalpha() for ch in text)
-    if len(block.lines) > 2 or len(text) > 150 or letters < 3 or letters < 0.5 * len(text.replace(" ", "")):
+    rows = _rows(block.lines)  # a PDF splits a line at every font change: pieces of one row count as one
+    if (len(rows) > 2 or any(len(_cells(row, body)) > 1 for row in rows) or len(text) > 150 or letters < 3
+            or letters < 0.5 * len(text.replace(" ", ""))):
         return False
-    height = min(ln.box[3] - ln.box[1] for ln in block.lines)
+    height = _median([ln.box[3] - ln.box[1] for ln in block.lines])
     if height >= 1.3 * body:
         return True
     width = block.box[2] - block.box[0]
-    return (len(_rows(block.lines)) == 1 and height >= 0.7 * body and width <= 0.75 * measure
+    return (len(rows) == 1 and height >= 0.7 * body and width <= 0.75 * measure
             and not text.endswith((".", ",", ";", ":")))
 
 
@@ -140,10 +152,28 @@ def _aligned(a: list[Line], b: list[Line], tolerance: float) -> int:
     return sum(any(lined_up(cell, other) for other in a) for cell in b)
 
 
+def _cells(row: list[Line], gap: float) -> list[Line]:
+    """A row's pieces joined where less than ``gap`` apart: words of code or prose are one cell."""
+    cells: list[Line] = []
+    for line in row:
+        if cells and line.box[0] - cells[-1].box[2] < gap:
+            last = cells[-1]
+            cells[-1] = Line(f"{last.text} {line.text}", union([last.box, line.box]), last.confidence)
+        else:
+            cells.append(line)
+    return cells
+
+
+def table_rows(block: Block, page: Page) -> list[list[Line]]:
+    """A table block's cells, row by row, left to right (pieces closer than a body line height are one cell)."""
+    body = max(_median([ln.box[3] - ln.box[1] for ln in page.lines]), 1.0)
+    return [_cells(row, body) for row in _rows(block.lines)]
+
+
 def _table_blocks(blocks: list[Block], body: float) -> set[int]:
     """Blocks in runs (consecutive in reading order: XY-cut often cuts a table into bands) whose rows of
-    three or more cells line up in at least three columns with another such row."""
-    grid_rows = [[row for row in _rows(b.lines) if len(row) >= 3] for b in blocks]
+    three or more cells (a body line height or more apart) line up in three columns with another such row."""
+    grid_rows = [[cells for row in _rows(b.lines) if len(cells := _cells(row, body)) >= 3] for b in blocks]
     found: set[int] = set()
     i = 0
     while i < len(blocks):
@@ -212,10 +242,20 @@ def _overlap(a: Box, b: Box) -> float:
     return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
+def _inside(inner: Box, outer: Box) -> bool:
+    """The centre of ``inner`` lies in ``outer``."""
+    x, y = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
+    return outer[0] <= x <= outer[2] and outer[1] <= y <= outer[3]
+
+
 def _model_kinds(page: Page, blocks: list[Block], image: Image.Image, fallback: list[str]) -> list[str]:
     sx, sy = page.width / max(image.width, 1), page.height / max(image.height, 1)
     regions = [(CDLA_KINDS.get(label, "text"), (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy))
                for label, _, b in _layout_model().regions(image)]
+    # A photographed receipt or form comes back as one "figure" holding most of the text: not a figure.
+    text = sum(len(ln.text) for b in blocks for ln in b.lines) or 1
+    regions = [(kind, box) for kind, box in regions if kind != "figure" or sum(
+        len(ln.text) for b in blocks for ln in b.lines if _inside(ln.box, box)) <= MAX_FIGURE_TEXT * text]
     kinds = []
     for block, default in zip(blocks, fallback, strict=True):
         # Overlap counted over the block's lines, not its box: an XY-cut block's box can span empty space.
