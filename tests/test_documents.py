@@ -87,6 +87,14 @@ def test_viewer_draws_a_box_for_every_line():
     assert 'src="/case-assets/7"' in shown and "read by OCR" in shown
 
 
+def test_viewer_outlines_and_labels_the_region_types():
+    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    view = AssetView(4, "/case-assets/4", "image/png", assets[0].width, assets[0].height, "", assets[0].meta)
+    shown = pages_html([view])
+    assert shown.count('class="region title"') == 4  # the page's four headings
+    assert shown.count('<text class="title"') == 4 and "<title>Title</title>" in shown
+
+
 def test_an_answer_cites_the_lines_it_quotes_and_the_viewer_highlights_them():
     assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
     context = DOMAIN.context(assets, "When was the first word processor made?")

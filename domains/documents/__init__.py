@@ -12,7 +12,6 @@ from PIL import Image
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
-from loupe.core.ocr.base import Line, Page
 from loupe.core.ocr.citations import cite as quoted_lines
 from loupe.core.ocr.document import is_pdf, open_document
 from loupe.core.ocr.export import grid_box, to_json, to_markdown, to_prompt
@@ -21,6 +20,7 @@ from loupe.core.ocr.retrieval import pick_pages
 from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
 from .fields import extract_fields
+from .pages import page_from_meta, page_meta
 from .viewer import pages_html
 
 MAX_PAGES = 30  # pages kept per case; longer files keep their first pages and say so
@@ -36,19 +36,6 @@ def _reader():  # noqa: ANN202 - one PageReader (ONNX sessions load once per pro
     from loupe.core.ocr.rapid import RapidOCREngine
 
     return PageReader(RapidOCREngine())
-
-
-def page_meta(page: Page) -> dict:
-    return {"number": page.number, "width": page.width, "height": page.height, "rotation": page.rotation,
-            "source": page.source, "engine": page.engine,
-            "lines": [{"text": ln.text, "box": [round(v, 1) for v in ln.box], "confidence": round(ln.confidence, 4)}
-                      for ln in page.lines]}
-
-
-def page_from_meta(meta: dict) -> Page:
-    ocr = meta["ocr"]
-    lines = [Line(ln["text"], tuple(ln["box"]), ln["confidence"]) for ln in ocr["lines"]]
-    return Page(ocr["number"], ocr["width"], ocr["height"], lines, ocr["rotation"], ocr["source"], ocr["engine"])
 
 
 class DocumentsDomain:

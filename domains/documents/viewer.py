@@ -5,20 +5,41 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from loupe.core.ocr.export import page_blocks
 from loupe.core.plugins import AssetView
+
+from .pages import page_from_meta
 
 STYLE = ("<style>.loupe-page{position:relative;display:inline-block;max-width:100%;margin:0 0 12px}"
          ".loupe-page img{display:block;max-width:100%;height:auto}"
          ".loupe-page svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}"
          ".loupe-page rect{fill:rgba(255,200,0,.12);stroke:#d08000;stroke-width:2;vector-effect:non-scaling-stroke}"
          ".loupe-page rect.ocr{stroke:#1f6feb;fill:rgba(31,111,235,.08)}"
-         ".loupe-page rect.cited{stroke:#c2185b;stroke-width:3;fill:rgba(233,30,99,.22)}</style>")
+         ".loupe-page rect.cited{stroke:#c2185b;stroke-width:3;fill:rgba(233,30,99,.22)}"
+         ".loupe-page rect.region{fill:none;stroke-dasharray:6 4;stroke-width:2}"
+         ".loupe-page .title{stroke:#7b1fa2;fill:#7b1fa2}.loupe-page .table{stroke:#2e7d32;fill:#2e7d32}"
+         ".loupe-page .header,.loupe-page .footer{stroke:#757575;fill:#757575}"
+         ".loupe-page text{stroke:none;font:bold 1px sans-serif}</style>")
+REGION_KINDS = ("title", "table", "header", "footer")  # outlined and labelled; plain text blocks are not
 
 
 def _rect(css: str, box: Sequence[float], text: str) -> str:
     x0, y0, x1, y1 = box
     return (f'<rect class="{css}" x="{x0:.0f}" y="{y0:.0f}" width="{x1 - x0:.0f}" height="{y1 - y0:.0f}">'
             f'<title>{html.escape(text)}</title></rect>')
+
+
+def _regions(meta: dict, height: float) -> str:
+    """Dashed outlines, labelled, around the page's titles, tables, headers and footers."""
+    size = max(height / 70, 8)
+    out = []
+    for block in page_blocks(page_from_meta(meta)):
+        if block.kind in REGION_KINDS:
+            x0, y0, _, _ = block.box
+            out.append(_rect(f"region {block.kind}", block.box, block.kind.title())
+                       + f'<text class="{block.kind}" x="{x0:.0f}" y="{max(y0 - size / 4, size):.0f}" '
+                         f'style="font-size:{size:.0f}px">{block.kind}</text>')
+    return "".join(out)
 
 
 def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
@@ -37,6 +58,7 @@ def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
         css = "ocr" if ocr.get("source") == "ocr" else "layer"
         cited = [c for c in highlights if c.get("page") == asset.meta.get("page")]
         rects = "".join(_rect(css, line["box"], line["text"]) for line in ocr.get("lines", []))
+        rects += _regions(asset.meta, height)
         rects += "".join(_rect("cited", c["box"], f"Cited: {c['text']}") for c in cited)
         source = {"ocr": "read by OCR", "text-layer": "the PDF's own text"}.get(ocr.get("source", ""), "")
         fields = " · ".join(f"{name.title()}: <strong>{html.escape(str(value))}</strong>"
