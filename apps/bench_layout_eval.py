@@ -1,9 +1,9 @@
 """Block types (title, text, table, header/footer) by geometry rules and by the CDLA layout model, scored on
-real pages. Run: ``.venv/bin/python -m apps.bench_layout_eval [DOCUMENTS_DIR] [--json]``.
+real pages: ``loupe bench layout [--data DIR]`` (JSON; ``--table`` for a readable table).
 
-Documents: ``pdf/*.pdf`` (born-digital, docling Markdown in ``pdf/groundtruth/NAME.md``), ``scans/`` (PDFs
-and images; ``scans/groundtruth/NAME.md`` where present) and ``receipts_sroie/*.jpg``; scanned pages are
-read by Loupe's OCR pipeline once, up front. Scores per file, where there is ground truth:
+Documents: every PDF and page image under DIR (``malformed`` folders skipped), with Markdown ground truth
+in ``groundtruth/NAME.md`` beside it where there is one (docling's format); scanned pages are read by
+Loupe's OCR pipeline once, up front. Scores per file, where there is ground truth:
 
 - titles: ground-truth headings (Markdown lines starting ``#``) matched by title blocks (fuzzy ratio >= 85
   on lower-cased letters and digits): recall = headings found, precision = title blocks that are headings;
@@ -19,18 +19,16 @@ warm-up page; reading the page is not counted) and the process's peak RSS growth
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import re
 import resource
-import sys
 import time
 import unicodedata
 from pathlib import Path
 
 from rapidfuzz import fuzz
 
-DEFAULT_DIR = Path("/work/shared/data/documents")
+DEFAULT_DIR = Path(__file__).parents[1] / "data" / "documents"
 METHODS = ("geometry", "model")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 
@@ -65,13 +63,13 @@ def words(text: str) -> set[str]:
 def documents(root: Path) -> list[tuple[Path, Path | None]]:
     """(file, ground-truth Markdown or None) for every readable page file under ``root``."""
     found = []
-    for sub in ("pdf", "scans", "receipts_sroie"):
-        folder = root / sub
-        for path in sorted(folder.glob("*")):
-            if path.suffix.lower() == ".pdf" or path.suffix.lower() in IMAGE_SUFFIXES:
-                stem = path.stem.removesuffix("_rotated_90")  # the same page turned: the same ground truth
-                truth = folder / "groundtruth" / f"{stem}.md"
-                found.append((path, truth if truth.exists() else None))
+    for path in sorted(root.rglob("*")):
+        if {"malformed", "groundtruth"} & set(path.relative_to(root).parts[:-1]):
+            continue
+        if path.suffix.lower() == ".pdf" or path.suffix.lower() in IMAGE_SUFFIXES:
+            stem = path.stem.removesuffix("_rotated_90")  # the same page turned: the same ground truth
+            truth = path.parent / "groundtruth" / f"{stem}.md"
+            found.append((path, truth if truth.exists() else None))
     return found
 
 
@@ -210,7 +208,22 @@ def run(root: Path = DEFAULT_DIR) -> dict:
             "rss_growth_mib": result["rss_growth_mib"], "peak_rss_mib": result["peak_rss_mib"],
             "files": {name: score_file(file_pages, truth[name]) for name, file_pages in by_file.items()},
         }
+    report["summary"] = summary(report)
     return report
+
+
+def summary(report: dict) -> dict:
+    """Title recall and precision pooled over the files with ground truth, per method, and the speed ratio."""
+    out: dict[str, float | None] = {}
+    for method, result in report["methods"].items():
+        titles = [row["title"] for row in result.get("files", {}).values() if row.get("title")]
+        found = sum(round(t["recall"] * t["gt"]) for t in titles if t["recall"] is not None)
+        right = sum(round(t["precision"] * t["pred"]) for t in titles if t["precision"] is not None)
+        out[f"title_recall_{method}"] = _ratio(found, sum(t["gt"] for t in titles))
+        out[f"title_precision_{method}"] = _ratio(right, sum(t["pred"] for t in titles))
+    speeds = [report["methods"].get(m, {}).get("s_per_page") for m in ("model", "geometry")]
+    out["geometry_speedup_vs_model"] = round(speeds[0] / speeds[1], 1) if all(speeds) else None
+    return out
 
 
 def table(report: dict) -> str:
@@ -246,14 +259,3 @@ def table(report: dict) -> str:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    paths = [a for a in args if not a.startswith("--")]
-    report = run(Path(paths[0]) if paths else DEFAULT_DIR)
-    print(json.dumps(report, indent=1, ensure_ascii=False) if "--json" in args else table(report))
-
-
-if __name__ == "__main__":
-    main()

