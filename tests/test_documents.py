@@ -93,6 +93,11 @@ def test_viewer_outlines_and_labels_the_region_types():
     shown = pages_html([view])
     assert shown.count('class="region title"') == 4  # the page's four headings
     assert shown.count('<text class="title"') == 4 and "<title>Title</title>" in shown
+    many = [AssetView(i, f"/case-assets/{i}", "image/png", a.width, a.height, "", a.meta, 9)
+            for i, a in enumerate(assets)]
+    shown = pages_html(many, [{"page": 3, "box": [1, 2, 3, 4], "text": "x"}])
+    assert shown.count('<a href="#loupe-case-9-page-') == 5 and 'id="loupe-case-9-page-5"' in shown
+    assert '<a href="#loupe-case-9-page-3"><strong>3</strong></a>' in shown  # the cited page stands out
 
 
 def test_an_answer_cites_the_lines_it_quotes_and_the_viewer_highlights_them():

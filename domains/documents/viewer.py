@@ -42,6 +42,10 @@ def _regions(meta: dict, height: float) -> str:
     return "".join(out)
 
 
+def _anchor(asset: AssetView) -> str:
+    return f"loupe-case-{asset.case_id}-page-{asset.meta.get('page', asset.id)}"
+
+
 def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
     """Every page with its line boxes; ``highlights`` (the chosen answer's citations) drawn on top."""
     if not assets:
@@ -52,6 +56,13 @@ def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
         figures.append(f'<p class="loupe-downloads">Download the text: <a href="/case-export/{case}/md" '
                        f'download>Markdown</a> · <a href="/case-export/{case}/json" download>JSON</a> '
                        '(page, box, type and confidence of every line)</p>')
+    if len(assets) > 1:  # jump links; pages the chosen answer cites are marked
+        cited_pages = {c.get("page") for c in highlights}
+        links = " ".join(
+            f'<a href="#{_anchor(a)}">{"<strong>" if a.meta.get("page") in cited_pages else ""}'
+            f'{a.meta.get("page", "?")}{"</strong>" if a.meta.get("page") in cited_pages else ""}</a>'
+            for a in assets)
+        figures.append(f'<nav class="loupe-pages">Pages: {links}</nav>')
     for asset in assets:
         ocr = asset.meta.get("ocr", {})
         width, height = ocr.get("width") or asset.width or 1, ocr.get("height") or asset.height or 1
@@ -66,7 +77,8 @@ def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
                             if value and name in ("company", "date", "total"))
         count = len(ocr.get("lines", []))
         figures.append(
-            f'<figure class="loupe-viewer"><div class="loupe-page" data-page="{asset.meta.get("page", "")}">'
+            f'<figure class="loupe-viewer" id="{_anchor(asset)}">'
+            f'<div class="loupe-page" data-page="{asset.meta.get("page", "")}">'
             f'<img src="{asset.url}" alt="Page {asset.meta.get("page", "")}" loading="lazy">'
             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
             f'<figcaption>Page {asset.meta.get("page", "?")} · {count} line{"s" if count != 1 else ""}'
