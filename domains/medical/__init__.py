@@ -1,0 +1,1 @@
+"""The medical domain: DICOM studies read and de-identified before storage, and radiology reports."""
