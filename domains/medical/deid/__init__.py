@@ -1,0 +1,1 @@
+"""De-identification of DICOM objects: PS3.15 Annex E, table-driven."""
