@@ -293,6 +293,50 @@ def ocr(files: tuple[Path, ...], engine: str, pages: str | None, no_orientation:
 
 
 @cli.group()
+def dicom() -> None:
+    """DICOM files: de-identification for sharing."""
+
+
+@dicom.command("deid")
+@click.argument("in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the de-identified files, named STUDY/SERIES/INSTANCE.dcm by their new UIDs.")
+@click.option("--shift-dates", is_flag=True,
+              help="Move dates back by a per-patient number of days instead of removing them (intervals survive).")
+@click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one JSON line per written file: its new name and what was done, by attribute kind.")
+@click.pass_obj
+def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: bool, summary_file: Path | None) -> None:
+    """De-identify every DICOM file under IN_DIR (PS3.15 Basic Profile) into OUT_DIR.
+
+    UIDs are replaced consistently within this installation (its key is in LOUPE_HOME/secrets), so
+    series de-identified on different days still belong together. Unreadable files are listed and skipped;
+    nothing is ever written half-done."""
+    from tqdm import tqdm
+
+    from loupe.core.secrets import installation_secret
+    from loupe.domains.medical.deid.batch import deidentify_folder
+    from loupe.domains.medical.deid.deidentify import DeidOptions
+
+    if out_dir.resolve().is_relative_to(in_dir.resolve()):
+        raise click.ClickException("--out must not be inside IN_DIR")
+    options = DeidOptions(installation_secret(settings.home, "deid"), shift_dates=shift_dates)
+    with tqdm(desc="de-identifying", unit="file", disable=None) as bar:
+        def step(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = deidentify_folder(in_dir, out_dir, options, progress=step)
+    for relative, reason in summary.unreadable:
+        click.echo(f"skipped {relative}: {reason}", err=True)
+    for relative in summary.duplicates:
+        click.echo(f"skipped {relative}: the same image as another file here (same SOP Instance UID)", err=True)
+    if summary_file is not None:
+        summary_file.write_text("".join(json.dumps(vars(r)) + "\n" for r in summary.written))
+    click.echo(json.dumps(summary.as_dict()))
+
+
+@cli.group()
 def docs() -> None:
     """Documents: conversion to Markdown and JSON."""
 

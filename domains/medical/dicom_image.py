@@ -8,9 +8,8 @@ or logged: the messages here name the problem, never the data.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,30 +41,27 @@ class PixelGeometry:
         return self.rows * self.columns * self.frames
 
 
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
-    """pydicom's warnings may quote element values: none reaches the logs."""
-    mode = pydicom_config.settings.reading_validation_mode
+def silence_pydicom() -> None:
+    """pydicom's warnings and log records can quote element values (names, dates): Loupe lets none of
+    them reach its logs, process-wide (a per-call switch would race between threads)."""
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        pydicom_config.settings.reading_validation_mode = mode
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)  # its child loggers (decoders) inherit this
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
+silence_pydicom()
 
 
 def read_dataset(data: bytes, stop_before_pixels: bool = False) -> Dataset:
     """Parse DICOM bytes (Part 10 with its 'DICM' header, or a bare dataset that parses cleanly)."""
     if not data:
         raise InputRejected("The file is empty (0 bytes).")
-    with quiet_pydicom():
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
-        except InvalidDicomError:
-            ds = _bare_dataset(data, stop_before_pixels)
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-            raise InputRejected(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from None
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        ds = _bare_dataset(data, stop_before_pixels)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
+        raise InputRejected(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from None
     # pydicom stops quietly where a file ends: a cut-off file shows as missing elements.
     if len(ds) == 0:
         raise InputRejected("The DICOM file is truncated: it ends right after its header.")
@@ -117,21 +113,21 @@ def check_size(shape: PixelGeometry, max_pixels: int, max_bytes: int) -> None:
 def frame_values(ds: Dataset, index: int = 0) -> np.ndarray:
     """One frame as modality values (HU for CT after Rescale Slope/Intercept or a Modality LUT):
     float32 [rows, columns] for greyscale, uint8 [rows, columns, 3] RGB for colour."""
-    with quiet_pydicom():
-        try:
-            raw = pixel_array(ds, index=index)
-        except Exception as exc:  # noqa: BLE001 - decoders raise RuntimeError, ValueError, NotImplementedError...
-            raise InputRejected(_decode_problem(ds, exc)) from None
-        if raw.ndim == 3:  # colour, converted to RGB by pydicom
-            return raw.astype(np.uint8) if raw.dtype != np.uint8 else raw
-        try:
-            values = apply_modality_lut(raw, ds)
-        except Exception:  # noqa: BLE001 - a broken rescale: the stored values are the best there is
-            values = raw
+    try:
+        raw = pixel_array(ds, index=index)
+    except Exception as exc:  # noqa: BLE001 - decoders raise RuntimeError, ValueError, NotImplementedError...
+        raise InputRejected(decode_problem(ds, exc)) from None
+    if raw.ndim == 3:  # colour, converted to RGB by pydicom
+        return raw.astype(np.uint8) if raw.dtype != np.uint8 else raw
+    try:
+        values = apply_modality_lut(raw, ds)
+    except Exception:  # noqa: BLE001 - a broken rescale: the stored values are the best there is
+        values = raw
     return np.asarray(values, dtype=np.float32)
 
 
-def _decode_problem(ds: Dataset, exc: Exception) -> str:
+def decode_problem(ds: Dataset, exc: Exception) -> str:
+    """What to tell the user when a frame does not decode (never the decoder's own words)."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     name = getattr(syntax, "name", "its transfer syntax")
     if isinstance(exc, ValueError) and "less than expected" in str(exc):
