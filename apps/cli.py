@@ -443,6 +443,18 @@ def bench_ocr(folder: Path, prompt_page: Path, no_prompt_styles: bool) -> None:
     click.echo(json.dumps(run_ocr_bench(folder, None if no_prompt_styles else prompt_page), indent=2))
 
 
+@bench.command("dicom")
+@click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path(__file__).parents[1] / "data" / "medical" / "dicom", show_default=True,
+              help="Folder of DICOM files (searched recursively).")
+@click.option("--rounds", default=5, show_default=True, help="Rounds per configuration; the best counts.")
+def bench_dicom(folder: Path, rounds: int) -> None:
+    """Files/s reading DICOM with Loupe's de-identification vs bare dcmread + pixel decode, as JSON."""
+    from .bench_dicom import run_dicom_bench
+
+    click.echo(json.dumps(run_dicom_bench(folder, rounds), indent=2))
+
+
 @bench.command("layout")
 @click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=Path(__file__).parents[1] / "data" / "documents", show_default=True,

@@ -160,3 +160,16 @@ def test_combined_codes_resolve_towards_a_valid_file(code, sequence, action):
     from loupe.domains.medical.deid.profile import Rule
 
     assert resolve(Rule("00000000", "x", code), DeidOptions(SECRET), sequence) == action
+
+
+def test_the_installation_secret_is_made_once_and_kept_private(tmp_path):
+    import stat
+
+    from loupe.core.secrets import installation_secret
+
+    first = installation_secret(tmp_path, "deid")
+    assert len(first) == 32 and installation_secret(tmp_path, "deid") == first
+    assert installation_secret(tmp_path, "other") != first
+    key = tmp_path / "secrets" / "deid.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in key.parent.iterdir()) == ["deid.key", "other.key"]  # no temporary file left

@@ -83,9 +83,10 @@ class Deidentifier:
         self.options = options
         self.profile = profile or basic_profile()
 
-    def __call__(self, source: Dataset) -> tuple[Dataset, DeidReport]:
-        """A de-identified copy of ``source`` and what was done to it."""
-        ds = copy.deepcopy(source)
+    def __call__(self, source: Dataset, in_place: bool = False) -> tuple[Dataset, DeidReport]:
+        """A de-identified copy of ``source`` (or ``source`` itself, changed, with ``in_place``: no copy of
+        the pixel data) and what was done to it."""
+        ds = source if in_place else copy.deepcopy(source)
         report = DeidReport(burned_in_annotation=str(ds.get("BurnedInAnnotation", "")).upper() == "YES")
         shift = self._shift_days(source) if self.options.shift_dates else 0
         self._clean(ds, report, shift)
@@ -96,30 +97,34 @@ class Deidentifier:
 
     # -- the walk ---------------------------------------------------------------------------------
     def _clean(self, ds: Dataset, report: DeidReport, shift: int) -> None:
-        for elem in list(ds):
-            if elem.tag.is_private:
-                del ds[elem.tag]
+        # By tag, converting an element from its raw bytes only when its value is needed: most
+        # elements are kept as read, and are written back as read.
+        for tag in list(ds.keys()):
+            if tag.is_private:
+                del ds[tag]
                 report.private_removed += 1
                 continue
-            if elem.tag.group == 0:  # DIMSE command elements never belong in a stored object
-                del ds[elem.tag]
+            if tag.group == 0:  # DIMSE command elements never belong in a stored object
+                del ds[tag]
                 report.note("remove", "command element")
                 continue
-            rule = self.profile.rule_for(elem.tag)
-            is_sequence = elem.VR == "SQ"
+            rule = self.profile.rule_for(tag)
+            vr = ds.get_item(tag).VR or ds[tag].VR  # implicit-VR files name the VR only once converted
             if rule is None:
-                if is_sequence:
-                    for item in elem.value:
+                if vr == "SQ":
+                    for item in ds[tag].value:
                         self._clean(item, report, shift)
                 continue
-            action = resolve(rule, self.options, is_sequence)
-            self._apply(ds, elem, action, report, shift)
+            action = resolve(rule, self.options, vr == "SQ")
+            if action == "remove":
+                del ds[tag]
+            elif action != "keep" or vr == "SQ":
+                self._apply(ds, ds[tag], action, report, shift)
             report.note(action, rule.name)
 
     def _apply(self, ds: Dataset, elem: DataElement, action: str, report: DeidReport, shift: int) -> None:
-        if action == "remove":
-            del ds[elem.tag]
-        elif elem.VR == "SQ":
+        """Any action but removal, on a converted element (sequences: their items are cleaned)."""
+        if elem.VR == "SQ":
             if action in ("empty", "remove"):
                 elem.value = Sequence()
             else:  # keep, dummy, uid, clean_sequence, shift: what is inside is cleaned by the same rules
