@@ -67,7 +67,12 @@ class LoupeService:
         settings.ensure_dirs()
         store = CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
         slot = slot or model_slot(settings)
-        return cls(settings, store, discover(), slot)
+        domains = discover()
+        for domain in domains.values():  # optional hook: a domain that needs the settings (paths, keys)
+            configure = getattr(domain, "configure", None)
+            if configure is not None:
+                configure(settings)
+        return cls(settings, store, domains, slot)
 
     def user(self, username: str | None) -> User:
         user = self.store.get_user(username or "")

@@ -160,3 +160,12 @@ def test_bench_layout_scores_both_methods_on_the_shipped_pages(run):
     summary = report["summary"]
     assert summary["title_recall_geometry"] >= summary["title_recall_model"] > 0.5
     assert summary["geometry_speedup_vs_model"] > 1
+
+
+def test_bench_dicom_compares_de_identification_with_bare_reading(run):
+    result = run("bench", "dicom", "--rounds", "1")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["files"] == 9  # the shipped files both configurations can decode
+    assert [r["config"] for r in report["results"]] == ["dcmread", "loupe"]
+    assert report["summary"]["deid_throughput_ratio_vs_dcmread"] > 0

@@ -1,1 +1,109 @@
-"""The medical domain: DICOM studies read and de-identified before storage, and radiology reports."""
+"""The medical domain: DICOM images and series, de-identified before storage, looked at with a VLM.
+
+Uploads are single DICOM files or a zip of a series. Nothing of the original file is kept: its header
+is de-identified (PS3.15 Basic Profile, ``deid/``) before any byte is stored, and text burned into the
+pixels is flagged for the user to check.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
+
+from .dicom_image import frame_values, read_dataset
+from .ingest import ingest_dicom, png_image
+from .viewer import studies_html
+from .windowing import ct_channels
+
+PROMPTS = ("Describe the findings on this chest radiograph.", "Is there a pleural effusion or a pneumothorax?",
+           "Write a report with findings and an impression.", "Compare the left and right lungs.")
+PROMPT_FACTS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "SeriesDescription")
+SLICES_PER_QUESTION = 3  # evenly spaced through a series: what the model sees of a volume
+
+
+@functools.cache
+def _text_finder() -> Callable[[Image.Image], list]:
+    from loupe.core.ocr.regions import find_text_regions
+
+    return find_text_regions
+
+
+class MedicalDomain:
+    name = "medical"
+    title = "Medical"
+    accepts = (".dcm", ".dicom", ".zip")
+    system_prompt = ("You assist a clinician reading medical images. Describe what is visible, say where "
+                     "(side, region, slice), say how sure you are, and never give a diagnosis as certain: the "
+                     "clinician decides.")
+    default_adapter = None
+    default_detail = "standard"
+    export_formats = {"zip": "application/zip"}
+
+    def __init__(self) -> None:
+        self._home: Path | None = None
+
+    def configure(self, settings: Any) -> None:  # noqa: ANN401 - loupe.core.config.Settings
+        """Called once by the app: the installation's folder holds the de-identification key."""
+        self._home = settings.home
+
+    def ingest(self, data: bytes, limits: UploadLimits,
+               progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        from loupe.core.secrets import installation_secret
+
+        if self._home is None:
+            raise RuntimeError("the medical domain needs configure(settings) before ingest")
+        return ingest_dicom(data, limits, installation_secret(self._home, "deid"), progress, _text_finder())
+
+    def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
+        views = [a for a in assets if a.meta.get("kind") == "view"]
+        chosen = _evenly(views, SLICES_PER_QUESTION)
+        first = chosen[0].meta if chosen else {}
+        if first.get("Modality") == "CT":  # lung, soft-tissue and bone windows in the three channels
+            images = [_ct_view(assets, view.meta) for view in chosen]
+            windows = "each image holds three CT windows: red lung, green mediastinum, blue bone"
+        else:
+            images = [png_image(view) for view in chosen]
+            windows = "shown with the file's own window"
+        facts = ", ".join(f"{k}: {v}" for k, v in first.items() if k in PROMPT_FACTS)
+        where = ", ".join(f"slice {v.meta['series_position'] + 1}/{v.meta['slices']}"
+                          + (f" frame {v.meta['frame'] + 1}/{v.meta['frames']}" if v.meta["frames"] > 1 else "")
+                          for v in chosen)
+        text = f"Study: {facts or 'no header facts'}. Images: {where}; {windows}.\n\nQuestion:"
+        return VisualContext(images=images, extra_text=text,
+                             meta={"views_read": [v.meta["series_position"] for v in chosen]})
+
+    def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
+        return []  # image regions are not cited yet
+
+    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
+        if name != "zip":
+            raise KeyError(name)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for n, asset in enumerate(a for a in assets if a.media_type == "application/dicom"):
+                archive.writestr(f"image_{n + 1:04d}.dcm", asset.data)  # de-identified as stored
+        return out.getvalue()
+
+    def build_tab(self, tab: DomainTab) -> None:
+        tab.set_viewer(studies_html)
+        tab.add_prompts(PROMPTS)
+
+
+def _evenly(items: list, count: int) -> list:
+    if len(items) <= count:
+        return items
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)] if count > 1 else [items[0]]
+
+
+def _ct_view(assets: Sequence[IngestedAsset], view: dict) -> Image.Image:
+    dicom = next(a for a in assets if a.meta.get("kind") == "dicom"
+                 and a.meta.get("series_position") == view["series_position"])
+    return ct_channels(frame_values(read_dataset(dicom.data), view["frame"]))

@@ -1,0 +1,116 @@
+"""A DICOM upload (one file, or a zip of a series) into case assets, de-identified before anything is kept.
+
+For every image kept: the de-identified DICOM (``application/dicom``: the pixels as acquired, for
+re-windowing and export) and a display PNG per frame shown (pixels only, the file's own window). The
+metadata holds only what the de-identified header still says, the window used, and flags: Burned In
+Annotation = YES in the header, and text found in the pixels by the text-region finder (boxes and
+confidence only: the text itself may be a name).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+from pydicom.dataset import Dataset
+
+from loupe.core.errors import InputRejected
+from loupe.core.images import pixels_only_png
+from loupe.core.plugins import IngestedAsset, UploadLimits
+
+from .deid.batch import check_pixels, encode
+from .deid.deidentify import Deidentifier, DeidOptions
+from .dicom_image import check_size, frame_values, geometry, read_dataset
+from .series import is_zip, read_series, zip_members
+from .windowing import display, file_window
+
+MAX_PREVIEWS = 32  # display frames stored per case (evenly spaced through a series or a multi-frame file)
+# Header facts kept in the metadata: none identifies a patient once the header is de-identified.
+FACTS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality", "SeriesDescription",
+         "StudyDescription", "SliceThickness", "PixelSpacing", "PhotometricInterpretation", "Manufacturer")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TextFinding:
+    frame: int
+    box: tuple[float, float, float, float]
+    confidence: float
+
+
+def header_facts(ds: Dataset) -> dict:
+    facts = {}
+    for keyword in FACTS:
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            facts[keyword] = [float(v) for v in value] if keyword == "PixelSpacing" else str(value)
+    return facts
+
+
+def images_of(data: bytes, limits: UploadLimits) -> list[Dataset]:
+    """The datasets to keep: a single image file, or the largest series of a zip."""
+    if is_zip(data):
+        series, _ = read_series(zip_members(data, limits.max_bytes))
+        if not series:
+            raise InputRejected("The zip holds no readable DICOM image.")
+        return series[0].slices
+    ds = read_dataset(data)
+    if geometry(ds) is None:
+        kind = getattr(ds.get("SOPClassUID"), "name", "") or "a DICOM object without pixel data"
+        raise InputRejected(f"This file has no image (it is {kind}). Loupe keeps DICOM images; put a report's text "
+                            "into the report checker instead.")
+    return [ds]
+
+
+def _shown(count: int) -> list[int]:
+    """Which of ``count`` frames or slices get a display image: all, or evenly spaced up to MAX_PREVIEWS."""
+    if count <= MAX_PREVIEWS:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (MAX_PREVIEWS - 1)) for i in range(MAX_PREVIEWS)})
+
+
+def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Progress | None = None,
+                 find_text: Callable[[Image.Image], list] | None = None) -> list[IngestedAsset]:
+    if len(data) > limits.max_bytes:
+        raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")
+    datasets = images_of(data, limits)
+    for ds in datasets:  # every size check before any pixel is decoded
+        check_size(geometry(ds), limits.max_pixels, limits.max_bytes)
+    deidentify = Deidentifier(DeidOptions(secret))
+    frames = [(i, f) for i, ds in enumerate(datasets) for f in range(geometry(ds).frames)]
+    shown = {frames[k] for k in _shown(len(frames))}
+    assets: list[IngestedAsset] = []
+    done = 0
+    for position, ds in enumerate(datasets):
+        check_pixels(ds)  # a damaged frame is refused before anything of the upload is kept
+        clean, report = deidentify(ds, in_place=True)
+        shape = geometry(clean)
+        facts = header_facts(clean)
+        window = file_window(clean)
+        meta = {"kind": "dicom", "series_position": position, "frames": shape.frames, **facts,
+                "deid": report.as_dict()["actions"], "burned_in_annotation": report.burned_in_annotation}
+        assets.append(IngestedAsset(encode(clean), "application/dicom", shape.columns, shape.rows, meta))
+        for frame in range(shape.frames):
+            if (position, frame) not in shown:
+                continue
+            image = display(clean, frame_values(clean, frame))
+            found = find_text(image) if find_text else []
+            findings = [TextFinding(frame, r.box, round(r.confidence, 3)) for r in found]
+            view_meta = {"kind": "view", "series_position": position, "frame": frame, "frames": shape.frames,
+                         "slices": len(datasets), **facts,
+                         "window": [window.center, window.width] if window else None,
+                         "burned_in_annotation": report.burned_in_annotation,
+                         "text_regions": [{"box": [round(v, 1) for v in t.box], "confidence": t.confidence}
+                                          for t in findings]}
+            assets.append(IngestedAsset(pixels_only_png(image), "image/png", image.width, image.height, view_meta))
+            done += 1
+            if progress is not None:  # per frame shown: the text-region finder is the slow part
+                progress(done, len(shown))
+    return assets
+
+
+def png_image(asset: IngestedAsset) -> Image.Image:
+    return Image.open(io.BytesIO(asset.data)).convert("RGB")

@@ -1,0 +1,60 @@
+"""The medical viewer: each displayed frame with what it is, and warnings about text in the pixels."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from loupe.core.plugins import AssetView
+
+STYLE = ("<style>.loupe-frame{position:relative;display:inline-block;max-width:100%}"
+         ".loupe-frame img{display:block;max-width:100%;height:auto;background:#000}"
+         ".loupe-frame svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}"
+         ".loupe-frame rect{fill:rgba(255,0,0,.15);stroke:#ff1744;stroke-width:2;vector-effect:non-scaling-stroke}"
+         ".loupe-warning{color:#b71c1c;font-weight:600}</style>")
+
+
+def _caption(meta: dict) -> str:
+    parts = [str(meta.get("Modality", "DICOM"))]
+    if meta.get("BodyPartExamined"):
+        parts.append(str(meta["BodyPartExamined"]).title())
+    if meta.get("slices", 1) > 1:
+        parts.append(f"slice {meta['series_position'] + 1} of {meta['slices']}")
+    if meta.get("frames", 1) > 1:
+        parts.append(f"frame {meta['frame'] + 1} of {meta['frames']}")
+    if meta.get("window"):
+        center, width = meta["window"]
+        parts.append(f"window {center:g}/{width:g}")
+    return " · ".join(html.escape(p) for p in parts)
+
+
+def _warnings(meta: dict) -> str:
+    notes = []
+    if meta.get("burned_in_annotation"):
+        notes.append("The file says text is burned into these pixels.")
+    if meta.get("text_regions"):
+        count = len(meta["text_regions"])
+        notes.append(f"Text found in the pixels ({count} region{'s' if count != 1 else ''}, outlined): "
+                     "check it names no one before sharing.")
+    return "".join(f'<br><span class="loupe-warning">⚠ {note}</span>' for note in notes)
+
+
+def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
+    views = [a for a in assets if a.meta.get("kind") == "view"]
+    if not views:
+        return '<div class="loupe-viewer empty">No case open.</div>'
+    figures = [STYLE]
+    if views[0].case_id is not None:
+        figures.append(f'<p class="loupe-downloads">Download the de-identified DICOM: '
+                       f'<a href="/case-export/{views[0].case_id}/zip" download>zip</a></p>')
+    for view in views:
+        width, height = view.width or 1, view.height or 1
+        rects = "".join(f'<rect x="{x0:.0f}" y="{y0:.0f}" width="{x1 - x0:.0f}" height="{y1 - y0:.0f}"></rect>'
+                        for region in view.meta.get("text_regions", []) for x0, y0, x1, y1 in [region["box"]])
+        figures.append(
+            f'<figure class="loupe-viewer"><div class="loupe-frame">'
+            f'<img src="{view.url}" alt="{_caption(view.meta)}" loading="lazy">'
+            f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
+            f'<figcaption>{_caption(view.meta)} · <a href="{view.url}" target="_blank" rel="noopener">full size</a>'
+            f'{_warnings(view.meta)}</figcaption></figure>')
+    return "".join(figures)

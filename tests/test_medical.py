@@ -1,0 +1,151 @@
+"""The medical domain: DICOM uploads de-identified before storage, burned-in text flagged, what the
+model sees of CT and multi-frame studies, bad files refused with nothing stored."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from loupe.apps.service import LoupeService
+from loupe.core.config import Settings
+from loupe.core.errors import InputRejected
+from loupe.core.plugins import AssetView, UploadLimits
+from loupe.domains.medical import MedicalDomain
+from loupe.domains.medical.viewer import studies_html
+from loupe.domains.medical.windowing import PRESETS, apply_window
+
+DICOM = Path(__file__).parents[1] / "data" / "medical" / "dicom"
+LIMITS = UploadLimits(50 * 2**20, 89_478_485)
+# Searched for in every stored byte. (Institution and station names are checked on the header instead:
+# "TOSHIBA" is also part of the kept, non-identifying Manufacturer.)
+IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyDate",
+               "ReferringPhysicianName", "StudyInstanceUID", "SOPInstanceUID")
+
+
+@pytest.fixture
+def domain(tmp_path) -> MedicalDomain:
+    medical = MedicalDomain()
+    medical.configure(Settings(home=tmp_path, database_url=None))
+    return medical
+
+
+def _phi(ds: pydicom.Dataset) -> list[str]:
+    return [str(ds.get(k)) for k in IDENTIFYING if ds.get(k) not in (None, "") and len(str(ds.get(k))) >= 4]
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "DX_chest_MONOCHROME1.dcm", "CT_693_J2KI.dcm"])
+def test_nothing_identifying_is_kept_in_any_asset_or_its_metadata(domain, name):
+    original = pydicom.dcmread(DICOM / name)
+    phi = _phi(original)
+    assert phi  # the sample files do carry identifying values
+    assets = domain.ingest((DICOM / name).read_bytes(), LIMITS)
+    assert [a.media_type for a in assets] == ["application/dicom", "image/png"]
+    for asset in assets:
+        stored = asset.data.decode("latin-1") + json.dumps(asset.meta)
+        assert not [value for value in phi if value in stored], name
+    kept = pydicom.dcmread(io.BytesIO(assets[0].data))
+    assert kept.PatientIdentityRemoved == "YES" and not any(e.tag.is_private for e in kept)
+    for keyword in ("InstitutionName", "StationName"):  # emptied, removed or given a dummy by Table E.1-1
+        assert kept.get(keyword) in (None, "", "ANONYMIZED"), keyword
+    assert np.array_equal(kept.pixel_array, original.pixel_array)  # the pixels as acquired
+    assert Image.open(io.BytesIO(assets[1].data)).info == {}  # the display PNG carries no metadata
+
+
+def test_ct_is_shown_to_the_model_in_three_windows(domain):
+    assets = domain.ingest((DICOM / "CT_small.dcm").read_bytes(), LIMITS)
+    context = domain.context(assets, "Is there a nodule?")
+    (image,) = context.images
+    hu = pydicom.dcmread(DICOM / "CT_small.dcm").pixel_array.astype(np.float32) - 1024
+    rgb = np.asarray(image)
+    assert np.array_equal(rgb[..., 0], apply_window(hu, PRESETS["lung"]))
+    assert np.array_equal(rgb[..., 2], apply_window(hu, PRESETS["bone"]))
+    assert "Modality: CT" in context.extra_text and "red lung" in context.extra_text
+
+
+def test_a_multiframe_study_shows_evenly_spaced_frames_and_reports_progress(domain):
+    steps: list[tuple[int, int]] = []
+    assets = domain.ingest((DICOM / "MR_enhanced_10frame.dcm").read_bytes(), LIMITS, lambda d, t: steps.append((d, t)))
+    views = [a for a in assets if a.meta["kind"] == "view"]
+    assert len(views) == 10 and steps[-1] == (10, 10)
+    context = domain.context(assets, "What changes between frames?")
+    assert len(context.images) == 3 and "frame 1/10" in context.extra_text and "frame 10/10" in context.extra_text
+
+
+def test_a_zipped_series_becomes_one_case_with_its_slices_in_order(domain):
+    base = pydicom.dcmread(DICOM / "CT_small.dcm")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for z in (20.0, 0.0, 10.0):
+            ds = copy.deepcopy(base)
+            ds.ImagePositionPatient = [0.0, 0.0, z]
+            ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            archive.writestr(f"{base.PatientName}/slice{z}.dcm", buffer.getvalue())  # PHI in the member names
+    assets = domain.ingest(out.getvalue(), LIMITS)
+    dicoms = [pydicom.dcmread(io.BytesIO(a.data)) for a in assets if a.media_type == "application/dicom"]
+    assert [float(ds.ImagePositionPatient[2]) for ds in dicoms] == [0.0, 10.0, 20.0]
+    assert len({ds.SeriesInstanceUID for ds in dicoms}) == 1  # remapped consistently
+    assert str(base.PatientName) not in json.dumps([a.meta for a in assets])
+    exported = zipfile.ZipFile(io.BytesIO(domain.export(assets, "zip")))
+    assert exported.namelist() == ["image_0001.dcm", "image_0002.dcm", "image_0003.dcm"]
+
+
+def _with_burned_in_name() -> bytes:
+    """A CT slice with a name written into its pixels, as old scanners and secondary captures do."""
+    ds = pydicom.dcmread(DICOM / "CT_693_J2KI.dcm")
+    ds.decompress()
+    pixels = ds.pixel_array.copy()
+    canvas = Image.new("L", (pixels.shape[1], pixels.shape[0]), 0)
+    ImageDraw.Draw(canvas).text((20, 20), "DOE^JOHN 1960", fill=255, font=ImageFont.load_default(size=28))
+    pixels[np.asarray(canvas) > 128] = pixels.max()
+    ds.PixelData = pixels.tobytes()
+    ds.BurnedInAnnotation = "YES"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_text_burned_into_the_pixels_is_flagged_without_keeping_the_text(domain):
+    assets = domain.ingest(_with_burned_in_name(), LIMITS)
+    (view,) = [a for a in assets if a.meta["kind"] == "view"]
+    assert view.meta["burned_in_annotation"] is True
+    (region,) = view.meta["text_regions"]
+    x0, y0, x1, y1 = region["box"]
+    assert x0 < 40 and y0 < 40 and x1 > 150 and region["confidence"] > 0.5  # where the name was written
+    assert "DOE" not in json.dumps(view.meta)
+    shown = studies_html([AssetView(1, "/case-assets/1", "image/png", view.width, view.height, "", view.meta, 5)])
+    assert "burned into these pixels" in shown and "Text found in the pixels (1 region" in shown
+    assert shown.count("<rect") == 1 and "/case-export/5/zip" in shown
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("SR_basic_text_report.dcm", "no image"),
+    ("NM_JPEG_lossy_12bit.dcm", "no installed decoder"),
+    ("malformed/MR_truncated.dcm", "truncated"),
+    ("malformed/CT_no_meta.dcm", "not a DICOM file"),
+])
+def test_bad_files_are_refused_and_nothing_is_stored(tmp_path, name, message):
+    service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    with pytest.raises(InputRejected, match=message):
+        service.create_case(user, "medical", (DICOM / name).read_bytes(), "study")
+    assert service.store.list_cases(user) == [] and not any(service.settings.assets_dir.rglob("*.*"))
+
+
+def test_asking_about_a_study_through_the_app(tmp_path, tiny_model_dir):
+    service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    case_id = service.create_case(user, "medical", (DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes(), "chest")
+    final = list(service.ask(user, case_id, "Describe the findings on this chest radiograph."))[-1]
+    assert final.run is not None and final.run.visual_tokens > 0 and final.run.extra["views_read"] == [0]
