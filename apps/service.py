@@ -129,6 +129,10 @@ class LoupeService:
         self.store.audit(user, "case.export", case_id=case_id, detail={"format": name})
         return data, domain.export_formats[name]
 
+    def case_assets(self, user: User, case_id: int) -> list[IngestedAsset]:
+        """A case's stored assets for a domain tool; access-checked and audited as a case read."""
+        return self._assets(self.store.open_case(user, case_id))
+
     def _assets(self, case: Case) -> list[IngestedAsset]:
         return [IngestedAsset(self.store.assets.read(a.sha256), a.media_type, a.width, a.height, a.meta)
                 for a in case.assets]

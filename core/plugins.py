@@ -73,6 +73,11 @@ class DomainTab(Protocol):
         """Offer ready-made questions; a click puts one in the question box."""
         ...
 
+    def case_assets(self, case_id: int, request: Any) -> list[IngestedAsset]:  # noqa: ANN401 - a gr.Request
+        """A tool's way to the open case's stored assets: the app checks the request's user may see the
+        case and audits the read. Never read case files any other way."""
+        ...
+
     def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         """Replace the default viewer: ``render`` turns the open case's assets into HTML, with the
         citations (``{"page", "box", "text"}``) of the answer being looked at highlighted."""

@@ -183,3 +183,34 @@ def test_documents_tab_shows_the_lines_read_on_each_page(tmp_path, tiny_model_di
         expect(page.locator("#documents-status")).to_contain_text("Answered", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "documents-page-boxes.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.browser
+def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, chromium):
+    from playwright.sync_api import expect, sync_playwright
+    study = Path(__file__).resolve().parent.parent / "data" / "medical" / "dicom" / "MR_enhanced_10frame.dcm"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"mia": "user"}) as served, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _login(page, served.url, "mia")
+        page.get_by_role("tab", name="Medical").click()
+        page.get_by_role("tab", name="New case").click()
+        page.locator("#medical-upload input[type=file]").set_input_files(str(study))
+        page.locator("#medical-create").click()
+        expect(page.locator("#medical-status")).to_contain_text("created.", timeout=60_000)
+        viewer = page.locator("#medical-viewer")
+        expect(viewer.locator("figure")).to_have_count(10)  # every frame of the enhanced MR
+        expect(viewer).to_contain_text("MR · Head · frame 1 of 10")
+        window = page.locator("#medical-window-view")
+        expect(window).to_contain_text("image 1 of 10")
+        expect(window.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+        page.locator("#medical-preset input").click()
+        page.get_by_role("option", name="brain").click()
+        expect(window).to_contain_text("brain 40/80 · image 1 of 10", timeout=30_000)
+        page.locator("#medical-question textarea").fill("Describe the findings.")
+        page.locator("#medical-ask").click()
+        expect(page.locator("#medical-status")).to_contain_text("Answered", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "medical-study-windows.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "medical-study-windows.png").stat().st_size > 10_000

@@ -149,3 +149,40 @@ def test_asking_about_a_study_through_the_app(tmp_path, tiny_model_dir):
     case_id = service.create_case(user, "medical", (DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes(), "chest")
     final = list(service.ask(user, case_id, "Describe the findings on this chest radiograph."))[-1]
     assert final.run is not None and final.run.visual_tokens > 0 and final.run.extra["views_read"] == [0]
+
+
+def _data_uri_image(html: str) -> Image.Image:
+    import base64
+    import re
+
+    encoded = re.search(r'src="data:image/png;base64,([^"]+)"', html).group(1)
+    return Image.open(io.BytesIO(base64.b64decode(encoded)))
+
+
+def test_window_tool_renders_any_frame_in_a_preset_or_a_free_window(domain):
+    from loupe.domains.medical.tools import render_frame
+
+    assets = domain.ingest((DICOM / "CT_small.dcm").read_bytes(), LIMITS)
+    lung = render_frame(assets, 1, "lung", 0, 0)
+    assert "lung -600/1500 · image 1 of 1" in lung
+    assert _data_uri_image(lung).getpixel((118, 5)) == 77  # as the windowing test computes by hand
+    free = _data_uri_image(render_frame(assets, 1, "custom", -800, 200))
+    assert free.getpixel((118, 5)) == 5
+    mr = domain.ingest((DICOM / "MR_enhanced_10frame.dcm").read_bytes(), LIMITS)
+    assert "image 10 of 10" in render_frame(mr, 99, "as stored", 0, 0)  # clamped to the last frame
+
+
+def test_the_medical_tab_tool_reads_the_open_case_through_the_access_check(tmp_path):
+    from gradio_client import handle_file
+    from webapp import serve
+
+    with serve(tmp_path / "home", None, {"ann": "user", "bob": "user"}) as served:
+        ann = served.client("ann")
+        upload = tmp_path / "ct.dcm"
+        upload.write_bytes((DICOM / "CT_small.dcm").read_bytes())
+        ann.predict(handle_file(str(upload)), "ct", api_name="/medical_create_case")
+        shown = ann.predict("bone", 1, 400, 1800, api_name="/medical_window")
+        assert "bone 400/1800 · image 1 of 1" in shown and "data:image/png;base64," in shown
+        events = [e.action for e in served.service.store.audit_events(1)]
+        assert "case.read" in events
+        assert not served.files()  # no case image went through Gradio's file cache

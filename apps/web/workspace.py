@@ -14,7 +14,7 @@ import gradio as gr
 
 from loupe.core.cases.models import Case, User
 from loupe.core.errors import LoupeError
-from loupe.core.plugins import AssetView, Domain
+from loupe.core.plugins import AssetView, Domain, IngestedAsset
 from loupe.core.vlm.base import GenerationOptions
 
 from ..service import LoupeService
@@ -44,6 +44,9 @@ class Workspace:
             for text in questions:
                 gr.Button(text, size="sm", variant="secondary", min_width=0).click(
                     lambda t=text: t, outputs=self.question, api_name=False, queue=False)
+
+    def case_assets(self, case_id: int, request: gr.Request) -> list[IngestedAsset]:
+        return self.service.case_assets(self._user(request), int(case_id))
 
     def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         self.render_viewer = render

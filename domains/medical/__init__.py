@@ -93,8 +93,11 @@ class MedicalDomain:
         return out.getvalue()
 
     def build_tab(self, tab: DomainTab) -> None:
+        from .tools import add_window_controls  # Gradio is loaded only where a tab is built
+
         tab.set_viewer(studies_html)
         tab.add_prompts(PROMPTS)
+        add_window_controls(tab)
 
 
 def _evenly(items: list, count: int) -> list:

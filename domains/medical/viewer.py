@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 from loupe.core.plugins import AssetView
 
-STYLE = ("<style>.loupe-frame{position:relative;display:inline-block;max-width:100%}"
-         ".loupe-frame img{display:block;max-width:100%;height:auto;background:#000}"
+STYLE = ("<style>.loupe-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px}"
+         ".loupe-grid figure{margin:0}.loupe-frame{position:relative;display:block;width:100%}"
+         ".loupe-frame img{display:block;width:100%;height:auto;background:#000;image-rendering:pixelated}"
          ".loupe-frame svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}"
          ".loupe-frame rect{fill:rgba(255,0,0,.15);stroke:#ff1744;stroke-width:2;vector-effect:non-scaling-stroke}"
          ".loupe-warning{color:#b71c1c;font-weight:600}</style>")
@@ -47,6 +48,7 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
     if views[0].case_id is not None:
         figures.append(f'<p class="loupe-downloads">Download the de-identified DICOM: '
                        f'<a href="/case-export/{views[0].case_id}/zip" download>zip</a></p>')
+    figures.append('<div class="loupe-grid">' if len(views) > 1 else "<div>")
     for view in views:
         width, height = view.width or 1, view.height or 1
         rects = "".join(f'<rect x="{x0:.0f}" y="{y0:.0f}" width="{x1 - x0:.0f}" height="{y1 - y0:.0f}"></rect>'
@@ -57,4 +59,5 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
             f'<figcaption>{_caption(view.meta)} · <a href="{view.url}" target="_blank" rel="noopener">full size</a>'
             f'{_warnings(view.meta)}</figcaption></figure>')
+    figures.append("</div>")
     return "".join(figures)

@@ -1,0 +1,86 @@
+"""The medical tab's window and slice controls: any frame of the case, in a named preset or a free
+centre/width, rendered on the server from the stored de-identified DICOM.
+
+The image goes to the browser inline (a data URI in the HTML) so that no case image ever passes
+through Gradio's file cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
+
+from loupe.core.plugins import DomainTab, IngestedAsset
+
+from .dicom_image import frame_values, read_dataset
+from .windowing import PRESETS, Window, display, file_window
+
+FILE_WINDOW = "as stored"
+CHOICES = [FILE_WINDOW, *PRESETS, "custom"]
+
+
+def frames_of(assets: Sequence[IngestedAsset]) -> list[tuple[IngestedAsset, int]]:
+    """Every (DICOM asset, frame) of the case, in series order."""
+    return [(a, f) for a in assets if a.meta.get("kind") == "dicom" for f in range(int(a.meta.get("frames", 1)))]
+
+
+def render_frame(assets: Sequence[IngestedAsset], number: int, preset: str, center: float, width: float) -> str:
+    """HTML showing frame ``number`` (1-based) with the chosen window."""
+    frames = frames_of(assets)
+    if not frames:
+        return '<p class="loupe-window empty">No DICOM image in this case.</p>'
+    number = min(max(int(number), 1), len(frames))
+    asset, frame = frames[number - 1]
+    ds = read_dataset(asset.data)
+    window = (PRESETS.get(preset) or (Window(center, width) if preset == "custom" else None)
+              if preset != FILE_WINDOW else None)
+    image = display(ds, frame_values(ds, frame), window)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    shown = window or file_window(ds)
+    label = (f"{preset if preset != 'custom' else 'custom window'}"
+             + (f" {shown.center:g}/{shown.width:g}" if shown else "") + f" · image {number} of {len(frames)}")
+    return (f'<figure class="loupe-window"><img alt="{label}" '
+            'style="width:100%;max-width:512px;image-rendering:pixelated;background:#000" '
+            f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+            f"<figcaption>{label}</figcaption></figure>")
+
+
+def add_window_controls(tab: DomainTab) -> None:
+    with gr.Accordion("Window and slice", open=True, elem_id="medical-window-tools"):
+        with gr.Row():
+            preset = gr.Dropdown(CHOICES, value=FILE_WINDOW, label="Window", elem_id="medical-preset", scale=2)
+            # Gradio wants maximum > minimum: a one-image case gets 1..2, not interactive (2 would clamp to 1)
+            number = gr.Slider(1, 2, value=1, step=1, label="Slice / frame", elem_id="medical-frame", scale=3,
+                               interactive=False)
+        with gr.Row():
+            center = gr.Slider(-1500, 3000, value=40, step=1, label="Centre", elem_id="medical-center")
+            width = gr.Slider(1, 4000, value=400, step=1, label="Width", elem_id="medical-width")
+        view = gr.HTML(elem_id="medical-window-view")
+
+    def show(case_id: int | None, chosen: str, n: float, c: float, w: float, request: gr.Request) -> str:
+        if case_id is None:
+            return ""
+        return render_frame(tab.case_assets(case_id, request), int(n), chosen, c, w)
+
+    def opened(case_id: int | None, request: gr.Request) -> tuple:
+        if case_id is None:
+            return gr.update(maximum=2, value=1, interactive=False), ""
+        assets = tab.case_assets(case_id, request)
+        count = len(frames_of(assets))
+        return (gr.update(maximum=max(count, 2), value=1, interactive=count > 1),
+                render_frame(assets, 1, FILE_WINDOW, 40, 400))
+
+    def preset_chosen(chosen: str) -> tuple:
+        window = PRESETS.get(chosen)
+        return (gr.update(value=window.center), gr.update(value=window.width)) if window else (gr.update(), gr.update())
+
+    inputs = [tab.case_id, preset, number, center, width]
+    tab.case_id.change(opened, tab.case_id, [number, view], api_name="medical_open_view")
+    preset.change(preset_chosen, preset, [center, width], api_name=False).then(show, inputs, view, api_name=False)
+    number.release(show, inputs, view, api_name="medical_window")
+    for slider in (center, width):  # moving a slider means a custom window
+        slider.release(lambda: "custom", None, preset, api_name=False)
