@@ -337,6 +337,88 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
 
 
 @cli.group()
+def reports() -> None:
+    """Radiology reports: evaluation sets with injected errors, and scoring a checker's results."""
+
+
+@reports.command("inject")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The evaluation set (JSONL); its labels go beside it as NAME.labels.jsonl.")
+@click.option("--rate", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of reports that get one injected error.")
+@click.option("--seed", default=1, show_default=True, help="Same seed, same set.")
+def reports_inject(source: Path, out: Path, rate: float, seed: int) -> None:
+    """Inject one error (laterality, negation, substitution, omission, insertion, number/unit, severity,
+    location, sex-specific anatomy) into a share of real reports (CSV in the IU layout, or JSONL)."""
+    from loupe.core.errors import InputRejected
+    from loupe.domains.medical.reports.inject import build_eval, report_row
+
+    problems: list[str] = []
+    try:
+        from loupe.domains.medical.reports.sections import read_reports
+
+        pairs = build_eval(read_reports(source, problems), rate, seed)
+    except InputRejected as exc:
+        raise click.ClickException(str(exc)) from None
+    labels = out.with_name(out.name.removesuffix(".jsonl") + ".labels.jsonl")
+    out.write_text("".join(json.dumps(report_row(r), ensure_ascii=False) + "\n" for r, _ in pairs))
+    labels.write_text("".join(json.dumps(label, ensure_ascii=False) + "\n" for _, label in pairs))
+    for problem in problems:
+        click.echo(f"skipped {problem}", err=True)
+    kinds: dict[str, int] = {}
+    for _, label in pairs:
+        if label["has_error"]:
+            kinds[label["kind"]] = kinds.get(label["kind"], 0) + 1
+    click.echo(json.dumps({"reports": len(pairs), "with_error": sum(kinds.values()), "kinds": kinds,
+                           "labels": str(labels)}))
+
+
+@reports.command("eval")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Confusion matrix image (default: "
+              "beside RESULTS).")
+def reports_eval(results: Path, labels: Path, png: Path | None) -> None:
+    """SIMPLE (error or not) and COMPLEX (which kind) scores of RESULTS against injected LABELS."""
+    from loupe.domains.medical.reports.batch import load_jsonl
+    from loupe.domains.medical.reports.evaluate import confusion_png, evaluate
+
+    report = evaluate(list(load_jsonl(results)), list(load_jsonl(labels)))
+    target = png or results.with_suffix(".confusion.png")
+    confusion_png(report, target)
+    click.echo(json.dumps({**report, "confusion_png": str(target)}, indent=2))
+
+
+@cli.command("check-reports")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Results, one JSON line per report; a rerun skips the reports already there.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Local processes.")
+def check_reports(source: Path, out: Path, workers: int) -> None:
+    """Check radiology reports for errors (rules: contradictions between sections, laterality, numbers
+    and units, sex-specific anatomy). Input: CSV in the IU layout or JSONL."""
+    from tqdm import tqdm
+
+    from loupe.core.errors import InputRejected
+    from loupe.domains.medical.reports.batch import check_file
+
+    with tqdm(desc="checking", unit="report", disable=None) as bar:
+        def step(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            run = check_file(source, out, workers, step)
+        except InputRejected as exc:
+            raise click.ClickException(str(exc)) from None
+    for problem in run.problems:
+        click.echo(f"skipped {problem}", err=True)
+    click.echo(json.dumps({"checked": run.checked, "already_done": run.skipped, "flagged": run.flagged,
+                           "unreadable": len(run.problems)}))
+
+
+@cli.group()
 def docs() -> None:
     """Documents: conversion to Markdown and JSON."""
 

@@ -1,0 +1,1 @@
+"""Radiology reports: sections, an error taxonomy and injector, and checkers."""

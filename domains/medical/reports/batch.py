@@ -1,0 +1,80 @@
+"""Checking a file of reports: one JSON line per report, resumable, on local worker processes.
+
+The output is appended one complete line at a time and flushed, so a run killed at any moment leaves
+whole lines only (a torn last line is dropped on the next run); a rerun skips the ids already there.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .rules import check_rules
+from .sections import Report, read_reports
+
+Progress = Callable[[int, int], None]
+
+
+def check_one(report: Report) -> dict:
+    flags = check_rules(report)
+    return {"id": report.id, "has_error": bool(flags),
+            "findings": [{"kind": f.kind, "section": f.section, "span": list(f.span), "text": f.text,
+                          "reason": f.reason, "confidence": f.confidence} for f in flags]}
+
+
+def finished_ids(out: Path) -> set[str]:
+    """Ids already in ``out``; a last line cut off by a kill is removed first."""
+    if not out.exists():
+        return set()
+    data = out.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with out.open("r+b") as handle:
+            handle.truncate(len(complete))
+    return {json.loads(line)["id"] for line in complete.decode("utf-8").splitlines() if line.strip()}
+
+
+@dataclass
+class CheckRun:
+    checked: int = 0
+    skipped: int = 0  # already in the output
+    flagged: int = 0
+    problems: list[str] = field(default_factory=list)  # input lines that could not be read
+
+
+def _results(pending: list[Report], workers: int) -> Iterator[dict]:
+    if workers <= 1:
+        yield from map(check_one, pending)
+        return
+    with mp.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(check_one, pending, chunksize=max(1, min(32, len(pending) // (workers * 4) or 1)))
+
+
+def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | None = None) -> CheckRun:
+    run = CheckRun()
+    done = finished_ids(out)
+    reports = list(read_reports(source, run.problems))
+    pending = [r for r in reports if r.id not in done]
+    run.skipped = len(reports) - len(pending)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", encoding="utf-8") as handle:
+        for result in _results(pending, workers):
+            handle.write(json.dumps(result, ensure_ascii=False) + "\n")  # one whole line per write
+            handle.flush()
+            run.checked += 1
+            run.flagged += result["has_error"]
+            if progress is not None:
+                progress(run.checked, len(pending))
+        os.fsync(handle.fileno())
+    return run
+
+
+def load_jsonl(path: Path) -> Iterable[dict]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)

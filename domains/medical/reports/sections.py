@@ -1,0 +1,118 @@
+"""Radiology reports as sections: from the public IU chest X-ray CSV layout, from JSONL, or from free
+text with headings ("FINDINGS:", "IMPRESSION:" ...). Bad input names its line and field."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loupe.core.errors import InputRejected
+
+SECTIONS = ("indication", "comparison", "technique", "findings", "impression")
+REQUIRED = ("findings", "impression")
+_HEADINGS = {  # heading words -> section
+    "indication": "indication", "history": "indication", "clinical history": "indication", "reason": "indication",
+    "comparison": "comparison", "technique": "technique", "examination": "technique",
+    "findings": "findings", "impression": "impression", "conclusion": "impression", "opinion": "impression",
+}
+_HEADING = re.compile(r"^\s*(" + "|".join(sorted(map(re.escape, _HEADINGS), key=len, reverse=True)) + r")\s*:\s*",
+                      re.IGNORECASE | re.MULTILINE)
+_SEX = re.compile(r"\b(female|woman|girl|male|man|boy)\b", re.IGNORECASE)
+
+
+@dataclass
+class Report:
+    id: str
+    sections: dict[str, str] = field(default_factory=dict)
+    patient_sex: str | None = None  # "F" or "M" when known (DICOM Patient's Sex, or said in the indication)
+
+    def text(self, section: str) -> str:
+        return self.sections.get(section, "")
+
+
+def parse_report(report_id: str, text: str) -> Report:
+    """Free text with headings into sections; text before any heading counts as findings."""
+    sections: dict[str, str] = {}
+    matches = list(_HEADING.finditer(text))
+    if not matches:
+        return Report(report_id, {"findings": text.strip()})
+    if text[:matches[0].start()].strip():
+        sections["findings"] = text[:matches[0].start()].strip()
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        name = _HEADINGS[match.group(1).lower()]
+        body = text[match.end():end].strip()
+        sections[name] = f"{sections[name]} {body}".strip() if name in sections else body
+    return Report(report_id, sections)
+
+
+def sex_from_text(text: str) -> str | None:
+    match = _SEX.search(text)
+    if match is None:
+        return None
+    return "F" if match.group(1).lower() in ("female", "woman", "girl") else "M"
+
+
+def _from_fields(report_id: str, row: dict, where: str) -> Report:
+    if not report_id:
+        raise InputRejected(f"{where}: the report has no id (column 'uid' or 'id').")
+    if "text" in row and not any(row.get(s) for s in SECTIONS):
+        report = parse_report(report_id, str(row["text"] or ""))
+    elif not any(s in row for s in SECTIONS):
+        raise InputRejected(f"{where}: no report field (findings, impression or text).")
+    else:  # a section left out or empty is a section the report does not have
+        report = Report(report_id, {s: str(row.get(s) or "").strip() for s in SECTIONS if row.get(s)})
+    if not any(report.sections.values()):
+        raise InputRejected(f"{where}: the report text is empty.")
+    sex = str(row.get("patient_sex") or row.get("sex") or "").upper()[:1]
+    report.patient_sex = sex if sex in ("F", "M") else sex_from_text(report.text("indication"))
+    return report
+
+
+def read_reports(path: Path, problems: list[str] | None = None) -> Iterator[Report]:
+    """Reports from a CSV (IU layout: ``uid``, ``findings``, ``impression``, optional ``indication``,
+    ``comparison``) or a JSONL file (``id`` plus those fields, or ``id`` and ``text``). A file whose
+    header lacks a column is refused; a bad row is skipped and described in ``problems`` (or refused,
+    when no list is given)."""
+    for item in _rows(path):
+        if isinstance(item, Report):
+            yield item
+        elif problems is None:
+            raise item
+        else:
+            problems.append(str(item))
+
+
+def _rows(path: Path) -> Iterator[Report | InputRejected]:
+    if path.suffix.lower() == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise InputRejected(f"line {number}: expected a JSON object.")
+                    yield _from_fields(str(row.get("id") or row.get("uid") or ""), row, f"line {number}")
+                except json.JSONDecodeError:
+                    yield InputRejected(f"line {number}: not valid JSON.")
+                except InputRejected as exc:
+                    yield exc
+        return
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        missing = [c for c in REQUIRED if c not in columns] if "text" not in columns else []
+        if "uid" not in columns and "id" not in columns:
+            missing.insert(0, "uid")
+        if missing:
+            raise InputRejected(f"line 1: the header lacks column(s) {', '.join(missing)}.")
+        for row in reader:
+            try:  # reader.line_num: the file line where this record ends (fields may span lines)
+                yield _from_fields(str(row.get("uid") or row.get("id") or "").strip(), row, f"line {reader.line_num}")
+            except InputRejected as exc:
+                yield exc

@@ -1,0 +1,145 @@
+"""Radiology report error-checking: sections, the injector, the rule checker, the resumable batch
+(killed with SIGKILL and rerun), and the scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from loupe.core.errors import InputRejected
+from loupe.domains.medical.reports.batch import check_file, finished_ids
+from loupe.domains.medical.reports.evaluate import confusion_png, evaluate
+from loupe.domains.medical.reports.inject import INJECTORS, build_eval
+from loupe.domains.medical.reports.rules import check_rules
+from loupe.domains.medical.reports.sections import Report, parse_report, read_reports
+
+IU = Path(__file__).parents[1] / "data" / "medical" / "reports" / "iu_xray_reports_300.csv"
+RICH = Report("r1", {"indication": "45-year-old female with cough",
+                     "findings": "There is a small left pleural effusion measuring 12 mm. No pneumothorax. "
+                                 "Mild cardiomegaly. The right upper lobe is clear.",
+                     "impression": "Small left pleural effusion, 12 mm. Mild cardiomegaly."}, "F")
+
+
+def test_free_text_is_split_into_sections_and_the_iu_csv_is_read():
+    report = parse_report("x", "INDICATION: cough\nFindings: Lungs clear.\nIMPRESSION:\nNo acute disease.")
+    assert report.sections == {"indication": "cough", "findings": "Lungs clear.", "impression": "No acute disease."}
+    problems: list[str] = []
+    reports = list(read_reports(IU, problems))
+    assert len(reports) == 299 and problems == ["line 122: the report text is empty."]
+    assert reports[1].id == "72" and reports[1].patient_sex == "F"  # "XXXX-year-old female" in the indication
+
+
+def test_bad_report_files_name_the_line(tmp_path):
+    missing = tmp_path / "missing.csv"
+    missing.write_text("uid,findings\n1,Lungs clear.\n")
+    with pytest.raises(InputRejected, match="line 1: the header lacks column"):
+        list(read_reports(missing))
+    lines = tmp_path / "reports.jsonl"
+    lines.write_text('{"id": "a", "findings": "Clear."}\nnot json\n{"id": "c"}\n{"findings": "x"}\n')
+    problems: list[str] = []
+    assert [r.id for r in read_reports(lines, problems)] == ["a"]
+    assert problems == ["line 2: not valid JSON.", "line 3: no report field (findings, impression or text).",
+                        "line 4: the report has no id (column 'uid' or 'id')."]
+
+
+@pytest.mark.parametrize("kind", sorted(INJECTORS))
+def test_each_injected_error_is_labelled_where_it_is(kind):
+    changed, injected = INJECTORS[kind](RICH, random.Random(3))
+    assert injected.kind == kind and changed.sections != RICH.sections
+    start, end = injected.span
+    assert changed.text(injected.section)[start:end] == injected.replacement
+    assert injected.original != injected.replacement
+
+
+def test_an_evaluation_set_is_reproducible_and_has_the_requested_rate():
+    reports = list(read_reports(IU, []))
+    first, again = build_eval(reports, 0.5, 7), build_eval(reports, 0.5, 7)
+    assert [label for _, label in first] == [label for _, label in again]
+    share = sum(label["has_error"] for _, label in first) / len(first)
+    assert 0.4 < share < 0.6
+    assert len({label["kind"] for _, label in first if label["has_error"]}) >= 7
+
+
+def _kinds(report: Report, **options: object) -> set[str]:
+    return {flag.kind for flag in check_rules(report, **options)}
+
+
+def test_rules_see_contradictions_laterality_numbers_and_anatomy():
+    assert _kinds(RICH) == set()  # consistent report, no flag
+    swapped = Report("l", {**RICH.sections, "impression": "Small right pleural effusion, 12 mm. Mild cardiomegaly."})
+    assert "laterality" in _kinds(swapped)
+    flipped = Report("n", {"findings": "Lungs are clear of consolidation. There is pneumothorax.",
+                           "impression": "No acute cardiopulmonary disease."})
+    assert _kinds(flipped) == {"negation"}
+    declared = Report("d", {"findings": "Lungs are clear without effusion.", "impression": "There is acute disease."})
+    assert _kinds(declared) == {"negation"}
+    sized = Report("s", {**RICH.sections, "impression": "Small left pleural effusion, 12 cm. Mild cardiomegaly."})
+    assert "number_unit" in _kinds(sized)
+    anatomy = Report("a", {"findings": "Surgical clips in the prostate bed.", "impression": "No acute disease."}, "F")
+    assert _kinds(anatomy) == {"sex_anatomy"}
+    image_side = Report("i", {"findings": "Right upper lobe nodule.", "impression": "Nodule."})
+    assert "laterality" in _kinds(image_side, image_laterality="L")
+
+
+def _write_many(path: Path, copies: int) -> list[str]:
+    reports = list(read_reports(IU, []))
+    ids = []
+    with path.open("w") as handle:
+        for n in range(copies):
+            for report in reports:
+                ids.append(f"{report.id}-{n}")
+                handle.write(json.dumps({"id": ids[-1], **report.sections}) + "\n")
+    return ids
+
+
+def test_a_killed_run_resumes_without_losing_or_duplicating_a_report(tmp_path):
+    source, out = tmp_path / "many.jsonl", tmp_path / "results.jsonl"
+    ids = _write_many(source, 4)
+    command = [sys.executable, "-m", "loupe.apps.cli", "check-reports", str(source), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 100):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = out.read_bytes().count(b"\n")
+    assert 100 <= partial < len(ids)  # killed part-way
+    with out.open("ab") as handle:
+        handle.write(b'{"id": "torn')  # as if the kill had landed mid-line
+    run = check_file(source, out)
+    assert run.skipped == partial and run.checked == len(ids) - partial
+    written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(written) == sorted(ids) and len(set(written)) == len(ids)
+    assert finished_ids(out) == set(ids)
+
+
+def test_two_workers_give_the_same_results_as_one(tmp_path):
+    source = tmp_path / "some.jsonl"
+    _write_many(source, 1)
+    check_file(source, tmp_path / "one.jsonl", workers=1)
+    check_file(source, tmp_path / "two.jsonl", workers=2)
+    assert (tmp_path / "one.jsonl").read_text() == (tmp_path / "two.jsonl").read_text()
+
+
+def test_scores_and_confusion_matrix(tmp_path):
+    labels = [{"id": "a", "has_error": True, "kind": "laterality"}, {"id": "b", "has_error": True, "kind": "negation"},
+              {"id": "c", "has_error": False}, {"id": "d", "has_error": False}]
+    results = [{"id": "a", "has_error": True, "findings": [{"kind": "laterality", "confidence": 0.8}]},
+               {"id": "b", "has_error": False, "findings": []},
+               {"id": "c", "has_error": True, "findings": [{"kind": "negation", "confidence": 0.7}]},
+               {"id": "d", "has_error": False, "findings": []}]
+    report = evaluate(results, labels)
+    assert report["simple"]["accuracy"] == 0.5 and report["simple"]["recall"] == 0.5
+    assert report["simple"]["balanced_accuracy"] == 0.5 and report["clean_false_flag_rate"] == 0.5
+    assert report["complex"]["laterality"]["kind_recall"] == 1.0 and report["complex"]["negation"]["detected"] == 0.0
+    confusion_png(report, tmp_path / "c.png")
+    assert Image.open(tmp_path / "c.png").size[0] > 400
