@@ -169,3 +169,14 @@ def test_bench_dicom_compares_de_identification_with_bare_reading(run):
     assert report["files"] == 9  # the shipped files both configurations can decode
     assert [r["config"] for r in report["results"]] == ["dcmread", "loupe"]
     assert report["summary"]["deid_throughput_ratio_vs_dcmread"] > 0
+
+
+def test_bench_reports_gives_speed_and_accuracy_of_the_rule_checker(run):
+    result = run("bench", "reports", "--seeds", "1", "--copies", "2")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    summary = report["summary"]
+    assert set(summary) == {"rules_reports_per_s_per_core", "workers2_speedup", "simple_balanced_accuracy_rule_kinds",
+                            "clean_false_flag_rate", "simple_balanced_accuracy_rule_kinds_cues"}
+    assert summary["rules_reports_per_s_per_core"] > 0 and 0.5 < summary["simple_balanced_accuracy_rule_kinds"] <= 1
+    assert report["batch_reports"] == 2 * report["reports"]

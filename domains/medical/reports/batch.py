@@ -47,11 +47,13 @@ class CheckRun:
 
 
 def _results(pending: list[Report], workers: int) -> Iterator[dict]:
+    check_one(Report("warm-up", {"findings": "No effusion."}))  # build the pipeline before forking
     if workers <= 1:
         yield from map(check_one, pending)
         return
-    with mp.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(check_one, pending, chunksize=max(1, min(32, len(pending) // (workers * 4) or 1)))
+    # fork: workers start at once with the spaCy pipeline already built (this process runs no threads of its own)
+    with mp.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(check_one, pending, chunksize=max(1, min(256, len(pending) // (workers * 4) or 1)))
 
 
 def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | None = None) -> CheckRun:
