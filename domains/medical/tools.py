@@ -61,10 +61,12 @@ def add_window_controls(tab: DomainTab) -> None:
             width = gr.Slider(1, 4000, value=400, step=1, label="Width", elem_id="medical-width")
         view = gr.HTML(elem_id="medical-window-view")
 
-    def show(case_id: int | None, chosen: str, n: float, c: float, w: float, request: gr.Request) -> str:
+    def show(case_id: int | None, preset_name: str, frame_number: float, center_value: float, width_value: float,
+             request: gr.Request) -> str:
         if case_id is None:
             return ""
-        return render_frame(tab.case_assets(case_id, request), int(n), chosen, c, w)
+        return render_frame(tab.case_assets(case_id, request), int(frame_number), preset_name, center_value,
+                            width_value)
 
     def opened(case_id: int | None, request: gr.Request) -> tuple:
         if case_id is None:
