@@ -7,6 +7,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -159,20 +160,40 @@ def test_case_review_logout_and_admin_in_a_real_browser(tmp_path, tiny_model_dir
         assert (ARTIFACTS / name).stat().st_size > 10_000
 
 
-@pytest.mark.browser
-def test_documents_tab_shows_the_lines_read_on_each_page(tmp_path, tiny_model_dir, chromium):
-    from playwright.sync_api import expect, sync_playwright
-    scan = Path(__file__).resolve().parent.parent / "data" / "documents" / "ocr_test_rotated_90.pdf"
-    ARTIFACTS.mkdir(exist_ok=True)
-    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"dora": "user"}) as served, sync_playwright() as pw:
+@contextmanager
+def _signed_in(tmp_path: Path, model: Path, user: str, chromium: str) -> Iterator:
+    """A browser page logged in to a fresh app as ``user`` (role user)."""
+    from playwright.sync_api import sync_playwright
+
+    with serve(tmp_path / "home", model, {user: "user"}) as served, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        _login(page, served.url, "dora")
-        page.get_by_role("tab", name="Documents").click()
-        page.get_by_role("tab", name="New case").click()
-        page.locator("#documents-upload input[type=file]").set_input_files(str(scan))
-        page.locator("#documents-create").click()
-        expect(page.locator("#documents-status")).to_contain_text("created.", timeout=60_000)
+        _login(page, served.url, user)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def _create_case(page, tab: str, upload: Path) -> None:  # noqa: ANN001 - a Playwright page
+    """In the tab's New case form: upload the file and create the case."""
+    from playwright.sync_api import expect
+
+    domain = tab.lower()
+    page.get_by_role("tab", name=tab).click()
+    page.get_by_role("tab", name="New case").click()
+    page.locator(f"#{domain}-upload input[type=file]").set_input_files(str(upload))
+    page.locator(f"#{domain}-create").click()
+    expect(page.locator(f"#{domain}-status")).to_contain_text("created.", timeout=60_000)
+
+
+@pytest.mark.browser
+def test_documents_tab_shows_the_lines_read_on_each_page(tmp_path, tiny_model_dir, chromium):
+    from playwright.sync_api import expect
+    scan = Path(__file__).resolve().parent.parent / "data" / "documents" / "ocr_test_rotated_90.pdf"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "dora", chromium) as page:
+        _create_case(page, "Documents", scan)
         viewer = page.locator("#documents-viewer")
         expect(viewer.locator("img")).to_have_attribute("src", "/case-assets/1")
         expect(viewer.locator("svg rect")).to_have_count(3)  # the three lines of the turned scan, read upright
@@ -182,23 +203,15 @@ def test_documents_tab_shows_the_lines_read_on_each_page(tmp_path, tiny_model_di
         page.locator("#documents-ask").click()
         expect(page.locator("#documents-status")).to_contain_text("Answered", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "documents-page-boxes.png"), full_page=True)
-        browser.close()
 
 
 @pytest.mark.browser
 def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, chromium):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
     study = Path(__file__).resolve().parent.parent / "data" / "medical" / "dicom" / "MR_enhanced_10frame.dcm"
     ARTIFACTS.mkdir(exist_ok=True)
-    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"mia": "user"}) as served, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        _login(page, served.url, "mia")
-        page.get_by_role("tab", name="Medical").click()
-        page.get_by_role("tab", name="New case").click()
-        page.locator("#medical-upload input[type=file]").set_input_files(str(study))
-        page.locator("#medical-create").click()
-        expect(page.locator("#medical-status")).to_contain_text("created.", timeout=60_000)
+    with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "mia", chromium) as page:
+        _create_case(page, "Medical", study)
         viewer = page.locator("#medical-viewer")
         expect(viewer.locator("figure")).to_have_count(10)  # every frame of the enhanced MR
         expect(viewer).to_contain_text("MR · Head · frame 1 of 10")
@@ -212,5 +225,4 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
         page.locator("#medical-ask").click()
         expect(page.locator("#medical-status")).to_contain_text("Answered", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "medical-study-windows.png"), full_page=True)
-        browser.close()
     assert (ARTIFACTS / "medical-study-windows.png").stat().st_size > 10_000
