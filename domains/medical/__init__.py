@@ -19,7 +19,7 @@ from PIL import Image
 from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
 from .dicom_image import frame_values, read_dataset
-from .ingest import ingest_dicom, png_image
+from .ingest import evenly_spaced, ingest_dicom, png_image
 from .viewer import studies_html
 from .windowing import ct_channels
 
@@ -64,7 +64,7 @@ class MedicalDomain:
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
         views = [a for a in assets if a.meta.get("kind") == "view"]
-        chosen = _evenly(views, SLICES_PER_QUESTION)
+        chosen = [views[i] for i in evenly_spaced(len(views), SLICES_PER_QUESTION)]
         first = chosen[0].meta if chosen else {}
         if first.get("Modality") == "CT":  # lung, soft-tissue and bone windows in the three channels
             images = [_ct_view(assets, view.meta) for view in chosen]
@@ -98,12 +98,6 @@ class MedicalDomain:
         tab.set_viewer(studies_html)
         tab.add_prompts(PROMPTS)
         add_window_controls(tab)
-
-
-def _evenly(items: list, count: int) -> list:
-    if len(items) <= count:
-        return items
-    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)] if count > 1 else [items[0]]
 
 
 def _ct_view(assets: Sequence[IngestedAsset], view: dict) -> Image.Image:

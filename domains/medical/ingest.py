@@ -65,11 +65,13 @@ def images_of(data: bytes, limits: UploadLimits) -> list[Dataset]:
     return [ds]
 
 
-def _shown(count: int) -> list[int]:
-    """Which of ``count`` frames or slices get a display image: all, or evenly spaced up to MAX_PREVIEWS."""
-    if count <= MAX_PREVIEWS:
+def evenly_spaced(count: int, limit: int) -> list[int]:
+    """Indices of ``count`` items to show when at most ``limit`` fit: all, or spread from first to last."""
+    if count <= limit:
         return list(range(count))
-    return sorted({round(i * (count - 1) / (MAX_PREVIEWS - 1)) for i in range(MAX_PREVIEWS)})
+    if limit <= 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
 
 
 def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Progress | None = None,
@@ -81,7 +83,7 @@ def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Pro
         check_size(geometry(ds), limits.max_pixels, limits.max_bytes)
     deidentify = Deidentifier(DeidOptions(secret))
     frames = [(i, f) for i, ds in enumerate(datasets) for f in range(geometry(ds).frames)]
-    shown = {frames[k] for k in _shown(len(frames))}
+    shown = {frames[k] for k in evenly_spaced(len(frames), MAX_PREVIEWS)}
     assets: list[IngestedAsset] = []
     done = 0
     for position, ds in enumerate(datasets):
