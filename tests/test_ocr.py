@@ -158,3 +158,14 @@ def test_text_regions_of_an_image_come_with_text_and_confidence():
     assert [r.confidence for r in regions] == sorted((r.confidence for r in regions), reverse=True)
     assert all(r.confidence >= 0.5 and 0 <= r.box[0] < r.box[2] <= receipt.width for r in regions)
     assert find_text_regions(Image.new("L", (256, 256), 0)) == []
+
+
+def test_small_text_on_a_large_radiograph_is_found_in_tiles():
+    from PIL import ImageDraw, ImageFont
+
+    from loupe.core.ocr.regions import find_text_regions
+
+    frame = Image.new("L", (2048, 2048), 20)  # 24-px text: scaled to the detector's 1280 px it is lost
+    ImageDraw.Draw(frame).text((1500, 1300), "DOE^JOHN 1960-01-01", fill=230, font=ImageFont.load_default(size=24))
+    (region,) = find_text_regions(frame)
+    assert region.text.startswith("DOE^JOHN") and 1480 < region.box[0] < 1510 and 1290 < region.box[1] < 1310

@@ -25,8 +25,41 @@ def _engine():  # noqa: ANN202 - one shared RapidOCREngine, built on first use
     return RapidOCREngine(word_boxes=False)
 
 
+TILE = 1280  # the detector's working size (rapid.py): larger images are also read tile by tile
+OVERLAP = 160  # pixels shared by neighbouring tiles, so text on a seam is whole in one of them
+
+
+def _tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    def starts(length: int) -> list[int]:
+        if length <= TILE:
+            return [0]
+        step = TILE - OVERLAP
+        return [*range(0, length - TILE, step), length - TILE]
+
+    return [(x, y, min(x + TILE, width), min(y + TILE, height)) for y in starts(height) for x in starts(width)]
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    """Most of the smaller box lies inside the other: the same text found twice."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return smaller > 0 and inter > 0.5 * smaller
+
+
 def find_text_regions(image: Image.Image, min_confidence: float = 0.5) -> list[TextRegion]:
-    """Text regions of ``image`` (any mode; medical greyscale is fine), most confident first."""
-    lines = _engine().read(image.convert("RGB"))
-    regions = [TextRegion(ln.box, ln.text, ln.confidence) for ln in lines if ln.confidence >= min_confidence]
-    return sorted(regions, key=lambda r: -r.confidence)
+    """Text regions of ``image`` (any mode; medical greyscale is fine), most confident first.
+
+    An image larger than the detector's working size is also read in overlapping tiles at full
+    resolution: small burned-in text on a large radiograph is lost when the whole image is scaled down."""
+    rgb = image.convert("RGB")
+    found = [TextRegion(ln.box, ln.text, ln.confidence) for ln in _engine().read(rgb)]
+    if max(rgb.size) > TILE:
+        for x0, y0, x1, y1 in _tiles(*rgb.size):
+            for ln in _engine().read(rgb.crop((x0, y0, x1, y1))):
+                box = (ln.box[0] + x0, ln.box[1] + y0, ln.box[2] + x0, ln.box[3] + y0)
+                found.append(TextRegion(box, ln.text, ln.confidence))
+    kept: list[TextRegion] = []
+    for region in sorted((r for r in found if r.confidence >= min_confidence), key=lambda r: -r.confidence):
+        if not any(_overlaps(region.box, other.box) for other in kept):
+            kept.append(region)
+    return kept
