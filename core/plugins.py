@@ -78,6 +78,18 @@ class DomainTab(Protocol):
         case and audits the read. Never read case files any other way."""
         ...
 
+    def save_report(self, case_id: int, request: Any, text: str, findings: list[dict]) -> int:  # noqa: ANN401
+        """Store a new version of the case's report (e.g. a radiology report) with a checker's findings."""
+        ...
+
+    def latest_report(self, case_id: int, request: Any) -> dict | None:  # noqa: ANN401 - a gr.Request
+        """The newest report version: ``{"id", "text", "findings", "signed_off"}``, or None."""
+        ...
+
+    def sign_off_report(self, case_id: int, request: Any) -> int:  # noqa: ANN401 - a gr.Request
+        """Sign the newest report version off (reviewer role; refused and audited otherwise)."""
+        ...
+
     def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         """Replace the default viewer: ``render`` turns the open case's assets into HTML, with the
         citations (``{"page", "box", "text"}``) of the answer being looked at highlighted."""

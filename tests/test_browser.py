@@ -224,5 +224,11 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
         page.locator("#medical-question textarea").fill("Describe the findings.")
         page.locator("#medical-ask").click()
         expect(page.locator("#medical-status")).to_contain_text("Answered", timeout=60_000)
+        page.locator("#medical-report textarea").fill(
+            "FINDINGS: There is a small right pleural effusion.\nIMPRESSION: Small left pleural effusion.")
+        page.locator("#medical-check-report").click()
+        flags = page.locator("#medical-report-flags")
+        expect(flags.locator("mark.loupe-flag")).to_have_count(2, timeout=30_000)  # the side, in both sections
+        expect(flags).to_contain_text("laterality in the impression")
         page.screenshot(path=str(ARTIFACTS / "medical-study-windows.png"), full_page=True)
     assert (ARTIFACTS / "medical-study-windows.png").stat().st_size > 10_000

@@ -158,6 +158,8 @@ def _argument(name: str, world, tmp_path) -> object:
         return "bob"
     if name == "role_value":
         return "admin"
+    if name == "report_text":
+        return "FINDINGS: Left effusion.\nIMPRESSION: Right effusion."
     if name == "preset_name":
         return "lung"
     if name in ("frame_number", "center_value", "width_value"):

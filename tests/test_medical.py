@@ -186,3 +186,25 @@ def test_the_medical_tab_tool_reads_the_open_case_through_the_access_check(tmp_p
         events = [e.action for e in served.service.store.audit_events(1)]
         assert "case.read" in events
         assert not served.files()  # no case image went through Gradio's file cache
+
+
+def test_the_report_panel_marks_flagged_spans_and_keeps_versions_and_sign_off(tmp_path):
+    from gradio_client import handle_file
+    from webapp import serve
+
+    with serve(tmp_path / "home", None, {"ann": "user", "rita": "reviewer"}) as served:
+        ann = served.client("ann")
+        upload = tmp_path / "dx.dcm"
+        upload.write_bytes((DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes())  # Image Laterality: L
+        ann.predict(handle_file(str(upload)), "chest", api_name="/medical_create_case")
+        report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small left pleural effusion."
+        shown = ann.predict(report, api_name="/medical_check_report")
+        assert shown.count('<mark class="loupe-flag"') >= 2 and "laterality" in shown and "Saved" in shown
+        assert "the image is of the left side" in shown  # the study's own laterality, from its header
+        assert "reviewer role" in ann.predict(api_name="/medical_sign_off_report")
+        user = served.service.user("ann")
+        [case] = served.service.store.list_cases(user, domain="medical")
+        latest = served.service.store.latest_report(user, case.id)
+        assert latest.text == report and {f["kind"] for f in latest.findings} == {"laterality"}
+        actions = [e.action for e in served.service.store.audit_events(case.id)]
+        assert "report.save" in actions and "signoff.denied" in actions

@@ -5,7 +5,7 @@ from helpers import run_record, stored_asset
 from sqlalchemy import inspect, select, text
 
 from loupe.core.cases.db import current_revision, head_revision, make_engine, open_database, upgrade
-from loupe.core.cases.models import AuditEvent, ModelRun
+from loupe.core.cases.models import AuditEvent, CaseReport, ModelRun
 from loupe.core.cases.store import CaseSummary
 from loupe.core.errors import AccessDenied, LoupeError
 
@@ -13,8 +13,8 @@ from loupe.core.errors import AccessDenied, LoupeError
 def test_migrations_create_every_table_at_head(db_url):
     engine = make_engine(db_url)
     open_database(db_url)
-    assert head_revision() == "0002"
-    assert current_revision(engine) == "0002"
+    assert head_revision() == "0003"
+    assert current_revision(engine) == "0003"
     schema = inspect(engine)
     tables = set(schema.get_table_names())
     assert {"users", "cases", "case_shares", "assets", "messages", "model_runs", "reviews", "audit_events",
@@ -25,8 +25,10 @@ def test_migrations_create_every_table_at_head(db_url):
     assert [fk["referred_table"] for fk in schema.get_foreign_keys("audit_events")] == ["users"]
     assert {"ix_audit_events_case_id", "ix_audit_events_user_id"} <= {i["name"] for i in
                                                                        schema.get_indexes("audit_events")}
+    assert "case_reports" in tables and "ix_case_reports_case_id" in {i["name"] for i in
+                                                                      schema.get_indexes("case_reports")}
     open_database(db_url)  # applying again is a no-op
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
 
 
 def test_upgrade_from_0001_keeps_existing_rows(db_url):
@@ -44,7 +46,7 @@ def test_upgrade_from_0001_keeps_existing_rows(db_url):
         conn.execute(text("INSERT INTO audit_events (id, user_id, action, case_id, detail, created_at) "
                           "VALUES (1, 1, 'case.create', 1, '{}', CURRENT_TIMESTAMP)"))
     open_database(db_url)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT title, archived_at FROM cases")).one() == ("old case", None)
         assert conn.execute(text("SELECT signed_off FROM reviews")).scalar() in (False, 0)
@@ -149,3 +151,32 @@ def test_answers_keep_their_model_run_and_reviews(store):
     with store.sessions() as s:
         assert s.scalar(select(ModelRun.model_id)) == "m"
         assert s.scalar(select(AuditEvent).where(AuditEvent.action == "review")) is not None
+
+
+def test_case_reports_keep_versions_findings_and_a_reviewer_sign_off(store):
+    alice = store.add_user("alice", "password-a")
+    rita = store.add_user("rita", "password-r", "reviewer")
+    bob = store.add_user("bob", "password-b")
+    case_id = store.create_case(alice, "medical", "t", [stored_asset()])
+    assert store.latest_report(alice, case_id) is None
+    flags = [{"kind": "laterality", "section": "impression", "span": [6, 11], "reason": "left vs right"}]
+    first = store.save_report(alice, case_id, "FINDINGS: Left effusion.\nIMPRESSION: Right effusion.", flags)
+    second = store.save_report(alice, case_id, "FINDINGS: Left effusion.\nIMPRESSION: Left effusion.", [])
+    latest = store.latest_report(alice, case_id)
+    assert latest.id == second > first and latest.findings == [] and latest.signed_off_by is None
+    with pytest.raises(LoupeError, match="Write the report first"):
+        store.save_report(alice, case_id, "  ", [])
+    with pytest.raises(AccessDenied):
+        store.save_report(bob, case_id, "not his case", [])
+    with pytest.raises(AccessDenied, match="reviewer role"):
+        store.sign_off_report(alice, case_id)
+    store.share_case(alice, case_id, "rita")
+    assert store.sign_off_report(rita, case_id) == second
+    assert store.latest_report(rita, case_id).signed_off_by == rita.id
+    actions = [e.action for e in store.audit_events(case_id)]
+    assert actions.count("report.save") == 2 and "signoff.denied" in actions and "report.sign_off" in actions
+    store.archive_case(alice, case_id)
+    admin = store.add_user("root", "password-root", "admin")
+    store.purge_case(admin, case_id)
+    with store.sessions() as s:
+        assert s.scalars(select(CaseReport)).all() == []

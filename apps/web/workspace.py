@@ -48,6 +48,19 @@ class Workspace:
     def case_assets(self, case_id: int, request: gr.Request) -> list[IngestedAsset]:
         return self.service.case_assets(self._user(request), int(case_id))
 
+    def save_report(self, case_id: int, request: gr.Request, text: str, findings: list[dict]) -> int:
+        return self.service.store.save_report(self._user(request), int(case_id), text, findings)
+
+    def latest_report(self, case_id: int, request: gr.Request) -> dict | None:
+        report = self.service.store.latest_report(self._user(request), int(case_id))
+        if report is None:
+            return None
+        return {"id": report.id, "text": report.text, "findings": report.findings,
+                "signed_off": report.signed_off_by is not None}
+
+    def sign_off_report(self, case_id: int, request: gr.Request) -> int:
+        return self.service.store.sign_off_report(self._user(request), int(case_id))
+
     def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         self.render_viewer = render
 

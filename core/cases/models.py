@@ -130,6 +130,22 @@ class Review(Base):
     reviewer: Mapped[User] = relationship()
 
 
+class CaseReport(Base):
+    """A report written for a case (e.g. a radiology report), each saved version with what a checker
+    found in it; a user with the reviewer role signs a version off."""
+
+    __tablename__ = "case_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    findings: Mapped[list] = mapped_column(JSON, default=list)  # the checker's flags: kind, section, span, reason
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    signed_off_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    signed_off_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
 

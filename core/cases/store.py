@@ -15,7 +15,7 @@ from ..errors import AccessDenied, LoupeError
 from ..plugins import IngestedAsset
 from ..vlm.base import RunRecord
 from .assets import AssetStore
-from .models import Asset, AuditEvent, Case, CaseShare, ChatMessage, ModelRun, Review, User, utcnow
+from .models import Asset, AuditEvent, Case, CaseReport, CaseShare, ChatMessage, ModelRun, Review, User, utcnow
 from .passwords import check_new_password, dummy_hash, hash_password, verify_password
 
 ROLES = ("user", "reviewer", "admin")
@@ -277,6 +277,50 @@ class CaseStore:
             s.flush()
             return review.id
 
+    # -- case reports ---------------------------------------------------------------------------
+    def save_report(self, user: User, case_id: int, text: str, findings: list[dict]) -> int:
+        """Store a new version of the case's report with what the checker found in it."""
+        if not text.strip():
+            raise LoupeError("Write the report first.")
+        with self.sessions.begin() as s:
+            case = s.get(Case, case_id)
+            self._check_access(s, user, case, f"case {case_id}")
+            if case.archived_at is not None:
+                raise LoupeError("This case is archived: restore it to change its report.")
+            report = CaseReport(case_id=case_id, author_id=user.id, text=text.strip(), findings=findings)
+            s.add(report)
+            s.flush()
+            s.add(AuditEvent(user_id=user.id, action="report.save", case_id=case_id,
+                             detail={"report_id": report.id, "flags": len(findings)}))
+            return report.id
+
+    def latest_report(self, user: User, case_id: int) -> CaseReport | None:
+        """The case's newest report version (audited as a read), or None."""
+        with self.sessions.begin() as s:
+            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
+            report = s.scalar(select(CaseReport).where(CaseReport.case_id == case_id)
+                              .order_by(CaseReport.id.desc()).limit(1))
+            if report is not None:
+                s.add(AuditEvent(user_id=user.id, action="report.read", case_id=case_id,
+                                 detail={"report_id": report.id}))
+            return report
+
+    def sign_off_report(self, user: User, case_id: int) -> int:
+        """Sign off the case's newest report version (reviewer role only)."""
+        with self.sessions.begin() as s:
+            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
+            report = s.scalar(select(CaseReport).where(CaseReport.case_id == case_id)
+                              .order_by(CaseReport.id.desc()).limit(1))
+            if report is None:
+                raise LoupeError("There is no report to sign off yet.")
+            if user.role != "reviewer":
+                self.audit(user, "signoff.denied", case_id=case_id)  # its own transaction: this one rolls back
+                raise AccessDenied("Only users with the reviewer role can sign reports off.")
+            report.signed_off_by, report.signed_off_at = user.id, utcnow()
+            s.add(AuditEvent(user_id=user.id, action="report.sign_off", case_id=case_id,
+                             detail={"report_id": report.id}))
+            return report.id
+
     def share_case(self, user: User, case_id: int, username: str, share: bool = True) -> None:
         """Make a case visible to another user (owner or admin only), or take that back."""
         with self.sessions.begin() as s:
@@ -312,7 +356,7 @@ class CaseStore:
             digests = set(s.scalars(select(Asset.sha256).where(Asset.case_id == case_id)))
             s.execute(delete(Review).where(Review.message_id.in_(message_ids)))
             s.execute(delete(ChatMessage).where(ChatMessage.case_id == case_id))
-            for table in (ModelRun, Asset, CaseShare):
+            for table in (ModelRun, Asset, CaseShare, CaseReport):
                 s.execute(delete(table).where(table.case_id == case_id))
             s.delete(case)
             s.add(AuditEvent(user_id=user.id, action="case.purge", case_id=case_id))

@@ -93,11 +93,13 @@ class MedicalDomain:
         return out.getvalue()
 
     def build_tab(self, tab: DomainTab) -> None:
-        from .tools import add_window_controls  # Gradio is loaded only where a tab is built
+        from .report_panel import add_report_panel  # Gradio is loaded only where a tab is built
+        from .tools import add_window_controls
 
         tab.set_viewer(studies_html)
         tab.add_prompts(PROMPTS)
         add_window_controls(tab)
+        add_report_panel(tab)
 
 
 def _ct_view(assets: Sequence[IngestedAsset], view: dict) -> Image.Image:

@@ -1,0 +1,97 @@
+"""The medical tab's report panel: write the report, check it (the rule checker, with the study's
+laterality), see each flagged span marked with its kind and reason, and have a reviewer sign it off.
+Every version is stored with its findings (``DomainTab.save_report``)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
+
+from loupe.core.errors import LoupeError
+from loupe.core.plugins import DomainTab, IngestedAsset
+
+from .reports.rules import check_rules
+from .reports.sections import parse_report
+
+TEMPLATE = "FINDINGS:\n\nIMPRESSION:\n"
+
+
+def image_laterality(assets: Sequence[IngestedAsset]) -> str | None:
+    for asset in assets:
+        side = asset.meta.get("ImageLaterality") or asset.meta.get("Laterality")
+        if side in ("L", "R"):
+            return side
+    return None
+
+
+def check_text(text: str, laterality: str | None) -> list[dict]:
+    return [flag.as_dict() for flag in check_rules(parse_report("case", text), image_laterality=laterality)]
+
+
+def marked(text: str, findings: list[dict]) -> str:
+    """The report's sections with every flagged span marked; the reasons listed below."""
+    report = parse_report("case", text)
+    parts = []
+    for section, body in report.sections.items():
+        spans = sorted({(f["span"][0], f["span"][1], f["kind"], f["reason"]) for f in findings
+                        if f["section"] == section}, key=lambda span: span[0])
+        out, cursor = [], 0
+        for start, end, kind, reason in spans:
+            if start < cursor:  # overlapping flags: the first one marks the text
+                continue
+            out.append(html.escape(body[cursor:start]))
+            out.append(f'<mark class="loupe-flag" title="{html.escape(kind)}: {html.escape(reason)}">'
+                       f"{html.escape(body[start:end])}</mark>")
+            cursor = end
+        out.append(html.escape(body[cursor:]))
+        parts.append(f"<p><strong>{section.title()}:</strong> {''.join(out)}</p>")
+    if findings:
+        items = "".join(f"<li><strong>{html.escape(f['kind'].replace('_', ' '))}</strong> in the {f['section']}: "
+                        f"{html.escape(f['reason'])} (confidence {f['confidence']:.2f})</li>" for f in findings)
+        summary = f"<p>{len(findings)} possible error{'s' if len(findings) != 1 else ''}:</p><ul>{items}</ul>"
+    else:
+        summary = "<p>No possible error found by the rules (they cannot see everything: read it again).</p>"
+    return f'<div class="loupe-report">{"".join(parts)}{summary}</div>'
+
+
+def add_report_panel(tab: DomainTab) -> None:
+    with gr.Accordion("Report", open=True, elem_id="medical-report-tools"):
+        text = gr.Textbox(value=TEMPLATE, label="Report", lines=8, elem_id="medical-report",
+                          info="Sections start with FINDINGS:, IMPRESSION: (INDICATION:, COMPARISON: too).")
+        with gr.Row():
+            check = gr.Button("Check report", elem_id="medical-check-report", variant="primary")
+            sign = gr.Button("Sign off report", elem_id="medical-sign-report", variant="secondary")
+        shown = gr.HTML(elem_id="medical-report-flags")
+
+    def check_report(case_id: int | None, report_text: str, request: gr.Request) -> str:
+        if case_id is None:
+            return "<p>⚠️ Open or create a case first.</p>"
+        try:
+            findings = check_text(report_text, image_laterality(tab.case_assets(case_id, request)))
+            tab.save_report(case_id, request, report_text, findings)
+        except LoupeError as exc:
+            return f"<p>⚠️ {html.escape(str(exc))}</p>"
+        return marked(report_text, findings) + "<p>Saved as a new version of the case's report.</p>"
+
+    def sign_off(case_id: int | None, request: gr.Request) -> str:
+        if case_id is None:
+            return "<p>⚠️ Open or create a case first.</p>"
+        try:
+            tab.sign_off_report(case_id, request)
+        except LoupeError as exc:
+            return f"<p>⚠️ {html.escape(str(exc))}</p>"
+        report = tab.latest_report(case_id, request)
+        return marked(report["text"], report["findings"]) + "<p>✅ Signed off by you.</p>"
+
+    def opened(case_id: int | None, request: gr.Request) -> tuple:
+        report = tab.latest_report(case_id, request) if case_id is not None else None
+        if report is None:
+            return TEMPLATE, ""
+        note = "<p>✅ Signed off.</p>" if report["signed_off"] else ""
+        return report["text"], marked(report["text"], report["findings"]) + note
+
+    check.click(check_report, [tab.case_id, text], shown, api_name="medical_check_report")
+    sign.click(sign_off, tab.case_id, shown, api_name="medical_sign_off_report")
+    tab.case_id.change(opened, tab.case_id, [text, shown], api_name=False)
