@@ -37,6 +37,25 @@ def _speed(reports: list, copies: int) -> dict:
             "workers2_speedup": round(seconds[1] / seconds[2], 2)}
 
 
+def _vlm_speed(reports: list, count: int = 20) -> dict:
+    """Rules plus the VLM checker (3 SIMPLE prompts, the COMPLEX one on a yes), on the tiny SmolVLM
+    architecture with random weights: the cost of the plumbing per report, not a real model's."""
+    from loupe.core.vlm.hf import HFVLM
+    from loupe.core.vlm.tiny import make_tiny
+    from loupe.domains.medical.reports.rules import check_rules
+    from loupe.domains.medical.reports.vlm_check import VLMChecker, combine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checker = VLMChecker(HFVLM.from_pretrained(make_tiny("smolvlm", Path(tmp) / "tiny")))
+    chosen = reports[:count]
+    checker.flags(chosen[0])  # warm-up
+    started = time.perf_counter()
+    for report in chosen:
+        combine(check_rules(report), checker.flags(report))
+    return {"rules_plus_tiny_vlm_reports_per_s": round(len(chosen) / (time.perf_counter() - started), 2),
+            "vlm_model": "tiny SmolVLM architecture, random weights"}
+
+
 def _accuracy(reports: list, seed: int, polarity: str) -> dict:
     from loupe.domains.medical.reports.evaluate import evaluate
     from loupe.domains.medical.reports.inject import build_eval
@@ -55,7 +74,7 @@ def run_reports_bench(source: Path, seeds: tuple[int, ...] = (1, 2, 3), copies: 
     from loupe.domains.medical.reports.sections import read_reports
 
     reports = list(read_reports(source, []))
-    speed = _speed(reports, copies)
+    speed = {**_speed(reports, copies), **_vlm_speed(reports)}
     accuracy = {}
     for polarity in ("negex", "cues"):
         runs = [_accuracy(reports, seed, polarity) for seed in seeds]

@@ -394,14 +394,32 @@ def reports_eval(results: Path, labels: Path, png: Path | None) -> None:
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Results, one JSON line per report; a rerun skips the reports already there.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Local processes.")
-def check_reports(source: Path, out: Path, workers: int) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Local processes (rules only).")
+@click.option("--checker", type=click.Choice(["rules", "vlm", "both"]), default="rules", show_default=True,
+              help="The rule checker, the VLM (SIMPLE then COMPLEX prompts, majority of three phrasings), or both.")
+@click.option("--model", "model_name", help="VLM for --checker vlm|both (default: LOUPE_MODEL).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of ID.png / ID.jpg images shown to the VLM with their report.")
+@click.pass_obj
+def check_reports(settings: Settings, source: Path, out: Path, workers: int, checker: str, model_name: str | None,
+                  images: Path | None) -> None:
     """Check radiology reports for errors (rules: contradictions between sections, laterality, numbers
-    and units, sex-specific anatomy). Input: CSV in the IU layout or JSONL."""
+    and units, sex-specific anatomy; optionally a VLM). Input: CSV in the IU layout or JSONL."""
     from tqdm import tqdm
 
-    from loupe.core.errors import InputRejected
+    from loupe.core.errors import InputRejected, LoupeError
     from loupe.domains.medical.reports.batch import check_file
+
+    model = None
+    if checker != "rules":
+        from loupe.core.vlm.hf import HFVLM
+        from loupe.domains.medical.reports.vlm_check import VLMChecker
+
+        try:
+            model = VLMChecker(HFVLM.from_pretrained(model_name or settings.model))
+        except LoupeError as exc:
+            raise click.ClickException(str(exc)) from None
 
     with tqdm(desc="checking", unit="report", disable=None) as bar:
         def step(done: int, total: int) -> None:
@@ -409,8 +427,8 @@ def check_reports(source: Path, out: Path, workers: int) -> None:
             bar.update(done - bar.n)
 
         try:
-            run = check_file(source, out, workers, step)
-        except InputRejected as exc:
+            run = check_file(source, out, workers, step, model=model, rules=checker != "vlm", images=images)
+        except (InputRejected, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
     for problem in run.problems:
         click.echo(f"skipped {problem}", err=True)

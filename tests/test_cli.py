@@ -179,4 +179,4 @@ def test_bench_reports_gives_speed_and_accuracy_of_the_rule_checker(run):
     assert set(summary) == {"rules_reports_per_s_per_core", "workers2_speedup", "simple_balanced_accuracy_rule_kinds",
                             "clean_false_flag_rate", "simple_balanced_accuracy_rule_kinds_cues"}
     assert summary["rules_reports_per_s_per_core"] > 0 and 0.5 < summary["simple_balanced_accuracy_rule_kinds"] <= 1
-    assert report["batch_reports"] == 2 * report["reports"]
+    assert report["batch_reports"] == 2 * report["reports"] and report["rules_plus_tiny_vlm_reports_per_s"] > 0

@@ -143,3 +143,59 @@ def test_scores_and_confusion_matrix(tmp_path):
     assert report["complex"]["laterality"]["kind_recall"] == 1.0 and report["complex"]["negation"]["detected"] == 0.0
     confusion_png(report, tmp_path / "c.png")
     assert Image.open(tmp_path / "c.png").size[0] > 400
+
+
+class _ScriptedVLM:
+    """Answers in turn from a script: the voting logic under test, not a model's judgement."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers, self.asked = list(answers), []
+
+    def chat(self, messages, options=None):  # noqa: ANN001, ANN201 - the core VLM protocol
+        from loupe.core.vlm.base import Answer, RunRecord
+
+        self.asked.append(messages)
+        return Answer(self.answers.pop(0), RunRecord("scripted", None, "cpu", "fp32"))
+
+
+def test_the_vlm_checker_votes_over_prompts_and_asks_the_kind_only_on_a_yes():
+    from loupe.domains.medical.reports.vlm_check import VLMChecker, combine, parse_kind, parse_yes_no
+
+    assert parse_yes_no("Yes, the side is wrong.") is True and parse_yes_no("No.") is False
+    assert parse_yes_no("maybe") is None and parse_kind("I do not know") is None
+    assert parse_kind("Laterality.") == "laterality" and parse_kind("a number/unit error") == "number_unit"
+    image = Image.new("RGB", (32, 32))
+    yes = _ScriptedVLM(["Yes.", "no", "YES", "Laterality"])
+    (flag,) = VLMChecker(yes).flags(RICH, image)
+    assert (flag.kind, flag.section, flag.confidence) == ("laterality", "impression", 0.667)
+    assert len(yes.asked) == 4 and yes.asked[0][0].images == [image] and "with its image" in yes.asked[0][0].text
+    no = _ScriptedVLM(["no", "No.", "yes"])
+    assert VLMChecker(no).flags(RICH) == [] and len(no.asked) == 3  # no kind question after a majority no
+    rule_flags = check_rules(Report("l", {**RICH.sections, "impression": "Small right pleural effusion, 12 mm."}))
+    (boosted,) = [f for f in combine(rule_flags, [flag]) if f.reason.startswith("the model")]
+    assert boosted.confidence == pytest.approx(0.767)  # the rules name the same kind
+
+
+def test_check_reports_with_a_real_tiny_vlm_and_images(tmp_path, tiny_model_dir):
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+
+    source = tmp_path / "two.jsonl"
+    source.write_text(json.dumps({"id": "a", **RICH.sections}) + "\n"
+                      + json.dumps({"id": "b", "findings": "Clear lungs.", "impression": "Normal."}) + "\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(images / "a.png")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "check-reports", str(source), "--out",
+                                      str(out), "--checker", "both", "--model", str(tiny_model_dir("smolvlm")),
+                                      "--images", str(images)])
+    assert result.exit_code == 0, result.output
+    summary = result.output[result.output.index('{"checked"'):].splitlines()[0]  # after the loader's progress bar
+    assert json.loads(summary)["checked"] == 2
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "b"]
+    refused = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "check-reports", str(source), "--out",
+                                       str(tmp_path / "o2.jsonl"), "--checker", "vlm", "--workers", "2",
+                                       "--model", str(tiny_model_dir("smolvlm"))])
+    assert refused.exit_code == 1 and "rules-only" in refused.output

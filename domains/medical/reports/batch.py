@@ -15,15 +15,19 @@ from pathlib import Path
 
 from .rules import check_rules
 from .sections import Report, read_reports
+from .vlm_check import VLMChecker, combine, find_image
 
 Progress = Callable[[int, int], None]
 
 
-def check_one(report: Report) -> dict:
-    flags = check_rules(report)
-    return {"id": report.id, "has_error": bool(flags),
+def result_line(report_id: str, flags: list) -> dict:
+    return {"id": report_id, "has_error": bool(flags),
             "findings": [{"kind": f.kind, "section": f.section, "span": list(f.span), "text": f.text,
                           "reason": f.reason, "confidence": f.confidence} for f in flags]}
+
+
+def check_one(report: Report) -> dict:
+    return result_line(report.id, check_rules(report))
 
 
 def finished_ids(out: Path) -> set[str]:
@@ -46,7 +50,13 @@ class CheckRun:
     problems: list[str] = field(default_factory=list)  # input lines that could not be read
 
 
-def _results(pending: list[Report], workers: int) -> Iterator[dict]:
+def _results(pending: list[Report], workers: int, model: VLMChecker | None, rules: bool,
+             images: Path | None) -> Iterator[dict]:
+    if model is not None:  # the model lives in this process: one report at a time
+        for report in pending:
+            flags = check_rules(report) if rules else []
+            yield result_line(report.id, combine(flags, model.flags(report, find_image(images, report.id))))
+        return
     check_one(Report("warm-up", {"findings": "No effusion."}))  # build the pipeline before forking
     if workers <= 1:
         yield from map(check_one, pending)
@@ -56,7 +66,12 @@ def _results(pending: list[Report], workers: int) -> Iterator[dict]:
         yield from pool.imap(check_one, pending, chunksize=max(1, min(256, len(pending) // (workers * 4) or 1)))
 
 
-def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | None = None) -> CheckRun:
+def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | None = None,
+               model: VLMChecker | None = None, rules: bool = True, images: Path | None = None) -> CheckRun:
+    """Check every report of ``source`` not yet in ``out``: by the rules, the model (a VLMChecker, with
+    ``images/ID.png`` where there is one), or both."""
+    if model is not None and workers > 1:
+        raise ValueError("--workers needs the rules-only checker: the model runs in this process")
     run = CheckRun()
     done = finished_ids(out)
     reports = list(read_reports(source, run.problems))
@@ -64,7 +79,7 @@ def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | N
     run.skipped = len(reports) - len(pending)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
-        for result in _results(pending, workers):
+        for result in _results(pending, workers, model, rules, images):
             handle.write(json.dumps(result, ensure_ascii=False) + "\n")  # one whole line per write
             handle.flush()
             run.checked += 1
