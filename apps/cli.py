@@ -7,6 +7,7 @@ Imports of heavy modules (torch, transformers, gradio) stay inside the commands 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import sys
@@ -432,8 +433,13 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, che
             raise click.ClickException(str(exc)) from None
     for problem in run.problems:
         click.echo(f"skipped {problem}", err=True)
+    # The results file is the record of the run; the case database gets every line of it (once each).
+    from loupe.domains.medical.reports.batch import load_jsonl
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    stored = _store(settings).store_report_checks(digest, checker, list(load_jsonl(out)))
     click.echo(json.dumps({"checked": run.checked, "already_done": run.skipped, "flagged": run.flagged,
-                           "unreadable": len(run.problems)}))
+                           "unreadable": len(run.problems), "stored_in_database": stored}))
 
 
 @cli.group()

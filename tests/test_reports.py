@@ -122,6 +122,31 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_a_report(tmp_path):
     assert finished_ids(out) == set(ids)
 
 
+def test_check_reports_keeps_its_results_in_the_case_database_once(tmp_path):
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+    from loupe.core.cases.assets import AssetStore
+    from loupe.core.cases.db import open_database
+    from loupe.core.cases.store import CaseStore
+
+    source, out, home = tmp_path / "Doe_Jane_reports.jsonl", tmp_path / "out.jsonl", tmp_path / "home"
+    ids = _write_many(source, 1)
+    for _ in range(2):  # the rerun finds everything done and adds nothing
+        result = CliRunner().invoke(cli, ["--home", str(home), "check-reports", str(source), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    store = CaseStore(open_database(f"sqlite:///{home / 'loupe.db'}"), AssetStore(tmp_path / "assets"))
+    kept = store.report_checks(hashlib.sha256(source.read_bytes()).hexdigest())
+    assert sorted(r.report_id for r in kept) == sorted(ids)
+    lines = {json.loads(line)["id"]: json.loads(line) for line in out.read_text().splitlines()}
+    assert all(r.has_error == lines[r.report_id]["has_error"] and r.checker == "rules" for r in kept)
+    events = [e for e in store.audit_events() if e.action == "reports.check"]
+    assert [e.detail["new"] for e in events] == [len(ids), 0]
+    assert "Doe" not in json.dumps([e.detail for e in events])  # the file is named by its hash only
+
+
 def test_two_workers_give_the_same_results_as_one(tmp_path):
     source = tmp_path / "some.jsonl"
     _write_many(source, 1)

@@ -146,6 +146,22 @@ class CaseReport(Base):
     signed_off_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class ReportCheck(Base):
+    """One report's result from a batch check (``loupe check-reports``). The source file is named by
+    the hash of its content, never by its path (file names can carry patient names)."""
+
+    __tablename__ = "report_checks"
+    __table_args__ = (UniqueConstraint("source_digest", "report_id", "checker"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_digest: Mapped[str] = mapped_column(String(64), index=True)
+    report_id: Mapped[str] = mapped_column(String(200))
+    checker: Mapped[str] = mapped_column(String(16))  # rules | vlm | both
+    has_error: Mapped[bool] = mapped_column(Boolean)
+    findings: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
 

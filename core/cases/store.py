@@ -15,7 +15,19 @@ from ..errors import AccessDenied, LoupeError
 from ..plugins import IngestedAsset
 from ..vlm.base import RunRecord
 from .assets import AssetStore
-from .models import Asset, AuditEvent, Case, CaseReport, CaseShare, ChatMessage, ModelRun, Review, User, utcnow
+from .models import (
+    Asset,
+    AuditEvent,
+    Case,
+    CaseReport,
+    CaseShare,
+    ChatMessage,
+    ModelRun,
+    ReportCheck,
+    Review,
+    User,
+    utcnow,
+)
 from .passwords import check_new_password, dummy_hash, hash_password, verify_password
 
 ROLES = ("user", "reviewer", "admin")
@@ -320,6 +332,25 @@ class CaseStore:
             s.add(AuditEvent(user_id=user.id, action="report.sign_off", case_id=case_id,
                              detail={"report_id": report.id}))
             return report.id
+
+    def store_report_checks(self, source_digest: str, checker: str, results: Sequence[dict]) -> int:
+        """Keep a batch check's results (command line); a result already kept is not added again.
+        Returns how many were new. Audited as one ``reports.check`` event."""
+        with self.sessions.begin() as s:
+            known = set(s.scalars(select(ReportCheck.report_id).where(
+                ReportCheck.source_digest == source_digest, ReportCheck.checker == checker)))
+            new = [r for r in results if r["id"] not in known]
+            s.add_all(ReportCheck(source_digest=source_digest, report_id=r["id"], checker=checker,
+                                  has_error=bool(r["has_error"]), findings=r["findings"]) for r in new)
+            s.add(AuditEvent(user_id=None, action="reports.check",
+                             detail={"via": "cli", "source_digest": source_digest, "checker": checker,
+                                     "new": len(new), "flagged": sum(bool(r["has_error"]) for r in new)}))
+            return len(new)
+
+    def report_checks(self, source_digest: str) -> list[ReportCheck]:
+        with self.sessions() as s:
+            return list(s.scalars(select(ReportCheck).where(ReportCheck.source_digest == source_digest)
+                                  .order_by(ReportCheck.id)))
 
     def share_case(self, user: User, case_id: int, username: str, share: bool = True) -> None:
         """Make a case visible to another user (owner or admin only), or take that back."""
