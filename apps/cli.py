@@ -20,6 +20,8 @@ from loupe.core.config import Settings
 from loupe.core.errors import LoupeError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from loupe.core.cases.store import CaseStore
 
 ROLE_CHOICE = click.Choice(["user", "reviewer", "admin"])  # = loupe.core.cases.store.ROLES (tested)
@@ -257,8 +259,6 @@ def db_current(settings: Settings) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per page: lines with box, text, confidence.")
 def ocr(files: tuple[Path, ...], engine: str, pages: str | None, no_orientation: bool, as_json: bool) -> None:
     """Read the text of documents (PDF, PNG, JPEG, TIFF) with boxes, in reading order."""
-    from tqdm import tqdm
-
     from loupe.core.errors import LoupeError
     from loupe.core.ocr.base import OCRUnavailable
     from loupe.core.ocr.document import read_document
@@ -272,11 +272,7 @@ def ocr(files: tuple[Path, ...], engine: str, pages: str | None, no_orientation:
         raise click.ClickException(str(exc)) from None
     failed = 0
     for path in files:
-        with tqdm(desc=path.name, unit="page", disable=None, leave=False) as bar:
-            def step(done: int, total: int, bar: tqdm = bar) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
+        with _progress(path.name, "page", leave=False) as step:
             try:
                 read = read_document(path.read_bytes(), reader, wanted, progress=step)
             except LoupeError as exc:
@@ -313,8 +309,6 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
     UIDs are replaced consistently within this installation (its key is in LOUPE_HOME/secrets), so
     series de-identified on different days still belong together. Unreadable files are listed and skipped;
     nothing is ever written half-done."""
-    from tqdm import tqdm
-
     from loupe.core.secrets import installation_secret
     from loupe.domains.medical.deid.batch import deidentify_folder
     from loupe.domains.medical.deid.deidentify import DeidOptions
@@ -322,11 +316,7 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
     if out_dir.resolve().is_relative_to(in_dir.resolve()):
         raise click.ClickException("--out must not be inside IN_DIR")
     options = DeidOptions(installation_secret(settings.home, "deid"), shift_dates=shift_dates)
-    with tqdm(desc="de-identifying", unit="file", disable=None) as bar:
-        def step(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with _progress("de-identifying", "file") as step:
         summary = deidentify_folder(in_dir, out_dir, options, progress=step)
     for relative, reason in summary.unreadable:
         click.echo(f"skipped {relative}: {reason}", err=True)
@@ -407,8 +397,6 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, che
                   images: Path | None) -> None:
     """Check radiology reports for errors (rules: contradictions between sections, laterality, numbers
     and units, sex-specific anatomy; optionally a VLM). Input: CSV in the IU layout or JSONL."""
-    from tqdm import tqdm
-
     from loupe.core.errors import InputRejected, LoupeError
     from loupe.domains.medical.reports.batch import check_file
 
@@ -422,11 +410,7 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, che
         except LoupeError as exc:
             raise click.ClickException(str(exc)) from None
 
-    with tqdm(desc="checking", unit="report", disable=None) as bar:
-        def step(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with _progress("checking", "report") as step:
         try:
             run = check_file(source, out, workers, step, model=model, rules=checker != "vlm", images=images)
         except (InputRejected, ValueError) as exc:
@@ -456,8 +440,6 @@ def docs() -> None:
               show_default=True, help="OCR engine for pages without a text layer.")
 def docs_convert(file: Path, fmt: str, out: Path | None, pages: str | None, engine: str) -> None:
     """Convert a PDF or page image to Markdown or to JSON (page, box, type, confidence per element)."""
-    from tqdm import tqdm
-
     from loupe.core.errors import LoupeError
     from loupe.core.ocr.base import OCRUnavailable
     from loupe.core.ocr.document import read_document
@@ -467,11 +449,7 @@ def docs_convert(file: Path, fmt: str, out: Path | None, pages: str | None, engi
 
     try:
         reader = PageReader(make_engine(engine))
-        with tqdm(desc=file.name, unit="page", disable=None, leave=False) as bar:
-            def step(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
+        with _progress(file.name, "page", leave=False) as step:
             read = read_document(file.read_bytes(), reader, _page_numbers(pages) if pages else None, progress=step)
     except (LoupeError, OCRUnavailable, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -481,6 +459,19 @@ def docs_convert(file: Path, fmt: str, out: Path | None, pages: str | None, engi
     else:
         out.write_text(text, encoding="utf-8")
         click.echo(f"Wrote {out} ({len(read)} page(s)).", err=True)
+
+
+@contextlib.contextmanager
+def _progress(desc: str, unit: str, leave: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar driven by ``step(done, total)`` callbacks (silent when not on a terminal)."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit=unit, disable=None, leave=leave) as bar:
+        def step(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield step
 
 
 def _page_numbers(spec: str) -> list[int]:

@@ -15,7 +15,6 @@ from loupe.core.images import pixels_only_png
 from loupe.core.ocr.citations import cite as quoted_lines
 from loupe.core.ocr.document import is_pdf, open_document
 from loupe.core.ocr.export import grid_box, to_json, to_markdown, to_prompt
-from loupe.core.ocr.layout import reading_order
 from loupe.core.ocr.retrieval import pick_pages
 from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
@@ -81,7 +80,8 @@ class DocumentsDomain:
         header = (f"Document text, {pages_named}; each line starts with its box [left,top,right,bottom] on a "
                   f"0-1000 page grid{'' if complete else ' (cut to fit)'}:")
         images = [Image.open(io.BytesIO(assets[i].data)).convert("RGB") for i in chosen]
-        layout = [(line.text, grid_box(line.box, pages[i])) for i in chosen for line in reading_order(pages[i].lines)]
+        # lines are stored in reading order
+        layout = [(line.text, grid_box(line.box, pages[i])) for i in chosen for line in pages[i].lines]
         return VisualContext(images=images, extra_text=f"{header}\n{text}\n\nQuestion:",
                              meta={"pages_read": numbers, "pages_in_case": len(pages)}, layout=layout,
                              query_text=f"Document {pages_named}; its text is given in the reading tokens above."

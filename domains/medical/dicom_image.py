@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import pydicom
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.pixels import apply_modality_lut, iter_pixels, pixel_array
 
 from loupe.core.errors import InputRejected
 
@@ -117,6 +118,23 @@ def frame_values(ds: Dataset, index: int = 0) -> np.ndarray:
         raw = pixel_array(ds, index=index)
     except Exception as exc:  # noqa: BLE001 - decoders raise RuntimeError, ValueError, NotImplementedError...
         raise InputRejected(decode_problem(ds, exc)) from None
+    return _modality_values(ds, raw)
+
+
+def iter_frame_values(ds: Dataset) -> Iterator[np.ndarray]:
+    """Every frame in order, as ``frame_values`` gives one, each decoded once."""
+    frames = iter_pixels(ds)
+    while True:
+        try:
+            raw = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - as in frame_values
+            raise InputRejected(decode_problem(ds, exc)) from None
+        yield _modality_values(ds, raw)
+
+
+def _modality_values(ds: Dataset, raw: np.ndarray) -> np.ndarray:
     if raw.ndim == 3:  # colour, converted to RGB by pydicom
         return raw.astype(np.uint8) if raw.dtype != np.uint8 else raw
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from PIL import Image
 from pydicom.dataset import Dataset
@@ -20,9 +19,9 @@ from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
 from loupe.core.plugins import IngestedAsset, UploadLimits
 
-from .deid.batch import check_pixels, encode
+from .deid.batch import encode
 from .deid.deidentify import Deidentifier, DeidOptions
-from .dicom_image import check_size, frame_values, geometry, read_dataset
+from .dicom_image import check_size, geometry, iter_frame_values, read_dataset
 from .series import is_zip, read_series, zip_members
 from .windowing import display, file_window
 
@@ -32,13 +31,6 @@ FACTS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Lat
          "StudyDescription", "SliceThickness", "PixelSpacing", "PhotometricInterpretation", "Manufacturer")
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class TextFinding:
-    frame: int
-    box: tuple[float, float, float, float]
-    confidence: float
 
 
 def header_facts(ds: Dataset) -> dict:
@@ -87,7 +79,6 @@ def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Pro
     assets: list[IngestedAsset] = []
     done = 0
     for position, ds in enumerate(datasets):
-        check_pixels(ds)  # a damaged frame is refused before anything of the upload is kept
         clean, report = deidentify(ds, in_place=True)
         shape = geometry(clean)
         facts = header_facts(clean)
@@ -95,18 +86,18 @@ def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Pro
         meta = {"kind": "dicom", "series_position": position, "frames": shape.frames, **facts,
                 "deid": report.as_dict()["actions"], "burned_in_annotation": report.burned_in_annotation}
         assets.append(IngestedAsset(encode(clean), "application/dicom", shape.columns, shape.rows, meta))
-        for frame in range(shape.frames):
+        # Every frame is decoded once, shown or not: a damaged one refuses the upload before anything is kept.
+        for frame, values in enumerate(iter_frame_values(clean)):
             if (position, frame) not in shown:
                 continue
-            image = display(clean, frame_values(clean, frame))
+            image = display(clean, values)
             found = find_text(image) if find_text else []
-            findings = [TextFinding(frame, r.box, round(r.confidence, 3)) for r in found]
             view_meta = {"kind": "view", "series_position": position, "frame": frame, "frames": shape.frames,
                          "slices": len(datasets), **facts,
                          "window": [window.center, window.width] if window else None,
                          "burned_in_annotation": report.burned_in_annotation,
-                         "text_regions": [{"box": [round(v, 1) for v in t.box], "confidence": t.confidence}
-                                          for t in findings]}
+                         "text_regions": [{"box": [round(v, 1) for v in r.box], "confidence": round(r.confidence, 3)}
+                                          for r in found]}
             assets.append(IngestedAsset(pixels_only_png(image), "image/png", image.width, image.height, view_meta))
             done += 1
             if progress is not None:  # per frame shown: the text-region finder is the slow part
