@@ -386,15 +386,18 @@ def reports_eval(results: Path, labels: Path, png: Path | None) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Results, one JSON line per report; a rerun skips the reports already there.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Local processes (rules only).")
+              help="Local processes, or Ray workers with --engine ray (rules only).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the rule checker runs: local processes, or Ray Data (the cluster in RAY_ADDRESS; "
+                   "without one, a local Ray with --workers CPUs).")
 @click.option("--checker", type=click.Choice(["rules", "vlm", "both"]), default="rules", show_default=True,
               help="The rule checker, the VLM (SIMPLE then COMPLEX prompts, majority of three phrasings), or both.")
 @click.option("--model", "model_name", help="VLM for --checker vlm|both (default: LOUPE_MODEL).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of ID.png / ID.jpg images shown to the VLM with their report.")
 @click.pass_obj
-def check_reports(settings: Settings, source: Path, out: Path, workers: int, checker: str, model_name: str | None,
-                  images: Path | None) -> None:
+def check_reports(settings: Settings, source: Path, out: Path, workers: int, engine: str, checker: str,
+                  model_name: str | None, images: Path | None) -> None:
     """Check radiology reports for errors (rules: contradictions between sections, laterality, numbers
     and units, sex-specific anatomy; optionally a VLM). Input: CSV in the IU layout or JSONL."""
     from loupe.core.errors import InputRejected, LoupeError
@@ -412,7 +415,8 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, che
 
     with _progress("checking", "report") as step:
         try:
-            run = check_file(source, out, workers, step, model=model, rules=checker != "vlm", images=images)
+            run = check_file(source, out, workers, step, model=model, rules=checker != "vlm", images=images,
+                             engine=engine)
         except (InputRejected, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
     for problem in run.problems:

@@ -155,6 +155,24 @@ def test_two_workers_give_the_same_results_as_one(tmp_path):
     assert (tmp_path / "one.jsonl").read_text() == (tmp_path / "two.jsonl").read_text()
 
 
+def test_check_reports_on_a_local_ray_matches_local_processes_and_resumes(tmp_path):
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+
+    source = tmp_path / "some.jsonl"
+    ids = _write_many(source, 1)
+    check_file(source, tmp_path / "local.jsonl", workers=1)
+    out = tmp_path / "ray.jsonl"
+    out.write_text("".join(line + "\n" for line in (tmp_path / "local.jsonl").read_text().splitlines()[:40]))
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "check-reports", str(source), "--out", str(out),
+                                      "--engine", "ray", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["already_done"] == 40 and summary["checked"] == len(ids) - 40
+    assert sorted(out.read_text().splitlines()) == sorted((tmp_path / "local.jsonl").read_text().splitlines())
+
+
 def test_scores_and_confusion_matrix(tmp_path):
     labels = [{"id": "a", "has_error": True, "kind": "laterality"}, {"id": "b", "has_error": True, "kind": "negation"},
               {"id": "c", "has_error": False}, {"id": "d", "has_error": False}]

@@ -51,7 +51,12 @@ class CheckRun:
 
 
 def _results(pending: list[Report], workers: int, model: VLMChecker | None, rules: bool,
-             images: Path | None) -> Iterator[dict]:
+             images: Path | None, engine: str) -> Iterator[dict]:
+    if engine == "ray":
+        from .ray_engine import ray_results
+
+        yield from ray_results(pending, workers)
+        return
     if model is not None:  # the model lives in this process: one report at a time
         for report in pending:
             flags = check_rules(report) if rules else []
@@ -67,11 +72,12 @@ def _results(pending: list[Report], workers: int, model: VLMChecker | None, rule
 
 
 def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | None = None,
-               model: VLMChecker | None = None, rules: bool = True, images: Path | None = None) -> CheckRun:
+               model: VLMChecker | None = None, rules: bool = True, images: Path | None = None,
+               engine: str = "local") -> CheckRun:
     """Check every report of ``source`` not yet in ``out``: by the rules, the model (a VLMChecker, with
-    ``images/ID.png`` where there is one), or both."""
-    if model is not None and workers > 1:
-        raise ValueError("--workers needs the rules-only checker: the model runs in this process")
+    ``images/ID.png`` where there is one), or both; on local processes or (``engine="ray"``) Ray Data."""
+    if model is not None and (workers > 1 or engine != "local"):
+        raise ValueError("--workers and --engine ray need the rules-only checker: the model runs in this process")
     run = CheckRun()
     done = finished_ids(out)
     reports = list(read_reports(source, run.problems))
@@ -79,7 +85,7 @@ def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | N
     run.skipped = len(reports) - len(pending)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
-        for result in _results(pending, workers, model, rules, images):
+        for result in _results(pending, workers, model, rules, images, engine):
             handle.write(json.dumps(result, ensure_ascii=False) + "\n")  # one whole line per write
             handle.flush()
             run.checked += 1
