@@ -129,7 +129,6 @@ def test_text_burned_into_the_pixels_is_flagged_without_keeping_the_text(domain)
 
 
 @pytest.mark.parametrize(("name", "message"), [
-    ("SR_basic_text_report.dcm", "no image"),
     ("NM_JPEG_lossy_12bit.dcm", "no installed decoder"),
     ("malformed/MR_truncated.dcm", "truncated"),
     ("malformed/CT_no_meta.dcm", "not a DICOM file"),
@@ -140,6 +139,31 @@ def test_bad_files_are_refused_and_nothing_is_stored(tmp_path, name, message):
     with pytest.raises(InputRejected, match=message):
         service.create_case(user, "medical", (DICOM / name).read_bytes(), "study")
     assert service.store.list_cases(user) == [] and not any(service.settings.assets_dir.rglob("*.*"))
+
+
+def test_a_structured_report_is_kept_as_cleaned_text(tmp_path):
+    ds = pydicom.dcmread(DICOM / "SR_basic_text_report.dcm")
+    ds.PatientName, ds.PatientID = "DOE^JANE", "MRN4471"
+    report_text = ds.ContentSequence[4].ContentSequence[0]
+    report_text.TextValue = "Jane Doe (MRN4471) seen 2021-03-04: small left pleural effusion."
+    data = io.BytesIO()
+    ds.save_as(data)
+    service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    case_id = service.create_case(user, "medical", data.getvalue(), "report")
+    (asset,) = service.case_assets(user, case_id)
+    text = asset.meta["text"]
+    assert asset.media_type == "text/plain" and asset.data.decode() == text
+    assert "Report Text: [removed] ([removed]) seen [date]: small left pleural effusion." in text
+    assert "Recording Observer's Name: [name removed]" in text and "Enter text" not in text
+    for secret in ("DOE", "Jane", "MRN4471", "2021", "1.2.276"):
+        assert secret.lower() not in json.dumps(asset.meta).lower()
+    shown = studies_html([AssetView(1, "/case-assets/1", "text/plain", None, None, "", asset.meta, case_id)])
+    assert "Structured report" in shown and "small left pleural effusion" in shown
+    with pytest.raises(InputRejected, match="structured report and no image"):
+        MedicalDomain().context([asset], "Is there an effusion?")
+    with zipfile.ZipFile(io.BytesIO(service.export_case(user, case_id, "zip")[0])) as archive:
+        assert archive.read("structured_report.txt").decode() == text
 
 
 def test_asking_about_a_study_through_the_app(tmp_path, tiny_model_dir):

@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image
 
+from loupe.core.errors import InputRejected
 from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
 
 from .dicom_image import frame_values, read_dataset
@@ -64,6 +65,9 @@ class MedicalDomain:
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
         views = [a for a in assets if a.meta.get("kind") == "view"]
+        if not views:
+            raise InputRejected("This case holds a structured report and no image: check its text in the report "
+                                "panel, or add the study's images as a new case.")
         chosen = [views[i] for i in evenly_spaced(len(views), SLICES_PER_QUESTION)]
         first = chosen[0].meta if chosen else {}
         if first.get("Modality") == "CT":  # lung, soft-tissue and bone windows in the three channels
@@ -90,6 +94,8 @@ class MedicalDomain:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             for n, asset in enumerate(a for a in assets if a.media_type == "application/dicom"):
                 archive.writestr(f"image_{n + 1:04d}.dcm", asset.data)  # de-identified as stored
+            for asset in (a for a in assets if a.meta.get("kind") == "sr_text"):
+                archive.writestr("structured_report.txt", asset.data)  # cleaned as stored
         return out.getvalue()
 
     def build_tab(self, tab: DomainTab) -> None:

@@ -23,6 +23,7 @@ from .deid.batch import encode
 from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import check_size, geometry, iter_frame_values, read_dataset
 from .series import is_zip, read_series, zip_members
+from .sr import is_structured_report, structured_text
 from .windowing import display, file_window
 
 MAX_PREVIEWS = 32  # display frames stored per case (evenly spaced through a series or a multi-frame file)
@@ -42,19 +43,26 @@ def header_facts(ds: Dataset) -> dict:
     return facts
 
 
-def images_of(data: bytes, limits: UploadLimits) -> list[Dataset]:
-    """The datasets to keep: a single image file, or the largest series of a zip."""
+def datasets_of(data: bytes, limits: UploadLimits) -> list[Dataset]:
+    """The datasets to keep: a single file (an image or a structured report), or the largest series of a zip."""
     if is_zip(data):
         series, _ = read_series(zip_members(data, limits.max_bytes))
         if not series:
             raise InputRejected("The zip holds no readable DICOM image.")
         return series[0].slices
     ds = read_dataset(data)
-    if geometry(ds) is None:
+    if geometry(ds) is None and not is_structured_report(ds):
         kind = getattr(ds.get("SOPClassUID"), "name", "") or "a DICOM object without pixel data"
-        raise InputRejected(f"This file has no image (it is {kind}). Loupe keeps DICOM images; put a report's text "
-                            "into the report checker instead.")
+        raise InputRejected(f"This file has no image and no report text (it is {kind}).")
     return [ds]
+
+
+def report_asset(ds: Dataset) -> IngestedAsset:
+    """A structured report kept as its cleaned text only: the de-identified header would have no content left."""
+    text = structured_text(ds)
+    meta = {"kind": "sr_text", "Modality": "SR", "title": text.splitlines()[0], "text": text,
+            "sop_class": getattr(ds.get("SOPClassUID"), "name", "")}
+    return IngestedAsset(text.encode("utf-8"), "text/plain", None, None, meta)
 
 
 def evenly_spaced(count: int, limit: int) -> list[int]:
@@ -70,7 +78,9 @@ def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Pro
                  find_text: Callable[[Image.Image], list] | None = None) -> list[IngestedAsset]:
     if len(data) > limits.max_bytes:
         raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")
-    datasets = images_of(data, limits)
+    datasets = datasets_of(data, limits)
+    if len(datasets) == 1 and geometry(datasets[0]) is None:
+        return [report_asset(datasets[0])]
     for ds in datasets:  # every size check before any pixel is decoded
         check_size(geometry(ds), limits.max_pixels, limits.max_bytes)
     deidentify = Deidentifier(DeidOptions(secret))

@@ -87,8 +87,10 @@ def add_report_panel(tab: DomainTab) -> None:
 
     def opened(case_id: int | None, request: gr.Request) -> tuple:
         report = tab.latest_report(case_id, request) if case_id is not None else None
-        if report is None:
-            return TEMPLATE, ""
+        if report is None:  # a structured report's own text is the first draft to check
+            structured = [a for a in tab.case_assets(case_id, request) if a.meta.get("kind") == "sr_text"] \
+                if case_id is not None else []
+            return (structured[0].meta["text"] if structured else TEMPLATE), ""
         note = "<p>✅ Signed off.</p>" if report["signed_off"] else ""
         return report["text"], marked(report["text"], report["findings"]) + note
 

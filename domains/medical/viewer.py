@@ -40,10 +40,18 @@ def _warnings(meta: dict) -> str:
     return "".join(f'<br><span class="loupe-warning">⚠ {note}</span>' for note in notes)
 
 
+def report_html(report: AssetView) -> str:
+    return (f'<div class="loupe-viewer loupe-sr"><p><strong>Structured report</strong> '
+            f'({html.escape(report.meta.get("sop_class", "DICOM SR"))}): names, identifiers, dates and UIDs '
+            'are taken out; free text may still name someone the header did not. It is in the report editor '
+            f'below, ready to check.</p><pre>{html.escape(report.meta.get("text", ""))}</pre></div>')
+
+
 def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
     views = [a for a in assets if a.meta.get("kind") == "view"]
     if not views:
-        return '<div class="loupe-viewer empty">No case open.</div>'
+        reports = [a for a in assets if a.meta.get("kind") == "sr_text"]
+        return report_html(reports[0]) if reports else '<div class="loupe-viewer empty">No case open.</div>'
     figures = [STYLE]
     if views[0].case_id is not None:
         figures.append(f'<p class="loupe-downloads">Download the de-identified DICOM: '
