@@ -300,10 +300,14 @@ def dicom() -> None:
               help="Folder for the de-identified files, named STUDY/SERIES/INSTANCE.dcm by their new UIDs.")
 @click.option("--shift-dates", is_flag=True,
               help="Move dates back by a per-patient number of days instead of removing them (intervals survive).")
+@click.option("--mask-text", is_flag=True,
+              help="Black out text the OCR text finder sees in the pixels (names, dates burned in by the scanner); "
+                   "masked files are written uncompressed. Check the result: small or faint text can be missed.")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one JSON line per written file: its new name and what was done, by attribute kind.")
 @click.pass_obj
-def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: bool, summary_file: Path | None) -> None:
+def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: bool, mask_text: bool,
+               summary_file: Path | None) -> None:
     """De-identify every DICOM file under IN_DIR (PS3.15 Basic Profile) into OUT_DIR.
 
     UIDs are replaced consistently within this installation (its key is in LOUPE_HOME/secrets), so
@@ -316,8 +320,11 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
     if out_dir.resolve().is_relative_to(in_dir.resolve()):
         raise click.ClickException("--out must not be inside IN_DIR")
     options = DeidOptions(installation_secret(settings.home, "deid"), shift_dates=shift_dates)
+    finder = None
+    if mask_text:
+        from loupe.core.ocr.regions import find_text_regions as finder
     with _progress("de-identifying", "file") as step:
-        summary = deidentify_folder(in_dir, out_dir, options, progress=step)
+        summary = deidentify_folder(in_dir, out_dir, options, progress=step, find_text=finder)
     for relative, reason in summary.unreadable:
         click.echo(f"skipped {relative}: {reason}", err=True)
     for relative in summary.duplicates:

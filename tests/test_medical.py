@@ -128,6 +128,32 @@ def test_text_burned_into_the_pixels_is_flagged_without_keeping_the_text(domain)
     assert shown.count("<rect") == 1 and "/case-export/5/zip" in shown
 
 
+def test_the_batch_deid_masks_text_burned_into_the_pixels(tmp_path):
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+    from loupe.core.ocr.regions import find_text_regions
+    from loupe.domains.medical.dicom_image import frame_values
+    from loupe.domains.medical.windowing import display
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "slice.dcm").write_bytes(_with_burned_in_name())
+    original = pydicom.dcmread(tmp_path / "in" / "slice.dcm").pixel_array
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "dicom", "deid", str(tmp_path / "in"),
+                                      "--out", str(tmp_path / "out"), "--mask-text"], catch_exceptions=False)
+    assert json.loads(result.output.strip().splitlines()[-1])["files_with_text_masked"] == 1
+    (written,) = (tmp_path / "out").rglob("*.dcm")
+    ds = pydicom.dcmread(written)
+    assert not ds.file_meta.TransferSyntaxUID.is_compressed
+    assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", "113101"]
+    found = find_text_regions(display(ds, frame_values(ds)))  # the finder may still see shapes in the anatomy
+    assert not [r for r in found if r.box[1] < 56 and r.box[0] < 245]  # nothing where the name was (16,21)-(245,55)
+    changed = np.argwhere(ds.pixel_array != original)
+    (y0, x0), (y1, x1) = changed.min(axis=0), changed.max(axis=0)
+    assert y0 >= 10 and x0 >= 10 and y1 < 70 and x1 < 260  # only around the name (written at 20, 20)
+    assert (ds.pixel_array[y0:y1 + 1, x0:x1 + 1] == original.min()).mean() > 0.9
+
+
 @pytest.mark.parametrize(("name", "message"), [
     ("NM_JPEG_lossy_12bit.dcm", "no installed decoder"),
     ("malformed/MR_truncated.dcm", "truncated"),

@@ -118,7 +118,7 @@ def frame_values(ds: Dataset, index: int = 0) -> np.ndarray:
         raw = pixel_array(ds, index=index)
     except Exception as exc:  # noqa: BLE001 - decoders raise RuntimeError, ValueError, NotImplementedError...
         raise InputRejected(decode_problem(ds, exc)) from None
-    return _modality_values(ds, raw)
+    return modality_values(ds, raw)
 
 
 def iter_frame_values(ds: Dataset) -> Iterator[np.ndarray]:
@@ -131,10 +131,10 @@ def iter_frame_values(ds: Dataset) -> Iterator[np.ndarray]:
             return
         except Exception as exc:  # noqa: BLE001 - as in frame_values
             raise InputRejected(decode_problem(ds, exc)) from None
-        yield _modality_values(ds, raw)
+        yield modality_values(ds, raw)
 
 
-def _modality_values(ds: Dataset, raw: np.ndarray) -> np.ndarray:
+def modality_values(ds: Dataset, raw: np.ndarray) -> np.ndarray:
     if raw.ndim == 3:  # colour, converted to RGB by pydicom
         return raw.astype(np.uint8) if raw.dtype != np.uint8 else raw
     try:

@@ -22,6 +22,7 @@ from loupe.core.errors import InputRejected
 
 from ..dicom_image import decode_problem, read_dataset
 from .deidentify import Deidentifier, DeidOptions
+from .pixels import TextFinder, mask_burned_in_text
 
 
 @dataclass
@@ -30,6 +31,7 @@ class FileResult:
     actions: dict
     private_removed: int
     burned_in_annotation: bool
+    text_regions_masked: int = 0
 
 
 @dataclass
@@ -40,7 +42,8 @@ class BatchSummary:
 
     def as_dict(self) -> dict:
         return {"written": len(self.written), "unreadable": len(self.unreadable), "duplicates": len(self.duplicates),
-                "burned_in_annotation": sum(r.burned_in_annotation for r in self.written)}
+                "burned_in_annotation": sum(r.burned_in_annotation for r in self.written),
+                "files_with_text_masked": sum(r.text_regions_masked > 0 for r in self.written)}
 
 
 def check_pixels(ds: Dataset) -> None:
@@ -61,26 +64,29 @@ def encode(ds: Dataset) -> bytes:
 
 
 def deidentify_folder(source: Path, target: Path, options: DeidOptions,
-                      progress: Callable[[int, int], None] | None = None) -> BatchSummary:
+                      progress: Callable[[int, int], None] | None = None,
+                      find_text: TextFinder | None = None) -> BatchSummary:
+    """Every file under ``source`` into ``target``; with ``find_text``, text seen in the pixels is masked."""
     files = sorted(p for p in source.rglob("*") if p.is_file())
     deidentify = Deidentifier(options)
     summary = BatchSummary()
     target.mkdir(parents=True, exist_ok=True)
     names: set[Path] = set()
     for done, path in enumerate(files, start=1):
-        _one(path, source, target, deidentify, summary, names)
+        _one(path, source, target, deidentify, summary, names, find_text)
         if progress is not None:
             progress(done, len(files))
     return summary
 
 
 def _one(path: Path, source: Path, target: Path, deidentify: Deidentifier, summary: BatchSummary,
-         names: set[Path]) -> None:
+         names: set[Path], find_text: TextFinder | None) -> None:
     relative = str(path.relative_to(source))
     try:
         ds = read_dataset(path.read_bytes())
         check_pixels(ds)
         clean, report = deidentify(ds, in_place=True)
+        masked = mask_burned_in_text(clean, find_text) if find_text is not None else 0
         data = encode(clean)
     except InputRejected as exc:
         summary.unreadable.append((relative, str(exc)))
@@ -96,7 +102,7 @@ def _one(path: Path, source: Path, target: Path, deidentify: Deidentifier, summa
     names.add(name)
     _write_atomically(target / name, data)
     summary.written.append(FileResult(str(name), dict(report.actions), report.private_removed,
-                                      report.burned_in_annotation))
+                                      report.burned_in_annotation, masked))
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
