@@ -401,7 +401,8 @@ def reports_eval(results: Path, labels: Path, png: Path | None) -> None:
               help="The rule checker, the VLM (SIMPLE then COMPLEX prompts, majority of three phrasings), or both.")
 @click.option("--model", "model_name", help="VLM for --checker vlm|both (default: LOUPE_MODEL).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of ID.png / ID.jpg images shown to the VLM with their report.")
+              help="Folder of the reports' studies, ID.dcm (or ID.png / ID.jpg): shown to the VLM; a DICOM's "
+                   "Image Laterality and Patient's Sex are checked against the report.")
 @click.pass_obj
 def check_reports(settings: Settings, source: Path, out: Path, workers: int, engine: str, checker: str,
                   model_name: str | None, images: Path | None) -> None:

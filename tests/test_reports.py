@@ -219,6 +219,24 @@ def test_the_vlm_checker_votes_over_prompts_and_asks_the_kind_only_on_a_yes():
     assert boosted.confidence == pytest.approx(0.767)  # the rules name the same kind
 
 
+def test_a_dicom_beside_the_report_gives_its_laterality_and_sex_to_the_rules(tmp_path):
+    import pydicom
+
+    dx = Path(__file__).parents[1] / "data" / "medical" / "dicom" / "DX_chest_MONOCHROME1.dcm"
+    images = tmp_path / "images"
+    images.mkdir()
+    ds = pydicom.dcmread(dx)  # Image Laterality L, Patient's Sex F
+    ds.save_as(images / "a.dcm")
+    source = tmp_path / "reports.jsonl"
+    same = {"findings": "Right pleural effusion. Prostatic calcification.", "impression": "Right pleural effusion."}
+    source.write_text(json.dumps({"id": "a", **same}) + "\n" + json.dumps({"id": "b", **same}) + "\n")
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}.jsonl"
+        check_file(source, out, workers=workers, images=images)
+        results = {r["id"]: {f["kind"] for f in r["findings"]} for r in map(json.loads, out.read_text().splitlines())}
+        assert results == {"a": {"laterality", "sex_anatomy"}, "b": set()}  # b has no study beside it
+
+
 def test_check_reports_with_a_real_tiny_vlm_and_images(tmp_path, tiny_model_dir):
     from click.testing import CliRunner
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .rules import check_rules
 from .sections import Report, read_reports
-from .vlm_check import VLMChecker, combine, find_image
+from .studies import find_study
+from .vlm_check import VLMChecker, combine
 
 Progress = Callable[[int, int], None]
 
@@ -57,10 +58,17 @@ def _results(pending: list[Report], workers: int, model: VLMChecker | None, rule
 
         yield from ray_results(pending, workers)
         return
+    studies = {r.id: find_study(images, r.id) for r in pending} if images is not None else {}
+    for report in pending:  # the header's facts ride with the report, to any worker
+        study = studies.get(report.id)
+        if study is not None:
+            report.image_laterality = study.laterality
+            report.patient_sex = study.sex or report.patient_sex
     if model is not None:  # the model lives in this process: one report at a time
         for report in pending:
             flags = check_rules(report) if rules else []
-            yield result_line(report.id, combine(flags, model.flags(report, find_image(images, report.id))))
+            study = studies.get(report.id)
+            yield result_line(report.id, combine(flags, model.flags(report, study.image() if study else None)))
         return
     check_one(Report("warm-up", {"findings": "No effusion."}))  # build the pipeline before forking
     if workers <= 1:
@@ -74,8 +82,9 @@ def _results(pending: list[Report], workers: int, model: VLMChecker | None, rule
 def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | None = None,
                model: VLMChecker | None = None, rules: bool = True, images: Path | None = None,
                engine: str = "local") -> CheckRun:
-    """Check every report of ``source`` not yet in ``out``: by the rules, the model (a VLMChecker, with
-    ``images/ID.png`` where there is one), or both; on local processes or (``engine="ray"``) Ray Data."""
+    """Check every report of ``source`` not yet in ``out``: by the rules, the model (a VLMChecker), or
+    both, with the study ``images/ID.dcm|png|jpg`` where there is one; on local processes or
+    (``engine="ray"``) Ray Data."""
     if model is not None and (workers > 1 or engine != "local"):
         raise ValueError("--workers and --engine ray need the rules-only checker: the model runs in this process")
     run = CheckRun()

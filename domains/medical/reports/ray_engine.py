@@ -29,8 +29,9 @@ class _RuleBatch:
         import json
 
         lines = []
-        for report_id, sections, sex in zip(batch["id"], batch["sections"], batch["patient_sex"], strict=True):
-            report = Report(str(report_id), json.loads(sections), sex or None)
+        for report_id, sections, sex, side in zip(batch["id"], batch["sections"], batch["patient_sex"],
+                                                  batch["image_laterality"], strict=True):
+            report = Report(str(report_id), json.loads(sections), sex or None, side or None)
             lines.append(json.dumps(self.check(report), ensure_ascii=False))
         return {"line": lines}
 
@@ -57,7 +58,8 @@ def ray_results(pending: list[Report], workers: int, address: str | None = None)
         context.enable_progress_bars = False  # the CLI draws its own
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-        rows = [{"id": r.id, "sections": json.dumps(r.sections), "patient_sex": r.patient_sex or ""} for r in pending]
+        rows = [{"id": r.id, "sections": json.dumps(r.sections), "patient_sex": r.patient_sex or "",
+                 "image_laterality": r.image_laterality or ""} for r in pending]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // BATCH)).map_batches(
             _RuleBatch, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
             batch_format="numpy")

@@ -195,7 +195,8 @@ def _sex_flags(report: Report) -> list[Flag]:
 
 def check_rules(report: Report, image_laterality: str | None = None, polarity: str = "negex") -> list[Flag]:
     found = mentions(report, polarity)
-    flags = (_negation_flags(report, found) + _laterality_flags(found, image_laterality) + _number_flags(report)
+    side = image_laterality or report.image_laterality
+    flags = (_negation_flags(report, found) + _laterality_flags(found, side) + _number_flags(report)
              + _sex_flags(report))
     unique = {(f.kind, f.section, f.span): f for f in flags}
     return sorted(unique.values(), key=lambda f: (f.section, f.span))

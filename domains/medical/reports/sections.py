@@ -29,6 +29,7 @@ class Report:
     id: str
     sections: dict[str, str] = field(default_factory=dict)
     patient_sex: str | None = None  # "F" or "M" when known (DICOM Patient's Sex, or said in the indication)
+    image_laterality: str | None = None  # "L" or "R" from the attached image's DICOM header
 
     def text(self, section: str) -> str:
         return self.sections.get(section, "")

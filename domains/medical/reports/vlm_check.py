@@ -8,7 +8,6 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image
 
@@ -26,7 +25,6 @@ SIMPLE_PROMPTS = (
 )
 COMPLEX_PROMPT = ("This radiology report{image} contains one error. Which kind is it? Answer with one of: "
                   + ", ".join(k.replace("_", " ") for k in KINDS) + ".\n\n{report}")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 OPTIONS = GenerationOptions(max_new_tokens=8, detail="low")
 
 
@@ -45,17 +43,6 @@ def parse_kind(answer: str) -> str | None:
 
 def report_text(report: Report) -> str:
     return "\n".join(f"{name.upper()}: {body}" for name, body in report.sections.items() if body)
-
-
-def find_image(images: Path | None, report_id: str) -> Image.Image | None:
-    """``ID.png`` / ``.jpg`` under ``images`` (the report's own study, already de-identified)."""
-    if images is None:
-        return None
-    for suffix in IMAGE_SUFFIXES:
-        path = images / f"{report_id}{suffix}"
-        if path.is_file():
-            return Image.open(path).convert("RGB")
-    return None
 
 
 @dataclass
