@@ -90,6 +90,11 @@ class DomainTab(Protocol):
         """Sign the newest report version off (reviewer role; refused and audited otherwise)."""
         ...
 
+    def model(self, request: Any) -> tuple[Any, str]:  # noqa: ANN401 - a gr.Request; a core VLM
+        """The app's loaded model and a label for it (its id, "demo weights" when it has no real ones),
+        for a tool that asks the model something itself. Signed-in users only; raises ModelUnavailable."""
+        ...
+
     def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         """Replace the default viewer: ``render`` turns the open case's assets into HTML, with the
         citations (``{"page", "box", "text"}``) of the answer being looked at highlighted."""

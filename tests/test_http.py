@@ -146,7 +146,7 @@ def _argument(name: str, world, tmp_path) -> object:
         image = tmp_path / "bob.png"
         image.write_bytes(png_bytes((8, 8)))
         return handle_file(str(image))
-    if name in ("show_archived", "signing"):
+    if name in ("show_archived", "signing", "with_model"):
         return False
     if name == "confirmation":
         return "PURGE"

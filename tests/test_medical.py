@@ -238,6 +238,25 @@ def test_the_medical_tab_tool_reads_the_open_case_through_the_access_check(tmp_p
         assert not served.files()  # no case image went through Gradio's file cache
 
 
+def test_the_report_panel_asks_the_model_when_told(tmp_path, tiny_model_dir):
+    from gradio_client import handle_file
+    from webapp import serve
+
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"ann": "user"}) as served:
+        ann = served.client("ann")
+        upload = tmp_path / "dx.dcm"
+        upload.write_bytes((DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes())
+        ann.predict(handle_file(str(upload)), "chest", api_name="/medical_create_case")
+        asked = []
+        vlm = served.service.slot.get()
+        chat = vlm.chat
+        vlm.chat = lambda messages, options: asked.append(messages) or chat(messages, options)  # count, then answer
+        report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small left pleural effusion."
+        shown = ann.predict(report, True, api_name="/medical_check_report")
+        assert "Checked by the rules and by" in shown and "laterality" in shown
+        assert len(asked) >= 3 and all(len(m[0].images) == 1 for m in asked)  # the study's image with each prompt
+
+
 def test_the_report_panel_marks_flagged_spans_and_keeps_versions_and_sign_off(tmp_path):
     from gradio_client import handle_file
     from webapp import serve
@@ -248,7 +267,7 @@ def test_the_report_panel_marks_flagged_spans_and_keeps_versions_and_sign_off(tm
         upload.write_bytes((DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes())  # Image Laterality: L
         ann.predict(handle_file(str(upload)), "chest", api_name="/medical_create_case")
         report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small left pleural effusion."
-        shown = ann.predict(report, api_name="/medical_check_report")
+        shown = ann.predict(report, False, api_name="/medical_check_report")
         assert shown.count('<mark class="loupe-flag"') >= 2 and "laterality" in shown and "Saved" in shown
         assert "the image is of the left side" in shown  # the study's own laterality, from its header
         assert "reviewer role" in ann.predict(api_name="/medical_sign_off_report")

@@ -61,6 +61,12 @@ class Workspace:
     def sign_off_report(self, case_id: int, request: gr.Request) -> int:
         return self.service.store.sign_off_report(self._user(request), int(case_id))
 
+    def model(self, request: gr.Request) -> tuple[object, str]:
+        self._user(request)
+        vlm = self.service.slot.get()
+        status = self.service.slot.status
+        return vlm, f"{status.model_id} (demo weights: its answers mean nothing)" if status.demo else status.model_id
+
     def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         self.render_viewer = render
 

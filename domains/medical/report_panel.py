@@ -12,8 +12,10 @@ import gradio as gr  # at module level: Gradio reads the handlers' type hints to
 from loupe.core.errors import LoupeError
 from loupe.core.plugins import DomainTab, IngestedAsset
 
+from .ingest import png_image
 from .reports.rules import check_rules
 from .reports.sections import parse_report
+from .reports.vlm_check import VLMChecker, combine
 
 TEMPLATE = "FINDINGS:\n\nIMPRESSION:\n"
 
@@ -26,8 +28,15 @@ def image_laterality(assets: Sequence[IngestedAsset]) -> str | None:
     return None
 
 
-def check_text(text: str, laterality: str | None) -> list[dict]:
-    return [flag.as_dict() for flag in check_rules(parse_report("case", text), image_laterality=laterality)]
+def check_text(text: str, assets: Sequence[IngestedAsset], vlm=None) -> list[dict]:  # noqa: ANN001 - a core VLM
+    """The rules (with the study's laterality), and with ``vlm`` the model's vote over the report and
+    the study's first image too."""
+    report = parse_report("case", text)
+    flags = check_rules(report, image_laterality=image_laterality(assets))
+    if vlm is not None:
+        views = [a for a in assets if a.meta.get("kind") == "view"]
+        flags = combine(flags, VLMChecker(vlm).flags(report, png_image(views[0]) if views else None))
+    return [flag.as_dict() for flag in flags]
 
 
 def marked(text: str, findings: list[dict]) -> str:
@@ -62,18 +71,24 @@ def add_report_panel(tab: DomainTab) -> None:
                           info="Sections start with FINDINGS:, IMPRESSION: (INDICATION:, COMPARISON: too).")
         with gr.Row():
             check = gr.Button("Check report", elem_id="medical-check-report", variant="primary")
+            use_model = gr.Checkbox(False, label="Ask the model too", elem_id="medical-check-with-model",
+                                    info="Three yes/no prompts with the image, then the kind of error: slower.")
             sign = gr.Button("Sign off report", elem_id="medical-sign-report", variant="secondary")
         shown = gr.HTML(elem_id="medical-report-flags")
 
-    def check_report(case_id: int | None, report_text: str, request: gr.Request) -> str:
+    def check_report(case_id: int | None, report_text: str, with_model: bool, request: gr.Request) -> str:
         if case_id is None:
             return "<p>⚠️ Open or create a case first.</p>"
+        note = ""
         try:
-            findings = check_text(report_text, image_laterality(tab.case_assets(case_id, request)))
+            vlm, label = tab.model(request) if with_model else (None, "")
+            findings = check_text(report_text, tab.case_assets(case_id, request), vlm)
             tab.save_report(case_id, request, report_text, findings)
         except LoupeError as exc:
             return f"<p>⚠️ {html.escape(str(exc))}</p>"
-        return marked(report_text, findings) + "<p>Saved as a new version of the case's report.</p>"
+        if with_model:
+            note = f"<p>Checked by the rules and by {html.escape(label)}.</p>"
+        return marked(report_text, findings) + note + "<p>Saved as a new version of the case's report.</p>"
 
     def sign_off(case_id: int | None, request: gr.Request) -> str:
         if case_id is None:
@@ -94,6 +109,6 @@ def add_report_panel(tab: DomainTab) -> None:
         note = "<p>✅ Signed off.</p>" if report["signed_off"] else ""
         return report["text"], marked(report["text"], report["findings"]) + note
 
-    check.click(check_report, [tab.case_id, text], shown, api_name="medical_check_report")
+    check.click(check_report, [tab.case_id, text, use_model], shown, api_name="medical_check_report")
     sign.click(sign_off, tab.case_id, shown, api_name="medical_sign_off_report")
     tab.case_id.change(opened, tab.case_id, [text, shown], api_name=False)
