@@ -24,7 +24,16 @@ ACUTE_IMPRESSION = re.compile(r"\b(there (is|are) (an? )?(acute|active)|(acute|a
                               r"(cardiopulmonary |radiographic )*(disease|process|abnormalit|finding))", re.IGNORECASE)
 CHEST_NEGATIONS = ("clear of", "free of", "no evidence of", "no radiographic evidence of")
 _CUE = re.compile(r"\b(no|without|negative for|free of|absence of|not)\b", re.IGNORECASE)
-_CANONICAL = {"pleural effusion": "effusion", "opacities": "opacity"}
+_CANONICAL = {"pleural effusion": "effusion", "opacities": "opacity", "pneumothoraces": "pneumothorax"}
+# "left greater than left": a comparison of one side with itself, so one of the two sides is wrong.
+SELF_COMPARISON = re.compile(r"\b(left|right)\b(?:\s+\w+){0,3}?\s+(?:greater|more|worse|larger) than\s+(?:the\s+)?\1\b",
+                             re.IGNORECASE)
+_LIST_LEAD = re.compile(r"\s*(?:there (?:is|are)\s+|.*\b(?:clear|normal|unremarkable) with\s+)?(?:\w+\s+)?",
+                        re.IGNORECASE)
+_LIST_GAP = re.compile(r",?\s*(?:(?:and/)?or\s+)?(?:\w+\s+)?", re.IGNORECASE)
+# Words that say a finding exists; right after a negation they contradict it ("no stable nodule").
+_NEGATED_EXISTING = re.compile(r"\b(?:no|without)\s+(stable|persistent|unchanged|redemonstrated|again|"
+                               r"mild|moderate|marked|severe|minimal)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,8 @@ def _pipeline():  # noqa: ANN202 - a spaCy Language, built once per process
 
 
 def _forms(term: str) -> tuple[str, ...]:
+    if term.endswith("thorax"):
+        return (term, term[:-1] + "ces")  # pneumothorax, pneumothoraces
     plural = term + ("es" if term.endswith(("s", "x")) else "s")
     return (term, plural) if not term.endswith("ies") else (term,)
 
@@ -125,9 +136,38 @@ def _negation_flags(report: Report, found: Sequence[Mention]) -> list[Flag]:
                               f"the impression reports nothing acute, but the findings describe '{m.term}'", 0.7))
     declared = ACUTE_IMPRESSION.search(impression)
     if declared and not _CUE.search(impression[max(0, declared.start() - 30):declared.start()]) and not acute_found \
-            and not any(m.section == "impression" and not m.negated for m in found):
+            and not any(m.section == "impression" and not m.negated and m.term in ACUTE for m in found):
         flags.append(Flag("negation", "impression", declared.span(), declared.group(0),
                           "the impression reports acute disease that the findings do not describe", 0.7))
+    return flags
+
+
+def _phrasing_flags(report: Report, found: Sequence[Mention]) -> list[Flag]:
+    """Errors one sentence shows by itself: a side compared with itself, a denial of something called
+    stable or mild, and findings listed with 'or' but asserted (the way a dropped 'no' reads)."""
+    flags = []
+    for section in ("findings", "impression"):
+        text = report.text(section)
+        for match in SELF_COMPARISON.finditer(text):
+            flags.append(Flag("laterality", section, match.span(), match.group(0),
+                              f"compares the {match.group(1).lower()} side with itself", 0.85))
+        for match in _NEGATED_EXISTING.finditer(text):
+            flags.append(Flag("negation", section, match.span(), match.group(0),
+                              f"denies something it calls '{match.group(1).lower()}'", 0.6))
+    asserted: dict[tuple[str, str], list[Mention]] = {}
+    for m in found:
+        asserted.setdefault((m.section, m.sentence), []).append(m)
+    for (section, sentence), listed in asserted.items():
+        if len(listed) < 2 or any(m.negated for m in listed) or _CUE.search(sentence):
+            continue
+        text = report.text(section)
+        lead = text[text.rfind(".", 0, listed[0].start) + 1:listed[0].start]  # the sentence up to the list
+        gaps = [text[a.end:b.start] for a, b in zip(listed, listed[1:])]
+        # "There is X, Y or Z." / "X or Y." / "clear with X or Y": how "no X or Y" reads without its "no"
+        # (not "may represent X or Y", a differential)
+        if _LIST_LEAD.fullmatch(lead) and all(_LIST_GAP.fullmatch(g) for g in gaps) and re.search(r"\bor\b", gaps[-1]):
+            flags.append(Flag("negation", section, (listed[0].start, listed[-1].end), sentence.strip(),
+                              "findings joined by 'or' are asserted: this reads like a denial missing its 'no'", 0.65))
     return flags
 
 
@@ -196,7 +236,8 @@ def _sex_flags(report: Report) -> list[Flag]:
 def check_rules(report: Report, image_laterality: str | None = None, polarity: str = "negex") -> list[Flag]:
     found = mentions(report, polarity)
     side = image_laterality or report.image_laterality
-    flags = (_negation_flags(report, found) + _laterality_flags(found, side) + _number_flags(report)
+    flags = (_negation_flags(report, found) + _laterality_flags(found, side) + _phrasing_flags(report, found)
+             + _number_flags(report)
              + _sex_flags(report))
     unique = {(f.kind, f.section, f.span): f for f in flags}
     return sorted(unique.values(), key=lambda f: (f.section, f.span))

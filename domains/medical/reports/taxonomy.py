@@ -11,7 +11,8 @@ RULE_KINDS = ("laterality", "negation", "number_unit", "sex_anatomy")  # what th
 # Findings a chest report names; ACUTE ones contradict an impression that says nothing acute is seen.
 FINDINGS = ("pleural effusion", "effusion", "pneumothorax", "consolidation", "atelectasis", "edema", "cardiomegaly",
             "nodule", "mass", "opacity", "opacities", "infiltrate", "granuloma", "pneumonia", "fracture",
-            "airspace disease", "scarring", "emphysema", "hyperinflation")
+            "airspace disease", "scarring", "emphysema", "hyperinflation", "adenopathy", "lymphadenopathy", "fibrosis",
+            "dislocation", "lesion")
 ACUTE = ("pleural effusion", "effusion", "pneumothorax", "consolidation", "edema", "infiltrate", "pneumonia",
          "airspace disease", "mass")
 SUBSTITUTES = {"effusion": "pneumothorax", "pneumothorax": "effusion", "consolidation": "atelectasis",
