@@ -9,6 +9,7 @@ span it is about, its kind, a reason and a confidence.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -162,7 +163,7 @@ def _phrasing_flags(report: Report, found: Sequence[Mention]) -> list[Flag]:
             continue
         text = report.text(section)
         lead = text[text.rfind(".", 0, listed[0].start) + 1:listed[0].start]  # the sentence up to the list
-        gaps = [text[a.end:b.start] for a, b in zip(listed, listed[1:])]
+        gaps = [text[a.end:b.start] for a, b in itertools.pairwise(listed)]
         # "There is X, Y or Z." / "X or Y." / "clear with X or Y": how "no X or Y" reads without its "no"
         # (not "may represent X or Y", a differential)
         if _LIST_LEAD.fullmatch(lead) and all(_LIST_GAP.fullmatch(g) for g in gaps) and re.search(r"\bor\b", gaps[-1]):
