@@ -93,11 +93,11 @@ def test_disk_budget_drops_the_least_recently_read(tiny_model_dir, tmp_path):
         _answer(vlm, [Message("user", "What?", [image])])
     sizes = sorted(p.stat().st_size for p in tmp_path.iterdir())
     vlm.features.disk_budget_bytes = sizes[-1] + sizes[-2]  # room for two
-    vlm.features._entries.clear()  # as after a restart
+    vlm.features.drop_memory()  # as after a restart
     _answer(vlm, [Message("user", "What?", [images[0]])])  # read from disk: now the most recent
     _answer(vlm, [Message("user", "What?", [Image.new("RGB", (120, 90), "white")])])  # a fourth: trims
     assert len(list(tmp_path.glob("*.pt"))) == 2
-    vlm.features._entries.clear()
+    vlm.features.drop_memory()
     assert _answer(vlm, [Message("user", "What?", [images[0]])])[1]["cached_features"] is True
     assert _answer(vlm, [Message("user", "What?", [images[1]])])[1]["cached_features"] is False
 
@@ -107,7 +107,7 @@ def test_a_damaged_cache_file_is_a_miss_and_is_replaced(tiny_model_dir, tmp_path
     answer, _ = _answer(vlm)
     (only,) = tmp_path.glob("*.pt")
     only.write_bytes(b"not a tensor file")
-    vlm.features._entries.clear()
+    vlm.features.drop_memory()
     again, extra = _answer(vlm)
     assert extra["cached_features"] is False and again == answer
     assert only.stat().st_size > 100  # written again, whole

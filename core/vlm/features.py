@@ -74,6 +74,7 @@ class FeatureCache:
         self.disk_budget_bytes = disk_budget_bytes
         self.device = device
         self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._held = 0  # bytes in memory
         self._lock = threading.Lock()
         self.hits = 0
         self.disk_hits = 0
@@ -104,19 +105,31 @@ class FeatureCache:
         """Forget everything, on disk too."""
         with self._lock:
             self._entries.clear()
+            self._held = 0
         if self.directory is not None:
             clear_directory(self.directory)
+
+    def drop_memory(self) -> None:
+        """Forget what is in memory only (as a restart does); the disk copies stay."""
+        with self._lock:
+            self._entries.clear()
+            self._held = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def _remember(self, key: str, value: Any) -> None:
-        if _nbytes(value) > self.budget_bytes:
+        size = _nbytes(value)
+        if size > self.budget_bytes:
             return
         with self._lock:
+            if key in self._entries:
+                self._held -= _nbytes(self._entries.pop(key))
             self._entries[key] = value
-            while sum(_nbytes(v) for v in self._entries.values()) > self.budget_bytes:
-                self._entries.popitem(last=False)
+            self._held += size
+            while self._held > self.budget_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._held -= _nbytes(dropped)
                 log.info("vision feature cache full (%.0f MiB): dropped the oldest entry", self.budget_bytes / 2**20)
 
     def _path(self, key: str) -> Path:

@@ -22,6 +22,7 @@ from .device import Placement, choose_placement
 from .engines import EngineChoice, cache_bucket, choose_engine, rewind
 from .families import Family, family_of, processor_class, vision_encoder
 from .features import FeatureCache, encoder_inputs, features_key, weights_fingerprint
+from .image_units import join_output, join_units, split_output, split_units
 from .int8 import quantize_linears
 from .registry import resolve
 from .resolution import geometry, plan_resolution
@@ -84,6 +85,7 @@ class HFVLM:
         self.queries: OCRQueryEncoder | None = None  # reads Message.layout into K prompt tokens when attached
         self._injector: QueryInjector | None = None
         self._queries_serial = 0  # tells conversations cached with one module from those of the next
+        self.last_encoded_units = 0  # tiles / images the last encode had to run the vision encoder for
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
 
@@ -278,21 +280,28 @@ class HFVLM:
         return {**facts, "reused_tokens": reused, "cached_features": cached_features, "finished_at": finished_at}
 
     def _encode_once(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, bool]:
-        """Replace pixels by their encoder output, from the feature cache when these exact pixels were seen."""
+        """Replace pixels by their encoder output. Features are cached per unit (a tile or an image, see
+        image_units.py): only units never seen with these weights are encoded, together in one call."""
         get_features = self.model.model.get_image_features
         pixels = encoder_inputs(get_features, inputs)
         if "pixel_values" not in pixels:
             return inputs, False
-        key = features_key(self._fingerprint, pixels)
-        pooled = self.features.get(key)
-        hit = pooled is not None
-        if not hit:
+        family = self.family.name
+        units = split_units(family, pixels)
+        keys = [features_key(self._fingerprint, unit) for unit in units]
+        parts = [self.features.get(key) for key in keys]
+        missing = [i for i, part in enumerate(parts) if part is None]
+        if missing:
             with torch.inference_mode():
-                pooled = get_features(**pixels, return_dict=True).pooler_output
-            self.features.put(key, pooled)
+                pooled = get_features(**join_units(family, [units[i] for i in missing]), return_dict=True).pooler_output
+            for i, part in zip(missing, split_output(family, pooled, len(missing))[:len(missing)], strict=True):
+                parts[i] = part
+                self.features.put(keys[i], part)
+        self.last_encoded_units = len(missing)
         # Qwen2-VL still needs the patch grid for its 3-D rotary positions.
         rest = {k: v for k, v in inputs.items() if k not in pixels or k == "image_grid_thw"}
-        return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=pooled)}}, hit
+        joined = join_output(family, parts)
+        return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=joined)}}, not missing
 
     def _reuse(self, inputs: dict[str, torch.Tensor], conversation: str | None, key: str,
                max_new_tokens: int) -> tuple[dict, int]:
