@@ -125,7 +125,10 @@ class LoupeService:
         if name not in domain.export_formats:
             raise LoupeError(f"Cases of this kind have no {name!r} export.")
         assets = self._assets(case)
-        data = domain.export(assets, name)
+        answers = [{"id": m.id, "text": m.content,
+                    "citations": list((m.model_run.extra or {}).get("citations") or [])}
+                   for m in case.messages if m.role == "assistant" and m.model_run is not None]
+        data = domain.export(assets, name, answers)
         self.store.audit(user, "case.export", case_id=case_id, detail={"format": name})
         return data, domain.export_formats[name]
 
@@ -134,8 +137,13 @@ class LoupeService:
         return self._assets(self.store.open_case(user, case_id))
 
     def _assets(self, case: Case) -> list[IngestedAsset]:
-        return [IngestedAsset(self.store.assets.read(a.sha256), a.media_type, a.width, a.height, a.meta)
-                for a in case.assets]
+        """The case's assets; lazy ones (giant images) by path only, their bytes left on disk."""
+        out = []
+        for a in case.assets:
+            path = self.store.assets.path_for(a.sha256)
+            data = b"" if (a.meta or {}).get("lazy") else self.store.assets.read(a.sha256)
+            out.append(IngestedAsset(data, a.media_type, a.width, a.height, a.meta, path))
+        return out
 
     def ask(self, user: User, case_id: int, question: str,
             options: GenerationOptions | None = None) -> Iterator[AnswerProgress]:
@@ -151,6 +159,13 @@ class LoupeService:
         options = options or GenerationOptions(detail=domain.default_detail)
         assets = self._assets(case)
         context = domain.context(assets, question)
+        if context.pyramid is not None:  # a giant image: the question steers which tiles the model reads
+            from loupe.core.pyramid.answer import focused_images
+
+            images, placed, record = focused_images(vlm, context.pyramid, question)
+            context.images = images
+            context.extra_text = f"{context.extra_text}\n{placed}".strip()
+            context.meta.update(record)
         turns = [(past.role, past.content) for past in case.messages] + [("user", question)]
         messages = conversation_messages(domain.system_prompt, context, turns, getattr(vlm, "query_tokens", 0) > 0)
         self.store.add_question(user, case_id, question)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
@@ -30,6 +31,9 @@ class IngestedAsset:
     width: int | None = None
     height: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Where the stored bytes are, once stored. Assets whose ``meta["lazy"]`` is true (giant images) come
+    # back from the store with empty ``data`` and this path: read them in parts, never whole.
+    path: Path | None = None
 
 
 @dataclass
@@ -43,6 +47,9 @@ class VisualContext:
     # learned tokens and is given ``query_text`` instead of ``extra_text`` (which spells the text out).
     layout: list[tuple[str, tuple[int, int, int, int]]] = field(default_factory=list)
     query_text: str = ""
+    # A giant image to look into: the app runs question-guided focus with its model and puts the
+    # thumbnail and the chosen tiles in ``images`` (loupe.core.pyramid.answer).
+    pyramid: Any = None  # a loupe.core.pyramid.answer.PyramidRequest
 
 
 @dataclass(frozen=True)
@@ -123,8 +130,9 @@ class Domain(Protocol):
         conversation."""
         ...
 
-    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
-        """A case's content in one of ``export_formats`` (the app checks access and audits the export)."""
+    def export(self, assets: Sequence[IngestedAsset], name: str, answers: Sequence[dict] = ()) -> bytes:
+        """A case's content in one of ``export_formats`` (the app checks access and audits the export).
+        ``answers``: the case's answers, oldest first, as ``{"id", "text", "citations"}``."""
         ...
 
     def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict[str, Any]) -> list[dict]:

@@ -1,7 +1,7 @@
 """A factor-2 tile pyramid over a TileSource, read lazily.
 
 Level 0 is full resolution; level ``l`` is the image shrunk by ``2**l``; the top (``base``) level is
-the first whose longer side fits ``base_side`` (about 1,000 px). Each level is cut into ``tile`` ×
+the first whose longer side fits ``base_side`` (2 tiles: about 1,000 px for 512-px tiles). Each level is cut into ``tile`` ×
 ``tile`` squares from its top-left corner. Overhang policy: an edge tile is read for the part inside the
 image and padded to a full square with black on the right and bottom, so every tile has the same token
 grid and a tile's four children on the next finer level are exactly its four quadrants (children that
@@ -24,7 +24,8 @@ from PIL import Image
 from .sources import Box, TileSource
 
 DEFAULT_TILE = 512
-BASE_SIDE = 1024
+BASE_TILES = 2  # the base level fits in 2 × 2 tiles: 1,024 px for 512-px tiles, as the paper's ~1,000 px
+BASE_SIDE = DEFAULT_TILE * BASE_TILES
 TILE_CACHE_BYTES = 96 * 2**20
 
 
@@ -44,12 +45,13 @@ class Tile:
 
 
 class Pyramid:
-    def __init__(self, source: TileSource, tile: int = DEFAULT_TILE, base_side: int = BASE_SIDE,
+    def __init__(self, source: TileSource, tile: int = DEFAULT_TILE, base_side: int | None = None,
                  cache_bytes: int = TILE_CACHE_BYTES) -> None:
         if tile < 16:
             raise ValueError("tiles smaller than 16 px carry no detail")
         self.source = source
         self.tile = tile
+        base_side = base_side or tile * BASE_TILES
         longest = max(source.width, source.height)
         self.base_level = max(0, math.ceil(math.log2(longest / base_side))) if longest > base_side else 0
         self._cache: OrderedDict[Tile, Image.Image] = OrderedDict()

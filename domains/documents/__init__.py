@@ -87,7 +87,7 @@ class DocumentsDomain:
                              query_text=f"Document {pages_named}; its text is given in the reading tokens above."
                                         "\n\nQuestion:")
 
-    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
+    def export(self, assets: Sequence[IngestedAsset], name: str, answers: Sequence[dict] = ()) -> bytes:
         pages = [page_from_meta(a.meta) for a in assets]
         if name == "md":
             return to_markdown(pages).encode()

@@ -39,7 +39,7 @@ class GeneralDomain:
         img = Image.open(io.BytesIO(assets[0].data))
         return VisualContext(images=[img.convert("RGB")])
 
-    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
+    def export(self, assets: Sequence[IngestedAsset], name: str, answers: Sequence[dict] = ()) -> bytes:
         raise KeyError(name)
 
     def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:

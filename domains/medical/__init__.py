@@ -87,7 +87,7 @@ class MedicalDomain:
     def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
         return []  # image regions are not cited yet
 
-    def export(self, assets: Sequence[IngestedAsset], name: str) -> bytes:
+    def export(self, assets: Sequence[IngestedAsset], name: str, answers: Sequence[dict] = ()) -> bytes:
         if name != "zip":
             raise KeyError(name)
         out = io.BytesIO()

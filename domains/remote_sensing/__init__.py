@@ -1,0 +1,102 @@
+"""The remote-sensing domain: GeoTIFF / COG scenes of any size, looked into where the question points.
+
+A question about a scene is answered from its thumbnail plus the tiles the model's own attention
+chose, coarse to fine (loupe.core.pyramid); each answer lists the places it looked at, with lat/lon
+where the scene is georeferenced, and those tiles are drawn on the viewer. The tiles of every answer
+export as GeoJSON (EPSG:4326) for QGIS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
+from loupe.core.pyramid.answer import PyramidRequest
+from loupe.core.pyramid.sources import Box
+
+from .geo import Georef, feature, feature_collection, lat_lon_text
+from .ingest import ingest_raster
+
+PROMPTS = ("Describe this scene.", "Are there any ships in the harbour?", "How many buildings are there?",
+           "Is there any damage to the roads or bridges?")
+
+
+def georef(meta: dict) -> Georef | None:
+    return Georef(meta["crs"], tuple(meta["transform"])) if meta.get("georeferenced") else None
+
+
+def raster_of(assets: Sequence[IngestedAsset]) -> IngestedAsset | None:
+    return next((a for a in assets if a.meta.get("kind") == "raster"), None)
+
+
+class RemoteSensingDomain:
+    name = "remote_sensing"
+    title = "Remote sensing"
+    accepts = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+    system_prompt = ("You assist an analyst reading satellite and aerial images. The first image is the whole "
+                     "scene; the others are parts of it at higher resolution, each placed in the text. Say what "
+                     "you see and where (which image and where in it), and say when something is too small to "
+                     "tell.")
+    default_adapter = None
+    default_detail = "low"  # one tile per image: the pyramid supplies the detail
+    export_formats = {"geojson": "application/geo+json"}
+
+    def ingest(self, data: bytes, limits: UploadLimits,
+               progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        return ingest_raster(data, limits, progress)
+
+    def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
+        raster = raster_of(assets)
+        if raster is None or raster.path is None:
+            raise ValueError("a remote-sensing case holds its raster")
+        meta = raster.meta
+        where = georef(meta)
+        facts = f"Scene: {meta['description']}, {meta['width']:,} × {meta['height']:,} px."
+        if meta.get("corners_lonlat"):
+            (lon0, lat0), _, (lon1, lat1), _ = meta["corners_lonlat"]
+            facts += f" It spans {lat_lon_text(lat0, lon0)} (top left) to {lat_lon_text(lat1, lon1)} (bottom right)."
+        request = PyramidRequest(raster.path, int(meta.get("max_pixels", 10**8)), where.where if where else None)
+        return VisualContext(images=[], extra_text=facts, pyramid=request)
+
+    def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
+        """The tiles the answer was read from, as level-0 boxes with their place and score."""
+        raster = raster_of(assets)
+        where = georef(raster.meta) if raster is not None else None
+        out = []
+        for tile in context_meta.get("focus", {}).get("tiles", []):
+            box: Box = tuple(tile["box"])  # type: ignore[assignment]
+            place = where.where(box) if where else f"x {box[0]:,}–{box[2]:,}, y {box[1]:,}–{box[3]:,} px"
+            scale = "full resolution" if tile["level"] == 0 else f"1:{2 ** tile['level']}"
+            out.append({"page": 0, "box": list(box), "level": tile["level"], "score": tile["score"],
+                        "text": f"{place} · {scale} · relevance {tile['score']:.1f}"})
+        return out
+
+    def export(self, assets: Sequence[IngestedAsset], name: str, answers: Sequence[dict] = ()) -> bytes:
+        if name != "geojson":
+            raise KeyError(name)
+        raster = raster_of(assets)
+        where = georef(raster.meta) if raster is not None else None
+        if where is None:
+            from loupe.core.errors import LoupeError
+
+            raise LoupeError("This image has no coordinates (it is not georeferenced), so it has no GeoJSON.")
+        features = []
+        scene = where.polygon((0, 0, raster.meta["width"], raster.meta["height"]))
+        if scene is not None:
+            features.append(feature(scene, {"kind": "scene", "description": raster.meta["description"]}))
+        for answer in answers:
+            for cited in answer.get("citations", []):
+                ring = where.polygon(tuple(cited["box"]))
+                if ring is not None:
+                    features.append(feature(ring, {"kind": "tile", "answer_id": answer["id"],
+                                                   "level": cited.get("level"), "score": cited.get("score"),
+                                                   "box_px": cited["box"]}))
+        return feature_collection(features)
+
+    def build_tab(self, tab: DomainTab) -> None:
+        from .tools import add_scene_tools  # Gradio is loaded only where a tab is built
+        from .viewer import scene_html
+
+        tab.set_viewer(scene_html)
+        tab.add_prompts(PROMPTS)
+        add_scene_tools(tab)

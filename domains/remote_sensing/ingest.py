@@ -1,0 +1,138 @@
+"""A GeoTIFF / COG (or an ordinary aerial photo) into case assets.
+
+The raster is kept as it came, except that one larger than the pyramid's base level without internal
+overviews gets them (built level by level, with progress) so that no later read needs the full image.
+16-bit and float data get one percentile stretch for the whole scene, computed from the coarsest
+overview, so tiles read later match each other. Stored: the raster (read lazily, never whole) and a
+thumbnail PNG for the viewer.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from loupe.core.errors import InputRejected
+from loupe.core.images import pixels_only_png
+from loupe.core.plugins import IngestedAsset, UploadLimits
+from loupe.core.pyramid.pyramid import BASE_SIDE
+from loupe.core.pyramid.sources import RasterSource, Stretch, is_tiff, open_source, percentile_stretch
+
+from .bands import TRUE_COLOUR, band_roles, presets
+from .geo import Georef
+
+VIEW_SIDE = 1024  # the viewer's picture of the whole scene
+Progress = Callable[[int, int], None]
+
+
+def _overview_factors(width: int, height: int) -> list[int]:
+    levels = max(0, math.ceil(math.log2(max(width, height) / BASE_SIDE)))
+    return [2**n for n in range(1, levels + 1)]
+
+
+def _add_overviews(path: Path, progress: Progress | None) -> None:
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import RasterioIOError
+
+    with rasterio.open(path) as ds:
+        if ds.overviews(1):
+            return
+        factors = _overview_factors(ds.width, ds.height)
+    if not factors:
+        return
+    try:
+        with rasterio.open(path, "r+") as ds:  # internal overviews, coarser ones from finer ones by GDAL
+            for done, factor in enumerate(factors, start=1):
+                ds.build_overviews(factors[:done], Resampling.average)
+                if progress is not None:
+                    progress(done, len(factors))
+    except RasterioIOError:
+        raise InputRejected("The image has no overviews and they cannot be added to it (is it read-only or "
+                            "damaged?). Convert it to a Cloud-Optimized GeoTIFF first (gdal_translate -of COG).") from None
+
+
+def _scene_stretch(path: Path, bands: list[int]) -> Stretch | None:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        if ds.dtypes[0] == "uint8":
+            return None
+        scale = max(1, max(ds.width, ds.height) // 1024)
+        values = ds.read(bands, out_shape=(len(bands), max(1, ds.height // scale), max(1, ds.width // scale)))
+    return percentile_stretch(values)
+
+
+def describe_bands(path: Path) -> tuple[dict[str, list[int]], dict]:
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path) as ds:
+            roles = band_roles([c.name for c in ds.colorinterp], list(ds.descriptions))
+            return presets(roles, ds.count), {"count": ds.count, "dtype": ds.dtypes[0], "roles": roles}
+
+
+def ingest_raster(data: bytes, limits: UploadLimits, progress: Progress | None = None) -> list[IngestedAsset]:
+    if len(data) > limits.max_bytes:
+        raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts "
+                            "(LOUPE_MAX_UPLOAD_BYTES).")
+    with tempfile.TemporaryDirectory(prefix="loupe-raster-") as folder:
+        path = Path(folder) / ("scene.tif" if is_tiff(data[:16]) else "scene.img")
+        path.write_bytes(data)
+        if not is_tiff(data[:16]):  # an ordinary photo: one level, no coordinates
+            source = open_source(path, limits.max_pixels)
+            view = source.read((0, 0, source.width, source.height), _fit(source.width, source.height))
+            meta = {"kind": "raster", "lazy": True, "format": "image", "width": source.width,
+                    "height": source.height, "presets": {TRUE_COLOUR: [1, 2, 3]}, "georeferenced": False,
+                    "description": source.description, "max_pixels": limits.max_pixels}
+            return [IngestedAsset(data, "application/octet-stream", source.width, source.height, meta),
+                    _view(view, meta)]
+        source = RasterSource(path)
+        try:
+            source.read((0, 0, source.width, source.height), (8, 8))  # proves the pixels decode
+        finally:
+            source.close()
+        _add_overviews(path, progress)
+        band_presets, bands = describe_bands(path)
+        chosen = band_presets.get(TRUE_COLOUR) or next(iter(band_presets.values()))
+        stretch = _scene_stretch(path, chosen)
+        source = RasterSource(path, chosen, stretch)
+        try:
+            view = source.read((0, 0, source.width, source.height), _fit(source.width, source.height))
+            meta = {"kind": "raster", "lazy": True, "format": "tiff", "width": source.width, "height": source.height,
+                    "description": source.description, "bands": bands, "presets": band_presets,
+                    "stretch": [list(stretch.low), list(stretch.high)] if stretch else None,
+                    "georeferenced": source.transform is not None, "crs": source.crs,
+                    "transform": list(source.transform) if source.transform else None,
+                    "overview_factors": list(source.native_downsamples[1:]), "max_pixels": limits.max_pixels}
+        finally:
+            source.close()
+        if meta["georeferenced"]:
+            meta["corners_lonlat"] = _corners(meta)
+        stored = path.read_bytes()  # with the overviews added
+    return [IngestedAsset(stored, "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
+
+
+def _fit(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, VIEW_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _view(image, meta: dict) -> IngestedAsset:  # noqa: ANN001 - a PIL image
+    facts = {k: meta[k] for k in ("width", "height", "description", "georeferenced")}
+    return IngestedAsset(pixels_only_png(image), "image/png", image.width, image.height,
+                         {"kind": "view", "preset": TRUE_COLOUR, **facts})
+
+
+def _corners(meta: dict) -> list[list[float]] | None:
+    georef = Georef(meta["crs"], tuple(meta["transform"]))
+    points = georef.to_lonlat([(0, 0), (meta["width"], 0), (meta["width"], meta["height"]), (0, meta["height"])])
+    if any(np.isnan(lon) for lon, _ in points):
+        return None  # part of the scene is off the Earth (a full-disk view)
+    return [[round(lon, 6), round(lat, 6)] for lon, lat in points]
