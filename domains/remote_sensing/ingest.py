@@ -48,13 +48,13 @@ def _add_overviews(path: Path, progress: Progress | None) -> None:
         return
     try:
         with rasterio.open(path, "r+") as ds:  # internal overviews, coarser ones from finer ones by GDAL
-            for done, factor in enumerate(factors, start=1):
+            for done in range(1, len(factors) + 1):
                 ds.build_overviews(factors[:done], Resampling.average)
                 if progress is not None:
                     progress(done, len(factors))
     except RasterioIOError:
-        raise InputRejected("The image has no overviews and they cannot be added to it (is it read-only or "
-                            "damaged?). Convert it to a Cloud-Optimized GeoTIFF first (gdal_translate -of COG).") from None
+        raise InputRejected("The image has no overviews and they cannot be added to it (is it damaged?). "
+                            "Convert it to a Cloud-Optimized GeoTIFF first (gdal_translate -of COG).") from None
 
 
 def _scene_stretch(path: Path, bands: list[int]) -> Stretch | None:
