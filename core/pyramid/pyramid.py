@@ -1,12 +1,12 @@
 """A factor-2 tile pyramid over a TileSource, read lazily.
 
-Level 0 is full resolution; level ``l`` is the image shrunk by ``2**l``; the top (``base``) level is
-the first whose longer side fits ``base_side`` (two tiles: 1,024 px for 512-px tiles). Each level is
-cut into ``tile`` × ``tile`` squares from its top-left corner. Overhang policy: an edge tile is read for the part inside the
-image and padded to a full square with black on the right and bottom, so every tile has the same token
-grid and a tile's four children on the next finer level are exactly its four quadrants (children that
-would lie wholly in the padding do not exist). Tiles are addressed by (level, col, row) and mapped to
-level-0 boxes here, once: sources only ever see level-0 coordinates.
+Level 0 is full resolution; level ``l`` is the image shrunk by ``2**l``; the top (``base``) level is the
+first whose longer side fits ``base_side`` (two tiles: 1,024 px for 512-px tiles). Each level is cut
+into ``tile`` × ``tile`` squares from its top-left corner. Overhang policy: an edge tile is read for the
+part inside the image and padded to a full square with black on the right and bottom, so every tile has
+the same token grid and a tile's four children on the next finer level are exactly its four quadrants
+(children that would lie wholly in the padding do not exist). Tiles are addressed by (level, col, row)
+and mapped to level-0 boxes here, once: sources only ever see level-0 coordinates.
 
 Nothing reads the whole image: a tile costs one windowed read from the source's nearest overview, and
 an LRU keeps the most recent tiles (bounded in bytes).
