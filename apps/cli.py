@@ -535,6 +535,17 @@ def bench_memory(family: str, size: str, cases: int) -> None:
     click.echo(json.dumps(run_memory_bench(family, size, cases), indent=2))
 
 
+@bench.command("pyramid")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".loupe" / "bench" / "pyramid", show_default=True,
+              help="Where the synthetic COGs (27,328 px: about a minute to write) and the model are kept between runs.")
+def bench_pyramid(workdir: Path) -> None:
+    """A giant image three ways (full tiling, extrapolated; thumbnail; question-guided focus), as JSON."""
+    from .bench_pyramid import run_pyramid_bench
+
+    click.echo(json.dumps(run_pyramid_bench(workdir), indent=2))
+
+
 @bench.command("ocr")
 @click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=Path(__file__).parents[1] / "data" / "samples", show_default=True,

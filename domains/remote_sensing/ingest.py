@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
@@ -99,24 +100,30 @@ def ingest_raster(data: bytes, limits: UploadLimits, progress: Progress | None =
         finally:
             source.close()
         _add_overviews(path, progress)
-        band_presets, bands = describe_bands(path)
-        chosen = band_presets.get(TRUE_COLOUR) or next(iter(band_presets.values()))
-        stretch = _scene_stretch(path, chosen)
-        source = RasterSource(path, chosen, stretch)
-        try:
-            view = source.read((0, 0, source.width, source.height), _fit(source.width, source.height))
-            meta = {"kind": "raster", "lazy": True, "format": "tiff", "width": source.width, "height": source.height,
-                    "description": source.description, "bands": bands, "presets": band_presets,
-                    "stretch": [list(stretch.low), list(stretch.high)] if stretch else None,
-                    "georeferenced": source.transform is not None, "crs": source.crs,
-                    "transform": list(source.transform) if source.transform else None,
-                    "overview_factors": list(source.native_downsamples[1:]), "max_pixels": limits.max_pixels}
-        finally:
-            source.close()
-        if meta["georeferenced"]:
-            meta["corners_lonlat"] = _corners(meta)
+        meta, view = describe_raster(path, limits.max_pixels)
         stored = path.read_bytes()  # with the overviews added
     return [IngestedAsset(stored, "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
+
+
+def describe_raster(path: Path, max_pixels: int) -> tuple[dict, Image.Image]:
+    """What a GeoTIFF is (size, bands and presets, scene stretch, coordinates) and its view picture."""
+    band_presets, bands = describe_bands(path)
+    chosen = band_presets.get(TRUE_COLOUR) or next(iter(band_presets.values()))
+    stretch = _scene_stretch(path, chosen)
+    source = RasterSource(path, chosen, stretch)
+    try:
+        view = source.read((0, 0, source.width, source.height), _fit(source.width, source.height))
+        meta = {"kind": "raster", "lazy": True, "format": "tiff", "width": source.width, "height": source.height,
+                "description": source.description, "bands": bands, "presets": band_presets,
+                "stretch": [list(stretch.low), list(stretch.high)] if stretch else None,
+                "georeferenced": source.transform is not None, "crs": source.crs,
+                "transform": list(source.transform) if source.transform else None,
+                "overview_factors": list(source.native_downsamples[1:]), "max_pixels": max_pixels}
+    finally:
+        source.close()
+    if meta["georeferenced"]:
+        meta["corners_lonlat"] = _corners(meta)
+    return meta, view
 
 
 def _fit(width: int, height: int) -> tuple[int, int]:

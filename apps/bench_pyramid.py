@@ -1,0 +1,238 @@
+"""``loupe bench pyramid``: answering about a giant image, three ways, side by side in one run.
+
+On a synthetic 27,328 × 27,328 COG (written once into the work folder, objects planted at known
+places) with a SmolVLM-256M-size model (random weights, the app's default engine), each measured in its
+own process so peak RSS is its own:
+
+- ``full``: tiling the whole image at full resolution. Encoding every one of its tiles would take
+  hours on a CPU, so the encoder is timed on a sample of tiles and the total EXTRAPOLATED; the same is
+  done on a 2,048-px image and compared with encoding all of its tiles, to show the extrapolation is
+  linear.
+- ``thumbnail``: the whole image shrunk to one tile.
+- ``focus``: Loupe's path (the remote-sensing domain's context, question-guided coarse-to-fine focus
+  with the model's own attention, the answer streamed), then a second question on the same image.
+
+Focus also runs on a 4,096-px COG to show memory does not grow with the image, and with a planted
+scorer (no model) to check it finds a planted tile in 50 random placements, a third of them across
+tile borders.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+QUESTION = "Is there a red square building in this scene? Where?"
+SECOND_QUESTION = "Describe the land cover around it."
+SAMPLE_TILES = 8
+NEW_TOKENS = 24
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _load(model: Path):  # noqa: ANN202 - an HFVLM
+    """The model as the app loads it (its slot, its defaults), with a fresh home: no features on disk."""
+    import tempfile
+
+    from loupe.apps.service import model_slot
+    from loupe.core.config import Settings
+
+    slot = model_slot(Settings(home=Path(tempfile.mkdtemp(prefix="loupe-bench-")), database_url=None,
+                               model=str(model)))
+    slot.load(model)
+    return slot.get()
+
+
+def _timed_encoder(vlm) -> list[float]:  # noqa: ANN001
+    """Wrap the vision encoder call so its seconds are summed into the returned one-item list."""
+    spent = [0.0]
+    original = vlm.model.model.get_image_features
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+    vlm.model.model.get_image_features = timed
+    return spent
+
+
+def _answer(vlm, images: list, text: str, domain) -> tuple[str, Any]:  # noqa: ANN001
+    from loupe.apps.service import conversation_messages
+    from loupe.core.plugins import VisualContext
+    from loupe.core.vlm.base import GenerationOptions
+
+    context = VisualContext(images=images, extra_text=text)
+    messages = conversation_messages(domain.system_prompt, context, [("user", QUESTION)], False)
+    options = GenerationOptions(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, detail=domain.default_detail)
+    answer = vlm.chat(messages, options)
+    return answer.text, answer.run
+
+
+def _focus_run(model: Path, cog: Path, out: mp.Queue) -> None:
+    try:
+        from loupe.core.plugins import IngestedAsset
+        from loupe.core.pyramid.answer import focused_images
+        from loupe.domains.remote_sensing import RemoteSensingDomain
+        from loupe.domains.remote_sensing.ingest import describe_raster
+
+        vlm = _load(model)
+        encoder = _timed_encoder(vlm)
+        domain = RemoteSensingDomain()
+        meta, _ = describe_raster(cog, 10**8)
+        asset = IngestedAsset(b"", "image/tiff", meta["width"], meta["height"], meta, cog)
+        results = []
+        for question in (QUESTION, SECOND_QUESTION):
+            encoder[0] = 0.0
+            started = time.perf_counter()
+            context = domain.context([asset], question)
+            images, placed, record = focused_images(vlm, context.pyramid, question)
+            focus_s = time.perf_counter() - started
+            _, run = _answer(vlm, images, f"{context.extra_text}\n{placed}", domain)
+            results.append({"tiles_encoded": record["focus_tiles_encoded"] + vlm.last_encoded_units,
+                            "tiles_scored": record["focus"]["tiles_scored"], "tiles_shown": len(images),
+                            "visual_tokens": run.visual_tokens, "vision_encoder_s": round(encoder[0], 2),
+                            "focus_s": round(focus_s, 2), "total_s": round(time.perf_counter() - started, 2),
+                            "chosen": record["focus"]["tiles"]})
+        out.put({"first": results[0], "second": results[1], "peak_rss_mb": _peak_rss_mb(),
+                 "engine": vlm.engine.name})
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _thumbnail_run(model: Path, cog: Path, out: mp.Queue) -> None:
+    try:
+        from loupe.core.pyramid.attention import tile_side
+        from loupe.core.pyramid.pyramid import Pyramid
+        from loupe.core.pyramid.sources import open_source
+        from loupe.domains.remote_sensing import RemoteSensingDomain
+
+        vlm = _load(model)
+        encoder = _timed_encoder(vlm)
+        started = time.perf_counter()
+        thumbnail = Pyramid(open_source(cog, 10**8), tile=tile_side(vlm)).thumbnail()
+        _, run = _answer(vlm, [thumbnail], "Image 1 shows the whole scene, reduced.", RemoteSensingDomain())
+        out.put({"tiles_encoded": 1, "visual_tokens": run.visual_tokens, "vision_encoder_s": round(encoder[0], 2),
+                 "total_s": round(time.perf_counter() - started, 2), "peak_rss_mb": _peak_rss_mb()})
+    except Exception as exc:  # noqa: BLE001
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _full_run(model: Path, cog: Path, small: Path, out: mp.Queue) -> None:
+    """Per-tile encoder seconds on a sample of level-0 tiles, extrapolated; the small image fully."""
+    try:
+        from loupe.core.pyramid.attention import tile_side
+        from loupe.core.pyramid.pyramid import Pyramid
+        from loupe.core.pyramid.sources import open_source
+        from loupe.core.vlm.base import Message
+
+        vlm = _load(model)
+        side = tile_side(vlm)
+
+        def encode(images: list) -> float:
+            inputs = vlm.prepare([Message("user", "x", images)], "low")
+            started = time.perf_counter()
+            vlm._encode_once(inputs)  # noqa: SLF001 - the encoder path answers take
+            return time.perf_counter() - started
+
+        big = Pyramid(open_source(cog, 10**8), tile=side)
+        tiles = big.tiles(0)
+        rng = random.Random(0)
+        sample = rng.sample(tiles, SAMPLE_TILES)
+        encode([big.read(sample[0])])  # warm-up
+        vlm.forget()
+        per_tile = encode([big.read(t) for t in sample]) / SAMPLE_TILES
+        tokens_per_tile = int((vlm.prepare([Message("user", "x", [big.read(sample[0])])], "low")["input_ids"]
+                               == vlm.image_token_id).sum())
+        small_pyramid = Pyramid(open_source(small, 10**8), tile=side)
+        small_tiles = small_pyramid.tiles(0)
+        vlm.forget()
+        small_sample = encode([small_pyramid.read(t) for t in rng.sample(small_tiles, 4)]) / 4
+        vlm.forget()
+        small_full = encode([small_pyramid.read(t) for t in small_tiles])
+        out.put({"tiles": len(tiles), "tiles_sampled": SAMPLE_TILES, "per_tile_encoder_s": round(per_tile, 3),
+                 "visual_tokens": tokens_per_tile * len(tiles),
+                 "vision_encoder_s_extrapolated": round(per_tile * len(tiles), 1),
+                 "linearity_check": {"image_side": small_pyramid.source.width, "tiles": len(small_tiles),
+                                     "predicted_s": round(small_sample * len(small_tiles), 2),
+                                     "measured_s": round(small_full, 2),
+                                     "measured_over_predicted": round(small_full / (small_sample * len(small_tiles)),
+                                                                      3)},
+                 "peak_rss_mb": _peak_rss_mb()})
+    except Exception as exc:  # noqa: BLE001
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _in_process(target, *args: Any) -> dict:  # noqa: ANN001
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    process = context.Process(target=target, args=(*args, out))
+    process.start()
+    result = out.get()
+    process.join()
+    return result
+
+
+def _planted_hit_rate(cog: Path, tile: int, placements: int = 50) -> dict:
+    from loupe.core.pyramid.focus import FocusConfig, PlantedScorer, focus
+    from loupe.core.pyramid.pyramid import Pyramid
+    from loupe.core.pyramid.sources import open_source
+
+    pyramid = Pyramid(open_source(cog, 10**8), tile=tile)
+    side, size, rng = pyramid.source.width, 64, random.Random(50)
+    hits, scored = 0, []
+    for n in range(placements):
+        if n % 3 == 0:  # across a vertical tile border
+            x, y = rng.randrange(1, side // tile) * tile - size // 2, rng.randrange(0, side - size)
+        elif n % 3 == 1:
+            x, y = rng.randrange(0, side - size), rng.randrange(1, side // tile) * tile - size // 2
+        else:
+            x, y = rng.randrange(0, side - size), rng.randrange(0, side - size)
+        box = (x, y, x + size, y + size)
+        selection = focus(pyramid, "planted", PlantedScorer([box]), FocusConfig())
+        scored.append(selection.tiles_scored)
+        hits += any(c.tile.level == 0 and c.box[0] < box[2] and box[0] < c.box[2] and c.box[1] < box[3]
+                    and box[1] < c.box[3] for c in selection.tiles)
+    return {"placements": placements, "hits": hits, "rate": hits / placements, "max_tiles_scored": max(scored)}
+
+
+def _cog(folder: Path, side: int) -> Path:
+    from loupe.core.pyramid.synthetic import random_objects, write_cog
+
+    path = folder / f"scene_{side}.tif"
+    if not path.exists():
+        write_cog(path, side, random_objects(side, max(2, side // 2048), 160, seed=7), seed=7)
+    return path
+
+
+def run_pyramid_bench(workdir: Path) -> dict:
+    from loupe.core.vlm.tiny import make_tiny
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    big, medium, small = _cog(workdir, 27_328), _cog(workdir, 4_096), _cog(workdir, 2_048)
+    model = workdir / "smolvlm-256m-random"
+    if not (model / "config.json").exists():
+        make_tiny("smolvlm", model, size="real")
+    full = _in_process(_full_run, model, big, small)
+    thumbnail = _in_process(_thumbnail_run, model, big)
+    focus_27k = _in_process(_focus_run, model, big)
+    focus_4k = _in_process(_focus_run, model, medium)
+    planted = _planted_hit_rate(big, 512)
+    summary = {}
+    if not any("error" in r for r in (full, focus_27k, focus_4k)):
+        summary = {"tiles_fraction_vs_full": round(focus_27k["first"]["tiles_encoded"] / full["tiles"], 4),
+                   "answer_s": focus_27k["first"]["total_s"],
+                   "peak_rss_mb_4k": focus_4k["peak_rss_mb"], "peak_rss_mb_27k": focus_27k["peak_rss_mb"],
+                   "planted_hit_rate": planted["rate"],
+                   "second_question_tiles_encoded": focus_27k["second"]["tiles_encoded"]}
+    return {"benchmark": "pyramid", "image": "synthetic COG 27,328 x 27,328, 3 bands, JPEG tiles, overviews",
+            "model": "SmolVLM-256M architecture, random weights", "question": QUESTION,
+            "full_tiling": full, "thumbnail_only": thumbnail, "focus": focus_27k, "focus_4k": focus_4k,
+            "planted": planted, "summary": summary}

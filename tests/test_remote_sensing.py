@@ -1,0 +1,151 @@
+"""The remote-sensing domain on real GeoTIFFs: ingest, coordinates, answering from focused tiles,
+GeoJSON, band presets and zoom, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.warp import transform as warp
+
+from loupe.apps.service import LoupeService
+from loupe.core.config import Settings
+from loupe.core.errors import InputRejected, LoupeError
+from loupe.core.plugins import UploadLimits
+from loupe.domains.remote_sensing import RemoteSensingDomain
+from loupe.domains.remote_sensing.geo import Georef
+from loupe.domains.remote_sensing.tools import render_region, zoom_box
+
+GEO = Path(__file__).parents[1] / "data" / "remote_sensing"
+LIMITS = UploadLimits(50 * 2**20, 100_000_000)
+
+
+@pytest.fixture
+def service(tmp_path, tiny_model_dir) -> LoupeService:
+    service = LoupeService.open(Settings(home=tmp_path / "home", database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    return service
+
+
+def _ring_ok(ring: list) -> bool:
+    closed = ring[0] == ring[-1]
+    area = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:], strict=False)) / 2
+    in_range = all(-180 <= lon <= 180 and -90 <= lat <= 90 for lon, lat in ring)
+    return closed and area > 0 and in_range  # RFC 7946: exterior rings counter-clockwise
+
+
+def test_a_scene_is_answered_from_focused_tiles_that_say_where(service):
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    case_id = service.create_case(user, "remote_sensing", (GEO / "RGB.byte.tif").read_bytes(), "Andros")
+    raster, view = service.case_assets(user, case_id)
+    assert raster.meta["kind"] == "raster" and raster.data == b"" and raster.path.is_file()  # read lazily
+    assert view.media_type == "image/png" and view.meta["kind"] == "view"
+    final = list(service.ask(user, case_id, "Are there any ships near the coast?"))[-1]
+    extra = final.run.extra
+    chosen = extra["focus"]["tiles"]
+    assert chosen and extra["focus"]["tiles_scored"] <= 34 and extra["pyramid"]["width"] == 791
+    assert final.run.visual_tokens > 0
+    cited = extra["citations"]
+    assert [c["box"] for c in cited] == [t["box"] for t in chosen]
+    assert all(re.match(r"\d+\.\d{5}° N, \d+\.\d{5}° W", c["text"]) for c in cited)  # the Bahamas: N, W
+    geojson = json.loads(service.export_case(user, case_id, "geojson")[0])
+    assert geojson["type"] == "FeatureCollection"
+    scene, *tiles = geojson["features"]
+    assert scene["properties"]["kind"] == "scene" and len(tiles) == len(chosen)
+    assert all(_ring_ok(f["geometry"]["coordinates"][0]) for f in geojson["features"])
+    with rasterio.open(GEO / "RGB.byte.tif") as ds:
+        lons, lats = warp(ds.crs, "EPSG:4326", [ds.bounds.left, ds.bounds.right], [ds.bounds.top, ds.bounds.bottom])
+    ring = np.asarray(scene["geometry"]["coordinates"][0])
+    assert ring[:, 0].min() == pytest.approx(min(lons), abs=0.01) and ring[:, 1].max() == pytest.approx(max(lats),
+                                                                                                        abs=0.05)
+    assert tiles[0]["properties"]["answer_id"] == final.message_id
+    assert "case.export" in [e.action for e in service.store.audit_events(case_id)]
+
+
+def test_pixel_to_lat_lon_matches_rasterio_and_gdal():
+    with rasterio.open(GEO / "RGB.byte.tif") as ds:
+        georef = Georef(ds.crs.to_string(), tuple(ds.transform)[:6])
+        x, y = ds.xy(300, 500)  # the centre of pixel row 300, column 500
+        (lon,), (lat,) = warp(ds.crs, "EPSG:4326", [x], [y])
+    got_lon, got_lat = georef.centre((500, 300, 501, 301))
+    assert got_lon == pytest.approx(lon, abs=1e-9) and got_lat == pytest.approx(lat, abs=1e-9)
+
+
+def test_band_presets_and_the_zoom_tool(tmp_path):
+    assets = RemoteSensingDomain().ingest((GEO / "rgbn_suba.tif").read_bytes(), LIMITS)
+    raster = assets[0]
+    assert list(raster.meta["presets"]) == ["true colour", "false colour (near infrared as red)", "first band (grey)"]
+    assert raster.meta["presets"]["false colour (near infrared as red)"] == [4, 1, 2]
+    stored = tmp_path / "scene.tif"
+    stored.write_bytes(raster.data)
+    raster.path = stored
+    natural = render_region(assets, "true colour", 2, 50, 50)
+    false_colour = render_region(assets, "false colour (near infrared as red)", 2, 50, 50)
+    assert natural.startswith('<figure class="loupe-zoom"><img') and "data:image/png;base64," in natural
+    assert natural != false_colour and "×2 · x 69–207, y 53–159 px" in natural and "° N" in natural
+    assert zoom_box(276, 212, 64, 100, 100) == (272, 209, 276, 212)  # clamped at the corner
+
+
+def test_a_plain_tiff_works_without_coordinates(service, tmp_path):
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    path = tmp_path / "scan.tif"
+    Image.effect_noise((700, 500), 40).convert("RGB").save(path)
+    case_id = service.create_case(user, "remote_sensing", path.read_bytes(), "scan")
+    final = list(service.ask(user, case_id, "What is this?"))[-1]
+    assert all(re.match(r"x \d", c["text"]) for c in final.run.extra["citations"])  # pixels, not lat/lon
+    with pytest.raises(LoupeError, match="not georeferenced"):
+        service.export_case(user, case_id, "geojson")
+
+
+def test_missing_overviews_are_built_with_progress(tmp_path):
+    path = tmp_path / "flat.tif"
+    profile = {"driver": "GTiff", "width": 3000, "height": 2200, "count": 3, "dtype": "uint8", "crs": "EPSG:32618",
+               "transform": rasterio.transform.from_origin(500000, 2700000, 1, 1)}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(np.full((3, 2200, 3000), 90, dtype=np.uint8))
+    steps = []
+    raster = RemoteSensingDomain().ingest(path.read_bytes(), LIMITS, lambda done, total: steps.append((done, total)))[0]
+    assert raster.meta["overview_factors"] == [2.0, 4.0] and steps == [(1, 2), (2, 2)]  # 3000 -> 1500 -> 750 px
+    stored = tmp_path / "stored.tif"
+    stored.write_bytes(raster.data)
+    with rasterio.open(stored) as ds:
+        assert ds.overviews(1) == [2, 4]
+
+
+def test_sixteen_bit_data_gets_one_stretch_for_the_scene():
+    with rasterio.open(GEO / "rgbn_suba.tif") as ds:
+        values = ds.read().astype(np.uint16) * 40  # the same scene as 16-bit reflectance-like numbers
+        profile = ds.profile | {"dtype": "uint16"}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sixteen.tif"
+        with rasterio.open(path, "w", **profile) as out:
+            out.write(values)
+        raster = RemoteSensingDomain().ingest(path.read_bytes(), LIMITS)[0]
+    low, high = raster.meta["stretch"]
+    assert len(low) == 3 and all(0 < lo < hi <= 255 * 40 for lo, hi in zip(low, high, strict=True))
+
+
+def test_a_full_disk_scene_off_the_earth_at_its_corners(service):
+    assets = RemoteSensingDomain().ingest((GEO / "goes.tif").read_bytes(), LIMITS)
+    meta = assets[0].meta
+    assert meta["georeferenced"] and meta["corners_lonlat"] is None  # the corners are space
+    georef = Georef(meta["crs"], tuple(meta["transform"]))
+    lon, lat = georef.centre((270, 270, 272, 272))
+    assert lon == pytest.approx(-75, abs=0.5) and lat == pytest.approx(0, abs=0.5)  # the sub-satellite point
+    assert georef.where((0, 0, 1, 1)) == "off the Earth's disk"
+
+
+def test_bad_rasters_are_refused_and_nothing_is_stored(service, tmp_path):
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    with pytest.raises(InputRejected, match="damaged or truncated"):
+        service.create_case(user, "remote_sensing", (GEO / "malformed" / "corrupt.tif").read_bytes(), "bad")
+    with pytest.raises(InputRejected, match="GDAL can open"):
+        service.create_case(user, "remote_sensing", b"II*\x00" + b"\x00" * 64, "bad")
+    assert service.store.list_cases(user) == [] and not any(service.settings.assets_dir.rglob("*.*"))
