@@ -179,7 +179,7 @@ def _create_case(page, tab: str, upload: Path) -> None:  # noqa: ANN001 - a Play
     """In the tab's New case form: upload the file and create the case."""
     from playwright.sync_api import expect
 
-    domain = tab.lower()
+    domain = tab.lower().replace(" ", "_")
     page.get_by_role("tab", name=tab).click()
     page.get_by_role("tab", name="New case").click()
     page.locator(f"#{domain}-upload input[type=file]").set_input_files(str(upload))
@@ -232,3 +232,25 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
         expect(flags).to_contain_text("laterality in the impression")
         page.screenshot(path=str(ARTIFACTS / "medical-study-windows.png"), full_page=True)
     assert (ARTIFACTS / "medical-study-windows.png").stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_remote_sensing_tab_draws_the_tiles_an_answer_read(tmp_path, tiny_model_dir, chromium):
+    from playwright.sync_api import expect
+    scene = Path(__file__).resolve().parent.parent / "data" / "remote_sensing" / "cogeo.tif"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "rita", chromium) as page:
+        _create_case(page, "Remote sensing", scene)
+        viewer = page.locator("#remote_sensing-viewer")
+        expect(viewer.locator("img")).to_have_attribute("src", re.compile(r"^/case-assets/\d+$"))
+        expect(viewer).to_contain_text("GeoTIFF 3 bands uint8, EPSG:3857 · 1,024 × 1,024 px")
+        zoom = page.locator("#remote-zoom-view")
+        expect(zoom.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+        page.locator("#remote_sensing-question textarea").fill("Is there a road in this scene?")
+        page.locator("#remote_sensing-ask").click()
+        expect(page.locator("#remote_sensing-status")).to_contain_text("Answered", timeout=120_000)
+        expect(viewer.locator("svg rect").first).to_be_attached(timeout=30_000)  # the tiles read, outlined
+        expect(viewer.locator("ol.loupe-tiles li").first).to_contain_text("° N")
+        expect(viewer.locator("a[href$='/geojson']")).to_have_count(1)
+        page.screenshot(path=str(ARTIFACTS / "remote-sensing-tiles.png"), full_page=True)
+    assert (ARTIFACTS / "remote-sensing-tiles.png").stat().st_size > 10_000

@@ -27,20 +27,20 @@ OPEN_PYRAMIDS = 4  # file handles (and their tile caches) kept between questions
 
 @dataclass
 class PyramidRequest:
-    path: Path  # the stored image (read lazily, never whole)
+    path: Path | tuple[Path, ...]  # the stored image (several: a DICOM slide's levels), read lazily, never whole
     max_pixels: int  # for formats that cannot be read lazily
     where: Callable[[Box], str] | None = None  # "25.06° N, 77.41° W" for a level-0 box, where georeferenced
     config: FocusConfig = field(default_factory=FocusConfig)
 
 
-_open: OrderedDict[tuple[str, int], Pyramid] = OrderedDict()
+_open: OrderedDict[tuple[str, int], Pyramid] = OrderedDict()  # (path(s), tile side)
 _open_lock = threading.Lock()
 
 
-def open_pyramid(path: Path, tile: int, max_pixels: int,
+def open_pyramid(path: Path | tuple[Path, ...], tile: int, max_pixels: int,
                  opener: Callable[[Path, int], TileSource] | None = None) -> Pyramid:
     """A pyramid over ``path`` with ``tile``-px tiles, reused while it is among the last few opened."""
-    key = (str(path), tile)
+    key = (str(path), tile)  # a tuple of level paths is keyed by all of them
     with _open_lock:
         pyramid = _open.get(key)
         if pyramid is not None:

@@ -6,12 +6,13 @@ tokens across the round's tiles, lets every kept token vote (with its score) for
 it on the next finer level — a token in the top-left quadrant of its tile votes for the top-left child
 — and encodes only the best-voted children: as many as cover ``mass`` of the votes, at most
 ``per_level`` of them and never beyond the ``budget`` of tiles scored in all. A child descends further
-only if it beats its parent (its hottest token stands out more against its round than the parent's
-did against its own); otherwise the search there has found what it can, and the child is kept as it
-is. The search stops at full resolution, when the budget is spent, or when no child beats its parent.
+only while its relevance is concentrated (its hottest token at least ``concentrated`` times its own
+mean): what is looked for is then smaller than the tile, and a finer level shows more of it. A child
+whose relevance is spread over the whole tile has nothing finer to show, and is kept as it is. The
+search stops at full resolution, when the budget is spent, or when no child is concentrated.
 
-Scores from different rounds are compared only as "how much a tile stands out in its round" (peak over
-mean), because attention is normalised per forward pass.
+A tile's score is that concentration, a ratio within one tile: attention is normalised per forward
+pass, so raw values of different rounds are never compared.
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ class FocusConfig:
     per_level: int = 6  # children encoded per round at most (the paper caps 40-80 per level at 7B scale)
     budget: int = 34  # tiles scored in all, base level included
     answer_tiles: int = 6  # tiles shown to the model with the thumbnail when answering
+    concentrated: float = 2.0  # peak / mean within a tile above which it is worth a finer look
 
 
 @dataclass
 class Chosen:
     tile: Tile
     box: Box
-    score: float  # how much it stood out in its round (peak / mean token relevance)
+    score: float  # how concentrated its relevance is (peak / mean token relevance within the tile)
 
 
 @dataclass
@@ -79,9 +81,8 @@ class Selection:
 
 
 def _standing(maps: Sequence[np.ndarray]) -> list[float]:
-    """Each tile's hottest token against the mean token of the round."""
-    mean = float(np.mean(np.concatenate([m.ravel() for m in maps]))) or 1e-12
-    return [float(m.max()) / mean for m in maps]
+    """Each tile's hottest token against its own mean token."""
+    return [float(m.max()) / (float(m.mean()) or 1e-12) for m in maps]
 
 
 def _votes(round_tiles: Sequence[Tile], maps: Sequence[np.ndarray], keep_share: float,
@@ -142,15 +143,14 @@ def focus(pyramid: Pyramid, question: str, scorer: Scorer, config: FocusConfig =
             break
         child_maps, child_standing = score(children)
         selection.tiles_scored += len(children)
-        parent_standing = dict(zip(frontier, standing, strict=True))
-        onward = [i for i, child in enumerate(children) if child_standing[i] > parent_standing[child.parent()]]
+        onward = [i for i in range(len(children)) if child_standing[i] >= config.concentrated]
         leaves.update((children[i], child_standing[i]) for i in range(len(children)) if i not in onward)
         frontier = [children[i] for i in onward]
         maps = [child_maps[i] for i in onward]
         standing = [child_standing[i] for i in onward]
-    best = sorted(leaves, key=lambda t: (-leaves[t], t.level, t))
-    # a tile whose hottest token is below its round's average token has nothing to show
-    standing_out = [t for t in best if leaves[t] > 1.0] or best[:1]
+    best = sorted(leaves, key=lambda t: (t.level, -leaves[t], t))  # the finest first: they carry the detail
+    # a tile whose relevance is flat (nothing in it stands out) has nothing to show
+    standing_out = [t for t in best if leaves[t] >= config.concentrated] or best[:1]
     selection.tiles = [Chosen(t, pyramid.box(t), leaves[t]) for t in standing_out[:config.answer_tiles]]
     return selection
 

@@ -187,6 +187,8 @@ class SlideSource:
         except openslide.OpenSlideError:
             self._slide.close()
             raise InputRejected("The slide's pixel data cannot be read: the file is damaged.") from None
+        mpp = self._slide.properties.get("openslide.mpp-x")
+        self.microns_per_pixel = float(mpp) if mpp else None
         vendor = self._slide.properties.get("openslide.vendor", "slide")
         self.description = f"whole-slide image ({vendor}), {self._slide.level_count} levels"
 
@@ -244,13 +246,19 @@ def is_tiff(head: bytes) -> bool:
     return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF / BigTIFF
 
 
-def open_source(path: str | Path, max_pixels: int, bands: Sequence[int] | None = None,
+def open_source(path: str | Path | Sequence[Path], max_pixels: int, bands: Sequence[int] | None = None,
                 stretch: Stretch | None = None) -> TileSource:
-    """The source for a file on disk, by its suffix (slides) or its first bytes (TIFF); anything else is
-    decoded whole, within ``max_pixels``."""
+    """The source for a file on disk, by its suffix (slides) or its first bytes (TIFF, DICOM); anything
+    else is decoded whole, within ``max_pixels``. Several paths: the levels of a DICOM whole-slide image."""
+    from .dicom_wsi import DicomSlideSource, is_dicom
+
+    if not isinstance(path, (str, Path)):
+        return DicomSlideSource([Path(p) for p in path])
     path = Path(path)
     with path.open("rb") as handle:
-        head = handle.read(16)
+        head = handle.read(132)
+    if is_dicom(head):
+        return DicomSlideSource([path])
     if path.suffix.lower() in SLIDE_SUFFIXES:
         return SlideSource(path)
     if is_tiff(head):

@@ -21,6 +21,7 @@ from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualCon
 
 from .dicom_image import frame_values, read_dataset
 from .ingest import evenly_spaced, ingest_dicom, png_image
+from .slides import ingest_vendor_slide, is_vendor_slide
 from .viewer import studies_html
 from .windowing import ct_channels
 
@@ -40,7 +41,7 @@ def _text_finder() -> Callable[[Image.Image], list]:
 class MedicalDomain:
     name = "medical"
     title = "Medical"
-    accepts = (".dcm", ".dicom", ".zip")
+    accepts = (".dcm", ".dicom", ".zip", ".svs", ".ndpi", ".scn", ".tif", ".tiff")
     system_prompt = ("You assist a clinician reading medical images. Describe what is visible, say where "
                      "(side, region, slice), say how sure you are, and never give a diagnosis as certain: the "
                      "clinician decides.")
@@ -61,9 +62,21 @@ class MedicalDomain:
 
         if self._home is None:
             raise RuntimeError("the medical domain needs configure(settings) before ingest")
+        if is_vendor_slide(data):  # SVS, NDPI...: re-written without labels or metadata
+            return ingest_vendor_slide(data, limits, progress)
         return ingest_dicom(data, limits, installation_secret(self._home, "deid"), progress, _text_finder())
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
+        levels = [a for a in assets if a.meta.get("kind") == "slide_level"]
+        if levels:  # a whole slide: the question steers which tiles the model reads (loupe.core.pyramid)
+            from loupe.core.pyramid.answer import PyramidRequest
+
+            paths = tuple(a.path for a in levels)
+            meta = levels[0].meta
+            text = f"A whole-slide image, {meta['width']:,} × {meta['height']:,} px" + (
+                f" at {meta['microns_per_pixel']:.3g} µm per pixel." if meta.get("microns_per_pixel") else ".")
+            return VisualContext(images=[], extra_text=text,
+                                 pyramid=PyramidRequest(paths if len(paths) > 1 else paths[0], 10**8))
         views = [a for a in assets if a.meta.get("kind") == "view"]
         if not views:
             raise InputRejected("This case holds a structured report and no image: check its text in the report "
@@ -85,7 +98,14 @@ class MedicalDomain:
                              meta={"views_read": [v.meta["series_position"] for v in chosen]})
 
     def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
-        return []  # image regions are not cited yet
+        """For a slide, the tiles the answer was read from; other images are not cited yet."""
+        out = []
+        for tile in context_meta.get("focus", {}).get("tiles", []):
+            x0, y0, x1, y1 = tile["box"]
+            scale = "full resolution" if tile["level"] == 0 else f"1:{2 ** tile['level']}"
+            out.append({"page": 0, "box": tile["box"], "level": tile["level"], "score": tile["score"],
+                        "text": f"x {x0:,}–{x1:,}, y {y0:,}–{y1:,} px · {scale} · relevance {tile['score']:.1f}"})
+        return out
 
     def export(self, assets: Sequence[IngestedAsset], name: str, answers: Sequence[dict] = ()) -> bytes:
         if name != "zip":

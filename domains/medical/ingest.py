@@ -23,6 +23,7 @@ from .deid.batch import encode
 from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import check_size, geometry, iter_frame_values, read_dataset
 from .series import is_zip, read_series, zip_members
+from .slides import ingest_dicom_slide, is_slide_dataset
 from .sr import is_structured_report, structured_text
 from .windowing import display, file_window
 
@@ -81,6 +82,8 @@ def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Pro
     datasets = datasets_of(data, limits)
     if len(datasets) == 1 and geometry(datasets[0]) is None:
         return [report_asset(datasets[0])]
+    if any(is_slide_dataset(ds) for ds in datasets):  # read in tiles later: no whole-image size limit
+        return ingest_dicom_slide(datasets, secret)
     for ds in datasets:  # every size check before any pixel is decoded
         check_size(geometry(ds), limits.max_pixels, limits.max_bytes)
     deidentify = Deidentifier(DeidOptions(secret))

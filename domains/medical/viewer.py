@@ -17,6 +17,8 @@ STYLE = ("<style>.loupe-grid{display:grid;grid-template-columns:repeat(auto-fill
 
 def _caption(meta: dict) -> str:
     parts = [str(meta.get("Modality", "DICOM"))]
+    if meta.get("slide"):
+        return " · ".join(html.escape(p) for p in (*parts, f"whole slide {meta['width']:,} × {meta['height']:,} px"))
     if meta.get("BodyPartExamined"):
         parts.append(str(meta["BodyPartExamined"]).title())
     if meta.get("slices", 1) > 1:
@@ -59,8 +61,12 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
     figures.append('<div class="loupe-grid">' if len(views) > 1 else "<div>")
     for view in views:
         width, height = view.width or 1, view.height or 1
+        boxes = [region["box"] for region in view.meta.get("text_regions", [])]
+        if view.meta.get("slide"):  # a whole slide: the tiles the chosen answer read, in level-0 pixels
+            width, height = view.meta["width"], view.meta["height"]
+            boxes = [cited["box"] for cited in highlights]
         rects = "".join(f'<rect x="{x0:.0f}" y="{y0:.0f}" width="{x1 - x0:.0f}" height="{y1 - y0:.0f}"></rect>'
-                        for region in view.meta.get("text_regions", []) for x0, y0, x1, y1 in [region["box"]])
+                        for x0, y0, x1, y1 in boxes)
         figures.append(
             f'<figure class="loupe-viewer"><div class="loupe-frame">'
             f'<img src="{view.url}" alt="{_caption(view.meta)}" loading="lazy">'

@@ -1,0 +1,124 @@
+"""DICOM whole-slide images (VL Whole Slide Microscopy): one instance per resolution level, each a
+matrix of tiles stored as frames. Levels are the VOLUME instances, finest first; a region is read by
+decoding only the frames it overlaps, straight from the file (pydicom reads one frame by index).
+
+Frames are placed by DimensionOrganizationType: TILED_FULL fills the matrix row by row; otherwise each
+frame's Plane Position (Slide) says where it goes. One focal plane and one optical path are read (the
+first), as a viewer shows them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputRejected
+from .sources import Box, check_dimensions
+
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+@dataclass
+class _Level:
+    path: Path
+    width: int
+    height: int
+    tile_w: int
+    tile_h: int
+    frames: dict[tuple[int, int], int]  # (tile col, tile row) -> frame index
+
+
+def is_dicom(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def _frame_positions(ds, tiles_x: int, tiles_y: int) -> dict[tuple[int, int], int]:  # noqa: ANN001
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if ds.get("DimensionOrganizationType") == "TILED_FULL":
+        return {(i % tiles_x, i // tiles_x): i for i in range(min(count, tiles_x * tiles_y))}
+    positions = {}
+    for i, item in enumerate(ds.get("PerFrameFunctionalGroupsSequence", [])):
+        plane = item.get("PlanePositionSlideSequence")
+        if not plane:
+            continue
+        col = int(plane[0].ColumnPositionInTotalImagePixelMatrix) - 1  # 1-based pixel positions
+        row = int(plane[0].RowPositionInTotalImagePixelMatrix) - 1
+        positions.setdefault((col // int(ds.Columns), row // int(ds.Rows)), i)
+    return positions
+
+
+class DicomSlideSource:
+    def __init__(self, paths: Sequence[Path]) -> None:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        levels = []
+        for path in paths:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except (InvalidDicomError, OSError, ValueError, EOFError):
+                raise InputRejected("A file of the slide is not readable DICOM.") from None
+            if ds.get("SOPClassUID") != WSI_SOP_CLASS:
+                continue
+            kinds = [str(v).upper() for v in ds.get("ImageType", [])]
+            if len(kinds) > 2 and kinds[2] not in ("VOLUME",):  # LABEL, OVERVIEW, THUMBNAIL: not tissue levels
+                continue
+            try:
+                width, height = int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)
+                tile_w, tile_h = int(ds.Columns), int(ds.Rows)
+            except AttributeError:
+                raise InputRejected("A whole-slide DICOM file lacks its pixel matrix size.") from None
+            check_dimensions(width, height)
+            tiles_x, tiles_y = math.ceil(width / tile_w), math.ceil(height / tile_h)
+            levels.append(_Level(Path(path), width, height, tile_w, tile_h, _frame_positions(ds, tiles_x, tiles_y)))
+        if not levels:
+            raise InputRejected("No whole-slide (VL Whole Slide Microscopy VOLUME) image was found.")
+        levels.sort(key=lambda level: -level.width)
+        self._levels = levels
+        self.width, self.height = levels[0].width, levels[0].height
+        self.native_downsamples = tuple(self.width / level.width for level in levels)
+        self.crs = None
+        self.transform = None
+        self.description = f"DICOM whole-slide image, {len(levels)} level{'s' if len(levels) != 1 else ''}"
+
+    def read(self, box: Box, size: tuple[int, int]) -> Image.Image:
+        x0, y0, x1, y1 = box
+        wanted = max((x1 - x0) / size[0], (y1 - y0) / size[1])
+        index = max(i for i, d in enumerate(self.native_downsamples) if d <= max(1.0, wanted) + 1e-9)
+        level, factor = self._levels[index], self.native_downsamples[index]
+        lx0, ly0 = int(x0 / factor), int(y0 / factor)
+        lx1, ly1 = max(lx0 + 1, math.ceil(x1 / factor)), max(ly0 + 1, math.ceil(y1 / factor))
+        canvas = np.full((ly1 - ly0, lx1 - lx0, 3), 255, dtype=np.uint8)  # no tile: glass, white
+        for row in range(ly0 // level.tile_h, (ly1 - 1) // level.tile_h + 1):
+            for col in range(lx0 // level.tile_w, (lx1 - 1) // level.tile_w + 1):
+                frame = level.frames.get((col, row))
+                if frame is None:
+                    continue
+                tile = self._frame(level, frame)
+                tx, ty = col * level.tile_w, row * level.tile_h
+                ax0, ay0 = max(lx0, tx), max(ly0, ty)
+                ax1, ay1 = min(lx1, tx + tile.shape[1]), min(ly1, ty + tile.shape[0])
+                if ax0 < ax1 and ay0 < ay1:
+                    canvas[ay0 - ly0:ay1 - ly0, ax0 - lx0:ax1 - lx0] = tile[ay0 - ty:ay1 - ty, ax0 - tx:ax1 - tx]
+        image = Image.fromarray(canvas, "RGB")
+        return image.resize(size, Image.Resampling.BOX) if image.size != size else image
+
+    @staticmethod
+    def _frame(level: _Level, index: int) -> np.ndarray:
+        from pydicom.pixels import pixel_array
+
+        try:
+            values = pixel_array(str(level.path), index=index)
+        except Exception:  # noqa: BLE001 - decoders raise many types
+            raise InputRejected("A tile of the slide cannot be decoded: the file is damaged.") from None
+        if values.ndim == 2:
+            values = np.repeat(values[..., None], 3, axis=-1)
+        return values.astype(np.uint8) if values.dtype != np.uint8 else values
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,149 @@
+"""Whole-slide images (pathology) into the medical domain, de-identified before storage.
+
+- DICOM (VL Whole Slide Microscopy): each tissue level (VOLUME) instance goes through the same PS3.15
+  de-identification as any DICOM upload, its compressed tiles untouched; LABEL and OVERVIEW images,
+  which photograph the slide's paper label, are not kept.
+- Vendor formats OpenSlide reads (SVS, NDPI, SCN, tiled TIFF...): their headers, label and macro
+  images carry names and dates, so the file itself is never kept. The tissue is re-written, tile by
+  tile, into a plain pyramidal TIFF (full resolution plus factor-2 reduced levels, deflate-compressed)
+  with no metadata but the pixel size.
+
+Either way the stored slide is a lazy asset read through ``loupe.core.pyramid``: questions are answered
+from the thumbnail plus the tiles the model's attention points to.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from loupe.core.errors import InputRejected
+from loupe.core.images import pixels_only_png
+from loupe.core.plugins import IngestedAsset, UploadLimits
+from loupe.core.pyramid.dicom_wsi import WSI_SOP_CLASS, DicomSlideSource
+from loupe.core.pyramid.pyramid import BASE_SIDE
+from loupe.core.pyramid.sources import SlideSource, TileSource
+
+from .deid.batch import encode
+from .deid.deidentify import Deidentifier, DeidOptions
+
+TILE = 512
+VIEW_SIDE = 1024
+Progress = Callable[[int, int], None]
+
+
+def is_slide_dataset(ds: Dataset) -> bool:
+    return ds.get("SOPClassUID") == WSI_SOP_CLASS
+
+
+def _tissue(ds: Dataset) -> bool:
+    kinds = [str(v).upper() for v in ds.get("ImageType", [])]
+    return len(kinds) <= 2 or kinds[2] == "VOLUME"
+
+
+def _view(source: TileSource, meta: dict) -> IngestedAsset:
+    scale = min(1.0, VIEW_SIDE / max(source.width, source.height))
+    size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
+    image = source.read((0, 0, source.width, source.height), size)
+    return IngestedAsset(pixels_only_png(image), "image/png", image.width, image.height,
+                         {"kind": "view", "slide": True, "series_position": 0, "frame": 0, "frames": 1, "slices": 1,
+                          **meta})
+
+
+def ingest_dicom_slide(datasets: Sequence[Dataset], secret: bytes) -> list[IngestedAsset]:
+    levels = [ds for ds in datasets if is_slide_dataset(ds) and _tissue(ds)]
+    if not levels:
+        raise InputRejected("The slide has no tissue (VOLUME) image: only label or overview pictures.")
+    deidentify = Deidentifier(DeidOptions(secret))
+    stored = [encode(deidentify(ds, in_place=True)[0]) for ds in levels]
+    with tempfile.TemporaryDirectory(prefix="loupe-slide-") as folder:
+        paths = []
+        for n, data in enumerate(stored):
+            path = Path(folder) / f"level{n}.dcm"
+            path.write_bytes(data)
+            paths.append(path)
+        source = DicomSlideSource(paths)
+        meta = {"Modality": "SM", "width": source.width, "height": source.height,
+                "description": source.description, "levels": len(paths)}
+        view = _view(source, meta)
+    assets = [IngestedAsset(data, "application/dicom", None, None,
+                            {"kind": "slide_level", "lazy": True, "level_of": len(stored), **meta}) for data in stored]
+    return [*assets, view]
+
+
+def _reduced_sizes(width: int, height: int) -> list[tuple[int, int]]:
+    sizes, factor = [], 2
+    while max(width, height) / (factor // 2) > BASE_SIDE:
+        sizes.append((math.ceil(width / factor), math.ceil(height / factor)))
+        factor *= 2
+    return sizes
+
+
+def _tiles(source: TileSource, width: int, height: int, factor: float) -> Iterator[np.ndarray]:
+    """Row by row, the level ``factor`` times smaller than level 0, as TILE × TILE arrays."""
+    for y in range(0, height, TILE):
+        for x in range(0, width, TILE):
+            w, h = min(TILE, width - x), min(TILE, height - y)
+            box = (int(x * factor), int(y * factor), min(source.width, math.ceil((x + w) * factor)),
+                   min(source.height, math.ceil((y + h) * factor)))
+            tile = np.zeros((TILE, TILE, 3), dtype=np.uint8)
+            tile[:h, :w] = np.asarray(source.read(box, (w, h)))
+            yield tile
+
+
+def ingest_vendor_slide(data: bytes, limits: UploadLimits, progress: Progress | None = None) -> list[IngestedAsset]:
+    import tifffile
+
+    with tempfile.TemporaryDirectory(prefix="loupe-slide-") as folder:
+        original = Path(folder) / "upload.svs"
+        original.write_bytes(data)
+        source = SlideSource(original)  # reads only the tissue levels; label and macro are never opened
+        try:
+            mpp = source.microns_per_pixel
+            levels = [(source.width, source.height), *_reduced_sizes(source.width, source.height)]
+            total = sum(math.ceil(w / TILE) * math.ceil(h / TILE) for w, h in levels)
+            done = 0
+
+            def counted(tiles: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+                nonlocal done
+                for tile in tiles:  # counted before it is handed over: the writer stops pulling after the last
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                    yield tile
+
+            clean = Path(folder) / "slide.tif"
+            with tifffile.TiffWriter(clean, bigtiff=source.width * source.height * 3 > 2**31) as tif:
+                for n, (width, height) in enumerate(levels):
+                    tif.write(counted(_tiles(source, width, height, source.width / width)), shape=(height, width, 3),
+                              dtype=np.uint8, tile=(TILE, TILE), photometric="rgb", compression="zlib",
+                              subfiletype=1 if n else 0, metadata=None, software=False)
+            meta = {"Modality": "SM", "width": source.width, "height": source.height, "levels": len(levels),
+                    "description": f"whole-slide image, {len(levels)} levels", "microns_per_pixel": mpp}
+            view = _view(source, meta)
+        finally:
+            source.close()
+        stored = clean.read_bytes()
+    if len(stored) > limits.max_bytes * 4:
+        raise InputRejected("The slide re-written without its labels is larger than Loupe keeps; raise "
+                            "LOUPE_MAX_UPLOAD_BYTES.")
+    return [IngestedAsset(stored, "image/tiff", source.width, source.height,
+                          {"kind": "slide_level", "lazy": True, "level_of": 1, **meta}), view]
+
+
+def is_vendor_slide(data: bytes) -> bool:
+    """A TIFF-based slide OpenSlide recognises by its vendor (not a plain TIFF)."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return False
+    import openslide
+
+    with tempfile.NamedTemporaryFile(suffix=".svs") as handle:
+        handle.write(data)
+        handle.flush()
+        vendor = openslide.OpenSlide.detect_format(handle.name)
+    return vendor not in (None, "generic-tiff")

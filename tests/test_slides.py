@@ -1,0 +1,93 @@
+"""Whole-slide images in the medical domain: DICOM (VL Whole Slide Microscopy) and a vendor slide
+(SVS through OpenSlide), de-identified before storage, read in tiles, answered from focused tiles."""
+
+from __future__ import annotations
+
+import copy
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pydicom
+import pytest
+import tifffile
+
+from loupe.apps.service import LoupeService
+from loupe.core.config import Settings
+from loupe.core.pyramid.sources import open_source
+
+SLIDES = Path(__file__).parents[1] / "data" / "medical" / "pathology"
+
+
+@pytest.fixture
+def service(tmp_path, tiny_model_dir) -> LoupeService:
+    service = LoupeService.open(Settings(home=tmp_path / "home", database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    return service
+
+
+def test_a_dicom_slide_region_is_assembled_from_its_frames():
+    path = SLIDES / "SM_wsi_tiny_25frames.dcm"
+    source = open_source(path, 10**8)
+    whole = np.asarray(source.read((0, 0, 50, 50), (50, 50)))
+    frames = pydicom.dcmread(path).pixel_array  # [25, 10, 10, 3], TILED_FULL: row by row
+    expected = frames.reshape(5, 5, 10, 10, 3).transpose(0, 2, 1, 3, 4).reshape(50, 50, 3)
+    assert np.array_equal(whole, expected)
+    part = np.asarray(source.read((7, 13, 33, 41), (26, 28)))  # across tile borders
+    assert np.array_equal(part, expected[13:41, 7:33])
+
+
+def test_a_dicom_slide_is_de_identified_without_its_label_and_answered_from_tiles(service):
+    volume = pydicom.dcmread(SLIDES / "SM_wsi_tiny_25frames.dcm")
+    volume.PatientName, volume.PatientID = "DOE^JANE", "MRN-7731"
+    label = copy.deepcopy(volume)  # the slide's paper label, photographed
+    label.ImageType = ["ORIGINAL", "PRIMARY", "LABEL", "NONE"]
+    label.SOPInstanceUID = pydicom.uid.generate_uid()
+    upload = io.BytesIO()
+    with zipfile.ZipFile(upload, "w") as archive:
+        for name, ds in (("volume.dcm", volume), ("label.dcm", label)):
+            buffer = io.BytesIO()
+            ds.save_as(buffer)
+            archive.writestr(name, buffer.getvalue())
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    case_id = service.create_case(user, "medical", upload.getvalue(), "biopsy")
+    assets = service.case_assets(user, case_id)
+    (level,) = [a for a in assets if a.meta["kind"] == "slide_level"]  # the label is not kept
+    stored = pydicom.dcmread(level.path)
+    assert stored.PatientIdentityRemoved == "YES" and "DOE" not in str(stored.get("PatientName", ""))
+    assert b"MRN-7731" not in level.path.read_bytes()
+    assert np.array_equal(stored.pixel_array, volume.pixel_array)  # the tissue as acquired
+    final = list(service.ask(user, case_id, "Is there tumour in this slide?"))[-1]
+    assert final.run.extra["focus"]["tiles"] and final.run.extra["citations"][0]["text"].startswith("x 0–50")
+
+
+def test_a_vendor_slide_is_rewritten_without_labels_or_metadata(service):
+    original = SLIDES / "openslide_small_synthetic.svs"
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    progress = []
+    assets = service.domains["medical"].ingest(original.read_bytes(), service.limits,
+                                               lambda done, total: progress.append((done, total)))
+    level = assets[0]
+    assert level.meta["kind"] == "slide_level" and level.media_type == "image/tiff"
+    assert progress[-1][0] == progress[-1][1]
+    with tifffile.TiffFile(io.BytesIO(level.data)) as tif:
+        assert len(tif.pages) == 1 and not tif.pages[0].description  # no vendor header, no label or macro
+        rewritten = tif.pages[0].asarray()
+    with openslide.OpenSlide(str(original)) as slide:
+        expected = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))
+    assert np.array_equal(rewritten, expected)
+    assert b"Aperio" not in level.data
+    case_id = service.create_case(user, "medical", original.read_bytes(), "slide")
+    final = list(service.ask(user, case_id, "Describe the tissue."))[-1]
+    assert final.run.extra["pyramid"]["width"] == 16
+
+
+def test_an_unreadable_slide_is_refused_and_nothing_is_stored(service):
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    from loupe.core.errors import InputRejected
+
+    with pytest.raises(InputRejected, match="cannot be read"):
+        service.create_case(user, "medical", (SLIDES / "malformed" / "openslide_unreadable.svs").read_bytes(), "x")
+    assert service.store.list_cases(user) == [] and not any(service.settings.assets_dir.rglob("*.*"))
