@@ -12,9 +12,12 @@ own process so peak RSS is its own:
 - ``focus``: Loupe's path (the remote-sensing domain's context, question-guided coarse-to-fine focus
   with the model's own attention, the answer streamed), then a second question on the same image.
 
-Focus also runs on a 4,096-px COG to show memory does not grow with the image, and with a planted
-scorer (no model) to check it finds a planted tile in 50 random placements, a third of them across
-tile borders.
+Focus also runs on a 4,096-px COG to show memory does not grow with the image (resident memory is
+sampled during each question; the process peak includes loading the model), once more on the 27k
+image with every round descending until the tile budget is spent (random weights rarely concentrate
+their attention, so this is the time a real model's deepest search costs), and with a planted scorer
+(no model) to check it finds a planted tile in 50 random placements, a third of them across tile
+borders.
 """
 
 from __future__ import annotations
@@ -23,18 +26,47 @@ import functools
 import multiprocessing as mp
 import random
 import resource
+import statistics
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 QUESTION = "Is there a red square building in this scene? Where?"
 SECOND_QUESTION = "Describe the land cover around it."
 SAMPLE_TILES = 8
+REPEATS = 3
 NEW_TOKENS = 24
 
 
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return int(status.read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+class RssWatch:
+    """The highest resident memory seen while the block runs (sampled every 20 ms)."""
+
+    def __enter__(self) -> RssWatch:
+        self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = round(max(self.peak, _rss_mb()), 1)
 
 
 def _load(model: Path):  # noqa: ANN202 - an HFVLM
@@ -78,7 +110,7 @@ def _answer(vlm, images: list, text: str, domain) -> tuple[str, Any]:  # noqa: A
     return answer.text, answer.run
 
 
-def _focus_run(model: Path, cog: Path, out: mp.Queue) -> None:
+def _focus_run(model: Path, cog: Path, concentrated: float | None, out: mp.Queue) -> None:
     try:
         from loupe.core.plugins import IngestedAsset
         from loupe.core.pyramid.answer import focused_images
@@ -86,6 +118,7 @@ def _focus_run(model: Path, cog: Path, out: mp.Queue) -> None:
         from loupe.domains.remote_sensing.ingest import describe_raster
 
         vlm = _load(model)
+        loaded_rss = round(_rss_mb(), 1)
         encoder = _timed_encoder(vlm)
         domain = RemoteSensingDomain()
         meta, _ = describe_raster(cog, 10**8)
@@ -93,18 +126,23 @@ def _focus_run(model: Path, cog: Path, out: mp.Queue) -> None:
         results = []
         for question in (QUESTION, SECOND_QUESTION):
             encoder[0] = 0.0
-            started = time.perf_counter()
-            context = domain.context([asset], question)
-            images, placed, record = focused_images(vlm, context.pyramid, question)
-            focus_s = time.perf_counter() - started
-            _, run = _answer(vlm, images, f"{context.extra_text}\n{placed}", domain)
+            with RssWatch() as watch:
+                started = time.perf_counter()
+                context = domain.context([asset], question)
+                if concentrated is not None:  # the budget-bound variant: every round descends
+                    context.pyramid.config = replace(context.pyramid.config, concentrated=concentrated)
+                images, placed, record = focused_images(vlm, context.pyramid, question)
+                focus_s = time.perf_counter() - started
+                _, run = _answer(vlm, images, f"{context.extra_text}\n{placed}", domain)
+                total_s = time.perf_counter() - started
             results.append({"tiles_encoded": record["focus_tiles_encoded"] + vlm.last_encoded_units,
                             "tiles_scored": record["focus"]["tiles_scored"], "tiles_shown": len(images),
+                            "levels_descended": len(record["focus"]["steps"]) - 1,
                             "visual_tokens": run.visual_tokens, "vision_encoder_s": round(encoder[0], 2),
-                            "focus_s": round(focus_s, 2), "total_s": round(time.perf_counter() - started, 2),
-                            "chosen": record["focus"]["tiles"]})
-        out.put({"first": results[0], "second": results[1], "peak_rss_mb": _peak_rss_mb(),
-                 "engine": vlm.engine.name})
+                            "focus_s": round(focus_s, 2), "total_s": round(total_s, 2),
+                            "rss_peak_during_question_mb": watch.peak, "chosen": record["focus"]["tiles"]})
+        out.put({"first": results[0], "second": results[1], "rss_after_load_mb": loaded_rss,
+                 "peak_rss_mb": _peak_rss_mb(), "engine": vlm.engine.name})
     except Exception as exc:  # noqa: BLE001 - reported in the JSON
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
@@ -151,26 +189,29 @@ def _full_run(model: Path, cog: Path, small: Path, out: mp.Queue) -> None:
         big = Pyramid(open_source(cog, 10**8), tile=side)
         tiles = big.tiles(0)
         rng = random.Random(0)
-        sample = rng.sample(tiles, SAMPLE_TILES)
-        encode([big.read(sample[0])])  # warm-up
-        vlm.forget()
-        per_tile = encode([big.read(t) for t in sample]) / SAMPLE_TILES
-        tokens_per_tile = int((vlm.prepare([Message("user", "x", [big.read(sample[0])])], "low")["input_ids"]
-                               == vlm.image_token_id).sum())
+        sample = [big.read(t) for t in rng.sample(tiles, SAMPLE_TILES)]
         small_pyramid = Pyramid(open_source(small, 10**8), tile=side)
-        small_tiles = small_pyramid.tiles(0)
-        vlm.forget()
-        small_sample = encode([small_pyramid.read(t) for t in rng.sample(small_tiles, SAMPLE_TILES)]) / SAMPLE_TILES
-        vlm.forget()
-        small_full = encode([small_pyramid.read(t) for t in small_tiles])
+        small_tiles = [small_pyramid.read(t) for t in small_pyramid.tiles(0)]
+        small_sample = rng.sample(small_tiles, SAMPLE_TILES)
+        encode(sample[:1])  # warm-up
+        runs: dict[str, list[float]] = {"sample": [], "small_sample": [], "small_full": []}
+        for _ in range(REPEATS):  # interleaved, medians: this machine's speed drifts by 10-20 %
+            for name, images in (("sample", sample), ("small_sample", small_sample), ("small_full", small_tiles)):
+                vlm.forget()
+                runs[name].append(encode(images))
+        per_tile = statistics.median(runs["sample"]) / SAMPLE_TILES
+        small_per_tile = statistics.median(runs["small_sample"]) / SAMPLE_TILES
+        small_full = statistics.median(runs["small_full"])
+        tokens_per_tile = int((vlm.prepare([Message("user", "x", sample[:1])], "low")["input_ids"]
+                               == vlm.image_token_id).sum())
         out.put({"tiles": len(tiles), "tiles_sampled": SAMPLE_TILES, "per_tile_encoder_s": round(per_tile, 3),
                  "visual_tokens": tokens_per_tile * len(tiles),
                  "vision_encoder_s_extrapolated": round(per_tile * len(tiles), 1),
                  "linearity_check": {"image_side": small_pyramid.source.width, "tiles": len(small_tiles),
-                                     "predicted_s": round(small_sample * len(small_tiles), 2),
+                                     "predicted_s": round(small_per_tile * len(small_tiles), 2),
                                      "measured_s": round(small_full, 2),
-                                     "measured_over_predicted": round(small_full / (small_sample * len(small_tiles)),
-                                                                      3)},
+                                     "measured_over_predicted": round(small_full / (small_per_tile * len(small_tiles)),
+                                                                      3), "repeats": REPEATS},
                  "peak_rss_mb": _peak_rss_mb()})
     except Exception as exc:  # noqa: BLE001
         out.put({"error": f"{type(exc).__name__}: {exc}"})
@@ -228,17 +269,22 @@ def run_pyramid_bench(workdir: Path) -> dict:
         make_tiny("smolvlm", model, size="real")
     full = _in_process(_full_run, model, big, small)
     thumbnail = _in_process(_thumbnail_run, model, big)
-    focus_27k = _in_process(_focus_run, model, big)
-    focus_4k = _in_process(_focus_run, model, medium)
+    focus_27k = _in_process(_focus_run, model, big, None)
+    focus_4k = _in_process(_focus_run, model, medium, None)
+    budget_bound = _in_process(_focus_run, model, big, 0.0)
     planted = _planted_hit_rate(big, 512)
     summary = {}
     if not any("error" in r for r in (full, focus_27k, focus_4k)):
         summary = {"tiles_fraction_vs_full": round(focus_27k["first"]["tiles_encoded"] / full["tiles"], 4),
                    "answer_s": focus_27k["first"]["total_s"],
+                   "answer_s_budget_spent": budget_bound.get("first", {}).get("total_s"),
                    "peak_rss_mb_4k": focus_4k["peak_rss_mb"], "peak_rss_mb_27k": focus_27k["peak_rss_mb"],
+                   "question_rss_mb_4k": focus_4k["first"]["rss_peak_during_question_mb"],
+                   "question_rss_mb_27k": focus_27k["first"]["rss_peak_during_question_mb"],
                    "planted_hit_rate": planted["rate"],
                    "second_question_tiles_encoded": focus_27k["second"]["tiles_encoded"]}
     return {"benchmark": "pyramid", "image": "synthetic COG 27,328 x 27,328, 3 bands, JPEG tiles, overviews",
             "model": "SmolVLM-256M architecture, random weights", "question": QUESTION,
             "full_tiling": full, "thumbnail_only": thumbnail, "focus": focus_27k, "focus_4k": focus_4k,
+            "focus_budget_spent": budget_bound,
             "planted": planted, "summary": summary}

@@ -15,6 +15,7 @@ thumbnail of a 27k-px COG reads a small overview, never the full image.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputRejected
+
+# GDAL keeps decoded blocks in a cache of 5% of the machine's memory by default: over a giant image the
+# process would grow with every block read. 64 MB holds a few hundred 512-px tiles. GDAL_CACHEMAX set by
+# the user wins.
+os.environ.setdefault("GDAL_CACHEMAX", "64")
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in level-0 pixels, half-open
 LAZY_FORMATS = "a tiled GeoTIFF / COG, or a whole-slide format (SVS, NDPI, MRXS, tiled TIFF)"
