@@ -123,7 +123,8 @@ def _focus_run(model: Path, cog: Path, concentrated: float | None, out: mp.Queue
         domain = RemoteSensingDomain()
         meta, _ = describe_raster(cog, 10**8)
         asset = IngestedAsset(b"", "image/tiff", meta["width"], meta["height"], meta, cog)
-        results = []
+        results: list[dict] = []
+        seen: set[tuple] = set()  # tiles scored by an earlier question
         for question in (QUESTION, SECOND_QUESTION):
             encoder[0] = 0.0
             with RssWatch() as watch:
@@ -135,7 +136,12 @@ def _focus_run(model: Path, cog: Path, concentrated: float | None, out: mp.Queue
                 focus_s = time.perf_counter() - started
                 _, run = _answer(vlm, images, f"{context.extra_text}\n{placed}", domain)
                 total_s = time.perf_counter() - started
-            results.append({"tiles_encoded": record["focus_tiles_encoded"] + vlm.last_encoded_units,
+            scored = {tuple(t) for t in record["focus"]["scored"]}
+            new = len(scored - seen)
+            seen |= scored
+            encoded = record["focus_tiles_encoded"] + vlm.last_encoded_units
+            results.append({"tiles_encoded": encoded, "tiles_new_to_this_process": new + (not results),  # + thumbnail
+                            "tiles_encoded_again": encoded - new - (not results),
                             "tiles_scored": record["focus"]["tiles_scored"], "tiles_shown": len(images),
                             "levels_descended": len(record["focus"]["steps"]) - 1,
                             "visual_tokens": run.visual_tokens, "vision_encoder_s": round(encoder[0], 2),
@@ -282,7 +288,8 @@ def run_pyramid_bench(workdir: Path) -> dict:
                    "question_rss_mb_4k": focus_4k["first"]["rss_peak_during_question_mb"],
                    "question_rss_mb_27k": focus_27k["first"]["rss_peak_during_question_mb"],
                    "planted_hit_rate": planted["rate"],
-                   "second_question_tiles_encoded": focus_27k["second"]["tiles_encoded"]}
+                   "second_question_tiles_encoded": focus_27k["second"]["tiles_encoded"],
+                   "second_question_tiles_encoded_again": focus_27k["second"]["tiles_encoded_again"]}
     return {"benchmark": "pyramid", "image": "synthetic COG 27,328 x 27,328, 3 bands, JPEG tiles, overviews",
             "model": "SmolVLM-256M architecture, random weights", "question": QUESTION,
             "full_tiling": full, "thumbnail_only": thumbnail, "focus": focus_27k, "focus_4k": focus_4k,

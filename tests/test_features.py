@@ -14,11 +14,12 @@ from loupe.core.vlm.features import weights_fingerprint
 from loupe.core.vlm.hf import HFVLM
 
 OPTIONS = GenerationOptions(max_new_tokens=10, min_new_tokens=10, detail="high")
+ONE_TILE = GenerationOptions(max_new_tokens=4, detail="low")  # one cached unit per image
 MESSAGES = [Message("user", "What is shown?", [Image.new("RGB", (120, 90), (40, 160, 90))])]
 
 
-def _answer(vlm: HFVLM, messages=MESSAGES) -> tuple[str, dict]:  # noqa: ANN001
-    chunks = list(vlm.stream(messages, OPTIONS))
+def _answer(vlm: HFVLM, messages=MESSAGES, options: GenerationOptions = OPTIONS) -> tuple[str, dict]:  # noqa: ANN001
+    chunks = list(vlm.stream(messages, options))
     return "".join(c.text for c in chunks), chunks[-1].run.extra
 
 
@@ -43,9 +44,10 @@ def test_cached_features_answer_like_pixels_and_skip_the_encoder(tiny_model_dir,
 
     vlm.model.model.get_image_features = counting
     first, extra = _answer(vlm)
-    assert extra["cached_features"] is False and len(encoder_calls) == 1
+    calls = len(encoder_calls)  # one per ENCODE_BATCH tiles
+    assert extra["cached_features"] is False and calls >= 1
     again, extra = _answer(vlm)  # the same image again (another user, a regenerated answer)
-    assert extra["cached_features"] is True and len(encoder_calls) == 1  # the encoder did not run again
+    assert extra["cached_features"] is True and len(encoder_calls) == calls  # the encoder did not run again
     vlm.model.model.get_image_features = original
     assert first == again == _plain_generate(vlm)
 
@@ -90,16 +92,16 @@ def test_disk_budget_drops_the_least_recently_read(tiny_model_dir, tmp_path):
     vlm = _disk_vlm(tiny_model_dir("smolvlm"), tmp_path)
     images = [Image.new("RGB", (120, 90), (i * 40, 10, 10)) for i in range(3)]
     for image in images:
-        _answer(vlm, [Message("user", "What?", [image])])
+        _answer(vlm, [Message("user", "What?", [image])], ONE_TILE)
     sizes = sorted(p.stat().st_size for p in tmp_path.iterdir())
     vlm.features.disk_budget_bytes = sizes[-1] + sizes[-2]  # room for two
     vlm.features.drop_memory()  # as after a restart
-    _answer(vlm, [Message("user", "What?", [images[0]])])  # read from disk: now the most recent
-    _answer(vlm, [Message("user", "What?", [Image.new("RGB", (120, 90), "white")])])  # a fourth: trims
+    _answer(vlm, [Message("user", "What?", [images[0]])], ONE_TILE)  # read from disk: now the most recent
+    _answer(vlm, [Message("user", "What?", [Image.new("RGB", (120, 90), "white")])], ONE_TILE)  # a fourth: trims
     assert len(list(tmp_path.glob("*.pt"))) == 2
     vlm.features.drop_memory()
-    assert _answer(vlm, [Message("user", "What?", [images[0]])])[1]["cached_features"] is True
-    assert _answer(vlm, [Message("user", "What?", [images[1]])])[1]["cached_features"] is False
+    assert _answer(vlm, [Message("user", "What?", [images[0]])], ONE_TILE)[1]["cached_features"] is True
+    assert _answer(vlm, [Message("user", "What?", [images[1]])], ONE_TILE)[1]["cached_features"] is False
 
 
 def test_a_damaged_cache_file_is_a_miss_and_is_replaced(tiny_model_dir, tmp_path):

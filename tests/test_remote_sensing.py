@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 from PIL import Image
@@ -64,6 +65,11 @@ def test_a_scene_is_answered_from_focused_tiles_that_say_where(service):
     assert ring[:, 0].min() == pytest.approx(min(lons), abs=0.01) and ring[:, 1].max() == pytest.approx(max(lats),
                                                                                                         abs=0.05)
     assert tiles[0]["properties"]["answer_id"] == final.message_id
+    # read back through GDAL's OGR, the library QGIS opens vector files with
+    exported = service.settings.home / "tiles.geojson"
+    exported.write_bytes(service.export_case(user, case_id, "geojson")[0])
+    info = pyogrio.read_info(exported)
+    assert info["features"] == 1 + len(chosen) and info["geometry_type"] == "Polygon" and info["crs"] == "EPSG:4326"
     assert "case.export" in [e.action for e in service.store.audit_events(case_id)]
 
 
@@ -142,8 +148,23 @@ def test_a_full_disk_scene_off_the_earth_at_its_corners(service):
     assert georef.where((0, 0, 1, 1)) == "off the Earth's disk"
 
 
+def test_an_unknown_coordinate_system_leaves_a_scene_without_lat_lon(tmp_path):
+    path = tmp_path / "local.tif"
+    local = rasterio.crs.CRS.from_wkt(
+        'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 3, "dtype": "uint8", "crs": local,
+               "transform": rasterio.transform.from_origin(1000, 2000, 1, 1)}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(np.full((3, 64, 64), 120, dtype=np.uint8))
+    raster = RemoteSensingDomain().ingest(path.read_bytes(), LIMITS)[0]
+    assert raster.meta["georeferenced"] is False and "cannot be converted" in raster.meta["description"]
+
+
 def test_bad_rasters_are_refused_and_nothing_is_stored(service, tmp_path):
     user = service.store.add_user("ana", "ana-password-12", "user")
+    truncated = (GEO / "cogeo.tif").read_bytes()
+    with pytest.raises(InputRejected, match="damaged or truncated|GDAL can open"):
+        service.create_case(user, "remote_sensing", truncated[:len(truncated) // 2], "cut")
     with pytest.raises(InputRejected, match="damaged or truncated"):
         service.create_case(user, "remote_sensing", (GEO / "malformed" / "corrupt.tif").read_bytes(), "bad")
     with pytest.raises(InputRejected, match="GDAL can open"):

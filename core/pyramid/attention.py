@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..memory import release_free_memory
 from ..vlm import worker
 from ..vlm.base import Message
 from ..vlm.families import language_model
@@ -101,6 +102,7 @@ class AttentionScorer:
             config._attn_implementation = previous  # noqa: SLF001
             stopper.remove()
             _armed.layer = None
+        release_free_memory()  # the pass's activations: memory should track what is kept
         row = _armed.row
         if row is None:
             raise RuntimeError("the scoring layer was not reached")

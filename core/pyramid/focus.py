@@ -71,11 +71,13 @@ class Selection:
     tiles: list[Chosen]  # finest tiles found, best first: what the model sees beside the thumbnail
     steps: list[Step] = field(default_factory=list)
     tiles_scored: int = 0
+    scored: list[Tile] = field(default_factory=list)  # every tile looked at, in order
 
     def as_dict(self) -> dict:
         return {"tiles": [{"level": c.tile.level, "col": c.tile.col, "row": c.tile.row, "box": list(c.box),
                            "score": round(c.score, 3)} for c in self.tiles],
                 "tiles_scored": self.tiles_scored,
+                "scored": [[t.level, t.col, t.row] for t in self.scored],
                 "steps": [{"level": s.level, "scored": len(s.scored), "descended": len(s.descended)}
                           for s in self.steps]}
 
@@ -116,14 +118,17 @@ def focus(pyramid: Pyramid, question: str, scorer: Scorer, config: FocusConfig =
           thumbnail: Image.Image | None = None) -> Selection:
     thumbnail = thumbnail or pyramid.thumbnail()
 
+    looked_at: list[Tile] = []
+
     def score(tiles: list[Tile]) -> tuple[list[np.ndarray], list[float]]:
+        looked_at.extend(tiles)
         views = [TileView(t, pyramid.box(t), pyramid.read(t)) for t in tiles]
         maps = [np.asarray(m, dtype=np.float64) for m in scorer.score(question, thumbnail, views)]
         return maps, _standing(maps)
 
     frontier = pyramid.tiles(pyramid.base_level)
     maps, standing = score(frontier)
-    selection = Selection([], tiles_scored=len(frontier))
+    selection = Selection([], tiles_scored=len(frontier), scored=looked_at)
     leaves: dict[Tile, float] = {}
     while frontier:
         level = frontier[0].level

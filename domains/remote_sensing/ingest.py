@@ -122,7 +122,11 @@ def describe_raster(path: Path, max_pixels: int) -> tuple[dict, Image.Image]:
     finally:
         source.close()
     if meta["georeferenced"]:
-        meta["corners_lonlat"] = _corners(meta)
+        try:
+            meta["corners_lonlat"] = _corners(meta)
+        except Exception:  # noqa: BLE001 - pyproj raises several kinds for a CRS it cannot place on the Earth
+            meta.update(georeferenced=False, description=f"{meta['description']} (its coordinate system cannot be "
+                                                          "converted to latitude and longitude)")
     return meta, view
 
 
