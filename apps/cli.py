@@ -503,6 +503,28 @@ def _page_json(page) -> dict:  # noqa: ANN001 - loupe.core.ocr.base.Page, import
                       for ln in page.lines]}
 
 
+@cli.group()
+def pyramid() -> None:
+    """Giant images: synthetic test scenes."""
+
+
+@pyramid.command("synthetic-cog")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--side", default=27_328, show_default=True, type=click.IntRange(512, 200_000),
+              help="Width and height in pixels.")
+@click.option("--objects", default=12, show_default=True, type=click.IntRange(0, 10_000),
+              help="Squares planted at random places (listed in OUT's .objects.json).")
+@click.option("--size", "object_size", default=160, show_default=True, help="Side of each planted square, in px.")
+@click.option("--seed", default=7, show_default=True)
+def pyramid_synthetic_cog(out: Path, side: int, objects: int, object_size: int, seed: int) -> None:
+    """Write a tiled, overviewed Cloud-Optimized GeoTIFF with objects planted at known places."""
+    from loupe.core.pyramid.synthetic import random_objects, write_cog
+
+    with _progress("writing", "block") as step:
+        write_cog(out, side, random_objects(side, objects, object_size, seed), seed=seed, progress=step)
+    click.echo(json.dumps({"path": str(out), "side": side, "objects": str(out.with_suffix(".objects.json"))}))
+
+
 # -- bench --------------------------------------------------------------------------------------
 @cli.group()
 def bench() -> None:

@@ -113,6 +113,8 @@ class Domain(Protocol):
     name: str  # stable id stored with each case
     title: str  # tab label
     accepts: tuple[str, ...]  # file suffixes offered in the upload dialog, e.g. (".png", ".jpg")
+    # Optional ``upload_note``: what the new-case form says is kept of an upload (the default speaks of
+    # photos: metadata removed, pixel limit).
     system_prompt: str
     default_adapter: str | None
     default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default

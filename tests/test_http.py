@@ -162,6 +162,8 @@ def _argument(name: str, world, tmp_path) -> object:
         return "FINDINGS: Left effusion.\nIMPRESSION: Right effusion."
     if name == "preset_name":
         return "lung"
+    if name == "band_preset":
+        return "true colour"
     if name in ("frame_number", "center_value", "width_value", "zoom_value", "x_value", "y_value"):
         return 1
     return ""

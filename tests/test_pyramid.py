@@ -235,3 +235,20 @@ def test_a_synthetic_cog_has_overviews_and_its_objects_where_it_says(cog_8k):
     buffer = io.BytesIO()
     source.read((0, 0, 8192, 8192), (64, 64)).save(buffer, "PNG")
     assert buffer.tell() > 0
+
+
+def test_the_synthetic_cog_command_writes_a_scene_and_its_objects(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+
+    out = tmp_path / "scene.tif"
+    result = CliRunner().invoke(cli, ["pyramid", "synthetic-cog", str(out), "--side", "1500", "--objects", "2",
+                                      "--size", "64"])
+    assert result.exit_code == 0, result.output
+    objects = json.loads(out.with_suffix(".objects.json").read_text())
+    assert len(objects) == 2 and all(o["box"][2] - o["box"][0] == 64 for o in objects)
+    with rasterio.open(out) as ds:
+        assert (ds.width, ds.height) == (1500, 1500) and ds.overviews(1) == [2, 4]

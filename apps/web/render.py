@@ -112,8 +112,11 @@ def citation_note(extra: dict) -> str:
     cited = extra.get("citations") or []
     if not cited:
         return ""
-    quotes = "; ".join(f"p. {c['page']} “{html.escape(c['text'])}”" for c in cited)
-    return f"\n\n<sub>Cited: {quotes}</sub>"
+    if all("page" in c for c in cited):  # lines quoted from a document's pages
+        quotes = "; ".join(f"p. {c['page']} “{html.escape(c['text'])}”" for c in cited)
+        return f"\n\n<sub>Cited: {quotes}</sub>"
+    places = "; ".join(f"{n}. {html.escape(c['text'])}" for n, c in enumerate(cited, start=1))
+    return f"\n\n<sub>Read from: {places}</sub>"  # parts of an image (tiles), numbered as on the viewer
 
 
 def answer_choices(case: Case) -> list[tuple[str, int]]:

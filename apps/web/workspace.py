@@ -93,10 +93,11 @@ class Workspace:
                         # "binary": Gradio's "filepath" mode leaves an empty temp file behind on every call.
                         upload = gr.File(label="File", file_types=list(self.domain.accepts), type="binary",
                                          elem_id=f"{d}-upload")
+                        kept = getattr(self.domain, "upload_note", None) or (
+                            f"up to {limits.max_pixels / 1e6:.1f} megapixels. Metadata (names, dates, GPS) is "
+                            "removed; the file name is not kept.")
                         gr.Markdown(f"Accepted: {', '.join(self.domain.accepts)} · up to "
-                                    f"{limits.max_bytes / 2**20:.0f} MiB and {limits.max_pixels / 1e6:.1f} "
-                                    "megapixels. Metadata (names, dates, GPS) is removed; the file name is not "
-                                    "kept.", elem_classes="hint")
+                                    f"{limits.max_bytes / 2**20:.0f} MiB, {kept}", elem_classes="hint")
                         title = gr.Textbox(label="Title", placeholder="Short description, no patient names")
                         create = gr.Button("Create case", variant="primary", elem_id=f"{d}-create")
                 with gr.Accordion("Sharing and archive", open=False):

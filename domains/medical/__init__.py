@@ -48,6 +48,9 @@ class MedicalDomain:
     default_adapter = None
     default_detail = "standard"
     export_formats = {"zip": "application/zip"}
+    upload_note = ("a DICOM file, a zip of a series, or a whole slide. Everything is de-identified before it is "
+                   "kept (DICOM PS3.15 Basic Profile; slides re-written without their labels); the file name "
+                   "is not kept.")
 
     def __init__(self) -> None:
         self._home: Path | None = None
@@ -103,7 +106,7 @@ class MedicalDomain:
         for tile in context_meta.get("focus", {}).get("tiles", []):
             x0, y0, x1, y1 = tile["box"]
             scale = "full resolution" if tile["level"] == 0 else f"1:{2 ** tile['level']}"
-            out.append({"page": 0, "box": tile["box"], "level": tile["level"], "score": tile["score"],
+            out.append({"box": tile["box"], "level": tile["level"], "score": tile["score"],
                         "text": f"x {x0:,}–{x1:,}, y {y0:,}–{y1:,} px · {scale} · relevance {tile['score']:.1f}"})
         return out
 

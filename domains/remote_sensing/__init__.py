@@ -40,6 +40,8 @@ class RemoteSensingDomain:
     default_adapter = None
     default_detail = "low"  # one tile per image: the pyramid supplies the detail
     export_formats = {"geojson": "application/geo+json"}
+    upload_note = ("any number of pixels (scenes are read in parts). The scene is kept as uploaded, with its "
+                   "coordinates; overviews are added when missing. The file name is not kept.")
 
     def ingest(self, data: bytes, limits: UploadLimits,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
@@ -67,7 +69,7 @@ class RemoteSensingDomain:
             box: Box = tuple(tile["box"])  # type: ignore[assignment]
             place = where.where(box) if where else f"x {box[0]:,}–{box[2]:,}, y {box[1]:,}–{box[3]:,} px"
             scale = "full resolution" if tile["level"] == 0 else f"1:{2 ** tile['level']}"
-            out.append({"page": 0, "box": list(box), "level": tile["level"], "score": tile["score"],
+            out.append({"box": list(box), "level": tile["level"], "score": tile["score"],
                         "text": f"{place} · {scale} · relevance {tile['score']:.1f}"})
         return out
 

@@ -70,11 +70,11 @@ def add_scene_tools(tab: DomainTab) -> None:
             centre_y = gr.Slider(0, 100, value=50, step=0.5, label="Centre, top → bottom (%)", elem_id="remote-y")
         view = gr.HTML(elem_id="remote-zoom-view")
 
-    def show(case_id: int | None, preset_name: str, zoom_value: float, x_value: float, y_value: float,
+    def show(case_id: int | None, band_preset: str, zoom_value: float, x_value: float, y_value: float,
              request: gr.Request) -> str:
         if case_id is None:
             return ""
-        return render_region(tab.case_assets(case_id, request), preset_name, zoom_value, x_value, y_value)
+        return render_region(tab.case_assets(case_id, request), band_preset, zoom_value, x_value, y_value)
 
     def opened(case_id: int | None, request: gr.Request) -> tuple:
         if case_id is None:
