@@ -91,3 +91,26 @@ def test_an_unreadable_slide_is_refused_and_nothing_is_stored(service):
     with pytest.raises(InputRejected, match="cannot be read"):
         service.create_case(user, "medical", (SLIDES / "malformed" / "openslide_unreadable.svs").read_bytes(), "x")
     assert service.store.list_cases(user) == [] and not any(service.settings.assets_dir.rglob("*.*"))
+
+
+def test_a_region_is_read_from_the_level_that_matches_its_scale(tmp_path):
+    """Two levels (50 px and 25 px across, 10-px tiles): a whole-slide view at half size comes from the
+    coarser level, a small region from the finer one, both in level-0 coordinates."""
+    full = pydicom.dcmread(SLIDES / "SM_wsi_tiny_25frames.dcm")
+    fine = full.pixel_array.reshape(5, 5, 10, 10, 3).transpose(0, 2, 1, 3, 4).reshape(50, 50, 3)
+    coarse = fine.reshape(25, 2, 25, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
+    coarse[:, :, 0] = 7  # a mark only the coarse level carries: proves which level was read
+    padded = np.zeros((30, 30, 3), dtype=np.uint8)
+    padded[:25, :25] = coarse
+    level1 = copy.deepcopy(full)
+    level1.TotalPixelMatrixColumns = level1.TotalPixelMatrixRows = 25
+    level1.NumberOfFrames = 9
+    level1.SOPInstanceUID = pydicom.uid.generate_uid()
+    level1.PixelData = padded.reshape(3, 10, 3, 10, 3).transpose(0, 2, 1, 3, 4).tobytes()
+    level1.save_as(tmp_path / "level1.dcm")
+    source = open_source([SLIDES / "SM_wsi_tiny_25frames.dcm", tmp_path / "level1.dcm"], 10**8)
+    assert source.native_downsamples == (1.0, 2.0)
+    half = np.asarray(source.read((0, 0, 50, 50), (25, 25)))
+    assert np.array_equal(half, coarse)
+    detail = np.asarray(source.read((20, 30, 40, 50), (20, 20)))
+    assert np.array_equal(detail, fine[30:50, 20:40])
