@@ -16,6 +16,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from ..errors import ModelUnavailable
 from ..memory import release_free_memory
 from ..ocr.queries import OCRQueryEncoder, QueryInjector, layout_batch, placeholder_id, with_placeholders
+from ..tokens.prune import full_positions
+from ..tokens.pruning import Pruning
 from . import worker
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
@@ -89,6 +91,7 @@ class HFVLM:
         self._injector: QueryInjector | None = None
         self._queries_serial = 0  # tells conversations cached with one module from those of the next
         self.last_encoded_units = 0  # tiles / images the last encode had to run the vision encoder for
+        self.pruning: Pruning | None = None  # visual-token pruning after the encoder (core/tokens)
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
 
@@ -257,10 +260,17 @@ class HFVLM:
                 self._injector.pending = self._query_embeddings(queried)
                 key += f"|queries{self._queries_serial}|{layouts_digest([m.layout for m in queried])}"
                 facts["ocr_query_tokens"] = self.query_tokens * len(queried)
-            gen_inputs, reused = self._reuse(inputs, conversation, key, opts.max_new_tokens)
+            if self.pruning is not None:
+                key += f"|prune:{self.pruning.label}"
+            gen_inputs, reused, kept = self._reuse(inputs, conversation, key, opts.max_new_tokens)
             cached_features = False
             if not reused:
                 gen_inputs, cached_features = self._encode_once(inputs)
+                if self.pruning is not None and "mm_encoder_outputs" in gen_inputs:
+                    pruned = self.pruning.apply(self, inputs, gen_inputs)
+                    gen_inputs, kept = pruned.inputs, pruned.kept
+                    facts.update(visual_tokens=pruned.visual_after, visual_tokens_unpruned=pruned.visual_before,
+                                 pruning=self.pruning.label)
                 if self.engine.name == "static":
                     gen_inputs["past_key_values"] = StaticCache(
                         config=self.model.config, max_cache_len=cache_bucket(ids.shape[-1] + opts.max_new_tokens))
@@ -277,7 +287,7 @@ class HFVLM:
                 self._injector.pending = None
         finished_at = time.perf_counter()
         if conversation is not None:
-            self._keep(conversation, key, ids, output)
+            self._keep(conversation, key, gen_inputs["input_ids"] if kept is not None else ids, output, kept)
         del output, gen_inputs, inputs
         release_free_memory()  # the prefill's activations: memory should track what is kept
         return {**facts, "reused_tokens": reused, "cached_features": cached_features, "finished_at": finished_at}
@@ -308,26 +318,49 @@ class HFVLM:
         return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=joined)}}, not missing
 
     def _reuse(self, inputs: dict[str, torch.Tensor], conversation: str | None, key: str,
-               max_new_tokens: int) -> tuple[dict, int]:
-        """Generation inputs continuing the conversation's cached prefix, or the full inputs (reused 0)."""
+               max_new_tokens: int) -> tuple[dict, int, torch.Tensor | None]:
+        """Generation inputs continuing the conversation's cached prefix, or the full inputs (reused 0),
+        and the pruning mask of the cached first prompt (None when it was not pruned)."""
+        original = inputs
         entry = self.conversations.take(conversation) if conversation else None
         if entry is None or entry.key != key:
-            return inputs, 0
+            return original, 0, None
+        positions = None
+        if entry.pruned is not None:  # the cache holds a pruned prompt: prune the new one the same way
+            like, positions = self._pruned_like(entry.pruned, inputs)
+            if like is None:
+                return original, 0, None
+            inputs = like
         ids = inputs["input_ids"][0]
         shared = common_prefix(entry.token_ids, ids)
         if not entry.image_end <= shared < ids.numel():  # images must be covered; one new token at least
-            return inputs, 0
+            return original, 0, None
         capacity = entry.cache.get_max_length()  # -1: grows as needed; a static cache has a fixed size
         if 0 <= capacity < ids.numel() + max_new_tokens:
-            return inputs, 0
+            return original, 0, None
         rewind(entry.cache, shared)  # drop what the new prompt does not share
         if entry.rope_deltas is not None:  # Qwen2-VL keeps one conversation's M-RoPE offset on the model
             self.model.model.rope_deltas = entry.rope_deltas
         # Text only from here on: the images live in the cached prefix, so no pixels are passed again.
         kept = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-        return {**kept, "past_key_values": entry.cache}, shared
+        if positions is not None:
+            kept["position_ids"] = positions
+        return {**kept, "past_key_values": entry.cache}, shared, entry.pruned
 
-    def _keep(self, conversation: str, key: str, prompt_ids: torch.Tensor, output: Any) -> None:
+    def _pruned_like(self, pruned: torch.Tensor, inputs: dict[str, torch.Tensor]) -> tuple[dict | None, Any]:
+        """``inputs`` with the image tokens a cached first turn dropped dropped too, and their full positions."""
+        full = inputs["input_ids"]
+        if full.shape[-1] < pruned.numel():
+            return None, None
+        keep = torch.cat([pruned.to(full.device), torch.ones(full.shape[-1] - pruned.numel(), dtype=torch.bool,
+                                                            device=full.device)])
+        positions = full_positions(self.model, self.family.name, inputs)[..., keep]
+        out = {k: (v[:, keep] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
+               for k, v in inputs.items()}
+        return out, positions
+
+    def _keep(self, conversation: str, key: str, prompt_ids: torch.Tensor, output: Any,
+              pruned: torch.Tensor | None = None) -> None:
         cache = output.past_key_values
         length = int(cache.get_seq_length())
         image_positions = (prompt_ids[0] == self.image_token_id).nonzero()
@@ -335,7 +368,7 @@ class HFVLM:
         self.conversations.put(conversation, CachedConversation(
             key=key, token_ids=output.sequences[0, :length].clone(), cache=cache,
             image_end=int(image_positions[-1]) + 1 if image_positions.numel() else 0,
-            rope_deltas=rope_deltas.clone() if isinstance(rope_deltas, torch.Tensor) else None,
+            rope_deltas=rope_deltas.clone() if isinstance(rope_deltas, torch.Tensor) else None, pruned=pruned,
             nbytes=cache_nbytes(cache)))
 
     def _generation_kwargs(self, opts: GenerationOptions) -> dict:

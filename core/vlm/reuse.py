@@ -31,6 +31,7 @@ class CachedConversation:
     image_end: int  # index just past the last image token: a reusable prefix must reach it
     rope_deltas: torch.Tensor | None  # Qwen2-VL's M-RoPE offset for this conversation
     nbytes: int
+    pruned: torch.Tensor | None = None  # bool over the first prompt: the tokens kept by visual-token pruning
 
 
 def images_digest(images: Sequence[Image.Image]) -> str:

@@ -1,0 +1,133 @@
+"""Visual-token pruning on the tiny models of all three families: generation runs, masks keep layout
+and order, positions are the model's own, 100% keeps the logits exactly, and a follow-up reuses a
+pruned first turn as a fresh run would answer it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from loupe.core.tokens.prune import Budget, UnitScores, full_positions, keep_mask, prune
+from loupe.core.tokens.pruning import Pruning, pruning_setting
+from loupe.core.tokens.scorers import FixedScorer, RedundancyScorer, score_units
+from loupe.core.vlm.base import GenerationOptions, Message
+from loupe.core.vlm.families import language_model
+from loupe.core.vlm.hf import HFVLM
+
+FAMILIES = ["smolvlm", "qwen2vl", "llava-ov"]
+OPTIONS = GenerationOptions(max_new_tokens=6, min_new_tokens=6, detail="standard")
+
+
+@pytest.fixture(scope="module")
+def image() -> Image.Image:
+    return Image.effect_noise((96, 96), 45).convert("RGB")
+
+
+def _vlm(tiny_model_dir, family: str) -> HFVLM:
+    return HFVLM.from_pretrained(tiny_model_dir(family), device="cpu", dtype="fp32", engine="plain")
+
+
+def _encoded(vlm: HFVLM, image: Image.Image) -> tuple[dict, dict]:
+    inputs = vlm.prepare([Message("user", "Describe the picture.", [image])], OPTIONS.detail)
+    gen_inputs, _ = vlm._encode_once(inputs)
+    return inputs, gen_inputs
+
+
+def test_budgets_and_masks_keep_layout_and_raster_order():
+    assert Budget(keep_ratio=0.1).keep(64) == 7 and Budget(keep_count=5).keep(3) == 3
+    with pytest.raises(ValueError):
+        Budget(keep_ratio=0.5, keep_count=3)
+    scores = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.0])
+    layout = torch.tensor([False, False, False, False, False, True])
+    (mask,) = keep_mask([UnitScores(scores, layout)], Budget(keep_count=2))
+    assert mask.nonzero().flatten().tolist() == [1, 3, 5]  # the two best, in place, and the layout token
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pruned_generation_runs_and_counts_tokens(tiny_model_dir, image, family):
+    vlm = _vlm(tiny_model_dir, family)
+    full = vlm.chat([Message("user", "Describe the picture.", [image])], OPTIONS).run
+    vlm.pruning = pruning_setting(0.25)
+    pruned = vlm.chat([Message("user", "Describe the picture.", [image])], OPTIONS).run
+    assert pruned.extra["visual_tokens_unpruned"] == full.visual_tokens
+    assert 0 < pruned.visual_tokens < full.visual_tokens and pruned.output_tokens == 6
+    assert pruned.prompt_tokens == full.prompt_tokens  # the record counts the prompt as written
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kept_tokens_are_sorted_and_include_every_layout_token(tiny_model_dir, image, family):
+    vlm = _vlm(tiny_model_dir, family)
+    inputs, gen_inputs = _encoded(vlm, image)
+    pooled = gen_inputs["mm_encoder_outputs"]["image"].pooler_output
+    units = score_units(vlm, inputs, pooled, RedundancyScorer())
+    masks = keep_mask(units, Budget(keep_ratio=0.1))
+    for unit, mask in zip(units, masks, strict=True):
+        assert mask[unit.layout].all()
+    result = prune(vlm.model, family, gen_inputs, vlm.image_token_id, masks)
+    kept = result.kept.nonzero().flatten()
+    assert torch.equal(kept, kept.sort().values)
+    assert (inputs["input_ids"][0] != vlm.image_token_id)[~result.kept].sum() == 0  # only image tokens dropped
+    if family == "smolvlm":  # a split image: its global view is layout, kept whole
+        assert units[-1].layout.all() and not units[0].layout.any()
+    if family == "llava-ov":  # the row newlines are found and kept
+        assert any(unit.layout.any() for unit in units)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_positions_are_the_ones_the_model_gives_the_full_prompt(tiny_model_dir, image, family):
+    vlm = _vlm(tiny_model_dir, family)
+    inputs, gen_inputs = _encoded(vlm, image)
+    seen = []
+    hook = language_model(vlm.model, vlm.family).register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("position_ids")), with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            vlm.model(**gen_inputs, use_cache=False)  # unpruned: the model computes its own positions
+    finally:
+        hook.remove()
+    own = seen[0] if seen[0] is not None else torch.arange(inputs["input_ids"].shape[-1]).unsqueeze(0)
+    pooled = gen_inputs["mm_encoder_outputs"]["image"].pooler_output
+    masks = keep_mask(score_units(vlm, inputs, pooled, RedundancyScorer()), Budget(keep_ratio=0.25))
+    result = prune(vlm.model, family, gen_inputs, vlm.image_token_id, masks)
+    assert torch.equal(result.inputs["position_ids"], own[..., result.kept].to(result.inputs["position_ids"].dtype))
+    assert torch.equal(full_positions(vlm.model, family, inputs), own.to(torch.long))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_keeping_everything_reproduces_the_unpruned_logits_exactly(tiny_model_dir, image, family):
+    vlm = _vlm(tiny_model_dir, family)
+    inputs, gen_inputs = _encoded(vlm, image)
+    pooled = gen_inputs["mm_encoder_outputs"]["image"].pooler_output
+    masks = keep_mask(score_units(vlm, inputs, pooled, RedundancyScorer()), Budget(keep_ratio=1.0))
+    result = prune(vlm.model, family, gen_inputs, vlm.image_token_id, masks)
+    with torch.inference_mode():
+        plain = vlm.model(**gen_inputs, use_cache=False).logits
+        kept_all = vlm.model(**result.inputs, use_cache=False).logits
+    assert result.visual_after == result.visual_before and torch.equal(plain, kept_all)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_follow_up_reuses_the_pruned_first_turn(tiny_model_dir, image, family):
+    vlm = _vlm(tiny_model_dir, family)
+    vlm.pruning = Pruning(Budget(keep_ratio=0.25), RedundancyScorer())
+    first = [Message("user", "Describe the picture.", [image])]
+    answer = vlm.chat(first, OPTIONS).text
+    list(vlm.stream(first, OPTIONS, conversation="case"))
+    follow_up = [*first, Message("assistant", answer), Message("user", "And the colours?")]
+    chunks = list(vlm.stream(follow_up, OPTIONS, conversation="case"))
+    reused = chunks[-1].run.extra["reused_tokens"]
+    fresh = vlm.chat(follow_up, OPTIONS)  # no conversation: everything prefilled again, pruned alike
+    assert reused > 0 and "".join(c.text for c in chunks) == fresh.text
+
+
+def test_planted_scores_decide_what_stays(tiny_model_dir, image):
+    vlm = _vlm(tiny_model_dir, "qwen2vl")
+    inputs, gen_inputs = _encoded(vlm, image)
+    pooled = gen_inputs["mm_encoder_outputs"]["image"].pooler_output
+    count = pooled[0].shape[0]
+    planted = torch.zeros(count)
+    planted[[2, count - 1]] = 1.0  # the salient tokens
+    units = score_units(vlm, inputs, pooled, FixedScorer([planted]))
+    (mask,) = keep_mask(units, Budget(keep_count=2))
+    assert mask.nonzero().flatten().tolist() == [2, count - 1]
