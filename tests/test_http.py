@@ -152,6 +152,8 @@ def _argument(name: str, world, tmp_path) -> object:
         return "PURGE"
     if name == "verdict_value":
         return "accepted"
+    if name == "keep_share":
+        return 1.0
     if name == "detail_level":
         return "low"
     if name == "username":

@@ -131,3 +131,25 @@ def test_planted_scores_decide_what_stays(tiny_model_dir, image):
     units = score_units(vlm, inputs, pooled, FixedScorer([planted]))
     (mask,) = keep_mask(units, Budget(keep_count=2))
     assert mask.nonzero().flatten().tolist() == [2, count - 1]
+
+
+def test_the_app_records_tokens_before_and_after_pruning(tmp_path, tiny_model_dir, image):
+    import io
+
+    from loupe.apps.service import LoupeService
+    from loupe.apps.web.render import run_footnote
+    from loupe.core.config import Settings
+
+    service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    user = service.store.add_user("ana", "ana-password-12", "user")
+    photo = io.BytesIO()
+    image.save(photo, "PNG")
+    case_id = service.create_case(user, "general", photo.getvalue(), "noise")
+    options = GenerationOptions(max_new_tokens=4, detail="standard", visual_keep=0.25)
+    final = list(service.ask(user, case_id, "What is shown?", options))[-1]
+    assert final.run.extra["pruning"] == "diverse 25%"
+    assert final.run.visual_tokens < final.run.extra["visual_tokens_unpruned"]
+    run = service.store.open_case(user, case_id).messages[-1].model_run
+    assert f"{final.run.visual_tokens:,} of {final.run.extra['visual_tokens_unpruned']:,} visual tokens kept" in \
+        run_footnote(run)

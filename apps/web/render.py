@@ -62,7 +62,10 @@ def run_footnote(run: ModelRun) -> str:
         parts.append(f"{detail} detail")
     if tiles := extra.get("tiles"):
         parts.append(f"{tiles} tile{'s' if tiles != 1 else ''}")
-    parts.append(f"{run.visual_tokens:,} visual tokens")
+    if unpruned := extra.get("visual_tokens_unpruned"):
+        parts.append(f"{run.visual_tokens:,} of {unpruned:,} visual tokens kept")
+    else:
+        parts.append(f"{run.visual_tokens:,} visual tokens")
     if extra.get("engine") == "int8":
         parts.append("int8 engine")
     if extra.get("reused_tokens"):

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 CASE_COLUMNS = ["#", "Title", "Owner", "Reviewed"]  # the creation date is in the case header
 DETAIL_CHOICES = [("Low (fastest)", "low"), ("Standard", "standard"), ("High (slowest)", "high")]
+# Visual tokens kept after the image encoder (core/tokens): fewer tokens, faster answers, less detail.
+EFFICIENCY_CHOICES = [("All image tokens", 1.0), ("Fewer (keep 25%)", 0.25), ("Fewest (keep 10%)", 0.1)]
 NO_CASE = "No case open. Click a case in the list, or create one."
 
 
@@ -125,6 +127,9 @@ class Workspace:
                                       info="Higher detail reads finer print but takes longer.",
                                       elem_id=f"{d}-detail", scale=3)
                     ask = gr.Button("Ask", variant="primary", elem_id=f"{d}-ask", scale=1)
+                efficiency = gr.Radio(EFFICIENCY_CHOICES, value=getattr(self.domain, "default_visual_keep", 1.0),
+                                      label="Efficiency", elem_id=f"{d}-efficiency",
+                                      info="Keep fewer image tokens after the encoder: faster, may miss detail.")
                 with gr.Accordion("Review an answer", open=True, elem_id=f"{d}-review"):
                     gr.Markdown("Pick the answer (or click it in the conversation), then record your verdict.",
                                 elem_classes="hint")
@@ -190,7 +195,8 @@ class Workspace:
             view = self._case_view(self.service.store.open_case(user, case_id), f"Case {case_id} created.")
             return (*view, list_cases("", False, request), None, "")
 
-        def ask_question(case_id: int | None, question: str, detail_level: str, request: gr.Request):
+        def ask_question(case_id: int | None, question: str, detail_level: str, keep_share: float,
+                         request: gr.Request):
             if case_id is None:
                 yield gr.update(), gr.update(), "⚠️ Open or create a case first.", gr.update()
                 return
@@ -200,7 +206,8 @@ class Workspace:
                 history, ids = conversation(case)
                 history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
                 yield history, "", "Answering…", gr.update()  # at once: a real model needs seconds to start
-                options = GenerationOptions(detail=detail_level or self.domain.default_detail)
+                options = GenerationOptions(detail=detail_level or self.domain.default_detail,
+                                            visual_keep=float(keep_share) if keep_share else None)
                 for step in self.service.ask(user, int(case_id), question, options):
                     history[-1] = {"role": "assistant", "content": step.text}
                     if step.run is None:
@@ -298,7 +305,8 @@ class Workspace:
         open_api.change(open_case, open_api, case_outputs, api_name=f"{d}_open_case", **free)
         create.click(create_case, [upload, title], [*case_outputs, cases, upload, title],
                      api_name=f"{d}_create_case", **free)
-        asked = gr.on([ask.click, self.question.submit], ask_question, [self.case_id, self.question, detail],
+        asked = gr.on([ask.click, self.question.submit], ask_question,
+                      [self.case_id, self.question, detail, efficiency],
                       [chat, self.question, status, self.message_ids], api_name=f"{d}_ask")
         asked.then(refresh_choices, [self.case_id, choice], choice, api_name=False, **free)
         choice.change(show_answer, [choice, self.case_id], [shown, corrected, viewer], api_name=False, **free)

@@ -31,6 +31,9 @@ class GenerationOptions:
     repetition_penalty: float = 1.0
     seed: int | None = None
     detail: str = "standard"  # how much of each image the model sees: low | standard | high (resolution.py)
+    # Share of each tile's visual tokens kept after the encoder (core/tokens): 1.0 keeps all; None: the
+    # model's own default (HFVLM.pruning).
+    visual_keep: float | None = None
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ..errors import ModelUnavailable
 from ..memory import release_free_memory
 from ..ocr.queries import OCRQueryEncoder, QueryInjector, layout_batch, placeholder_id, with_placeholders
 from ..tokens.prune import full_positions
-from ..tokens.pruning import Pruning
+from ..tokens.pruning import Pruning, pruning_setting
 from . import worker
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
@@ -260,17 +260,18 @@ class HFVLM:
                 self._injector.pending = self._query_embeddings(queried)
                 key += f"|queries{self._queries_serial}|{layouts_digest([m.layout for m in queried])}"
                 facts["ocr_query_tokens"] = self.query_tokens * len(queried)
-            if self.pruning is not None:
-                key += f"|prune:{self.pruning.label}"
+            pruning = self.pruning if opts.visual_keep is None else pruning_setting(opts.visual_keep)
+            if pruning is not None:
+                key += f"|prune:{pruning.label}"
             gen_inputs, reused, kept = self._reuse(inputs, conversation, key, opts.max_new_tokens)
             cached_features = False
             if not reused:
                 gen_inputs, cached_features = self._encode_once(inputs)
-                if self.pruning is not None and "mm_encoder_outputs" in gen_inputs:
-                    pruned = self.pruning.apply(self, inputs, gen_inputs)
+                if pruning is not None and "mm_encoder_outputs" in gen_inputs:
+                    pruned = pruning.apply(self, inputs, gen_inputs)
                     gen_inputs, kept = pruned.inputs, pruned.kept
                     facts.update(visual_tokens=pruned.visual_after, visual_tokens_unpruned=pruned.visual_before,
-                                 pruning=self.pruning.label)
+                                 pruning=pruning.label)
                 if self.engine.name == "static":
                     gen_inputs["past_key_values"] = StaticCache(
                         config=self.model.config, max_cache_len=cache_bucket(ids.shape[-1] + opts.max_new_tokens))
