@@ -148,8 +148,88 @@ def test_the_app_records_tokens_before_and_after_pruning(tmp_path, tiny_model_di
     case_id = service.create_case(user, "general", photo.getvalue(), "noise")
     options = GenerationOptions(max_new_tokens=4, detail="standard", visual_keep=0.25)
     final = list(service.ask(user, case_id, "What is shown?", options))[-1]
-    assert final.run.extra["pruning"] == "diverse 25%"
+    assert final.run.extra["pruning"] == "attention 25%"
     assert final.run.visual_tokens < final.run.extra["visual_tokens_unpruned"]
     run = service.store.open_case(user, case_id).messages[-1].model_run
     assert f"{final.run.visual_tokens:,} of {final.run.extra['visual_tokens_unpruned']:,} visual tokens kept" in \
         run_footnote(run)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_received_attention_is_read_as_eager_attention_gives_it(tiny_model_dir, image, family):
+    from loupe.core.tokens.attention import received_attention, token_scores, vision_layers
+    from loupe.core.vlm.families import vision_encoder
+    from loupe.core.vlm.features import encoder_inputs
+    from loupe.core.vlm.image_units import join_units, split_units
+
+    vlm = _vlm(tiny_model_dir, family)
+    inputs = vlm.prepare([Message("user", "Describe the picture.", [image])], OPTIONS.detail)
+    get_features = vlm.model.model.get_image_features
+    units = split_units(family, encoder_inputs(get_features, inputs))
+    encoder = vision_encoder(vlm.model, vlm.family)
+    with received_attention(encoder) as rows, torch.inference_mode():
+        pooled = get_features(**join_units(family, units), return_dict=True).pooler_output
+    # The same encode with each family's own eager attention, weights taken in the same layer.
+    import sys
+
+    from transformers import AttentionInterface
+
+    target = vision_layers(encoder)[-2]
+    attention_module = next(m for m in target.children() if "Attention" in type(m).__name__)
+    eager = sys.modules[type(attention_module).__module__].eager_attention_forward
+    weights, armed = [], [False]
+
+    def probe(module, query, key, value, attention_mask, **kwargs):  # noqa: ANN001, ANN202
+        out, attn = eager(module, query, key, value, attention_mask, **kwargs)
+        if armed[0]:
+            weights.append(attn)
+        return out, attn
+
+    AttentionInterface.register("loupe_test_eager", probe)
+    hooks = [target.register_forward_pre_hook(lambda *_: armed.__setitem__(0, True)),
+             target.register_forward_hook(lambda *_: armed.__setitem__(0, False))]
+    previous, encoder.config._attn_implementation = encoder.config._attn_implementation, "loupe_test_eager"
+    try:
+        with torch.inference_mode():
+            get_features(**join_units(family, units), return_dict=True)
+    finally:
+        encoder.config._attn_implementation = previous
+        for hook in hooks:
+            hook.remove()
+    ours = torch.cat([r.reshape(-1) for r in rows])
+    eager = torch.cat([w.float().mean(dim=(1, 2)).reshape(-1) for w in weights])
+    assert torch.allclose(ours, eager, atol=1e-5)
+    per_unit = token_scores(vlm, units, rows)  # summed into the language model's tokens, one per token
+    from loupe.core.tokens.scorers import unit_features
+
+    features = unit_features(family, pooled, len(units))
+    assert [s.shape[0] for s in per_unit] == [f.shape[0] for f in features]
+
+
+def test_attention_scores_are_cached_with_the_features(tiny_model_dir, image):
+    vlm = _vlm(tiny_model_dir, "qwen2vl")
+    inputs = vlm.prepare([Message("user", "Describe the picture.", [image])], OPTIONS.detail)
+    vlm._encode_once(inputs)  # features only
+    vlm._encode_once(inputs, with_attention=True)
+    assert vlm.last_encoded_units == 1  # the scores were missing: encoded again, with them
+    first = [s.clone() for s in vlm.last_unit_attention]
+    vlm._encode_once(inputs, with_attention=True)
+    assert vlm.last_encoded_units == 0 and all(torch.equal(a, b) for a, b in zip(first, vlm.last_unit_attention,
+                                                                                  strict=True))
+
+
+def test_patch_scores_land_in_the_token_smolvlm_shuffles_them_into(tiny_model_dir):
+    from loupe.core.tokens.attention import token_scores
+
+    vlm = _vlm(tiny_model_dir, "smolvlm")
+    scale = int(vlm.model.config.scale_factor)
+    side = int(vlm.model.config.vision_config.image_size) // int(vlm.model.config.vision_config.patch_size)
+    hot = 2 * side + 3  # patch at row 2, column 3
+    patches = torch.zeros(1, side * side)
+    patches[0, hot] = 1.0
+    (scores,) = token_scores(vlm, [{}], [patches])
+    # the model's own shuffle, on features that carry each patch's index
+    index = torch.arange(side * side, dtype=torch.float32).view(1, side * side, 1)
+    shuffled = vlm.model.model.connector.pixel_shuffle(index, scale)[0]  # [tokens, scale^2]: patches per token
+    owner = int((shuffled == hot).any(dim=-1).nonzero())
+    assert int(scores.argmax()) == owner and scores.sum() == 1.0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .prune import Budget, Pruned, keep_mask, prune
-from .scorers import RedundancyScorer, TokenScorer, score_units
+from .scorers import AttentionScorer, RedundancyScorer, TokenScorer, score_units
 
 
 @dataclass
@@ -21,16 +21,17 @@ class Pruning:
     def apply(self, vlm, inputs: dict[str, Any], gen_inputs: dict[str, Any]) -> Pruned:  # noqa: ANN001
         """``gen_inputs`` (with encoder outputs) cut to the kept visual tokens; ``inputs``: the processor's."""
         pooled = gen_inputs["mm_encoder_outputs"]["image"].pooler_output
-        masks = keep_mask(score_units(vlm, inputs, pooled, self.scorer), self.budget)
+        attention = vlm.last_unit_attention if self.scorer.needs_attention else None
+        masks = keep_mask(score_units(vlm, inputs, pooled, self.scorer, attention), self.budget)
         return prune(vlm.model, vlm.family.name, gen_inputs, vlm.image_token_id, masks)
 
 
-def pruning_setting(keep: float | int | None, policy: str = "diverse") -> Pruning | None:
+def pruning_setting(keep: float | int | None, policy: str = "attention") -> Pruning | None:
     """From a setting: None or 1.0 = off; a share in (0, 1) or a token count per unit."""
     if keep is None or keep == 1 or keep == 1.0:
         return None
     budget = Budget(keep_count=int(keep)) if isinstance(keep, int) or keep > 1 else Budget(keep_ratio=float(keep))
-    scorers = {"diverse": RedundancyScorer}
+    scorers = {"attention": AttentionScorer, "diverse": RedundancyScorer}
     if policy not in scorers:
         raise ValueError(f"unknown pruning policy {policy!r}; choose one of {', '.join(scorers)}")
     return Pruning(budget, scorers[policy]())

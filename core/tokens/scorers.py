@@ -22,10 +22,28 @@ from .prune import UnitScores
 
 class TokenScorer(Protocol):
     name: str
+    needs_attention: bool  # wants the vision encoder's attention, read while it encodes (attention.py)
 
-    def score(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def score(self, features: Sequence[torch.Tensor],
+              attention: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """One score per token of each unit's features [n, width]; higher is kept first."""
         ...
+
+
+class AttentionScorer:
+    """The default: the attention each token's patches receive in the encoder's penultimate layer."""
+
+    name = "attention"
+    needs_attention = True
+
+    def score(self, features: Sequence[torch.Tensor],
+              attention: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        if attention is None:
+            raise ValueError("the attention scorer needs the encoder's attention")
+        for tokens, scores in zip(features, attention, strict=True):
+            if tokens.shape[0] != scores.shape[0]:
+                raise ValueError(f"{scores.shape[0]} attention scores for {tokens.shape[0]} tokens")
+        return [s.float() for s in attention]
 
 
 class RedundancyScorer:
@@ -34,8 +52,10 @@ class RedundancyScorer:
     region."""
 
     name = "diverse"
+    needs_attention = False
 
-    def score(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def score(self, features: Sequence[torch.Tensor],
+              attention: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
         out = []
         for tokens in features:
             unit = torch.nn.functional.normalize(tokens.float(), dim=-1)
@@ -49,11 +69,13 @@ class FixedScorer:
     """Scores given in advance (tests, planted salience)."""
 
     name = "fixed"
+    needs_attention = False
 
     def __init__(self, scores: Sequence[torch.Tensor]) -> None:
         self.scores = list(scores)
 
-    def score(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def score(self, features: Sequence[torch.Tensor],
+              attention: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
         return [s.clone() for s in self.scores]
 
 
@@ -93,11 +115,12 @@ def layout_masks(vlm, inputs: dict[str, Any], features: Sequence[torch.Tensor]) 
     return masks
 
 
-def score_units(vlm, inputs: dict[str, Any], pooled: Any, scorer: TokenScorer) -> list[UnitScores]:  # noqa: ANN001
+def score_units(vlm, inputs: dict[str, Any], pooled: Any, scorer: TokenScorer,  # noqa: ANN001
+                attention: Sequence[torch.Tensor] | None = None) -> list[UnitScores]:
     from ..vlm.features import encoder_inputs
     from ..vlm.image_units import split_units
 
     units = len(split_units(vlm.family.name, encoder_inputs(vlm.model.model.get_image_features, inputs)))
     features = unit_features(vlm.family.name, pooled, units)
     layouts = layout_masks(vlm, inputs, features)
-    return [UnitScores(s.cpu(), m) for s, m in zip(scorer.score(features), layouts, strict=True)]
+    return [UnitScores(s.cpu(), m) for s, m in zip(scorer.score(features, attention), layouts, strict=True)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from ..errors import ModelUnavailable
 from ..memory import release_free_memory
 from ..ocr.queries import OCRQueryEncoder, QueryInjector, layout_batch, placeholder_id, with_placeholders
+from ..tokens.attention import received_attention, token_scores
 from ..tokens.prune import full_positions
 from ..tokens.pruning import Pruning, pruning_setting
 from . import worker
@@ -91,6 +93,7 @@ class HFVLM:
         self._injector: QueryInjector | None = None
         self._queries_serial = 0  # tells conversations cached with one module from those of the next
         self.last_encoded_units = 0  # tiles / images the last encode had to run the vision encoder for
+        self.last_unit_attention: list[torch.Tensor] | None = None  # per unit, when the last encode read it
         self.pruning: Pruning | None = None  # visual-token pruning after the encoder (core/tokens)
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
@@ -266,7 +269,8 @@ class HFVLM:
             gen_inputs, reused, kept = self._reuse(inputs, conversation, key, opts.max_new_tokens)
             cached_features = False
             if not reused:
-                gen_inputs, cached_features = self._encode_once(inputs)
+                gen_inputs, cached_features = self._encode_once(
+                    inputs, with_attention=pruning is not None and pruning.scorer.needs_attention)
                 if pruning is not None and "mm_encoder_outputs" in gen_inputs:
                     pruned = pruning.apply(self, inputs, gen_inputs)
                     gen_inputs, kept = pruned.inputs, pruned.kept
@@ -293,9 +297,11 @@ class HFVLM:
         release_free_memory()  # the prefill's activations: memory should track what is kept
         return {**facts, "reused_tokens": reused, "cached_features": cached_features, "finished_at": finished_at}
 
-    def _encode_once(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, bool]:
+    def _encode_once(self, inputs: dict[str, torch.Tensor], with_attention: bool = False) -> tuple[dict, bool]:
         """Replace pixels by their encoder output. Features are cached per unit (a tile or an image, see
-        image_units.py): only units never seen with these weights are encoded, together in one call."""
+        image_units.py): only units never seen with these weights are encoded, a few per call. With
+        ``with_attention``, the attention each unit's tokens receive in the encoder is read as well
+        (core/tokens/attention.py), cached beside the features, and left in ``last_unit_attention``."""
         get_features = self.model.model.get_image_features
         pixels = encoder_inputs(get_features, inputs)
         if "pixel_values" not in pixels:
@@ -304,15 +310,24 @@ class HFVLM:
         units = split_units(family, pixels)
         keys = [features_key(self._fingerprint, unit) for unit in units]
         parts = [self.features.get(key) for key in keys]
-        missing = [i for i, part in enumerate(parts) if part is None]
+        scores = [self.features.get(f"{key}|received") for key in keys] if with_attention else [None] * len(keys)
+        missing = [i for i, part in enumerate(parts) if part is None or (with_attention and scores[i] is None)]
+        encoder = vision_encoder(self.model, self.family)
         for start in range(0, len(missing), ENCODE_BATCH):  # a few units per call: activations stay small
             chunk = missing[start:start + ENCODE_BATCH]
-            with torch.inference_mode():
-                pooled = get_features(**join_units(family, [units[i] for i in chunk]), return_dict=True).pooler_output
+            chunk_units = [units[i] for i in chunk]
+            with received_attention(encoder) if with_attention else contextlib.nullcontext([]) as rows, \
+                    torch.inference_mode():
+                pooled = get_features(**join_units(family, chunk_units), return_dict=True).pooler_output
             for i, part in zip(chunk, split_output(family, pooled, len(chunk))[:len(chunk)], strict=True):
                 parts[i] = part
                 self.features.put(keys[i], part)
+            if with_attention:
+                for i, received in zip(chunk, token_scores(self, chunk_units, rows), strict=True):
+                    scores[i] = received
+                    self.features.put(f"{keys[i]}|received", received)
         self.last_encoded_units = len(missing)
+        self.last_unit_attention = scores if with_attention else None
         # Qwen2-VL still needs the patch grid for its 3-D rotary positions.
         rest = {k: v for k, v in inputs.items() if k not in pixels or k == "image_grid_thw"}
         joined = join_output(family, parts)
