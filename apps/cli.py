@@ -568,6 +568,19 @@ def bench_pyramid(workdir: Path) -> None:
     click.echo(json.dumps(run_pyramid_bench(workdir), indent=2))
 
 
+@bench.command("prune")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".loupe" / "bench" / "prune", show_default=True,
+              help="Where the real-size random-weight models are kept between runs (Qwen2-VL-2B: about 9 GB).")
+@click.option("--family", "families", multiple=True, type=click.Choice(["smolvlm", "qwen2vl", "llava-ov"]),
+              help="Only these families (default: all three).")
+def bench_prune(workdir: Path, families: tuple[str, ...]) -> None:
+    """Visual-token pruning at keep 100/25/10/5%: prefill, time to first token, tokens, memory, as JSON."""
+    from .bench_prune import FAMILIES, run_prune_bench
+
+    click.echo(json.dumps(run_prune_bench(workdir, families or FAMILIES), indent=2))
+
+
 @bench.command("ocr")
 @click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=Path(__file__).parents[1] / "data" / "samples", show_default=True,
