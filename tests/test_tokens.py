@@ -233,3 +233,18 @@ def test_patch_scores_land_in_the_token_smolvlm_shuffles_them_into(tiny_model_di
     shuffled = vlm.model.model.connector.pixel_shuffle(index, scale)[0]  # [tokens, scale^2]: patches per token
     owner = int((shuffled == hot).any(dim=-1).nonzero())
     assert int(scores.argmax()) == owner and scores.sum() == 1.0
+
+
+def test_important_plus_diverse_takes_half_by_each_score():
+    important = UnitScores(torch.tensor([9.0, 8.0, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0]), torch.zeros(8, dtype=torch.bool))
+    diverse = UnitScores(torch.tensor([0.0, 0.0, 5.0, 1.0, 0.0, 0.0, 0.0, 6.0]), torch.zeros(8, dtype=torch.bool))
+    (mask,) = keep_mask([important], Budget(keep_count=4), [diverse], 0.5)
+    assert mask.nonzero().flatten().tolist() == [0, 1, 2, 7]  # 0, 1 by attention; then 7, 2 by diversity
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_important_plus_diverse_policy_generates(tiny_model_dir, image, family):
+    vlm = _vlm(tiny_model_dir, family)
+    vlm.pruning = pruning_setting(0.25, "important+diverse")
+    run = vlm.chat([Message("user", "Describe the picture.", [image])], OPTIONS).run
+    assert run.extra["pruning"] == "attention+diverse 25%" and run.visual_tokens < run.extra["visual_tokens_unpruned"]

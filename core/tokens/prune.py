@@ -52,16 +52,23 @@ class UnitScores:
     layout: torch.Tensor  # [n] bool
 
 
-def keep_mask(units: Sequence[UnitScores], budget: Budget) -> list[torch.Tensor]:
-    """Per unit, a bool mask of the tokens kept: every layout token plus the top-scored others."""
+def keep_mask(units: Sequence[UnitScores], budget: Budget,
+              second: Sequence[UnitScores] | None = None, second_share: float = 0.5) -> list[torch.Tensor]:
+    """Per unit, a bool mask of the tokens kept: every layout token plus the top-scored others. With
+    ``second`` scores, ``second_share`` of the kept tokens is chosen by them among what the first left
+    (the "important + diverse" policy: half by attention, half by least redundancy)."""
     masks = []
-    for unit in units:
+    for n, unit in enumerate(units):
         kept = unit.layout.clone()
         prunable = (~unit.layout).nonzero().flatten()
         if prunable.numel():
             count = budget.keep(prunable.numel())
-            best = unit.scores[prunable].float().topk(count).indices
+            by_second = int(count * second_share) if second is not None else 0
+            best = unit.scores[prunable].float().topk(count - by_second).indices
             kept[prunable[best]] = True
+            if by_second:
+                rest = (~kept).nonzero().flatten()
+                kept[rest[second[n].scores[rest].float().topk(min(by_second, rest.numel())).indices]] = True
         masks.append(kept)
     return masks
 
@@ -90,8 +97,8 @@ def _cut_features(family: str, pooled: Any, masks: Sequence[torch.Tensor]) -> An
     """The encoder output in its family's format with only the kept tokens of each unit."""
     if family == "smolvlm":
         (tokens,) = pooled
-        return [tokens[torch.cat(list(masks))]]
-    parts = [part[mask] for part, mask in zip(pooled, masks, strict=True)]
+        return [tokens[torch.cat(list(masks)).to(tokens.device)]]
+    parts = [part[mask.to(part.device)] for part, mask in zip(pooled, masks, strict=True)]
     return tuple(parts) if isinstance(pooled, tuple) else parts
 
 
