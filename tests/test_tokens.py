@@ -4,13 +4,15 @@ pruned first turn as a fresh run would answer it."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from PIL import Image
 
 from loupe.core.tokens.prune import Budget, UnitScores, full_positions, keep_mask, prune
 from loupe.core.tokens.pruning import Pruning, pruning_setting
-from loupe.core.tokens.scorers import FixedScorer, RedundancyScorer, score_units
+from loupe.core.tokens.scorers import AttentionScorer, FixedScorer, RedundancyScorer, score_units
 from loupe.core.vlm.base import GenerationOptions, Message
 from loupe.core.vlm.families import language_model
 from loupe.core.vlm.hf import HFVLM
@@ -248,3 +250,45 @@ def test_the_important_plus_diverse_policy_generates(tiny_model_dir, image, fami
     vlm.pruning = pruning_setting(0.25, "important+diverse")
     run = vlm.chat([Message("user", "Describe the picture.", [image])], OPTIONS).run
     assert run.extra["pruning"] == "attention+diverse 25%" and run.visual_tokens < run.extra["visual_tokens_unpruned"]
+
+
+def test_kept_tokens_cover_a_planted_salient_region(tiny_model_dir):
+    """Random weights attend anywhere, so the salience is planted in the model: in the penultimate
+    vision layer every query is the same vector v and each key is v scaled by how bright its patch
+    is, so bright patches receive the attention. A white quarter on black must then be what is kept."""
+    from loupe.core.tokens.attention import vision_layers
+    from loupe.core.vlm.families import vision_encoder
+
+    vlm = _vlm(tiny_model_dir, "smolvlm")
+    encoder = vision_encoder(vlm.model, vlm.family)
+    layer = vision_layers(encoder)[-2]
+    attention = next(m for m in layer.children() if "Attention" in type(m).__name__)
+    inputs_seen = []
+    hook = attention.register_forward_pre_hook(lambda module, args, kwargs: inputs_seen.append(
+        kwargs.get("hidden_states", args[0] if args else None)), with_kwargs=True)
+    side = int(vlm.model.config.vision_config.image_size)
+    low = GenerationOptions(max_new_tokens=2, detail="low")
+    for colour in ("white", "black"):
+        vlm.chat([Message("user", "x", [Image.new("RGB", (side, side), colour)])], low)
+    hook.remove()
+    brightness = (inputs_seen[0].mean(dim=1) - inputs_seen[1].mean(dim=1))[0]  # [width]: white minus black
+    with torch.no_grad():
+        v = torch.ones(attention.q_proj.out_features) * 3.0
+        attention.q_proj.weight.zero_()
+        attention.q_proj.bias.copy_(v)
+        attention.k_proj.weight.copy_(torch.outer(v, brightness / brightness.norm() ** 2))
+        attention.k_proj.bias.zero_()
+    vlm.forget()
+    for row, col in ((0, 0), (0, 1), (1, 0), (1, 1)):  # the white quarter in each corner in turn
+        picture = Image.new("RGB", (side, side), "black")
+        picture.paste(Image.new("RGB", (side // 2, side // 2), "white"), (col * side // 2, row * side // 2))
+        inputs = vlm.prepare([Message("user", "Where is the white square?", [picture])], "low")
+        gen_inputs, _ = vlm._encode_once(inputs, with_attention=True)
+        pooled = gen_inputs["mm_encoder_outputs"]["image"].pooler_output
+        units = score_units(vlm, inputs, pooled, AttentionScorer(), vlm.last_unit_attention)
+        (mask,) = keep_mask(units, Budget(keep_ratio=0.25))
+        grid = math.isqrt(mask.numel())
+        kept = {(int(i) // grid, int(i) % grid) for i in mask.nonzero().flatten()}
+        half = grid // 2
+        assert kept == {(r, c) for r in range(row * half, (row + 1) * half)
+                        for c in range(col * half, (col + 1) * half)}  # exactly the white quarter
