@@ -503,6 +503,80 @@ def _page_json(page) -> dict:  # noqa: ANN001 - loupe.core.ocr.base.Page, import
                       for ln in page.lines]}
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--domain", help="The domain the adapter is for (recorded in its card).")
+@click.option("--base", "base_model", help="Base model: hub id, local folder, or a short name (smolvlm-256m...).")
+@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training JSONL: one conversation per line (images relative to the file).")
+@click.option("--eval", "eval_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out JSONL for loss, exact match and early stopping.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for the adapter.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--rank", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
+@click.option("--accumulate", default=4, show_default=True, type=click.IntRange(1, 1024),
+              help="Examples per optimizer step.")
+@click.option("--detail", type=click.Choice(["low", "standard", "high"]), default="low", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint under --out.")
+@click.pass_context
+def finetune(ctx: click.Context, domain: str | None, base_model: str | None, data_file: Path | None,
+             eval_file: Path | None, out_dir: Path | None, epochs: int, rank: int, learning_rate: float,
+             accumulate: int, detail: str, resume: bool) -> None:
+    """Train a LoRA adapter for a domain on the language model only (it also loads in vLLM)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [name for name, value in (("--domain", domain), ("--base", base_model), ("--data", data_file),
+                                        ("--out", out_dir)) if value is None]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)}")
+    from loupe.core.errors import InputRejected, LoupeError
+    from loupe.core.finetune.card import base_revision, write_card
+    from loupe.core.finetune.data import data_digest, read_examples
+    from loupe.core.finetune.train import TrainConfig, train
+    from loupe.core.vlm.hf import HFVLM
+
+    try:
+        examples = read_examples(data_file)
+        held_out = read_examples(eval_file) if eval_file else []
+        vlm = HFVLM.from_pretrained(base_model, engine="plain")  # LoRA wraps nn.Linear: no int8 engine
+    except (InputRejected, LoupeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    base_params = sum(p.numel() for p in vlm.model.parameters())
+    config = TrainConfig(rank=rank, alpha=2 * rank, learning_rate=learning_rate, epochs=epochs,
+                         accumulate=accumulate, detail=detail)
+    from tqdm import tqdm
+
+    with tqdm(desc="training", unit="step", disable=None) as bar:
+        def step(report: dict) -> None:
+            bar.total = report["total"]
+            bar.update(report["step"] - bar.n)
+            bar.set_postfix(loss=f"{report['loss']:.4f}")
+
+        state = train(vlm, examples, held_out, out_dir, config, resume=resume, progress=step)
+    trainable = sum(p.numel() for n, p in vlm.model.named_parameters() if "lora_" in n)
+    card = write_card(out_dir, domain=domain, base=vlm.model_id, revision=base_revision(vlm.model),
+                      data_digest=data_digest(data_file), examples=len(examples), eval_examples=len(held_out),
+                      config=config, state=state, trainable=trainable, base_params=base_params - trainable)
+    click.echo(json.dumps({"adapter": str(out_dir / "adapter"), "steps": card["steps"],
+                           "final_train_loss": card["final_train_loss"], "best_eval_loss": card["best_eval_loss"],
+                           "trainable_fraction": card["trainable_fraction"], "adapter_bytes": card["adapter_bytes"]}))
+
+
+@finetune.command("convert-csv")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def finetune_convert_csv(source: Path, out: Path) -> None:
+    """A CSV with columns image, question, answer into training JSONL."""
+    from loupe.core.errors import InputRejected
+    from loupe.core.finetune.data import csv_to_jsonl
+
+    try:
+        count = csv_to_jsonl(source, out)
+    except InputRejected as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"examples": count, "out": str(out)}))
+
+
 @cli.group()
 def pyramid() -> None:
     """Giant images: synthetic test scenes."""

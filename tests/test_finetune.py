@@ -1,0 +1,122 @@
+"""Fine-tuning a LoRA adapter: a real learning test on a tiny model, reload with identical logits, resume
+on the same loss curve, bad JSONL lines named, the CLI with its adapter card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from loupe.core.errors import InputRejected
+from loupe.core.finetune.data import csv_to_jsonl, read_examples
+from loupe.core.finetune.train import ADAPTER, TrainConfig, encode_example, evaluate, lm_target_modules, train
+from loupe.core.vlm.hf import HFVLM
+from loupe.core.vlm.tiny import make_tiny
+
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+         "lima", "mike", "november", "oscar", "papa"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    # init_std 0.2: at the default 0.02 a random tiny LM barely lets the prompt change its output
+    return make_tiny("smolvlm", tmp_path_factory.mktemp("ft-model"), init_std=0.2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ft-data")
+    lines = []
+    for i, word in enumerate(WORDS):
+        Image.new("RGB", (64, 64), (i * 15, 255 - i * 15, (i * 40) % 255)).save(root / f"item{i}.png")
+        lines.append(json.dumps({"images": [f"item{i}.png"], "messages": [
+            {"role": "user", "content": f"<image>Which code is item {i}?"},
+            {"role": "assistant", "content": word}]}))
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "train.jsonl"
+
+
+def _vlm(model: Path) -> HFVLM:
+    return HFVLM.from_pretrained(model, device="cpu", dtype="fp32", engine="plain")
+
+
+def test_lora_learns_the_answers_and_reloads_with_identical_logits(model, data, tmp_path):
+    examples = read_examples(data)
+    vlm = _vlm(model)
+    config = TrainConfig(learning_rate=3e-3, epochs=40, accumulate=4, eval_every=40, checkpoint_every=1000,
+                         patience=100)
+    items = [encode_example(vlm, e, config.detail) for e in examples]
+    base = evaluate(vlm, items, config)
+    assert base["exact_match"] <= 0.1  # the base model does not know them
+    state = train(vlm, examples, examples, tmp_path, config)
+    assert state.evals[-1]["exact_match"] >= 0.9 and state.losses[-1] < state.losses[0] / 10
+    # only the language model was adapted, and nothing else was saved beside the LoRA weights
+    trained = {n for n, p in vlm.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n and "vision" not in n and "connector" not in n for n in trained)
+    assert all(".text_model." in name for name in lm_target_modules(vlm.model, vlm.family))
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["modules_to_save"] is None
+    with torch.no_grad():
+        expected = vlm.model(**items[3].inputs).logits
+    fresh = _vlm(model)
+    fresh.load_adapter(tmp_path / "adapter", ADAPTER)
+    with torch.no_grad():
+        reloaded = fresh.model(**items[3].inputs).logits
+    assert torch.equal(expected, reloaded)
+
+
+def test_resume_continues_the_same_loss_curve(model, data, tmp_path):
+    examples = read_examples(data)[:8]
+    config = TrainConfig(learning_rate=1e-3, epochs=4, accumulate=2, checkpoint_every=5, eval_every=1000)
+    whole = train(_vlm(model), examples, [], tmp_path / "whole", config)
+    first = train(_vlm(model), examples, [], tmp_path / "cut", TrainConfig(**{**config.__dict__, "max_steps": 7}))
+    assert first.step == 7  # as if killed after step 7 (its checkpoint written)
+    resumed = train(_vlm(model), examples, [], tmp_path / "cut", config, resume=True)
+    assert resumed.step == whole.step == 16
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-5)
+
+
+def test_bad_lines_are_reported_with_their_numbers(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    lines = [
+        json.dumps({"images": ["ok.png"], "messages": [{"role": "user", "content": "<image>Q?"},
+                                                       {"role": "assistant", "content": "A."}]}),
+        "{not json",
+        json.dumps({"images": ["missing.png"], "messages": [{"role": "user", "content": "<image>Q?"},
+                                                            {"role": "assistant", "content": "A."}]}),
+        json.dumps({"messages": [{"role": "user", "content": "Q?"}]}),
+        json.dumps({"images": ["../../etc/passwd"], "messages": [{"role": "robot", "content": "hi"}]}),
+    ]
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputRejected) as refused:
+        read_examples(tmp_path / "bad.jsonl")
+    message = str(refused.value)
+    assert "line 2: not valid JSON" in message and "line 3, field 'images': 'missing.png' does not exist" in message
+    assert "line 4, field 'messages': no assistant answer" in message
+    assert "line 5, field 'images': '../../etc/passwd' is outside the data folder" in message
+    assert "line 5, field 'messages[0]'" in message and "line 1" not in message
+
+
+def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+
+    for i in range(4):
+        Image.new("RGB", (32, 32), (60 * i, 20, 20)).save(tmp_path / f"p{i}.png")
+    (tmp_path / "pairs.csv").write_text("image,question,answer\n" + "".join(
+        f"p{i}.png,What is item {i}?,{WORDS[i]}\n" for i in range(4)))
+    assert csv_to_jsonl(tmp_path / "pairs.csv", tmp_path / "train.jsonl") == 4
+    result = CliRunner().invoke(cli, ["finetune", "--domain", "general", "--base", str(model), "--data",
+                                      str(tmp_path / "train.jsonl"), "--eval", str(tmp_path / "train.jsonl"),
+                                      "--out", str(tmp_path / "adapter-v1"), "--epochs", "2", "--accumulate", "2"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "adapter-v1" / "adapter_card.json").read_text())
+    assert card["domain"] == "general" and card["data"]["examples"] == 4 and card["steps"] == 4
+    assert 0 < card["trainable_fraction"] < 1 and card["adapter_bytes"] > 0 and card["evaluations"] == []
+    assert len(card["data"]["sha256"]) == 64 and card["hyperparameters"]["rank"] == 16
+    bad = CliRunner().invoke(cli, ["finetune", "--domain", "general", "--base", str(model)])
+    assert bad.exit_code != 0 and "missing --data, --out" in bad.output
