@@ -562,6 +562,18 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
                            "trainable_fraction": card["trainable_fraction"], "adapter_bytes": card["adapter_bytes"]}))
 
 
+@finetune.command("export-reviews")
+@click.option("--domain", required=True, help="Domain whose reviewed answers to export.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Training JSONL; the images go to an images/ folder beside it, named by content hash.")
+@click.pass_obj
+def finetune_export_reviews(settings: Settings, domain: str, out: Path) -> None:
+    """Accepted and corrected answers of a domain as training data (audited as reviews.export)."""
+    from loupe.core.finetune.reviews import export_reviews
+
+    click.echo(json.dumps(export_reviews(_store(settings), domain, out)))
+
+
 @finetune.command("convert-csv")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -653,6 +665,18 @@ def bench_prune(workdir: Path, families: tuple[str, ...]) -> None:
     from .bench_prune import FAMILIES, run_prune_bench
 
     click.echo(json.dumps(run_prune_bench(workdir, families or FAMILIES), indent=2))
+
+
+@bench.command("finetune")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".loupe" / "bench" / "finetune", show_default=True,
+              help="Where the random-weight model is kept between runs.")
+def bench_finetune(workdir: Path) -> None:
+    """A LoRA training step against a full fine-tuning step (time, memory, parameters), as JSON."""
+    from .bench_finetune import run_finetune_bench
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    click.echo(json.dumps(run_finetune_bench(workdir), indent=2))
 
 
 @bench.command("ocr")

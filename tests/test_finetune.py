@@ -120,3 +120,45 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
     assert len(card["data"]["sha256"]) == 64 and card["hyperparameters"]["rank"] == 16
     bad = CliRunner().invoke(cli, ["finetune", "--domain", "general", "--base", str(model)])
     assert bad.exit_code != 0 and "missing --data, --out" in bad.output
+
+
+def test_export_reviews_keeps_accepted_and_corrected_answers_of_the_domain_only(tmp_path, tiny_model_dir):
+    import io
+
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+    from loupe.apps.service import LoupeService
+    from loupe.core.config import Settings
+    from loupe.core.vlm.base import GenerationOptions
+
+    home = tmp_path / "home"
+    service = LoupeService.open(Settings(home=home, database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    ana = service.store.add_user("ana", "ana-password-12", "user")
+    photo = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(photo, "PNG")
+    case_id = service.create_case(ana, "general", photo.getvalue(), "Jane Doe 1961 knee")  # PHI in the title
+    verdicts = {"Is it sharp?": ("accepted", None), "What is shown?": ("edited", "A grey noise pattern."),
+                "Any fracture?": ("rejected", None), "Unreviewed?": (None, None)}
+    answers = {}
+    for question, (verdict, edited) in verdicts.items():
+        final = list(service.ask(ana, case_id, question, GenerationOptions(max_new_tokens=3)))[-1]
+        answers[question] = final.text
+        if verdict:
+            service.store.review(ana, final.message_id, verdict, edited)
+    other = service.create_case(ana, "documents", photo.getvalue(), "a page")
+    final = list(service.ask(ana, other, "Read it.", GenerationOptions(max_new_tokens=3)))[-1]
+    service.store.review(ana, final.message_id, "accepted")
+    out = tmp_path / "export" / "train.jsonl"
+    result = CliRunner().invoke(cli, ["--home", str(home), "finetune", "export-reviews", "--domain", "general",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"domain": "general", "examples": 2, "cases": 1}
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    pairs = {row["messages"][0]["content"].replace("<image>", ""): row["messages"][1]["content"] for row in rows}
+    assert pairs == {"Is it sharp?": answers["Is it sharp?"], "What is shown?": "A grey noise pattern."}
+    assert "Doe" not in out.read_text() and all(len(Path(p).stem) == 64 for r in rows for p in r["images"])
+    assert len(read_examples(out)) == 2  # valid training data as written
+    events = [e for e in service.store.audit_events() if e.action == "reviews.export"]
+    assert events and events[-1].detail == {"domain": "general", "examples": 2, "cases": 1}
