@@ -2,7 +2,7 @@
 
 SmolVLM-256M size with random weights, fp32 on the CPU, the same examples (a 512-px image and a short
 answer, as ``loupe finetune`` encodes them), each configuration in its own process so peak RSS is its
-own: ``lora`` is what ``loupe finetune`` trains (LoRA rank 16 on the language model's projections);
+own: ``lora`` is what ``loupe finetune`` trains (LoRA rank 8 on the language model's projections);
 ``full`` makes every parameter trainable, with the same AdamW. A warm-up step, then the mean of the
 timed steps. Also: trainable parameters and the adapter's size on disk.
 """

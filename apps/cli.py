@@ -512,7 +512,7 @@ def _page_json(page) -> dict:  # noqa: ANN001 - loupe.core.ocr.base.Page, import
               help="Held-out JSONL for loss, exact match and early stopping.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for the adapter.")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--rank", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--rank", default=8, show_default=True, type=click.IntRange(1, 512))
 @click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
 @click.option("--accumulate", default=4, show_default=True, type=click.IntRange(1, 1024),
               help="Examples per optimizer step.")

@@ -117,7 +117,7 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
     card = json.loads((tmp_path / "adapter-v1" / "adapter_card.json").read_text())
     assert card["domain"] == "general" and card["data"]["examples"] == 4 and card["steps"] == 4
     assert 0 < card["trainable_fraction"] < 1 and card["adapter_bytes"] > 0 and card["evaluations"] == []
-    assert len(card["data"]["sha256"]) == 64 and card["hyperparameters"]["rank"] == 16
+    assert len(card["data"]["sha256"]) == 64 and card["hyperparameters"]["rank"] == 8
     bad = CliRunner().invoke(cli, ["finetune", "--domain", "general", "--base", str(model)])
     assert bad.exit_code != 0 and "missing --data, --out" in bad.output
 
