@@ -557,9 +557,55 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
     card = write_card(out_dir, domain=domain, base=vlm.model_id, revision=base_revision(vlm.model),
                       data_digest=data_digest(data_file), examples=len(examples), eval_examples=len(held_out),
                       config=config, state=state, trainable=trainable, base_params=base_params - trainable)
-    click.echo(json.dumps({"adapter": str(out_dir / "adapter"), "steps": card["steps"],
+    _store(ctx.obj).register_adapter(out_dir.name, domain, vlm.model_id, str((out_dir / "adapter").resolve()),
+                                     {k: card[k] for k in ("steps", "final_train_loss", "best_eval_loss",
+                                                           "trainable_fraction", "adapter_bytes")})
+    click.echo(json.dumps({"adapter": str(out_dir / "adapter"), "registered_as": out_dir.name, "steps": card["steps"],
                            "final_train_loss": card["final_train_loss"], "best_eval_loss": card["best_eval_loss"],
                            "trainable_fraction": card["trainable_fraction"], "adapter_bytes": card["adapter_bytes"]}))
+
+
+@cli.group()
+def adapters() -> None:
+    """Trained adapters: the registry, and which one each domain answers with."""
+
+
+@adapters.command("list")
+@click.pass_obj
+def adapters_list(settings: Settings) -> None:
+    """One JSON line per adapter: name, domain, base model, whether active, metrics, path."""
+    for adapter in _store(settings).adapters():
+        click.echo(json.dumps({"name": adapter.name, "domain": adapter.domain, "base_model": adapter.base_model,
+                               "active": adapter.active, "metrics": adapter.metrics, "path": adapter.path}))
+
+
+@adapters.command("activate")
+@click.argument("name")
+@click.option("--domain", required=True, help="The domain that should answer with it.")
+@click.pass_obj
+def adapters_activate(settings: Settings, name: str, domain: str) -> None:
+    """Make NAME the adapter DOMAIN answers with (audited)."""
+    from loupe.core.errors import LoupeError
+
+    try:
+        _store(settings).activate_adapter(name, domain)
+    except LoupeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"active": name, "domain": domain}))
+
+
+@adapters.command("remove")
+@click.argument("name")
+@click.pass_obj
+def adapters_remove(settings: Settings, name: str) -> None:
+    """Forget NAME (its files are left where they are; audited)."""
+    from loupe.core.errors import LoupeError
+
+    try:
+        _store(settings).remove_adapter(name)
+    except LoupeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"removed": name}))
 
 
 @finetune.command("export-reviews")

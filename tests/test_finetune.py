@@ -110,7 +110,8 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
     (tmp_path / "pairs.csv").write_text("image,question,answer\n" + "".join(
         f"p{i}.png,What is item {i}?,{WORDS[i]}\n" for i in range(4)))
     assert csv_to_jsonl(tmp_path / "pairs.csv", tmp_path / "train.jsonl") == 4
-    result = CliRunner().invoke(cli, ["finetune", "--domain", "general", "--base", str(model), "--data",
+    home = ["--home", str(tmp_path / "home")]
+    result = CliRunner().invoke(cli, [*home, "finetune", "--domain", "general", "--base", str(model), "--data",
                                       str(tmp_path / "train.jsonl"), "--eval", str(tmp_path / "train.jsonl"),
                                       "--out", str(tmp_path / "adapter-v1"), "--epochs", "2", "--accumulate", "2"])
     assert result.exit_code == 0, result.output
@@ -118,8 +119,20 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
     assert card["domain"] == "general" and card["data"]["examples"] == 4 and card["steps"] == 4
     assert 0 < card["trainable_fraction"] < 1 and card["adapter_bytes"] > 0 and card["evaluations"] == []
     assert len(card["data"]["sha256"]) == 64 and card["hyperparameters"]["rank"] == 8
-    bad = CliRunner().invoke(cli, ["finetune", "--domain", "general", "--base", str(model)])
+    bad = CliRunner().invoke(cli, [*home, "finetune", "--domain", "general", "--base", str(model)])
     assert bad.exit_code != 0 and "missing --data, --out" in bad.output
+    # the registry: listed, activated for its domain only, removed
+    runner = CliRunner()
+    (listed,) = [json.loads(line) for line in runner.invoke(cli, [*home, "adapters", "list"]).output.splitlines()]
+    assert listed["name"] == "adapter-v1" and listed["domain"] == "general" and listed["active"] is False
+    assert listed["metrics"]["steps"] == 4 and Path(listed["path"]).is_dir()
+    wrong = runner.invoke(cli, [*home, "adapters", "activate", "adapter-v1", "--domain", "medical"])
+    assert wrong.exit_code == 1 and "trained for general, not medical" in wrong.output
+    assert runner.invoke(cli, [*home, "adapters", "activate", "adapter-v1", "--domain", "general"]).exit_code == 0
+    assert json.loads(runner.invoke(cli, [*home, "adapters", "list"]).output)["active"] is True
+    assert runner.invoke(cli, [*home, "adapters", "remove", "adapter-v1"]).exit_code == 0
+    assert runner.invoke(cli, [*home, "adapters", "list"]).output == ""
+    assert (tmp_path / "adapter-v1" / "adapter").is_dir()  # the files stay
 
 
 def test_export_reviews_keeps_accepted_and_corrected_answers_of_the_domain_only(tmp_path, tiny_model_dir):

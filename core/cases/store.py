@@ -16,6 +16,7 @@ from ..plugins import IngestedAsset
 from ..vlm.base import RunRecord
 from .assets import AssetStore
 from .models import (
+    Adapter,
     Asset,
     AuditEvent,
     Case,
@@ -346,6 +347,45 @@ class CaseStore:
                              detail={"via": "cli", "source_digest": source_digest, "checker": checker,
                                      "new": len(new), "flagged": sum(bool(r["has_error"]) for r in new)}))
             return len(new)
+
+    # -- adapters (command line: the installation's operator) ---------------------------------------
+    def register_adapter(self, name: str, domain: str, base_model: str, path: str, metrics: dict) -> None:
+        """Record a trained adapter (again, for a resumed run: the entry is updated). Audited."""
+        with self.sessions.begin() as s:
+            adapter = s.scalar(select(Adapter).where(Adapter.name == name))
+            if adapter is not None and adapter.domain != domain:
+                raise LoupeError(f"An adapter named {name!r} already exists for {adapter.domain}; choose another name.")
+            if adapter is None:
+                adapter = Adapter(name=name, domain=domain, base_model=base_model, path=path, metrics=metrics)
+                s.add(adapter)
+            else:
+                adapter.base_model, adapter.path, adapter.metrics = base_model, path, metrics
+            s.add(AuditEvent(user_id=None, action="adapter.register", detail={"name": name, "domain": domain}))
+
+    def adapters(self) -> list[Adapter]:
+        with self.sessions() as s:
+            return list(s.scalars(select(Adapter).order_by(Adapter.domain, Adapter.name)))
+
+    def activate_adapter(self, name: str, domain: str) -> None:
+        """Make ``name`` the adapter its domain answers with (the domain's others are switched off)."""
+        with self.sessions.begin() as s:
+            adapter = s.scalar(select(Adapter).where(Adapter.name == name))
+            if adapter is None:
+                raise LoupeError(f"There is no adapter named {name!r} (see: loupe adapters list).")
+            if adapter.domain != domain:
+                raise LoupeError(f"{name!r} was trained for {adapter.domain}, not {domain}.")
+            for other in s.scalars(select(Adapter).where(Adapter.domain == domain)):
+                other.active = other.id == adapter.id
+            s.add(AuditEvent(user_id=None, action="adapter.activate", detail={"name": name, "domain": domain}))
+
+    def remove_adapter(self, name: str) -> None:
+        """Forget an adapter (its files stay where they are). Audited."""
+        with self.sessions.begin() as s:
+            adapter = s.scalar(select(Adapter).where(Adapter.name == name))
+            if adapter is None:
+                raise LoupeError(f"There is no adapter named {name!r}.")
+            s.delete(adapter)
+            s.add(AuditEvent(user_id=None, action="adapter.remove", detail={"name": name, "domain": adapter.domain}))
 
     def report_checks(self, source_digest: str) -> list[ReportCheck]:
         with self.sessions() as s:
