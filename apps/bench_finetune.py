@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .bench_process import in_own_process
+
 STEPS = 4
 
 
@@ -83,12 +85,7 @@ def run_finetune_bench(workdir: Path) -> dict:
         make_tiny("smolvlm", model, size="real")
     results = {}
     for mode in ("full", "lora"):
-        context = mp.get_context("spawn")
-        queue = context.Queue()
-        process = context.Process(target=_run, args=(model, mode, queue))
-        process.start()
-        results[mode] = queue.get()
-        process.join()
+        results[mode] = in_own_process(_run, model, mode)
     summary = {}
     full, lora = results["full"], results["lora"]
     if "error" not in full and "error" not in lora:

@@ -19,6 +19,8 @@ from typing import Any
 
 from PIL import Image
 
+from .bench_process import in_own_process
+
 FAMILIES = ("smolvlm", "qwen2vl", "llava-ov")
 KEEP = (1.0, 0.25, 0.10, 0.05)
 PHOTO = Path(__file__).parents[1] / "data" / "samples" / "rsicd_airport_17.jpg"
@@ -90,12 +92,7 @@ def run_prune_bench(workdir: Path, families: tuple[str, ...] = FAMILIES) -> dict
         model = workdir / f"{family}-real-random"
         if not (model / "config.json").exists():
             make_tiny(family, model, size="real")
-        context = mp.get_context("spawn")
-        queue = context.Queue()
-        process = context.Process(target=_family_run, args=(family, model, queue))
-        process.start()
-        results[family] = queue.get()
-        process.join()
+        results[family] = in_own_process(_family_run, family, model)
     summary = {}
     for family, result in results.items():
         rows = {row["keep"]: row for row in result.get("rows", [])}

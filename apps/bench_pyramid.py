@@ -33,6 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .bench_process import in_own_process
+
 QUESTION = "Is there a red square building in this scene? Where?"
 SECOND_QUESTION = "Describe the land cover around it."
 SAMPLE_TILES = 8
@@ -223,16 +225,6 @@ def _full_run(model: Path, cog: Path, small: Path, out: mp.Queue) -> None:
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def _in_process(target, *args: Any) -> dict:  # noqa: ANN001
-    context = mp.get_context("spawn")
-    out = context.Queue()
-    process = context.Process(target=target, args=(*args, out))
-    process.start()
-    result = out.get()
-    process.join()
-    return result
-
-
 def _planted_hit_rate(cog: Path, tile: int, placements: int = 50) -> dict:
     from loupe.core.pyramid.focus import FocusConfig, PlantedScorer, focus
     from loupe.core.pyramid.pyramid import Pyramid
@@ -273,11 +265,11 @@ def run_pyramid_bench(workdir: Path) -> dict:
     model = workdir / "smolvlm-256m-random"
     if not (model / "config.json").exists():
         make_tiny("smolvlm", model, size="real")
-    full = _in_process(_full_run, model, big, small)
-    thumbnail = _in_process(_thumbnail_run, model, big)
-    focus_27k = _in_process(_focus_run, model, big, None)
-    focus_4k = _in_process(_focus_run, model, medium, None)
-    budget_bound = _in_process(_focus_run, model, big, 0.0)
+    full = in_own_process(_full_run, model, big, small)
+    thumbnail = in_own_process(_thumbnail_run, model, big)
+    focus_27k = in_own_process(_focus_run, model, big, None)
+    focus_4k = in_own_process(_focus_run, model, medium, None)
+    budget_bound = in_own_process(_focus_run, model, big, 0.0)
     planted = _planted_hit_rate(big, 512)
     summary = {}
     if not any("error" in r for r in (full, focus_27k, focus_4k)):
