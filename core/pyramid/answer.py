@@ -20,7 +20,7 @@ from ..errors import ModelUnavailable
 from .attention import AttentionScorer, tile_side
 from .focus import FocusConfig, Selection, focus
 from .pyramid import Pyramid
-from .sources import Box, TileSource, open_source
+from .sources import Box, open_source
 
 OPEN_PYRAMIDS = 4  # file handles (and their tile caches) kept between questions
 
@@ -37,8 +37,7 @@ _open: OrderedDict[tuple[str, int], Pyramid] = OrderedDict()  # (path(s), tile s
 _open_lock = threading.Lock()
 
 
-def open_pyramid(path: Path | tuple[Path, ...], tile: int, max_pixels: int,
-                 opener: Callable[[Path, int], TileSource] | None = None) -> Pyramid:
+def open_pyramid(path: Path | tuple[Path, ...], tile: int, max_pixels: int) -> Pyramid:
     """A pyramid over ``path`` with ``tile``-px tiles, reused while it is among the last few opened."""
     key = (str(path), tile)  # a tuple of level paths is keyed by all of them
     with _open_lock:
@@ -46,7 +45,7 @@ def open_pyramid(path: Path | tuple[Path, ...], tile: int, max_pixels: int,
         if pyramid is not None:
             _open.move_to_end(key)
             return pyramid
-    pyramid = Pyramid((opener or open_source)(path, max_pixels), tile=tile)
+    pyramid = Pyramid(open_source(path, max_pixels), tile=tile)
     with _open_lock:
         _open[key] = pyramid
         while len(_open) > OPEN_PYRAMIDS:

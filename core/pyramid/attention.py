@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..memory import release_free_memory
 from ..vlm import worker
+from ..vlm.attention_rows import attention_rows
 from ..vlm.base import Message
 from ..vlm.families import language_model
 from .focus import TileView
@@ -41,14 +42,9 @@ def _capture_attention(module, query, key, value, attention_mask, scaling=None, 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if getattr(module, "layer_idx", None) == getattr(_armed, "layer", None):
-        # query [b, heads, q, d]; key [b, kv_heads, k, d] (grouped-query attention repeats kv heads)
-        groups = query.shape[1] // key.shape[1]
-        keys = key.repeat_interleave(groups, dim=1) if groups > 1 else key
         scale = scaling if scaling is not None else 1 / math.sqrt(query.shape[-1])
-        logits = (query[:, :, -1:].float() @ keys.float().transpose(-1, -2)) * scale  # [b, heads, 1, k]
-        if attention_mask is not None and attention_mask.dim() == 4:
-            logits = logits + attention_mask[:, :, -1:, :keys.shape[-2]].float()
-        _armed.row = logits.softmax(dim=-1).mean(dim=1)[0, 0]  # [k]: heads averaged
+        last = slice(query.shape[2] - 1, query.shape[2])
+        _armed.row = attention_rows(query, key, attention_mask, scale, last).mean(dim=1)[0, 0]  # [k], heads averaged
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
 
 

@@ -60,10 +60,6 @@ def check_dimensions(width: int, height: int) -> None:
                             "file is damaged or not what it says.")
 
 
-def clip_box(box: Box, width: int, height: int) -> Box:
-    x0, y0, x1, y1 = box
-    return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-
 
 @dataclass(frozen=True)
 class Stretch:

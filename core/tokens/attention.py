@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..vlm.attention_rows import attention_rows
+
 VISION_CAPTURE = "loupe_vision_capture"
 QUERY_CHUNK = 256  # queries per softmax block: bounds the memory of one layer's attention matrix
 _state = threading.local()
@@ -28,14 +30,9 @@ _state = threading.local()
 
 def _received(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
     """[batch, keys]: attention each key receives, averaged over heads and queries."""
-    groups = query.shape[1] // key.shape[1]
-    keys = (key.repeat_interleave(groups, dim=1) if groups > 1 else key).float()
-    total = torch.zeros(query.shape[0], keys.shape[-2], device=query.device)
+    total = torch.zeros(query.shape[0], key.shape[-2], device=query.device)
     for start in range(0, query.shape[2], QUERY_CHUNK):
-        logits = (query[:, :, start:start + QUERY_CHUNK].float() @ keys.transpose(-1, -2)) * scale
-        if mask is not None and mask.dim() == 4:
-            logits = logits + mask[:, :, start:start + QUERY_CHUNK, :keys.shape[-2]].float()
-        total += logits.softmax(dim=-1).sum(dim=(1, 2))
+        total += attention_rows(query, key, mask, scale, slice(start, start + QUERY_CHUNK)).sum(dim=(1, 2))
     return total / (query.shape[1] * query.shape[2])
 
 

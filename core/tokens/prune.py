@@ -102,13 +102,6 @@ def _cut_features(family: str, pooled: Any, masks: Sequence[torch.Tensor]) -> An
     return tuple(parts) if isinstance(pooled, tuple) else parts
 
 
-def unit_token_counts(family: str, pooled: Any, units: int) -> list[int]:
-    if family == "smolvlm":
-        (tokens,) = pooled
-        return [tokens.shape[0] // units] * units
-    return [part.shape[0] for part in pooled]
-
-
 def prune(model, family: str, inputs: dict[str, Any], image_token_id: int,  # noqa: ANN001
           masks: Sequence[torch.Tensor]) -> Pruned:
     """Apply per-unit keep ``masks`` to generation inputs that carry ``mm_encoder_outputs``."""

@@ -31,10 +31,10 @@ class Pruning:
 
 
 def pruning_setting(keep: float | int | None, policy: str = "attention") -> Pruning | None:
-    """From a setting: None or 1.0 = off; a share in (0, 1) or a token count per unit."""
-    if keep is None or keep == 1 or keep == 1.0:
+    """From a setting: None or 1 = off; a share in (0, 1), or a token count per unit (above 1)."""
+    if keep is None or keep == 1:
         return None
-    budget = Budget(keep_count=int(keep)) if isinstance(keep, int) or keep > 1 else Budget(keep_ratio=float(keep))
+    budget = Budget(keep_count=int(keep)) if keep > 1 else Budget(keep_ratio=float(keep))
     policies = {"attention": (AttentionScorer, 0.0), "diverse": (RedundancyScorer, 0.0),
                 "important+diverse": (AttentionScorer, 0.5)}
     if policy not in policies:

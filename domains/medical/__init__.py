@@ -21,7 +21,7 @@ from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualCon
 
 from .dicom_image import frame_values, read_dataset
 from .ingest import evenly_spaced, ingest_dicom, png_image
-from .slides import ingest_vendor_slide, is_vendor_slide
+from .slides import ingest_vendor_slide
 from .viewer import studies_html
 from .windowing import ct_channels
 
@@ -65,8 +65,9 @@ class MedicalDomain:
 
         if self._home is None:
             raise RuntimeError("the medical domain needs configure(settings) before ingest")
-        if is_vendor_slide(data):  # SVS, NDPI...: re-written without labels or metadata
-            return ingest_vendor_slide(data, limits, progress)
+        slide = ingest_vendor_slide(data, limits, progress)  # SVS, NDPI...: re-written without labels
+        if slide is not None:
+            return slide
         return ingest_dicom(data, limits, installation_secret(self._home, "deid"), progress, _text_finder())
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:

@@ -27,7 +27,7 @@ from loupe.core.images import pixels_only_png
 from loupe.core.plugins import IngestedAsset, UploadLimits
 from loupe.core.pyramid.dicom_wsi import WSI_SOP_CLASS, DicomSlideSource
 from loupe.core.pyramid.pyramid import BASE_SIDE
-from loupe.core.pyramid.sources import SlideSource, TileSource
+from loupe.core.pyramid.sources import SlideSource, TileSource, is_tiff
 
 from .deid.batch import encode
 from .deid.deidentify import Deidentifier, DeidOptions
@@ -96,12 +96,20 @@ def _tiles(source: TileSource, width: int, height: int, factor: float) -> Iterat
             yield tile
 
 
-def ingest_vendor_slide(data: bytes, limits: UploadLimits, progress: Progress | None = None) -> list[IngestedAsset]:
+def ingest_vendor_slide(data: bytes, limits: UploadLimits,
+                        progress: Progress | None = None) -> list[IngestedAsset] | None:
+    """The slide re-written without labels or metadata; None when the upload is no slide OpenSlide knows
+    by its vendor (a plain TIFF is not one)."""
+    if not is_tiff(data[:4]):
+        return None
+    import openslide
     import tifffile
 
     with tempfile.TemporaryDirectory(prefix="loupe-slide-") as folder:
         original = Path(folder) / "upload.svs"
         original.write_bytes(data)
+        if openslide.OpenSlide.detect_format(str(original)) in (None, "generic-tiff"):
+            return None
         source = SlideSource(original)  # reads only the tissue levels; label and macro are never opened
         try:
             mpp = source.microns_per_pixel
@@ -134,16 +142,3 @@ def ingest_vendor_slide(data: bytes, limits: UploadLimits, progress: Progress | 
                             "LOUPE_MAX_UPLOAD_BYTES.")
     return [IngestedAsset(stored, "image/tiff", source.width, source.height,
                           {"kind": "slide_level", "lazy": True, "level_of": 1, **meta}), view]
-
-
-def is_vendor_slide(data: bytes) -> bool:
-    """A TIFF-based slide OpenSlide recognises by its vendor (not a plain TIFF)."""
-    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return False
-    import openslide
-
-    with tempfile.NamedTemporaryFile(suffix=".svs") as handle:
-        handle.write(data)
-        handle.flush()
-        vendor = openslide.OpenSlide.detect_format(handle.name)
-    return vendor not in (None, "generic-tiff")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from loupe.core.errors import InputRejected
 
@@ -33,22 +34,22 @@ def _identifiers(ds: Dataset) -> list[str]:
     """Words and numbers from the header that identify someone, longest first (so a full name goes
     before its parts)."""
     found: set[str] = set()
-    for keyword in IDENTIFYING:
-        value = ds.get(keyword)
-        values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-        for item in values:
-            text = str(item or "").strip()
-            if not text:
-                continue
+
+    def add(value: object) -> None:  # the whole value and each part of a name
+        text = str(value or "").strip()
+        if text:
             found.add(text.replace("^", " ").strip())
             found.update(part for part in re.split(r"[\^ ,]+", text) if len(part) >= 2)
+
+    for keyword in IDENTIFYING:
+        value = ds.get(keyword)
+        for item in value if isinstance(value, (list, tuple, MultiValue)) else [value]:
+            add(item)
     stack = list(ds.get("ContentSequence", []))
     while stack and len(found) < 1000:  # names recorded inside the content (observers, physicians)
         item = stack.pop()
-        if item.get("ValueType") == "PNAME" and item.get("PersonName"):
-            text = str(item.PersonName)
-            found.add(text.replace("^", " ").strip())
-            found.update(part for part in re.split(r"[\^ ,]+", text) if len(part) >= 2)
+        if item.get("ValueType") == "PNAME":
+            add(item.get("PersonName"))
         stack.extend(item.get("ContentSequence", []))
     return sorted(found, key=len, reverse=True)
 
