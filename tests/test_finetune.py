@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from loupe.core.errors import InputRejected
+from loupe.core.errors import InputRejected, ModelUnavailable
 from loupe.core.finetune.data import csv_to_jsonl, read_examples
 from loupe.core.finetune.train import ADAPTER, TrainConfig, encode_example, evaluate, lm_target_modules, train
+from loupe.core.vlm.base import GenerationOptions, Message
 from loupe.core.vlm.hf import HFVLM
 from loupe.core.vlm.tiny import make_tiny
 
@@ -43,29 +44,70 @@ def _vlm(model: Path) -> HFVLM:
     return HFVLM.from_pretrained(model, device="cpu", dtype="fp32", engine="plain")
 
 
-def test_lora_learns_the_answers_and_reloads_with_identical_logits(model, data, tmp_path):
+@pytest.fixture(scope="module")
+def trained(model, data, tmp_path_factory) -> dict:
+    """The learning run, once per module: the base model's score, then LoRA on the 16 examples."""
+    out = tmp_path_factory.mktemp("ft-out")
     examples = read_examples(data)
     vlm = _vlm(model)
     config = TrainConfig(learning_rate=3e-3, epochs=40, accumulate=4, eval_every=40, checkpoint_every=1000,
                          patience=100)
     items = [encode_example(vlm, e, config.detail) for e in examples]
     base = evaluate(vlm, items, config)
-    assert base["exact_match"] <= 0.1  # the base model does not know them
-    state = train(vlm, examples, examples, tmp_path, config)
+    state = train(vlm, examples, examples, out, config)
+    return {"vlm": vlm, "out": out, "items": items, "base": base, "state": state, "config": config}
+
+
+def test_lora_learns_the_answers_and_reloads_with_identical_logits(model, trained):
+    vlm, items, state = trained["vlm"], trained["items"], trained["state"]
+    assert trained["base"]["exact_match"] <= 0.1  # the base model does not know them
     assert state.evals[-1]["exact_match"] >= 0.9 and state.losses[-1] < state.losses[0] / 10
     # only the language model was adapted, and nothing else was saved beside the LoRA weights
-    trained = {n for n, p in vlm.model.named_parameters() if p.requires_grad}
-    assert trained and all("lora_" in n and "vision" not in n and "connector" not in n for n in trained)
+    trained_params = {n for n, p in vlm.model.named_parameters() if p.requires_grad}
+    assert trained_params and all("lora_" in n and "vision" not in n and "connector" not in n
+                                  for n in trained_params)
     assert all(".text_model." in name for name in lm_target_modules(vlm.model, vlm.family))
-    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    adapter_config = json.loads((trained["out"] / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["modules_to_save"] is None
+    vlm.use_adapter(ADAPTER)
     with torch.no_grad():
         expected = vlm.model(**items[3].inputs).logits
     fresh = _vlm(model)
-    fresh.load_adapter(tmp_path / "adapter", ADAPTER)
+    fresh.load_adapter(trained["out"] / "adapter", "med-v1")
+    fresh.use_adapter("med-v1")
     with torch.no_grad():
         reloaded = fresh.model(**items[3].inputs).logits
     assert torch.equal(expected, reloaded)
+
+
+def test_the_int8_engine_answers_with_a_hot_swapped_adapter(model, trained):
+    """The app's default CPU engine carries the adapter (peft over the int8 layers); answers switch
+    between base and adapter per request without reloading, the vision cache stays valid across
+    the switch and a conversation cached under one adapter is not continued under another."""
+    vlm = HFVLM.from_pretrained(model, device="cpu", engine="int8")
+    vlm.load_adapter(trained["out"] / "adapter", "med-v1")
+    items = trained["items"]
+
+    def answers(adapter: str | None) -> list[str]:
+        return [vlm.chat(item.prompt, GenerationOptions(max_new_tokens=12, detail="low", adapter=adapter)).text.strip()
+                for item in items]
+
+    adapted = answers("med-v1")
+    base = answers(None)
+    hits = sum(a == item.answer for a, item in zip(adapted, items, strict=True))
+    assert hits / len(items) >= 0.9, adapted
+    assert sum(a == item.answer for a, item in zip(base, items, strict=True)) / len(items) <= 0.1
+    assert answers("med-v1") == adapted  # back and forth: the same weights each time
+    vlm.load_adapter(trained["out"] / "adapter", "med-v1")  # the same files: nothing is loaded again
+    assert vlm.adapters.names == ["med-v1"]
+    first = list(vlm.stream(items[0].prompt, GenerationOptions(max_new_tokens=4, detail="low", adapter="med-v1"),
+                            conversation="c"))[-1].run
+    follow = [*items[0].prompt, Message("assistant", "x"), Message("user", "And again?")]
+    other = list(vlm.stream(follow, GenerationOptions(max_new_tokens=4, detail="low"), conversation="c"))[-1].run
+    assert first.adapter == "med-v1" and other.adapter is None
+    assert other.extra["reused_tokens"] == 0 and other.extra["cached_features"] is True
+    with pytest.raises(ModelUnavailable, match="not loaded"):
+        vlm.chat(items[0].prompt, GenerationOptions(adapter="never-loaded"))
 
 
 def test_resume_continues_the_same_loss_curve(model, data, tmp_path):

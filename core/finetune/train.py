@@ -75,7 +75,8 @@ def add_lora(vlm, config: TrainConfig) -> int:  # noqa: ANN001 - an HFVLM on the
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=lm_target_modules(vlm.model, vlm.family), bias="none")
     vlm.model.add_adapter(lora, adapter_name=ADAPTER)
-    vlm.model.set_adapter(ADAPTER)
+    vlm.adapters.adopt(ADAPTER)
+    vlm.use_adapter(ADAPTER)
     for name, param in vlm.model.named_parameters():
         param.requires_grad = "lora_" in name
     return sum(p.numel() for p in vlm.model.parameters() if p.requires_grad)
@@ -109,17 +110,36 @@ def _loss(vlm, item: Encoded) -> torch.Tensor:  # noqa: ANN001
         return vlm.model(**item.inputs, labels=item.labels).loss
 
 
-def evaluate(vlm, items: Sequence[Encoded], config: TrainConfig) -> dict:  # noqa: ANN001
+def evaluate(vlm, items: Sequence[Encoded], config: TrainConfig, adapter: str | None = None,  # noqa: ANN001
+             progress: Callable[[int, int], None] | None = None) -> dict:
+    """Mean loss over ``items`` and exact match of greedy answers to the short ones, with ``adapter``
+    (None: the base weights). ``progress(done, total)`` is told after each example."""
+    training = vlm.model.training
     vlm.model.eval()
+    vlm.use_adapter(adapter)
+    total = len(items) + sum(len(item.answer.split()) <= config.short_answer_words for item in items)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     with torch.no_grad():
-        loss = sum(float(_loss(vlm, item)) for item in items) / max(1, len(items))
+        losses = []
+        for item in items:
+            losses.append(float(_loss(vlm, item)))
+            tick()
+    loss = sum(losses) / max(1, len(items))
     short = [item for item in items if len(item.answer.split()) <= config.short_answer_words]
     matched = 0
     for item in short:
         options = GenerationOptions(max_new_tokens=len(vlm.processor.tokenizer(item.answer)["input_ids"]) + 4,
-                                    detail=config.detail)
+                                    detail=config.detail, adapter=adapter)
         matched += vlm.chat(item.prompt, options).text.strip() == item.answer.strip()
-    vlm.model.train()
+        tick()
+    vlm.model.train(training)
     return {"eval_loss": round(loss, 4), "exact_match": round(matched / len(short), 4) if short else None,
             "short_answers": len(short)}
 
@@ -188,7 +208,7 @@ def train(vlm, examples: Sequence[Example], eval_examples: Sequence[Example], ou
             state.epoch += 1
         stop = False
         if held_out and state.step % config.eval_every == 0:
-            result = {"step": state.step, **evaluate(vlm, held_out, config)}
+            result = {"step": state.step, **evaluate(vlm, held_out, config, ADAPTER)}
             state.evals.append(result)
             if state.best_eval_loss is None or result["eval_loss"] < state.best_eval_loss:
                 state.best_eval_loss, state.evals_without_gain = result["eval_loss"], 0

@@ -34,6 +34,8 @@ class GenerationOptions:
     # Share of each tile's visual tokens kept after the encoder (core/tokens): 1.0 keeps all; None: the
     # model's own default (HFVLM.pruning).
     visual_keep: float | None = None
+    # The LoRA adapter to answer with, by the name it was loaded under (HFVLM.load_adapter); None: base weights.
+    adapter: str | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ..tokens.attention import received_attention, token_scores
 from ..tokens.prune import full_positions
 from ..tokens.pruning import Pruning, pruning_setting
 from . import worker
+from .adapters import Adapters
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
 from .engines import EngineChoice, cache_bucket, choose_engine, rewind
@@ -79,7 +80,6 @@ class HFVLM:
         self.family = family
         self.placement = placement
         self.engine = engine
-        self.adapter: str | None = None
         self.conversations = ConversationCaches(kv_cache_mb * 2**20)
         self.features = FeatureCache(feature_cache_mb * 2**20, feature_cache_dir, feature_disk_mb * 2**20,
                                      placement.device)
@@ -88,6 +88,7 @@ class HFVLM:
             f"{model_id}|{engine.name}", vision_encoder(model, family), placement.dtype)
         if engine.name == "int8":
             quantize_linears(model)
+        self.adapters = Adapters(model, int8=engine.name == "int8")
         self._lock = threading.Lock()
         self.queries: OCRQueryEncoder | None = None  # reads Message.layout into K prompt tokens when attached
         self._injector: QueryInjector | None = None
@@ -137,23 +138,15 @@ class HFVLM:
         release_free_memory()  # the loader's and the quantiser's temporary copies
         return vlm
 
-    # -- adapters (peft) ------------------------------------------------------------------------
+    # -- adapters (peft, adapters.py) -----------------------------------------------------------
     def load_adapter(self, path: str | Path, name: str) -> None:
-        if self.engine.name == "int8":  # peft wraps nn.Linear; the int8 engine has swapped them out
-            raise ModelUnavailable("LoRA adapters need the plain or static engine (LOUPE_ENGINE=plain)")
-        worker.call(self.model.load_adapter, str(path), adapter_name=name)
-        self.use_adapter(name)
+        """Load a LoRA adapter folder as ``name`` (again only if its files changed); answers use it when
+        their ``GenerationOptions.adapter`` names it."""
+        worker.call(self.adapters.load, name, path)
 
     def use_adapter(self, name: str | None) -> None:
-        """Switch to a loaded LoRA adapter, or to the base weights with ``None`` (cached conversations
-        stay keyed by adapter, so none is continued with other weights)."""
-        if name is None:
-            if self.adapter is not None:
-                self.model.disable_adapters()
-        else:
-            self.model.set_adapter(name)
-            self.model.enable_adapters()
-        self.adapter = name
+        """Run direct forward passes (training, evaluation) with adapter ``name``; None: base weights."""
+        worker.call(self.adapters.use, name)
 
     # -- OCR query tokens (core/ocr/queries.py) -------------------------------------------------
     def attach_queries(self, module: OCRQueryEncoder | None) -> None:
@@ -240,7 +233,7 @@ class HFVLM:
             ttft = (streamer.first_token_at or end) - start
             decode_time = end - (streamer.first_token_at or end)
             yield StreamChunk("", RunRecord(
-                model_id=self.model_id, adapter=self.adapter, device=self.placement.device,
+                model_id=self.model_id, adapter=opts.adapter, device=self.placement.device,
                 dtype=self.placement.dtype_name, prompt_tokens=done.pop("prompt_tokens"),
                 visual_tokens=done.pop("visual_tokens"), output_tokens=streamer.generated,
                 time_to_first_token_s=round(ttft, 4), total_time_s=round(end - start, 4),
@@ -251,12 +244,13 @@ class HFVLM:
                 streamer: _TimedStreamer) -> dict:
         """On the torch thread: prepare, reuse or encode, generate into ``streamer``; what the record needs."""
         try:
+            adapter_slot = self.adapters.use(opts.adapter)
             inputs = self.prepare(messages, opts.detail)
             ids = inputs["input_ids"]
             facts = {"prompt_tokens": int(ids.shape[-1]), **geometry(self.family.name, inputs),
                      "visual_tokens": int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0}
             images = [img for msg in messages for img in msg.images]
-            key = f"{self.model_id}|{self.adapter}|{opts.detail}|{images_digest(images)}"
+            key = f"{self.model_id}|{adapter_slot}|{opts.detail}|{images_digest(images)}"
             queried = self._queried(messages)
             if queried:
                 assert self._injector is not None

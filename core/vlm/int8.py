@@ -51,6 +51,11 @@ class Int8Linear(nn.Module):
             out.add_(self.bias)
         return out.view(*shape[:-1], self.out_features).to(dtype)
 
+    @property
+    def qweight(self) -> torch.Tensor:
+        """The int8 weight under the name peft reads a quantised layer's device and dtype from."""
+        return self.weight_t
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
