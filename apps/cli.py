@@ -19,10 +19,10 @@ import click
 from loupe.core.config import Settings
 from loupe.core.errors import LoupeError
 
+from .cli_common import open_store
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-    from loupe.core.cases.store import CaseStore
 
 ROLE_CHOICE = click.Choice(["user", "reviewer", "admin"])  # = loupe.core.cases.store.ROLES (tested)
 
@@ -82,16 +82,6 @@ def _service(settings: Settings):  # noqa: ANN202
     return LoupeService.open(settings)
 
 
-def _store(settings: Settings) -> CaseStore:
-    """The case store alone: user commands need no model slot, domains or web stack."""
-    from loupe.core.cases.assets import AssetStore
-    from loupe.core.cases.db import open_database
-    from loupe.core.cases.store import CaseStore
-
-    settings.ensure_dirs()
-    return CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
-
-
 # -- serve --------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -142,7 +132,7 @@ _new_password = click.password_option(envvar="LOUPE_NEW_PASSWORD",
 @click.pass_obj
 def users_add(settings: Settings, name: str, role: str, password: str) -> None:
     """Add a user NAME."""
-    _store(settings).add_user(name, password, role)
+    open_store(settings).add_user(name, password, role)
     click.echo(f"user {name!r} added with role {role}")
 
 
@@ -150,7 +140,7 @@ def users_add(settings: Settings, name: str, role: str, password: str) -> None:
 @click.pass_obj
 def users_list(settings: Settings) -> None:
     """List users."""
-    for user in _store(settings).list_users():
+    for user in open_store(settings).list_users():
         click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'disabled'}")
 
 
@@ -162,7 +152,7 @@ def users_passwd(settings: Settings, name: str, password: str) -> None:
     """Set a new password for NAME."""
     from .firstrun import ADMIN, forget_initial_password
 
-    _store(settings).set_password(None, name, password)
+    open_store(settings).set_password(None, name, password)
     if name == ADMIN:
         forget_initial_password(settings.initial_password_file)
     click.echo(f"password of {name!r} changed")
@@ -173,7 +163,7 @@ def users_passwd(settings: Settings, name: str, password: str) -> None:
 @click.pass_obj
 def users_disable(settings: Settings, name: str) -> None:
     """Stop NAME from logging in (cases and audit trail are kept)."""
-    _store(settings).set_active(None, name, False)
+    open_store(settings).set_active(None, name, False)
     click.echo(f"user {name!r} disabled")
 
 
@@ -182,7 +172,7 @@ def users_disable(settings: Settings, name: str) -> None:
 @click.pass_obj
 def users_enable(settings: Settings, name: str) -> None:
     """Let a disabled user NAME log in again."""
-    _store(settings).set_active(None, name, True)
+    open_store(settings).set_active(None, name, True)
     click.echo(f"user {name!r} enabled")
 
 
@@ -192,7 +182,7 @@ def users_enable(settings: Settings, name: str) -> None:
 @click.pass_obj
 def users_role(settings: Settings, name: str, role: str) -> None:
     """Give NAME the role ROLE."""
-    _store(settings).set_role(None, name, role)
+    open_store(settings).set_role(None, name, role)
     click.echo(f"user {name!r} now has role {role}")
 
 
@@ -433,7 +423,7 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, eng
     from loupe.domains.medical.reports.batch import load_jsonl
 
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    stored = _store(settings).store_report_checks(digest, checker, list(load_jsonl(out)))
+    stored = open_store(settings).store_report_checks(digest, checker, list(load_jsonl(out)))
     click.echo(json.dumps({"checked": run.checked, "already_done": run.skipped, "flagged": run.flagged,
                            "unreadable": len(run.problems), "stored_in_database": stored}))
 
@@ -501,138 +491,6 @@ def _page_json(page) -> dict:  # noqa: ANN001 - loupe.core.ocr.base.Page, import
             "source": page.source, "engine": page.engine,
             "lines": [{"text": ln.text, "box": [round(v, 1) for v in ln.box], "confidence": round(ln.confidence, 4)}
                       for ln in page.lines]}
-
-
-@cli.group(invoke_without_command=True)
-@click.option("--domain", help="The domain the adapter is for (recorded in its card).")
-@click.option("--base", "base_model", help="Base model: hub id, local folder, or a short name (smolvlm-256m...).")
-@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Training JSONL: one conversation per line (images relative to the file).")
-@click.option("--eval", "eval_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Held-out JSONL for loss, exact match and early stopping.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for the adapter.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--rank", default=8, show_default=True, type=click.IntRange(1, 512))
-@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
-@click.option("--accumulate", default=4, show_default=True, type=click.IntRange(1, 1024),
-              help="Examples per optimizer step.")
-@click.option("--detail", type=click.Choice(["low", "standard", "high"]), default="low", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint under --out.")
-@click.pass_context
-def finetune(ctx: click.Context, domain: str | None, base_model: str | None, data_file: Path | None,
-             eval_file: Path | None, out_dir: Path | None, epochs: int, rank: int, learning_rate: float,
-             accumulate: int, detail: str, resume: bool) -> None:
-    """Train a LoRA adapter for a domain on the language model only (it also loads in vLLM)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    missing = [name for name, value in (("--domain", domain), ("--base", base_model), ("--data", data_file),
-                                        ("--out", out_dir)) if value is None]
-    if missing:
-        raise click.UsageError(f"missing {', '.join(missing)}")
-    from loupe.core.errors import InputRejected, LoupeError
-    from loupe.core.finetune.card import base_revision, write_card
-    from loupe.core.finetune.data import data_digest, read_examples
-    from loupe.core.finetune.train import TrainConfig, train
-    from loupe.core.vlm.hf import HFVLM
-
-    try:
-        examples = read_examples(data_file)
-        held_out = read_examples(eval_file) if eval_file else []
-        vlm = HFVLM.from_pretrained(base_model, engine="plain")  # LoRA wraps nn.Linear: no int8 engine
-    except (InputRejected, LoupeError) as exc:
-        raise click.ClickException(str(exc)) from None
-    base_params = sum(p.numel() for p in vlm.model.parameters())
-    config = TrainConfig(rank=rank, alpha=2 * rank, learning_rate=learning_rate, epochs=epochs,
-                         accumulate=accumulate, detail=detail)
-    from tqdm import tqdm
-
-    with tqdm(desc="training", unit="step", disable=None) as bar:
-        def step(report: dict) -> None:
-            bar.total = report["total"]
-            bar.update(report["step"] - bar.n)
-            bar.set_postfix(loss=f"{report['loss']:.4f}")
-
-        state = train(vlm, examples, held_out, out_dir, config, resume=resume, progress=step)
-    trainable = sum(p.numel() for n, p in vlm.model.named_parameters() if "lora_" in n)
-    card = write_card(out_dir, domain=domain, base=vlm.model_id, revision=base_revision(vlm.model),
-                      data_digest=data_digest(data_file), examples=len(examples), eval_examples=len(held_out),
-                      config=config, state=state, trainable=trainable, base_params=base_params - trainable)
-    _store(ctx.obj).register_adapter(out_dir.name, domain, vlm.model_id, str((out_dir / "adapter").resolve()),
-                                     {k: card[k] for k in ("steps", "final_train_loss", "best_eval_loss",
-                                                           "trainable_fraction", "adapter_bytes")})
-    click.echo(json.dumps({"adapter": str(out_dir / "adapter"), "registered_as": out_dir.name, "steps": card["steps"],
-                           "final_train_loss": card["final_train_loss"], "best_eval_loss": card["best_eval_loss"],
-                           "trainable_fraction": card["trainable_fraction"], "adapter_bytes": card["adapter_bytes"]}))
-
-
-@cli.group()
-def adapters() -> None:
-    """Trained adapters: the registry, and which one each domain answers with."""
-
-
-@adapters.command("list")
-@click.pass_obj
-def adapters_list(settings: Settings) -> None:
-    """One JSON line per adapter: name, domain, base model, whether active, metrics, path."""
-    for adapter in _store(settings).adapters():
-        click.echo(json.dumps({"name": adapter.name, "domain": adapter.domain, "base_model": adapter.base_model,
-                               "active": adapter.active, "metrics": adapter.metrics, "path": adapter.path}))
-
-
-@adapters.command("activate")
-@click.argument("name")
-@click.option("--domain", required=True, help="The domain that should answer with it.")
-@click.pass_obj
-def adapters_activate(settings: Settings, name: str, domain: str) -> None:
-    """Make NAME the adapter DOMAIN answers with (audited)."""
-    from loupe.core.errors import LoupeError
-
-    try:
-        _store(settings).activate_adapter(name, domain)
-    except LoupeError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"active": name, "domain": domain}))
-
-
-@adapters.command("remove")
-@click.argument("name")
-@click.pass_obj
-def adapters_remove(settings: Settings, name: str) -> None:
-    """Forget NAME (its files are left where they are; audited)."""
-    from loupe.core.errors import LoupeError
-
-    try:
-        _store(settings).remove_adapter(name)
-    except LoupeError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"removed": name}))
-
-
-@finetune.command("export-reviews")
-@click.option("--domain", required=True, help="Domain whose reviewed answers to export.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Training JSONL; the images go to an images/ folder beside it, named by content hash.")
-@click.pass_obj
-def finetune_export_reviews(settings: Settings, domain: str, out: Path) -> None:
-    """Accepted and corrected answers of a domain as training data (audited as reviews.export)."""
-    from loupe.core.finetune.reviews import export_reviews
-
-    click.echo(json.dumps(export_reviews(_store(settings), domain, out)))
-
-
-@finetune.command("convert-csv")
-@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def finetune_convert_csv(source: Path, out: Path) -> None:
-    """A CSV with columns image, question, answer into training JSONL."""
-    from loupe.core.errors import InputRejected
-    from loupe.core.finetune.data import csv_to_jsonl
-
-    try:
-        count = csv_to_jsonl(source, out)
-    except InputRejected as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"examples": count, "out": str(out)}))
 
 
 @cli.group()
@@ -781,9 +639,16 @@ def bench_layout(folder: Path, as_table: bool) -> None:
     click.echo(table(report) if as_table else json.dumps(report, indent=2, ensure_ascii=False))
 
 
+from .cli_finetune import adapters, evaluate_adapter, finetune  # noqa: E402 - they use this module's helpers
+
+for _command in (finetune, adapters, evaluate_adapter):
+    cli.add_command(_command)
+
+
 def main() -> None:
     cli(prog_name="loupe")
 
 
 if __name__ == "__main__":
     main()
+

@@ -6,7 +6,7 @@ It joins the core pieces (store, domains, model slot); the Gradio layer only dra
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loupe.core.cases.assets import AssetStore
 from loupe.core.cases.db import open_database
@@ -15,8 +15,9 @@ from loupe.core.cases.store import CaseStore
 from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
 from loupe.core.plugins import Domain, IngestedAsset, UploadLimits, VisualContext, discover
-from loupe.core.vlm.base import GenerationOptions, Message, RunRecord
+from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
+from loupe.core.vlm.registry import resolve
 from loupe.core.vlm.slot import ModelSlot
 
 
@@ -145,6 +146,23 @@ class LoupeService:
             out.append(IngestedAsset(data, a.media_type, a.width, a.height, a.meta, path))
         return out
 
+    def answering_adapter(self, vlm: VLM, domain: str) -> str | None:
+        """The adapter ``domain`` answers with, loaded into ``vlm`` beside the base weights (once per
+        version of its files); None: the base model. Set with ``loupe adapters activate`` or on the
+        Admin tab; read at every question, so a switch applies to the next answer."""
+        record = self.store.active_adapter(domain)
+        if record is None:
+            return None
+        load = getattr(vlm, "load_adapter", None)
+        if load is None:
+            raise ModelUnavailable(f"The {domain} adapter {record.name!r} needs a transformers model loaded in Loupe.")
+        if resolve(record.base_model) != vlm.model_id:
+            raise ModelUnavailable(
+                f"The {domain} adapter {record.name!r} was trained on {record.base_model}, but the app runs "
+                f"{vlm.model_id}. An administrator can switch the adapter off on the Admin tab.")
+        load(record.path, record.name)
+        return record.name
+
     def ask(self, user: User, case_id: int, question: str,
             options: GenerationOptions | None = None) -> Iterator[AnswerProgress]:
         question = question.strip()
@@ -156,13 +174,14 @@ class LoupeService:
         if case.archived_at is not None:
             raise LoupeError("This case is archived: restore it to ask new questions.")
         domain = self.domain(case.domain)
-        options = options or GenerationOptions(detail=domain.default_detail)
+        options = replace(options or GenerationOptions(detail=domain.default_detail),
+                          adapter=self.answering_adapter(vlm, domain.name))
         assets = self._assets(case)
         context = domain.context(assets, question)
         if context.pyramid is not None:  # a giant image: the question steers which tiles the model reads
             from loupe.core.pyramid.answer import focused_images
 
-            images, placed, record = focused_images(vlm, context.pyramid, question)
+            images, placed, record = focused_images(vlm, context.pyramid, question, options.adapter)
             context.images = images
             context.extra_text = f"{context.extra_text}\n{placed}".strip()
             context.meta.update(record)

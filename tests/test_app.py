@@ -202,3 +202,40 @@ def test_model_runs_are_counted_once_per_answer(served):
         runs = s.scalar(select(func.count()).select_from(ModelRun))
         answers = s.scalar(select(func.count()).select_from(ChatMessage).where(ChatMessage.role == "assistant"))
     assert runs == answers > 0
+
+
+def test_admin_lists_adapters_with_their_cards_and_switches_a_domain(served, tmp_path):
+    """The Admin tab's adapter panel: the registry with metrics, the card, the switch (admins only, audited)."""
+    import json
+
+    store = served.service.store
+    folder = tmp_path / "codes-v1"
+    (folder / "adapter").mkdir(parents=True)
+    card = {"domain": "general", "base_model": "HuggingFaceTB/SmolVLM-256M-Instruct", "steps": 40,
+            "evaluations": [{"step": 40, "eval_loss": 0.01, "exact_match": 0.9375}]}
+    (folder / "adapter_card.json").write_text(json.dumps(card))
+    store.register_adapter("codes-v1", "general", card["base_model"], str(folder / "adapter"),
+                           {"steps": 40, "final_train_loss": 0.02, "best_eval_loss": 0.01,
+                            "trainable_fraction": 0.0108, "adapter_bytes": 3 * 2**20})
+    alice, root = served.client("alice"), served.client("root")
+    try:
+        assert alice.predict(api_name="/admin_adapters")[0]["data"] == []
+        assert alice.predict("codes-v1", "general", api_name="/admin_adapter_use")[0].startswith("⚠️ Only admin")
+        assert alice.predict("codes-v1", api_name="/admin_adapter_card") == ""
+        assert store.active_adapter("general") is None
+        (row,) = root.predict(api_name="/admin_adapters")[0]["data"]
+        assert row[:3] == ["codes-v1", "general", ""] and row[3] == "SmolVLM-256M-Instruct"
+        assert row[7:] == ["94%", "1.08%", "3.0 MB"]
+        assert json.loads(root.predict("codes-v1", api_name="/admin_adapter_card"))["steps"] == 40
+        status, table, _ = root.predict("codes-v1", None, api_name="/admin_adapter_use")
+        assert status == "general now answers with codes-v1." and table["data"][0][2] == "✅"
+        assert store.active_adapter("general").name == "codes-v1"
+        status, table, _ = root.predict(None, "general", api_name="/admin_adapter_base")
+        assert status == "general now answers with the base model." and table["data"][0][2] == ""
+        assert store.active_adapter("general") is None
+        events = [e for e in store.audit_events() if e.action in ("adapter.activate", "admin.denied")]
+        assert [e.detail.get("name", e.detail.get("action")) for e in events[-5:]] == [
+            "adapter.list", "adapter.activate", "adapter.card", "codes-v1", None]  # alice refused, then root
+    finally:
+        store.activate_adapter(None, "general")
+        store.remove_adapter("codes-v1")

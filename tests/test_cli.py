@@ -8,7 +8,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from loupe.apps.cli import _store, cli
+from loupe.apps.cli import cli
+from loupe.apps.cli_common import open_store
 from loupe.apps.firstrun import ensure_admin
 from loupe.core.cases.db import head_revision
 from loupe.core.config import Settings
@@ -39,7 +40,7 @@ def test_users_add_and_list(run):
 
 
 def _user_events(home) -> list[tuple[int | None, str, dict]]:
-    store = _store(Settings(home=home, database_url=None))
+    store = open_store(Settings(home=home, database_url=None))
     return [(e.user_id, e.action, e.detail) for e in store.audit_events() if e.action.startswith("user.")]
 
 
@@ -56,7 +57,7 @@ def test_users_passwd_disable_enable_role(run, tmp_path):
     assert run("users", "enable", "carol").output == "user 'carol' enabled\n"
     assert run("users", "role", "carol", "reviewer").output == "user 'carol' now has role reviewer\n"
     assert run("users", "role", "carol", "root").exit_code == 2
-    store = _store(Settings(home=tmp_path / "home", database_url=None))
+    store = open_store(Settings(home=tmp_path / "home", database_url=None))
     assert store.authenticate("carol", "carol-new-pass").role == "reviewer"
     cli_ = {"via": "cli"}
     assert _user_events(tmp_path / "home")[2:] == [
@@ -80,7 +81,7 @@ def test_users_commands_refuse_with_one_error_line(run):
 
 def test_users_passwd_admin_removes_the_first_start_password_file(run, tmp_path):
     settings = Settings(home=tmp_path / "home", database_url=None)
-    ensure_admin(_store(settings), settings.initial_password_file, interactive=False)
+    ensure_admin(open_store(settings), settings.initial_password_file, interactive=False)
     assert stat.S_IMODE(settings.initial_password_file.stat().st_mode) == 0o600
     assert run("users", "passwd", "admin", LOUPE_NEW_PASSWORD="admin-chosen").exit_code == 0
     assert not settings.initial_password_file.exists()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from loupe.core.errors import InputRejected, ModelUnavailable
+from loupe.core.errors import AccessDenied, InputRejected, ModelUnavailable
 from loupe.core.finetune.data import csv_to_jsonl, read_examples
 from loupe.core.finetune.train import ADAPTER, TrainConfig, encode_example, evaluate, lm_target_modules, train
 from loupe.core.vlm.base import GenerationOptions, Message
@@ -217,3 +217,75 @@ def test_export_reviews_keeps_accepted_and_corrected_answers_of_the_domain_only(
     assert len(read_examples(out)) == 2  # valid training data as written
     events = [e for e in service.store.audit_events() if e.action == "reviews.export"]
     assert events and events[-1].detail == {"domain": "general", "examples": 2, "cases": 1}
+
+
+def test_the_app_answers_with_the_domains_active_adapter(model, trained, tmp_path):
+    """loupe adapters activate -> the next question of the domain goes through the adapter, on the same
+    loaded model; the run record and the footnote name it; the base model is back after deactivation."""
+    import io
+
+    from loupe.apps.service import LoupeService
+    from loupe.apps.web.render import run_footnote
+    from loupe.core.config import Settings
+
+    service = LoupeService.open(Settings(home=tmp_path / "home", database_url=None, model="unused"))
+    service.slot.load(model)  # the app's own engine for this machine
+    vlm = service.slot.get()
+    store = service.store
+    ana = store.add_user("ana", "ana-password-12", "user")
+    root = store.add_user("root", "root-password-12", "admin")
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 64), (3 * 15, 255 - 3 * 15, 120)).save(photo, "PNG")  # item 3's image
+    case_id = service.create_case(ana, "general", photo.getvalue(), "")
+    store.register_adapter("codes-v1", "general", vlm.model_id, str(trained["out"] / "adapter"), {"steps": 1})
+    options = GenerationOptions(max_new_tokens=6)
+
+    def ask(question: str):
+        return list(service.ask(ana, case_id, question, options))[-1]
+
+    base = ask("Which code is item 3?")
+    store.activate_adapter("codes-v1", "general", actor=root)
+    adapted = ask("Which code is item 3?")
+    again = ask("And once more?")
+    assert service.slot.get() is vlm  # switched beside the loaded base, never reloaded
+    assert base.run.adapter is None and adapted.run.adapter == again.run.adapter == "codes-v1"
+    assert adapted.text != base.text
+    assert adapted.run.extra["cached_features"] is True  # the vision cache is valid under any adapter
+    assert adapted.run.extra["reused_tokens"] == 0 < again.run.extra["reused_tokens"]  # not the base's cache
+    stored = store.open_case(ana, case_id).messages
+    assert [m.model_run.adapter for m in stored if m.model_run] == [None, "codes-v1", "codes-v1"]
+    assert "+ adapter codes-v1" in run_footnote(stored[3].model_run)
+    activation = [e for e in store.audit_events() if e.action == "adapter.activate"][-1]
+    assert activation.user_id == root.id and activation.detail == {"name": "codes-v1", "domain": "general"}
+    with pytest.raises(AccessDenied):
+        store.activate_adapter(None, "general", actor=ana)
+    store.activate_adapter(None, "general", actor=root)
+    assert ask("Which code is item 3?").run.adapter is None
+    # an adapter trained on another base is refused with the reason, before anything is stored
+    store.register_adapter("elsewhere", "general", "HuggingFaceTB/SmolVLM-256M-Instruct",
+                           str(trained["out"] / "adapter"), {})
+    store.activate_adapter("elsewhere", "general")
+    with pytest.raises(ModelUnavailable, match="was trained on HuggingFaceTB/SmolVLM-256M-Instruct"):
+        ask("Which code is item 3?")
+    assert len(store.open_case(ana, case_id).messages) == 8
+
+
+def test_loupe_eval_prints_base_and_adapter_side_by_side(model, data, trained, tmp_path):
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+    from loupe.apps.cli_common import open_store
+    from loupe.core.config import Settings
+
+    home = tmp_path / "home"
+    store = open_store(Settings(home=home, database_url=None))
+    store.register_adapter("codes-v1", "general", str(model), str(trained["out"] / "adapter"), {})
+    result = CliRunner().invoke(cli, ["--home", str(home), "eval", "--adapter", "codes-v1", "--data", str(data),
+                                      "--engine", "plain"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["examples"] == 16 and report["detail"] == "low"
+    assert report["base"]["exact_match"] <= 0.1 and report["codes-v1"]["exact_match"] >= 0.9
+    assert report["exact_match_gain"] >= 0.8 and report["eval_loss_change"] < 0
+    missing = CliRunner().invoke(cli, ["--home", str(home), "eval", "--adapter", "nope", "--data", str(data)])
+    assert missing.exit_code != 0 and "no adapter named 'nope'" in missing.output

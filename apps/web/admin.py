@@ -1,4 +1,4 @@
-"""The admin tab: model, users, purge of archived cases, the audit log. Every handler re-checks the role."""
+"""The admin tab: model, users, adapters, purge of archived cases, the audit log. Every handler re-checks the role."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from loupe.core.errors import LoupeError
 
 from ..firstrun import ADMIN, forget_initial_password
 from ..service import LoupeService
+from .adapters_admin import AdapterPanel
 from .render import model_label, status_banner
 
 USER_COLUMNS = ["User", "Role", "Status", "Created"]
@@ -49,6 +50,9 @@ class AdminPage:
                 set_password = gr.Button("Set password", size="sm")
                 disable = gr.Button("Disable", size="sm", variant="stop")
                 enable = gr.Button("Enable", size="sm", variant="secondary")
+        with gr.Accordion("Fine-tuned adapters", open=False):
+            self.adapters = AdapterPanel(self.service, self._admin)
+            self.adapters.build(status)
         with gr.Accordion("Purge an archived case", open=False):
             gr.Markdown("Purging deletes the case, its images, conversation and reviews for good. "
                         "The audit trail is kept. Only archived cases can be purged.")

@@ -24,6 +24,12 @@ def model_label(model_id: str, demo: bool = False) -> str:
     return Path(name).name or model_id
 
 
+def with_adapter(model_id: str, adapter: str | None, demo: bool = False) -> str:
+    """The model that answered, with the fine-tuned adapter it answered through."""
+    label = model_label(model_id, demo)
+    return f"{label} + adapter {adapter}" if adapter else label
+
+
 def status_banner(status: SlotStatus) -> str:
     label = model_label(status.model_id, status.demo)
     if status.state == "ready":
@@ -50,14 +56,14 @@ def plain_reason(error: str) -> str:
 def answered_note(run: RunRecord, demo: bool) -> str:
     detail = run.extra.get("detail")
     note = (f"Answered in {run.total_time_s:.1f} s (first words after {run.time_to_first_token_s:.1f} s) "
-            f"by {model_label(run.model_id, demo)}" + (f" at {detail} detail." if detail else "."))
+            f"by {with_adapter(run.model_id, run.adapter, demo)}" + (f" at {detail} detail." if detail else "."))
     return note + (" Demo weights: not a meaningful answer." if demo else "")
 
 
 def run_footnote(run: ModelRun) -> str:
     """Which model answered, at what detail, from how many tiles and visual tokens."""
     extra = run.extra or {}
-    parts = [model_label(run.model_id, run.demo_weights)]
+    parts = [with_adapter(run.model_id, run.adapter, run.demo_weights)]
     if detail := extra.get("detail"):
         parts.append(f"{detail} detail")
     if tiles := extra.get("tiles"):

@@ -60,5 +60,13 @@ def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
             return user_rows(request) if service.user(request.username).is_admin else []
 
         blocks.load(admin_rows, None, users_table, api_name=False)
+        adapter_rows, adapter_outputs = admin.adapters.load_handler
+
+        def admin_adapters(request: gr.Request):
+            if not service.user(request.username).is_admin:
+                return [], gr.update()
+            return adapter_rows(request)
+
+        blocks.load(admin_adapters, None, adapter_outputs, api_name=False)
         blocks.load(model_status, None, banner, api_name="model_status")
     return blocks

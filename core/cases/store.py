@@ -366,17 +366,29 @@ class CaseStore:
         with self.sessions() as s:
             return list(s.scalars(select(Adapter).order_by(Adapter.domain, Adapter.name)))
 
-    def activate_adapter(self, name: str, domain: str) -> None:
-        """Make ``name`` the adapter its domain answers with (the domain's others are switched off)."""
+    def active_adapter(self, domain: str) -> Adapter | None:
+        """The adapter ``domain`` answers with; None: the base model."""
+        with self.sessions() as s:
+            return s.scalar(select(Adapter).where(Adapter.domain == domain, Adapter.active.is_(True)))
+
+    def activate_adapter(self, name: str | None, domain: str, actor: User | None = None) -> None:
+        """Make ``name`` the adapter its domain answers with (the domain's others are switched off);
+        None: the domain answers with the base model. ``actor``: the admin, from the app (None: the
+        command line). Audited."""
+        if actor is not None:
+            self.require_admin(actor, "adapter.activate")
         with self.sessions.begin() as s:
-            adapter = s.scalar(select(Adapter).where(Adapter.name == name))
-            if adapter is None:
-                raise LoupeError(f"There is no adapter named {name!r} (see: loupe adapters list).")
-            if adapter.domain != domain:
-                raise LoupeError(f"{name!r} was trained for {adapter.domain}, not {domain}.")
+            adapter = None
+            if name is not None:
+                adapter = s.scalar(select(Adapter).where(Adapter.name == name))
+                if adapter is None:
+                    raise LoupeError(f"There is no adapter named {name!r} (see: loupe adapters list).")
+                if adapter.domain != domain:
+                    raise LoupeError(f"{name!r} was trained for {adapter.domain}, not {domain}.")
             for other in s.scalars(select(Adapter).where(Adapter.domain == domain)):
-                other.active = other.id == adapter.id
-            s.add(AuditEvent(user_id=None, action="adapter.activate", detail={"name": name, "domain": domain}))
+                other.active = adapter is not None and other.id == adapter.id
+            s.add(AuditEvent(user_id=actor.id if actor else None, action="adapter.activate",
+                             detail={"name": name, "domain": domain}))
 
     def remove_adapter(self, name: str) -> None:
         """Forget an adapter (its files stay where they are). Audited."""

@@ -27,3 +27,11 @@ def write_card(out: Path, *, domain: str, base: str, revision: str, data_digest:
             "targets": "language model projections only (q, k, v, o, gate, up, down); no modules_to_save"}
     (out / "adapter_card.json").write_text(json.dumps(card, indent=2))
     return card
+
+
+def read_card(adapter_path: str | Path) -> dict | None:
+    """The card written beside an adapter folder (``out/adapter`` -> ``out/adapter_card.json``); None if gone."""
+    try:
+        return json.loads((Path(adapter_path).parent / "adapter_card.json").read_text())
+    except (OSError, ValueError):
+        return None

@@ -64,13 +64,15 @@ def describe(selection: Selection, where: Callable[[Box], str] | None) -> str:
     return "\n".join(lines)
 
 
-def focused_images(vlm, request: PyramidRequest, question: str) -> tuple[list[Image.Image], str, dict]:  # noqa: ANN001
-    """The thumbnail and the chosen tiles, the text that places them, and the record of the choice."""
+def focused_images(vlm, request: PyramidRequest, question: str,  # noqa: ANN001 - an HFVLM
+                   adapter: str | None = None) -> tuple[list[Image.Image], str, dict]:
+    """The thumbnail and the chosen tiles, the text that places them, and the record of the choice.
+    ``adapter``: the LoRA adapter the answer uses (None: base weights), which scores the tiles too."""
     if not hasattr(vlm, "model") or not hasattr(vlm, "family"):
         raise ModelUnavailable("Giant images need a transformers model loaded in Loupe (its attention steers "
                                "which tiles are read).")
     pyramid = open_pyramid(request.path, tile_side(vlm), request.max_pixels)
-    scorer = AttentionScorer(vlm)
+    scorer = AttentionScorer(vlm, adapter=adapter)
     thumbnail = pyramid.thumbnail()
     selection = focus(pyramid, question, scorer, request.config, thumbnail=thumbnail)
     images = [thumbnail, *(pyramid.read(chosen.tile) for chosen in selection.tiles)]

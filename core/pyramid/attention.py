@@ -67,8 +67,9 @@ def tile_side(vlm) -> int:  # noqa: ANN001 - an HFVLM
 
 
 class AttentionScorer:
-    def __init__(self, vlm, layer: int | None = None) -> None:  # noqa: ANN001 - an HFVLM
+    def __init__(self, vlm, layer: int | None = None, adapter: str | None = None) -> None:  # noqa: ANN001 - an HFVLM
         self.vlm = vlm
+        self.adapter = adapter  # the LoRA adapter the answer will use: its attention steers the search
         text = language_model(vlm.model, vlm.family)
         self.layers = text.layers
         depth = len(self.layers)
@@ -81,6 +82,7 @@ class AttentionScorer:
 
     def _score(self, question: str, thumbnail: Image.Image, images: list[Image.Image]) -> list[np.ndarray]:
         vlm = self.vlm
+        vlm.adapters.use(self.adapter)  # on the torch thread: no other job runs between this and the pass
         inputs = vlm.prepare([Message("user", question, [square(thumbnail), *images])], "low")
         gen_inputs, _ = vlm._encode_once(inputs)  # noqa: SLF001 - the VLM's own cached encode
         self.encoded_units += vlm.last_encoded_units
