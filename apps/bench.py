@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -29,6 +28,8 @@ from PIL import Image
 from loupe.core.vlm.device import choose_placement, cpu_has_native_bf16
 from loupe.core.vlm.engines import choose_engine
 from loupe.core.vlm.tiny import make_tiny
+
+from .bench_process import peak_rss_mb
 
 IMAGES: dict[str, tuple[int, int]] = {"512": (512, 512), "1024x768": (1024, 768), "2048x1536": (2048, 1536)}
 CONFIGS = ("baseline", "loupe")
@@ -156,7 +157,7 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
         encoder_s, features = encode(_one_tile_encoder, runner.model, runner.processor, family, max(repeats, 3))
         out.put({"config": config, "load_s": round(load_s, 2), "images": rows,
                  "encoder_one_tile_s": encoder_s, "encoder_features": features,
-                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                 "peak_rss_mib": peak_rss_mb()})
     except Exception as exc:  # reported in the JSON rather than killing the other configuration
         out.put({"config": config, "error": f"{type(exc).__name__}: {exc}"})
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from rapidfuzz import fuzz
 
+from .bench_process import peak_rss_mb
+
 DEFAULT_DIR = Path(__file__).parents[1] / "data" / "documents"
 METHODS = ("geometry", "model")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
@@ -116,7 +118,7 @@ def _classify(method: str, pages: list[dict], out: mp.Queue) -> None:
                             "blocks": [(b.kind, b.text, b.box) for b in typed],
                             "height": page.height, "lines": len(page.lines)})
         out.put({"method": method, "pages": results, "rss_growth_mib": round(_rss_mib() - base, 1),
-                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                 "peak_rss_mib": peak_rss_mb()})
     except Exception as exc:  # the model missing must not hide the geometry numbers
         out.put({"method": method, "error": f"{type(exc).__name__}: {exc}"})
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing as mp
-import resource
 import socket
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image
+
+from .bench_process import peak_rss_mb
 
 BUDGET_MIB = 2560  # the documented default budget on CPU (docs/performance.md)
 
@@ -85,7 +86,7 @@ def _measure(model: Path, cases: int, out: mp.Queue) -> None:
                     "cases": cases, "seconds": round(time.perf_counter() - started, 1),
                     "rss_model_loaded_mib": rss_loaded, "rss_after_cases_mib": per_case[-1] if per_case else rss_loaded,
                     "rss_per_case_mib": per_case,
-                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                    "peak_rss_mib": peak_rss_mb(),
                     "conversations_kept": len(vlm.conversations),
                     "kv_cache_mib": round(vlm.conversations.nbytes / 2**20, 1),
                     "kv_cache_budget_mib": settings.kv_cache_mb, "feature_cache_budget_mib": settings.feature_cache_mb,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import multiprocessing as mp
 import re
-import resource
 import time
 from pathlib import Path
 
 from PIL import Image
+
+from .bench_process import peak_rss_mb
 
 CONFIGS = ("loupe", "rapidocr-defaults", "tesseract")
 
@@ -90,7 +91,7 @@ def _measure(config: str, pages: list[tuple[str, str]], out: mp.Queue) -> None:
             words += len(truth.split())
         row = {"config": config, "pages": len(pages), "cer": round(char_errors / chars, 4),
                "wer": round(word_errors / words, 4), "pages_per_s": round(len(pages) / elapsed, 3),
-               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+               "peak_rss_mib": peak_rss_mb()}
         if seen:
             row["key_fields"] = key_field_accuracy(seen, [Path(path) for path, _ in pages])
         out.put(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
 from collections.abc import Callable
 from typing import Any
 
@@ -16,3 +17,8 @@ def in_own_process(target: Callable[..., None], *args: Any) -> dict:  # noqa: AN
     result = out.get()
     process.join()
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from .bench_process import in_own_process
+from .bench_process import in_own_process, peak_rss_mb
 
 FAMILIES = ("smolvlm", "qwen2vl", "llava-ov")
 KEEP = (1.0, 0.25, 0.10, 0.05)
@@ -78,7 +77,7 @@ def _family_run(family: str, model: Path, out: mp.Queue) -> None:
                          "encoder_ran_again": vlm.last_encoded_units > 0})
         out.put({"family": family, "engine": vlm.engine.name, "dtype": vlm.placement.dtype_name,
                  "first_encode_and_answer_s": round(encode_s, 2), "rows": rows,
-                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                 "peak_rss_mb": peak_rss_mb()})
     except Exception as exc:  # noqa: BLE001 - reported in the JSON
         out.put({"family": family, "error": f"{type(exc).__name__}: {exc}"})
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import random
-import resource
 import statistics
 import threading
 import time
@@ -33,17 +32,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .bench_process import in_own_process
+from .bench_process import in_own_process, peak_rss_mb
 
 QUESTION = "Is there a red square building in this scene? Where?"
 SECOND_QUESTION = "Describe the land cover around it."
 SAMPLE_TILES = 8
 REPEATS = 3
 NEW_TOKENS = 24
-
-
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _rss_mb() -> float:
@@ -150,7 +145,7 @@ def _focus_run(model: Path, cog: Path, concentrated: float | None, out: mp.Queue
                             "focus_s": round(focus_s, 2), "total_s": round(total_s, 2),
                             "rss_peak_during_question_mb": watch.peak, "chosen": record["focus"]["tiles"]})
         out.put({"first": results[0], "second": results[1], "rss_after_load_mb": loaded_rss,
-                 "peak_rss_mb": _peak_rss_mb(), "engine": vlm.engine.name})
+                 "peak_rss_mb": peak_rss_mb(), "engine": vlm.engine.name})
     except Exception as exc:  # noqa: BLE001 - reported in the JSON
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
@@ -168,7 +163,7 @@ def _thumbnail_run(model: Path, cog: Path, out: mp.Queue) -> None:
         thumbnail = Pyramid(open_source(cog, 10**8), tile=tile_side(vlm)).thumbnail()
         _, run = _answer(vlm, [thumbnail], "Image 1 shows the whole scene, reduced.", RemoteSensingDomain())
         out.put({"tiles_encoded": 1, "visual_tokens": run.visual_tokens, "vision_encoder_s": round(encoder[0], 2),
-                 "total_s": round(time.perf_counter() - started, 2), "peak_rss_mb": _peak_rss_mb()})
+                 "total_s": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()})
     except Exception as exc:  # noqa: BLE001
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
@@ -220,7 +215,7 @@ def _full_run(model: Path, cog: Path, small: Path, out: mp.Queue) -> None:
                                      "measured_s": round(small_full, 2),
                                      "measured_over_predicted": round(small_full / (small_per_tile * len(small_tiles)),
                                                                       3), "repeats": REPEATS},
-                 "peak_rss_mb": _peak_rss_mb()})
+                 "peak_rss_mb": peak_rss_mb()})
     except Exception as exc:  # noqa: BLE001
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 

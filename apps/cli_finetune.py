@@ -21,18 +21,22 @@ from .cli_common import open_store
 @click.option("--eval", "eval_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Held-out JSONL for loss, exact match and early stopping.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for the adapter.")
+@click.option("--target", type=click.Choice(["lora", "ocr-queries"]), default="lora", show_default=True,
+              help="lora: a LoRA adapter on the language model. ocr-queries: the OCR query module that reads a "
+                   "page's text into a few learned tokens (documents; the VLM stays frozen).")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--rank", default=8, show_default=True, type=click.IntRange(1, 512))
-@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
+@click.option("--rank", default=8, show_default=True, type=click.IntRange(1, 512), help="LoRA rank.")
+@click.option("--lr", "learning_rate", type=float, help="Learning rate [default: 2e-4 for lora, 1e-3 for ocr-queries].")
 @click.option("--accumulate", default=4, show_default=True, type=click.IntRange(1, 1024),
-              help="Examples per optimizer step.")
+              help="Examples per optimizer step (lora).")
 @click.option("--detail", type=click.Choice(["low", "standard", "high"]), default="low", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint under --out.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint under --out (lora).")
 @click.pass_context
 def finetune(ctx: click.Context, domain: str | None, base_model: str | None, data_file: Path | None,
-             eval_file: Path | None, out_dir: Path | None, epochs: int, rank: int, learning_rate: float,
-             accumulate: int, detail: str, resume: bool) -> None:
-    """Train a LoRA adapter for a domain on the language model only (it also loads in vLLM)."""
+             eval_file: Path | None, out_dir: Path | None, target: str, epochs: int, rank: int,
+             learning_rate: float | None, accumulate: int, detail: str, resume: bool) -> None:
+    """Train a domain adapter: LoRA on the language model only (it also loads in vLLM), or the OCR
+    query module."""
     if ctx.invoked_subcommand is not None:
         return
     missing = [name for name, value in (("--domain", domain), ("--base", base_model), ("--data", data_file),
@@ -40,22 +44,40 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)}")
     from loupe.core.errors import InputRejected, LoupeError
-    from loupe.core.finetune.card import base_revision, write_card
-    from loupe.core.finetune.data import data_digest, read_examples
-    from loupe.core.finetune.train import TrainConfig, train
+    from loupe.core.finetune.data import read_examples
+    from loupe.core.plugins import discover
     from loupe.core.vlm.hf import HFVLM
 
+    domains = discover()
+    if domain not in domains:
+        raise click.UsageError(f"unknown domain {domain!r}; installed: {', '.join(sorted(domains))}")
     try:
         examples = read_examples(data_file)
         held_out = read_examples(eval_file) if eval_file else []
-        vlm = HFVLM.from_pretrained(base_model, engine="plain")  # LoRA wraps nn.Linear: no int8 engine
+        vlm = HFVLM.from_pretrained(base_model, engine="plain")  # training needs fp32/bf16 weights, not int8
     except (InputRejected, LoupeError) as exc:
         raise click.ClickException(str(exc)) from None
+    if target == "ocr-queries":
+        summary = _train_queries(ctx.obj, vlm, domains[domain], examples, held_out, data_file, out_dir, epochs,
+                                 learning_rate, detail)
+    else:
+        summary = _train_lora(ctx.obj, vlm, domain, examples, held_out, data_file, out_dir, epochs, rank,
+                              learning_rate or 2e-4, accumulate, detail, resume)
+    click.echo(json.dumps(summary))
+
+
+def _train_lora(settings: Settings, vlm, domain: str, examples: list, held_out: list, data_file: Path,  # noqa: ANN001
+                out_dir: Path, epochs: int, rank: int, learning_rate: float, accumulate: int, detail: str,
+                resume: bool) -> dict:
+    from tqdm import tqdm
+
+    from loupe.core.finetune.card import base_revision, write_card
+    from loupe.core.finetune.data import data_digest
+    from loupe.core.finetune.train import TrainConfig, train
+
     base_params = sum(p.numel() for p in vlm.model.parameters())
     config = TrainConfig(rank=rank, alpha=2 * rank, learning_rate=learning_rate, epochs=epochs,
                          accumulate=accumulate, detail=detail)
-    from tqdm import tqdm
-
     with tqdm(desc="training", unit="step", disable=None) as bar:
         def step(report: dict) -> None:
             bar.total = report["total"]
@@ -67,12 +89,42 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
     card = write_card(out_dir, domain=domain, base=vlm.model_id, revision=base_revision(vlm.model),
                       data_digest=data_digest(data_file), examples=len(examples), eval_examples=len(held_out),
                       config=config, state=state, trainable=trainable, base_params=base_params - trainable)
-    open_store(ctx.obj).register_adapter(out_dir.name, domain, vlm.model_id, str((out_dir / "adapter").resolve()),
-                                     {k: card[k] for k in ("steps", "final_train_loss", "best_eval_loss",
-                                                           "trainable_fraction", "adapter_bytes")})
-    click.echo(json.dumps({"adapter": str(out_dir / "adapter"), "registered_as": out_dir.name, "steps": card["steps"],
-                           "final_train_loss": card["final_train_loss"], "best_eval_loss": card["best_eval_loss"],
-                           "trainable_fraction": card["trainable_fraction"], "adapter_bytes": card["adapter_bytes"]}))
+    open_store(settings).register_adapter(out_dir.name, domain, vlm.model_id, str((out_dir / "adapter").resolve()),
+                                          {k: card[k] for k in ("steps", "final_train_loss", "best_eval_loss",
+                                                                "trainable_fraction", "adapter_bytes")})
+    return {"adapter": str(out_dir / "adapter"), "registered_as": out_dir.name, "steps": card["steps"],
+            "final_train_loss": card["final_train_loss"], "best_eval_loss": card["best_eval_loss"],
+            "trainable_fraction": card["trainable_fraction"], "adapter_bytes": card["adapter_bytes"]}
+
+
+def _train_queries(settings: Settings, vlm, domain, examples: list, held_out: list, data_file: Path,  # noqa: ANN001
+                   out_dir: Path, epochs: int, learning_rate: float | None, detail: str) -> dict:
+    from tqdm import tqdm
+
+    from loupe.core.errors import InputRejected
+    from loupe.core.finetune.data import data_digest
+    from loupe.core.plugins import UploadLimits
+
+    from .finetune_queries import app_examples, train_queries
+
+    limits = UploadLimits(settings.max_upload_bytes, settings.max_image_pixels)
+    try:
+        with tqdm(desc="reading pages (OCR)", unit="page", total=len(examples) + len(held_out), disable=None) as bar:
+            train = app_examples(domain, examples, limits, bar.update)
+            evaluation = app_examples(domain, held_out, limits, bar.update)
+    except InputRejected as exc:
+        raise click.ClickException(str(exc)) from None
+    with tqdm(desc="training the OCR query module", unit="step", disable=None) as bar:
+        def step(done: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        card = train_queries(vlm, domain, train, evaluation, out_dir, epochs, learning_rate, detail,
+                             data_digest(data_file), step)
+    return {"ocr_queries": card["use"].split("=", 1)[1], "use": card["use"], "steps": card["hyperparameters"]["steps"],
+            "first_train_loss": card["first_train_loss"], "final_train_loss": card["final_train_loss"],
+            "exact_match": card["exact_match"]}
 
 
 @click.group()

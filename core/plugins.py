@@ -116,7 +116,6 @@ class Domain(Protocol):
     # Optional ``upload_note``: what the new-case form says is kept of an upload (the default speaks of
     # photos: metadata removed, pixel limit).
     system_prompt: str
-    default_adapter: str | None
     default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default
     export_formats: dict[str, str]  # download name -> media type, served by /case-export/<case>/<name>
 

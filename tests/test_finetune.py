@@ -289,3 +289,48 @@ def test_loupe_eval_prints_base_and_adapter_side_by_side(model, data, trained, t
     assert report["exact_match_gain"] >= 0.8 and report["eval_loss_change"] < 0
     missing = CliRunner().invoke(cli, ["--home", str(home), "eval", "--adapter", "nope", "--data", str(data)])
     assert missing.exit_code != 0 and "no adapter named 'nope'" in missing.output
+
+
+def test_the_ocr_query_module_trains_from_document_pages_through_the_domain(model, tmp_path):
+    """--target ocr-queries: each page goes through the documents domain's ingest (real OCR) and prompt;
+    the module trains with the VLM frozen, is saved with its card, and attaches to its base model."""
+    from click.testing import CliRunner
+    from PIL import ImageDraw, ImageFont
+
+    from loupe.apps.cli import cli
+    from loupe.core.ocr.queries import OCRQueryEncoder
+
+    font = ImageFont.load_default(size=36)
+    lines = []
+    for i, word in enumerate("739152"):
+        page = Image.new("RGB", (480, 240), "white")
+        ImageDraw.Draw(page).text((30, 40), f"Invoice {WORDS[i]}", fill="black", font=font)
+        ImageDraw.Draw(page).text((30, 130), f"Code {word}", fill="black", font=font)
+        page.save(tmp_path / f"page{i}.png")
+        lines.append(json.dumps({"images": [f"page{i}.png"], "messages": [
+            {"role": "user", "content": "<image>What is the code?"}, {"role": "assistant", "content": word}]}))
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    Image.new("RGB", (200, 100), "white").save(tmp_path / "blank.png")
+    (tmp_path / "blank.jsonl").write_text(json.dumps({"images": ["blank.png"], "messages": [
+        {"role": "user", "content": "<image>Code?"}, {"role": "assistant", "content": "none"}]}) + "\n")
+    home = ["--home", str(tmp_path / "home")]
+    common = ["finetune", "--target", "ocr-queries", "--domain", "documents", "--base", str(model)]
+    result = CliRunner().invoke(cli, [*home, *common, "--data", str(tmp_path / "docs.jsonl"), "--eval",
+                                      str(tmp_path / "docs.jsonl"), "--out", str(tmp_path / "q"), "--epochs", "30",
+                                      "--lr", "3e-3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 30 and summary["final_train_loss"] < summary["first_train_loss"] / 2
+    assert set(summary["exact_match"]) == {"text_in_prompt", "query_tokens_untrained", "query_tokens_trained"}
+    card = json.loads((tmp_path / "q" / "adapter_card.json").read_text())
+    assert card["target"] == "ocr-queries" and card["domain"] == "documents" and card["data"]["examples"] == 6
+    vlm = _vlm(model)
+    vlm.attach_queries(OCRQueryEncoder.load(summary["ocr_queries"]))  # built for this base: it fits
+    assert vlm.query_tokens == card["hyperparameters"]["queries"]
+    blank = CliRunner().invoke(cli, [*home, *common, "--data", str(tmp_path / "blank.jsonl"), "--out",
+                                     str(tmp_path / "q2")])
+    assert blank.exit_code != 0 and "line 1: OCR found no text on the page" in blank.output
+    assert not (tmp_path / "q2").exists()
+    unknown = CliRunner().invoke(cli, [*home, "finetune", "--domain", "radiology", "--base", str(model), "--data",
+                                       str(tmp_path / "docs.jsonl"), "--out", str(tmp_path / "q3")])
+    assert unknown.exit_code != 0 and "unknown domain 'radiology'" in unknown.output

@@ -26,6 +26,7 @@ class QueryExample:
     question: str
     answer: str
     images: Sequence[Image.Image] = ()
+    system: str = ""  # the system prompt the app sends before the question, if any
 
 
 @dataclass(eq=False)
@@ -37,9 +38,10 @@ class _Prepared:
 
 def _teacher_forced(vlm, example: QueryExample, detail: str) -> _Prepared:  # noqa: ANN001 - an HFVLM
     """The prompt as the app builds it, followed by the answer turn; labels cover the answer only."""
-    user = Message("user", example.question, example.images, example.layout)
-    prompt = vlm.prepare([user], detail)
-    full = vlm.prepare([user, Message("assistant", example.answer)], detail, add_generation_prompt=False)
+    turns = [*([Message("system", example.system)] if example.system else []),
+             Message("user", example.question, example.images, example.layout)]
+    prompt = vlm.prepare(turns, detail)
+    full = vlm.prepare([*turns, Message("assistant", example.answer)], detail, add_generation_prompt=False)
     n = prompt["input_ids"].shape[-1]
     if not torch.equal(full["input_ids"][0, :n], prompt["input_ids"][0]):
         raise ModelUnavailable(f"{vlm.model_id}: the chat template does not extend the prompt with the answer")

@@ -43,7 +43,6 @@ class DocumentsDomain:
     accepts = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
     system_prompt = ("You read documents. Answer from the document's text and page images, quote the words you "
                      "relied on with their page number, and say so when the document does not contain the answer.")
-    default_adapter = None
     default_detail = "low"  # the page text comes from OCR: one small view of each page is enough
     export_formats = {"md": "text/markdown; charset=utf-8", "json": "application/json"}
 

@@ -18,7 +18,6 @@ class GeneralDomain:
     title = "General images"
     accepts = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
     system_prompt = "You are a careful visual assistant. Answer from what the image shows; say when unsure."
-    default_adapter = None
     default_detail = "standard"  # photos at their own resolution: no upscaling into 17 tiles
     export_formats: dict[str, str] = {}  # the image itself is the download (the viewer's full-size link)
 

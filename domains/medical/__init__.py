@@ -45,7 +45,6 @@ class MedicalDomain:
     system_prompt = ("You assist a clinician reading medical images. Describe what is visible, say where "
                      "(side, region, slice), say how sure you are, and never give a diagnosis as certain: the "
                      "clinician decides.")
-    default_adapter = None
     default_detail = "standard"
     export_formats = {"zip": "application/zip"}
     upload_note = ("a DICOM file, a zip of a series, or a whole slide. Everything is de-identified before it is "

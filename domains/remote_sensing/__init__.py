@@ -37,7 +37,6 @@ class RemoteSensingDomain:
                      "scene; the others are parts of it at higher resolution, each placed in the text. Say what "
                      "you see and where (which image and where in it), and say when something is too small to "
                      "tell.")
-    default_adapter = None
     default_detail = "low"  # one tile per image: the pyramid supplies the detail
     export_formats = {"geojson": "application/geo+json"}
     upload_note = ("any number of pixels (scenes are read in parts). The scene is kept as uploaded, with its "
