@@ -51,7 +51,8 @@ def _run(model: Path, mode: str, out: mp.Queue) -> None:
         vlm = HFVLM.from_pretrained(model, device="cpu", dtype="fp32", engine="plain")
         total = sum(p.numel() for p in vlm.model.parameters())
         with tempfile.TemporaryDirectory() as folder:
-            items = [encode_example(vlm, e, "low") for e in _examples(Path(folder))]
+            # full fine-tuning trains the vision tower too: its images go through it at every step
+            items = [encode_example(vlm, e, "low", vision_features=mode == "lora") for e in _examples(Path(folder))]
             if mode == "lora":
                 trainable = add_lora(vlm, TrainConfig())
             else:

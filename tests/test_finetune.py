@@ -13,7 +13,7 @@ from PIL import Image
 
 from loupe.core.errors import AccessDenied, InputRejected, ModelUnavailable
 from loupe.core.finetune.data import csv_to_jsonl, read_examples
-from loupe.core.finetune.train import ADAPTER, TrainConfig, encode_example, evaluate, lm_target_modules, train
+from loupe.core.finetune.train import ADAPTER, TrainConfig, add_lora, encode_example, evaluate, lm_target_modules, train
 from loupe.core.vlm.base import GenerationOptions, Message
 from loupe.core.vlm.hf import HFVLM
 from loupe.core.vlm.tiny import make_tiny
@@ -135,6 +135,28 @@ def test_resume_continues_the_same_loss_curve(model, data, tmp_path):
     resumed = train(_vlm(model), examples, [], tmp_path / "cut", config, resume=True)
     assert resumed.step == whole.step == 16
     assert resumed.losses == pytest.approx(whole.losses, rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "qwen2vl", "llava-ov"])
+def test_training_on_stored_vision_features_computes_what_the_pixels_give(family, tiny_model_dir, data):
+    """Examples carry the frozen vision tower's output instead of pixels (encoded once, not every step):
+    the loss and its LoRA gradients are those of the pixel path."""
+    vlm = _vlm(tiny_model_dir(family))
+    example = read_examples(data)[5]
+    add_lora(vlm, TrainConfig())
+    vlm.model.eval()  # LoRA dropout off: both passes must see the same network
+    results = []
+    for stored in (False, True):
+        item = encode_example(vlm, example, "low", vision_features=stored)
+        assert ("pixel_values" in item.inputs) is not stored
+        vlm.model.zero_grad(set_to_none=True)
+        loss = vlm.model(**item.inputs, labels=item.labels).loss
+        loss.backward()
+        grads = [p.grad.clone() for n, p in vlm.model.named_parameters() if "lora_B" in n]
+        results.append((loss.detach(), grads))
+    (pixel_loss, pixel_grads), (stored_loss, stored_grads) = results
+    assert torch.allclose(pixel_loss, stored_loss, rtol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(pixel_grads, stored_grads, strict=True))
 
 
 def test_bad_lines_are_reported_with_their_numbers(tmp_path):

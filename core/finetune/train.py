@@ -90,8 +90,10 @@ class Encoded:
     answer: str
 
 
-def encode_example(vlm, example: Example, detail: str) -> Encoded:  # noqa: ANN001
-    """Token ids of the whole conversation with labels only on the assistant turns' tokens."""
+def encode_example(vlm, example: Example, detail: str, vision_features: bool = True) -> Encoded:  # noqa: ANN001
+    """Token ids of the whole conversation with labels only on the assistant turns' tokens. With
+    ``vision_features`` the images are replaced by the vision tower's output, computed once here rather
+    than at every step: LoRA never trains the vision tower (``False`` where it is trained)."""
     messages = example.to_messages()
     full = vlm.prepare(messages, detail, add_generation_prompt=False)
     labels = torch.full_like(full["input_ids"], -100)
@@ -101,6 +103,8 @@ def encode_example(vlm, example: Example, detail: str) -> Encoded:  # noqa: ANN0
         start = vlm.prepare(messages[:i], detail, add_generation_prompt=True)["input_ids"].shape[-1]
         end = vlm.prepare(messages[:i + 1], detail, add_generation_prompt=False)["input_ids"].shape[-1]
         labels[0, start:end] = full["input_ids"][0, start:end]
+    if vision_features:
+        full = vlm.image_features(full)
     return Encoded(full, labels, messages[:-1], messages[-1].text)
 
 

@@ -47,7 +47,7 @@ def _teacher_forced(vlm, example: QueryExample, detail: str) -> _Prepared:  # no
         raise ModelUnavailable(f"{vlm.model_id}: the chat template does not extend the prompt with the answer")
     labels = full["input_ids"].clone()
     labels[:, :n] = IGNORE
-    return _Prepared(full, labels, example)
+    return _Prepared(vlm.image_features(full), labels, example)  # the frozen tower runs once per page
 
 
 def _answer_tokens(items: Sequence[_Prepared]) -> int:

@@ -291,6 +291,17 @@ class HFVLM:
         release_free_memory()  # the prefill's activations: memory should track what is kept
         return {**facts, "reused_tokens": reused, "cached_features": cached_features, "finished_at": finished_at}
 
+    def image_features(self, inputs: dict[str, torch.Tensor]) -> dict:
+        """``inputs`` with the pixels replaced by the vision encoder's output, usable in a training pass:
+        what trains only the language model (LoRA, the OCR query module) encodes each image once."""
+        encoded, _ = worker.call(self._encode_once, inputs)
+        outputs = encoded.get("mm_encoder_outputs")
+        if outputs is not None:  # made under inference_mode: a plain copy can enter an autograd graph
+            pooled = outputs["image"].pooler_output  # a tensor, or one per image for some families
+            copy = [t.clone() for t in pooled] if isinstance(pooled, (list, tuple)) else pooled.clone()
+            encoded["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=copy)}
+        return encoded
+
     def _encode_once(self, inputs: dict[str, torch.Tensor], with_attention: bool = False) -> tuple[dict, bool]:
         """Replace pixels by their encoder output. Features are cached per unit (a tile or an image, see
         image_units.py): only units never seen with these weights are encoded, a few per call. With
