@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from loupe.core.errors import InputRejected
 from loupe.core.finetune.card import base_revision
 from loupe.core.finetune.data import Example
@@ -26,6 +28,7 @@ from loupe.core.vlm.base import GenerationOptions, Message
 from .service import conversation_messages
 
 BATCH = 8
+SEED = 0
 LEARNING_RATE = 1e-3
 MODULE_FOLDER = "ocr_queries"
 
@@ -87,13 +90,14 @@ def train_queries(vlm, domain: Domain, train: Sequence[AppExample], held_out: Se
                   out: Path, epochs: int, learning_rate: float | None, detail: str, data_digest: str,
                   progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Train a fresh module for ``vlm``'s base on ``train``, save it with its card under ``out``; the card."""
+    torch.manual_seed(SEED)  # the module's initial weights: a rerun on the same data gives the same module
     module = OCRQueryEncoder.for_model(vlm.model, base_model=vlm.model_id)
     vlm.attach_queries(module)
     evaluation = {"text_in_prompt": _exact_match(vlm, held_out, False, detail),
                   "query_tokens_untrained": _exact_match(vlm, held_out, True, detail)}
     steps = epochs * math.ceil(len(train) / BATCH)
     losses = fit_queries(vlm, [item.query for item in train], steps, BATCH, learning_rate or LEARNING_RATE, detail,
-                         progress=progress)
+                         seed=SEED, progress=progress)
     evaluation["query_tokens_trained"] = _exact_match(vlm, held_out, True, detail)
     folder = module.save(out / MODULE_FOLDER)
     card = {"target": "ocr-queries", "domain": domain.name, "base_model": vlm.model_id,
