@@ -61,12 +61,12 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
         summary = _train_queries(ctx.obj, vlm, domains[domain], examples, held_out, data_file, out_dir, epochs,
                                  learning_rate, detail)
     else:
-        summary = _train_lora(ctx.obj, vlm, domain, examples, held_out, data_file, out_dir, epochs, rank,
+        summary = _train_lora(ctx.obj, vlm, domains[domain], examples, held_out, data_file, out_dir, epochs, rank,
                               learning_rate or 2e-4, accumulate, detail, resume)
     click.echo(json.dumps(summary))
 
 
-def _train_lora(settings: Settings, vlm, domain: str, examples: list, held_out: list, data_file: Path,  # noqa: ANN001
+def _train_lora(settings: Settings, vlm, domain, examples: list, held_out: list, data_file: Path,  # noqa: ANN001
                 out_dir: Path, epochs: int, rank: int, learning_rate: float, accumulate: int, detail: str,
                 resume: bool) -> dict:
     from tqdm import tqdm
@@ -77,7 +77,7 @@ def _train_lora(settings: Settings, vlm, domain: str, examples: list, held_out: 
 
     base_params = sum(p.numel() for p in vlm.model.parameters())
     config = TrainConfig(rank=rank, alpha=2 * rank, learning_rate=learning_rate, epochs=epochs,
-                         accumulate=accumulate, detail=detail)
+                         accumulate=accumulate, detail=detail, system_prompt=domain.system_prompt)
     with tqdm(desc="training", unit="step", disable=None) as bar:
         def step(report: dict) -> None:
             bar.total = report["total"]
@@ -86,10 +86,10 @@ def _train_lora(settings: Settings, vlm, domain: str, examples: list, held_out: 
 
         state = train(vlm, examples, held_out, out_dir, config, resume=resume, progress=step)
     trainable = sum(p.numel() for n, p in vlm.model.named_parameters() if "lora_" in n)
-    card = write_card(out_dir, domain=domain, base=vlm.model_id, revision=base_revision(vlm.model),
+    card = write_card(out_dir, domain=domain.name, base=vlm.model_id, revision=base_revision(vlm.model),
                       data_digest=data_digest(data_file), examples=len(examples), eval_examples=len(held_out),
                       config=config, state=state, trainable=trainable, base_params=base_params - trainable)
-    open_store(settings).register_adapter(out_dir.name, domain, vlm.model_id, str((out_dir / "adapter").resolve()),
+    open_store(settings).register_adapter(out_dir.name, domain.name, vlm.model_id, str((out_dir / "adapter").resolve()),
                                           {k: card[k] for k in ("steps", "final_train_loss", "best_eval_loss",
                                                                 "trainable_fraction", "adapter_bytes")})
     return {"adapter": str(out_dir / "adapter"), "registered_as": out_dir.name, "steps": card["steps"],
@@ -231,11 +231,12 @@ def evaluate_adapter(settings: Settings, name: str, data_file: Path, engine: str
         raise click.ClickException(f"There is no adapter named {name!r} (see: loupe adapters list).")
     trained = ((read_card(record.path) or {}).get("hyperparameters") or {})
     config = TrainConfig(detail=detail or trained.get("detail", "low"),
-                         short_answer_words=trained.get("short_answer_words", TrainConfig.short_answer_words))
+                         short_answer_words=trained.get("short_answer_words", TrainConfig.short_answer_words),
+                         system_prompt=trained.get("system_prompt", ""))
     examples = read_examples(data_file)
     vlm = HFVLM.from_pretrained(record.base_model, engine=engine)
     vlm.load_adapter(record.path, name)
-    items = [encode_example(vlm, e, config.detail) for e in examples]
+    items = [encode_example(vlm, e, config.detail, system_prompt=config.system_prompt) for e in examples]
     results = {}
     for label, adapter in (("base", None), ("adapter", name)):
         with tqdm(desc=f"{label} ({adapter or record.base_model})", unit="step", disable=None, leave=False) as bar:

@@ -159,6 +159,19 @@ def test_training_on_stored_vision_features_computes_what_the_pixels_give(family
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(pixel_grads, stored_grads, strict=True))
 
 
+def test_the_domains_system_prompt_opens_each_example_and_is_never_a_label(model, data):
+    vlm = _vlm(model)
+    example = read_examples(data)[2]
+    plain = encode_example(vlm, example, "low", vision_features=False)
+    framed = encode_example(vlm, example, "low", vision_features=False, system_prompt="You read codes.")
+    tokenizer = vlm.processor.tokenizer
+    assert "You read codes." in tokenizer.decode(framed.inputs["input_ids"][0])
+    assert framed.prompt[0].role == "system" and plain.prompt[0].role == "user"
+    for item in (plain, framed):
+        labelled = item.inputs["input_ids"][0][item.labels[0] != -100]
+        assert tokenizer.decode(labelled, skip_special_tokens=True).strip() == "charlie"
+
+
 def test_bad_lines_are_reported_with_their_numbers(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
     lines = [
@@ -199,6 +212,9 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
     assert card["domain"] == "general" and card["data"]["examples"] == 4 and card["steps"] == 4
     assert 0 < card["trainable_fraction"] < 1 and card["adapter_bytes"] > 0 and card["evaluations"] == []
     assert len(card["data"]["sha256"]) == 64 and card["hyperparameters"]["rank"] == 8
+    from loupe.domains.general import GeneralDomain
+
+    assert card["hyperparameters"]["system_prompt"] == GeneralDomain.system_prompt  # what the app will send
     bad = CliRunner().invoke(cli, [*home, "finetune", "--domain", "general", "--base", str(model)])
     assert bad.exit_code != 0 and "missing --data, --out" in bad.output
     # the registry: listed, activated for its domain only, removed

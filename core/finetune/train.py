@@ -44,6 +44,9 @@ class TrainConfig:
     patience: int = 3  # evaluations without a better eval loss before stopping
     seed: int = 0
     detail: str = "low"  # how much of each image the model sees while training (resolution.py)
+    # Put before every conversation without a system turn: the domain's own, which the app always sends,
+    # so the adapter learns under the framing it will answer under.
+    system_prompt: str = ""
     short_answer_words: int = 8  # answers this short are scored by exact match
     max_steps: int | None = None  # stop after this many optimizer steps in this run (tests, trial runs)
 
@@ -90,11 +93,15 @@ class Encoded:
     answer: str
 
 
-def encode_example(vlm, example: Example, detail: str, vision_features: bool = True) -> Encoded:  # noqa: ANN001
-    """Token ids of the whole conversation with labels only on the assistant turns' tokens. With
-    ``vision_features`` the images are replaced by the vision tower's output, computed once here rather
-    than at every step: LoRA never trains the vision tower (``False`` where it is trained)."""
+def encode_example(vlm, example: Example, detail: str, vision_features: bool = True,  # noqa: ANN001
+                   system_prompt: str = "") -> Encoded:
+    """Token ids of the whole conversation with labels only on the assistant turns' tokens, opened by
+    ``system_prompt`` when it has no system turn of its own. With ``vision_features`` the images are
+    replaced by the vision tower's output, computed once here rather than at every step: LoRA never
+    trains the vision tower (``False`` where it is trained)."""
     messages = example.to_messages()
+    if system_prompt and messages[0].role != "system":
+        messages = [Message("system", system_prompt), *messages]
     full = vlm.prepare(messages, detail, add_generation_prompt=False)
     labels = torch.full_like(full["input_ids"], -100)
     for i, message in enumerate(messages):
@@ -180,8 +187,8 @@ def train(vlm, examples: Sequence[Example], eval_examples: Sequence[Example], ou
     """Train a LoRA adapter on ``examples``; the best one (by eval loss, else the last) goes to ``out/adapter``."""
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    items = [encode_example(vlm, e, config.detail) for e in examples]
-    held_out = [encode_example(vlm, e, config.detail) for e in eval_examples]
+    items = [encode_example(vlm, e, config.detail, system_prompt=config.system_prompt) for e in examples]
+    held_out = [encode_example(vlm, e, config.detail, system_prompt=config.system_prompt) for e in eval_examples]
     trainable = add_lora(vlm, config)
     optimizer = torch.optim.AdamW([p for p in vlm.model.parameters() if p.requires_grad], lr=config.learning_rate)
     state = TrainState()
