@@ -35,8 +35,8 @@ from .cli_common import open_store
 def finetune(ctx: click.Context, domain: str | None, base_model: str | None, data_file: Path | None,
              eval_file: Path | None, out_dir: Path | None, target: str, epochs: int, rank: int,
              learning_rate: float | None, accumulate: int, detail: str, resume: bool) -> None:
-    """Train a domain adapter: LoRA on the language model only (it also loads in vLLM), or the OCR
-    query module."""
+    """Train a domain adapter: LoRA on the language model only (the part vLLM's LoRA support covers),
+    or the OCR query module."""
     if ctx.invoked_subcommand is not None:
         return
     missing = [name for name, value in (("--domain", domain), ("--base", base_model), ("--data", data_file),

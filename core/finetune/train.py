@@ -1,7 +1,8 @@
 """LoRA on the language model only, labels on the assistant's words only, resumable.
 
-Adapters stay off the vision tower and use no ``modules_to_save``, so they also load in vLLM (LoRA on
-the language backbone) and the per-tile vision feature cache stays valid under any adapter. One
+Adapters stay off the vision tower and use no ``modules_to_save``, which keeps them to what vLLM's
+LoRA support covers (the language backbone) and keeps the per-tile vision feature cache valid under
+any adapter. One
 example per forward pass (images make padding wasteful), gradients accumulated over ``accumulate``;
 bf16 autocast on CUDA, fp32 on the CPU. A checkpoint (adapter, optimizer, the data order and where
 in it training stands) is written every ``checkpoint_every`` optimizer steps; ``resume`` continues
