@@ -2,12 +2,12 @@
 
 Adapters stay off the vision tower and use no ``modules_to_save``, which keeps them to what vLLM's
 LoRA support covers (the language backbone) and keeps the per-tile vision feature cache valid under
-any adapter. One example per forward pass (images make padding wasteful), gradients accumulated
-over ``accumulate``; bf16 autocast on CUDA, fp32 on the CPU. A checkpoint (adapter, optimizer, the data order and where
-in it training stands) is written every ``checkpoint_every`` optimizer steps; ``resume`` continues
-from the newest one on the same loss curve. Evaluation every ``eval_every`` steps: loss and, for
-short answers, exact match of the greedy answer; training stops early after ``patience`` evaluations
-without a better eval loss, and the best adapter is the one saved.
+any adapter. One example per forward pass (images make padding wasteful), gradients accumulated over
+``accumulate``; bf16 autocast on CUDA, fp32 on the CPU. A checkpoint (adapter, optimizer, the data
+order and where in it training stands) is written every ``checkpoint_every`` optimizer steps;
+``resume`` continues from the newest one on the same loss curve. Evaluation every ``eval_every``
+steps: loss and, for short answers, exact match of the greedy answer; training stops early after
+``patience`` evaluations without a better eval loss, and the best adapter is the one saved.
 """
 
 from __future__ import annotations
