@@ -29,12 +29,14 @@ from .cli_common import open_store
 @click.option("--lr", "learning_rate", type=float, help="Learning rate [default: 2e-4 for lora, 1e-3 for ocr-queries].")
 @click.option("--accumulate", default=4, show_default=True, type=click.IntRange(1, 1024),
               help="Examples per optimizer step (lora).")
+@click.option("--eval-every", default=25, show_default=True, type=click.IntRange(1, 100_000),
+              help="Optimizer steps between evaluations of --eval (lora; the last step is always evaluated).")
 @click.option("--detail", type=click.Choice(["low", "standard", "high"]), default="low", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint under --out (lora).")
 @click.pass_context
 def finetune(ctx: click.Context, domain: str | None, base_model: str | None, data_file: Path | None,
              eval_file: Path | None, out_dir: Path | None, target: str, epochs: int, rank: int,
-             learning_rate: float | None, accumulate: int, detail: str, resume: bool) -> None:
+             learning_rate: float | None, accumulate: int, eval_every: int, detail: str, resume: bool) -> None:
     """Train a domain adapter: LoRA on the language model only (the part vLLM's LoRA support covers),
     or the OCR query module."""
     if ctx.invoked_subcommand is not None:
@@ -45,12 +47,18 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
         raise click.UsageError(f"missing {', '.join(missing)}")
     from loupe.core.errors import InputRejected, LoupeError
     from loupe.core.finetune.data import read_examples
+    from loupe.core.finetune.train import TrainConfig
     from loupe.core.plugins import discover
     from loupe.core.vlm.hf import HFVLM
 
     domains = discover()
     if domain not in domains:
         raise click.UsageError(f"unknown domain {domain!r}; installed: {', '.join(sorted(domains))}")
+    if target == "lora":  # the adapter is registered under its folder's name: refuse a clash before training
+        clash = next((a for a in open_store(ctx.obj).adapters() if a.name == out_dir.name and a.domain != domain), None)
+        if clash is not None:
+            raise click.UsageError(f"an adapter named {out_dir.name!r} (the --out folder's name) already exists for "
+                                   f"{clash.domain}; choose another --out folder")
     try:
         examples = read_examples(data_file)
         held_out = read_examples(eval_file) if eval_file else []
@@ -61,23 +69,22 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
         summary = _train_queries(ctx.obj, vlm, domains[domain], examples, held_out, data_file, out_dir, epochs,
                                  learning_rate, detail)
     else:
-        summary = _train_lora(ctx.obj, vlm, domains[domain], examples, held_out, data_file, out_dir, epochs, rank,
-                              learning_rate or 2e-4, accumulate, detail, resume)
+        config = TrainConfig(rank=rank, alpha=2 * rank, learning_rate=learning_rate or 2e-4, epochs=epochs,
+                             accumulate=accumulate, eval_every=eval_every, detail=detail,
+                             system_prompt=domains[domain].system_prompt)
+        summary = _train_lora(ctx.obj, vlm, domain, examples, held_out, data_file, out_dir, config, resume)
     click.echo(json.dumps(summary))
 
 
-def _train_lora(settings: Settings, vlm, domain, examples: list, held_out: list, data_file: Path,  # noqa: ANN001
-                out_dir: Path, epochs: int, rank: int, learning_rate: float, accumulate: int, detail: str,
-                resume: bool) -> dict:
+def _train_lora(settings: Settings, vlm, domain: str, examples: list, held_out: list, data_file: Path,  # noqa: ANN001
+                out_dir: Path, config, resume: bool) -> dict:  # noqa: ANN001 - a TrainConfig
     from tqdm import tqdm
 
     from loupe.core.finetune.card import base_revision, write_card
     from loupe.core.finetune.data import data_digest
-    from loupe.core.finetune.train import TrainConfig, train
+    from loupe.core.finetune.train import train
 
     base_params = sum(p.numel() for p in vlm.model.parameters())
-    config = TrainConfig(rank=rank, alpha=2 * rank, learning_rate=learning_rate, epochs=epochs,
-                         accumulate=accumulate, detail=detail, system_prompt=domain.system_prompt)
     with tqdm(desc="training", unit="step", disable=None) as bar:
         def step(report: dict) -> None:
             bar.total = report["total"]
@@ -86,10 +93,10 @@ def _train_lora(settings: Settings, vlm, domain, examples: list, held_out: list,
 
         state = train(vlm, examples, held_out, out_dir, config, resume=resume, progress=step)
     trainable = sum(p.numel() for n, p in vlm.model.named_parameters() if "lora_" in n)
-    card = write_card(out_dir, domain=domain.name, base=vlm.model_id, revision=base_revision(vlm.model),
+    card = write_card(out_dir, domain=domain, base=vlm.model_id, revision=base_revision(vlm.model),
                       data_digest=data_digest(data_file), examples=len(examples), eval_examples=len(held_out),
                       config=config, state=state, trainable=trainable, base_params=base_params - trainable)
-    open_store(settings).register_adapter(out_dir.name, domain.name, vlm.model_id, str((out_dir / "adapter").resolve()),
+    open_store(settings).register_adapter(out_dir.name, domain, vlm.model_id, str((out_dir / "adapter").resolve()),
                                           {k: card[k] for k in ("steps", "final_train_loss", "best_eval_loss",
                                                                 "trainable_fraction", "adapter_bytes")})
     return {"adapter": str(out_dir / "adapter"), "registered_as": out_dir.name, "steps": card["steps"],
@@ -127,6 +134,14 @@ def _train_queries(settings: Settings, vlm, domain, examples: list, held_out: li
             "exact_match": card["exact_match"]}
 
 
+def _require_domain(name: str) -> None:
+    from loupe.core.plugins import discover
+
+    installed = discover()
+    if name not in installed:
+        raise click.UsageError(f"unknown domain {name!r}; installed: {', '.join(sorted(installed))}")
+
+
 @click.group()
 def adapters() -> None:
     """Trained adapters: the registry, and which one each domain answers with."""
@@ -149,6 +164,7 @@ def adapters_activate(settings: Settings, name: str, domain: str) -> None:
     """Make NAME the adapter DOMAIN answers with (audited)."""
     from loupe.core.errors import LoupeError
 
+    _require_domain(domain)
     try:
         open_store(settings).activate_adapter(name, domain)
     except LoupeError as exc:
@@ -161,6 +177,7 @@ def adapters_activate(settings: Settings, name: str, domain: str) -> None:
 @click.pass_obj
 def adapters_deactivate(settings: Settings, domain: str) -> None:
     """Make DOMAIN answer with the base model (audited)."""
+    _require_domain(domain)
     open_store(settings).activate_adapter(None, domain)
     click.echo(json.dumps({"active": None, "domain": domain}))
 

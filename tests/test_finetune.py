@@ -210,13 +210,22 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "adapter-v1" / "adapter_card.json").read_text())
     assert card["domain"] == "general" and card["data"]["examples"] == 4 and card["steps"] == 4
-    assert 0 < card["trainable_fraction"] < 1 and card["adapter_bytes"] > 0 and card["evaluations"] == []
+    assert 0 < card["trainable_fraction"] < 1 and card["adapter_bytes"] > 0
+    assert [e["step"] for e in card["evaluations"]] == [4]  # fewer steps than eval_every: the last is evaluated
     assert len(card["data"]["sha256"]) == 64 and card["hyperparameters"]["rank"] == 8
     from loupe.domains.general import GeneralDomain
 
     assert card["hyperparameters"]["system_prompt"] == GeneralDomain.system_prompt  # what the app will send
     bad = CliRunner().invoke(cli, [*home, "finetune", "--domain", "general", "--base", str(model)])
     assert bad.exit_code != 0 and "missing --data, --out" in bad.output
+    train_args = ["--base", str(model), "--data", str(tmp_path / "train.jsonl"), "--epochs", "1"]
+    again = CliRunner().invoke(cli, [*home, "finetune", "--domain", "general", *train_args,
+                                     "--out", str(tmp_path / "adapter-v1")])
+    assert again.exit_code != 0 and "already holds a training run: add --resume" in again.output
+    clash = CliRunner().invoke(cli, [*home, "finetune", "--domain", "documents", *train_args,
+                                     "--out", str(tmp_path / "elsewhere" / "adapter-v1")])
+    assert clash.exit_code != 0 and "already exists for general; choose another --out" in clash.output
+    assert not (tmp_path / "elsewhere").exists()  # refused before any training
     # the registry: listed, activated for its domain only, removed
     runner = CliRunner()
     (listed,) = [json.loads(line) for line in runner.invoke(cli, [*home, "adapters", "list"]).output.splitlines()]
@@ -224,6 +233,8 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
     assert listed["metrics"]["steps"] == 4 and Path(listed["path"]).is_dir()
     wrong = runner.invoke(cli, [*home, "adapters", "activate", "adapter-v1", "--domain", "medical"])
     assert wrong.exit_code == 1 and "trained for general, not medical" in wrong.output
+    unknown = runner.invoke(cli, [*home, "adapters", "deactivate", "--domain", "radiology"])
+    assert unknown.exit_code != 0 and "unknown domain 'radiology'" in unknown.output
     assert runner.invoke(cli, [*home, "adapters", "activate", "adapter-v1", "--domain", "general"]).exit_code == 0
     assert json.loads(runner.invoke(cli, [*home, "adapters", "list"]).output)["active"] is True
     assert runner.invoke(cli, [*home, "adapters", "remove", "adapter-v1"]).exit_code == 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import LoupeError
 from ..vlm.base import GenerationOptions, Message
 from ..vlm.families import language_model
 from .data import Example
@@ -184,7 +185,11 @@ def _load_checkpoint(vlm, folder: Path, optimizer: torch.optim.Optimizer) -> Tra
 
 def train(vlm, examples: Sequence[Example], eval_examples: Sequence[Example], out: Path,  # noqa: ANN001, C901
           config: TrainConfig, resume: bool = False, progress: Progress | None = None) -> TrainState:
-    """Train a LoRA adapter on ``examples``; the best one (by eval loss, else the last) goes to ``out/adapter``."""
+    """Train a LoRA adapter on ``examples``; the best one (by eval loss, else the last) goes to ``out/adapter``.
+    Held-out examples are evaluated every ``eval_every`` steps and at the last step."""
+    if not resume and _newest_checkpoint(out) is not None:  # a later --resume would pick up the old run
+        raise LoupeError(f"{out} already holds a training run: add --resume to continue it, or choose another "
+                         "--out folder.")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     items = [encode_example(vlm, e, config.detail, system_prompt=config.system_prompt) for e in examples]
@@ -218,7 +223,7 @@ def train(vlm, examples: Sequence[Example], eval_examples: Sequence[Example], ou
         if state.seen >= len(state.order):
             state.epoch += 1
         stop = False
-        if held_out and state.step % config.eval_every == 0:
+        if held_out and (state.step % config.eval_every == 0 or state.step >= total_steps):
             result = {"step": state.step, **evaluate(vlm, held_out, config, ADAPTER)}
             state.evals.append(result)
             if state.best_eval_loss is None or result["eval_loss"] < state.best_eval_loss:
