@@ -146,12 +146,22 @@ def test_case_review_logout_and_admin_in_a_real_browser(tmp_path, tiny_model_dir
         assert "left wrist" not in page.content()
         assert not [p for p in served.home.rglob("*DOE_JANE*")] and not served.files()
 
-        # The admin page, for admins only.
+        # The admin page, for admins only, with a trained adapter listed beside its card's metrics.
+        card = tmp_path / "codes-v1" / "adapter_card.json"
+        card.parent.mkdir()
+        card.write_text('{"steps": 160, "evaluations": [{"step": 160, "eval_loss": 0.07, "exact_match": 1.0}]}')
+        served.service.store.register_adapter("codes-v1", "general", "HuggingFaceTB/SmolVLM-256M-Instruct",
+                                              str(card.parent / "adapter"),
+                                              {"steps": 160, "final_train_loss": 0.068, "best_eval_loss": 0.067,
+                                               "trainable_fraction": 0.0108, "adapter_bytes": 9_827_840})
         _login(page, served.url, "root")
         page.get_by_role("tab", name="Admin").click()
         expect(page.locator("#admin-users")).to_contain_text("erin", timeout=30_000)
+        page.get_by_text("Fine-tuned adapters").click()
+        expect(page.locator("#admin-adapters")).to_contain_text("codes-v1", timeout=30_000)
+        expect(page.locator("#admin-adapters")).to_contain_text("9.4 MB")
         page.get_by_text("Audit log (newest 200 events)").click()
-        page.get_by_role("button", name="Refresh").click()
+        page.locator("#admin-audit-refresh").click()
         expect(page.locator("#admin-audit")).to_contain_text("review", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "admin-page.png"), full_page=True)
         browser.close()

@@ -47,12 +47,12 @@ class AdapterPanel:
         with gr.Row():
             chosen = gr.Dropdown([], label="Adapter", elem_id="admin-adapter-name",
                                  allow_custom_value=True)  # the handlers look the name up
-            domain = gr.Dropdown(sorted(self.service.domains), label="Domain", elem_id="admin-adapter-domain",
-                                 allow_custom_value=True)
+            domain = gr.Dropdown(sorted(self.service.domains), value=None, label="Domain",  # no silent default
+                                 elem_id="admin-adapter-domain", allow_custom_value=True)
         with gr.Row():
             activate = gr.Button("Use for its domain", size="sm", variant="primary", elem_id="admin-adapter-use")
             base = gr.Button("Answer with the base model", size="sm", elem_id="admin-adapter-base")
-            refresh = gr.Button("Refresh", size="sm", variant="secondary")
+            refresh = gr.Button("Refresh", size="sm", variant="secondary", elem_id="admin-adapters-refresh")
         card = gr.Code(label="Adapter card", language="json", interactive=False, elem_id="admin-adapter-card")
 
         def rows(request: gr.Request):

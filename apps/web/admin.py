@@ -63,7 +63,7 @@ class AdminPage:
         with gr.Accordion("Audit log (newest 200 events)", open=False):
             audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, wrap=True, elem_id="admin-audit",
                                  show_label=False, max_height=400)
-            refresh_audit = gr.Button("Refresh", size="sm", variant="secondary")
+            refresh_audit = gr.Button("Refresh", size="sm", variant="secondary", elem_id="admin-audit-refresh")
 
         def user_rows(request: gr.Request) -> list[list]:
             self._admin(request, "user.list")
