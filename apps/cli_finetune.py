@@ -55,8 +55,8 @@ def finetune(ctx: click.Context, domain: str | None, base_model: str | None, dat
     if domain not in domains:
         raise click.UsageError(f"unknown domain {domain!r}; installed: {', '.join(sorted(domains))}")
     if target == "lora":  # the adapter is registered under its folder's name: refuse a clash before training
-        clash = next((a for a in open_store(ctx.obj).adapters() if a.name == out_dir.name and a.domain != domain), None)
-        if clash is not None:
+        clash = open_store(ctx.obj).adapter(out_dir.name)
+        if clash is not None and clash.domain != domain:
             raise click.UsageError(f"an adapter named {out_dir.name!r} (the --out folder's name) already exists for "
                                    f"{clash.domain}; choose another --out folder")
     try:
@@ -223,8 +223,6 @@ def finetune_convert_csv(source: Path, out: Path) -> None:
     click.echo(json.dumps({"examples": count, "out": str(out)}))
 
 
-
-
 @click.command("eval")
 @click.option("--adapter", "name", required=True, help="A registered adapter (see: loupe adapters list).")
 @click.option("--data", "data_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -243,7 +241,7 @@ def evaluate_adapter(settings: Settings, name: str, data_file: Path, engine: str
     from loupe.core.finetune.train import TrainConfig, encode_example, evaluate
     from loupe.core.vlm.hf import HFVLM
 
-    record = next((a for a in open_store(settings).adapters() if a.name == name), None)
+    record = open_store(settings).adapter(name)
     if record is None:
         raise click.ClickException(f"There is no adapter named {name!r} (see: loupe adapters list).")
     trained = ((read_card(record.path) or {}).get("hyperparameters") or {})

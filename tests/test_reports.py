@@ -44,11 +44,12 @@ def test_bad_report_files_name_the_line(tmp_path):
     with pytest.raises(InputRejected, match="line 1: the header lacks column"):
         list(read_reports(missing))
     lines = tmp_path / "reports.jsonl"
-    lines.write_text('{"id": "a", "findings": "Clear."}\nnot json\n{"id": "c"}\n{"findings": "x"}\n')
+    lines.write_text('{"id": "a", "findings": "Clear."}\nnot json\n{"id": "c"}\n{"findings": "x"}\n[1]\n')
     problems: list[str] = []
     assert [r.id for r in read_reports(lines, problems)] == ["a"]
-    assert problems == ["line 2: not valid JSON.", "line 3: no report field (findings, impression or text).",
-                        "line 4: the report has no id (column 'uid' or 'id')."]
+    assert problems == ["line 2: not valid JSON (Expecting value).",
+                        "line 3: no report field (findings, impression or text).",
+                        "line 4: the report has no id (column 'uid' or 'id').", "line 5: expected a JSON object."]
 
 
 @pytest.mark.parametrize("kind", sorted(INJECTORS))

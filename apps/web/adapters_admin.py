@@ -69,7 +69,7 @@ class AdapterPanel:
                 self._admin(request, "adapter.card")
             except LoupeError:
                 return ""
-            found = next((a for a in store.adapters() if a.name == name), None)
+            found = store.adapter(name or "")
             if found is None:
                 return ""
             data = read_card(found.path)
@@ -80,7 +80,7 @@ class AdapterPanel:
                 try:
                     actor = self._admin(request, "adapter.activate")
                     if use_adapter:
-                        found = next((a for a in store.adapters() if a.name == name), None)
+                        found = store.adapter(name or "")
                         if found is None:
                             raise LoupeError("Choose an adapter first.")
                         store.activate_adapter(found.name, found.domain, actor=actor)

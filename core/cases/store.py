@@ -366,6 +366,10 @@ class CaseStore:
         with self.sessions() as s:
             return list(s.scalars(select(Adapter).order_by(Adapter.domain, Adapter.name)))
 
+    def adapter(self, name: str) -> Adapter | None:
+        with self.sessions() as s:
+            return s.scalar(select(Adapter).where(Adapter.name == name))
+
     def active_adapter(self, domain: str) -> Adapter | None:
         """The adapter ``domain`` answers with; None: the base model."""
         with self.sessions() as s:

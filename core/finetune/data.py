@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import InputRejected
+from ..jsonl import json_objects
 from ..vlm.base import Message
 
 PLACEHOLDER = "<image>"
@@ -44,10 +45,8 @@ class Example:
         return out
 
 
-def _check(number: int, row: object, base: Path) -> tuple[Example | None, list[str]]:
+def _check(number: int, row: dict, base: Path) -> tuple[Example | None, list[str]]:
     where = f"line {number}"
-    if not isinstance(row, dict):
-        return None, [f"{where}: expected a JSON object"]
     problems = []
     images = row.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
@@ -83,19 +82,14 @@ def _check(number: int, row: object, base: Path) -> tuple[Example | None, list[s
 def read_examples(path: Path) -> list[Example]:
     """Every example of a JSONL file, or InputRejected listing every bad line (first 20)."""
     examples, problems = [], []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {number}: not valid JSON ({exc.msg})")
-                continue
-            example, found = _check(number, row, path.parent)
-            problems.extend(found)
-            if example is not None:
-                examples.append(example)
+    for number, row, wrong in json_objects(path):
+        if row is None:
+            problems.append(str(wrong))
+            continue
+        example, found = _check(number, row, path.parent)
+        problems.extend(found)
+        if example is not None:
+            examples.append(example)
     if problems:
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
         raise InputRejected(f"{path.name} has {len(problems)} problem(s){more}:\n" + "\n".join(problems[:20]))

@@ -4,13 +4,13 @@ text with headings ("FINDINGS:", "IMPRESSION:" ...). Bad input names its line an
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loupe.core.errors import InputRejected
+from loupe.core.jsonl import json_objects
 
 SECTIONS = ("indication", "comparison", "technique", "findings", "impression")
 REQUIRED = ("findings", "impression")
@@ -90,19 +90,14 @@ def read_reports(path: Path, problems: list[str] | None = None) -> Iterator[Repo
 
 def _rows(path: Path) -> Iterator[Report | InputRejected]:
     if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise InputRejected(f"line {number}: expected a JSON object.")
-                    yield _from_fields(str(row.get("id") or row.get("uid") or ""), row, f"line {number}")
-                except json.JSONDecodeError:
-                    yield InputRejected(f"line {number}: not valid JSON.")
-                except InputRejected as exc:
-                    yield exc
+        for number, row, wrong in json_objects(path):
+            if row is None:
+                yield InputRejected(f"{wrong}.")
+                continue
+            try:
+                yield _from_fields(str(row.get("id") or row.get("uid") or ""), row, f"line {number}")
+            except InputRejected as exc:
+                yield exc
         return
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
