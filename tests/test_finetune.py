@@ -109,6 +109,18 @@ def test_the_int8_engine_answers_with_a_hot_swapped_adapter(model, trained):
     assert other.extra["reused_tokens"] == 0 and other.extra["cached_features"] is True
     with pytest.raises(ModelUnavailable, match="not loaded"):
         vlm.chat(items[0].prompt, GenerationOptions(adapter="never-loaded"))
+    # bad adapter files: one clear message, and the loaded adapter keeps answering
+    empty = trained["out"].parent / "empty-adapter"
+    empty.mkdir(exist_ok=True)
+    with pytest.raises(ModelUnavailable, match="no adapter weights"):
+        vlm.load_adapter(empty, "broken")
+    corrupt = trained["out"].parent / "corrupt-adapter"
+    corrupt.mkdir(exist_ok=True)
+    (corrupt / "adapter_config.json").write_bytes((trained["out"] / "adapter" / "adapter_config.json").read_bytes())
+    (corrupt / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelUnavailable, match="cannot load adapter 'broken'"):
+        vlm.load_adapter(corrupt, "broken")
+    assert vlm.adapters.names == ["med-v1"] and answers("med-v1") == adapted
     # a giant image's tiles are scored with the adapter the answer will use, whatever ran before
     from types import SimpleNamespace
 

@@ -69,7 +69,10 @@ class Adapters:
             with warnings.catch_warnings():  # peft warns of any layer type it does not know, ours included
                 warnings.filterwarnings("ignore", message="Unsupported layer type")
                 self._model.load_adapter(str(folder), adapter_name=slot, peft_config=config)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - peft, safetensors and torch each raise their own kinds
+            self._applied = "?"
+            if slot in (getattr(self._model, "peft_config", None) or {}):  # injected before its weights failed
+                self._model.delete_adapter(slot)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelUnavailable(f"cannot load adapter {name!r} from {folder}: {first}") from exc
         if known is not None:
