@@ -1,20 +1,27 @@
 # Loupe developer entry points. `make serve` and `make test` set everything up on first use.
-VENV  := .venv
-PY    := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
-ARGS  ?=
+# Every install comes from requirements.lock (exact versions the suite passed with); `make lock`
+# refreshes it from pyproject.toml's ranges, `make check-latest` tries the newest allowed versions.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+EXTRAS  := dev,lora,ocr,dicom,geo,scale
+PIP_VERSION := 26.3
+WHEELS  ?= /opt/wheels
+LATEST  ?= /tmp/loupe-check-latest
+ARGS    ?=
 
-.PHONY: install serve test lint bench
+.PHONY: install serve test lint bench lock check-latest
 
 install: $(STAMP)
 
-# Re-runs only when the dependency list changes. torch goes first and pinned: 2.13.0 is the CPU
-# build on disk; a looser requirement would pull several GB of CUDA packages.
-$(STAMP): pyproject.toml
+# Re-runs only when the lock or the project metadata changes. The editable install adds Loupe alone
+# (--no-deps): every dependency is the locked one.
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,lora,ocr,dicom,geo,scale]'
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
+	$(PY) -m pip install -q --find-links $(WHEELS) -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 serve: install
@@ -30,3 +37,21 @@ lint: install
 
 bench: install
 	$(VENV)/bin/loupe bench chat --family smolvlm --size real
+
+# Re-resolve the lock from pyproject.toml's ranges (newest allowed versions). Run the suite on it and
+# commit both files together.
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --python-version 3.11 \
+	  --find-links $(WHEELS) --no-emit-find-links --constraint .ci/lock-constraints.txt \
+	  --custom-compile-command "make lock" --upgrade -o requirements.lock
+
+# Drift check (not part of .ci/run): the newest versions pyproject.toml allows, in a scratch venv,
+# against the whole suite. A failure here is what a user installing without the lock would meet.
+check-latest:
+	rm -rf $(LATEST)
+	python3 -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q pip==$(PIP_VERSION)
+	$(LATEST)/bin/pip install -q --find-links $(WHEELS) -c .ci/lock-constraints.txt --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]'
+	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
+	@echo "newest allowed versions: $(LATEST)/versions.txt"
+	bash .ci/with-services.sh $(LATEST)/bin/pytest -q -p no:cacheprovider $(ARGS)

@@ -17,7 +17,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
 from .int8 import int8_matmul_available
+
+# transformers 5.25 renamed generate's cache argument and output field from `past_key_values` to
+# `cache` (the old name is removed in 6.0); the locked 5.23 knows only the old one. Use whichever
+# this install calls current.
+CACHE_ARG = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+
+
+def generated_cache(output: object) -> object:
+    """The KV cache ``generate(..., return_dict_in_generate=True)`` returned."""
+    return getattr(output, CACHE_ARG)
 
 log = logging.getLogger(__name__)
 

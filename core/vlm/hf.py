@@ -24,7 +24,7 @@ from . import worker
 from .adapters import Adapters
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
-from .engines import EngineChoice, cache_bucket, choose_engine, rewind
+from .engines import CACHE_ARG, EngineChoice, cache_bucket, choose_engine, generated_cache, rewind
 from .families import Family, family_of, processor_class, vision_encoder
 from .features import FeatureCache, encoder_inputs, features_key, weights_fingerprint
 from .image_units import join_output, join_units, split_output, split_units
@@ -271,7 +271,7 @@ class HFVLM:
                     facts.update(visual_tokens=pruned.visual_after, visual_tokens_unpruned=pruned.visual_before,
                                  pruning=pruning.label)
                 if self.engine.name == "static":
-                    gen_inputs["past_key_values"] = StaticCache(
+                    gen_inputs[CACHE_ARG] = StaticCache(
                         config=self.model.config, max_cache_len=cache_bucket(ids.shape[-1] + opts.max_new_tokens))
             if opts.seed is not None:
                 torch.manual_seed(opts.seed)
@@ -366,7 +366,7 @@ class HFVLM:
         kept = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
         if positions is not None:
             kept["position_ids"] = positions
-        return {**kept, "past_key_values": entry.cache}, shared, entry.pruned
+        return {**kept, CACHE_ARG: entry.cache}, shared, entry.pruned
 
     def _pruned_like(self, pruned: torch.Tensor, inputs: dict[str, torch.Tensor]) -> tuple[dict | None, Any]:
         """``inputs`` with the image tokens a cached first turn dropped dropped too, and their full positions."""
@@ -382,7 +382,7 @@ class HFVLM:
 
     def _keep(self, conversation: str, key: str, prompt_ids: torch.Tensor, output: Any,
               pruned: torch.Tensor | None = None) -> None:
-        cache = output.past_key_values
+        cache = generated_cache(output)
         length = int(cache.get_seq_length())
         image_positions = (prompt_ids[0] == self.image_token_id).nonzero()
         rope_deltas = getattr(self.model.model, "rope_deltas", None)
