@@ -13,8 +13,8 @@ from loupe.core.errors import AccessDenied, LoupeError
 def test_migrations_create_every_table_at_head(db_url):
     engine = make_engine(db_url)
     open_database(db_url)
-    assert head_revision() == "0005"
-    assert current_revision(engine) == "0005"
+    assert head_revision() == "0006"
+    assert current_revision(engine) == "0006"
     schema = inspect(engine)
     tables = set(schema.get_table_names())
     assert {"users", "cases", "case_shares", "assets", "messages", "model_runs", "reviews", "audit_events",
@@ -28,7 +28,7 @@ def test_migrations_create_every_table_at_head(db_url):
     assert {"case_reports", "report_checks"} <= tables and "ix_case_reports_case_id" in {i["name"] for i in
                                                                       schema.get_indexes("case_reports")}
     open_database(db_url)  # applying again is a no-op
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
 
 
 def test_upgrade_from_0001_keeps_existing_rows(db_url):
@@ -46,12 +46,45 @@ def test_upgrade_from_0001_keeps_existing_rows(db_url):
         conn.execute(text("INSERT INTO audit_events (id, user_id, action, case_id, detail, created_at) "
                           "VALUES (1, 1, 'case.create', 1, '{}', CURRENT_TIMESTAMP)"))
     open_database(db_url)
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT title, archived_at FROM cases")).one() == ("old case", None)
         assert conn.execute(text("SELECT signed_off FROM reviews")).scalar() in (False, 0)
         assert conn.execute(text("SELECT action, case_id FROM audit_events")).one() == ("case.create", 1)
     assert [fk["referred_table"] for fk in inspect(engine).get_foreign_keys("audit_events")] == ["users"]
+
+
+def test_a_purged_case_id_is_never_given_to_a_new_case(store):
+    admin = store.add_user("root", "long enough", "admin")
+    first = store.create_case(admin, "general", "one", [stored_asset(b"a")])
+    last = store.create_case(admin, "general", "two", [stored_asset(b"b")])
+    store.archive_case(admin, last)
+    store.purge_case(admin, last)  # the highest id: SQLite without AUTOINCREMENT hands it out again
+    new = store.create_case(admin, "general", "three", [stored_asset(b"c")])
+    assert new > last > first
+    trail = [(e.action, e.case_id) for e in store.audit_events() if e.case_id == new]
+    assert trail == [("case.create", new)], "the new case must not inherit the purged case's audit trail"
+
+
+def test_upgrade_after_a_purge_starts_above_ids_the_audit_trail_names(db_url, tmp_path):
+    """A case purged before 0006 is gone from `cases` but named by audit events: no new case gets its id."""
+    engine = make_engine(db_url)
+    upgrade(engine, "0005")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, username, password_hash, role, active, created_at) "
+                          "VALUES (1, 'alice', 'x', 'admin', true, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO cases (id, owner_id, domain, title, created_at) "
+                          "VALUES (9, 1, 'general', 'kept', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO audit_events (user_id, action, case_id, detail, created_at) "
+                          "VALUES (1, 'case.purge', 10, '{}', CURRENT_TIMESTAMP)"))
+    from loupe.core.cases.assets import AssetStore
+    from loupe.core.cases.store import CaseStore
+
+    store = CaseStore(open_database(db_url), AssetStore(tmp_path / "assets"))
+    new = store.create_case(store.get_user("alice"), "general", "new", [stored_asset()])
+    if engine.dialect.name == "sqlite":  # PostgreSQL's sequence never handed out 10: it starts at 1 here
+        assert new == 11
+    assert new != 10
 
 
 def test_sqlite_runs_in_wal_mode(sqlite_settings):

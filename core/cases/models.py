@@ -12,8 +12,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# SQLite reuses the highest id after a delete unless a table is AUTOINCREMENT; a purged case's id
+# must never name a new case (its audit trail outlives it). PostgreSQL sequences never reuse.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
-    pass
+    __table_args__ = NEVER_REUSE_IDS
 
 
 class User(Base):
@@ -24,6 +29,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Raised on a password, role or active change: sessions made under an older epoch end.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @property
@@ -51,7 +58,7 @@ class CaseShare(Base):
     """A case made visible to another named user (e.g. a reviewer who signs its answers off)."""
 
     __tablename__ = "case_shares"
-    __table_args__ = (UniqueConstraint("case_id", "user_id"),)
+    __table_args__ = (UniqueConstraint("case_id", "user_id"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
@@ -151,7 +158,7 @@ class ReportCheck(Base):
     the hash of its content, never by its path (file names can carry patient names)."""
 
     __tablename__ = "report_checks"
-    __table_args__ = (UniqueConstraint("source_digest", "report_id", "checker"),)
+    __table_args__ = (UniqueConstraint("source_digest", "report_id", "checker"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source_digest: Mapped[str] = mapped_column(String(64), index=True)
