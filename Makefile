@@ -54,4 +54,4 @@ check-latest:
 	$(LATEST)/bin/pip install -q --find-links $(WHEELS) -c .ci/lock-constraints.txt --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]'
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
 	@echo "newest allowed versions: $(LATEST)/versions.txt"
-	bash .ci/with-services.sh $(LATEST)/bin/pytest -q -p no:cacheprovider $(ARGS)
+	LOUPE_CHECK_LATEST=1 bash .ci/with-services.sh $(LATEST)/bin/pytest -q -p no:cacheprovider $(ARGS)

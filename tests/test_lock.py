@@ -4,6 +4,7 @@ passed with, inside pyproject.toml's honest ranges, and a clean venv resolves to
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def test_torch_is_the_cpu_build():
     assert not any(name.startswith("nvidia-") for name in locked()), "a CUDA torch slipped into the lock"
 
 
+@pytest.mark.skipif(os.environ.get("LOUPE_CHECK_LATEST") == "1", reason="check-latest runs newer versions")
 def test_the_running_environment_is_the_lock():
     """The suite runs on the locked versions, so a green run vouches for the lock."""
     drift = {}
