@@ -93,8 +93,9 @@ class DomainTab(Protocol):
         """The newest report version: ``{"id", "text", "findings", "signed_off"}``, or None."""
         ...
 
-    def sign_off_report(self, case_id: int, request: Any) -> int:  # noqa: ANN401 - a gr.Request
-        """Sign the newest report version off (reviewer role; refused and audited otherwise)."""
+    def sign_off_report(self, case_id: int, request: Any, report_id: int) -> int:  # noqa: ANN401 - a gr.Request
+        """Sign report version ``report_id`` off, the one the reviewer was shown (reviewer role; refused and
+        audited otherwise); refused when a newer version has been saved since."""
         ...
 
     def model(self, request: Any) -> tuple[Any, str]:  # noqa: ANN401 - a gr.Request; a core VLM

@@ -277,3 +277,13 @@ def test_the_report_panel_marks_flagged_spans_and_keeps_versions_and_sign_off(tm
         assert latest.text == report and {f["kind"] for f in latest.findings} == {"laterality"}
         actions = [e.action for e in served.service.store.audit_events(case.id)]
         assert "report.save" in actions and "signoff.denied" in actions
+        # The race of issue 18: rita checks (reads) version 2, ann saves version 3, rita signs off: refused.
+        served.service.store.share_case(user, case.id, "rita")
+        rita = served.client("rita")
+        rita.predict(case.id, api_name="/medical_open_case")
+        assert "Saved" in rita.predict(report, False, api_name="/medical_check_report")
+        ann.predict("FINDINGS: None.\nIMPRESSION: Normal.", False, api_name="/medical_check_report")
+        assert "changed since you read it" in rita.predict(api_name="/medical_sign_off_report")
+        assert served.service.store.latest_report(user, case.id).signed_off_by is None
+        rita.predict(report, False, api_name="/medical_check_report")  # she reads (saves) the newest version
+        assert "Signed off by you" in rita.predict(api_name="/medical_sign_off_report")

@@ -6,7 +6,7 @@ import pytest
 from helpers import run_record, stored_asset
 from sqlalchemy import func, select
 
-from loupe.core.cases.models import Asset, Case, CaseShare, ChatMessage, ModelRun, Review
+from loupe.core.cases.models import Asset, Case, CaseReport, CaseShare, ChatMessage, ModelRun, Review
 from loupe.core.cases.store import CaseStore
 from loupe.core.errors import AccessDenied, LoupeError
 
@@ -112,6 +112,30 @@ def test_reviewer_sees_only_shared_and_own_cases_and_signs_off(store, people):
     assert _events(store, "review") == [(rita.id, shared_id,
                                         {"message_id": answer_id, "verdict": "accepted", "signed_off": True})]
     assert [c.reviewed for c in store.list_cases(alice)] == [1]
+
+
+def test_a_report_sign_off_names_its_version_and_is_refused_once_a_newer_one_is_saved(store, people):
+    """Issue 18: rita read version 2, alice saved version 3 meanwhile; rita's sign-off must not land on 3."""
+    alice, rita = people["alice"], people["rita"]
+    case_id = store.create_case(alice, "medical", "chest", [stored_asset()])
+    store.share_case(alice, case_id, "rita")
+    store.save_report(alice, case_id, "FINDINGS: one.\nIMPRESSION: one.", [])
+    second = store.save_report(alice, case_id, "FINDINGS: two.\nIMPRESSION: two.", [])
+    read = store.latest_report(rita, case_id).id
+    assert read == second
+    third = store.save_report(alice, case_id, "FINDINGS: three.\nIMPRESSION: changed.", [])  # the race
+    with pytest.raises(LoupeError, match="changed since you read it"):
+        store.sign_off_report(rita, case_id, read)
+    assert all(r.signed_off_by is None for r in _reports(store, case_id))
+    assert _events(store, "signoff.stale") == [(rita.id, case_id, {"report_id": second, "latest": third})]
+    assert _events(store, "report.sign_off") == []
+    assert store.sign_off_report(rita, case_id, store.latest_report(rita, case_id).id) == third
+    assert [r.id for r in _reports(store, case_id) if r.signed_off_by == rita.id] == [third]
+
+
+def _reports(store: CaseStore, case_id: int) -> list[CaseReport]:
+    with store.sessions() as s:
+        return list(s.scalars(select(CaseReport).where(CaseReport.case_id == case_id)))
 
 
 def test_plain_users_sign_off_is_refused_and_the_refusal_is_kept(store, people):

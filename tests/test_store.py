@@ -202,9 +202,9 @@ def test_case_reports_keep_versions_findings_and_a_reviewer_sign_off(store):
     with pytest.raises(AccessDenied):
         store.save_report(bob, case_id, "not his case", [])
     with pytest.raises(AccessDenied, match="reviewer role"):
-        store.sign_off_report(alice, case_id)
+        store.sign_off_report(alice, case_id, second)
     store.share_case(alice, case_id, "rita")
-    assert store.sign_off_report(rita, case_id) == second
+    assert store.sign_off_report(rita, case_id, second) == second
     assert store.latest_report(rita, case_id).signed_off_by == rita.id
     actions = [e.action for e in store.audit_events(case_id)]
     assert actions.count("report.save") == 2 and "signoff.denied" in actions and "report.sign_off" in actions

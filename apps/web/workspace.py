@@ -60,8 +60,8 @@ class Workspace:
         return {"id": report.id, "text": report.text, "findings": report.findings,
                 "signed_off": report.signed_off_by is not None}
 
-    def sign_off_report(self, case_id: int, request: gr.Request) -> int:
-        return self.service.store.sign_off_report(self._user(request), int(case_id))
+    def sign_off_report(self, case_id: int, request: gr.Request, report_id: int) -> int:
+        return self.service.store.sign_off_report(self._user(request), int(case_id), int(report_id))
 
     def model(self, request: gr.Request) -> tuple[object, str]:
         self._user(request)

@@ -296,7 +296,7 @@ class CaseStore:
         if not text.strip():
             raise LoupeError("Write the report first.")
         with self.sessions.begin() as s:
-            case = s.get(Case, case_id)
+            case = s.get(Case, case_id, with_for_update=True)  # see sign_off_report
             self._check_access(s, user, case, f"case {case_id}")
             if case.archived_at is not None:
                 raise LoupeError("This case is archived: restore it to change its report.")
@@ -318,10 +318,13 @@ class CaseStore:
                                  detail={"report_id": report.id}))
             return report
 
-    def sign_off_report(self, user: User, case_id: int) -> int:
-        """Sign off the case's newest report version (reviewer role only)."""
+    def sign_off_report(self, user: User, case_id: int, report_id: int) -> int:
+        """Sign off version ``report_id`` of the case's report, the one the reviewer read (reviewer role only).
+
+        Refused when a newer version has been saved since: a sign-off names what it signs."""
         with self.sessions.begin() as s:
-            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
+            # The case row is locked (PostgreSQL) so no new version can be saved between the check and the sign-off.
+            self._check_access(s, user, s.get(Case, case_id, with_for_update=True), f"case {case_id}")
             report = s.scalar(select(CaseReport).where(CaseReport.case_id == case_id)
                               .order_by(CaseReport.id.desc()).limit(1))
             if report is None:
@@ -329,6 +332,10 @@ class CaseStore:
             if user.role != "reviewer":
                 self.audit(user, "signoff.denied", case_id=case_id)  # its own transaction: this one rolls back
                 raise AccessDenied("Only users with the reviewer role can sign reports off.")
+            if report.id != report_id:
+                self.audit(user, "signoff.stale", case_id=case_id, detail={"report_id": report_id,
+                                                                          "latest": report.id})
+                raise LoupeError("The report has changed since you read it: read the new version, then sign it off.")
             report.signed_off_by, report.signed_off_at = user.id, utcnow()
             s.add(AuditEvent(user_id=user.id, action="report.sign_off", case_id=case_id,
                              detail={"report_id": report.id}))

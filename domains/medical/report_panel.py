@@ -75,26 +75,30 @@ def add_report_panel(tab: DomainTab) -> None:
                                     info="Three yes/no prompts with the image, then the kind of error: slower.")
             sign = gr.Button("Sign off report", elem_id="medical-sign-report", variant="secondary")
         shown = gr.HTML(elem_id="medical-report-flags")
+        read = gr.State(None)  # the id of the report version on screen: the one a sign-off signs
 
-    def check_report(case_id: int | None, report_text: str, with_model: bool, request: gr.Request) -> str:
+    def check_report(case_id: int | None, report_text: str, with_model: bool, read_id: int | None,
+                     request: gr.Request) -> tuple[str, int | None]:
         if case_id is None:
-            return "<p>⚠️ Open or create a case first.</p>"
+            return "<p>⚠️ Open or create a case first.</p>", None
         note = ""
         try:
             vlm, label = tab.model(request) if with_model else (None, "")
             findings = check_text(report_text, tab.case_assets(case_id, request), vlm)
-            tab.save_report(case_id, request, report_text, findings)
+            saved = tab.save_report(case_id, request, report_text, findings)
         except LoupeError as exc:
-            return f"<p>⚠️ {html.escape(str(exc))}</p>"
+            return f"<p>⚠️ {html.escape(str(exc))}</p>", read_id
         if with_model:
             note = f"<p>Checked by the rules and by {html.escape(label)}.</p>"
-        return marked(report_text, findings) + note + "<p>Saved as a new version of the case's report.</p>"
+        return marked(report_text, findings) + note + "<p>Saved as a new version of the case's report.</p>", saved
 
-    def sign_off(case_id: int | None, request: gr.Request) -> str:
+    def sign_off(case_id: int | None, read_id: int | None, request: gr.Request) -> str:
         if case_id is None:
             return "<p>⚠️ Open or create a case first.</p>"
+        if read_id is None:
+            return "<p>⚠️ There is no report to sign off yet.</p>"
         try:
-            tab.sign_off_report(case_id, request)
+            tab.sign_off_report(case_id, request, read_id)  # refused if a newer version was saved meanwhile
         except LoupeError as exc:
             return f"<p>⚠️ {html.escape(str(exc))}</p>"
         report = tab.latest_report(case_id, request)
@@ -105,10 +109,10 @@ def add_report_panel(tab: DomainTab) -> None:
         if report is None:  # a structured report's own text is the first draft to check
             structured = [a for a in tab.case_assets(case_id, request) if a.meta.get("kind") == "sr_text"] \
                 if case_id is not None else []
-            return (structured[0].meta["text"] if structured else TEMPLATE), ""
+            return (structured[0].meta["text"] if structured else TEMPLATE), "", None
         note = "<p>✅ Signed off.</p>" if report["signed_off"] else ""
-        return report["text"], marked(report["text"], report["findings"]) + note
+        return report["text"], marked(report["text"], report["findings"]) + note, report["id"]
 
-    check.click(check_report, [tab.case_id, text, use_model], shown, api_name="medical_check_report")
-    sign.click(sign_off, tab.case_id, shown, api_name="medical_sign_off_report")
-    tab.case_id.change(opened, tab.case_id, [text, shown], api_name=False)
+    check.click(check_report, [tab.case_id, text, use_model, read], [shown, read], api_name="medical_check_report")
+    sign.click(sign_off, [tab.case_id, read], shown, api_name="medical_sign_off_report")
+    tab.case_id.change(opened, tab.case_id, [text, shown, read], api_name=False)
