@@ -39,8 +39,9 @@ class RemoteSensingDomain:
                      "tell.")
     default_detail = "low"  # one tile per image: the pyramid supplies the detail
     export_formats = {"geojson": "application/geo+json"}
-    upload_note = ("any number of pixels (scenes are read in parts). The scene is kept as uploaded, with its "
-                   "coordinates; overviews are added when missing. The file name is not kept.")
+    upload_note = ("any number of pixels (scenes are read in parts). The scene's pixels are kept with its "
+                   "coordinates, without its metadata (tags, descriptions); overviews are added when missing. "
+                   "The file name is not kept.")
 
     def ingest(self, data: bytes, limits: UploadLimits,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:

@@ -1,7 +1,10 @@
 """A GeoTIFF / COG (or an ordinary aerial photo) into case assets.
 
-The raster is kept as it came, except that one larger than the pyramid's base level without internal
-overviews gets them (built level by level, with progress) so that no later read needs the full image.
+The raster's pixels and georeferencing are kept as they came, in a clean copy written band by band: no TIFF
+text tag (Artist, ImageDescription, DocumentName...), XMP, IPTC, ICC, GDAL metadata or band description
+survives (they can name people). One larger than the pyramid's base level without internal overviews gets
+them (built level by level, with progress) so that no later read needs the full image. An ordinary photo is
+kept as a PNG of its pixels only.
 16-bit and float data get one percentile stretch for the whole scene, computed from the coarsest
 overview, so tiles read later match each other. Stored: the raster (read lazily, never whole) and a
 thumbnail PNG for the viewer.
@@ -19,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from loupe.core.errors import InputRejected
-from loupe.core.images import pixels_only_png
+from loupe.core.images import open_bounded, pixels_only_png
 from loupe.core.plugins import IngestedAsset, UploadLimits
 from loupe.core.pyramid.pyramid import BASE_SIDE
 from loupe.core.pyramid.sources import RasterSource, Stretch, is_tiff, open_source, percentile_stretch
@@ -36,7 +39,8 @@ def _overview_factors(width: int, height: int) -> list[int]:
     return [2**n for n in range(1, levels + 1)]
 
 
-def _add_overviews(path: Path, progress: Progress | None) -> None:
+def _add_overviews(path: Path, progress: Progress | None, factors: list[int] | None = None) -> None:
+    """Build ``factors`` (default: those the pyramid needs) unless the file already has overviews."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.errors import RasterioIOError
@@ -44,7 +48,7 @@ def _add_overviews(path: Path, progress: Progress | None) -> None:
     with rasterio.open(path) as ds:
         if ds.overviews(1):
             return
-        factors = _overview_factors(ds.width, ds.height)
+        factors = factors or _overview_factors(ds.width, ds.height)
     if not factors:
         return
     try:
@@ -80,13 +84,16 @@ def describe_bands(path: Path) -> tuple[dict[str, list[int]], dict]:
 
 
 def ingest_raster(data: bytes, limits: UploadLimits, progress: Progress | None = None) -> list[IngestedAsset]:
+    from rasterio.errors import RasterioIOError
+
     if len(data) > limits.max_bytes:
         raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts "
                             "(LOUPE_MAX_UPLOAD_BYTES).")
     with tempfile.TemporaryDirectory(prefix="loupe-raster-") as folder:
         path = Path(folder) / ("scene.tif" if is_tiff(data[:16]) else "scene.img")
-        path.write_bytes(data)
-        if not is_tiff(data[:16]):  # an ordinary photo: one level, no coordinates
+        if not is_tiff(data[:16]):  # an ordinary photo: one level, no coordinates, stored as its pixels only
+            data = pixels_only_png(open_bounded(data, limits.max_bytes, limits.max_pixels))
+            path.write_bytes(data)
             source = open_source(path, limits.max_pixels)
             view = source.read((0, 0, source.width, source.height), _fit(source.width, source.height))
             meta = {"kind": "raster", "lazy": True, "format": "image", "width": source.width,
@@ -94,15 +101,62 @@ def ingest_raster(data: bytes, limits: UploadLimits, progress: Progress | None =
                     "description": source.description, "max_pixels": limits.max_pixels}
             return [IngestedAsset(data, "application/octet-stream", source.width, source.height, meta),
                     _view(view, meta)]
+        path.write_bytes(data)
         source = RasterSource(path)
         try:
             source.read((0, 0, source.width, source.height), (8, 8))  # proves the pixels decode
         finally:
             source.close()
-        _add_overviews(path, progress)
+        clean = Path(folder) / "clean.tif"
+        try:
+            factors = clean_copy(path, clean)
+        except RasterioIOError:
+            raise InputRejected("The image's pixel data cannot be read: the file is damaged or truncated.") from None
+        path.unlink()
+        path = clean
+        _add_overviews(path, progress, factors)
         meta, view = describe_raster(path, limits.max_pixels)
         stored = path.read_bytes()  # with the overviews added
     return [IngestedAsset(stored, "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
+
+
+def clean_copy(source: Path, target: Path) -> list[int]:
+    """Write ``source``'s pixels, georeferencing (CRS, transform or GCPs), nodata, colour interpretation,
+    palette and scale/offset to a new tiled GeoTIFF, and nothing else: no tags, no descriptions. A band
+    description survives only as "nir" when it names near infrared (band presets use it). Returns the
+    source's overview factors (to be rebuilt on the copy)."""
+    import rasterio
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+    from rasterio.enums import ColorInterp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NotGeoreferencedWarning: a plain TIFF is fine
+        with rasterio.open(source) as src:
+            crs = CRS.from_epsg(src.crs.to_epsg()) if src.crs and src.crs.to_epsg() else src.crs
+            rgb = src.count >= 3 and src.dtypes[0] == "uint8" and \
+                tuple(src.colorinterp[:3]) == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+            profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": src.count,
+                       "dtype": src.dtypes[0], "nodata": src.nodata, "tiled": True, "blockxsize": 256,
+                       "blockysize": 256, "compress": "deflate", "interleave": "pixel", "BIGTIFF": "IF_SAFER",
+                       **({"photometric": "RGB"} if rgb else {})}
+            gcps, gcp_crs = src.gcps
+            if not src.transform.is_identity or not gcps:
+                profile.update(crs=crs, transform=src.transform)
+            with rasterio.open(target, "w", **profile) as dst:
+                if gcps and src.transform.is_identity:  # ids and notes of control points are free text
+                    dst.gcps = ([GroundControlPoint(g.row, g.col, g.x, g.y, g.z, id=str(n))
+                                 for n, g in enumerate(gcps, start=1)], crs or gcp_crs)
+                dst.colorinterp = src.colorinterp
+                dst.scales, dst.offsets = src.scales, src.offsets
+                for band, text in enumerate(src.descriptions, start=1):
+                    if text and ("nir" in text.lower() or "infrared" in text.lower()):
+                        dst.set_band_description(band, "nir")
+                if src.count == 1 and src.colorinterp[0] == ColorInterp.palette:
+                    dst.write_colormap(1, src.colormap(1))
+                for _, window in dst.block_windows(1):
+                    dst.write(src.read(window=window), window=window)
+            return list(src.overviews(1))
 
 
 def describe_raster(path: Path, max_pixels: int) -> tuple[dict, Image.Image]:
