@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
 # Run a command with the services the test suite needs: Debian's Chromium (browser test), Tesseract
-# (OCR engine test) and a throwaway PostgreSQL cluster on loopback (database tests run on SQLite and
-# PostgreSQL).
-# Exports LOUPE_TEST_POSTGRES_URL and LOUPE_TEST_CHROMIUM for the tests; removes the cluster on exit.
+# (OCR engine test), nginx (reverse-proxy test; the test starts its own unprivileged instance) and a
+# throwaway PostgreSQL cluster on loopback (database tests run on SQLite and PostgreSQL).
+# Exports LOUPE_TEST_POSTGRES_URL, LOUPE_TEST_CHROMIUM and LOUPE_TEST_NGINX for the tests; removes the
+# cluster on exit.
 set -euo pipefail
 
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
+nginx_bin() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+[ -n "$(nginx_bin)" ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}" >&2
     apt-get update -qq >/dev/null
+    # No service starts at install (no nginx on port 80, no extra cluster): the tests start their own.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
   else
     echo "missing ${need[*]}: run as root or: sudo apt-get install ${need[*]}" >&2
   fi
 fi
 
 command -v chromium >/dev/null && export LOUPE_TEST_CHROMIUM=$(command -v chromium)
+[ -n "$(nginx_bin)" ] && export LOUPE_TEST_NGINX=$(nginx_bin)
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -n "$pg_bin" ]; then

@@ -32,11 +32,14 @@ class Settings:
     # Web sessions end after this much inactivity, and in any case after the absolute limit.
     session_idle_minutes: int = field(default_factory=lambda: _env_int("LOUPE_SESSION_IDLE_MINUTES", 30))
     session_max_hours: int = field(default_factory=lambda: _env_int("LOUPE_SESSION_MAX_HOURS", 12))
-    # Single sign-on behind a reverse proxy: the proxy authenticates and names the user in this header.
-    # Honoured only on connections from the listed proxy addresses.
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For / X-Forwarded-Proto are believed; none
+    # by default. Single sign-on: the proxy authenticates and names the user in ``trusted_user_header``,
+    # believed only on a connection from a listed proxy that also sends the shared secret
+    # (LOUPE_TRUSTED_PROXY_SECRET, or the file LOUPE_HOME/secrets/trusted-proxy-secret) in X-Loupe-Proxy-Secret.
     trusted_user_header: str | None = field(default_factory=lambda: os.environ.get("LOUPE_TRUSTED_USER_HEADER"))
     trusted_proxies: tuple[str, ...] = field(default_factory=lambda: tuple(
-        a.strip() for a in os.environ.get("LOUPE_TRUSTED_PROXIES", "127.0.0.1,::1").split(",") if a.strip()))
+        a.strip() for a in os.environ.get("LOUPE_TRUSTED_PROXIES", "").split(",") if a.strip()))
+    trusted_proxy_secret: str | None = field(default_factory=lambda: os.environ.get("LOUPE_TRUSTED_PROXY_SECRET"))
     # Memory for open conversations' KV caches (a follow-up then prefills only its new text).
     kv_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_KV_CACHE_MB", 1024))
     # Memory for encoded images: the same pixels are never encoded twice while they fit.
@@ -69,6 +72,11 @@ class Settings:
     @property
     def feature_cache_dir(self) -> Path:
         return self.home / "cache" / "features"
+
+    @property
+    def trusted_proxy_secret_file(self) -> Path:
+        """Where the proxy secret may be kept instead of the environment (read when the variable is unset)."""
+        return self.home / "secrets" / "trusted-proxy-secret"
 
     @property
     def initial_password_file(self) -> Path:

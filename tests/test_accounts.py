@@ -165,3 +165,26 @@ def test_first_start_replaces_a_stale_password_file(store, tmp_path):
     ensure_admin(store, password_file, interactive=False)
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
     assert store.authenticate("admin", password_file.read_text().strip()) is not None
+
+
+def test_password_role_and_active_changes_raise_the_session_epoch(store):
+    """The web app ends sessions made under an older epoch (tests/test_sessions.py); a refused change keeps it."""
+    store.add_user("root", "root-password", "admin")
+    store.add_user("alice", "alice-password")
+
+    def epoch(name: str = "alice") -> int:
+        return next(u.session_epoch for u in store.list_users() if u.username == name)
+
+    assert epoch() == 0
+    store.set_password(None, "alice", "alice-password")
+    assert epoch() == 1
+    store.set_role(None, "alice", "reviewer")
+    assert epoch() == 2
+    store.set_active(None, "alice", False)
+    store.set_active(None, "alice", True)
+    assert epoch() == 4
+    with pytest.raises(LoupeError):
+        store.set_password(None, "alice", "short")
+    with pytest.raises(LoupeError):
+        store.set_role(None, "root", "user")  # the last admin: refused, root's epoch unchanged
+    assert epoch() == 4 and epoch("root") == 0

@@ -266,14 +266,3 @@ def test_login_is_rate_limited_per_user_and_address(tmp_path):
         actions = [e.action for e in served.service.store.audit_events()]
         assert actions.count("login.failed") <= 10 and "login.throttled" in actions
 
-
-def test_trusted_proxy_header_signs_users_in(tmp_path):
-    with serve(tmp_path / "home", None, {"dora": "user"}, trusted_user_header="X-Remote-User") as served:
-        client = served.http()
-        assert client.get("/config", headers={"x-remote-user": "dora"}).status_code == 200
-        assert client.get("/config", headers={"x-remote-user": "nobody"}).status_code == 401
-        assert client.get("/config").status_code == 401
-    with serve(tmp_path / "home2", None, {"dora": "user"}, trusted_user_header="X-Remote-User",
-               trusted_proxies=("10.9.9.9",)) as served:
-        # The header counts only from the configured proxy's address.
-        assert served.http().get("/config", headers={"x-remote-user": "dora"}).status_code == 401

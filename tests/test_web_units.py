@@ -126,35 +126,51 @@ def test_first_failures_are_free_then_waits_double_up_to_a_cap():
     assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
 
 
-def test_a_locked_user_is_locked_from_every_address_and_wait_counts_down():
+def test_failures_from_one_address_never_lock_the_account_for_another():
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(30):
+        throttle.failed("Admin", "203.0.113.66")  # a stranger hammering the admin account
+    assert throttle.wait_s("admin", "10.0.0.5") == 0  # the admin at her own desk is not locked out
+    assert throttle.wait_s("admin", "203.0.113.66") > 0  # user names compare case-insensitively
+    assert throttle.wait_s("bob", "203.0.113.66") > 0  # ... and the stranger's address is limited as a whole
+
+
+def test_a_locked_pair_waits_and_the_wait_counts_down():
     clock = FakeClock()
     throttle = LoginThrottle(clock=clock)
     for _ in range(8):
         throttle.failed("Alice", "10.0.0.1")
-    assert throttle.wait_s("alice", "10.0.0.99") == 4  # user names compare case-insensitively
+    assert throttle.wait_s("alice", "10.0.0.1") == 4
     clock.advance(1.5)
-    assert throttle.wait_s("alice", "10.0.0.99") == 2.5
-    assert throttle.wait_s("bob", "10.0.0.99") == 0
+    assert throttle.wait_s("alice", "10.0.0.1") == 2.5
+    assert throttle.wait_s("alice", "10.0.0.99") == 0 and throttle.wait_s("bob", "10.0.0.1") == 0
 
 
 def test_failures_on_many_user_names_lock_the_address():
-    throttle = LoginThrottle(clock=FakeClock())
-    for i in range(7):
+    throttle = LoginThrottle(address_free=20, clock=FakeClock())
+    for i in range(20):
         throttle.failed(f"user{i}", "10.0.0.1")
+    assert throttle.wait_s("someone-new", "10.0.0.1") == 0  # 20 free failures per address, over any names
+    throttle.failed("user20", "10.0.0.1")
+    throttle.failed("user21", "10.0.0.1")
     assert throttle.wait_s("someone-new", "10.0.0.1") == 2
     assert throttle.wait_s("someone-new", "10.0.0.2") == 0
     assert throttle.wait_s("user0", "10.0.0.2") == 0  # one failure each: the names themselves are not locked
 
 
-def test_success_clears_the_user_and_address():
-    throttle = LoginThrottle(clock=FakeClock())
+def test_success_clears_the_pair_but_not_the_address():
+    throttle = LoginThrottle(address_free=10, clock=FakeClock())
     for _ in range(9):
         throttle.failed("alice", "10.0.0.1")
     assert throttle.wait_s("alice", "10.0.0.1") == 8
     throttle.succeeded("alice", "10.0.0.1")
     assert throttle.wait_s("alice", "10.0.0.1") == 0
+    throttle.failed("mallory", "10.0.0.1")
     throttle.failed("alice", "10.0.0.1")
-    assert throttle.wait_s("alice", "10.0.0.1") == 0  # counting starts again from the first free failure
+    assert throttle.wait_s("alice", "10.0.0.1") == 1  # the address keeps counting: 11 failures, 10 free
+    throttle.succeeded("mallory", "10.0.0.1")  # logging in to one's own account does not reset the address
+    assert throttle.wait_s("bob", "10.0.0.1") == 1
 
 
 def test_old_failures_are_forgotten():

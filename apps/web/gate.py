@@ -7,6 +7,8 @@ logged-in user any cached file, run history, monitoring, API docs, proxies) answ
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import re
 import threading
@@ -16,20 +18,25 @@ from pathlib import Path
 from typing import Any
 
 from loupe.core.cases.models import User
+from loupe.core.config import Settings
+from loupe.core.errors import LoupeError
 
 from ..service import LoupeService
 from .sessions import LoginThrottle, Session, SessionStore
 from .uploads import TempSweeper, multipart_boundary, scrub_filenames
 
 COOKIE = "loupe_session"
+PROXY_SECRET_HEADER = "x-loupe-proxy-secret"  # what the trusted proxy sends along with the user header
+MIN_SECRET = 16
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 PUBLIC = re.compile(r"^/(login/?|logout/?|healthz)$")
 # Gradio routes its page and client use; anything else under Gradio is refused.
+# Case and asset ids: positive and within 64 bits (at most 18 digits); any other id is a refused, audited route.
 ALLOWED = re.compile(
     r"^/(|config/?|theme\.css|favicon\.ico|robots\.txt|manifest\.json|(assets|static|svelte)/.+"
-    r"|case-assets/\d+|case-export/\d+/\w+"
+    r"|case-assets/[1-9]\d{0,17}|case-export/[1-9]\d{0,17}/\w+"
     r"|gradio_api/(info/?|app_id/?|user/?|login_check/?|startup-events|queue/(join|data)|heartbeat/[\w-]+"
     r"|upload|upload_progress|cancel|reset/?))$")
 UPLOAD = "/gradio_api/upload"
@@ -46,18 +53,61 @@ class WebSecurity:
         self.sessions = SessionStore(settings.session_idle_minutes * 60, settings.session_max_hours * 3600)
         self.throttle = LoginThrottle()
         self.sweeper = TempSweeper(settings.gradio_tmp_dir, settings.upload_ttl_minutes * 60)
+        self.proxies = _networks(settings.trusted_proxies)
+        self.proxy_secret = _proxy_secret(settings)
+        if settings.trusted_user_header and not (self.proxies and self.proxy_secret):
+            raise LoupeError("LOUPE_TRUSTED_USER_HEADER needs LOUPE_TRUSTED_PROXIES (the proxy's address) and "
+                             f"a proxy secret of at least {MIN_SECRET} characters (LOUPE_TRUSTED_PROXY_SECRET "
+                             f"or {settings.trusted_proxy_secret_file})")
         self._stop = threading.Event()
 
     # -- who is asking -------------------------------------------------------------------------
     def user_for(self, scope: Scope, touch: bool = True) -> User | None:
-        settings = self.service.settings
-        client = (scope.get("client") or ("", 0))[0]
-        if settings.trusted_user_header and client in settings.trusted_proxies:
-            name = _header(scope, settings.trusted_user_header)
-            if name:
-                return self.service.store.get_user(name)
-        session = self.sessions.get(session_token(scope), touch=touch)
-        return self.service.store.get_user(session.username) if session else None
+        """The user a request acts for: the trusted proxy's word if it names one, else the cookie's session.
+
+        A request that carries the user header decides by it alone: believed from a trusted proxy with the
+        secret, once; refused otherwise, whatever cookie it also carries. A session made before the user's
+        last password, role or active change (its epoch is older) is ended here.
+        """
+        header = self.service.settings.trusted_user_header
+        if header and (names := _headers(scope, header)):
+            if len(names) != 1 or not self.from_proxy(scope, with_secret=True):
+                return None
+            return self.service.store.get_user(names[0].strip())  # never created here: she must exist
+        token = session_token(scope)
+        session = self.sessions.get(token, touch=touch)
+        if session is None:
+            return None
+        user = self.service.store.get_user(session.username)  # read each time: other processes change users
+        if user is None or user.session_epoch != session.epoch:
+            self.end_session(token)
+            return None
+        return user
+
+    def from_proxy(self, scope: Scope, with_secret: bool = False) -> bool:
+        """Whether the TCP peer is a trusted proxy (and sent the secret, when one is set or ``with_secret``)."""
+        if not _in(_peer(scope), self.proxies):
+            return False
+        if self.proxy_secret is None:
+            return not with_secret
+        sent = _headers(scope, PROXY_SECRET_HEADER)
+        return len(sent) == 1 and hmac.compare_digest(sent[0].encode("latin-1"), self.proxy_secret)
+
+    def client_address(self, scope: Scope) -> str:
+        """The client's address: the last X-Forwarded-For hop (the one our proxy added) or the TCP peer."""
+        if self.from_proxy(scope):
+            hops = [hop.strip() for value in _headers(scope, "x-forwarded-for") for hop in value.split(",")]
+            if hops and hops[-1]:
+                return hops[-1][:64]
+        return _peer(scope)
+
+    def forwarded_scheme(self, scope: Scope) -> str | None:
+        """``https`` or ``http`` as the trusted proxy's X-Forwarded-Proto says (its last value); None if not told."""
+        if self.from_proxy(scope):
+            protos = [p.strip().lower() for value in _headers(scope, "x-forwarded-proto") for p in value.split(",")]
+            if protos and protos[-1] in ("http", "https"):
+                return protos[-1]
+        return None
 
     def session_for(self, scope: Scope) -> Session | None:
         return self.sessions.get(session_token(scope), touch=False)
@@ -127,6 +177,50 @@ def _header(scope: Scope, name: str) -> str | None:
         if key.lower() == wanted:
             return value.decode("latin-1")
     return None
+
+
+def _headers(scope: Scope, name: str) -> list[str]:
+    """Every value of a header, in order (a repeated header is a different request from a single one)."""
+    wanted = name.lower().encode()
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key.lower() == wanted]
+
+
+def _peer(scope: Scope) -> str:
+    """The TCP peer's address (uvicorn runs without proxy_headers: nothing rewrote it)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "?"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(entries: tuple[str, ...]) -> list[Network]:
+    try:
+        return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+    except ValueError as exc:
+        raise LoupeError(f"LOUPE_TRUSTED_PROXIES: {exc}") from None
+
+
+def _in(address: str, networks: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+def _proxy_secret(settings: Settings) -> bytes | None:
+    secret = settings.trusted_proxy_secret
+    if secret is None:
+        try:
+            secret = settings.trusted_proxy_secret_file.read_text().strip()
+        except OSError:
+            return None
+    if len(secret) < MIN_SECRET:
+        raise LoupeError(f"the trusted proxy secret needs at least {MIN_SECRET} characters")
+    return secret.encode("latin-1")
 
 
 class Gate:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import html
 import mimetypes
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from loupe.core.cases.models import User
 from loupe.core.errors import AccessDenied, LoupeError
 
 from .gate import COOKIE, WebSecurity, session_token
@@ -52,6 +54,23 @@ def _login_page(error: str = "", username: str = "", status: int = 200) -> HTMLR
     box = f'<div class="error" role="alert">{html.escape(error)}</div>' if error else ""
     page = _LOGIN.format(style=_STYLE, error=box, username=html.escape(username))
     return HTMLResponse(page, status_code=status)
+
+
+LOGIN_BODY_MAX = 16 * 1024  # a user name and a password; anything larger is refused before it is parsed
+
+
+async def _bounded_body(request: Request, limit: int) -> bool:
+    """Read the body (kept for ``request.form()``) unless it is longer than ``limit`` bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return False
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return False
+    request._body = bytes(body)  # Starlette's form() reads the cached body
+    return True
 
 
 def _wants_html(request: Request) -> bool:
@@ -106,7 +125,7 @@ def build_router(security: WebSecurity) -> APIRouter:
         if user is not None:
             store.audit(user, "logout")
         response = HTMLResponse(_LOGGED_OUT.format(style=_STYLE))
-        response.delete_cookie(COOKIE, path="/")
+        response.delete_cookie(cookie_name(https), path="/", secure=https, httponly=True, samesite="strict")
         response.headers["clear-site-data"] = '"cache", "storage"'
         return response
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
 from ..service import LoupeService
-from .gate import Gate, WebSecurity
+from .gate import Gate, Scope, WebSecurity
 from .pages import build_router
 from .ui import CSS, build_ui
 
@@ -20,6 +21,25 @@ def configure_gradio_env(service: LoupeService) -> None:
     """Keep Gradio's temp files under LOUPE_HOME and its analytics off; must run before the app is built."""
     os.environ["GRADIO_TEMP_DIR"] = str(service.settings.gradio_tmp_dir)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+
+class ForwardedScheme:
+    """Take the scheme (https behind a TLS-terminating proxy) from a trusted proxy only, and nothing else.
+
+    uvicorn's own proxy_headers is off: it would also take the client address from X-Forwarded-For for any
+    loopback peer. The gate derives the client address itself (``WebSecurity.client_address``).
+    """
+
+    def __init__(self, app: Gate, security: WebSecurity) -> None:
+        self.app = app
+        self.security = security
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] in ("http", "websocket") and (scheme := self.security.forwarded_scheme(scope)):
+            if scope["type"] == "websocket":
+                scheme = "wss" if scheme == "https" else "ws"
+            scope = {**scope, "scheme": scheme}
+        await self.app(scope, receive, send)
 
 
 def create_app(service: LoupeService) -> tuple[Gate, WebSecurity]:
@@ -49,7 +69,7 @@ class RunningApp:
     @property
     def routes_app(self) -> FastAPI:
         """The FastAPI app behind the gate (route listings in tests and diagnostics)."""
-        return self.server.config.app.app
+        return self.server.config.app.app.app  # ForwardedScheme -> Gate -> FastAPI
 
     def close(self) -> None:
         self.server.should_exit = True
@@ -61,8 +81,8 @@ def launch(service: LoupeService, host: str = "127.0.0.1", port: int | None = No
            block: bool = True) -> tuple[RunningApp | None, str]:
     app, security = create_app(service)
     port = port or 7860
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=1)
+    config = uvicorn.Config(ForwardedScheme(app, security), host=host, port=port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=1, proxy_headers=False)
     server = uvicorn.Server(config)
     url = f"http://{host}:{port}/"
     security.start_housekeeping()

@@ -20,6 +20,7 @@ class Session:
     username: str
     created: float
     last_seen: float
+    epoch: int = 0  # the user's session epoch at login; a password, role or active change raises it
     uploads: set[str] = field(default_factory=set)  # Gradio temp files this session uploaded
 
 
@@ -31,11 +32,11 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def create(self, username: str) -> str:
+    def create(self, username: str, epoch: int = 0) -> str:
         token = secrets.token_urlsafe(32)
         now = self._clock()
         with self._lock:
-            self._sessions[_key(token)] = Session(username, now, now)
+            self._sessions[_key(token)] = Session(username, now, now, epoch)
         return token
 
     def get(self, token: str | None, touch: bool = True) -> Session | None:
@@ -82,15 +83,19 @@ class _Failures:
 
 
 class LoginThrottle:
-    """Exponential backoff after repeated failed logins, per user name and per client address.
+    """Exponential backoff after failed logins, per user name *at* an address, and per address.
 
-    The first ``free`` failures cost nothing; each further one doubles the wait (1 s, 2 s, 4 s … up to
-    ``max_delay_s``). While a key is locked, attempts are refused without checking the password.
+    Failures count against the pair (user name, address) and against the address alone, never against a
+    user name by itself: failures from one address cannot lock an account for anyone at another address.
+    A pair's first ``free`` failures cost nothing, an address's first ``address_free`` (over any user
+    names); each further one doubles the wait (1 s, 2 s, 4 s … up to ``max_delay_s``). While a key is
+    locked, attempts are refused without checking the password.
     """
 
-    def __init__(self, free: int = 5, max_delay_s: float = 900.0, forget_after_s: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, free: int = 5, address_free: int = 20, max_delay_s: float = 900.0,
+                 forget_after_s: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.free = free
+        self.address_free = address_free
         self.max_delay_s = max_delay_s
         self.forget_after_s = forget_after_s
         self._clock = clock
@@ -98,10 +103,10 @@ class LoginThrottle:
         self._lock = threading.Lock()
 
     def wait_s(self, username: str, address: str) -> float:
-        """Seconds until another attempt is allowed for this user or address (0 when allowed now)."""
+        """Seconds until this user name may try again from this address (0 when allowed now)."""
         now = self._clock()
         with self._lock:
-            waits = [f.locked_until - now for k in self._keys(username, address) if (f := self._failures.get(k))]
+            waits = [f.locked_until - now for k, _ in self._keys(username, address) if (f := self._failures.get(k))]
         return max([0.0, *waits])
 
     def failed(self, username: str, address: str) -> None:
@@ -109,23 +114,22 @@ class LoginThrottle:
         with self._lock:
             if len(self._failures) > 10_000:
                 self._forget_old(now)
-            for key in self._keys(username, address):
+            for key, free in self._keys(username, address):
                 f = self._failures.setdefault(key, _Failures())
                 if now - f.last > self.forget_after_s:
                     f.count = 0
                 f.count += 1
                 f.last = now
-                if f.count > self.free:
-                    f.locked_until = now + min(self.max_delay_s, 2.0 ** (f.count - self.free - 1))
+                if f.count > free:
+                    f.locked_until = now + min(self.max_delay_s, 2.0 ** (f.count - free - 1))
 
     def succeeded(self, username: str, address: str) -> None:
+        """Clear the pair; the address keeps its count (logging in to one's own account resets nothing else)."""
         with self._lock:
-            for key in self._keys(username, address):
-                self._failures.pop(key, None)
+            self._failures.pop(self._keys(username, address)[0][0], None)
 
-    @staticmethod
-    def _keys(username: str, address: str) -> tuple[str, str]:
-        return f"user:{username.lower()}", f"addr:{address}"
+    def _keys(self, username: str, address: str) -> tuple[tuple[str, int], tuple[str, int]]:
+        return (f"pair:{username.lower()}\n{address}", self.free), (f"addr:{address}", self.address_free)
 
     def _forget_old(self, now: float) -> None:
         for key in [k for k, f in self._failures.items() if now - f.last > self.forget_after_s]:

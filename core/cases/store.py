@@ -87,7 +87,9 @@ class CaseStore:
         password_hash = hash_password(new_password)
         with self.sessions.begin() as s:
             actor_id = self._actor_id(s, actor, may_be=username)
-            self._target(s, username).password_hash = password_hash
+            user = self._target(s, username)
+            user.password_hash = password_hash
+            self._end_sessions(user)
             s.add(self._user_event(actor_id, "user.passwd", username))
 
     def set_active(self, actor: User | None, username: str, active: bool) -> None:
@@ -97,6 +99,7 @@ class CaseStore:
             if not active:
                 self._keep_an_admin(s, user, "disable")
             user.active = active
+            self._end_sessions(user)
             s.add(self._user_event(actor_id, "user.enable" if active else "user.disable", username))
 
     def set_role(self, actor: User | None, username: str, role: str) -> None:
@@ -107,6 +110,7 @@ class CaseStore:
             if role != "admin":
                 self._keep_an_admin(s, user, "demote")
             previous, user.role = user.role, role
+            self._end_sessions(user)
             s.add(self._user_event(actor_id, "user.role", username, role=role, previous=previous))
 
     def list_users(self) -> list[User]:
@@ -148,6 +152,11 @@ class CaseStore:
         if user is None:
             raise LoupeError(f"no user named {username!r}")
         return user
+
+    @staticmethod
+    def _end_sessions(user: User) -> None:
+        """Raise the user's session epoch: the web app ends sessions made under an older one, in every process."""
+        user.session_epoch = User.session_epoch + 1  # computed by the database: concurrent changes both count
 
     @staticmethod
     def _keep_an_admin(s: Session, user: User, verb: str) -> None:
