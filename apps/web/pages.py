@@ -56,23 +56,6 @@ def _login_page(error: str = "", username: str = "", status: int = 200) -> HTMLR
     return HTMLResponse(page, status_code=status)
 
 
-LOGIN_BODY_MAX = 16 * 1024  # a user name and a password; anything larger is refused before it is parsed
-
-
-async def _bounded_body(request: Request, limit: int) -> bool:
-    """Read the body (kept for ``request.form()``) unless it is longer than ``limit`` bytes."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        return False
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return False
-    request._body = bytes(body)  # Starlette's form() reads the cached body
-    return True
-
-
 def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
@@ -88,29 +71,41 @@ def build_router(security: WebSecurity) -> APIRouter:
             return RedirectResponse("/", status_code=303)
         return _login_page()
 
+    kdf = anyio.CapacityLimiter(4)
+
+    def check_password(username: str, password: str, address: str) -> tuple[User | None, float]:
+        """The user if the password is right, else None; or the wait when this name and address are throttled."""
+        wait = security.throttle.wait_s(username, address)
+        if wait > 0:
+            store.audit(None, "login.throttled", detail={"username": username})
+            return None, wait
+        user = store.authenticate(username, password)  # same cost whether or not the user exists
+        if user is None:
+            security.throttle.failed(username, address)
+        else:
+            security.throttle.succeeded(username, address)
+        return user, 0.0
+
     @router.post("/login", include_in_schema=False)
     @router.post("/login/", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = await request.form()
         username = str(form.get("username", ""))[:64]
         password = str(form.get("password", ""))[:1024]
-        address = request.client.host if request.client else "?"
-        wait = security.throttle.wait_s(username, address)
+        address = security.client_address(request.scope)  # the trusted proxy's last X-Forwarded-For hop, or the peer
+        # scrypt (and the database) off the event loop, a few at a time: a login flood cannot stall other requests
+        user, wait = await anyio.to_thread.run_sync(check_password, username, password, address, limiter=kdf)
         if wait > 0:
-            store.audit(None, "login.throttled", detail={"username": username})
             message = f"Too many failed attempts. Try again in {int(wait) + 1} s."
             if _wants_html(request):
                 return _login_page(message, username, status=429)
             return JSONResponse({"detail": message}, status_code=429, headers={"retry-after": str(int(wait) + 1)})
-        user = store.authenticate(username, password)  # same cost whether or not the user exists
         if user is None:
-            security.throttle.failed(username, address)
             if _wants_html(request):
                 return _login_page("Incorrect user name or password.", username, status=401)
             return JSONResponse({"detail": "Incorrect user name or password."}, status_code=401)
-        security.throttle.succeeded(username, address)
         security.end_session(session_token(request.scope))  # a fresh token on every login
-        token = security.sessions.create(user.username)
+        token = security.sessions.create(user.username, user.session_epoch)  # ends at her next account change
         response: Response = (RedirectResponse("/", status_code=303) if _wants_html(request)
                               else JSONResponse({"success": True}))
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
@@ -125,7 +120,7 @@ def build_router(security: WebSecurity) -> APIRouter:
         if user is not None:
             store.audit(user, "logout")
         response = HTMLResponse(_LOGGED_OUT.format(style=_STYLE))
-        response.delete_cookie(cookie_name(https), path="/", secure=https, httponly=True, samesite="strict")
+        response.delete_cookie(COOKIE, path="/")
         response.headers["clear-site-data"] = '"cache", "storage"'
         return response
 
