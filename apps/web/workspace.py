@@ -19,6 +19,7 @@ from loupe.core.vlm.base import GenerationOptions
 
 from ..service import LoupeService
 from .render import answer_choices, answered_note, case_header, citations, conversation, viewer_html
+from .screen import Screens
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,14 @@ class Workspace:
         self.release_upload = release_upload  # deletes Gradio's temp copy of an upload once it is read
         self.render_viewer: Callable[[list[AssetView], list[dict]], str] = viewer_html
         self._prompt_row: gr.Row | None = None
+        self.screen = Screens()  # the case on each screen: actions for any other case are refused
 
     # -- DomainTab -----------------------------------------------------------------------------
     def add_prompts(self, questions: Sequence[str]) -> None:
         with self._prompt_row:
             for text in questions:
                 gr.Button(text, size="sm", variant="secondary", min_width=0).click(
-                    lambda t=text: t, outputs=self.question, api_name=False, queue=False)
+                    lambda t=text: t, outputs=self.question, api_name=False, concurrency_limit=None)
 
     def case_assets(self, case_id: int, request: gr.Request) -> list[IngestedAsset]:
         return self.service.case_assets(self._user(request), int(case_id))
@@ -78,6 +80,8 @@ class Workspace:
         limits = self.service.limits
         self.case_id = gr.State(None)
         self.message_ids = gr.State([])
+        pinned = gr.State(None)  # the answer the user picked for review; None: follow the newest answer
+        picked = gr.State(None)  # the case clicked in the list, for the step that opens it
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=300):
                 with gr.Tabs():
@@ -163,18 +167,29 @@ class Workspace:
             return list_cases("", False, request), gr.update(visible=user.role == "reviewer")
 
         def open_case(case_id: float | int | None, request: gr.Request) -> tuple:
-            if case_id is None:
-                return (gr.update(),) * 7 + ("Choose a case.",)
-            try:
-                case = self.service.store.open_case(self._user(request), int(case_id))
-            except LoupeError as exc:
-                return None, NO_CASE, self.render_viewer([], []), [], [], gr.update(choices=[], value=None), "", \
-                    f"⚠️ {exc}"
-            return self._case_view(case, f"Opened case {case.id}.")
+            with self.screen.switch(request) as switch:
+                if case_id is None:
+                    return (gr.update(),) * 7 + ("Choose a case.",)
+                try:
+                    case = self.service.store.open_case(self._user(request), int(case_id))
+                except LoupeError as exc:
+                    if not self.screen.end(request, switch, None):
+                        return (gr.update(),) * 8
+                    return None, NO_CASE, self.render_viewer([], []), [], [], gr.update(choices=[], value=None), \
+                        "", f"⚠️ {exc}"
+                return self._case_view(request, switch, case, f"Opened case {case.id}.")
 
-        def open_clicked(evt: gr.SelectData, request: gr.Request) -> tuple:
+        def pick_case(evt: gr.SelectData, request: gr.Request) -> tuple:
             row = evt.row_value or []
-            return open_case(row[0] if row else None, request)
+            return (row[0] if row else None, *lock(request))
+
+        def lock(request: gr.Request) -> tuple:
+            # A case is about to change on this screen: no action is taken for the old one meanwhile.
+            self.screen.begin(request)
+            return (gr.update(interactive=False),) * len(controls)
+
+        def unlock() -> tuple:
+            return (gr.update(interactive=True),) * len(controls)
 
         def create_case(data: bytes | None, title_text: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             user = self._user(request)
@@ -182,51 +197,63 @@ class Workspace:
             def reading(done: int, total: int) -> None:
                 progress((done, total), desc="Reading the file", unit="pages")
 
-            try:
-                if data is None:
-                    raise LoupeError("Choose a file to upload first.")
-                case_id = self.service.create_case(user, d, data, title_text, reading)
-            except LoupeError as exc:
-                return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), None, gr.update())
-            finally:
-                if data is not None:
-                    self.release_upload(request.headers.get("cookie"), data)
-            log.info("case %d created", case_id)
-            view = self._case_view(self.service.store.open_case(user, case_id), f"Case {case_id} created.")
+            with self.screen.switch(request) as switch:
+                try:
+                    if data is None:
+                        raise LoupeError("Choose a file to upload first.")
+                    case_id = self.service.create_case(user, d, data, title_text, reading)
+                except LoupeError as exc:
+                    return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), None, gr.update())
+                finally:
+                    if data is not None:
+                        self.release_upload(request.headers.get("cookie"), data)
+                log.info("case %d created", case_id)
+                view = self._case_view(request, switch, self.service.store.open_case(user, case_id),
+                                       f"Case {case_id} created.")
             return (*view, list_cases("", False, request), None, "")
 
         def ask_question(case_id: int | None, question: str, detail_level: str, keep_share: float,
                          request: gr.Request):
             if case_id is None:
-                yield gr.update(), gr.update(), "⚠️ Open or create a case first.", gr.update()
+                yield gr.update(), gr.update(), "⚠️ Open or create a case first.", gr.update(), gr.update()
                 return
             user = self._user(request)
             try:
+                self.screen.check(request, case_id)  # asked for the case on screen, or not at all
                 case = self.service.store.open_case(user, int(case_id))
                 history, ids = conversation(case)
                 history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-                yield history, "", "Answering…", gr.update()  # at once: a real model needs seconds to start
+                # At once (a real model needs seconds to start); the review panel follows the newest answer again.
+                yield history, "", "Answering…", gr.update(), None
                 options = GenerationOptions(detail=detail_level or self.domain.default_detail,
                                             visual_keep=float(keep_share) if keep_share else None)
+                shown = True
                 for step in self.service.ask(user, int(case_id), question, options):
+                    shown = self.screen.shows(request, case_id)  # another case opened meanwhile: not on its screen
                     history[-1] = {"role": "assistant", "content": step.text}
+                    if not shown:
+                        continue
                     if step.run is None:
-                        yield history, "", "Answering…", gr.update()
+                        yield history, "", "Answering…", gr.update(), gr.update()
                     else:
                         # Re-read: reviews saved while this answer streamed are shown under their answers.
                         history, ids = conversation(self.service.store.open_case(user, int(case_id)))
                         demo = bool(self.service.slot.status.demo)
-                        yield history, "", answered_note(step.run, demo), ids
+                        yield history, "", answered_note(step.run, demo), ids, gr.update()
+                if not shown:
+                    yield (gr.update(), gr.update(), f"The answer to your question about case {case_id} is stored "
+                           f"in case {case_id}.", gr.update(), gr.update())
             except LoupeError as exc:
-                yield gr.update(), question, f"⚠️ {exc}", gr.update()
+                yield gr.update(), question, f"⚠️ {exc}", gr.update(), gr.update()
 
-        def refresh_choices(case_id: int | None, current: int | None, request: gr.Request):
-            if case_id is None:
+        def refresh_choices(case_id: int | None, pin: int | None, request: gr.Request):
+            # The newest answer, unless the user picked another since asking.
+            if case_id is None or not self.screen.shows(request, case_id):
                 return gr.update()
             case = self.service.store.open_case(self._user(request), int(case_id))
             choices = answer_choices(case)
             ids = [v for _, v in choices]
-            return gr.update(choices=choices, value=current if current in ids else (ids[-1] if ids else None))
+            return gr.update(choices=choices, value=pin if pin in ids else (ids[-1] if ids else None))
 
         def show_answer(message_id: int | None, case_id: int | None, request: gr.Request):
             if not str(message_id or "").isdigit() or case_id is None:
@@ -242,8 +269,8 @@ class Workspace:
         def pick_from_chat(evt: gr.SelectData, ids: list[int]):
             index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
             if isinstance(index, int) and 0 <= index < len(ids) and ids[index] > 0:
-                return ids[index]
-            return gr.update()
+                return ids[index], ids[index]
+            return gr.update(), gr.update()
 
         def review(message_id: int | None, verdict_value: str, corrected_text: str, signing: bool,
                    case_id: int | None, request: gr.Request):
@@ -253,8 +280,10 @@ class Workspace:
                 return "⚠️ Choose a verdict first: accept, correct or reject.", gr.update(), gr.update()
             user = self._user(request)
             try:
+                self.screen.check(request, case_id)
+                # The answer must be one of the case on screen (0: no case is, so no answer is).
                 self.service.store.review(user, int(message_id), verdict_value, corrected_text or None,
-                                          sign_off=bool(signing))
+                                          sign_off=bool(signing), in_case=int(case_id or 0))
             except LoupeError as exc:
                 return f"⚠️ {exc}", gr.update(), gr.update()
             case = self.service.store.open_case(user, int(case_id))
@@ -270,6 +299,7 @@ class Workspace:
                 return "⚠️ Open a case first.", gr.update()
             user = self._user(request)
             try:
+                self.screen.check(request, case_id)
                 self.service.store.share_case(user, int(case_id), username or "", share=on)
             except LoupeError as exc:
                 return f"⚠️ {exc}", gr.update()
@@ -282,6 +312,7 @@ class Workspace:
                 return "⚠️ Open a case first.", gr.update(), gr.update()
             user = self._user(request)
             try:
+                self.screen.check(request, case_id)
                 self.service.store.archive_case(user, int(case_id), archived=on)
             except LoupeError as exc:
                 return f"⚠️ {exc}", gr.update(), gr.update()
@@ -300,17 +331,24 @@ class Workspace:
         gr.on([refresh.click, search.submit, archived.change], list_cases, list_inputs, cases,
               api_name=f"{d}_list_cases", **free)
         self.load_handler = (on_load, [cases, sign_off])
-        cases.select(open_clicked, None, case_outputs, api_name=False, **free)
+        # While a case opens or is created, the actions that write to a case are off (the server refuses them too).
+        controls = [ask, self.question, save_review, share, unshare, archive, restore, create]
+        # Quick steps run through the queue too (the gate serves no /run/predict) but wait for nothing.
+        quick = dict(api_name=False, show_progress="hidden", **free)
+        cases.select(pick_case, None, [picked, *controls], **quick).then(
+            open_case, picked, case_outputs, api_name=False, **free).then(unlock, None, controls, **quick)
         open_api = gr.Number(visible=False, precision=0)
         open_api.change(open_case, open_api, case_outputs, api_name=f"{d}_open_case", **free)
-        create.click(create_case, [upload, title], [*case_outputs, cases, upload, title],
-                     api_name=f"{d}_create_case", **free)
+        create.click(lock, None, controls, **quick).then(
+            create_case, [upload, title], [*case_outputs, cases, upload, title], api_name=f"{d}_create_case",
+            **free).then(unlock, None, controls, **quick)
         asked = gr.on([ask.click, self.question.submit], ask_question,
                       [self.case_id, self.question, detail, efficiency],
-                      [chat, self.question, status, self.message_ids], api_name=f"{d}_ask")
-        asked.then(refresh_choices, [self.case_id, choice], choice, api_name=False, **free)
+                      [chat, self.question, status, self.message_ids, pinned], api_name=f"{d}_ask")
+        asked.then(refresh_choices, [self.case_id, pinned], choice, api_name=False, **free)
         choice.change(show_answer, [choice, self.case_id], [shown, corrected, viewer], api_name=False, **free)
-        chat.select(pick_from_chat, self.message_ids, choice, api_name=False, **free)
+        choice.input(lambda picked_id: picked_id, choice, pinned, **quick)  # the user's own pick is kept
+        chat.select(pick_from_chat, self.message_ids, [choice, pinned], api_name=False, **free)
         save_review.click(review, [choice, verdict, corrected, sign_off, self.case_id], [review_note, chat, choice],
                           api_name=f"{d}_review", **free)
         share.click(share_case, [self.case_id, share_with], [status, header], api_name=f"{d}_share", **free)
@@ -329,7 +367,10 @@ class Workspace:
         return [AssetView(a.id, f"/case-assets/{a.id}", a.media_type, a.width, a.height,
                           str((a.meta or {}).get("note", "")), a.meta or {}, case.id) for a in case.assets]
 
-    def _case_view(self, case: Case, note: str) -> tuple:
+    def _case_view(self, request: gr.Request, switch: int, case: Case, note: str) -> tuple:
+        """The case's outputs, putting it on screen; no change if a newer switch began (its case comes last)."""
+        if not self.screen.end(request, switch, case.id):
+            return (gr.update(),) * 7 + (gr.update(),)
         views = self._views(case)
         history, ids = conversation(case)
         choices = answer_choices(case)

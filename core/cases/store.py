@@ -276,8 +276,10 @@ class CaseStore:
             return msg.id
 
     def review(self, user: User, message_id: int, verdict: str, edited_text: str | None = None,
-               sign_off: bool = False) -> int:
-        """Review one answer. A sign-off is a review by a user with the reviewer role."""
+               sign_off: bool = False, in_case: int | None = None) -> int:
+        """Review one answer. A sign-off is a review by a user with the reviewer role. With ``in_case``, the answer
+        must belong to that case (the one on the reviewer's screen); after the access check, so a foreign id is
+        still refused as not found."""
         if verdict not in VERDICTS:
             raise LoupeError(f"unknown verdict {verdict!r}; choose one of {', '.join(VERDICTS)}")
         if verdict == "edited" and not (edited_text or "").strip():
@@ -286,6 +288,8 @@ class CaseStore:
             msg = s.get(ChatMessage, message_id)
             case = s.get(Case, msg.case_id) if msg else None
             self._check_access(s, user, case, "answer")  # says nothing about which case the id belongs to
+            if in_case is not None and case.id != in_case:
+                raise LoupeError("That answer is not in the case on screen: nothing was saved.")
             if msg.role != "assistant":
                 raise LoupeError("Only model answers can be reviewed.")
             if sign_off and user.role != "reviewer":

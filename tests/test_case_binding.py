@@ -1,0 +1,317 @@
+"""A question, a review, a share or an archive reaches the case on screen or nothing: never another case.
+
+Issue 18 §2. While a case is being created or opened the actions that write to a case are off in the page and
+refused by the server; an action sent for a case other than the one the server last put on that screen is refused.
+After a new answer the review panel and the viewer's highlights follow it, unless the user picked another.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import handle_file
+from helpers import png_bytes
+from sqlalchemy import select
+from test_browser import CHROMIUM_ARGS, chromium  # noqa: F401 - the fixture is used by name
+from webapp import Served, serve
+
+from loupe.core.cases.models import CaseShare, ChatMessage, Review
+from loupe.core.plugins import AssetView, DomainTab, IngestedAsset, VisualContext
+from loupe.core.vlm.base import StreamChunk
+from loupe.core.vlm.hf import HFVLM
+from loupe.domains.general import GeneralDomain
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+QUESTION = "Is the fracture displaced?"
+STATUS = 5  # position of the status in /general_create_case's outputs
+
+
+@contextmanager
+def _held(owner: object, name: str, when: Callable[..., bool] = lambda *a, **k: True) -> Iterator[tuple]:
+    """Calls of ``owner.name`` matching ``when`` wait (once) until released: a slow upload or a slow database."""
+    started, release = threading.Event(), threading.Event()
+    original = getattr(owner, name)
+
+    def held(*args: object, **kwargs: object) -> object:
+        if not started.is_set() and when(*args, **kwargs):
+            started.set()
+            release.wait(120)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, held)
+    try:
+        yield started, release
+    finally:
+        release.set()
+        delattr(owner, name)
+
+
+def _stored(served: Served, text: str) -> list[int]:
+    """The cases holding a question with this text."""
+    with served.service.store.sessions() as s:
+        return list(s.scalars(select(ChatMessage.case_id).where(ChatMessage.content == text)))
+
+
+def _handler(served: Served, api_name: str) -> Callable:
+    """The Python function behind a named Gradio endpoint of the running app."""
+    for route in served.app.routes_app.routes:
+        blocks = getattr(getattr(route, "app", None), "blocks", None)
+        if blocks is not None:
+            return next(fn.fn for fn in blocks.fns.values() if fn.api_name == api_name)
+    raise LookupError(api_name)
+
+
+def _create(client, tmp_path: Path, name: str) -> int:  # noqa: ANN001 - a gradio_client Client
+    image = tmp_path / f"{name}.png"
+    image.write_bytes(png_bytes((64, 48), (len(name) * 40 % 256, 90, 30)))
+    out = client.predict(handle_file(str(image)), name, api_name="/general_create_case")
+    assert "created." in out[STATUS], out[STATUS]
+    return int(out[STATUS].split()[1])
+
+
+# -- the server refuses what is not for the case on screen ---------------------------------------------------------
+
+def test_actions_for_a_case_not_on_screen_are_refused_and_change_nothing(tmp_path, tiny_model_dir):
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"alice": "user", "bob": "user"}) as served:
+        alice = served.client("alice")
+        first = _create(alice, tmp_path, "first")
+        alice.submit("What is shown?", api_name="/general_ask").result()
+        answer = served.service.store.open_case(served.service.user("alice"), first).messages[1].id
+        second = _create(alice, tmp_path, "second")  # alice's screen shows case 2 now
+        screen = gr.Request(username="alice", session_hash=alice.session_hash)
+
+        # Sent for case 1 (as a page that had not caught up would): refused, stored nowhere.
+        steps = list(_handler(served, "general_ask")(first, QUESTION, "low", 1.0, screen))
+        assert steps[-1][2] == ("⚠️ This was sent for case 1, but the screen shows case 2: nothing was done. "
+                                "Check the case on screen and try again.")
+        assert steps[-1][1] == QUESTION  # left in the question box
+        assert _stored(served, QUESTION) == []
+
+        review = _handler(served, "general_review")
+        assert review(answer, "rejected", "", False, first, screen)[0].startswith("⚠️ This was sent for case 1")
+        # The review names the case on screen, but the answer is case 1's: refused too.
+        note = review(answer, "rejected", "", False, second, screen)[0]
+        assert note == "⚠️ That answer is not in the case on screen: nothing was saved."
+        assert _handler(served, "general_share")(first, "bob", screen)[0].startswith("⚠️ This was sent for case 1")
+        assert _handler(served, "general_archive")(first, "", screen)[0].startswith("⚠️ This was sent for case 1")
+        with served.service.store.sessions() as s:
+            assert s.scalars(select(Review)).all() == [] and s.scalars(select(CaseShare)).all() == []
+        assert served.service.store.open_case(served.service.user("alice"), first).archived_at is None
+
+        # The same calls for the case on screen go through.
+        steps = list(_handler(served, "general_ask")(second, QUESTION, "low", 1.0, screen))
+        assert steps[-1][2].startswith("Answered in"), steps[-1][2]
+        assert _stored(served, QUESTION) == [second]
+
+
+def test_a_question_sent_while_a_case_is_being_created_is_refused(tmp_path, tiny_model_dir):
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"alice": "user"}) as served:
+        alice = served.client("alice")
+        first = _create(alice, tmp_path, "first")
+        image = tmp_path / "second.png"
+        image.write_bytes(png_bytes((40, 40)))
+        with _held(served.service, "create_case") as (started, release):
+            creating = alice.submit(handle_file(str(image)), "second", api_name="/general_create_case")
+            assert started.wait(60)
+            chat, box, status = alice.submit(QUESTION, api_name="/general_ask").result()
+            release.set()
+            assert "created." in creating.result()[STATUS]
+        assert status == "⚠️ A case is being opened: nothing was done. Try again once it is on screen."
+        assert box == QUESTION
+        assert _stored(served, QUESTION) == []
+        assert first == 1
+
+
+# -- in a real browser --------------------------------------------------------------------------------------------
+
+@contextmanager
+def _browser(served: Served, chromium_path: str, user: str) -> Iterator:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(served.url)
+        page.fill("#username", user)
+        page.fill("#password", f"{user}-password")
+        page.click("button[type=submit]")
+        expect(page.locator("#model-status")).to_contain_text("ready", timeout=60_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def _create_in_page(page, tab: str, image: Path, title: str, wait: bool = True) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="New case").click()
+    page.locator(f"#{tab}-upload input[type=file]").set_input_files(str(image))
+    page.get_by_label("Title").fill(title)
+    page.locator(f"#{tab}-create").click()
+    if wait:
+        expect(page.locator(f"#{tab}-status")).to_contain_text(f"Case {title[-1]} created.", timeout=60_000)
+
+
+def _try_to_ask(page) -> bool:  # noqa: ANN001 - a Playwright page
+    """Click Ask as a hurried user would (whether or not it is enabled); True if the click could do anything."""
+    from playwright.sync_api import expect
+
+    enabled = page.locator("#general-ask").is_enabled()
+    page.locator("#general-ask").click(force=True)
+    if enabled:  # the question went to the server: wait for its answer or its refusal
+        expect(page.locator("#general-status")).to_contain_text(re.compile("Answered in|⚠️"), timeout=60_000)
+    return enabled
+
+
+def _case_on_screen(page) -> int:  # noqa: ANN001
+    return int(re.search(r"Case (\d+):", page.locator("#general-case-header").inner_text()).group(1))
+
+
+@pytest.mark.browser
+def test_in_the_browser_a_question_asked_while_a_case_is_created_never_lands_in_the_old_case(
+        tmp_path, tiny_model_dir, chromium):  # noqa: F811 - the fixture
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    image = tmp_path / "scan.png"
+    image.write_bytes(png_bytes((120, 90), (30, 160, 200)))
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"erin": "user"}) as served, \
+            _browser(served, chromium, "erin") as page:
+        _create_in_page(page, "general", image, "wrist 1")  # case 1 is on screen
+        page.locator("#general-question textarea").fill(QUESTION)
+        with _held(served.service, "create_case") as (started, release):
+            _create_in_page(page, "general", image, "wrist 2", wait=False)
+            assert started.wait(60)  # case 2 is being created; case 1 is still on screen
+            page.screenshot(path=str(ARTIFACTS / "case-binding-creating.png"), full_page=True)
+            sent = _try_to_ask(page)
+            release.set()
+            expect(page.locator("#general-case-header")).to_contain_text("Case 2: wrist 2", timeout=60_000)
+        expect(page.locator("#general-ask")).to_be_enabled(timeout=30_000)  # on again once case 2 is shown
+        stored = _stored(served, QUESTION)
+        assert 1 not in stored, "the question went to case 1 while case 2 was opening"
+        assert set(stored) <= {_case_on_screen(page)}
+        assert not sent or "⚠️ A case is being opened" in page.locator("#general-status").inner_text() or stored
+
+        # Asked now, it lands in case 2, the case on screen.
+        page.locator("#general-question textarea").fill(QUESTION)
+        page.locator("#general-ask").click()
+        expect(page.locator("#general-status")).to_contain_text("Answered in", timeout=60_000)
+        assert _stored(served, QUESTION) == [2]
+        page.screenshot(path=str(ARTIFACTS / "case-binding-created.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_in_the_browser_a_question_asked_while_switching_cases_never_lands_in_the_case_left(
+        tmp_path, tiny_model_dir, chromium):  # noqa: F811 - the fixture
+    from playwright.sync_api import expect
+
+    image = tmp_path / "scan.png"
+    image.write_bytes(png_bytes((120, 90), (200, 60, 30)))
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"erin": "user"}) as served, \
+            _browser(served, chromium, "erin") as page:
+        _create_in_page(page, "general", image, "knee 1")
+        _create_in_page(page, "general", image, "knee 2")  # case 2 is on screen
+        page.locator("#general-question textarea").fill(QUESTION)
+        page.get_by_role("tab", name="Cases").click()
+        store = served.service.store
+        with _held(store, "open_case", lambda user, case_id: case_id == 1) as (started, release):
+            page.locator("#general-cases").get_by_text("knee 1").click()
+            assert started.wait(60)  # case 1 is being opened; case 2 is still on screen
+            sent = _try_to_ask(page)
+            release.set()
+            expect(page.locator("#general-case-header")).to_contain_text("Case 1: knee 1", timeout=60_000)
+        expect(page.locator("#general-ask")).to_be_enabled(timeout=30_000)
+        stored = _stored(served, QUESTION)
+        assert 2 not in stored, "the question went to case 2 while case 1 was opening"
+        assert set(stored) <= {_case_on_screen(page)}
+        assert not sent or "⚠️ A case is being opened" in page.locator("#general-status").inner_text() or stored
+        page.screenshot(path=str(ARTIFACTS / "case-binding-switched.png"), full_page=True)
+
+
+# -- the review panel and the viewer follow the newest answer ------------------------------------------------------
+
+class HeldStreaming(HFVLM):
+    """The real tiny model; while ``gate`` is clear an answer waits before its first word."""
+
+    gate = threading.Event()
+
+    def stream(self, messages, options=None, conversation=None) -> Iterator[StreamChunk]:  # noqa: ANN001
+        self.gate.wait(120)
+        yield from super().stream(messages, options, conversation)
+
+
+class MarkedDomain(GeneralDomain):
+    """General images whose answers each cite a place named after their question, shown on the viewer as the
+    remote-sensing and slide viewers show the tiles an answer read."""
+
+    name = "marked"
+    title = "Marked"
+
+    def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
+        context = super().context(assets, question)
+        context.meta["asked"] = question
+        return context
+
+    def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
+        return [{"box": [0, 0, 10, 10], "text": f"place read for {context_meta['asked']}"}]
+
+    def build_tab(self, tab: DomainTab) -> None:
+        def render(assets: list[AssetView], highlights: list[dict]) -> str:
+            read = "".join(f"<li>{cited['text']}</li>" for cited in highlights)
+            return f'<p>{len(assets)} image(s)</p><p>Read for this answer:</p><ol class="read">{read}</ol>'
+
+        tab.set_viewer(render)
+
+
+@pytest.mark.browser
+def test_in_the_browser_review_and_viewer_follow_the_newest_answer_unless_one_is_picked(
+        tmp_path, tiny_model_dir, chromium):  # noqa: F811 - the fixture
+    from playwright.sync_api import expect
+
+    image = tmp_path / "scene.png"
+    image.write_bytes(png_bytes((120, 90), (90, 140, 60)))
+    HeldStreaming.gate.set()
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"erin": "user"}, HeldStreaming.from_pretrained,
+               domains={"marked": MarkedDomain()}) as served, _browser(served, chromium, "erin") as page:
+        page.get_by_role("tab", name="Marked").click()
+        _create_in_page(page, "marked", image, "field 1")
+        choice, read = page.locator("#marked-answer-choice input"), page.locator("#marked-viewer ol.read")
+
+        def ask(question: str) -> None:
+            page.locator("#marked-question textarea").fill(question)
+            page.locator("#marked-ask").click()
+
+        ask("Where is the river?")
+        expect(page.locator("#marked-status")).to_contain_text("Answered in", timeout=60_000)
+        expect(choice).to_have_value(re.compile(r"^Answer 1"), timeout=30_000)
+        expect(read).to_have_text("place read for Where is the river?", timeout=30_000)
+
+        ask("Where is the bridge?")
+        expect(page.locator("#marked-status")).to_contain_text("Answered in", timeout=60_000)
+        expect(choice).to_have_value(re.compile(r"^Answer 2"), timeout=30_000)  # the newest answer
+        expect(read).to_have_text("place read for Where is the bridge?", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "case-binding-newest-answer.png"), full_page=True)
+
+        # A reviewer who picks answer 1 while answer 3 is on its way keeps answer 1 in the panel and on the viewer.
+        HeldStreaming.gate.clear()
+        ask("Where is the road?")
+        expect(page.locator("#marked-status")).to_contain_text("Answering", timeout=30_000)
+        choice.click()
+        page.get_by_role("option", name="Answer 1:").click()
+        expect(read).to_have_text("place read for Where is the river?", timeout=30_000)
+        HeldStreaming.gate.set()
+        expect(page.locator("#marked-status")).to_contain_text("Answered in", timeout=60_000)
+        expect(page.locator("#marked-chat")).to_contain_text("place read for Where is the road?", timeout=30_000)
+        choice.click()  # the panel has caught up: answer 3 is listed...
+        expect(page.get_by_role("option", name=re.compile("^Answer 3:"))).to_be_visible(timeout=30_000)
+        page.keyboard.press("Escape")
+        expect(choice).to_have_value(re.compile(r"^Answer 1"))  # ...and the pick is kept
+        expect(read).to_have_text("place read for Where is the river?")
+        page.screenshot(path=str(ARTIFACTS / "case-binding-picked-answer.png"), full_page=True)
