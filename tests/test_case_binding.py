@@ -315,3 +315,31 @@ def test_in_the_browser_review_and_viewer_follow_the_newest_answer_unless_one_is
         expect(choice).to_have_value(re.compile(r"^Answer 1"))  # ...and the pick is kept
         expect(read).to_have_text("place read for Where is the river?")
         page.screenshot(path=str(ARTIFACTS / "case-binding-picked-answer.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_in_the_browser_an_answer_arriving_after_a_switch_stays_in_its_case_and_off_the_new_screen(
+        tmp_path, tiny_model_dir, chromium):  # noqa: F811 - the fixture
+    from playwright.sync_api import expect
+
+    image = tmp_path / "scan.png"
+    image.write_bytes(png_bytes((120, 90), (60, 60, 200)))
+    HeldStreaming.gate.set()
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"erin": "user"}, HeldStreaming.from_pretrained) \
+            as served, _browser(served, chromium, "erin") as page:
+        _create_in_page(page, "general", image, "hip 1")
+        _create_in_page(page, "general", image, "hip 2")
+        HeldStreaming.gate.clear()  # case 2's answer waits
+        page.locator("#general-question textarea").fill(QUESTION)
+        page.locator("#general-ask").click()
+        expect(page.locator("#general-status")).to_contain_text("Answering", timeout=30_000)
+        page.get_by_role("tab", name="Cases").click()
+        page.locator("#general-cases").get_by_text("hip 1").click()
+        expect(page.locator("#general-case-header")).to_contain_text("Case 1: hip 1", timeout=60_000)
+        HeldStreaming.gate.set()
+        expect(page.locator("#general-status")).to_have_text(
+            "The answer to your question about case 2 is stored in case 2.", timeout=60_000)
+        assert _stored(served, QUESTION) == [2]
+        expect(page.locator("#general-case-header")).to_contain_text("Case 1: hip 1")
+        expect(page.locator("#general-chat")).not_to_contain_text("fracture")  # case 1's conversation is empty
+        page.screenshot(path=str(ARTIFACTS / "case-binding-answer-after-switch.png"), full_page=True)
