@@ -297,10 +297,14 @@ def test_scrub_leaves_the_files_own_bytes_alone():
         assert asyncio.run(_parse(content_type, messages)) == ("upload.jpg", data, "x-ray")
 
 
-def test_scrub_leaves_bodies_without_names_alone():
+def test_scrub_refuses_a_body_the_multipart_parser_does_not_accept():
     body = b'{"data": ["a question about a wrist"], "fn_index": 3}'
-    messages = asyncio.run(_scrub(_chunks(body, 5)))
-    assert b"".join(m["body"] for m in messages) == body
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    assert asyncio.run(scrub_filenames(receive, b"XyZ")())["type"] == "http.disconnect"
 
 
 @pytest.mark.parametrize(("original", "neutral"), [

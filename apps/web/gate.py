@@ -22,8 +22,9 @@ from loupe.core.config import Settings
 from loupe.core.errors import LoupeError
 
 from ..service import LoupeService
+from .apilist import LISTING, listing_for_non_admin
 from .sessions import LoginThrottle, Session, SessionStore
-from .uploads import TempSweeper, multipart_boundary, scrub_filenames
+from .uploads import TempSweeper, multipart_boundary, serve_scrubbed
 
 COOKIE = "loupe_session"
 PROXY_SECRET_HEADER = "x-loupe-proxy-secret"  # what the trusted proxy sends along with the user header
@@ -244,12 +245,20 @@ class Gate:
             return await _respond(send, 404, b'{"detail":"Not Found"}', "application/json")
         scope["loupe.user"] = user.username
         if path == UPLOAD and scope.get("method") == "POST":
-            # Without a boundary this is no multipart body: Gradio refuses it, there is no name to scrub.
-            if boundary := multipart_boundary(_header(scope, "content-type")):
-                receive = scrub_filenames(receive, boundary)
+            # Only a multipart body python-multipart accepts reaches Gradio, re-written with Loupe's part headers
+            # under the one boundary the parser read (no decoy parameter left for another reader).
+            if (boundary := multipart_boundary(_header(scope, "content-type"))) is None:
+                return await _respond(_hardened(send, path), 400, b'{"detail":"Not a multipart upload"}',
+                                      "application/json")
             # A plain (uncompressed) reply lets us note which temp files this session owns.
-            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"accept-encoding",
+                                                                                          b"content-type")]
+            scope["headers"].append((b"content-type", b"multipart/form-data; boundary=" + boundary))
             send = _note_uploads(send, self.security.session_for(scope))
+            return await serve_scrubbed(self.app, scope, receive, _hardened(send, path), boundary)
+        if not user.is_admin and LISTING.match(path):  # the admin endpoints' names are for admins (apilist.py)
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
+            send = listing_for_non_admin(send)
         await self.app(scope, receive, _hardened(send, path))
 
 

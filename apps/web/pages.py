@@ -56,6 +56,23 @@ def _login_page(error: str = "", username: str = "", status: int = 200) -> HTMLR
     return HTMLResponse(page, status_code=status)
 
 
+LOGIN_BODY_MAX = 16 * 1024  # a user name and a password; anything larger is refused before it is parsed
+
+
+async def _bounded_body(request: Request, limit: int) -> bool:
+    """Read the body (kept for ``request.form()``) unless it is longer than ``limit`` bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return False
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return False
+    request._body = bytes(body)  # Starlette's form() reads the cached body
+    return True
+
+
 def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
@@ -89,6 +106,8 @@ def build_router(security: WebSecurity) -> APIRouter:
     @router.post("/login", include_in_schema=False)
     @router.post("/login/", include_in_schema=False)
     async def login(request: Request) -> Response:
+        if not await _bounded_body(request, LOGIN_BODY_MAX):
+            return JSONResponse({"detail": "The request is too large."}, status_code=413)
         form = await request.form()
         username = str(form.get("username", ""))[:64]
         password = str(form.get("password", ""))[:1024]

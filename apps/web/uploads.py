@@ -1,7 +1,9 @@
 """Uploads: an original file name never reaches the disk, and Gradio's temp copies do not outlive their use.
 
 Gradio stores an upload as ``<temp>/<sha>/<name the browser sent>``; names like ``SMITH_ANNA_1980-01-01.jpg``
-carry PHI. The multipart body is rewritten on its way in so Gradio only ever sees ``upload.<ext>``.
+carry PHI. The multipart body is parsed on its way in by python-multipart's streaming parser (the one Gradio
+uses) and re-written part by part with headers Loupe builds: a file part is named ``upload.<ext>``, nothing of
+the original part headers passes, and a body the parser does not accept never reaches Gradio.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from python_multipart.multipart import MultipartParser, parse_options_header
+
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
-# A quoted or an unquoted value (RFC 5987 ``filename*=`` included) within one part's header block.
-_FILENAME = re.compile(rb'filename(\*?)=(?:"([^"\r\n]*)"|([^";\r\n]*))', re.IGNORECASE)
 _EXTENSION = re.compile(r"\.[a-z0-9]{1,5}")
-# Longest part-header block we wait for; a longer one passes unchanged and Gradio's parser refuses it.
+_ANY_FILENAME = re.compile(rb'filename\*?\s*=\s*"?([^";\r\n]*)', re.IGNORECASE)  # for the extension only
+_FIELD_NAME = re.compile(rb"[\w.\[\]-]{1,100}")
+_MEDIA_TYPE = re.compile(rb"[\w.+-]{1,100}/[\w.+-]{1,100}")
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,./:=?-]{1,70}")  # RFC 2046 bchars (no space: none sends one)
+# Longest part-header block accepted; a longer one is refused.
 _HOLD = 16 * 1024
 
 
@@ -30,60 +36,142 @@ def neutral_name(original: str) -> str:
     return "upload" + (ext if _EXTENSION.fullmatch(ext) else "")
 
 
-def _replace(match: re.Match[bytes]) -> bytes:
-    original = (match.group(2) if match.group(2) is not None else match.group(3)).decode("utf-8", "replace")
-    return b'filename="' + neutral_name(original).encode() + b'"'
-
-
 def multipart_boundary(content_type: str | None) -> bytes | None:
-    match = re.search(r'boundary="?([^";]+)"?', content_type or "", re.IGNORECASE)
-    return match.group(1).encode("latin-1") if match else None
+    """The boundary of a ``multipart/form-data`` Content-Type, as python-multipart reads it; None otherwise."""
+    media_type, options = parse_options_header((content_type or "").encode("latin-1"))
+    boundary = options.get(b"boundary", b"")
+    return boundary if media_type == b"multipart/form-data" and _BOUNDARY.fullmatch(boundary) else None
+
+
+def _part_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The headers Loupe writes for a part: its field name, ``upload.<ext>`` for a file, a plain media type."""
+    fields = dict(headers)
+    disposition = fields.get(b"content-disposition", b"")
+    kind, options = parse_options_header(disposition)
+    name = options.get(b"name", b"")
+    if kind != b"form-data" or not _FIELD_NAME.fullmatch(name):
+        raise ValueError("not a form-data part")
+    out = b'Content-Disposition: form-data; name="' + name + b'"'
+    if b"filename" in disposition.lower():
+        found = options.get(b"filename") or (m.group(1) if (m := _ANY_FILENAME.search(disposition)) else b"")
+        out += b'; filename="' + neutral_name(found.decode("utf-8", "replace")).encode() + b'"'
+    if media_type := fields.get(b"content-type", b"").strip():
+        plain = media_type if _MEDIA_TYPE.fullmatch(media_type) else b"application/octet-stream"
+        out += b"\r\nContent-Type: " + plain
+    return out + b"\r\n\r\n"
+
+
+class _Refused(Exception):
+    pass
+
+
+async def serve_scrubbed(app: Callable, scope: Message, receive: Receive, send: Callable, boundary: bytes) -> None:
+    """Run ``app`` on the scrubbed body; a body the parser refuses gets a 400 (whatever the app made of the
+    disconnect it saw instead)."""
+    refused = False
+
+    async def watched() -> Message:
+        nonlocal refused
+        message = await scrubbed()
+        refused = refused or message["type"] == "http.disconnect"
+        return message
+
+    async def guarded(message: Message) -> None:
+        if refused:
+            raise _Refused
+        await send(message)
+
+    scrubbed = scrub_filenames(receive, boundary)
+    try:
+        await app(scope, watched, guarded)
+    except Exception:
+        if not refused:
+            raise
+    if refused:
+        body = b'{"detail":"The upload is not a multipart body Loupe accepts"}'
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def scrub_filenames(receive: Receive, boundary: bytes) -> Receive:
-    """Wrap an ASGI ``receive`` so the ``filename=`` of every multipart part header becomes neutral.
+    """Wrap an ASGI ``receive`` so the app gets the multipart body re-written with Loupe's own part headers.
 
-    Only part headers (from a ``--boundary`` line to the blank line after it) are rewritten: the files'
-    own bytes pass unchanged even when they happen to contain ``filename="..."``.
+    The files' own bytes pass unchanged (even when they contain ``filename="..."``). A body the parser refuses
+    (or a part without a form-data name, or part headers over 16 KiB) ends as ``http.disconnect``: the app
+    reads no further and stores nothing of it.
     """
-    delimiter = b"--" + boundary + b"\r\n"
-    held = b""
+    out = bytearray()
+    headers: list[tuple[bytes, bytes]] = []
+    field, value = bytearray(), bytearray()
+    parts = 0
+    header_bytes = 0
     finished = False
 
-    def scrub(data: bytes, final: bool) -> tuple[bytes, bytes]:
-        """Rewrite every complete part header in ``data``; return (bytes to pass on, bytes to hold back)."""
-        out = bytearray()
-        pos = 0
-        while True:
-            start = data.find(delimiter, pos)
-            if start < 0:
-                keep = 0 if final else min(len(data) - pos, len(delimiter) - 1)  # a delimiter may straddle
-                out += data[pos:len(data) - keep]
-                return bytes(out), data[len(data) - keep:]
-            headers = start + len(delimiter)
-            end = data.find(b"\r\n\r\n", headers)
-            if end < 0:
-                if final or len(data) - start > _HOLD:  # no sane header is this long: let the parser refuse it
-                    out += data[pos:]
-                    return bytes(out), b""
-                out += data[pos:start]
-                return bytes(out), data[start:]
-            out += data[pos:headers] + _FILENAME.sub(_replace, data[headers:end])
-            pos = end
+    def on_part_begin() -> None:
+        nonlocal header_bytes
+        headers.clear()
+        header_bytes = 0
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        _grow(field, data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        _grow(value, data[start:end])
+
+    def _grow(buffer: bytearray, chunk: bytes) -> None:
+        nonlocal header_bytes
+        header_bytes += len(chunk)
+        if header_bytes > _HOLD:
+            raise ValueError("part headers too long")
+        buffer += chunk
+
+    def on_header_end() -> None:
+        headers.append((bytes(field).strip().lower(), bytes(value).strip()))
+        field.clear()
+        value.clear()
+
+    def on_headers_finished() -> None:
+        nonlocal parts
+        out.extend((b"\r\n" if parts else b"") + b"--" + boundary + b"\r\n" + _part_headers(headers))
+        parts += 1
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        out.extend(data[start:end])
+
+    def on_end() -> None:
+        nonlocal finished
+        out.extend((b"\r\n" if parts else b"") + b"--" + boundary + b"--\r\n")
+        finished = True
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_end": on_end})
+    refused = False
 
     async def scrubbed() -> Message:
-        nonlocal held, finished
-        if finished:
-            return await receive()
+        nonlocal refused
+        if refused:
+            return {"type": "http.disconnect"}
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return message
-            final = not message.get("more_body", False)
-            ready, held = scrub(held + message.get("body", b""), final)
-            if final:
-                finished = True
-                return {**message, "body": ready}
+            more = message.get("more_body", False)
+            try:
+                parser.write(message.get("body", b""))
+                if not more:
+                    parser.finalize()
+                    if not finished:
+                        raise ValueError("incomplete multipart body")
+            except Exception:  # noqa: BLE001 - anything the parser (or a part check) refuses
+                refused = True
+                return {"type": "http.disconnect"}
+            ready = bytes(out)
+            out.clear()
+            if not more:
+                return {**message, "body": ready, "more_body": False}
             if ready:
                 return {**message, "body": ready, "more_body": True}
 
