@@ -76,6 +76,7 @@ def _configure_logging(info: bool, verbose: bool) -> None:
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None, database_url: str | None, verbose: bool) -> None:
     """Loupe: domain-specialist vision-language apps."""
+    os.umask(0o077)  # every file and folder Loupe creates (database, -wal/-shm, assets, cache, secrets) is owner-only
     _configure_logging(info=verbose or ctx.invoked_subcommand == "serve", verbose=verbose)
     ctx.obj = Settings().with_overrides(home=home, database_url=database_url)
 
@@ -105,6 +106,8 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
     from .web import launch
 
     settings = settings.with_overrides(model=model, device=device, dtype=dtype, engine=engine)
+    _owner_only(settings.home)
+    temp = _private_temp(settings.home / "tmp")  # a crash's leftovers (raw uploads) go at the next start
     service = _service(settings)
     notice = ensure_admin(service.store, settings.initial_password_file)
     if notice:
@@ -114,9 +117,45 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
     else:
         service.slot.load(settings.model, background=True)
     click.echo(f"Loupe on http://{host}:{port}  (data in {settings.home})")
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
-        launch(service, host=host, port=port)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
+            launch(service, host=host, port=port)
+    finally:
+        _empty(temp)
     click.echo("Loupe stopped.")
+
+
+def _owner_only(home: Path) -> None:
+    """LOUPE_HOME and everything in it readable by its owner only (files an older version left 0644 too)."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder, _dirs, files in os.walk(home):
+        os.chmod(folder, 0o700)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode & 0o700)
+
+
+def _private_temp(folder: Path) -> Path:
+    """Route every temporary file of this process (tempfile, and TMPDIR for libraries and children) into
+    ``folder`` (mode 0700), emptied now and when the server stops."""
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _empty(folder)
+    os.chmod(folder, 0o700)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+    return folder
+
+
+def _empty(folder: Path) -> None:
+    import shutil
+
+    for child in folder.iterdir() if folder.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 # -- users --------------------------------------------------------------------------------------
