@@ -40,6 +40,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = field(default_factory=lambda: tuple(
         a.strip() for a in os.environ.get("LOUPE_TRUSTED_PROXIES", "").split(",") if a.strip()))
     trusted_proxy_secret: str | None = field(default_factory=lambda: os.environ.get("LOUPE_TRUSTED_PROXY_SECRET"))
+    # The origin browsers see (https://loupe.example.org) when a proxy rewrites Host; unset: the request's own.
+    # Requests sent by pages of any other origin (other ports of the same host included) are refused.
+    public_origin: str | None = field(default_factory=lambda: os.environ.get("LOUPE_PUBLIC_ORIGIN") or None)
     # Memory for open conversations' KV caches (a follow-up then prefills only its new text).
     kv_cache_mb: int = field(default_factory=lambda: _env_int("LOUPE_KV_CACHE_MB", 1024))
     # Memory for encoded images: the same pixels are never encoded twice while they fit.

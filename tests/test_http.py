@@ -219,7 +219,7 @@ def test_logout_ends_the_session_and_clears_the_browser(world):
     assert alice.get("/config").status_code == 200
     upload = alice.post("/gradio_api/upload", files={"files": ("Roe_Jane.png", png_bytes((9, 9)))}).json()[0]
     assert upload.endswith("/upload.png")  # the browser's file name never reached the disk
-    response = alice.get("/logout")
+    response = alice.post("/logout")  # a GET only asks (tests/test_csrf.py)
     assert response.headers["clear-site-data"] == '"cache", "storage"'
     assert "localStorage.clear()" in response.text
     assert alice.get("/config").status_code == 401

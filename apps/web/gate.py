@@ -23,10 +23,12 @@ from loupe.core.errors import LoupeError
 
 from ..service import LoupeService
 from .apilist import LISTING, listing_for_non_admin
+from .guards import CSP, SessionBindings, cross_site, gradio_sessions, needs_body, read_body, replay, session_key
 from .sessions import LoginThrottle, Session, SessionStore
 from .uploads import TempSweeper, multipart_boundary, serve_scrubbed
 
-COOKIE = "loupe_session"
+COOKIE = "loupe_session"  # over plain HTTP (a test or a loopback-only install)
+SECURE_COOKIE = "__Host-loupe_session"  # over HTTPS: Secure, Path=/, no Domain, so no sibling host can set it
 PROXY_SECRET_HEADER = "x-loupe-proxy-secret"  # what the trusted proxy sends along with the user header
 MIN_SECRET = 16
 Scope = MutableMapping[str, Any]
@@ -54,6 +56,7 @@ class WebSecurity:
         self.sessions = SessionStore(settings.session_idle_minutes * 60, settings.session_max_hours * 3600)
         self.throttle = LoginThrottle()
         self.sweeper = TempSweeper(settings.gradio_tmp_dir, settings.upload_ttl_minutes * 60)
+        self.bindings = SessionBindings(settings.session_idle_minutes * 60, settings.session_max_hours * 3600)
         self.proxies = _networks(settings.trusted_proxies)
         self.proxy_secret = _proxy_secret(settings)
         if settings.trusted_user_header and not (self.proxies and self.proxy_secret):
@@ -123,6 +126,7 @@ class WebSecurity:
         self.sweeper.remove(used)
 
     def end_session(self, token: str | None) -> None:
+        self.bindings.forget_session(session_key(token))
         session = self.sessions.end(token)
         if session is not None:
             self.sweeper.remove(session.uploads)
@@ -140,6 +144,7 @@ class WebSecurity:
     def housekeeping(self) -> None:
         for session in self.sessions.expired():
             self.sweeper.remove(session.uploads)
+        self.bindings.prune()
         self.sweeper.sweep()
 
     def shutdown(self) -> None:
@@ -148,11 +153,21 @@ class WebSecurity:
         self.sweeper.wipe()
 
 
+def is_https(scope: Scope) -> bool:
+    return scope.get("scheme") in ("https", "wss")
+
+
+def cookie_name(https: bool) -> str:
+    return SECURE_COOKIE if https else COOKIE
+
+
 def session_token(scope: Scope) -> str | None:
-    return token_from_cookies(_header(scope, "cookie"))
+    """The session cookie of this request: over HTTPS only the ``__Host-`` one (a plain one could be planted)."""
+    return token_from_cookies(_header(scope, "cookie"), cookie_name(is_https(scope)))
 
 
-def token_from_cookies(raw: str | None) -> str | None:
+def token_from_cookies(raw: str | None, name: str | None = None) -> str | None:
+    """The session token in a Cookie header: the named cookie, else the ``__Host-`` one, else the plain one."""
     if not raw:
         return None
     cookies = SimpleCookie()
@@ -160,8 +175,10 @@ def token_from_cookies(raw: str | None) -> str | None:
         cookies.load(raw)
     except Exception:  # a malformed cookie header is just "no session"
         return None
-    morsel = cookies.get(COOKIE)
-    return morsel.value if morsel else None
+    for candidate in (name,) if name else (SECURE_COOKIE, COOKIE):
+        if morsel := cookies.get(candidate):
+            return morsel.value
+    return None
 
 
 def _holds(path: str, data: bytes) -> bool:
@@ -235,15 +252,33 @@ class Gate:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
+        send = _hardened(send, path)
+        store = self.security.service.store
+        if reason := cross_site(scope, self.security.service.settings.public_origin):
+            # Another site or port: no login, logout, upload or read on the user's behalf.
+            store.audit(self.security.user_for(scope, touch=False), "route.denied",
+                        detail={"path": path[:200], "reason": reason})
+            return await _respond(send, 403, b'{"detail":"Cross-origin request refused"}', "application/json",
+                                  scope)
         if PUBLIC.match(path):
-            return await self.app(scope, receive, _hardened(send, path))
+            return await self.app(scope, receive, send)
         user = self.security.user_for(scope, touch=not PASSIVE.match(path))
         if user is None:
             return await _refuse_anonymous(scope, send)
         if not ALLOWED.match(path):
-            self.security.service.store.audit(user, "route.denied", detail={"path": path[:200]})
-            return await _respond(send, 404, b'{"detail":"Not Found"}', "application/json")
+            store.audit(user, "route.denied", detail={"path": path[:200]})
+            return await _respond(send, 404, b'{"detail":"Not Found"}', "application/json", scope)
         scope["loupe.user"] = user.username
+        body = None
+        if needs_body(scope):
+            if (body := await read_body(receive)) is None:
+                return await _respond(send, 413, b'{"detail":"Request too large"}', "application/json")
+            receive = replay(body, receive)
+        keys = gradio_sessions(scope, body)
+        if keys and not self.security.bindings.claim(keys, user.username, session_key(session_token(scope))):
+            # Another user's Gradio session: its state, results and jobs stay hers.
+            store.audit(user, "route.denied", detail={"path": path[:200], "reason": "gradio session of another user"})
+            return await _respond(send, 403, b'{"detail":"Not your session"}', "application/json")
         if path == UPLOAD and scope.get("method") == "POST":
             # Only a multipart body python-multipart accepts reaches Gradio, re-written with Loupe's part headers
             # under the one boundary the parser read (no decoy parameter left for another reader).
@@ -259,7 +294,7 @@ class Gate:
         if not user.is_admin and LISTING.match(path):  # the admin endpoints' names are for admins (apilist.py)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
             send = listing_for_non_admin(send)
-        await self.app(scope, receive, _hardened(send, path))
+        await self.app(scope, receive, send)
 
 
 def _hardened(send: Callable, path: str) -> Callable:
@@ -268,9 +303,14 @@ def _hardened(send: Callable, path: str) -> Callable:
 
     async def wrapped(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or cacheable]
-            headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                        (b"x-frame-options", b"DENY")]
+            # Gradio's CORS answers (any localhost origin, with credentials) are dropped: same origin only.
+            headers = [(k, v) for k, v in message.get("headers", [])
+                       if (k.lower() != b"cache-control" or cacheable) and not k.lower().startswith(b"access-control-")
+                       and k.lower() != b"content-security-policy"]
+            headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+                        (b"x-frame-options", b"DENY"), (b"content-security-policy", CSP.encode()),
+                        (b"cross-origin-opener-policy", b"same-origin"),
+                        (b"cross-origin-resource-policy", b"same-origin")]
             if not cacheable:
                 headers.append((b"cache-control", b"no-store"))
             message = {**message, "headers": headers}
@@ -310,7 +350,10 @@ async def _refuse_anonymous(scope: Scope, send: Callable) -> None:
     await _respond(send, 401, b'{"detail":"Not authenticated"}', "application/json")
 
 
-async def _respond(send: Callable, status: int, body: bytes, media_type: str) -> None:
+async def _respond(send: Callable, status: int, body: bytes, media_type: str, scope: Scope | None = None) -> None:
+    if scope is not None and scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 4403 if status == 403 else 4404})
+        return
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode()),
                             (b"cache-control", b"no-store")]})

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from loupe.core.cases.models import User
 from loupe.core.errors import AccessDenied, LoupeError
 
-from .gate import COOKIE, WebSecurity, session_token
+from .gate import WebSecurity, cookie_name, is_https, session_token
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;min-height:100vh;
@@ -35,6 +35,11 @@ _LOGIN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Lo
 <label for="password">Password</label><input id="password" name="password" type="password" required
  autocomplete="current-password">
 <button type="submit">Log in</button></form></main></body></html>"""
+
+_LOGOUT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Log out of Loupe</title>
+<style>{style}</style></head><body><main><h1>Log out?</h1><p class="sub">End your Loupe session on this browser.</p>
+<form method="post" action="/logout"><button type="submit" id="logout">Log out</button></form>
+<p><a href="/">Back to Loupe</a></p></main></body></html>"""
 
 # Logging out also wipes what the browser kept for this site (storage, caches), so the next person at the
 # machine finds no case data. Clear-Site-Data does it where supported; the script covers the rest.
@@ -127,11 +132,15 @@ def build_router(security: WebSecurity) -> APIRouter:
         token = security.sessions.create(user.username, user.session_epoch)  # ends at her next account change
         response: Response = (RedirectResponse("/", status_code=303) if _wants_html(request)
                               else JSONResponse({"success": True}))
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
-                            secure=request.url.scheme == "https")
+        https = is_https(request.scope)  # over HTTPS the __Host- name: Secure, Path=/ and no Domain, enforced
+        response.set_cookie(cookie_name(https), token, httponly=True, samesite="strict", path="/", secure=https)
         return response
 
     @router.get("/logout", include_in_schema=False)
+    def logout_form() -> Response:
+        # A link or an image can reach a GET: it only asks. Logging out is a POST from this origin (the gate).
+        return HTMLResponse(_LOGOUT.format(style=_STYLE))
+
     @router.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
         user = security.user_for(request.scope, touch=False)
@@ -139,7 +148,8 @@ def build_router(security: WebSecurity) -> APIRouter:
         if user is not None:
             store.audit(user, "logout")
         response = HTMLResponse(_LOGGED_OUT.format(style=_STYLE))
-        response.delete_cookie(COOKIE, path="/")
+        https = is_https(request.scope)
+        response.delete_cookie(cookie_name(https), path="/", secure=https, httponly=True, samesite="strict")
         response.headers["clear-site-data"] = '"cache", "storage"'
         return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import string
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,19 @@ from loupe.core.vlm.slot import SlotStatus
 DEMO_BANNER = ("**Demo weights: the model has random weights and its answers are not meaningful.** "
                "Use them to try the workflow only.")
 VERDICT_LABELS = {"accepted": "✅ Accepted", "edited": "✏️ Edited", "rejected": "❌ Rejected"}
+# Every ASCII punctuation mark as a character reference: no Markdown (images, links, autolinks, headings,
+# code) and no HTML can start from text that passes through `md_text`, while the reader sees the same words.
+_MD_TEXT = {ord(c): f"&#{ord(c)};" for c in string.punctuation} | {
+    ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;", ord('"'): "&quot;"}
+
+
+def md_text(text: str) -> str:
+    """User, file or model text for a Markdown component (chat, headers, notes): shown as written, never run.
+
+    Leading spaces become references too, so an indented line does not turn into a code block (where the
+    references would show as typed)."""
+    lines = str(text).translate(_MD_TEXT).split("\n")
+    return "\n".join("&#32;" * (len(line) - len(line.lstrip(" "))) + line.lstrip(" ") for line in lines)
 
 
 def model_label(model_id: str, demo: bool = False) -> str:
@@ -86,11 +100,12 @@ def run_footnote(run: ModelRun) -> str:
 def review_line(review: Review) -> str:
     when = review.created_at.strftime("%Y-%m-%d %H:%M UTC")
     who = review.reviewer.username if review.reviewer else "?"
+    who = md_text(who)
     line = f"{VERDICT_LABELS.get(review.verdict, review.verdict)} by **{who}** · {when}"
     if review.signed_off:
         line = f"🖊️ Signed off by **{who}** (reviewer) · {when} — {VERDICT_LABELS[review.verdict].split(' ')[1]}"
     if review.edited_text:
-        line += f"\n> Corrected: {review.edited_text}"
+        line += f"\n> Corrected: {md_text(review.edited_text)}"
     return line
 
 
@@ -98,7 +113,7 @@ def conversation(case: Case) -> tuple[list[dict], list[int]]:
     """Chat history for the Chatbot (reviews shown under their answer) and the message id of each entry."""
     history, ids = [], []
     for message in case.messages:
-        content = message.content
+        content = md_text(message.content)  # the question and the model's answer alike: a document can inject
         if message.role == "assistant" and message.model_run is not None:
             content += citation_note(message.model_run.extra or {})
             content += f"\n\n<sub>{run_footnote(message.model_run)}</sub>"
@@ -122,9 +137,9 @@ def citation_note(extra: dict) -> str:
     if not cited:
         return ""
     if all("page" in c for c in cited):  # lines quoted from a document's pages
-        quotes = "; ".join(f"p. {c['page']} “{html.escape(c['text'])}”" for c in cited)
+        quotes = "; ".join(f"p. {c['page']} “{md_text(c['text'])}”" for c in cited)
         return f"\n\n<sub>Cited: {quotes}</sub>"
-    places = "; ".join(f"{n}. {html.escape(c['text'])}" for n, c in enumerate(cited, start=1))
+    places = "; ".join(f"{n}. {md_text(c['text'])}" for n, c in enumerate(cited, start=1))
     return f"\n\n<sub>Read from: {places}</sub>"  # parts of an image (tiles), numbered as on the viewer
 
 
@@ -148,14 +163,19 @@ def _latest_state(message: ChatMessage) -> str:
 
 
 def case_header(case: Case) -> str:
-    shared = ", ".join(s.user.username for s in case.shares)
-    parts = [f"### Case {case.id}: {html.escape(case.title)}",
-             f"Owner **{case.owner.username}** · created {case.created_at.strftime('%Y-%m-%d %H:%M UTC')}"]
+    shared = ", ".join(md_text(s.user.username) for s in case.shares)
+    parts = [f"### Case {case.id}: {md_text(case.title)}",
+             f"Owner **{md_text(case.owner.username)}** · created {case.created_at.strftime('%Y-%m-%d %H:%M UTC')}"]
     if shared:
         parts.append(f"Shared with {shared}")
     if case.archived_at:
         parts.append("**Archived** — restore it to ask new questions.")
     return "\n\n".join(parts)
+
+
+def quoted(text: str) -> str:
+    """An answer shown as a Markdown quote, every line of it inside the quote."""
+    return "\n".join(f"> {line}" for line in md_text(text).split("\n"))
 
 
 def viewer_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:

@@ -20,7 +20,11 @@ CSS = """
 #topbar { align-items: center; }
 /* The conversation lives in the case database: a "clear" button would only hide it, so it is not offered. */
 .loupe-chat button[aria-label="Clear"] { display: none; }
+#logout { padding: .3em .9em; border-radius: var(--button-small-radius); border: 1px solid var(--border-color-primary);
+  background: var(--button-secondary-background-fill); color: var(--button-secondary-text-color); cursor: pointer;
+  font-size: var(--button-small-text-size); }
 """
+LOGOUT_FORM = '<form method="post" action="/logout"><button type="submit" id="logout">Log out</button></form>'
 
 
 def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
@@ -28,7 +32,8 @@ def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
         with gr.Row(elem_id="topbar"):
             gr.Markdown("## Loupe")
             whoami = gr.Markdown(elem_id="whoami")
-            gr.Button("Log out", link="/logout", size="sm", scale=0, elem_id="logout")
+            # A POST from this page (the gate checks its origin): a link or an image elsewhere cannot log out.
+            gr.HTML(LOGOUT_FORM, js_on_load=None, scale=0, min_width=0, elem_id="logout-form")
         banner = gr.Markdown(elem_id="model-status")
         workspaces = []
         with gr.Tabs():

@@ -18,7 +18,7 @@ from loupe.core.plugins import AssetView, Domain, IngestedAsset
 from loupe.core.vlm.base import GenerationOptions
 
 from ..service import LoupeService
-from .render import answer_choices, answered_note, case_header, citations, conversation, viewer_html
+from .render import answer_choices, answered_note, case_header, citations, conversation, md_text, quoted, viewer_html
 from .screen import Screens
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class Workspace:
                 self.screen.check(request, case_id)  # asked for the case on screen, or not at all
                 case = self.service.store.open_case(user, int(case_id))
                 history, ids = conversation(case)
-                history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+                history += [{"role": "user", "content": md_text(question)}, {"role": "assistant", "content": ""}]
                 # At once (a real model needs seconds to start); the review panel follows the newest answer again.
                 yield history, "", "Answering…", gr.update(), None
                 options = GenerationOptions(detail=detail_level or self.domain.default_detail,
@@ -230,7 +230,7 @@ class Workspace:
                 shown = True
                 for step in self.service.ask(user, int(case_id), question, options):
                     shown = self.screen.shows(request, case_id)  # another case opened meanwhile: not on its screen
-                    history[-1] = {"role": "assistant", "content": step.text}
+                    history[-1] = {"role": "assistant", "content": md_text(step.text)}
                     if not shown:
                         continue
                     if step.run is None:
@@ -263,7 +263,7 @@ class Workspace:
             if message is None:
                 return "", "", gr.update()
             # The viewer highlights what this answer quoted.
-            return (f"> {message.content}", message.content,
+            return (quoted(message.content), message.content,
                     self.render_viewer(self._views(case), citations(case, message.id)))
 
         def pick_from_chat(evt: gr.SelectData, ids: list[int]):
@@ -301,10 +301,11 @@ class Workspace:
             try:
                 self.screen.check(request, case_id)
                 self.service.store.share_case(user, int(case_id), username or "", share=on)
-            except LoupeError as exc:
-                return f"⚠️ {exc}", gr.update()
+            except LoupeError as exc:  # it quotes the name as typed
+                return f"⚠️ {md_text(str(exc))}", gr.update()
             case = self.service.store.open_case(user, int(case_id))
-            return (f"Case shared with {username.strip()}." if on else f"Stopped sharing with {username.strip()}."), \
+            name = md_text(username.strip())
+            return (f"Case shared with {name}." if on else f"Stopped sharing with {name}."), \
                 case_header(case)
 
         def archive_case(case_id: int | None, search_text: str, request: gr.Request, on: bool = True):

