@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,7 +108,7 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
 
     settings = settings.with_overrides(model=model, device=device, dtype=dtype, engine=engine)
     _owner_only(settings.home)
-    temp = _private_temp(settings.home / "tmp")  # a crash's leftovers (raw uploads) go at the next start
+    temp = _private_temp(settings.tmp_dir)  # a crash's leftovers (raw uploads) go at the next start
     service = _service(settings)
     notice = ensure_admin(service.store, settings.initial_password_file)
     if notice:
@@ -117,6 +118,8 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
     else:
         service.slot.load(settings.model, background=True)
     click.echo(f"Loupe on http://{host}:{port}  (data in {settings.home})")
+    # uvicorn re-raises SIGTERM once it has stopped: as Ctrl-C, so the clean-up below runs for it too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
             launch(service, host=host, port=port)

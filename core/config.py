@@ -69,8 +69,13 @@ class Settings:
         return self.home / "models"
 
     @property
+    def tmp_dir(self) -> Path:
+        """Every temporary file of the server lives here (mode 0700); ``loupe serve`` empties it at start and stop."""
+        return self.home / "tmp"
+
+    @property
     def gradio_tmp_dir(self) -> Path:
-        return self.home / "gradio-tmp"
+        return self.tmp_dir / "gradio"
 
     @property
     def feature_cache_dir(self) -> Path:
@@ -90,5 +95,5 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def ensure_dirs(self) -> None:
-        for path in (self.home, self.assets_dir, self.models_dir, self.gradio_tmp_dir):
+        for path in (self.home, self.assets_dir, self.models_dir, self.tmp_dir, self.gradio_tmp_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -51,7 +51,7 @@ def test_serve_starts_without_a_model_and_says_why(tmp_path):
         rest, _ = proc.communicate(timeout=60)
     assert password not in rest
     # A clean shutdown leaves nothing in Gradio's temp folder.
-    assert not [p for p in (tmp_path / "home" / "gradio-tmp").rglob("*") if p.is_file()]
+    assert not [p for p in (tmp_path / "home" / "tmp").rglob("*") if p.is_file()]
 
 
 def _start(home, port: int) -> tuple[subprocess.Popen, str]:
@@ -106,10 +106,12 @@ def test_a_crash_leaves_no_temp_file_past_the_next_start_and_every_file_is_owner
     proc, output = _start(home, port)
     try:
         assert f"http://127.0.0.1:{port}" in output, output
-        assert list(temp.iterdir()) == []
+        assert not leftover.parent.exists() and not [p for p in temp.rglob("*") if p.is_file()]
+        assert (home / "tmp" / "gradio").is_dir()  # Gradio's uploads live in the same folder
     finally:
         proc.terminate()
-        proc.communicate(timeout=60)
+        rest, _ = proc.communicate(timeout=60)
+    assert "Loupe stopped." in rest  # SIGTERM ends it cleanly: its temp folder is emptied on the way out
     assert list(temp.iterdir()) == []
     loose = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in [home, *home.rglob("*")]
              if not p.is_symlink() and p.stat().st_mode & 0o077}

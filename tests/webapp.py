@@ -37,7 +37,7 @@ class Served:
     def client(self, username: str, password: str | None = None) -> Client:
         return Client(self.url, auth=(username, password or f"{username}-password"), verbose=False)
 
-    def files(self, folder: str = "gradio-tmp") -> list[Path]:
+    def files(self, folder: str = "tmp/gradio") -> list[Path]:
         return [p for p in (self.home / folder).rglob("*") if p.is_file()]
 
 
