@@ -343,3 +343,27 @@ def test_in_the_browser_an_answer_arriving_after_a_switch_stays_in_its_case_and_
         expect(page.locator("#general-case-header")).to_contain_text("Case 1: hip 1")
         expect(page.locator("#general-chat")).not_to_contain_text("fracture")  # case 1's conversation is empty
         page.screenshot(path=str(ARTIFACTS / "case-binding-answer-after-switch.png"), full_page=True)
+
+
+def test_a_report_is_saved_and_signed_off_only_for_the_case_on_screen(tmp_path):
+    study = Path(__file__).resolve().parent.parent / "data" / "medical" / "dicom" / "DX_chest_MONOCHROME1.dcm"
+    upload = tmp_path / "dx.dcm"
+    upload.write_bytes(study.read_bytes())
+    with serve(tmp_path / "home", None, {"rita": "reviewer"}) as served:
+        rita = served.client("rita")
+        rita.predict(handle_file(str(upload)), "first", api_name="/medical_create_case")
+        report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small right pleural effusion."
+        assert "Saved" in rita.predict(report, False, api_name="/medical_check_report")
+        rita.predict(handle_file(str(upload)), "second", api_name="/medical_create_case")  # on screen now
+        user, store = served.service.user("rita"), served.service.store
+        first = next(c.id for c in store.list_cases(user, domain="medical") if c.title == "first")
+        version = store.latest_report(user, first)
+        screen = gr.Request(username="rita", session_hash=rita.session_hash)
+
+        shown, _ = _handler(served, "medical_check_report")(first, "FINDINGS: None.\nIMPRESSION: Normal.", False,
+                                                            version.id, screen)
+        assert f"This was sent for case {first}, but the screen shows case" in shown
+        shown = _handler(served, "medical_sign_off_report")(first, version.id, screen)
+        assert f"This was sent for case {first}, but the screen shows case" in shown
+        latest = store.latest_report(user, first)
+        assert latest.id == version.id and latest.signed_off_by is None  # no new version, no sign-off

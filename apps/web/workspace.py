@@ -53,6 +53,7 @@ class Workspace:
         return self.service.case_assets(self._user(request), int(case_id))
 
     def save_report(self, case_id: int, request: gr.Request, text: str, findings: list[dict]) -> int:
+        self.screen.check(request, case_id)  # a report is written for the case on screen only
         return self.service.store.save_report(self._user(request), int(case_id), text, findings)
 
     def latest_report(self, case_id: int, request: gr.Request) -> dict | None:
@@ -63,6 +64,7 @@ class Workspace:
                 "signed_off": report.signed_off_by is not None}
 
     def sign_off_report(self, case_id: int, request: gr.Request, report_id: int) -> int:
+        self.screen.check(request, case_id)
         return self.service.store.sign_off_report(self._user(request), int(case_id), int(report_id))
 
     def model(self, request: gr.Request) -> tuple[object, str]:
