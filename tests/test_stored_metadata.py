@@ -157,3 +157,24 @@ def test_a_geotiff_keeps_its_georeferencing_pixels_and_nodata_without_its_tags(s
         assert np.array_equal(out.read(), src.read())
         assert out.tags() in ({}, {"AREA_OR_POINT": "Area"}) and not any(out.descriptions)
     assert raster.meta["georeferenced"] and raster.meta["crs"] == "EPSG:32633"
+
+
+def test_a_cog_keeps_its_validity_mask_and_overviews(service):
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    cog = (Path(__file__).parents[1] / "data" / "remote_sensing" / "cogeo.tif").read_bytes()
+    with rasterio.MemoryFile(cog) as a, a.open() as src, MemoryFile() as memory:
+        profile = {**src.profile, "compress": "deflate", "photometric": "RGB"}
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), memory.open(**profile) as dst:
+            dst.write(src.read())
+            mask = np.full((src.height, src.width), 255, np.uint8)
+            mask[:100, :300] = 0  # a corner outside the scene
+            dst.write_mask(mask)
+            dst.build_overviews([2, 4])
+        data = memory.read()
+    [raster, _view] = service.domains["remote_sensing"].ingest(data, service.limits)
+    with rasterio.MemoryFile(data) as a, a.open() as src, rasterio.MemoryFile(raster.data) as b, b.open() as out:
+        assert np.array_equal(out.dataset_mask(), src.dataset_mask()) and out.dataset_mask()[:100, :300].max() == 0
+        assert np.array_equal(out.read(), src.read()) and (out.crs, out.transform) == (src.crs, src.transform)
+        assert out.overviews(1) == src.overviews(1) == [2, 4]

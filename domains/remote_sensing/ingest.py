@@ -121,16 +121,16 @@ def ingest_raster(data: bytes, limits: UploadLimits, progress: Progress | None =
 
 
 def clean_copy(source: Path, target: Path) -> list[int]:
-    """Write ``source``'s pixels, georeferencing (CRS, transform or GCPs), nodata, colour interpretation,
+    """Write ``source``'s pixels, georeferencing (CRS, transform or GCPs), nodata or mask, colour interpretation,
     palette and scale/offset to a new tiled GeoTIFF, and nothing else: no tags, no descriptions. A band
     description survives only as "nir" when it names near infrared (band presets use it). Returns the
     source's overview factors (to be rebuilt on the copy)."""
     import rasterio
     from rasterio.control import GroundControlPoint
     from rasterio.crs import CRS
-    from rasterio.enums import ColorInterp
+    from rasterio.enums import ColorInterp, MaskFlags
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
         warnings.simplefilter("ignore")  # NotGeoreferencedWarning: a plain TIFF is fine
         with rasterio.open(source) as src:
             crs = CRS.from_epsg(src.crs.to_epsg()) if src.crs and src.crs.to_epsg() else src.crs
@@ -140,6 +140,7 @@ def clean_copy(source: Path, target: Path) -> list[int]:
                        "dtype": src.dtypes[0], "nodata": src.nodata, "tiled": True, "blockxsize": 256,
                        "blockysize": 256, "compress": "deflate", "interleave": "pixel", "BIGTIFF": "IF_SAFER",
                        **({"photometric": "RGB"} if rgb else {})}
+            masked = MaskFlags.per_dataset in src.mask_flag_enums[0]  # e.g. a JPEG COG's validity mask
             gcps, gcp_crs = src.gcps
             if not src.transform.is_identity or not gcps:
                 profile.update(crs=crs, transform=src.transform)
@@ -156,6 +157,8 @@ def clean_copy(source: Path, target: Path) -> list[int]:
                     dst.write_colormap(1, src.colormap(1))
                 for _, window in dst.block_windows(1):
                     dst.write(src.read(window=window), window=window)
+                    if masked:
+                        dst.write_mask(src.dataset_mask(window=window), window=window)
             return list(src.overviews(1))
 
 
