@@ -59,12 +59,12 @@ def trap() -> Iterator[Trap]:
 
 def hostile(trap: str, title: bool = False) -> str:
     """An image on another port (twice), /logout as an image, a form, an overlay and a style: a case title's
-    200 characters; other fields also get a script in an error handler."""
+    200 characters; other fields also get a script in an error handler and bare URLs (autolinks)."""
     host = trap.removeprefix("http:")  # protocol-relative: shorter, the same request
     text = (f"![a]({host}/m) <img src={host}/h id=inj> ![b](/logout) <form id=frm action={host}/f><input></form>"
             f"<div id=ovl>x</div><style>@import'{host}/c';</style>")
     assert len(text) <= 200, len(text)
-    return text if title else text + " <img src=x onerror=this.id='onerr'>"
+    return text if title else text + f" <img src=x onerror=this.id='onerr'> {trap}/logout www.example.org/logout"
 
 
 def hostile_model(text: str) -> type[HFVLM]:
@@ -119,19 +119,56 @@ def test_hostile_text_in_every_field_is_shown_as_text(tmp_path, tiny_model_dir, 
         page.locator("#general-answer-choice input").click()
         page.get_by_role("option", name="Answer 1:").click()
         expect(page.locator("#general-answer-shown")).to_contain_text("<form id=frm", timeout=30_000)
-        page.get_by_text("Sharing and archive").click()
-        page.locator("#general-share-user textarea").fill(text)  # the share user name
-        page.locator("#general-share").click()
-        expect(page.locator("#general-status")).to_contain_text("⚠️", timeout=30_000)
 
         # Every field shows the text, nothing of it became an element, nothing left for another port.
         expect(chat.locator("[data-testid=user]")).to_have_count(2)
         assert chat.locator("[data-testid=user]").first.inner_text().strip().startswith("![a](")
         assert page.locator(INJECTED).count() == 0
         assert _foreign_images(page, served.url.rstrip("/")) == []
+        # The owner types the text as a user name to share with: the refusal quotes it, as text.
+        owner = browser.new_page(viewport={"width": 1400, "height": 1000})
+        owner.on("request", lambda r: requests.append(r.url))
+        _login(owner, served.url, "alice")
+        owner.locator("#general-cases").get_by_test_id("cell-0-1").click()
+        expect(owner.locator("#general-case-header")).to_contain_text(f"Case {case_id}:", timeout=30_000)
+        owner.get_by_text("Sharing and archive").click()
+        owner.locator("#general-share-user textarea").fill(text)
+        owner.locator("#general-share").click()
+        expect(owner.locator("#general-status")).to_contain_text('no active user named "![a](', timeout=30_000)
+        assert owner.locator(INJECTED).count() == 0 and _foreign_images(owner, served.url.rstrip("/")) == []
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "hostile-text.png"), full_page=True)
         assert page.evaluate("fetch('/config').then(r => r.status)") == 200  # still logged in
         browser.close()
     assert [u for u in requests if not u.startswith((served.url, "data:", "blob:"))] == []
     assert trap.hits == []
+
+
+def test_a_documents_own_text_reaches_its_viewer_and_citations_as_text():
+    """OCR lines, a PDF's text layer and the fields read from it are file text: escaped in the page viewer
+    (gr.HTML) and in the citations under an answer (Markdown)."""
+    from html.parser import HTMLParser
+
+    from loupe.apps.web.render import citation_note
+    from loupe.core.plugins import AssetView
+    from loupe.domains.documents.viewer import pages_html
+
+    text = hostile("http://127.0.0.1:1")
+    cited = [{"page": 1, "box": [0, 0, 5, 5], "text": text}]
+    lines = [{"box": [0, 0, 5, 5], "text": text, "confidence": 0.9}]
+    ocr = {"source": "text-layer", "number": 1, "width": 10, "height": 10, "rotation": 0, "engine": "pdf",
+           "lines": lines}
+    page = AssetView(1, "/case-assets/1", "image/png", 10, 10, case_id=1,
+                     meta={"page": 1, "ocr": ocr, "fields": {"company": text, "total": text}})
+    found: list[tuple[str, dict]] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            found.append((tag, dict(attrs)))
+
+    Tags().feed(pages_html([page], cited))
+    assert not [t for t, _ in found if t in ("form", "input", "script", "link", "iframe")]
+    assert [a["src"] for t, a in found if t == "img"] == ["/case-assets/1"]
+    assert not [a for _, a in found if "onerror" in a or a.get("id") in ("inj", "frm", "ovl")]
+    note = citation_note({"citations": cited})
+    assert "<img" not in note and "[" not in note and "<form" not in note and "://" not in note

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-import string
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,19 +15,20 @@ from loupe.core.vlm.slot import SlotStatus
 DEMO_BANNER = ("**Demo weights: the model has random weights and its answers are not meaningful.** "
                "Use them to try the workflow only.")
 VERDICT_LABELS = {"accepted": "✅ Accepted", "edited": "✏️ Edited", "rejected": "❌ Rejected"}
-# Every ASCII punctuation mark as a character reference: no Markdown (images, links, autolinks, headings,
-# code) and no HTML can start from text that passes through `md_text`, while the reader sees the same words.
-_MD_TEXT = {ord(c): f"&#{ord(c)};" for c in string.punctuation} | {
-    ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;", ord('"'): "&quot;"}
+# The characters that start HTML (`<`, `&`), links and images (`[`), code (where references show as typed) and
+# e-mail autolinks, as character references; "://" and "www." lose their power to autolink the same way.
+# Everything else stays as typed, so a copied answer reads the same (Gradio's copy button copies the source).
+_MD_TEXT = {ord(c): f"&#{ord(c)};" for c in "[]`~@\\"} | {ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;"}
+_AUTOLINK = re.compile(r"(?i)(www)\.|:(//)")
+_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
 def md_text(text: str) -> str:
-    """User, file or model text for a Markdown component (chat, headers, notes): shown as written, never run.
+    """User, file or model text for a Markdown component (chat, headers, notes): never an element, a link, an image.
 
-    Leading spaces become references too, so an indented line does not turn into a code block (where the
-    references would show as typed)."""
-    lines = str(text).translate(_MD_TEXT).split("\n")
-    return "\n".join("&#32;" * (len(line) - len(line.lstrip(" "))) + line.lstrip(" ") for line in lines)
+    Emphasis and lists may still render; leading blanks become references, so no line turns into a code block."""
+    escaped = _AUTOLINK.sub(lambda m: f"{m[1]}&#46;" if m[1] else f"&#58;{m[2]}", str(text).translate(_MD_TEXT))
+    return _INDENT.sub(lambda m: "".join(f"&#{ord(c)};" for c in m[0]), escaped)
 
 
 def model_label(model_id: str, demo: bool = False) -> str:
