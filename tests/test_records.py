@@ -64,7 +64,7 @@ def test_raw_multipart_variants_never_put_the_file_name_on_disk(served, variant)
 
 @pytest.mark.parametrize("path", ["/case-assets/99999999999999999999", "/case-assets/9223372036854775808",
                                   "/case-assets/0", "/case-assets/-1", "/case-export/99999999999999999999/md",
-                                  "/case-export/0/md"])
+                                  "/case-export/0/md", "/case-assets/2147483648", "/case-export/3000000000/md"])
 def test_ids_out_of_the_64_bit_range_are_not_found_and_audited(served, path):
     store = served.service.store
     before = len(store.audit_events())
@@ -98,3 +98,20 @@ def test_non_admins_are_not_listed_the_admin_endpoints(served):
     client.predict("", False, api_name="/general_list_cases")
     assert "/admin_add_user" in served.client("root").view_api(print_info=False, return_format="dict")[
         "named_endpoints"]
+
+
+def test_admin_endpoints_called_by_index_are_refused_and_audited_for_non_admins(served):
+    root, ann = served.client("root"), served.client("ann")
+    admin = {d["api_name"]: d["id"] for d in root.config["dependencies"]
+             if str(d.get("api_name")).startswith("admin_") or d.get("api_name") == "use_demo_model"}
+    assert {"admin_add_user", "admin_purge_case", "admin_load_model", "use_demo_model"} <= set(admin)
+    before = len(served.service.store.audit_events())
+    account = ("mallory", "admin", "mallory-password-1")
+    calls = {"admin_add_user": account, "admin_set_role": account, "admin_purge_case": (1, "PURGE"),
+             "admin_load_model": (), "use_demo_model": ()}
+    for name, args in calls.items():
+        result = ann.predict(*args, fn_index=admin[name])
+        assert "Only administrators" in repr(result), (name, result)
+    assert served.service.store.get_user("mallory") is None and served.service.user("ann").role == "user"
+    denied = [e for e in served.service.store.audit_events()[before:] if e.action == "admin.denied"]
+    assert len(denied) == 5

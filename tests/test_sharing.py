@@ -138,6 +138,19 @@ def _reports(store: CaseStore, case_id: int) -> list[CaseReport]:
         return list(s.scalars(select(CaseReport).where(CaseReport.case_id == case_id)))
 
 
+@pytest.mark.parametrize("row_id", [0, -1, 2**31, 2**63, 10**20])
+def test_ids_no_row_can_have_are_not_found_and_audited(store, people, row_id):
+    """Issue 18: an id beyond the INTEGER columns (or not positive) made SQLite and PostgreSQL raise (a 500)."""
+    alice = people["alice"]
+    for read in (lambda: store.open_case(alice, row_id), lambda: store.read_asset(alice, row_id),
+                 lambda: store.add_question(alice, row_id, "?"), lambda: store.latest_report(alice, row_id)):
+        with pytest.raises(AccessDenied):
+            read()
+    assert [e.action for e in store.audit_events() if e.action.endswith(".denied")] == [
+        "case.denied", "asset.denied", "case.denied", "case.denied"]
+    assert store.list_cases(alice, search=f"#{row_id}") == []
+
+
 def test_plain_users_sign_off_is_refused_and_the_refusal_is_kept(store, people):
     alice = people["alice"]
     case_id, answer_id = _answered_case(store, alice)

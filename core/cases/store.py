@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +35,17 @@ from .passwords import check_new_password, dummy_hash, hash_password, verify_pas
 ROLES = ("user", "reviewer", "admin")
 VERDICTS = ("accepted", "edited", "rejected")
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
+_Row = TypeVar("_Row")
+
+
+def _storable(row_id: int) -> bool:
+    """Whether a row can have this id; any other (not positive, or beyond INTEGER: the database would raise)
+    simply names no row, so a caller gets the usual audited "not found"."""
+    return 0 < row_id <= MAX_ID
+
+
+def _get(s: Session, model: type[_Row], row_id: int, **options: Any) -> _Row | None:
+    return s.get(model, row_id, **options) if _storable(row_id) else None
 
 
 @dataclass(frozen=True)
@@ -223,7 +235,7 @@ class CaseStore:
             matches = [Case.title.ilike(pattern, escape="\\"), User.username.ilike(pattern, escape="\\")]
             number = term.lstrip("#")
             # isdecimal, not isdigit: int("²") fails; ids beyond INTEGER would make PostgreSQL raise.
-            if number.isdecimal() and int(number) <= MAX_ID:
+            if number.isdecimal() and _storable(int(number)):
                 matches.append(Case.id == int(number))
             query = query.where(or_(*matches))
         with self.sessions() as s:
@@ -234,7 +246,7 @@ class CaseStore:
     def open_case(self, user: User, case_id: int) -> Case:
         """Load a case with its assets, messages, reviews and shares for ``user``; audited as a read."""
         with self.sessions.begin() as s:
-            case = s.scalar(select(Case).where(Case.id == case_id).options(
+            case = None if not _storable(case_id) else s.scalar(select(Case).where(Case.id == case_id).options(
                 selectinload(Case.owner),
                 selectinload(Case.shares).selectinload(CaseShare.user),
                 selectinload(Case.assets),
@@ -246,15 +258,15 @@ class CaseStore:
 
     def read_asset(self, user: User, asset_id: int) -> tuple[Asset, bytes]:
         with self.sessions.begin() as s:
-            asset = s.get(Asset, asset_id)
-            case = s.get(Case, asset.case_id) if asset else None
+            asset = _get(s, Asset, asset_id)
+            case = _get(s, Case, asset.case_id) if asset else None
             self._check_access(s, user, case, "image", action="asset.denied")
             s.add(AuditEvent(user_id=user.id, action="asset.read", case_id=case.id, detail={"asset_id": asset_id}))
             return asset, self.assets.read(asset.sha256)
 
     def add_question(self, user: User, case_id: int, text: str) -> int:
         with self.sessions.begin() as s:
-            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
+            self._check_access(s, user, _get(s, Case, case_id), f"case {case_id}")
             msg = ChatMessage(case_id=case_id, author_id=user.id, role="user", content=text)
             s.add(msg)
             s.flush()
@@ -262,7 +274,7 @@ class CaseStore:
 
     def add_answer(self, user: User, case_id: int, text: str, run: RunRecord, demo_weights: bool) -> int:
         with self.sessions.begin() as s:
-            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
+            self._check_access(s, user, _get(s, Case, case_id), f"case {case_id}")
             model_run = ModelRun(
                 case_id=case_id, model_id=run.model_id, adapter=run.adapter, device=run.device, dtype=run.dtype,
                 prompt_tokens=run.prompt_tokens, visual_tokens=run.visual_tokens, output_tokens=run.output_tokens,
@@ -285,8 +297,8 @@ class CaseStore:
         if verdict == "edited" and not (edited_text or "").strip():
             raise LoupeError("An edited review needs the corrected answer.")
         with self.sessions.begin() as s:
-            msg = s.get(ChatMessage, message_id)
-            case = s.get(Case, msg.case_id) if msg else None
+            msg = _get(s, ChatMessage, message_id)
+            case = _get(s, Case, msg.case_id) if msg else None
             self._check_access(s, user, case, "answer")  # says nothing about which case the id belongs to
             if in_case is not None and case.id != in_case:
                 raise LoupeError("That answer is not in the case on screen: nothing was saved.")
@@ -309,7 +321,7 @@ class CaseStore:
         if not text.strip():
             raise LoupeError("Write the report first.")
         with self.sessions.begin() as s:
-            case = s.get(Case, case_id, with_for_update=True)  # see sign_off_report
+            case = _get(s, Case, case_id, with_for_update=True)  # see sign_off_report
             self._check_access(s, user, case, f"case {case_id}")
             if case.archived_at is not None:
                 raise LoupeError("This case is archived: restore it to change its report.")
@@ -323,7 +335,7 @@ class CaseStore:
     def latest_report(self, user: User, case_id: int) -> CaseReport | None:
         """The case's newest report version (audited as a read), or None."""
         with self.sessions.begin() as s:
-            self._check_access(s, user, s.get(Case, case_id), f"case {case_id}")
+            self._check_access(s, user, _get(s, Case, case_id), f"case {case_id}")
             report = s.scalar(select(CaseReport).where(CaseReport.case_id == case_id)
                               .order_by(CaseReport.id.desc()).limit(1))
             if report is not None:
@@ -337,7 +349,7 @@ class CaseStore:
         Refused when a newer version has been saved since: a sign-off names what it signs."""
         with self.sessions.begin() as s:
             # The case row is locked (PostgreSQL) so no new version can be saved between the check and the sign-off.
-            self._check_access(s, user, s.get(Case, case_id, with_for_update=True), f"case {case_id}")
+            self._check_access(s, user, _get(s, Case, case_id, with_for_update=True), f"case {case_id}")
             report = s.scalar(select(CaseReport).where(CaseReport.case_id == case_id)
                               .order_by(CaseReport.id.desc()).limit(1))
             if report is None:
@@ -519,7 +531,7 @@ class CaseStore:
             raise AccessDenied(f"{what[0].upper()}{what[1:]} not found.")
 
     def _managed_case(self, s: Session, user: User, case_id: int) -> Case:
-        case = s.get(Case, case_id)
+        case = _get(s, Case, case_id)
         self._check_access(s, user, case, f"case {case_id}")
         if case.owner_id != user.id and not user.is_admin:
             self.audit(user, "case.denied", case_id=case_id, detail={"needs": "owner"})
