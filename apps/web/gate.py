@@ -283,14 +283,13 @@ class Gate:
             # Only a multipart body python-multipart accepts reaches Gradio, re-written with Loupe's part headers
             # under the one boundary the parser read (no decoy parameter left for another reader).
             if (boundary := multipart_boundary(_header(scope, "content-type"))) is None:
-                return await _respond(_hardened(send, path), 400, b'{"detail":"Not a multipart upload"}',
-                                      "application/json")
+                return await _respond(send, 400, b'{"detail":"Not a multipart upload"}', "application/json")
             # A plain (uncompressed) reply lets us note which temp files this session owns.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"accept-encoding",
                                                                                           b"content-type")]
             scope["headers"].append((b"content-type", b"multipart/form-data; boundary=" + boundary))
             send = _note_uploads(send, self.security.session_for(scope))
-            return await serve_scrubbed(self.app, scope, receive, _hardened(send, path), boundary)
+            return await serve_scrubbed(self.app, scope, receive, send, boundary)
         if not user.is_admin and LISTING.match(path):  # the admin endpoints' names are for admins (apilist.py)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
             send = listing_for_non_admin(send)
