@@ -156,8 +156,10 @@ def test_other_origins_get_no_cors_and_every_response_a_strict_csp(served):
     assert "access-control-allow-origin" not in alice.get("/config").headers
     anonymous = httpx.Client(base_url=served.url)
     responses = [alice.get("/"), alice.get("/config"), alice.get("/login"), alice.get("/no-such-route"),
-                 anonymous.get("/config"), anonymous.get("/login"), alice.get("/theme.css")]
+                 anonymous.get("/config"), anonymous.get("/login"), alice.get("/theme.css"),
+                 alice.post("/gradio_api/upload", files={"files": ("x.png", png_bytes((8, 8)))})]
     for response in responses:
+        assert len(response.headers.get_list("content-security-policy")) == 1, response.url  # set once
         csp = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
         assert csp["img-src"] == "'self' data: blob:" and csp["connect-src"] == "'self'", response.url
         assert csp["form-action"] == "'self'" and csp["frame-ancestors"] == "'none'"
