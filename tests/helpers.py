@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import threading
 import zlib
 
 from PIL import Image
@@ -45,6 +46,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class OtherPort:
+    """Another web server on another loopback port of this host: serves ``pages`` (path -> HTML) and
+    records every request it gets. To a browser it is another origin but the same site."""
+
+    def __init__(self, pages: dict[str, str] | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        served, hits = pages or {}, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                hits.append(f"{self.command} {self.path}")
+                body = served.get(self.path, "").encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.hits: list[str] = hits
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # --- Metadata carriers: each builder hides ``marker`` in one place an image file can carry text. ---

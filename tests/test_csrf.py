@@ -7,12 +7,11 @@ a Gradio session hash is its first user's. Non-browser clients (no Origin header
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from helpers import png_bytes
+from helpers import OtherPort, png_bytes
 from starlette.testclient import TestClient
 from test_browser import CHROMIUM_ARGS, _login, chromium  # noqa: F401 - the fixture is used by name
 from webapp import serve
@@ -35,34 +34,6 @@ def _evil_pages(app: str) -> dict[str, str]:
     }
 
 
-class Evil:
-    """Another web app on another port of the same host."""
-
-    def __init__(self, app_url: str) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        pages = _evil_pages(app_url)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                body = pages.get(self.path, "").encode()
-                self.send_response(200 if body else 404)
-                self.send_header("content-type", "text/html")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def served(tmp_path) -> Iterator:
     with serve(tmp_path / "home", None, USERS) as running:
@@ -78,7 +49,7 @@ def _denials(served, reason: str) -> int:  # noqa: ANN001
 @pytest.mark.browser
 def test_pages_on_another_port_cannot_log_in_log_out_read_or_upload(served, chromium):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
-    evil = Evil(served.url)
+    evil = OtherPort(_evil_pages(served.url))
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)

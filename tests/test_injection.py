@@ -7,12 +7,10 @@ so an image pointing there would carry the reader's session cookie. It must rece
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from helpers import png_bytes
+from helpers import OtherPort, png_bytes
 from test_browser import ARTIFACTS, CHROMIUM_ARGS, _login, chromium  # noqa: F401 - the fixture is used by name
 from webapp import serve
 
@@ -22,37 +20,9 @@ from loupe.core.vlm.hf import HFVLM
 INJECTED = "#inj, #frm, #ovl, #onerr, a[href*='logout'], [style*='fixed']"
 
 
-class Trap:
-    """A listener on another loopback port that records every request it gets."""
-
-    def __init__(self) -> None:
-        hits: list[str] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                hits.append(f"{self.command} {self.path}")
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            do_POST = do_GET  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.hits = hits
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def trap() -> Iterator[Trap]:
-    listener = Trap()
+def trap() -> Iterator[OtherPort]:
+    listener = OtherPort()
     yield listener
     listener.close()
 

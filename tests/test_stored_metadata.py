@@ -126,24 +126,32 @@ def _cases() -> list:
     return cases
 
 
-@pytest.fixture
-def service(tmp_path) -> LoupeService:
-    return LoupeService.open(Settings(home=tmp_path / "home", database_url=None, model="unused"))
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> LoupeService:
+    """One service for the module (opening one costs a migration run); each test checks its own case."""
+    return LoupeService.open(Settings(home=tmp_path_factory.mktemp("metadata") / "home", database_url=None,
+                                      model="unused"))
+
+
+@pytest.fixture(scope="module")
+def user(service):
+    return service.store.add_user("ana", "ana-password-12", "user")
 
 
 @pytest.mark.parametrize("marker", MARKERS)
 @pytest.mark.parametrize(("domain", "carrier", "build"), _cases())
-def test_no_domain_stores_identifying_metadata(service, domain, carrier, build, marker):
+def test_no_domain_stores_identifying_metadata(service, user, domain, carrier, build, marker):
     data = build(marker)
     assert contains_text(data, marker), "the builder must really plant the marker"
-    user = service.store.add_user("ana", "ana-password-12", "user")
     case_id = service.create_case(user, domain, data, "t")
     home = service.settings.home
-    stored = [p for p in (home / "assets").rglob("*") if p.is_file()]
-    assert stored
-    leaking = [str(p.relative_to(home)) for p in [*stored, home / "loupe.db"] if contains_text(p.read_bytes(), marker)]
+    assets = service.store.open_case(user, case_id).assets
+    stored = [service.store.assets.path_for(a.sha256) for a in assets]
+    assert stored and all(p.is_file() for p in stored)
+    database = sorted(home.glob("loupe.db*"))  # the WAL too: new rows live there until a checkpoint
+    leaking = [str(p.relative_to(home)) for p in [*stored, *database] if contains_text(p.read_bytes(), marker)]
     assert not leaking, f"{domain}/{carrier}: the marker is stored in {leaking}"
-    served = [service.store.read_asset(user, a.id)[1] for a in service.store.open_case(user, case_id).assets]
+    served = [service.store.read_asset(user, a.id)[1] for a in assets]
     assert not any(contains_text(b, marker) for b in served)
 
 
