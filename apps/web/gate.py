@@ -23,7 +23,17 @@ from loupe.core.errors import LoupeError
 
 from ..service import LoupeService
 from .apilist import LISTING, listing_for_non_admin
-from .guards import CSP, SessionBindings, cross_site, gradio_sessions, needs_body, read_body, replay, session_key
+from .guards import (
+    CSP,
+    SessionBindings,
+    cross_site,
+    gradio_sessions,
+    header,
+    needs_body,
+    read_body,
+    replay,
+    session_key,
+)
 from .sessions import LoginThrottle, Session, SessionStore
 from .uploads import TempSweeper, multipart_boundary, serve_scrubbed
 
@@ -73,8 +83,8 @@ class WebSecurity:
         secret, once; refused otherwise, whatever cookie it also carries. A session made before the user's
         last password, role or active change (its epoch is older) is ended here.
         """
-        header = self.service.settings.trusted_user_header
-        if header and (names := _headers(scope, header)):
+        user_header = self.service.settings.trusted_user_header
+        if user_header and (names := _headers(scope, user_header)):
             if len(names) != 1 or not self.from_proxy(scope, with_secret=True):
                 return None
             return self.service.store.get_user(names[0].strip())  # never created here: she must exist
@@ -163,7 +173,7 @@ def cookie_name(https: bool) -> str:
 
 def session_token(scope: Scope) -> str | None:
     """The session cookie of this request: over HTTPS only the ``__Host-`` one (a plain one could be planted)."""
-    return token_from_cookies(_header(scope, "cookie"), cookie_name(is_https(scope)))
+    return token_from_cookies(header(scope, "cookie"), cookie_name(is_https(scope)))
 
 
 def token_from_cookies(raw: str | None, name: str | None = None) -> str | None:
@@ -187,14 +197,6 @@ def _holds(path: str, data: bytes) -> bool:
         return file.stat().st_size == len(data) and file.read_bytes() == data
     except OSError:
         return False
-
-
-def _header(scope: Scope, name: str) -> str | None:
-    wanted = name.lower().encode()
-    for key, value in scope.get("headers", []):
-        if key.lower() == wanted:
-            return value.decode("latin-1")
-    return None
 
 
 def _headers(scope: Scope, name: str) -> list[str]:
@@ -282,7 +284,7 @@ class Gate:
         if path == UPLOAD and scope.get("method") == "POST":
             # Only a multipart body python-multipart accepts reaches Gradio, re-written with Loupe's part headers
             # under the one boundary the parser read (no decoy parameter left for another reader).
-            if (boundary := multipart_boundary(_header(scope, "content-type"))) is None:
+            if (boundary := multipart_boundary(header(scope, "content-type"))) is None:
                 return await _respond(send, 400, b'{"detail":"Not a multipart upload"}', "application/json")
             # A plain (uncompressed) reply lets us note which temp files this session owns.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"accept-encoding",
@@ -340,7 +342,7 @@ async def _refuse_anonymous(scope: Scope, send: Callable) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 4401})
         return
-    accepts_html = "text/html" in (_header(scope, "accept") or "")
+    accepts_html = "text/html" in (header(scope, "accept") or "")
     if scope.get("method") == "GET" and accepts_html:
         await send({"type": "http.response.start", "status": 303,
                     "headers": [(b"location", b"/login"), (b"cache-control", b"no-store")]})
