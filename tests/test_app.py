@@ -49,8 +49,8 @@ def _fn_index(admin_client, api_name: str) -> int:
     return next(d["id"] for d in admin_client.config["dependencies"] if d.get("api_name") == api_name)
 
 
-def _ask(client, question: str) -> tuple:
-    job = client.submit(question, api_name="/general_ask")
+def _ask(client, question: str, case_id: int) -> tuple:
+    job = client.submit(case_id, question, api_name="/general_ask")  # the case on screen, as the page sends it
     steps = list(job)
     return steps, job.result()
 
@@ -64,7 +64,7 @@ def test_upload_ask_stream_and_persist(served, tmp_path):
     alice = served.client("alice")
     case_id, out = _create(alice, tmp_path, name="Doe_John_1970-01-01.png")  # an upload name carrying PHI
     assert 'src="/case-assets/' in out[VIEWER] and "gradio_api/file" not in out[VIEWER]
-    steps, (chat, question_box, status) = _ask(alice, "What is shown?")
+    steps, (chat, question_box, status) = _ask(alice, "What is shown?", case_id)
     assert len(steps) >= 2  # streamed: partial answers before the saved one
     assert question_box == ""  # the question box is cleared
     assert status.startswith("Answered in ") and "demo model (random weights)" in status
@@ -85,8 +85,8 @@ def test_upload_ask_stream_and_persist(served, tmp_path):
 def test_review_any_answer_after_reopening(served, tmp_path):
     alice = served.client("alice")
     case_id, _ = _create(alice, tmp_path, title="two answers")
-    _ask(alice, "First question?")
-    _ask(alice, "Second question?")
+    _ask(alice, "First question?", case_id)
+    _ask(alice, "Second question?", case_id)
     reopened = served.client("alice")  # a new session: nothing remembered but the database
     out = reopened.predict(case_id, api_name="/general_open_case")
     choices = out[CHOICE]["choices"]
@@ -97,37 +97,37 @@ def test_review_any_answer_after_reopening(served, tmp_path):
     assert footnote.startswith("demo model (random weights) · standard detail · ")
     assert " visual tokens · " in footnote and footnote.endswith(" · demo weights: not a meaningful answer</sub>")
     # Nothing is signed off by default: a verdict must be chosen.
-    note, _, _ = reopened.predict(first_answer, None, "", False, api_name="/general_review")
+    note, _, _ = reopened.predict(first_answer, None, "", False, case_id, api_name="/general_review")
     assert note == "⚠️ Choose a verdict first: accept, correct or reject."
-    status, chat, _ = reopened.predict(first_answer, "edited", "A corrected first answer.", False,
+    status, chat, _ = reopened.predict(first_answer, "edited", "A corrected first answer.", False, case_id,
                                        api_name="/general_review")
     assert status == "Review saved: answer 1 corrected."
     with served.service.store.sessions() as s:
         review = s.scalar(select(Review).order_by(Review.id.desc()))
     assert review.message_id == first_answer and review.edited_text == "A corrected first answer."
     shown = [_text(m["content"]) for m in chat if m["role"] == "assistant"]
-    assert "Edited by **alice**" in shown[0] and "A corrected first answer." in shown[0]
+    assert "Edited by <b>alice</b>" in shown[0] and "A corrected first answer." in shown[0]
     assert "Edited" not in shown[1]
     # Reopened again, the review is still shown under its answer.
     chat = served.client("alice").predict(case_id, api_name="/general_open_case")[CHAT]
-    assert "Edited by **alice**" in _text(chat[1]["content"])
+    assert "Edited by <b>alice</b>" in _text(chat[1]["content"])
 
 
 def test_reviewer_signs_off_a_shared_case(served, tmp_path):
     alice, rita = served.client("alice"), served.client("rita")
     case_id, _ = _create(alice, tmp_path, title="for review")
-    _ask(alice, "Anything abnormal?")
+    _ask(alice, "Anything abnormal?", case_id)
     assert case_id not in [r[0] for r in rita.predict("", False, api_name="/general_list_cases")["data"]]
     alice.predict(case_id, api_name="/general_open_case")
-    status, header = alice.predict("rita", api_name="/general_share")
+    status, header = alice.predict(case_id, "rita", api_name="/general_share")
     assert status == "Case shared with rita." and "Shared with rita" in header
     assert case_id in [r[0] for r in rita.predict("", False, api_name="/general_list_cases")["data"]]
     answer = rita.predict(case_id, api_name="/general_open_case")[CHOICE]["choices"][0][1]
-    status, chat, _ = rita.predict(answer, "accepted", "", True, api_name="/general_review")
+    status, chat, _ = rita.predict(answer, "accepted", "", True, case_id, api_name="/general_review")
     assert status == "Review saved: answer 1 signed off."
-    assert "Signed off by **rita** (reviewer)" in _text(chat[1]["content"])
+    assert "Signed off by <b>rita</b> (reviewer)" in _text(chat[1]["content"])
     # A plain user cannot sign off.
-    status, _, _ = alice.predict(answer, "accepted", "", True, api_name="/general_review")
+    status, _, _ = alice.predict(answer, "accepted", "", True, case_id, api_name="/general_review")
     assert status == "⚠️ Only users with the reviewer role can sign answers off."
 
 
@@ -135,9 +135,9 @@ def test_archive_hides_a_case_and_admin_purges_it(served, tmp_path):
     alice, root = served.client("alice"), served.client("root")
     unique = png_bytes((33, 17), (1, 2, 3))
     case_id, _ = _create(alice, tmp_path, title="to purge", data=unique)
-    _ask(alice, "What is shown?")
+    _ask(alice, "What is shown?", case_id)
     assert served.files("cache/features")  # its encoded image is kept for the next question
-    status, header, rows = alice.predict("", api_name="/general_archive")
+    status, header, rows = alice.predict(case_id, "", api_name="/general_archive")
     assert status.startswith(f"Case {case_id} archived") and "Archived" in header
     assert case_id not in [r[0] for r in alice.predict("", False, api_name="/general_list_cases")["data"]]
     assert case_id in [r[0] for r in alice.predict("", True, api_name="/general_list_cases")["data"]]

@@ -34,7 +34,13 @@ def hostile(trap: str, title: bool = False) -> str:
     text = (f"![a]({host}/m) <img src={host}/h id=inj> ![b](/logout) <form id=frm action={host}/f><input></form>"
             f"<div id=ovl>x</div><style>@import'{host}/c';</style>")
     assert len(text) <= 200, len(text)
-    return text if title else text + f" <img src=x onerror=this.id='onerr'> {trap}/logout www.example.org/logout"
+    return text if title else text + (f" <img src=x onerror=this.id='onerr'> {trap}/logout www.example.org/logout"
+                                      f"{FORGED_SIGN_OFF} $$\\rule{{900px}}{{900px}}$$")
+
+
+# What a user could type to look like the app's own review line, and a KaTeX box that would cover the page.
+FORGED_SIGN_OFF = "\n\n---\n🖊️ Signed off by **rex** (reviewer) · 2026-12-05 23:00 UTC — Accepted"
+TYPED_MARKUP = "strong, b, em, hr, h1, h2, h3, h4, h5, h6, li, blockquote, .katex"
 
 
 def hostile_model(text: str) -> type[HFVLM]:
@@ -95,6 +101,11 @@ def test_hostile_text_in_every_field_is_shown_as_text(tmp_path, tiny_model_dir, 
         assert chat.locator("[data-testid=user]").first.inner_text().strip().startswith("![a](")
         assert page.locator(INJECTED).count() == 0
         assert _foreign_images(page, served.url.rstrip("/")) == []
+        # Typed text keeps no Markdown: no emphasis, rule, heading or formula in a question, and the typed
+        # "Signed off" line stays inside the corrected answer's quote, in the app's own review box.
+        assert chat.locator("[data-testid=user]").locator(TYPED_MARKUP).count() == 0
+        assert page.locator(".katex").count() == 0
+        expect(chat.locator(".loupe-review blockquote")).to_contain_text("Signed off by **rex** (reviewer)")
         # The owner types the text as a user name to share with: the refusal quotes it, as text.
         owner = browser.new_page(viewport={"width": 1400, "height": 1000})
         owner.on("request", lambda r: requests.append(r.url))

@@ -18,7 +18,11 @@ VERDICT_LABELS = {"accepted": "✅ Accepted", "edited": "✏️ Edited", "reject
 # The characters that start HTML (`<`, `&`), links and images (`[`), code (where references show as typed) and
 # e-mail autolinks, as character references; "://" and "www." lose their power to autolink the same way.
 # Everything else stays as typed, so a copied answer reads the same (Gradio's copy button copies the source).
-_MD_TEXT = {ord(c): f"&#{ord(c)};" for c in "[]`~@\\"} | {ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;"}
+# `$` too: Gradio's Markdown and Chatbot render `$$…$$` as KaTeX, which can draw boxes over the page.
+_MD_TEXT = {ord(c): f"&#{ord(c)};" for c in "[]`~@\\$"} | {ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;"}
+# What people type (questions, titles, corrected answers) keeps no Markdown at all: no emphasis, heading, rule or
+# list can make it look like text the app wrote (a sign-off, a header). Model answers keep their formatting.
+_TYPED_TEXT = _MD_TEXT | {ord(c): f"&#{ord(c)};" for c in "*_#+-=|!{}()"}
 _AUTOLINK = re.compile(r"(?i)(www)\.|:(//)")
 _INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
@@ -29,6 +33,17 @@ def md_text(text: str) -> str:
     Emphasis and lists may still render; leading blanks become references, so no line turns into a code block."""
     escaped = _AUTOLINK.sub(lambda m: f"{m[1]}&#46;" if m[1] else f"&#58;{m[2]}", str(text).translate(_MD_TEXT))
     return _INDENT.sub(lambda m: "".join(f"&#{ord(c)};" for c in m[0]), escaped)
+
+
+def typed_text(text: str) -> str:
+    """What a person typed, for a Markdown component: shown exactly as written, with no formatting at all."""
+    escaped = _AUTOLINK.sub(lambda m: f"{m[1]}&#46;" if m[1] else f"&#58;{m[2]}", str(text).translate(_TYPED_TEXT))
+    return _INDENT.sub(lambda m: "".join(f"&#{ord(c)};" for c in m[0]), escaped)
+
+
+def _html_text(text: str) -> str:
+    """Text inside HTML that a Markdown component renders: escaped, and no `$$` left for KaTeX."""
+    return html.escape(text).replace("$", "&#36;")
 
 
 def model_label(model_id: str, demo: bool = False) -> str:
@@ -99,27 +114,30 @@ def run_footnote(run: ModelRun) -> str:
 
 
 def review_line(review: Review) -> str:
+    """A review under its answer, as HTML: no text a user or the model writes can produce an element, so a
+    typed "Signed off by …" never looks like a real one; the corrected text stays inside its quote."""
     when = review.created_at.strftime("%Y-%m-%d %H:%M UTC")
-    who = review.reviewer.username if review.reviewer else "?"
-    who = md_text(who)
-    line = f"{VERDICT_LABELS.get(review.verdict, review.verdict)} by **{who}** · {when}"
+    who = _html_text(review.reviewer.username if review.reviewer else "?")
+    line = f"{VERDICT_LABELS.get(review.verdict, review.verdict)} by <b>{who}</b> · {when}"
     if review.signed_off:
-        line = f"🖊️ Signed off by **{who}** (reviewer) · {when} — {VERDICT_LABELS[review.verdict].split(' ')[1]}"
+        line = f"🖊️ Signed off by <b>{who}</b> (reviewer) · {when} — {VERDICT_LABELS[review.verdict].split(' ')[1]}"
     if review.edited_text:
-        line += f"\n> Corrected: {md_text(review.edited_text)}"
-    return line
+        corrected = "<br>".join(_html_text(part) for part in review.edited_text.splitlines())
+        line += f"<blockquote>Corrected: {corrected}</blockquote>"
+    return f'<div class="loupe-review">{line}</div>'
 
 
 def conversation(case: Case) -> tuple[list[dict], list[int]]:
     """Chat history for the Chatbot (reviews shown under their answer) and the message id of each entry."""
     history, ids = [], []
     for message in case.messages:
-        content = md_text(message.content)  # the question and the model's answer alike: a document can inject
+        # The question as typed; the answer keeps the model's formatting, never an element (a document can inject).
+        content = typed_text(message.content) if message.role == "user" else md_text(message.content)
         if message.role == "assistant" and message.model_run is not None:
             content += citation_note(message.model_run.extra or {})
             content += f"\n\n<sub>{run_footnote(message.model_run)}</sub>"
         if message.role == "assistant" and message.reviews:
-            content += "\n\n---\n" + "\n\n".join(review_line(r) for r in message.reviews)
+            content += "\n\n" + "".join(review_line(r) for r in message.reviews)
         history.append({"role": message.role, "content": content})
         ids.append(message.id)
     return history, ids
@@ -165,7 +183,7 @@ def _latest_state(message: ChatMessage) -> str:
 
 def case_header(case: Case) -> str:
     shared = ", ".join(md_text(s.user.username) for s in case.shares)
-    parts = [f"### Case {case.id}: {md_text(case.title)}",
+    parts = [f"### Case {case.id}: {typed_text(case.title)}",
              f"Owner **{md_text(case.owner.username)}** · created {case.created_at.strftime('%Y-%m-%d %H:%M UTC')}"]
     if shared:
         parts.append(f"Shared with {shared}")

@@ -20,6 +20,10 @@ CSS = """
 #topbar { align-items: center; }
 /* The conversation lives in the case database: a "clear" button would only hide it, so it is not offered. */
 .loupe-chat button[aria-label="Clear"] { display: none; }
+/* Reviews under an answer: written by the app as HTML, which no typed or generated text can produce. */
+.loupe-review { margin-top: .5em; padding: .3em .6em; border-left: 3px solid var(--color-accent);
+  background: var(--background-fill-secondary); border-radius: 4px; }
+.loupe-review blockquote { margin: .3em 0 0; }
 #logout { padding: .3em .9em; border-radius: var(--button-small-radius); border: 1px solid var(--border-color-primary);
   background: var(--button-secondary-background-fill); color: var(--button-secondary-text-color); cursor: pointer;
   font-size: var(--button-small-text-size); }
