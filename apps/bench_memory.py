@@ -78,8 +78,9 @@ def _measure(model: Path, cases: int, out: mp.Queue) -> None:
                 for index in range(cases):
                     photo = home / f"case-{index}.jpg"
                     photo.write_bytes(_photo(index))
-                    client.predict(handle_file(str(photo)), f"case {index}", api_name="/general_create_case")
-                    client.predict("What is shown?", api_name="/general_ask")
+                    created = client.predict(handle_file(str(photo)), f"case {index}", api_name="/general_create_case")
+                    case_id = int(created[5].split()[1])  # "Case N created."
+                    client.predict(case_id, "What is shown?", api_name="/general_ask")
                     per_case.append(_rss_mib())
                 vlm = service.slot.get()
                 out.put({

@@ -73,7 +73,10 @@ class DomainTab(Protocol):
     Tools are UI components (Gradio) created inside ``build_tab`` and wired to ``case_id``/``question``.
     """
 
-    case_id: Any  # component holding the open case's id (None when no case is open)
+    case_id: Any  # the open case's id, kept on the server (None when no case is open): for tools that only read
+    # The case id shown with the header, a component the page sends with each click: the input of every event
+    # that writes to a case (a job queued behind others runs with the case it was clicked for, not a newer one).
+    shown_case: Any
     question: Any  # the question box
 
     def add_prompts(self, questions: Sequence[str]) -> None:

@@ -240,6 +240,9 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
         flags = page.locator("#medical-report-flags")
         expect(flags.locator("mark.loupe-flag")).to_have_count(2, timeout=30_000)  # the side, in both sections
         expect(flags).to_contain_text("laterality in the impression")
+        # The sign-off carries the version on screen (sent by the page with the click): mia may not sign it.
+        page.locator("#medical-sign-report").click()
+        expect(flags).to_contain_text("reviewer role", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "medical-study-windows.png"), full_page=True)
     assert (ARTIFACTS / "medical-study-windows.png").stat().st_size > 10_000
 

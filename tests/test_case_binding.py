@@ -81,7 +81,7 @@ def test_actions_for_a_case_not_on_screen_are_refused_and_change_nothing(tmp_pat
     with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"alice": "user", "bob": "user"}) as served:
         alice = served.client("alice")
         first = _create(alice, tmp_path, "first")
-        alice.submit("What is shown?", api_name="/general_ask").result()
+        alice.submit(first, "What is shown?", api_name="/general_ask").result()
         answer = served.service.store.open_case(served.service.user("alice"), first).messages[1].id
         second = _create(alice, tmp_path, "second")  # alice's screen shows case 2 now
         screen = gr.Request(username="alice", session_hash=alice.session_hash)
@@ -119,7 +119,7 @@ def test_a_question_sent_while_a_case_is_being_created_is_refused(tmp_path, tiny
         with _held(served.service, "create_case") as (started, release):
             creating = alice.submit(handle_file(str(image)), "second", api_name="/general_create_case")
             assert started.wait(60)
-            chat, box, status = alice.submit(QUESTION, api_name="/general_ask").result()
+            chat, box, status = alice.submit(first, QUESTION, api_name="/general_ask").result()
             release.set()
             assert "created." in creating.result()[STATUS]
         assert status == "⚠️ A case is being opened: nothing was done. Try again once it is on screen."
@@ -241,8 +241,10 @@ class HeldStreaming(HFVLM):
     """The real tiny model; while ``gate`` is clear an answer waits before its first word."""
 
     gate = threading.Event()
+    waiting = threading.Event()  # an answer has reached the gate
 
     def stream(self, messages, options=None, conversation=None) -> Iterator[StreamChunk]:  # noqa: ANN001
+        self.waiting.set()
         self.gate.wait(120)
         yield from super().stream(messages, options, conversation)
 
@@ -345,15 +347,112 @@ def test_in_the_browser_an_answer_arriving_after_a_switch_stays_in_its_case_and_
         page.screenshot(path=str(ARTIFACTS / "case-binding-answer-after-switch.png"), full_page=True)
 
 
+@pytest.mark.browser
+def test_in_the_browser_a_question_queued_behind_another_users_answer_is_refused_if_another_case_opens_meanwhile(
+        tmp_path, tiny_model_dir, chromium):  # noqa: F811 - the fixture
+    """The second-user probe: Ask waits in the queue (one answer at a time) while bob's answer is generating; erin
+    opens another case meanwhile. Her question carries the case of her click, so it is refused, never stored in
+    the case opened since (a gr.State would have been read when the job ran: the new case)."""
+    from playwright.sync_api import expect
+
+    image = tmp_path / "scan.png"
+    image.write_bytes(png_bytes((120, 90), (120, 30, 160)))
+    HeldStreaming.gate.set()
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"erin": "user", "bob": "user"},
+               HeldStreaming.from_pretrained) as served, _browser(served, chromium, "erin") as page:
+        _create_in_page(page, "general", image, "ankle 1")
+        _create_in_page(page, "general", image, "ankle 2")  # case 2 is on screen
+        bob = served.client("bob")
+        bobs = _create(bob, tmp_path, "bob")
+        HeldStreaming.gate.clear()
+        HeldStreaming.waiting.clear()
+        bobs_answer = bob.submit(bobs, "What does bob see?", api_name="/general_ask")
+        try:
+            assert HeldStreaming.waiting.wait(60)  # bob's answer holds the model
+            page.locator("#general-question textarea").fill(QUESTION)
+            page.locator("#general-ask").click()  # for case 2: it waits behind bob's answer
+            expect(page.get_by_text(re.compile(r"queue: \d+/\d+")).first).to_be_visible(timeout=30_000)
+            page.get_by_role("tab", name="Cases").click()
+            page.locator("#general-cases").get_by_text("ankle 1").click()
+            expect(page.locator("#general-case-header")).to_contain_text("Case 1: ankle 1", timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "case-binding-queued-question.png"), full_page=True)
+        finally:
+            HeldStreaming.gate.set()
+        bobs_answer.result()
+        expect(page.locator("#general-status")).to_contain_text(re.compile("⚠️|Answered in"), timeout=60_000)
+        stored = _stored(served, QUESTION)
+        assert 1 not in stored, "the question typed for case 2 was stored in case 1, opened while it waited"
+        assert stored == []
+        expect(page.locator("#general-status")).to_have_text(
+            "⚠️ This was sent for case 2, but the screen shows case 1: nothing was done. "
+            "Check the case on screen and try again.")
+        expect(page.locator("#general-question textarea")).to_have_value(QUESTION)  # kept for the user
+        expect(page.locator("#general-case-header")).to_contain_text("Case 1: ankle 1")
+        page.screenshot(path=str(ARTIFACTS / "case-binding-queued-question-refused.png"), full_page=True)
+
+
+WRITES = ["general_ask", "general_review", "general_share", "general_unshare", "general_archive", "general_restore",
+          "medical_check_report", "medical_sign_off_report"]
+
+
+def test_every_action_that_writes_to_a_case_takes_the_case_id_the_page_sent_with_the_click(tmp_path):
+    """A gr.State is read when a queued job runs, a component's value is sent by the page with the click: the case
+    id of every write is the component shown with the header, never the server-side state."""
+    import inspect
+
+    with serve(tmp_path / "home", None, {"rita": "reviewer"}) as served:
+        mounted = (getattr(getattr(route, "app", None), "blocks", None) for route in served.app.routes_app.routes)
+        blocks = next(b for b in mounted if b is not None)
+        fns = {fn.api_name: fn for fn in blocks.fns.values() if fn.api_name in WRITES}
+        assert set(fns) == set(WRITES)
+        for name, fn in fns.items():
+            params = [p for p in inspect.signature(fn.fn).parameters if p != "request"]
+            case_input = fn.inputs[params.index("case_id")]
+            assert not isinstance(case_input, gr.State), f"{name} reads its case id when it runs, not at the click"
+            assert isinstance(case_input, gr.Number) and case_input.elem_id.endswith("-shown-case"), name
+            if "read_id" in params:  # a sign-off signs the report version on screen at the click
+                assert not isinstance(fn.inputs[params.index("read_id")], gr.State), name
+
+
+def test_a_report_check_queued_behind_another_users_is_refused_if_another_case_opens_meanwhile(tmp_path):
+    """The report panel's race: rita's Check report waits behind ann's; she opens another case; her report, sent
+    for the first case, is refused, and is saved in neither case."""
+    study = Path(__file__).resolve().parent.parent / "data" / "medical" / "dicom" / "DX_chest_MONOCHROME1.dcm"
+    upload = tmp_path / "dx.dcm"
+    upload.write_bytes(study.read_bytes())
+    report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small right pleural effusion."
+    with serve(tmp_path / "home", None, {"rita": "reviewer", "ann": "user"}) as served:
+        rita, ann = served.client("rita"), served.client("ann")
+        first = int(rita.predict(handle_file(str(upload)), "first", api_name="/medical_create_case")[STATUS].split()[1])
+        second = int(rita.predict(handle_file(str(upload)), "second", api_name="/medical_create_case")[STATUS]
+                     .split()[1])
+        anns = int(ann.predict(handle_file(str(upload)), "ann's", api_name="/medical_create_case")[STATUS].split()[1])
+        rita.predict(first, api_name="/medical_open_case")
+        store = served.service.store
+        with _held(store, "save_report", lambda user, *a, **k: user.username == "ann") as (started, release):
+            anns_check = ann.submit(anns, report, False, None, api_name="/medical_check_report")
+            assert started.wait(60)  # ann's check holds the report checker's one slot
+            ritas_check = rita.submit(first, report, False, None, api_name="/medical_check_report")  # waits behind it
+            rita.predict(second, api_name="/medical_open_case")  # opening runs at once
+            release.set()
+            assert "Saved" in anns_check.result()[0]
+            shown = ritas_check.result()[0]
+        assert f"This was sent for case {first}, but the screen shows case {second}" in shown
+        user = served.service.user("rita")
+        assert store.latest_report(user, second) is None, "the report written for the first case reached the second"
+        assert store.latest_report(user, first) is None
+
+
 def test_a_report_is_saved_and_signed_off_only_for_the_case_on_screen(tmp_path):
     study = Path(__file__).resolve().parent.parent / "data" / "medical" / "dicom" / "DX_chest_MONOCHROME1.dcm"
     upload = tmp_path / "dx.dcm"
     upload.write_bytes(study.read_bytes())
     with serve(tmp_path / "home", None, {"rita": "reviewer"}) as served:
         rita = served.client("rita")
-        rita.predict(handle_file(str(upload)), "first", api_name="/medical_create_case")
+        out = rita.predict(handle_file(str(upload)), "first", api_name="/medical_create_case")
         report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small right pleural effusion."
-        assert "Saved" in rita.predict(report, False, api_name="/medical_check_report")
+        shown, _ = rita.predict(int(out[STATUS].split()[1]), report, False, None, api_name="/medical_check_report")
+        assert "Saved" in shown
         rita.predict(handle_file(str(upload)), "second", api_name="/medical_create_case")  # on screen now
         user, store = served.service.user("rita"), served.service.store
         first = next(c.id for c in store.list_cases(user, domain="medical") if c.title == "first")

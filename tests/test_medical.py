@@ -246,13 +246,14 @@ def test_the_report_panel_asks_the_model_when_told(tmp_path, tiny_model_dir):
         ann = served.client("ann")
         upload = tmp_path / "dx.dcm"
         upload.write_bytes((DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes())
-        ann.predict(handle_file(str(upload)), "chest", api_name="/medical_create_case")
+        created = ann.predict(handle_file(str(upload)), "chest", api_name="/medical_create_case")
+        case_id = int(created[5].split()[1])  # "Case N created.": the case on screen, as the page sends it
         asked = []
         vlm = served.service.slot.get()
         chat = vlm.chat
         vlm.chat = lambda messages, options: asked.append(messages) or chat(messages, options)  # count, then answer
         report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small left pleural effusion."
-        shown = ann.predict(report, True, api_name="/medical_check_report")
+        shown, _ = ann.predict(case_id, report, True, None, api_name="/medical_check_report")
         assert "Checked by the rules and by" in shown and "laterality" in shown
         assert len(asked) >= 3 and all(len(m[0].images) == 1 for m in asked)  # the study's image with each prompt
 
@@ -265,12 +266,13 @@ def test_the_report_panel_marks_flagged_spans_and_keeps_versions_and_sign_off(tm
         ann = served.client("ann")
         upload = tmp_path / "dx.dcm"
         upload.write_bytes((DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes())  # Image Laterality: L
-        ann.predict(handle_file(str(upload)), "chest", api_name="/medical_create_case")
+        created = ann.predict(handle_file(str(upload)), "chest", api_name="/medical_create_case")
+        case_id = int(created[5].split()[1])  # "Case N created.": the case on screen, as the page sends it
         report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small left pleural effusion."
-        shown = ann.predict(report, False, api_name="/medical_check_report")
+        shown, read = ann.predict(case_id, report, False, None, api_name="/medical_check_report")
         assert shown.count('<mark class="loupe-flag"') >= 2 and "laterality" in shown and "Saved" in shown
         assert "the image is of the left side" in shown  # the study's own laterality, from its header
-        assert "reviewer role" in ann.predict(api_name="/medical_sign_off_report")
+        assert "reviewer role" in ann.predict(case_id, read, api_name="/medical_sign_off_report")
         user = served.service.user("ann")
         [case] = served.service.store.list_cases(user, domain="medical")
         latest = served.service.store.latest_report(user, case.id)
@@ -281,9 +283,10 @@ def test_the_report_panel_marks_flagged_spans_and_keeps_versions_and_sign_off(tm
         served.service.store.share_case(user, case.id, "rita")
         rita = served.client("rita")
         rita.predict(case.id, api_name="/medical_open_case")
-        assert "Saved" in rita.predict(report, False, api_name="/medical_check_report")
-        ann.predict("FINDINGS: None.\nIMPRESSION: Normal.", False, api_name="/medical_check_report")
-        assert "changed since you read it" in rita.predict(api_name="/medical_sign_off_report")
+        shown, read = rita.predict(case.id, report, False, None, api_name="/medical_check_report")
+        assert "Saved" in shown
+        ann.predict(case.id, "FINDINGS: None.\nIMPRESSION: Normal.", False, None, api_name="/medical_check_report")
+        assert "changed since you read it" in rita.predict(case.id, read, api_name="/medical_sign_off_report")
         assert served.service.store.latest_report(user, case.id).signed_off_by is None
-        rita.predict(report, False, api_name="/medical_check_report")  # she reads (saves) the newest version
-        assert "Signed off by you" in rita.predict(api_name="/medical_sign_off_report")
+        _, read = rita.predict(case.id, report, False, None, api_name="/medical_check_report")  # she reads (saves)
+        assert "Signed off by you" in rita.predict(case.id, read, api_name="/medical_sign_off_report")  # the newest

@@ -80,6 +80,8 @@ class Workspace:
     def build(self) -> None:
         d = self.domain.name
         limits = self.service.limits
+        # The case on screen, server side (for steps that follow it; no write reads it: a queued job would get
+        # the value of when it runs, not of when the user clicked).
         self.case_id = gr.State(None)
         self.message_ids = gr.State([])
         pinned = gr.State(None)  # the answer the user picked for review; None: follow the newest answer
@@ -119,6 +121,11 @@ class Workspace:
                         restore = gr.Button("Restore case", size="sm", variant="secondary")
             with gr.Column(scale=4, min_width=320):
                 header = gr.Markdown(NO_CASE, elem_id=f"{d}-case-header")
+                # The case id shown with the header. A component, not a gr.State: the page sends its value with
+                # the click, so an action queued behind other users' work still names the case it was made for.
+                # Every action that writes to a case takes its case id from here (``shown_case``).
+                self.shown_case = gr.Number(None, precision=0, visible="hidden", show_label=False,
+                                            container=False, interactive=False, elem_id=f"{d}-shown-case")
                 viewer = gr.HTML(self.render_viewer([], []), elem_id=f"{d}-viewer")
                 self.tools = gr.Column()
             with gr.Column(scale=5, min_width=360):
@@ -155,7 +162,8 @@ class Workspace:
             self.domain.build_tab(self)
         viewer.value = self.render_viewer([], [])
 
-        case_outputs = [self.case_id, header, viewer, chat, self.message_ids, choice, shown, status]
+        # The shown case comes last (it is set with the header): the API's outputs keep their positions.
+        case_outputs = [self.case_id, header, viewer, chat, self.message_ids, choice, shown, status, self.shown_case]
         list_inputs = [search, archived]
 
         def list_cases(search_text: str, show_archived: bool, request: gr.Request) -> list[list]:
@@ -171,14 +179,14 @@ class Workspace:
         def open_case(case_id: float | int | None, request: gr.Request) -> tuple:
             with self.screen.switch(request) as switch:
                 if case_id is None:
-                    return (gr.update(),) * 7 + ("Choose a case.",)
+                    return (gr.update(),) * 7 + ("Choose a case.", gr.update())
                 try:
                     case = self.service.store.open_case(self._user(request), int(case_id))
                 except LoupeError as exc:
                     if not self.screen.end(request, switch, None):
-                        return (gr.update(),) * 8
+                        return (gr.update(),) * 9
                     return None, NO_CASE, self.render_viewer([], []), [], [], gr.update(choices=[], value=None), \
-                        "", f"⚠️ {exc}"
+                        "", f"⚠️ {exc}", None
                 return self._case_view(request, switch, case, f"Opened case {case.id}.")
 
         def pick_case(evt: gr.SelectData, request: gr.Request) -> tuple:
@@ -205,7 +213,7 @@ class Workspace:
                         raise LoupeError("Choose a file to upload first.")
                     case_id = self.service.create_case(user, d, data, title_text, reading)
                 except LoupeError as exc:
-                    return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), None, gr.update())
+                    return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), gr.update(), None, gr.update())
                 finally:
                     if data is not None:
                         self.release_upload(request.headers.get("cookie"), data)
@@ -346,19 +354,19 @@ class Workspace:
             create_case, [upload, title], [*case_outputs, cases, upload, title], api_name=f"{d}_create_case",
             **free).then(unlock, None, controls, **quick)
         asked = gr.on([ask.click, self.question.submit], ask_question,
-                      [self.case_id, self.question, detail, efficiency],
+                      [self.shown_case, self.question, detail, efficiency],
                       [chat, self.question, status, self.message_ids, pinned], api_name=f"{d}_ask")
-        asked.then(refresh_choices, [self.case_id, pinned], choice, api_name=False, **free)
+        asked.then(refresh_choices, [self.shown_case, pinned], choice, api_name=False, **free)
         choice.change(show_answer, [choice, self.case_id], [shown, corrected, viewer], api_name=False, **free)
         choice.input(lambda picked_id: picked_id, choice, pinned, **quick)  # the user's own pick is kept
         chat.select(pick_from_chat, self.message_ids, [choice, pinned], api_name=False, **free)
-        save_review.click(review, [choice, verdict, corrected, sign_off, self.case_id], [review_note, chat, choice],
+        save_review.click(review, [choice, verdict, corrected, sign_off, self.shown_case], [review_note, chat, choice],
                           api_name=f"{d}_review", **free)
-        share.click(share_case, [self.case_id, share_with], [status, header], api_name=f"{d}_share", **free)
-        unshare.click(unshare_case, [self.case_id, share_with], [status, header],
+        share.click(share_case, [self.shown_case, share_with], [status, header], api_name=f"{d}_share", **free)
+        unshare.click(unshare_case, [self.shown_case, share_with], [status, header],
                       api_name=f"{d}_unshare", **free)
-        archive.click(archive_case, [self.case_id, search], [status, header, cases], api_name=f"{d}_archive", **free)
-        restore.click(restore_case, [self.case_id, search],
+        archive.click(archive_case, [self.shown_case, search], [status, header, cases], api_name=f"{d}_archive", **free)
+        restore.click(restore_case, [self.shown_case, search],
                       [status, header, cases], api_name=f"{d}_restore", **free)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -373,11 +381,11 @@ class Workspace:
     def _case_view(self, request: gr.Request, switch: int, case: Case, note: str) -> tuple:
         """The case's outputs, putting it on screen; no change if a newer switch began (its case comes last)."""
         if not self.screen.end(request, switch, case.id):
-            return (gr.update(),) * 7 + (gr.update(),)
+            return (gr.update(),) * 9
         views = self._views(case)
         history, ids = conversation(case)
         choices = answer_choices(case)
         newest = choices[-1][1] if choices else None
         notes = [v.note for v in views if v.note]
         return (case.id, case_header(case), self.render_viewer(views, citations(case, newest)), history, ids,
-                gr.update(choices=choices, value=newest), "", " ".join([note, *notes]))
+                gr.update(choices=choices, value=newest), "", " ".join([note, *notes]), case.id)

@@ -75,7 +75,11 @@ def add_report_panel(tab: DomainTab) -> None:
                                     info="Three yes/no prompts with the image, then the kind of error: slower.")
             sign = gr.Button("Sign off report", elem_id="medical-sign-report", variant="secondary")
         shown = gr.HTML(elem_id="medical-report-flags")
-        read = gr.State(None)  # the id of the report version on screen: the one a sign-off signs
+        # The id of the report version on screen: the one a sign-off signs. A component, not a gr.State, for the
+        # same reason as ``tab.shown_case``: the page sends it with the click, so a queued sign-off signs the
+        # version the reviewer read when she clicked, or nothing.
+        read = gr.Number(None, precision=0, visible="hidden", show_label=False, container=False,
+                         interactive=False, elem_id="medical-report-read")
 
     def check_report(case_id: int | None, report_text: str, with_model: bool, read_id: int | None,
                      request: gr.Request) -> tuple[str, int | None]:
@@ -113,6 +117,8 @@ def add_report_panel(tab: DomainTab) -> None:
         note = "<p>✅ Signed off.</p>" if report["signed_off"] else ""
         return report["text"], marked(report["text"], report["findings"]) + note, report["id"]
 
-    check.click(check_report, [tab.case_id, text, use_model, read], [shown, read], api_name="medical_check_report")
-    sign.click(sign_off, [tab.case_id, read], shown, api_name="medical_sign_off_report")
+    # The case id the page showed when the button was clicked (a queued check runs later, maybe after a switch).
+    check.click(check_report, [tab.shown_case, text, use_model, read], [shown, read],
+                api_name="medical_check_report")
+    sign.click(sign_off, [tab.shown_case, read], shown, api_name="medical_sign_off_report")
     tab.case_id.change(opened, tab.case_id, [text, shown, read], api_name=False)
