@@ -18,7 +18,17 @@ from loupe.core.plugins import AssetView, Domain, IngestedAsset
 from loupe.core.vlm.base import GenerationOptions
 
 from ..service import LoupeService
-from .render import answer_choices, answered_note, case_header, citations, conversation, md_text, quoted, viewer_html
+from .render import (
+    answer_choices,
+    answered_note,
+    case_header,
+    citations,
+    conversation,
+    md_text,
+    quoted,
+    typed_text,
+    viewer_html,
+)
 from .screen import Screens
 
 log = logging.getLogger(__name__)
@@ -232,7 +242,7 @@ class Workspace:
                 self.screen.check(request, case_id)  # asked for the case on screen, or not at all
                 case = self.service.store.open_case(user, int(case_id))
                 history, ids = conversation(case)
-                history += [{"role": "user", "content": md_text(question)}, {"role": "assistant", "content": ""}]
+                history += [{"role": "user", "content": typed_text(question)}, {"role": "assistant", "content": ""}]
                 # At once (a real model needs seconds to start); the review panel follows the newest answer again.
                 yield history, "", "Answering…", gr.update(), None
                 options = GenerationOptions(detail=detail_level or self.domain.default_detail,
