@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,11 +133,10 @@ def _owner_only(home: Path) -> None:
     """LOUPE_HOME and everything in it readable by its owner only (files an older version left 0644 too)."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     for folder, _dirs, files in os.walk(home):
-        os.chmod(folder, 0o700)
-        for name in files:
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                os.chmod(path, os.stat(path).st_mode & 0o700)
+        for path in (folder, *(os.path.join(folder, name) for name in files)):
+            mode = os.lstat(path).st_mode
+            if mode & 0o077 and not stat.S_ISLNK(mode):  # only what an older version left open is touched
+                os.chmod(path, mode & 0o700)
 
 
 def _private_temp(folder: Path) -> Path:

@@ -29,12 +29,12 @@ from .guards import (
     cross_site,
     gradio_sessions,
     header,
+    is_https,
     needs_body,
     read_body,
     replay,
-    session_key,
 )
-from .sessions import LoginThrottle, Session, SessionStore
+from .sessions import LoginThrottle, Session, SessionStore, session_key
 from .uploads import TempSweeper, multipart_boundary, serve_scrubbed
 
 COOKIE = "loupe_session"  # over plain HTTP (a test or a loopback-only install)
@@ -161,10 +161,6 @@ class WebSecurity:
         self._stop.set()
         self.sessions.end_all()
         self.sweeper.wipe()
-
-
-def is_https(scope: Scope) -> bool:
-    return scope.get("scheme") in ("https", "wss")
 
 
 def cookie_name(https: bool) -> str:

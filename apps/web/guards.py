@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -47,11 +46,15 @@ def header(scope: Scope, name: str) -> str | None:
     return None
 
 
+def is_https(scope: Scope) -> bool:
+    return scope.get("scheme") in ("https", "wss")
+
+
 def app_origin(scope: Scope, public_origin: str | None) -> str:
     """The origin the browser shows for Loupe: the configured one, else the scheme and Host of this request."""
     if public_origin:
         return public_origin.rstrip("/").lower()
-    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    scheme = "https" if is_https(scope) else "http"
     return f"{scheme}://{(header(scope, 'host') or '').lower()}"
 
 
@@ -66,10 +69,6 @@ def cross_site(scope: Scope, public_origin: str | None) -> str | None:
     navigation = (scope.get("method") in ("GET", "HEAD") and header(scope, "sec-fetch-mode") == "navigate"
                   and header(scope, "sec-fetch-dest") in ("document", None))
     return None if navigation else f"sec-fetch-site {site}"[:40]
-
-
-def session_key(token: str | None) -> str | None:
-    return hashlib.sha256(token.encode()).hexdigest() if token else None
 
 
 async def read_body(receive: Callable, limit: int = BODY_LIMIT) -> bytes | None:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
-def _key(token: str) -> str:
-    # Only a digest of the cookie is kept: a memory dump does not hand out live sessions.
-    return hashlib.sha256(token.encode()).hexdigest()
+def session_key(token: str | None) -> str | None:
+    """What is kept of a session cookie: its digest (a memory dump does not hand out live sessions)."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
 
 
 @dataclass
@@ -36,7 +36,7 @@ class SessionStore:
         token = secrets.token_urlsafe(32)
         now = self._clock()
         with self._lock:
-            self._sessions[_key(token)] = Session(username, now, now, epoch)
+            self._sessions[session_key(token)] = Session(username, now, now, epoch)
         return token
 
     def get(self, token: str | None, touch: bool = True) -> Session | None:
@@ -45,7 +45,7 @@ class SessionStore:
             return None
         now = self._clock()
         with self._lock:
-            session = self._sessions.get(_key(token))
+            session = self._sessions.get(session_key(token))
             if session is None or self._is_expired(session, now):
                 return None
             if touch:
@@ -56,7 +56,7 @@ class SessionStore:
         if not token:
             return None
         with self._lock:
-            return self._sessions.pop(_key(token), None)
+            return self._sessions.pop(session_key(token), None)
 
     def end_all(self) -> list[Session]:
         with self._lock:
