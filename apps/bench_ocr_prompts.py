@@ -23,7 +23,7 @@ NEW_TOKENS = 8
 def _measure(page: str, family: str, size: str, repeats: int, out: mp.Queue) -> None:
     from loupe.apps.service import conversation_messages
     from loupe.core.ocr.queries import OCRQueryEncoder
-    from loupe.core.plugins import UploadLimits, VisualContext
+    from loupe.core.plugins import Budgets, VisualContext
     from loupe.core.vlm import worker
     from loupe.core.vlm.base import GenerationOptions
     from loupe.core.vlm.hf import HFVLM
@@ -32,7 +32,7 @@ def _measure(page: str, family: str, size: str, repeats: int, out: mp.Queue) -> 
 
     try:
         domain = DocumentsDomain()
-        assets = domain.ingest(Path(page).read_bytes(), UploadLimits(50 * 2**20, 89_478_485))
+        assets = domain.ingest(Path(page).read_bytes(), Budgets(50 * 2**20, 89_478_485))
         context = domain.context(assets, QUESTION)
         with tempfile.TemporaryDirectory() as tmp:
             vlm = HFVLM.from_pretrained(make_tiny(family, Path(tmp) / family, size=size))

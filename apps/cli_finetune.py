@@ -110,11 +110,10 @@ def _train_queries(settings: Settings, vlm, domain, examples: list, held_out: li
 
     from loupe.core.errors import InputRejected
     from loupe.core.finetune.data import data_digest
-    from loupe.core.plugins import UploadLimits
 
     from .finetune_queries import app_examples, train_queries
 
-    limits = UploadLimits(settings.max_upload_bytes, settings.max_image_pixels)
+    limits = settings.budgets
     try:
         with tqdm(desc="reading pages (OCR)", unit="page", total=len(examples) + len(held_out), disable=None) as bar:
             train = app_examples(domain, examples, limits, bar.update)

@@ -22,7 +22,7 @@ from loupe.core.finetune.card import base_revision
 from loupe.core.finetune.data import Example
 from loupe.core.ocr.queries import OCRQueryEncoder
 from loupe.core.ocr.query_training import QueryExample, fit_queries
-from loupe.core.plugins import Domain, UploadLimits
+from loupe.core.plugins import Budgets, Domain
 from loupe.core.vlm.base import GenerationOptions, Message
 
 from .service import conversation_messages
@@ -39,7 +39,7 @@ class AppExample:
     prompt_messages: list[Message]  # the same question with the page text written into the prompt
 
 
-def app_examples(domain: Domain, examples: Sequence[Example], limits: UploadLimits,
+def app_examples(domain: Domain, examples: Sequence[Example], limits: Budgets,
                  advance: Callable[[int], object] | None = None) -> list[AppExample]:
     """The first question and answer of each example, as the app would send them; examples whose image
     the domain refuses, or on which OCR finds no text, are reported by line. ``advance(1)`` per example."""

@@ -14,7 +14,7 @@ from loupe.core.cases.models import Case, User
 from loupe.core.cases.store import CaseStore
 from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
-from loupe.core.plugins import Domain, IngestedAsset, UploadLimits, VisualContext, discover
+from loupe.core.plugins import Domain, IngestedAsset, VisualContext, discover
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.registry import resolve
@@ -61,7 +61,7 @@ class LoupeService:
         self.store = store
         self.domains = domains
         self.slot = slot
-        self.limits = UploadLimits(settings.max_upload_bytes, settings.max_image_pixels)
+        self.limits = settings.budgets
 
     @classmethod
     def open(cls, settings: Settings, slot: ModelSlot | None = None) -> LoupeService:

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .budgets import Budgets
+
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
@@ -26,9 +28,8 @@ class Settings:
     dtype: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DTYPE"))
     # auto | plain | int8 | static: how the model executes (core/vlm/engines.py); auto measures fastest.
     engine: str | None = field(default_factory=lambda: os.environ.get("LOUPE_ENGINE"))
-    # Upload bounds: bytes on the wire and decoded pixels (width * height).
-    max_upload_bytes: int = field(default_factory=lambda: _env_int("LOUPE_MAX_UPLOAD_BYTES", 50 * 2**20))
-    max_image_pixels: int = field(default_factory=lambda: _env_int("LOUPE_MAX_IMAGE_PIXELS", 89_478_485))
+    # What one input may cost (bytes, pixels, frames, pages, work, text, a job's time and memory): core/budgets.py.
+    budgets: Budgets = field(default_factory=Budgets.from_env)
     # Web sessions end after this much inactivity, and in any case after the absolute limit.
     session_idle_minutes: int = field(default_factory=lambda: _env_int("LOUPE_SESSION_IDLE_MINUTES", 30))
     session_max_hours: int = field(default_factory=lambda: _env_int("LOUPE_SESSION_MAX_HOURS", 12))

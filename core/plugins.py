@@ -13,13 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from .budgets import Budgets
+
 ENTRY_POINT_GROUP = "loupe.domains"
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    max_bytes: int
-    max_pixels: int
 
 
 @dataclass
@@ -123,7 +119,7 @@ class Domain(Protocol):
     default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default
     export_formats: dict[str, str]  # download name -> media type, served by /case-export/<case>/<name>
 
-    def ingest(self, data: bytes, limits: UploadLimits,
+    def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         """Validate and preprocess an upload. Raises InputRejected with a user-facing reason.
         Long work reports ``progress(done, total)`` (pages, frames, tiles) when given a callback."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from loupe.core.budgets import Budgets
 from loupe.core.config import Settings
 from loupe.core.vlm.tiny import make_tiny
 
@@ -78,10 +79,10 @@ def store(db_url: str, tmp_path: Path):
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     return Settings(home=tmp_path / "home", database_url=db_url, model="unused",
-                    max_upload_bytes=5 * 2**20, max_image_pixels=4_000_000)
+                    budgets=Budgets(5 * 2**20, 4_000_000))
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", database_url=None, model="unused",
-                    max_upload_bytes=5 * 2**20, max_image_pixels=4_000_000)
+                    budgets=Budgets(5 * 2**20, 4_000_000))

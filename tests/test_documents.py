@@ -13,11 +13,11 @@ import loupe.domains.documents as documents
 from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 from loupe.core.errors import InputRejected
-from loupe.core.plugins import AssetView, UploadLimits
+from loupe.core.plugins import AssetView, Budgets
 from loupe.domains.documents.viewer import pages_html
 
 DATA = Path(__file__).parents[1] / "data"
-LIMITS = UploadLimits(50 * 2**20, 89_478_485)
+LIMITS = Budgets(50 * 2**20, 89_478_485)
 DOMAIN = documents.DocumentsDomain()
 
 

@@ -9,9 +9,9 @@ from PIL import Image
 from loupe.core.cases.assets import AssetStore
 from loupe.core.errors import InputRejected
 from loupe.core.images import open_bounded
-from loupe.core.plugins import Domain, UploadLimits, discover
+from loupe.core.plugins import Budgets, Domain, discover
 
-LIMITS = UploadLimits(max_bytes=2**20, max_pixels=1_000_000)
+LIMITS = Budgets(max_bytes=2**20, max_pixels=1_000_000)
 
 
 def test_valid_image_opens():

@@ -17,13 +17,13 @@ from PIL import Image, ImageDraw, ImageFont
 from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 from loupe.core.errors import InputRejected
-from loupe.core.plugins import AssetView, UploadLimits
+from loupe.core.plugins import AssetView, Budgets
 from loupe.domains.medical import MedicalDomain
 from loupe.domains.medical.viewer import studies_html
 from loupe.domains.medical.windowing import PRESETS, apply_window
 
 DICOM = Path(__file__).parents[1] / "data" / "medical" / "dicom"
-LIMITS = UploadLimits(50 * 2**20, 89_478_485)
+LIMITS = Budgets(50 * 2**20, 89_478_485)
 # Searched for in every stored byte. (Institution and station names are checked on the header instead:
 # "TOSHIBA" is also part of the kept, non-identifying Manufacturer.)
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyDate",

@@ -26,9 +26,9 @@ from PIL import Image, ImageOps
 from loupe.core import images
 from loupe.core.errors import InputRejected
 from loupe.core.images import count_frames, open_bounded, pixels_only_png
-from loupe.core.plugins import UploadLimits, discover
+from loupe.core.plugins import Budgets, discover
 
-LIMITS = UploadLimits(max_bytes=2**20, max_pixels=1_000_000)
+LIMITS = Budgets(max_bytes=2**20, max_pixels=1_000_000)
 MRN = "MRN 99887766 ROE JANE"
 PATIENT = "Patient POE EDGAR DOB 1955-05-05"
 
@@ -190,16 +190,16 @@ def test_single_frame_uploads_have_no_note():
 
 
 @pytest.mark.parametrize(("data", "limits", "message"), [
-    (b"\x00" * (3 * 2**20 + 2**19), UploadLimits(50 * 2**20 // 16, 10**6),
+    (b"\x00" * (3 * 2**20 + 2**19), Budgets(50 * 2**20 // 16, 10**6),
      "The file is 3.5 MiB; Loupe accepts files up to 3.1 MiB."),
     (b"\x00" * (2**20 + 1), LIMITS, "The file is 1,048,577 bytes; Loupe accepts files up to 1 MiB (1,048,576 bytes)."),
     (png_header_only(5000, 5000), LIMITS,
      "The image is 5,000 × 5,000 pixels (25.0 megapixels); Loupe accepts images up to 1 megapixel."),
-    (png_header_only(30_000, 30_000), UploadLimits(2**20, 89_478_485),
+    (png_header_only(30_000, 30_000), Budgets(2**20, 89_478_485),
      "The image is 30,000 × 30,000 pixels (900.0 megapixels); Loupe accepts images up to 89.5 megapixels."),
-    (png_header_only(10_000, 10_000), UploadLimits(2**20, 10**12),  # above Pillow's limit, below 2x: a warning
+    (png_header_only(10_000, 10_000), Budgets(2**20, 10**12),  # above Pillow's limit, below 2x: a warning
      "The image is 10,000 × 10,000 pixels (100.0 megapixels); Loupe accepts images up to 89.5 megapixels."),
-    (png_header_only(9_460, 9_460), UploadLimits(2**20, 89_478_485),
+    (png_header_only(9_460, 9_460), Budgets(2**20, 89_478_485),
      "The image is 9,460 × 9,460 pixels (89,491,600 pixels); Loupe accepts images up to 89.5 megapixels "
      "(89,478,485 pixels)."),
 ])

@@ -17,13 +17,13 @@ from rasterio.warp import transform as warp
 from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 from loupe.core.errors import InputRejected, LoupeError
-from loupe.core.plugins import UploadLimits
+from loupe.core.plugins import Budgets
 from loupe.domains.remote_sensing import RemoteSensingDomain
 from loupe.domains.remote_sensing.geo import Georef
 from loupe.domains.remote_sensing.tools import render_region, zoom_box
 
 GEO = Path(__file__).parents[1] / "data" / "remote_sensing"
-LIMITS = UploadLimits(50 * 2**20, 100_000_000)
+LIMITS = Budgets(50 * 2**20, 100_000_000)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from helpers import free_port
 from loupe.apps.service import LoupeService, model_slot
 from loupe.apps.web import launch
 from loupe.apps.web.server import RunningApp
+from loupe.core.budgets import Budgets
 from loupe.core.config import Settings
 from loupe.core.vlm.slot import ModelSlot
 
@@ -45,7 +46,7 @@ class Served:
 def serve(home: Path, model: Path | None = None, users: dict[str, str] | None = None,
           loader: Callable | None = None, domains: dict | None = None, **settings: object) -> Iterator[Served]:
     """Run the app; ``users`` maps names to roles, each with the password ``<name>-password``."""
-    options = dict(max_upload_bytes=2**20, max_image_pixels=1_000_000) | settings
+    options = dict(budgets=Budgets(2**20, 1_000_000)) | settings
     service_settings = Settings(home=home, database_url=None, model="unused", **options)
     slot = ModelSlot(loader, dtype="fp32") if loader else model_slot(service_settings)  # the app's own engine
     if model is not None:

@@ -53,7 +53,7 @@ def create_app(service: LoupeService) -> tuple[Gate, WebSecurity]:
         api, blocks, "/",
         auth_dependency=lambda request: request.scope.get("loupe.user"),
         footer_links=[], run_history=False,  # no "Use via API" page, no run history kept in the browser
-        show_error=False, max_file_size=service.settings.max_upload_bytes, css=CSS,
+        show_error=False, max_file_size=service.settings.budgets.max_bytes, css=CSS,
         app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
     return Gate(api, security), security
 

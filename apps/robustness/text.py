@@ -1,0 +1,7 @@
+"""Specimens for text inputs (see loupe.apps.robustness)."""
+
+from __future__ import annotations
+
+from . import Specimen
+
+SPECIMENS: list[Specimen] = []
