@@ -16,7 +16,7 @@ from loupe.core.ocr.citations import cite as quoted_lines
 from loupe.core.ocr.document import is_pdf, open_document
 from loupe.core.ocr.export import grid_box, to_json, to_markdown, to_prompt
 from loupe.core.ocr.retrieval import pick_pages
-from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
+from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
 from .fields import extract_fields
 from .pages import page_from_meta, page_meta
@@ -46,7 +46,7 @@ class DocumentsDomain:
     default_detail = "low"  # the page text comes from OCR: one small view of each page is enough
     export_formats = {"md": "text/markdown; charset=utf-8", "json": "application/json"}
 
-    def ingest(self, data: bytes, limits: UploadLimits,
+    def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         if len(data) > limits.max_bytes:
             raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")

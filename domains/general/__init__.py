@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from PIL import Image
 
 from loupe.core.images import count_frames, frames_note, open_bounded, pixels_only_png
-from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
+from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
 PROMPTS = ("Describe the image.", "What text is visible in the image?", "Is anything unusual or out of place?")
 
@@ -21,7 +21,7 @@ class GeneralDomain:
     default_detail = "standard"  # photos at their own resolution: no upscaling into 17 tiles
     export_formats: dict[str, str] = {}  # the image itself is the download (the viewer's full-size link)
 
-    def ingest(self, data: bytes, limits: UploadLimits,
+    def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         img = open_bounded(data, limits.max_bytes, limits.max_pixels)
         frames = count_frames(data, img)

@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from loupe.core.errors import InputRejected
-from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
+from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
 from .dicom_image import frame_values, read_dataset
 from .ingest import evenly_spaced, ingest_dicom, png_image
@@ -58,7 +58,7 @@ class MedicalDomain:
         """Called once by the app: the installation's folder holds the de-identification key."""
         self._home = settings.home
 
-    def ingest(self, data: bytes, limits: UploadLimits,
+    def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         from loupe.core.secrets import installation_secret
 

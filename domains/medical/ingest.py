@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
-from loupe.core.plugins import IngestedAsset, UploadLimits
+from loupe.core.plugins import Budgets, IngestedAsset
 
 from .deid.batch import encode
 from .deid.deidentify import Deidentifier, DeidOptions
@@ -44,7 +44,7 @@ def header_facts(ds: Dataset) -> dict:
     return facts
 
 
-def datasets_of(data: bytes, limits: UploadLimits) -> list[Dataset]:
+def datasets_of(data: bytes, limits: Budgets) -> list[Dataset]:
     """The datasets to keep: a single file (an image or a structured report), or the largest series of a zip."""
     if is_zip(data):
         series, _ = read_series(zip_members(data, limits.max_bytes))
@@ -75,7 +75,7 @@ def evenly_spaced(count: int, limit: int) -> list[int]:
     return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
 
 
-def ingest_dicom(data: bytes, limits: UploadLimits, secret: bytes, progress: Progress | None = None,
+def ingest_dicom(data: bytes, limits: Budgets, secret: bytes, progress: Progress | None = None,
                  find_text: Callable[[Image.Image], list] | None = None) -> list[IngestedAsset]:
     if len(data) > limits.max_bytes:
         raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
-from loupe.core.plugins import IngestedAsset, UploadLimits
+from loupe.core.plugins import Budgets, IngestedAsset
 from loupe.core.pyramid.dicom_wsi import WSI_SOP_CLASS, DicomSlideSource
 from loupe.core.pyramid.pyramid import BASE_SIDE
 from loupe.core.pyramid.sources import SlideSource, TileSource, is_tiff
@@ -96,7 +96,7 @@ def _tiles(source: TileSource, width: int, height: int, factor: float) -> Iterat
             yield tile
 
 
-def ingest_vendor_slide(data: bytes, limits: UploadLimits,
+def ingest_vendor_slide(data: bytes, limits: Budgets,
                         progress: Progress | None = None) -> list[IngestedAsset] | None:
     """The slide re-written without labels or metadata; None when the upload is no slide OpenSlide knows
     by its vendor (a plain TIFF is not one)."""

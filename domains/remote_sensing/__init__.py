@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from loupe.core.plugins import DomainTab, IngestedAsset, UploadLimits, VisualContext
+from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 from loupe.core.pyramid.answer import PyramidRequest
 from loupe.core.pyramid.sources import Box
 
@@ -43,7 +43,7 @@ class RemoteSensingDomain:
                    "coordinates, without its metadata (tags, descriptions); overviews are added when missing. "
                    "The file name is not kept.")
 
-    def ingest(self, data: bytes, limits: UploadLimits,
+    def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         return ingest_raster(data, limits, progress)
 

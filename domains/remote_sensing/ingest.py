@@ -23,7 +23,7 @@ from PIL import Image
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import open_bounded, pixels_only_png
-from loupe.core.plugins import IngestedAsset, UploadLimits
+from loupe.core.plugins import Budgets, IngestedAsset
 from loupe.core.pyramid.pyramid import BASE_SIDE
 from loupe.core.pyramid.sources import RasterSource, Stretch, is_tiff, open_source, percentile_stretch
 
@@ -83,7 +83,7 @@ def describe_bands(path: Path) -> tuple[dict[str, list[int]], dict]:
             return presets(roles, ds.count), {"count": ds.count, "dtype": ds.dtypes[0], "roles": roles}
 
 
-def ingest_raster(data: bytes, limits: UploadLimits, progress: Progress | None = None) -> list[IngestedAsset]:
+def ingest_raster(data: bytes, limits: Budgets, progress: Progress | None = None) -> list[IngestedAsset]:
     from rasterio.errors import RasterioIOError
 
     if len(data) > limits.max_bytes:
