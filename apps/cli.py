@@ -333,41 +333,50 @@ def dicom() -> None:
 @dicom.command("deid")
 @click.argument("in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the de-identified files, named STUDY/SERIES/INSTANCE.dcm by their new UIDs.")
+              help="Folder for the de-identified files, named STUDY/SERIES/INSTANCE.dcm by their new UIDs; "
+                   "a DICOMDIR's files go with a new DICOMDIR into FILESET_UID/.")
 @click.option("--shift-dates", is_flag=True,
               help="Move dates back by a per-patient number of days instead of removing them (intervals survive).")
 @click.option("--mask-text", is_flag=True,
               help="Black out text the OCR text finder sees in the pixels (names, dates burned in by the scanner); "
                    "masked files are written uncompressed. Check the result: small or faint text can be missed.")
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write one JSON line per written file: its new name and what was done, by attribute kind.")
+              help="Write the record of the run as JSON: every input's status (processed, already_done, duplicate, "
+                   "refused), reason and new name, and the counts. It names the input files: keep it out of --out.")
 @click.pass_obj
 def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: bool, mask_text: bool,
                summary_file: Path | None) -> None:
     """De-identify every DICOM file under IN_DIR (PS3.15 Basic Profile) into OUT_DIR.
 
     UIDs are replaced consistently within this installation (its key is in LOUPE_HOME/secrets), so
-    series de-identified on different days still belong together. Unreadable files are listed and skipped;
-    nothing is ever written half-done."""
+    series de-identified on different days still belong together. Every file is written or listed as
+    refused with its reason; nothing is ever written half-done, and a rerun skips what is already in
+    OUT_DIR. Exit code 1 when a file was refused."""
     from loupe.core.secrets import installation_secret
     from loupe.domains.medical.deid.batch import deidentify_folder
     from loupe.domains.medical.deid.deidentify import DeidOptions
 
+    from .batch import BatchLog, remove_stale_temps, temporary_files_in
+
     if out_dir.resolve().is_relative_to(in_dir.resolve()):
-        raise click.ClickException("--out must not be inside IN_DIR")
+        raise click.UsageError("--out must not be inside IN_DIR")
+    if summary_file is not None and summary_file.resolve().is_relative_to(out_dir.resolve()):
+        raise click.UsageError("--summary must not be inside --out: it names the input files, which can hold PHI")
     options = DeidOptions(installation_secret(settings.home, "deid"), shift_dates=shift_dates)
     finder = None
     if mask_text:
         from loupe.core.ocr.regions import find_text_regions as finder
-    with _progress("de-identifying", "file") as step:
-        summary = deidentify_folder(in_dir, out_dir, options, progress=step, find_text=finder)
-    for relative, reason in summary.unreadable:
-        click.echo(f"skipped {relative}: {reason}", err=True)
-    for relative in summary.duplicates:
-        click.echo(f"skipped {relative}: the same image as another file here (same SOP Instance UID)", err=True)
-    if summary_file is not None:
-        summary_file.write_text("".join(json.dumps(vars(r)) + "\n" for r in summary.written))
-    click.echo(json.dumps(summary.as_dict()))
+    remove_stale_temps(out_dir)  # an interrupted run's temporary files hold (de-identified) patient data
+    with _progress("de-identifying", "file") as step, temporary_files_in(out_dir):
+        summary = deidentify_folder(in_dir, out_dir, options, progress=step, find_text=finder,
+                                    budgets=settings.budgets)
+    log = BatchLog("file")
+    for r in summary.files:
+        log.add(r.input, r.status, r.reason, r.output, kind=r.kind, actions=r.actions,
+                private_removed=r.private_removed, burned_in_annotation=r.burned_in_annotation,
+                text_regions_masked=r.text_regions_masked)
+    counts = summary.as_dict()
+    log.finish(summary_file, {k: counts[k] for k in ("burned_in_annotation", "files_with_text_masked")})
 
 
 @cli.group()

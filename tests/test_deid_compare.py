@@ -125,13 +125,13 @@ def test_the_batch_command_writes_only_complete_de_identified_files(run, tmp_pat
     shutil.copytree(DICOM, source)
     out = tmp_path / "out"
     result = run("--home", str(tmp_path / "home"), "dicom", "deid", str(tmp_path / "in"), "--out", str(out),
-                 "--summary", str(tmp_path / "summary.jsonl"))
-    assert result.exit_code == 0, result.output
+                 "--summary", str(tmp_path / "summary.json"))
+    assert result.exit_code == 1, result.output  # some inputs were refused
     counts = json.loads(result.output.strip().splitlines()[-1])
     # MR_small and MR_small_RLE are one image in two transfer syntaxes: written once
-    assert counts == {"written": len(FILES) - 2, "unreadable": 3, "duplicates": 1, "burned_in_annotation": 0,
-                      "files_with_text_masked": 0}
-    assert "truncated" in result.output and "not a DICOM file" in result.output  # reasons, per skipped file
+    assert counts == {"total": len(FILES) + 2, "processed": len(FILES) - 2, "already_done": 0, "duplicate": 1,
+                      "refused": 3, "burned_in_annotation": 0, "files_with_text_masked": 0}
+    assert "truncated" in result.output and "not a DICOM file" in result.output  # reasons, per refused file
     written = sorted(out.rglob("*"))
     files = [p for p in written if p.is_file()]
     assert len(files) == len(FILES) - 2 and not [p for p in written if "partial" in p.name]
@@ -139,11 +139,14 @@ def test_the_batch_command_writes_only_complete_de_identified_files(run, tmp_pat
     for path in files:
         ds = pydicom.dcmread(path)
         assert ds.PatientIdentityRemoved == "YES" and not any(e.tag.is_private for e in ds)
-    lines = [json.loads(line) for line in (tmp_path / "summary.jsonl").read_text().splitlines()]
-    assert len(lines) == len(files) and all("Doe" not in json.dumps(line) for line in lines)
+    record = json.loads((tmp_path / "summary.json").read_text())
+    assert record["counts"] == {k: v for k, v in counts.items() if k in record["counts"]}
+    outputs = [f["output"] for f in record["files"] if f["status"] == "processed"]
+    assert len(outputs) == len(files) and all("Doe" not in o for o in outputs)
     # Again, into the same folder: the same installation secret gives the same names.
     again = run("--home", str(tmp_path / "home"), "dicom", "deid", str(tmp_path / "in"), "--out", str(out))
-    assert again.exit_code == 0 and sorted(p for p in out.rglob("*") if p.is_file()) == files
+    assert again.exit_code == 1 and json.loads(again.output.strip().splitlines()[-1])["already_done"] == len(files)
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files
 
 
 @pytest.fixture

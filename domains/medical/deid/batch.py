@@ -1,10 +1,12 @@
-"""De-identify a folder of DICOM files for sharing: recursive, one file at a time, never half-written.
+"""De-identify a folder of DICOM files for sharing: recursive, one file at a time, never half-written,
+resumable, and never stopped by one file.
 
 Output files are named by their new UIDs (``STUDY/SERIES/INSTANCE.dcm``), never by the input's names,
 which often carry patient names. A file is written only once it has been read, its pixel data checked
-complete and decodable, and de-identified; it goes to a temporary name first and is renamed into place.
-Files that cannot be read are reported (by their position under the input folder, to the caller only)
-and skipped; the run goes on.
+against the budgets, complete and decodable, and de-identified; it goes to a temporary name first and
+is renamed into place. A rerun skips inputs whose output exists. DICOMDIRs are read as the index they
+are: their files are de-identified into a new file-set with a new DICOMDIR (``dicomdir.py``). Every
+input ends with one outcome: written, already done, a duplicate of another, or refused with its reason.
 """
 
 from __future__ import annotations
@@ -16,45 +18,126 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.pixels import iter_pixels
 
+from loupe.core.budgets import Budgets
 from loupe.core.errors import InputRejected
 
-from ..dicom_image import decode_problem, read_dataset
 from .deidentify import Deidentifier, DeidOptions
 from .pixels import TextFinder, mask_burned_in_text
+from .reading import check_pixels, check_stored_object, kind, read_object
+
+__all__ = ["BatchSummary", "FileResult", "check_pixels", "deidentify_folder", "encode", "write_atomically"]
+
+SAME_OBJECT = "the same object as another file here (same SOP Instance UID): written once"
+TEMP_MARK = ".loupe-partial"  # = loupe.apps.batch.TEMP_MARK: what an interrupted run leaves is removed by it
 
 
 @dataclass
 class FileResult:
-    output: str  # relative to the output folder
-    actions: dict
-    private_removed: int
-    burned_in_annotation: bool
+    input: str  # relative to the input folder (shown to the caller only: input names can hold PHI)
+    status: str  # processed | already_done | duplicate | refused
+    reason: str = ""
+    output: str = ""  # relative to the output folder
+    kind: str = ""  # the SOP class in words
+    actions: dict = field(default_factory=dict)
+    private_removed: int = 0
+    burned_in_annotation: bool = False
     text_regions_masked: int = 0
 
 
 @dataclass
 class BatchSummary:
-    written: list[FileResult] = field(default_factory=list)
-    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (input path relative to the input, why)
-    duplicates: list[str] = field(default_factory=list)  # inputs holding an instance already written in this run
+    files: list[FileResult] = field(default_factory=list)
+
+    def of(self, status: str) -> list[FileResult]:
+        return [f for f in self.files if f.status == status]
+
+    @property
+    def written(self) -> list[FileResult]:
+        return self.of("processed")
 
     def as_dict(self) -> dict:
-        return {"written": len(self.written), "unreadable": len(self.unreadable), "duplicates": len(self.duplicates),
+        return {"written": len(self.written), "already_done": len(self.of("already_done")),
+                "duplicates": len(self.of("duplicate")), "refused": len(self.of("refused")),
                 "burned_in_annotation": sum(r.burned_in_annotation for r in self.written),
                 "files_with_text_masked": sum(r.text_regions_masked > 0 for r in self.written)}
 
 
-def check_pixels(ds: Dataset) -> None:
-    """Decode every frame once: a file whose pixels are cut short or undecodable is not passed on."""
-    if "PixelData" not in ds:
-        return
-    try:
-        for _ in iter_pixels(ds, as_rgb=False):  # decoding proves the data; colour conversion would not
-            pass
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types
-        raise InputRejected(decode_problem(ds, exc)) from None
+@dataclass
+class Cleaned:
+    dataset: Dataset
+    result: FileResult
+
+
+class FolderRun:
+    """One pass over an input folder: the state every file's handling shares."""
+
+    def __init__(self, source: Path, target: Path, options: DeidOptions, budgets: Budgets,
+                 find_text: TextFinder | None) -> None:
+        self.source, self.target, self.budgets, self.find_text = source, target, budgets, find_text
+        self.deidentify = Deidentifier(options)
+        self.summary = BatchSummary()
+        self.claimed: set[str] = set()  # outputs written or found in this run (a second input for one is a duplicate)
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.source))
+
+    def refuse(self, path: Path, reason: str, what: str = "") -> FileResult:
+        result = FileResult(self.relative(path), "refused", reason, kind=what)
+        self.summary.files.append(result)
+        return result
+
+    def output_name(self, ds: Dataset) -> str:
+        """STUDY/SERIES/INSTANCE.dcm by the UIDs de-identification gives (known before it is done)."""
+        new = self.deidentify.new_uid
+        study, series = ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID")
+        return str(Path(new(str(study)) if study else "study", new(str(series)) if series else "series",
+                        f"{new(str(ds.SOPInstanceUID))}.dcm"))
+
+    def read(self, path: Path) -> Dataset:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputRejected(f"The file cannot be read ({exc.strerror or type(exc).__name__}).") from None
+        ds = read_object(data)
+        check_stored_object(ds)
+        return ds
+
+    def clean(self, path: Path, ds: Dataset, name: str) -> Cleaned:
+        """``ds`` checked and de-identified in place (pixels masked with a text finder)."""
+        what = kind(ds)
+        check_pixels(ds, self.budgets)
+        clean, report = self.deidentify(ds, in_place=True)
+        masked = mask_burned_in_text(clean, self.find_text) if self.find_text is not None else 0
+        result = FileResult(self.relative(path), "processed", output=name, kind=what, actions=dict(report.actions),
+                            private_removed=report.private_removed, burned_in_annotation=report.burned_in_annotation,
+                            text_regions_masked=masked)
+        return Cleaned(clean, result)
+
+    def one(self, path: Path) -> None:
+        """A file outside any DICOMDIR: written as STUDY/SERIES/INSTANCE.dcm, or its outcome recorded."""
+        what = ""
+        try:
+            ds = self.read(path)
+            what = kind(ds)
+            name = self.output_name(ds)
+            if name in self.claimed:  # the same image twice (e.g. in another transfer syntax): one copy is enough
+                check_pixels(ds, self.budgets)  # unless this copy is damaged: that is what to report
+                self.summary.files.append(FileResult(self.relative(path), "duplicate", SAME_OBJECT, name, what))
+                return
+            self.claimed.add(name)
+            if (self.target / name).exists():
+                self.summary.files.append(FileResult(self.relative(path), "already_done", output=name, kind=what))
+                return
+            cleaned = self.clean(path, ds, name)
+            write_atomically(self.target / name, encode(cleaned.dataset))
+        except InputRejected as exc:
+            self.refuse(path, str(exc), what)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            self.refuse(path, f"It could not be de-identified and written as DICOM ({type(exc).__name__}).", what)
+            return
+        self.summary.files.append(cleaned.result)
 
 
 def encode(ds: Dataset) -> bytes:
@@ -65,51 +148,41 @@ def encode(ds: Dataset) -> bytes:
 
 def deidentify_folder(source: Path, target: Path, options: DeidOptions,
                       progress: Callable[[int, int], None] | None = None,
-                      find_text: TextFinder | None = None) -> BatchSummary:
+                      find_text: TextFinder | None = None, budgets: Budgets | None = None) -> BatchSummary:
     """Every file under ``source`` into ``target``; with ``find_text``, text seen in the pixels is masked."""
-    files = sorted(p for p in source.rglob("*") if p.is_file())
-    deidentify = Deidentifier(options)
-    summary = BatchSummary()
+    from .dicomdir import file_sets, write_file_set
+
+    files = sorted(p for p in source.rglob("*") if p.is_file() and TEMP_MARK not in p.name)
+    run = FolderRun(source, target, options, budgets or Budgets(), find_text)
     target.mkdir(parents=True, exist_ok=True)
-    names: set[Path] = set()
-    for done, path in enumerate(files, start=1):
-        _one(path, source, target, deidentify, summary, names, find_text)
+    handled: set[Path] = set()
+    done = 0
+
+    def step(count: int) -> None:
+        nonlocal done
+        done += count
         if progress is not None:
             progress(done, len(files))
-    return summary
+
+    for found in file_sets(files):
+        handled.add(found.path)
+        step(write_file_set(run, found, handled))
+    for path in files:
+        if path not in handled:
+            run.one(path)
+            step(1)
+    return run.summary
 
 
-def _one(path: Path, source: Path, target: Path, deidentify: Deidentifier, summary: BatchSummary,
-         names: set[Path], find_text: TextFinder | None) -> None:
-    relative = str(path.relative_to(source))
-    try:
-        ds = read_dataset(path.read_bytes())
-        check_pixels(ds)
-        clean, report = deidentify(ds, in_place=True)
-        masked = mask_burned_in_text(clean, find_text) if find_text is not None else 0
-        data = encode(clean)
-    except InputRejected as exc:
-        summary.unreadable.append((relative, str(exc)))
-        return
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-        summary.unreadable.append((relative, f"it cannot be written as DICOM ({type(exc).__name__})"))
-        return
-    name = Path(str(clean.get("StudyInstanceUID", "study")), str(clean.get("SeriesInstanceUID", "series")),
-                f"{clean.SOPInstanceUID}.dcm")
-    if name in names:  # the same image twice (e.g. in another transfer syntax): one copy is enough
-        summary.duplicates.append(relative)
-        return
-    names.add(name)
-    _write_atomically(target / name, data)
-    summary.written.append(FileResult(str(name), dict(report.actions), report.private_removed,
-                                      report.burned_in_annotation, masked))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}{TEMP_MARK}")
     try:
-        temporary.write_bytes(data)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -1,0 +1,89 @@
+"""Reading one file for de-identification: any stored DICOM object (images, and objects without pixels:
+structured reports, RT structure sets and plans, key-object selections, presentation states), with
+refusals that name the real cause and budgets checked before any pixel is decoded."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import iter_pixels
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from loupe.core.budgets import Budgets
+from loupe.core.errors import InputRejected
+
+from ..dicom_image import decode_problem, geometry, read_dataset
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+
+
+def read_object(data: bytes) -> Dataset:
+    """A stored DICOM object from ``data``, with or without the Part 10 header."""
+    if not data:
+        raise InputRejected("The file is empty (0 bytes).")
+    if data[128:132] == b"DICM":
+        return read_dataset(data)
+    return _bare(data)
+
+
+def _bare(data: bytes) -> Dataset:
+    """A dataset written without the Part 10 header (older systems): accepted when it parses and names its
+    SOP class, whatever the object (not only images)."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        ok = "SOPClassUID" in ds and "SOPInstanceUID" in ds
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OverflowError, IndexError,
+            AttributeError, NotImplementedError):
+        ok = False
+    if not ok:
+        raise InputRejected("This is not a DICOM file: it has no DICOM header and does not read as a DICOM dataset.")
+    if "Rows" in ds and "PixelData" not in ds:
+        raise InputRejected("The DICOM file is truncated: it describes an image but ends before its pixel data.")
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        ds.file_meta = meta if meta is not None else FileMetaDataset()
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
+
+
+def kind(ds: Dataset) -> str:
+    """The object's SOP class in words (e.g. 'Comprehensive SR Storage'), for reports; never a value."""
+    uid = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    return str(getattr(uid, "name", "") or "unknown object") if uid else "unknown object"
+
+
+def check_stored_object(ds: Dataset) -> None:
+    """A dataset de-identification can name and write: a composite object with its SOP Instance UID."""
+    if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
+        raise InputRejected("This is a DICOMDIR (an index of other files) whose directory records cannot be read.")
+    if "SOPClassUID" not in ds:
+        raise InputRejected("The DICOM dataset names no SOP class (0008,0016): it is not a stored object.")
+    if not ds.get("SOPInstanceUID"):
+        raise InputRejected("The DICOM object has no SOP Instance UID (0008,0018), so it cannot be named "
+                            "consistently; a valid stored object always has one.")
+
+
+def check_pixels(ds: Dataset, budgets: Budgets | None = None) -> None:
+    """The pixel matrix the header claims checked against the budgets, then every frame decoded once: a file
+    whose pixels are cut short or undecodable is not passed on. Objects without pixels pass unchanged."""
+    shape = geometry(ds)
+    if shape is None:
+        return
+    budgets = budgets or Budgets()
+    if shape.rows <= 0 or shape.columns <= 0 or shape.frames <= 0:
+        raise InputRejected("The DICOM header gives an empty image size.")
+    budgets.check("max_frames", shape.frames, "The image's frame count")
+    budgets.check("max_pixels", shape.rows * shape.columns, "One frame")
+    budgets.check("max_decoded_bytes", shape.decoded_bytes, "The decoded image")
+    if "PixelData" not in ds:  # float pixel data: nothing pydicom decodes here
+        return
+    try:
+        for _ in iter_pixels(ds, as_rgb=False):  # decoding proves the data; colour conversion would not
+            pass
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types
+        raise InputRejected(decode_problem(ds, exc)) from None
