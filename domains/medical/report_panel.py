@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
 
+from loupe.core.budgets import BudgetExceeded, Budgets
 from loupe.core.errors import LoupeError
 from loupe.core.plugins import DomainTab, IngestedAsset
 
@@ -28,11 +29,15 @@ def image_laterality(assets: Sequence[IngestedAsset]) -> str | None:
     return None
 
 
-def check_text(text: str, assets: Sequence[IngestedAsset], vlm=None) -> list[dict]:  # noqa: ANN001 - a core VLM
+def check_text(text: str, assets: Sequence[IngestedAsset], vlm=None,  # noqa: ANN001 - a core VLM
+               limits: Budgets | None = None) -> list[dict]:
     """The rules (with the study's laterality), and with ``vlm`` the model's vote over the report and
-    the study's first image too."""
+    the study's first image too. A report longer than ``limits.max_text_chars`` (default: the budgets the
+    environment sets) is refused with ``BudgetExceeded`` before it is read."""
+    limits = limits or Budgets.from_env()
+    limits.check("max_text_chars", len(text), "The report")
     report = parse_report("case", text)
-    flags = check_rules(report, image_laterality=image_laterality(assets))
+    flags = check_rules(report, image_laterality=image_laterality(assets), limits=limits)
     if vlm is not None:
         views = [a for a in assets if a.meta.get("kind") == "view"]
         flags = combine(flags, VLMChecker(vlm).flags(report, png_image(views[0]) if views else None))
@@ -90,6 +95,9 @@ def add_report_panel(tab: DomainTab) -> None:
             vlm, label = tab.model(request) if with_model else (None, "")
             findings = check_text(report_text, tab.case_assets(case_id, request), vlm)
             saved = tab.save_report(case_id, request, report_text, findings)
+        except BudgetExceeded as exc:  # nothing was checked or saved: say so, and what to do
+            return (f"<p>⚠️ {html.escape(str(exc))} It was not checked or saved: check a shorter report "
+                    "(for example its findings and impression).</p>"), read_id
         except LoupeError as exc:
             return f"<p>⚠️ {html.escape(str(exc))}</p>", read_id
         if with_model:

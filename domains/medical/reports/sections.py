@@ -19,8 +19,10 @@ _HEADINGS = {  # heading words -> section
     "comparison": "comparison", "technique": "technique", "examination": "technique",
     "findings": "findings", "impression": "impression", "conclusion": "impression", "opinion": "impression",
 }
-_HEADING = re.compile(r"^\s*(" + "|".join(sorted(map(re.escape, _HEADINGS), key=len, reverse=True)) + r")\s*:\s*",
-                      re.IGNORECASE | re.MULTILINE)
+# Indented by spaces or tabs only: "^\s*" could run over the following blank lines from every line start, a
+# quadratic scan of a report of blank lines (the match ends are the same; section bodies are stripped).
+_HEADING = re.compile(r"^[^\S\n]*(" + "|".join(sorted(map(re.escape, _HEADINGS), key=len, reverse=True))
+                      + r")\s*:\s*", re.IGNORECASE | re.MULTILINE)
 _SEX = re.compile(r"\b(female|woman|girl|male|man|boy)\b", re.IGNORECASE)
 
 
@@ -37,18 +39,16 @@ class Report:
 
 def parse_report(report_id: str, text: str) -> Report:
     """Free text with headings into sections; text before any heading counts as findings."""
-    sections: dict[str, str] = {}
+    parts: dict[str, list[str]] = {}  # a heading that comes again adds to its section
     matches = list(_HEADING.finditer(text))
     if not matches:
         return Report(report_id, {"findings": text.strip()})
     if text[:matches[0].start()].strip():
-        sections["findings"] = text[:matches[0].start()].strip()
+        parts["findings"] = [text[:matches[0].start()].strip()]
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        name = _HEADINGS[match.group(1).lower()]
-        body = text[match.end():end].strip()
-        sections[name] = f"{sections[name]} {body}".strip() if name in sections else body
-    return Report(report_id, sections)
+        parts.setdefault(_HEADINGS[match.group(1).lower()], []).append(text[match.end():end].strip())
+    return Report(report_id, {name: " ".join(body for body in bodies if body) for name, bodies in parts.items()})
 
 
 def sex_from_text(text: str) -> str | None:
