@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,9 +64,9 @@ class BatchLog:
         return {"unit": self.unit, "counts": self.counts(), **(extra or {}),
                 "files": [asdict(o) for o in self.outcomes]}
 
-    def finish(self, summary_file: Path | None, extra: dict | None = None) -> None:
-        """Refused inputs to stderr, the counts (and ``extra``) as one JSON line on stdout, the whole record
-        in ``summary_file``; exits 1 when anything was refused."""
+    def finish(self, summary_file: Path | None, extra: dict | None = None, counts_to_stderr: bool = False) -> None:
+        """Refused inputs to stderr, the counts (and ``extra``) as one JSON line on stdout (stderr where stdout
+        carries the results), the whole record in ``summary_file``; exits 1 when anything was refused."""
         for outcome in self.refused:
             click.echo(f"refused {outcome.input}: {outcome.reason}", err=True)
         counts = self.counts()
@@ -74,7 +74,7 @@ class BatchLog:
             click.echo(f"{counts['already_done']} {self.unit}(s) already done by an earlier run: skipped.", err=True)
         if summary_file is not None:
             write_atomically(summary_file, json.dumps(self.as_json(extra), ensure_ascii=False, indent=1) + "\n")
-        click.echo(json.dumps({**counts, **(extra or {})}, ensure_ascii=False))
+        click.echo(json.dumps({**counts, **(extra or {})}, ensure_ascii=False), err=counts_to_stderr)
         if self.exit_code:
             raise SystemExit(self.exit_code)
 
@@ -114,6 +114,12 @@ def remove_stale_temps(folder: Path) -> int:
     return removed
 
 
+def remove_stale_temps_of(path: Path) -> None:
+    """Delete what an interrupted run left beside one output file."""
+    for stale in path.parent.glob(f".{path.name}.*{TEMP_MARK}"):
+        stale.unlink(missing_ok=True)
+
+
 def expand_inputs(paths: tuple[Path, ...], suffixes: tuple[str, ...]) -> list[tuple[Path, str]]:
     """Files named, and files with one of ``suffixes`` under folders named (recursively, sorted), each with
     the name it is shown by: its own name, or its place under the folder given."""
@@ -142,3 +148,40 @@ def temporary_files_in(folder: Path) -> Iterator[Path]:
     finally:
         tempfile.tempdir = before
         shutil.rmtree(private, ignore_errors=True)
+
+
+def run_each(inputs: list[tuple[Path, str]], log: BatchLog, work: Callable[[Path], str],
+             target: Callable[[str], Path | None], progress: Callable[[int, int], None] | None = None,
+             out_root: Path | None = None) -> None:
+    """``work`` on every input, never stopped by one: its text goes to ``target(name)`` (written whole, skipped
+    when it exists from an earlier run) or, where that is None, to stdout; a failure is recorded as refused."""
+    from loupe.core.errors import LoupeError
+
+    taken: dict[Path, str] = {}
+    for done, (path, shown) in enumerate(inputs, start=1):
+        out = target(shown)
+        output = str(out.relative_to(out_root)) if out is not None and out_root is not None else str(out or "")
+        if out is not None and out in taken:
+            log.add(shown, "refused", f"its output {out.name} would be the same as that of {taken[out]}: "
+                                      "rename one of them or convert them separately")
+        elif out is not None and out.exists():
+            taken[out] = shown
+            log.add(shown, "already_done", output=output)
+        else:
+            if out is not None:
+                taken[out] = shown
+            try:
+                text = work(path)
+            except LoupeError as exc:
+                log.add(shown, "refused", str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+                log.add(shown, "refused", f"It could not be read ({type(exc).__name__}).")
+            else:
+                if out is None:
+                    if text:
+                        click.echo(text)
+                else:
+                    write_atomically(out, text)
+                log.add(shown, "processed", output=output)
+        if progress is not None:
+            progress(done, len(inputs))

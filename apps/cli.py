@@ -286,43 +286,70 @@ def db_current(settings: Settings) -> None:
 
 
 # -- ocr ----------------------------------------------------------------------------------------
+DOCUMENT_SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_summary_option = click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
+                               help="Write the record of the run as JSON: every input's status and reason, and "
+                                    "the counts.")
+
+
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--engine", type=click.Choice(["rapidocr", "tesseract", "paddleocr"]), default="rapidocr",
               show_default=True)
 @click.option("--pages", help="Pages to read, e.g. 1-3,7 (default: all).")
 @click.option("--no-orientation", is_flag=True, help="Do not detect and correct page rotation.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per page: lines with box, text, confidence.")
-def ocr(files: tuple[Path, ...], engine: str, pages: str | None, no_orientation: bool, as_json: bool) -> None:
-    """Read the text of documents (PDF, PNG, JPEG, TIFF) with boxes, in reading order."""
-    from loupe.core.errors import LoupeError
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write each file's text to OUT/NAME.txt (NAME.jsonl with --json) instead of stdout; a rerun "
+                   "skips files already there.")
+@_summary_option
+def ocr(files: tuple[Path, ...], engine: str, pages: str | None, no_orientation: bool, as_json: bool,
+        out_dir: Path | None, summary_file: Path | None) -> None:
+    """Read the text of documents (PDF, PNG, JPEG, TIFF; folders: every such file in them) with boxes, in
+    reading order. Every file is read or listed as refused with its reason; exit code 1 when one was refused."""
     from loupe.core.ocr.base import OCRUnavailable
     from loupe.core.ocr.document import read_document
     from loupe.core.ocr.engines import make_engine
     from loupe.core.ocr.pipeline import PageReader
+
 
     try:
         reader = PageReader(make_engine(engine), orientation=not no_orientation)
         wanted = _page_numbers(pages) if pages else None
     except (OCRUnavailable, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    failed = 0
-    for path in files:
+
+    def work(path: Path) -> str:
         with _progress(path.name, "page", leave=False) as step:
-            try:
-                read = read_document(path.read_bytes(), reader, wanted, progress=step)
-            except LoupeError as exc:
-                click.echo(f"{path.name}: {exc}", err=True)
-                failed += 1
-                continue
-        for page in read:
-            if as_json:
-                click.echo(json.dumps({"file": path.name, **_page_json(page)}, ensure_ascii=False))
-            else:
-                click.echo(f"== {path.name} · page {page.number} ({page.source}, {len(page.lines)} lines) ==")
-                click.echo(page.text)
-    if failed:
-        raise SystemExit(1)
+            read = read_document(path.read_bytes(), reader, wanted, progress=step)
+        if as_json:
+            return "\n".join(json.dumps({"file": path.name, **_page_json(page)}, ensure_ascii=False) for page in read)
+        return "\n".join(f"== {path.name} · page {page.number} ({page.source}, {len(page.lines)} lines) ==\n{page.text}"
+                         for page in read)
+
+    suffix = ".jsonl" if as_json else ".txt"
+    _run_documents(files, out_dir, suffix, work, summary_file, "reading")
+
+
+def _run_documents(files: tuple[Path, ...], out_dir: Path | None, suffix: str, work: Callable[[Path], str],
+                   summary_file: Path | None, verb: str, single_out: Path | None = None) -> None:
+    """The batch contract for commands that turn documents into text (``ocr``, ``docs convert``)."""
+    from .batch import BatchLog, expand_inputs, remove_stale_temps, run_each
+
+    inputs = expand_inputs(files, DOCUMENT_SUFFIXES)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)
+    log = BatchLog("file")
+
+    def target(shown: str) -> Path | None:
+        if single_out is not None:
+            return None
+        return None if out_dir is None else out_dir / f"{shown}{suffix}"
+
+    with _progress(verb, "file") as step:
+        run_each(inputs, log, work, target, step, out_dir)
+    log.finish(summary_file, counts_to_stderr=out_dir is None and single_out is None)
 
 
 @cli.group()
@@ -448,11 +475,13 @@ def reports_eval(results: Path, labels: Path, png: Path | None) -> None:
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of the reports' studies, ID.dcm (or ID.png / ID.jpg): shown to the VLM; a DICOM's "
                    "Image Laterality and Patient's Sex are checked against the report.")
+@_summary_option
 @click.pass_obj
 def check_reports(settings: Settings, source: Path, out: Path, workers: int, engine: str, checker: str,
-                  model_name: str | None, images: Path | None) -> None:
+                  model_name: str | None, images: Path | None, summary_file: Path | None) -> None:
     """Check radiology reports for errors (rules: contradictions between sections, laterality, numbers
-    and units, sex-specific anatomy; optionally a VLM). Input: CSV in the IU layout or JSONL."""
+    and units, sex-specific anatomy; optionally a VLM). Input: CSV in the IU layout or JSONL. Every report
+    is checked or listed as refused with its reason; exit code 1 when one was refused."""
     from loupe.core.errors import InputRejected, LoupeError
     from loupe.domains.medical.reports.batch import check_file
 
@@ -472,15 +501,18 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, eng
                              engine=engine)
         except (InputRejected, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
-    for problem in run.problems:
-        click.echo(f"skipped {problem}", err=True)
     # The results file is the record of the run; the case database gets every line of it (once each).
     from loupe.domains.medical.reports.batch import load_jsonl
 
+    from .batch import BatchLog
+
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     stored = open_store(settings).store_report_checks(digest, checker, list(load_jsonl(out)))
-    click.echo(json.dumps({"checked": run.checked, "already_done": run.skipped, "flagged": run.flagged,
-                           "unreadable": len(run.problems), "stored_in_database": stored}))
+    log = BatchLog("report")
+    for report_id, status, reason in run.outcomes:
+        log.add(report_id, status, reason)
+    log.finish(summary_file, {"checked": run.checked, "flagged": run.flagged, "unreadable": len(run.problems),
+                              "stored_in_database": stored})
 
 
 @cli.group()
@@ -489,33 +521,50 @@ def docs() -> None:
 
 
 @docs.command("convert")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--to", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="One FILE: write here instead of stdout. Several files or a folder: the folder for NAME.md "
+                   "(NAME.json) per file; a rerun skips files already converted there.")
 @click.option("--pages", help="Pages to convert, e.g. 1-3,7 (default: all).")
 @click.option("--engine", type=click.Choice(["rapidocr", "tesseract", "paddleocr"]), default="rapidocr",
               show_default=True, help="OCR engine for pages without a text layer.")
-def docs_convert(file: Path, fmt: str, out: Path | None, pages: str | None, engine: str) -> None:
-    """Convert a PDF or page image to Markdown or to JSON (page, box, type, confidence per element)."""
-    from loupe.core.errors import LoupeError
+@_summary_option
+def docs_convert(files: tuple[Path, ...], fmt: str, out: Path | None, pages: str | None, engine: str,
+                 summary_file: Path | None) -> None:
+    """Convert PDFs or page images (folders: every such file in them) to Markdown or to JSON (page, box, type,
+    confidence per element). Every file is converted or listed as refused with its reason; exit code 1 when
+    one was refused."""
     from loupe.core.ocr.base import OCRUnavailable
     from loupe.core.ocr.document import read_document
     from loupe.core.ocr.engines import make_engine
     from loupe.core.ocr.export import to_json, to_markdown
     from loupe.core.ocr.pipeline import PageReader
 
+    from .batch import remove_stale_temps_of, write_atomically
+
     try:
         reader = PageReader(make_engine(engine))
-        with _progress(file.name, "page", leave=False) as step:
-            read = read_document(file.read_bytes(), reader, _page_numbers(pages) if pages else None, progress=step)
-    except (LoupeError, OCRUnavailable, ValueError) as exc:
+        wanted = _page_numbers(pages) if pages else None
+    except (OCRUnavailable, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    text = to_markdown(read) if fmt == "md" else json.dumps(to_json(read), ensure_ascii=False, indent=1)
-    if out is None:
-        click.echo(text)
-    else:
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"Wrote {out} ({len(read)} page(s)).", err=True)
+    one_file = len(files) == 1 and files[0].is_file() and out is not None and not out.is_dir() \
+        and not str(out).endswith(os.sep)
+    if one_file:
+        remove_stale_temps_of(out)
+
+    def work(path: Path) -> str:
+        with _progress(path.name, "page", leave=False) as step:
+            read = read_document(path.read_bytes(), reader, wanted, progress=step)
+        text = to_markdown(read) if fmt == "md" else json.dumps(to_json(read), ensure_ascii=False, indent=1)
+        if one_file:  # the output named: written (whole) whatever was there
+            write_atomically(out, text)
+            click.echo(f"Wrote {out} ({len(read)} page(s)).", err=True)
+            return ""
+        return text
+
+    _run_documents(files, None if one_file else out, f".{fmt}", work, summary_file, "converting",
+                   single_out=out if one_file else None)
 
 
 @contextlib.contextmanager

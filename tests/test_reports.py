@@ -254,7 +254,7 @@ def test_check_reports_with_a_real_tiny_vlm_and_images(tmp_path, tiny_model_dir)
                                       str(out), "--checker", "both", "--model", str(tiny_model_dir("smolvlm")),
                                       "--images", str(images)])
     assert result.exit_code == 0, result.output
-    summary = result.output[result.output.index('{"checked"'):].splitlines()[0]  # after the loader's progress bar
+    summary = result.output[result.output.index('{"total"'):].splitlines()[0]  # after the loader's progress bar
     assert json.loads(summary)["checked"] == 2
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "b"]
     refused = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "check-reports", str(source), "--out",

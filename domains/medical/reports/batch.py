@@ -49,6 +49,9 @@ class CheckRun:
     skipped: int = 0  # already in the output
     flagged: int = 0
     problems: list[str] = field(default_factory=list)  # input lines that could not be read
+    # every report of the input, in order: (its id or "line N", status, reason); status is processed,
+    # already_done, duplicate (the id came earlier in the input) or refused
+    outcomes: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _results(pending: list[Report], workers: int, model: VLMChecker | None, rules: bool,
@@ -90,8 +93,19 @@ def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | N
     run = CheckRun()
     done = finished_ids(out)
     reports = list(read_reports(source, run.problems))
-    pending = [r for r in reports if r.id not in done]
-    run.skipped = len(reports) - len(pending)
+    pending, seen = [], set()
+    for report in reports:
+        if report.id in seen:  # checked once: a second line with the id would give two results for it
+            run.outcomes.append((report.id, "duplicate", "the same report id as an earlier report in the file"))
+        elif report.id in done:
+            run.outcomes.append((report.id, "already_done", ""))
+            run.skipped += 1
+        else:
+            pending.append(report)
+        seen.add(report.id)
+    for problem in run.problems:
+        where, _, why = problem.partition(": ")
+        run.outcomes.append((where, "refused", why or problem))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
         for result in _results(pending, workers, model, rules, images, engine):
@@ -99,6 +113,7 @@ def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | N
             handle.flush()
             run.checked += 1
             run.flagged += result["has_error"]
+            run.outcomes.append((result["id"], "processed", ""))
             if progress is not None:
                 progress(run.checked, len(pending))
         os.fsync(handle.fileno())
