@@ -14,7 +14,8 @@ from loupe.core.cases.models import Case, User
 from loupe.core.cases.store import CaseStore
 from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
-from loupe.core.plugins import Domain, IngestedAsset, VisualContext, discover
+from loupe.core.jobs import JobRunner, report_progress
+from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualContext, discover
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.registry import resolve
@@ -55,6 +56,28 @@ def conversation_messages(system_prompt: str, context: VisualContext, turns: Seq
     return messages
 
 
+def configured_domains(settings: Settings) -> dict[str, Domain]:
+    """Every installed domain, given the settings it asks for (paths, keys) through its optional ``configure``."""
+    domains = discover()
+    for domain in domains.values():
+        configure = getattr(domain, "configure", None)
+        if configure is not None:
+            configure(settings)
+    return domains
+
+
+def worker_preload() -> list[str]:
+    """Modules a worker process imports once, in the fork server, so each job starts warm."""
+    from importlib.metadata import entry_points
+
+    return [*(ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)), __name__]
+
+
+def ingest_in_worker(settings: Settings, domain_name: str, data: bytes) -> list[IngestedAsset]:
+    """A worker job: the domain's ingest of one upload, under the settings' budgets."""
+    return configured_domains(settings)[domain_name].ingest(data, settings.budgets, report_progress)
+
+
 class LoupeService:
     def __init__(self, settings: Settings, store: CaseStore, domains: dict[str, Domain], slot: ModelSlot) -> None:
         self.settings = settings
@@ -62,18 +85,13 @@ class LoupeService:
         self.domains = domains
         self.slot = slot
         self.limits = settings.budgets
+        self.jobs = JobRunner(settings.budgets, preload=worker_preload())
 
     @classmethod
     def open(cls, settings: Settings, slot: ModelSlot | None = None) -> LoupeService:
         settings.ensure_dirs()
         store = CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
-        slot = slot or model_slot(settings)
-        domains = discover()
-        for domain in domains.values():  # optional hook: a domain that needs the settings (paths, keys)
-            configure = getattr(domain, "configure", None)
-            if configure is not None:
-                configure(settings)
-        return cls(settings, store, domains, slot)
+        return cls(settings, store, configured_domains(settings), slot or model_slot(settings))
 
     def user(self, username: str | None) -> User:
         user = self.store.get_user(username or "")
@@ -88,9 +106,18 @@ class LoupeService:
             raise LoupeError(f"unknown domain {name!r}; installed: {', '.join(self.domains)}") from None
 
     def create_case(self, user: User, domain_name: str, data: bytes, title: str = "",
-                    progress: Callable[[int, int], None] | None = None) -> int:
+                    progress: Callable[[int, int], None] | None = None,
+                    waiting: Callable[[int], None] | None = None,
+                    cancelled: Callable[[], bool] = lambda: False) -> int:
+        """Ingest an upload in a worker process (budgets, time and memory limits) and store it as a new case.
+
+        Nothing is written before the worker returns: a refused, failed or cancelled upload leaves no case.
+        ``waiting(position)`` hears how many jobs are ahead while it waits for a worker.
+        """
         domain = self.domain(domain_name)
-        assets = domain.ingest(data, self.limits, progress)  # raises InputRejected before anything is written
+        assets = self.jobs.run(user.username, "Reading the file", ingest_in_worker,
+                               (self.settings, domain.name, data), progress=progress, waiting=waiting,
+                               cancelled=cancelled)
         return self.store.create_case(user, domain.name, title, assets)
 
     def switch_model(self, user: User, demo: bool) -> None:
@@ -168,6 +195,7 @@ class LoupeService:
         question = question.strip()
         if not question:
             raise LoupeError("Type a question first.")
+        self.limits.check("max_question_chars", len(question), "The question")  # before any model time is spent
         vlm = self.slot.get()  # fail before anything is stored if no model is up
         demo_weights = self.slot.status.demo  # of this model, even if the slot switches mid-answer
         case = self.store.open_case(user, case_id)

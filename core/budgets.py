@@ -39,6 +39,9 @@ class BudgetExceeded(InputRejected):
         super().__init__(message)
         self.budget = budget
 
+    def __reduce__(self) -> tuple:  # crosses from a worker process intact
+        return type(self), (str(self), self.budget)
+
 
 @dataclass(frozen=True)
 class Budgets:

@@ -28,6 +28,7 @@ class _Shown:
     case_id: int | None = None
     begun: int = 0  # the newest switch begun on this screen
     ended: int = 0  # the newest switch that ended (``begun`` when none is in flight)
+    stopped: int = 0  # the newest switch the user asked to stop (Cancel while a file is read)
 
 
 class Screens:
@@ -61,6 +62,19 @@ class Screens:
             shown = self._entry(request)
             if switch == shown.begun:
                 shown.ended = switch
+
+    def request_stop(self, request: object) -> bool:
+        """The user asks to stop the switch in flight (e.g. a file being read); False when none is."""
+        with self._lock:
+            shown = self._entry(request)
+            if shown.ended == shown.begun:
+                return False
+            shown.stopped = shown.begun
+            return True
+
+    def stop_requested(self, request: object, switch: int) -> bool:
+        with self._lock:
+            return self._entry(request).stopped == switch
 
     @contextmanager
     def switch(self, request: object) -> Iterator[int]:

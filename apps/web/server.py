@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -15,6 +16,8 @@ from ..service import LoupeService
 from .gate import Gate, Scope, WebSecurity
 from .pages import build_router
 from .ui import CSS, build_ui
+
+log = logging.getLogger(__name__)
 
 
 def configure_gradio_env(service: LoupeService) -> None:
@@ -79,6 +82,9 @@ class RunningApp:
 
 def launch(service: LoupeService, host: str = "127.0.0.1", port: int | None = None,
            block: bool = True) -> tuple[RunningApp | None, str]:
+    swept = service.store.sweep_orphans()  # what a killed server left between writing blobs and its rows
+    if swept:
+        log.info("removed %d unreferenced asset files", swept)
     app, security = create_app(service)
     port = port or 7860
     config = uvicorn.Config(ForwardedScheme(app, security), host=host, port=port, log_level="warning",

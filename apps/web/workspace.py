@@ -119,7 +119,10 @@ class Workspace:
                         gr.Markdown(f"Accepted: {', '.join(self.domain.accepts)} · up to "
                                     f"{limits.max_bytes / 2**20:.0f} MiB, {kept}", elem_classes="hint")
                         title = gr.Textbox(label="Title", placeholder="Short description, no patient names")
-                        create = gr.Button("Create case", variant="primary", elem_id=f"{d}-create")
+                        with gr.Row():
+                            create = gr.Button("Create case", variant="primary", elem_id=f"{d}-create", scale=3)
+                            stop_reading = gr.Button("Cancel", variant="secondary", elem_id=f"{d}-cancel-create",
+                                                     scale=1)
                 with gr.Accordion("Sharing and archive", open=False):
                     share_with = gr.Textbox(label="User name", placeholder="e.g. a reviewer",
                                             elem_id=f"{d}-share-user")
@@ -217,11 +220,16 @@ class Workspace:
             def reading(done: int, total: int) -> None:
                 progress((done, total), desc="Reading the file", unit="pages")
 
+            def waiting(ahead: int) -> None:  # shown until a worker takes the file
+                progress(None, desc=f"Waiting for a worker: {ahead} job{'s' * (ahead != 1)} ahead" if ahead
+                         else "Starting")
+
             with self.screen.switch(request) as switch:
                 try:
                     if data is None:
                         raise LoupeError("Choose a file to upload first.")
-                    case_id = self.service.create_case(user, d, data, title_text, reading)
+                    case_id = self.service.create_case(user, d, data, title_text, reading, waiting,
+                                                       lambda: self.screen.stop_requested(request, switch))
                 except LoupeError as exc:
                     return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), gr.update(), None, gr.update())
                 finally:
@@ -231,6 +239,12 @@ class Workspace:
                 view = self._case_view(request, switch, self.service.store.open_case(user, case_id),
                                        f"Case {case_id} created.")
             return (*view, list_cases("", False, request), None, "")
+
+        def stop_creating(request: gr.Request) -> str:
+            self._user(request)
+            if self.screen.request_stop(request):
+                return "Stopping: the file is not kept."
+            return gr.update()
 
         def ask_question(case_id: int | None, question: str, detail_level: str, keep_share: float,
                          request: gr.Request):
@@ -363,6 +377,7 @@ class Workspace:
         create.click(lock, None, controls, **quick).then(
             create_case, [upload, title], [*case_outputs, cases, upload, title], api_name=f"{d}_create_case",
             **free).then(unlock, None, controls, **quick)
+        stop_reading.click(stop_creating, None, status, **quick)
         asked = gr.on([ask.click, self.question.submit], ask_question,
                       [self.shown_case, self.question, detail, efficiency],
                       [chat, self.question, status, self.message_ids, pinned], api_name=f"{d}_ask")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+INCOMING = ".incoming-"  # prefix of a blob being written (renamed into place when complete)
 
 
 class AssetStore:
@@ -24,7 +28,7 @@ class AssetStore:
         if target.exists():
             return digest
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=INCOMING)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -40,3 +44,23 @@ class AssetStore:
 
     def delete(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)
+
+    def blobs(self) -> Iterator[tuple[str | None, Path]]:
+        """Every file under the root: (digest, path) for a stored blob, (None, path) for anything else
+        (a write cut short, a stray file)."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                name = path.name
+                is_blob = len(name) == 64 and name[:2] == folder.name and all(c in "0123456789abcdef" for c in name)
+                yield (name if is_blob else None), path
+
+    @staticmethod
+    def age_seconds(path: Path) -> float:
+        try:
+            return time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0

@@ -511,6 +511,22 @@ class CaseStore:
                                json.dumps(e.detail, sort_keys=True) if e.detail else "") for e, name in rows]
 
     # -- helpers -------------------------------------------------------------------------------
+    def sweep_orphans(self, min_age_seconds: float = 3600) -> int:
+        """Delete blobs no asset row names, and writes cut short, older than ``min_age_seconds``.
+
+        A server killed between writing a new case's blobs and committing its rows leaves such files; the
+        age bound spares a case another server process is storing right now. Returns how many went.
+        """
+        with self.sessions() as s:
+            known = set(s.scalars(select(Asset.sha256).distinct()))
+        removed = 0
+        for digest, path in list(self.assets.blobs()):
+            if digest in known or self.assets.age_seconds(path) < min_age_seconds:
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def _blob_exists(self, data: bytes) -> bool:
         return self.assets.path_for(hashlib.sha256(data).hexdigest()).exists()
 

@@ -1,0 +1,282 @@
+"""Heavy work in worker processes under OS limits, with a bounded queue per user, progress and cancellation.
+
+Each job runs in a fresh process of a pebble pool (``max_tasks=1``) started from a fork server: its
+CPU time (``RLIMIT_CPU``) and address space (``RLIMIT_AS``, above what the worker holds when it starts) are
+capped, core dumps are off (a crashed decoder must not write patient pixels to disk), and a wall-clock
+timeout ends it. A bomb kills its own job, never the server or another job.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import itertools
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pebble import ProcessExpired, ProcessPool
+
+from .budgets import Budgets, describe
+from .errors import LoupeError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+POLL_SECONDS = 0.2
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+MEMORY_EXIT = 86  # a worker's exit code after its job ran out of memory
+JOBS_PER_WORKER = 50  # a worker is replaced after this many jobs (whatever they left behind goes with it)
+WALL_FACTOR = 3  # wall-clock limit = this × the CPU limit: a job may wait on disk, never forever
+
+# Set in each worker process by _start_worker.
+_events: Any = None
+_job_id: int | None = None
+
+
+class JobFailed(LoupeError):
+    """A job ended without a result: over its time or memory limit, or its worker died."""
+
+
+class JobCancelled(LoupeError):
+    """The user cancelled the job (or closed the page) before it finished."""
+
+
+class QueueFull(LoupeError):
+    """The user already has as many jobs as the budget allows."""
+
+
+@dataclass
+class JobStats:
+    peak_rss_bytes: int  # of the worker process that ran the job
+    cpu_seconds: float
+
+
+def _virtual_size() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _start_worker(events: Any) -> None:
+    global _events
+    _events = events
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # The worker's parent is the fork server, which exits with the server: a running job goes with them.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _limit_job(memory_bytes: int, cpu_seconds: int) -> None:
+    """Budgets for the job about to run, on top of what this worker has used so far (workers are reused, so
+    its warm state — OCR models, decoders — is loaded once; the hard limits stay open for the next job)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _set_soft(resource.RLIMIT_CPU, int(usage.ru_utime + usage.ru_stime) + cpu_seconds)
+    # Address space counts mappings the imports already made; the budget is what the job adds to them.
+    _set_soft(resource.RLIMIT_AS, _virtual_size() + memory_bytes)
+    with open("/proc/self/clear_refs", "w") as refs:  # the peak RSS reported is this job's (Linux: "5" resets it)
+        refs.write("5")
+
+
+def _set_soft(kind: int, value: int) -> None:
+    _, hard = resource.getrlimit(kind)
+    resource.setrlimit(kind, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def report_progress(done: int, total: int) -> None:
+    """Tell the waiting page how far the job is (call from inside a job; a no-op elsewhere)."""
+    if _events is not None and _job_id is not None:
+        _events.put((_job_id, done, total))
+
+
+def _run_job(job_id: int, memory_bytes: int, cpu_seconds: int, fn: Callable[..., T],
+             args: tuple) -> tuple[T, JobStats]:
+    global _job_id
+    _job_id = job_id
+    _events.put((job_id, -1, 0))  # started
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    _limit_job(memory_bytes, cpu_seconds)
+    try:
+        result = fn(*args)
+    except MemoryError:
+        os._exit(MEMORY_EXIT)  # the worker's heap may be in pieces: it ends, the pool starts a fresh one
+    finally:
+        _set_soft(resource.RLIMIT_AS, resource.RLIM_INFINITY)  # the next job of this worker gets its own budget
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return result, JobStats(_peak_rss(), cpu)
+
+
+@dataclass
+class _Job:
+    id: int
+    owner: str
+    started: bool = False
+    progress: Progress | None = None
+
+
+class _Pool:
+    """A worker pool and the relay of its workers' progress events; shared by runners with the same limits."""
+
+    def __init__(self, workers: int, preload: Sequence[str]) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(preload))
+        self.events = context.SimpleQueue()
+        self.pool = ProcessPool(max_workers=workers, max_tasks=JOBS_PER_WORKER, context=context,
+                                initializer=_start_worker, initargs=(self.events,))
+        threading.Thread(target=self._relay, name="loupe-job-events", daemon=True).start()
+
+    def _relay(self) -> None:
+        while True:
+            try:
+                job_id, done, total = self.events.get()
+            except (EOFError, OSError):
+                return
+            job = _jobs.get(job_id)
+            if job is None:
+                continue
+            if done < 0:
+                job.started = True
+            elif job.progress is not None:
+                try:
+                    job.progress(done, total)
+                except Exception:  # noqa: BLE001 - a page that went away must not stop the relay
+                    log.debug("progress callback failed", exc_info=True)
+
+
+_pools: dict[tuple, _Pool] = {}
+_pools_lock = threading.Lock()
+_jobs: dict[int, _Job] = {}  # every job of this process, queued or running, by id
+_ids = itertools.count(1)
+
+
+def close_pools() -> None:
+    """Stop every worker pool (server shutdown, end of a CLI run); running jobs are ended."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for entry in pools:
+        entry.pool.stop()
+        entry.pool.join(timeout=5)
+
+
+atexit.register(close_pools)
+
+
+class JobRunner:
+    """Runs picklable top-level functions in worker processes for one server (or CLI run).
+
+    Each runner keeps its own per-user bookkeeping; the pools are shared within the process.
+    """
+
+    def __init__(self, budgets: Budgets, preload: Sequence[str] = ()) -> None:
+        self.budgets = budgets
+        self._preload = tuple(preload)
+        self._lock = threading.Lock()
+        self._per_owner: Counter[str] = Counter()
+
+    def _pool(self) -> ProcessPool:
+        b = self.budgets
+        key = (b.workers, self._preload)
+        with _pools_lock:
+            if key not in _pools:
+                _pools[key] = _Pool(b.workers, self._preload)
+            return _pools[key].pool
+
+    # -- jobs ----------------------------------------------------------------------------------
+    @staticmethod
+    def position(job: _Job) -> int:
+        """Jobs ahead of ``job``, waiting or running (0: it is about to start)."""
+        return sum(1 for other in list(_jobs.values()) if other.id < job.id)
+
+    def run(self, owner: str, label: str, fn: Callable[..., T], args: tuple = (), *,
+            progress: Progress | None = None, waiting: Callable[[int], None] | None = None,
+            cancelled: Callable[[], bool] = lambda: False) -> T:
+        """Run ``fn(*args)`` in a worker for ``owner`` and return its result.
+
+        ``label`` names the work in messages ("Reading the file"). ``fn`` may call :func:`report_progress`;
+        ``progress(done, total)`` receives it here. ``waiting(position)`` is called while the job waits
+        for a worker. Errors a user can act on (LoupeError) come back as they were raised in the worker.
+        """
+        result, _ = self.run_with_stats(owner, label, fn, args, progress=progress, waiting=waiting,
+                                        cancelled=cancelled)
+        return result
+
+    def run_with_stats(self, owner: str, label: str, fn: Callable[..., T], args: tuple = (), *,
+                       progress: Progress | None = None, waiting: Callable[[int], None] | None = None,
+                       cancelled: Callable[[], bool] = lambda: False) -> tuple[T, JobStats]:
+        pool = self._pool()
+        with self._lock:
+            cap = self.budgets.jobs_per_user
+            if self._per_owner[owner] >= cap:
+                raise QueueFull(f"You already have {cap} jobs waiting or running; wait for one to finish "
+                                "(an administrator can raise LOUPE_JOBS_PER_USER).")
+            job = _Job(next(_ids), owner, progress=progress)
+            _jobs[job.id] = job
+            self._per_owner[owner] += 1
+        wall = self.budgets.job_seconds * WALL_FACTOR
+        try:
+            future = pool.schedule(_run_job, (job.id, self.budgets.job_memory_bytes, self.budgets.job_seconds,
+                                              fn, args), timeout=wall)
+            shown = None
+            while True:
+                try:
+                    return future.result(timeout=POLL_SECONDS)
+                except FutureTimeout:
+                    if not future.done():
+                        if cancelled():
+                            future.cancel()
+                            raise JobCancelled(f"{label}: cancelled.") from None
+                        if waiting is not None and not job.started and (place := self.position(job)) != shown:
+                            shown = place
+                            waiting(place)
+                        continue
+                    raise JobFailed(f"{label} took longer than {wall:,} s and was stopped "
+                                    "(an administrator can raise LOUPE_JOB_SECONDS).") from None
+        except CancelledError:
+            raise JobCancelled(f"{label}: cancelled.") from None
+        except ProcessExpired as exc:
+            raise JobFailed(self._death(label, exc.exitcode)) from None
+        except LoupeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the worker's own bug: say so without its text (may quote data)
+            log.warning("job %s failed: %s", label, type(exc).__name__)
+            raise JobFailed(f"{label} failed unexpectedly ({type(exc).__name__}); the file was not kept.") from None
+        finally:
+            with self._lock:
+                _jobs.pop(job.id, None)
+                self._per_owner[owner] -= 1
+                if self._per_owner[owner] <= 0:
+                    del self._per_owner[owner]
+
+    def _out_of_memory(self, label: str) -> str:
+        limit = describe("job_memory_bytes", self.budgets.job_memory_bytes)
+        return (f"{label} needed more than {limit} of memory and was stopped "
+                "(an administrator can raise LOUPE_JOB_MEMORY_BYTES).")
+
+    def _death(self, label: str, exitcode: int | None) -> str:
+        if exitcode == MEMORY_EXIT:
+            return self._out_of_memory(label)
+        if exitcode == -signal.SIGXCPU:
+            return (f"{label} used more than {self.budgets.job_seconds:,} s of processor time and was stopped "
+                    "(an administrator can raise LOUPE_JOB_SECONDS).")
+        if exitcode in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS):
+            return f"{label} stopped: its worker process ended abruptly (out of memory or a decoder crash)."
+        return f"{label} stopped: its worker process ended (exit code {exitcode})."

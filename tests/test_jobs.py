@@ -1,0 +1,103 @@
+"""Worker jobs: OS limits end a bomb's job (never the caller), refusals cross intact, a user's queue is bounded."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import jobwork
+import pytest
+
+from loupe.core.budgets import BudgetExceeded, Budgets
+from loupe.core.jobs import JobCancelled, JobFailed, JobRunner, QueueFull
+
+PRELOAD = ["numpy", "jobwork"]
+
+
+@pytest.fixture
+def runner() -> JobRunner:
+    return JobRunner(Budgets(job_memory_bytes=256 * 2**20, job_seconds=2, workers=2, jobs_per_user=2),
+                     preload=PRELOAD)
+
+
+def test_a_job_runs_in_another_process_and_reports_progress(runner: JobRunner) -> None:
+    seen: list[tuple[int, int]] = []
+    pid, stats = runner.run_with_stats("ann", "Counting", jobwork.counted, (5,),
+                                       progress=lambda done, total: seen.append((done, total)))
+    assert pid != os.getpid()
+    deadline = time.monotonic() + 5
+    while len(seen) < 5 and time.monotonic() < deadline:  # events travel on their own queue
+        time.sleep(0.02)
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert 0 < stats.peak_rss_bytes < 2**30
+
+
+def test_a_refusal_comes_back_as_raised_with_its_budget(runner: JobRunner) -> None:
+    with pytest.raises(BudgetExceeded) as refused:
+        runner.run("ann", "Reading the file", jobwork.refuse)
+    assert refused.value.budget == "max_pixels"
+    assert "LOUPE_MAX_IMAGE_PIXELS" in str(refused.value)
+
+
+def test_a_memory_bomb_ends_its_own_job_only(runner: JobRunner) -> None:
+    with pytest.raises(JobFailed, match="more than 256 MiB of memory.*LOUPE_JOB_MEMORY_BYTES"):
+        runner.run("ann", "Reading the file", jobwork.allocate, (2048,))
+    # the same pool takes the next job, and a job inside the budget gets its memory
+    assert runner.run("ann", "Reading the file", jobwork.allocate, (64,)) == 64 * 2**20 // 8
+
+
+def test_a_job_over_its_time_is_stopped(runner: JobRunner) -> None:
+    with pytest.raises(JobFailed, match="LOUPE_JOB_SECONDS"):
+        runner.run("ann", "Checking", jobwork.spin)
+
+
+def test_a_worker_killed_mid_job_fails_that_job_with_a_message(runner: JobRunner) -> None:
+    with pytest.raises(JobFailed, match="ended abruptly"):
+        runner.run("ann", "Reading the file", jobwork.die)
+    assert runner.run("ann", "Counting", jobwork.counted, (1,)) != os.getpid()
+
+
+def test_each_user_has_a_bounded_queue_and_sees_their_place(runner: JobRunner, tmp_path: Path) -> None:
+    flag = str(tmp_path / "go")
+    results: dict[str, object] = {}
+    places: list[int] = []
+
+    def start(name: str, owner: str, **kw: object) -> threading.Thread:
+        def body() -> None:
+            try:
+                results[name] = runner.run(owner, "Waiting", jobwork.wait_for, (flag,), **kw)
+            except Exception as exc:  # noqa: BLE001 - recorded for the asserts
+                results[name] = exc
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    first, second = start("a1", "ann"), start("a2", "ann")
+    deadline = time.monotonic() + 30
+    while not Path(flag + ".pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(QueueFull, match="LOUPE_JOBS_PER_USER"):  # ann's third job
+        runner.run("ann", "Waiting", jobwork.counted, (1,))
+    third = start("b1", "bob", waiting=places.append)  # another user is still taken: behind ann's two
+    time.sleep(1)
+    Path(flag).touch()
+    for thread in (first, second, third):
+        thread.join(60)
+    assert results == {"a1": "done", "a2": "done", "b1": "done"}
+    assert places and places[0] == 2
+
+
+def test_a_cancelled_job_stops_its_worker(runner: JobRunner, tmp_path: Path) -> None:
+    flag = str(tmp_path / "never")
+    asked = time.monotonic()
+    with pytest.raises(JobCancelled):
+        runner.run("ann", "Reading the file", jobwork.wait_for, (flag,),
+                   cancelled=lambda: Path(flag + ".pid").exists())
+    pid = int(Path(flag + ".pid").read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert time.monotonic() - asked < 60
