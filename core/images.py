@@ -11,10 +11,12 @@ import io
 import re
 import struct
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .budgets import BudgetExceeded, Budgets
 from .errors import InputRejected
 
 FRAME_COUNT_CAP = 10_000  # counting stops here: a crafted file must not make us walk millions of frames
@@ -33,24 +35,56 @@ def open_bounded(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise InputRejected("The file is empty (0 bytes).")
     if len(data) > max_bytes:
         shown, limit = _amounts(len(data), max_bytes, _MIB, "MiB", "bytes")
-        raise InputRejected(f"The file is {shown}; Loupe accepts files up to {limit}.")
+        raise BudgetExceeded(f"The file is {shown}; Loupe accepts files up to {limit}.", "max_bytes")
     limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.width * img.height > limit:
-                raise InputRejected(_too_many_pixels(img.size, limit))
+                raise BudgetExceeded(_too_many_pixels(img.size, limit), "max_pixels")
             img.load()
     except InputRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputRejected(_bomb_message(data, str(exc), limit)) from None
+        raise BudgetExceeded(_bomb_message(data, str(exc), limit), "max_pixels") from None
     except UnidentifiedImageError:
-        raise InputRejected("The file is not an image Loupe can read (PNG, JPEG, TIFF, WebP, BMP, GIF).") from None
+        raise InputRejected(NOT_AN_IMAGE) from None
     except _DECODE_ERRORS:
+        if stub := _stub_format(data):  # Pillow knows the format by name only (HDF5, GRIB, BUFR, WMF)
+            raise InputRejected(f"The file is {stub}, which is not an image format Loupe reads "
+                                "(PNG, JPEG, TIFF, WebP, BMP, GIF).") from None
         raise InputRejected("The image could not be decoded: the file looks damaged or incomplete.") from None
     return img
+
+
+NOT_AN_IMAGE = "The file is not an image Loupe can read (PNG, JPEG, TIFF, WebP, BMP, GIF)."
+_STUB_NAMES = {"HDF5": "an HDF5 file", "GRIB": "a GRIB file", "BUFR": "a BUFR file", "WMF": "a Windows metafile"}
+
+
+def _stub_format(data: bytes) -> str | None:
+    """The name of a format Pillow recognises but cannot decode, for a message that says what the file is."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if isinstance(img, ImageFile.StubImageFile):
+                return _STUB_NAMES.get(img.format or "", f"a {img.format} file")
+    except Exception:  # noqa: BLE001 - any failure: not a recognised stub
+        return None
+    return None
+
+
+def check_before_decoding(data: bytes, limits: Budgets, read: int | None = None) -> list[TiffPage]:
+    """Refuse an image upload from its header alone, naming the budget: its bytes, its (first) image's pixels,
+    and for a TIFF every page's and sub-image's pixels and the first ``read`` pages' total (all by default).
+    Returns a TIFF's pages (empty for other formats)."""
+    limits.check("max_bytes", len(data), "The file")
+    if is_tiff(data):
+        return check_tiff_pages(data, limits, read)
+    size = _header_size(data)
+    if size is not None:
+        width, height = size
+        limits.check("max_pixels", width * height, f"The image, {width:,} × {height:,} pixels,")
+    return []
 
 
 def _amounts(value: int, limit: int, scale: int, unit: str, base_unit: str) -> tuple[str, str]:
@@ -98,6 +132,104 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
         except Exception:  # any plugin failure just means "not this format"
             continue
     return None
+
+
+@dataclass(frozen=True)
+class TiffPage:
+    """One page (IFD) of a TIFF as its header describes it, with the sizes of its sub-images (SubIFDs)."""
+
+    width: int
+    height: int
+    subimages: tuple[tuple[int, int], ...] = ()
+
+
+_TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 13: ("I", 4), 16: ("Q", 8), 18: ("Q", 8)}  # SHORT, LONG, IFD, LONG8, IFD8
+
+
+def is_tiff(data: bytes) -> bool:
+    return data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF / BigTIFF
+
+
+def tiff_pages(data: bytes, cap: int = FRAME_COUNT_CAP) -> list[TiffPage]:
+    """Every page's size (and its SubIFDs') read from the TIFF's directories alone, without decoding a pixel.
+
+    At most ``cap + 1`` pages are walked; a loop or a directory outside the file ends the walk (the decoder
+    then refuses what is damaged).
+    """
+    if not is_tiff(data):
+        return []
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    count_fmt, entry_size, offset_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
+    value_size = 8 if big else 4
+
+    def unpack(fmt: str, at: int) -> int | None:
+        size = struct.calcsize(order + fmt)
+        return struct.unpack_from(order + fmt, data, at)[0] if at >= 0 and at + size <= len(data) else None
+
+    def values(kind: int, count: int, field_at: int) -> list[int]:
+        if kind not in _TIFF_TYPES or count <= 0:
+            return []
+        fmt, size = _TIFF_TYPES[kind]
+        count = min(count, 1000)
+        at = field_at if count * size <= value_size else unpack(offset_fmt, field_at)
+        found = [unpack(fmt, at + i * size) for i in range(count)] if at is not None else []
+        return [v for v in found if v is not None]
+
+    seen: set[int] = set()
+
+    def directory(at: int) -> tuple[int, int, list[int], int] | None:
+        """(width, height, SubIFD offsets, next IFD offset) of the directory at ``at``."""
+        entries = unpack(count_fmt, at)
+        if entries is None or at in seen:
+            return None
+        seen.add(at)
+        start = at + struct.calcsize(count_fmt)
+        tags: dict[int, list[int]] = {}
+        for i in range(min(entries, 4096)):
+            entry = start + i * entry_size
+            tag, kind = unpack("H", entry), unpack("H", entry + 2)
+            count = unpack("Q" if big else "I", entry + 4)
+            if tag is None or kind is None or count is None:
+                return None
+            if tag in (256, 257, 330):
+                tags[tag] = values(kind, count, entry + 4 + value_size)
+        following = unpack(offset_fmt, start + entries * entry_size) or 0
+        width, height = (tags.get(256) or [0])[0], (tags.get(257) or [0])[0]
+        return width, height, tags.get(330, []), following
+
+    def subimages(offsets: list[int], depth: int) -> list[tuple[int, int]]:
+        sizes = []
+        for offset in offsets[:64]:
+            found = directory(offset)
+            if found is not None:
+                sizes.append(found[:2])
+                if depth < 3:
+                    sizes.extend(subimages(found[2], depth + 1))
+        return sizes
+
+    pages: list[TiffPage] = []
+    at = unpack(offset_fmt, 8 if big else 4) or 0
+    while at and len(pages) <= cap:
+        found = directory(at)
+        if found is None:
+            break
+        width, height, sub, at = found
+        pages.append(TiffPage(width, height, tuple(subimages(sub, 1))))
+    return pages
+
+
+def check_tiff_pages(data: bytes, limits: Budgets, read: int | None = None) -> list[TiffPage]:
+    """Refuse a TIFF, from its directories alone, when any page or sub-image is over ``max_pixels`` or the
+    first ``read`` pages (all, by default) add up to more than ``max_work_pixels``. Returns the pages."""
+    pages = tiff_pages(data)
+    for number, page in enumerate(pages, 1):
+        for index, (width, height) in enumerate(((page.width, page.height), *page.subimages)):
+            part = f"Page {number} of the TIFF" + (f" (sub-image {index})" if index else "")
+            limits.check("max_pixels", width * height, f"{part}, {width:,} × {height:,} pixels,")
+    work = sum(page.width * page.height for page in pages[:read])
+    limits.check("max_work_pixels", work, f"The pages to read from the TIFF, {len(pages[:read]):,} in all,")
+    return pages
 
 
 def count_frames(data: bytes, img: Image.Image, cap: int = FRAME_COUNT_CAP) -> int:

@@ -48,10 +48,9 @@ def test_a_receipt_photo_is_read_by_ocr():
     assert any("KLANG" in ln["text"].upper() for ln in page.meta["ocr"]["lines"])
 
 
-def test_a_very_long_pdf_keeps_its_first_pages_and_says_so(monkeypatch):
-    monkeypatch.setattr(documents, "MAX_PAGES", 2)
+def test_a_very_long_pdf_keeps_its_first_pages_and_says_so():
     data = _pdf((DATA / "documents" / "multi_page.pdf", [0, 1]), blank=1998)  # 2,000 pages
-    assets = DOMAIN.ingest(data, LIMITS)
+    assets = DOMAIN.ingest(data, Budgets(50 * 2**20, 89_478_485, max_pages=2))  # LOUPE_MAX_PAGES
     assert len(assets) == 2 and assets[0].meta["note"].startswith("Only the first 2 of 2000 pages are kept")
 
 

@@ -1,12 +1,15 @@
 """PDFs through pypdfium2: a page's own text layer where it has one, OCR of the rendered page where not.
 
 Pages are opened one at a time, so a 2,000-page file is never loaded whole; ``pages`` limits which are
-read. Boxes are in pixels of the page rendered at ``dpi``, like OCR boxes.
+read. Boxes are in pixels of the page as rendered, like OCR boxes: at ``dpi``, or at a lower resolution
+for a page so large (a poster, a map) that ``dpi`` would give more than the pixel budget. Every page's
+size is known from its box before it is rendered, so the budgets are checked first.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..budgets import Budgets
 from ..errors import InputRejected
 from .base import Line, Page, Word
 from .layout import merge_runs, reading_order
@@ -84,45 +88,99 @@ def _words(text: str, box: tuple[float, float, float, float]) -> Iterator[Word]:
         yield Word(match.group(), (x0, box[1], x0 + len(match.group()) * per_char, box[3]), 1.0)
 
 
-def render(page: object, dpi: int = DPI) -> Image.Image:
-    return page.render(scale=dpi / 72).to_pil().convert("RGB")
+def rendered_size(width_pt: float, height_pt: float, scale: float) -> tuple[int, int]:
+    """The bitmap PDFium makes for a page of this size at ``scale`` pixels per point."""
+    return math.ceil(width_pt * scale), math.ceil(height_pt * scale)
+
+
+def page_scale(width_pt: float, height_pt: float, dpi: int, max_pixels: int) -> float:
+    """Pixels per point for a page: ``dpi``, or less where that would render more than ``max_pixels``."""
+    scale = dpi / 72
+    width, height = rendered_size(width_pt, height_pt, scale)
+    if width * height > max_pixels:
+        scale *= math.sqrt(max_pixels / (width * height))
+        while math.prod(rendered_size(width_pt, height_pt, scale)) > max_pixels:  # ceil() may add a row
+            scale *= 0.999
+    return scale
+
+
+def render(page: object, dpi: int = DPI, scale: float | None = None) -> Image.Image:
+    return page.render(scale=scale or dpi / 72).to_pil().convert("RGB")
 
 
 def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | None, pages: Sequence[int] | None = None,
              dpi: int = DPI, progress: Callable[[int, int], None] | None = None, keep_images: bool = False,
-             max_pages: int | None = None) -> tuple[list[Page], list[Image.Image], int]:
+             max_pages: int | None = None, budgets: Budgets | None = None,
+             convert: Callable[[Image.Image], object] | None = None,
+             reduced: dict[int, float] | None = None) -> tuple[list[Page], list, int]:
     """Read ``pages`` (1-based; else the first ``max_pages``, else all) of a PDF. Pages without a text
     layer go to ``ocr`` (page image, page number) when given, else come back empty with
-    ``source="scanned"``. Returns the pages, their rendered images (with ``keep_images``) and the
-    document's page count."""
-    scale = dpi / 72
+    ``source="scanned"``. Returns the pages, their rendered images (with ``keep_images``; passed
+    through ``convert`` as soon as each is read, so pages need not all stay decoded) and the
+    document's page count.
+
+    ``budgets`` (default: from the environment): a page is rendered at most at ``max_pixels`` (a lower
+    resolution than ``dpi`` for a poster page: its ``Page`` size says so), and the pages rendered in
+    all must fit ``max_work_pixels``, checked from the page boxes before the first page is rendered
+    when every page is rendered (``keep_images``). ``reduced`` receives page number → dpi rendered
+    for the pages rendered below ``dpi``."""
+    budgets = budgets or Budgets.from_env()
     out, images = [], []
     with open_pdf(source) as document:
         total = len(document)
         wanted = list(pages) if pages is not None else list(range(1, min(total, max_pages or total) + 1))
-        for done, number in enumerate(wanted, 1):
+        for number in wanted:
             if not 1 <= number <= total:
                 raise PDFError(f"This PDF has {total} pages; there is no page {number}.")
+        sizes = {number: _page_size(document, number) for number in wanted}
+        scales = {n: page_scale(*sizes[n], dpi, budgets.max_pixels) for n in wanted}
+        pixels = {n: math.prod(rendered_size(*sizes[n], scales[n])) for n in wanted}
+        if reduced is not None:
+            reduced.update({n: scales[n] * 72 for n in wanted if scales[n] < dpi / 72})
+        if keep_images:
+            budgets.check("max_work_pixels", sum(pixels.values()), f"Rendered, the {len(wanted):,} pages of this PDF")
+        rendered = 0
+        for done, number in enumerate(wanted, 1):
+            scale = scales[number]
             page = document[number - 1]
             try:
                 width_pt, height_pt = page.get_size()
                 lines = merge_runs(_layer_lines(page, scale, height_pt))
-                image = render(page, dpi) if keep_images or ocr is not None else None
-                if sum(len(ln.text) for ln in lines) >= MIN_LAYER_CHARS:
-                    read = Page(number, round(width_pt * scale), round(height_pt * scale), reading_order(lines),
-                                source="text-layer", engine="pdfium")
+                has_layer = sum(len(ln.text) for ln in lines) >= MIN_LAYER_CHARS
+                image = None
+                if keep_images or (ocr is not None and not has_layer):
+                    rendered += pixels[number]
+                    budgets.check("max_work_pixels", rendered, f"Rendered, the pages of this PDF up to page {number}")
+                    image = render(page, scale=scale)
+                width, height = round(width_pt * scale), round(height_pt * scale)
+                if has_layer:
+                    read = Page(number, width, height, reading_order(lines), source="text-layer", engine="pdfium")
                 elif ocr is not None:
                     read = ocr(image, number)
                     read.source = "ocr"
                     if read.rotation and keep_images:
                         image = image.rotate(read.rotation, expand=True)  # shown as it was read
                 else:
-                    read = Page(number, round(width_pt * scale), round(height_pt * scale), source="scanned")
+                    read = Page(number, width, height, source="scanned")
                 out.append(read)
                 if keep_images:
-                    images.append(image)
+                    images.append(convert(image) if convert else image)
+                del image
             finally:
                 page.close()
             if progress:
                 progress(done, len(wanted))
     return out, images, total
+
+
+def _page_size(document: object, number: int) -> tuple[float, float]:
+    """Page ``number``'s size in points, from its box alone (the page is not loaded)."""
+    import pypdfium2 as pdfium
+
+    try:
+        width, height = document.get_page_size(number - 1)
+    except pdfium.PdfiumError:
+        width = height = 0
+    if not (width > 0 and height > 0 and math.isfinite(width * height)):
+        raise PDFError(f"Page {number} of this PDF has no size (its page box is empty or invalid).")
+    return width, height

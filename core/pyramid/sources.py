@@ -227,12 +227,16 @@ class PILSource:
 
     @classmethod
     def from_bytes(cls, data: bytes, max_bytes: int, max_pixels: int) -> PILSource:
+        from ..budgets import BudgetExceeded
         from ..images import open_bounded
 
         try:
             return cls(open_bounded(data, max_bytes, max_pixels))
-        except InputRejected as exc:
-            raise InputRejected(f"{exc} Images this large can only be read in parts from {LAZY_FORMATS}.") from None
+        except BudgetExceeded as exc:  # only a size refusal gets the hint; a damaged or unknown file keeps its reason
+            if exc.budget != "max_pixels":
+                raise
+            raise BudgetExceeded(f"{exc} Images this large can only be read in parts from {LAZY_FORMATS}.",
+                                 exc.budget) from None
 
     def read(self, box: Box, size: tuple[int, int]) -> Image.Image:
         return self._image.resize(size, Image.Resampling.BOX, box=box)

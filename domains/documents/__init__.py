@@ -15,6 +15,7 @@ from loupe.core.images import pixels_only_png
 from loupe.core.ocr.citations import cite as quoted_lines
 from loupe.core.ocr.document import is_pdf, open_document
 from loupe.core.ocr.export import grid_box, to_json, to_markdown, to_prompt
+from loupe.core.ocr.pdf import DPI
 from loupe.core.ocr.retrieval import pick_pages
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
@@ -22,7 +23,6 @@ from .fields import extract_fields
 from .pages import page_from_meta, page_meta
 from .viewer import pages_html
 
-MAX_PAGES = 30  # pages kept per case; longer files keep their first pages and say so
 PAGES_PER_QUESTION = 3  # pages the model sees for one question, picked by BM25 over their text
 PROMPT_TOKENS = 1500  # OCR text budget in the prompt
 PROMPTS = ("What is the total amount, and on which page is it?", "Summarise this document in three sentences.",
@@ -37,6 +37,11 @@ def _reader():  # noqa: ANN202 - one PageReader (ONNX sessions load once per pro
     return PageReader(RapidOCREngine())
 
 
+def _stored(image: Image.Image) -> tuple[bytes, int, int]:
+    """A read page as stored: a PNG of its pixels only (no metadata of the file survives), and its size."""
+    return pixels_only_png(image), image.width, image.height
+
+
 class DocumentsDomain:
     name = "documents"
     title = "Documents"
@@ -48,26 +53,33 @@ class DocumentsDomain:
 
     def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
-        if len(data) > limits.max_bytes:
-            raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")
         if not data:
             raise InputRejected("The file is empty (0 bytes).")
-        doc = open_document(data, _reader(), max_pixels=limits.max_pixels, keep_images=True, max_pages=MAX_PAGES,
-                            progress=progress)
+        limits.check("max_bytes", len(data), "The file")
+        # Pages beyond limits.max_pages are not read (the note says so); each page is stored as a PNG as soon as
+        # it is read, so a long document never holds all its pages decoded.
+        doc = open_document(data, _reader(), keep_images=True, max_pages=limits.max_pages, budgets=limits,
+                            progress=progress, convert=_stored)
         kind = "PDF" if is_pdf(data) else "image"
         assets = []
-        for page, image in zip(doc.pages, doc.images, strict=True):
-            stored = pixels_only_png(image)  # a rendered page: no metadata of the file survives
-            meta: dict[str, object] = {"page": page.number, "ocr": page_meta(page),
-                                       "format": kind}
-            assets.append(IngestedAsset(stored, "image/png", image.width, image.height, meta))
+        for page, (stored, width, height) in zip(doc.pages, doc.images, strict=True):
+            meta: dict[str, object] = {"page": page.number, "ocr": page_meta(page), "format": kind}
+            if page.number in doc.reduced:
+                meta["rendered_dpi"] = round(doc.reduced[page.number], 1)
+                meta["note"] = (f"Page {page.number} is very large (a poster or a map?): it is shown at "
+                                f"{doc.reduced[page.number]:.0f} dpi instead of {DPI}, to stay within the "
+                                f"{limits.max_pixels / 1e6:.1f} megapixels one page may have (LOUPE_MAX_IMAGE_PIXELS).")
+            assets.append(IngestedAsset(stored, "image/png", width, height, meta))
         if assets:  # receipts and invoices: who, when, where, how much (rules over the first page's lines)
             assets[0].meta["fields"] = extract_fields(doc.pages[0])
+        notes = []
         if doc.total_pages > len(assets):
-            assets[0].meta["note"] = (f"Only the first {len(assets)} of {doc.total_pages} pages are kept; "
-                                      "split the file to ask about the rest.")
+            notes.append(f"Only the first {len(assets)} of {doc.total_pages} pages are kept; "
+                         "split the file to ask about the rest.")
         if not any(asset.meta["ocr"]["lines"] for asset in assets):
-            assets[0].meta["note"] = "No text was found on these pages; answers rely on the page images alone."
+            notes.append("No text was found on these pages; answers rely on the page images alone.")
+        if notes:
+            assets[0].meta["note"] = " ".join([*notes, str(assets[0].meta.get("note", ""))]).strip()
         return assets
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:

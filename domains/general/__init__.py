@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from PIL import Image
 
-from loupe.core.images import count_frames, frames_note, open_bounded, pixels_only_png
+from loupe.core.images import check_before_decoding, count_frames, frames_note, open_bounded, pixels_only_png
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
 PROMPTS = ("Describe the image.", "What text is visible in the image?", "Is anything unusual or out of place?")
@@ -23,6 +23,9 @@ class GeneralDomain:
 
     def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        # From the header first: bytes, pixels, and a TIFF's every page and sub-image (only the first is decoded,
+        # but a page over the pixel budget marks a file no viewer could open either).
+        check_before_decoding(data, limits, read=1)
         img = open_bounded(data, limits.max_bytes, limits.max_pixels)
         frames = count_frames(data, img)
         # Every upload, clean-looking or not, is stored as a PNG of its (first frame's) pixels only:

@@ -3,8 +3,9 @@
 The raster's pixels and georeferencing are kept as they came, in a clean copy written band by band: no TIFF
 text tag (Artist, ImageDescription, DocumentName...), XMP, IPTC, ICC, GDAL metadata or band description
 survives (they can name people). One larger than the pyramid's base level without internal overviews gets
-them (built level by level, with progress) so that no later read needs the full image. An ordinary photo is
-kept as a PNG of its pixels only.
+them (all levels in one GDAL pass) so that no later read needs the full image. An ordinary photo is
+kept as a PNG of its pixels only. The work an ingest will do (pixels copied, pixels read to build
+overviews) is known from the header and checked against ``max_work_pixels`` before any pixel is read.
 16-bit and float data get one percentile stretch for the whole scene, computed from the coarsest
 overview, so tiles read later match each other. Stored: the raster (read lazily, never whole) and a
 thumbnail PNG for the viewer.
@@ -21,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from loupe.core.budgets import BudgetExceeded
 from loupe.core.errors import InputRejected
-from loupe.core.images import open_bounded, pixels_only_png
+from loupe.core.images import check_before_decoding, open_bounded, pixels_only_png
 from loupe.core.plugins import Budgets, IngestedAsset
 from loupe.core.pyramid.pyramid import BASE_SIDE
 from loupe.core.pyramid.sources import RasterSource, Stretch, is_tiff, open_source, percentile_stretch
@@ -40,7 +42,10 @@ def _overview_factors(width: int, height: int) -> list[int]:
 
 
 def _add_overviews(path: Path, progress: Progress | None, factors: list[int] | None = None) -> None:
-    """Build ``factors`` (default: those the pyramid needs) unless the file already has overviews."""
+    """Build ``factors`` (default: those the pyramid needs) unless the file already has overviews.
+
+    All levels in one call: GDAL then reads the full image once, where one call per level read it once per
+    level (a third of the time for a 5-level scene). Progress is reported per level when they are done."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.errors import RasterioIOError
@@ -52,11 +57,11 @@ def _add_overviews(path: Path, progress: Progress | None, factors: list[int] | N
     if not factors:
         return
     try:
-        with rasterio.open(path, "r+") as ds:  # internal overviews, coarser ones from finer ones by GDAL
+        with rasterio.open(path, "r+") as ds:  # internal overviews
+            ds.build_overviews(factors, Resampling.average)
+        if progress is not None:
             for done in range(1, len(factors) + 1):
-                ds.build_overviews(factors[:done], Resampling.average)
-                if progress is not None:
-                    progress(done, len(factors))
+                progress(done, len(factors))
     except RasterioIOError:
         raise InputRejected("The image has no overviews and they cannot be added to it (is it damaged?). "
                             "Convert it to a Cloud-Optimized GeoTIFF first (gdal_translate -of COG).") from None
@@ -86,13 +91,11 @@ def describe_bands(path: Path) -> tuple[dict[str, list[int]], dict]:
 def ingest_raster(data: bytes, limits: Budgets, progress: Progress | None = None) -> list[IngestedAsset]:
     from rasterio.errors import RasterioIOError
 
-    if len(data) > limits.max_bytes:
-        raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts "
-                            "(LOUPE_MAX_UPLOAD_BYTES).")
+    limits.check("max_bytes", len(data), "The file")
     with tempfile.TemporaryDirectory(prefix="loupe-raster-") as folder:
         path = Path(folder) / ("scene.tif" if is_tiff(data[:16]) else "scene.img")
         if not is_tiff(data[:16]):  # an ordinary photo: one level, no coordinates, stored as its pixels only
-            data = pixels_only_png(open_bounded(data, limits.max_bytes, limits.max_pixels))
+            data = pixels_only_png(_open_photo(data, limits, path))
             path.write_bytes(data)
             source = open_source(path, limits.max_pixels)
             view = source.read((0, 0, source.width, source.height), _fit(source.width, source.height))
@@ -102,9 +105,13 @@ def ingest_raster(data: bytes, limits: Budgets, progress: Progress | None = None
             return [IngestedAsset(data, "application/octet-stream", source.width, source.height, meta),
                     _view(view, meta)]
         path.write_bytes(data)
-        source = RasterSource(path)
+        source = RasterSource(path)  # the header only; sides over MAX_SIDE are refused here
         try:
-            source.read((0, 0, source.width, source.height), (8, 8))  # proves the pixels decode
+            limits.check("max_work_pixels", planned_work(source.width, source.height, source.native_downsamples),
+                         f"Taking in this {source.width:,} × {source.height:,} px raster (copying its pixels once "
+                         "and reading them again to build overviews)")
+            corner = (min(source.width, 256), min(source.height, 256))
+            source.read((0, 0, *corner), corner)  # proves the pixels decode; the copy reads every block
         finally:
             source.close()
         clean = Path(folder) / "clean.tif"
@@ -118,6 +125,52 @@ def ingest_raster(data: bytes, limits: Budgets, progress: Progress | None = None
         meta, view = describe_raster(path, limits.max_pixels)
         stored = path.read_bytes()  # with the overviews added
     return [IngestedAsset(stored, "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
+
+
+def planned_work(width: int, height: int, downsamples: tuple[float, ...]) -> int:
+    """Pixels an ingest reads: every pixel once for the clean copy, and once more to build its overviews
+    (the source's, or those the pyramid needs) when it has or needs any."""
+    overviews = len(downsamples) > 1 or bool(_overview_factors(width, height))
+    return width * height * (2 if overviews else 1)
+
+
+def _open_photo(data: bytes, limits: Budgets, path: Path) -> Image.Image:
+    """An ordinary image, checked from its header first; a raster format Loupe does not read is named."""
+    check_before_decoding(data, limits)
+    try:
+        return open_bounded(data, limits.max_bytes, limits.max_pixels)
+    except BudgetExceeded:
+        raise
+    except InputRejected:
+        path.write_bytes(data)
+        if named := gdal_format(path):
+            raise InputRejected(f"The file is {named}, a format Loupe does not read. Convert it to a "
+                                "Cloud-Optimized GeoTIFF (gdal_translate -of COG) and upload that.") from None
+        raise
+
+
+# GDAL drivers for formats Loupe reads itself: a damaged PNG is called damaged, not "a PNG Loupe does not read"
+_READ_HERE = {"GTiff", "COG", "PNG", "JPEG", "WEBP", "BMP", "GIF"}
+
+
+def gdal_format(path: Path) -> str | None:
+    """GDAL's name for the raster format of ``path`` (e.g. "Network Common Data Format (netCDF)") when it is
+    one GDAL opens but Loupe does not read; None otherwise. Only the header is read."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED=False):
+            warnings.simplefilter("ignore")
+            with rasterio.open(path) as ds:
+                driver = ds.driver
+    except (RasterioError, OSError, ValueError):
+        return None
+    if driver in _READ_HERE:
+        return None
+    with rasterio.Env() as env:
+        long_name = env.drivers().get(driver, driver)
+    return f"{long_name} ({driver})" if long_name != driver else driver
 
 
 def clean_copy(source: Path, target: Path) -> list[int]:
