@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from loupe.core.budgets import Budgets
 from loupe.core.errors import InputRejected
 
-from ..dicom_image import decode_problem, geometry, read_dataset
+from ..dicom_image import decode_problem, read_dataset
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
@@ -71,15 +71,21 @@ def check_stored_object(ds: Dataset) -> None:
 def check_pixels(ds: Dataset, budgets: Budgets | None = None) -> None:
     """The pixel matrix the header claims checked against the budgets, then every frame decoded once: a file
     whose pixels are cut short or undecodable is not passed on. Objects without pixels pass unchanged."""
-    shape = geometry(ds)
-    if shape is None:
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         return
-    budgets = budgets or Budgets()
-    if shape.rows <= 0 or shape.columns <= 0 or shape.frames <= 0:
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames, samples = int(ds.get("NumberOfFrames") or 1), int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 16)
+    except (AttributeError, TypeError, ValueError):
+        raise InputRejected("The DICOM header does not give a readable image size (Rows, Columns, frames): "
+                            "its pixel data cannot be checked.") from None
+    if rows <= 0 or columns <= 0 or frames <= 0:
         raise InputRejected("The DICOM header gives an empty image size.")
-    budgets.check("max_frames", shape.frames, "The image's frame count")
-    budgets.check("max_pixels", shape.rows * shape.columns, "One frame")
-    budgets.check("max_decoded_bytes", shape.decoded_bytes, "The decoded image")
+    budgets = budgets or Budgets()
+    budgets.check("max_frames", frames, "The image's frame count")
+    budgets.check("max_pixels", rows * columns, "One frame")
+    budgets.check("max_decoded_bytes", rows * columns * frames * samples * max(bits, 8) // 8, "The decoded image")
     if "PixelData" not in ds:  # float pixel data: nothing pydicom decodes here
         return
     try:

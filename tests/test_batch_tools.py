@@ -1,0 +1,293 @@
+"""The batch commands' contract (``dicom deid``, ``docs convert``, ``ocr``, ``check-reports``): every input
+processed or listed as refused with its reason, a summary (stdout and ``--summary``), exit code 1 when
+anything was refused; outputs whole or absent after a SIGKILL, no temporary file left, and a rerun that
+finishes the work without doing any input twice.
+
+Inputs are generated here (pydicom's own installed test files are read for the DICOM corpus)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+from pydicom.fileset import FileSet
+from pydicom.uid import generate_uid
+
+from loupe.apps.batch import TEMP_MARK
+from loupe.apps.cli import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's notes on its own odd test files
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+NAME, PATIENT_ID = "Doe^Jane", "PID-424242"
+CD_NAME, CD_PATIENT_ID = "Roe^Richard", "PID-737373"
+
+
+def _invoke(*args: str):  # noqa: ANN202
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _counts(output: str) -> dict:
+    return json.loads([line for line in output.splitlines() if line.startswith('{"total"')][-1])
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if TEMP_MARK in p.name]
+
+
+# -- the DICOM corpus ----------------------------------------------------------------------------
+def _instance(name: str, patient_id: str, number: int, study: str, series: str) -> pydicom.Dataset:
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    ds.PatientName, ds.PatientID = name, patient_id
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.InstanceNumber = number
+    return ds
+
+
+def dicom_corpus(folder: Path, images: int = 6) -> dict[str, str]:
+    """Loose images, an SR, an RT Structure Set (written without the Part 10 header, as pydicom ships it),
+    a CD (DICOMDIR and its three images, built with pydicom's FileSet), a truncated file and a text file.
+    Returns the expected status by input name (relative to ``folder``)."""
+    folder.mkdir(parents=True)
+    expected: dict[str, str] = {}
+    study, series = generate_uid(), generate_uid()
+    for n in range(images):
+        _instance(NAME, PATIENT_ID, n + 1, study, series).save_as(folder / f"Doe_Jane_{n:03}.dcm")
+        expected[f"Doe_Jane_{n:03}.dcm"] = "processed"
+    sr = pydicom.dcmread(PYDICOM_FILES / "test-SR.dcm")
+    sr.PatientName, sr.PatientID = NAME, PATIENT_ID
+    sr.save_as(folder / "report_sr.dcm")
+    shutil.copy(PYDICOM_FILES / "rtstruct.dcm", folder / "rtstruct.dcm")
+    expected |= {"report_sr.dcm": "processed", "rtstruct.dcm": "processed"}
+    cd = FileSet()
+    cd_study, cd_series = generate_uid(), generate_uid()
+    for n in range(3):
+        cd.add(_instance(CD_NAME, CD_PATIENT_ID, n + 1, cd_study, cd_series))
+    cd.write(folder / "cd")
+    for path in (folder / "cd").rglob("*"):
+        if path.is_file():
+            expected[str(path.relative_to(folder))] = "processed"
+    whole = (folder / "Doe_Jane_000.dcm").read_bytes()
+    (folder / "cut_short.dcm").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.txt").write_text(f"Patient {NAME}, see images.\n")
+    expected |= {"cut_short.dcm": "refused", "notes.txt": "refused"}
+    return expected
+
+
+def _assert_deid_output(out: Path, forbidden: list[bytes]) -> list[Path]:
+    """Every output a valid DICOM file, marked de-identified, with none of ``forbidden`` anywhere in it (names
+    with letters: in its bytes; IDs: as a patient's name or ID at any depth, DICOMDIR records included)."""
+    files = [p for p in out.rglob("*") if p.is_file()]
+    words = [w for w in forbidden if any(chr(c).isalpha() for c in w)]
+    for path in files:
+        data = path.read_bytes()
+        assert not [word for word in words if word in data], path.name
+        ds = pydicom.dcmread(path)
+        if path.name != "DICOMDIR":
+            assert ds.PatientIdentityRemoved == "YES"
+        for elem in ds.iterall():
+            if elem.keyword in ("PatientName", "PatientID"):
+                assert str(elem.value).encode() not in forbidden, path.name
+    return files
+
+
+def test_deid_processes_or_refuses_every_file_and_rewrites_the_dicomdir(tmp_path):
+    expected = dicom_corpus(tmp_path / "in")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    result = _invoke("--home", str(tmp_path / "home"), "dicom", "deid", str(tmp_path / "in"), "--out", str(out),
+                     "--summary", str(summary))
+    assert result.exit_code == 1  # two inputs refused
+    record = json.loads(summary.read_text())
+    statuses = {f["input"]: f["status"] for f in record["files"]}
+    assert statuses == expected
+    reasons = {f["input"]: f["reason"] for f in record["files"]}
+    assert "truncated" in reasons["cut_short.dcm"] and "not a DICOM file" in reasons["notes.txt"]
+    kinds = {f["input"]: f["detail"]["kind"] for f in record["files"]}
+    assert kinds["rtstruct.dcm"] == "RT Structure Set Storage" and kinds["report_sr.dcm"] == "Comprehensive SR Storage"
+    assert record["counts"].items() <= _counts(result.output).items()
+    assert _counts(result.output)["refused"] == 2 and "refused notes.txt" in result.output
+    files = _assert_deid_output(out, [b"Doe", b"Roe", PATIENT_ID.encode(), CD_PATIENT_ID.encode()])
+    # The CD: a new file-set, its DICOMDIR built from the de-identified files, named by its new UID.
+    dicomdirs = [p for p in files if p.name == "DICOMDIR"]
+    assert len(dicomdirs) == 1 and dicomdirs[0].parent.name.startswith("2.25.")
+    new_set = FileSet(pydicom.dcmread(dicomdirs[0]))
+    assert len(new_set) == 3 and all(Path(i.path).is_file() for i in new_set)
+    assert {str(i.PatientName) for i in new_set} <= {"", "ANONYMOUS"}
+    # Loose files by new UIDs, each input once: 6 images + SR + RT + CD's 3 images + its DICOMDIR.
+    assert len(files) == len(expected) - 2
+
+
+def test_deid_over_pydicom_s_own_test_files_never_stops(tmp_path):
+    source = sorted(p for p in PYDICOM_FILES.rglob("*") if p.is_file())
+    names: set[bytes] = set()
+    for path in source:  # every patient name and ID pydicom's files hold, DICOMDIR records included
+        try:
+            for elem in pydicom.dcmread(path, force=True).iterall():
+                if elem.keyword in ("PatientName", "PatientID") and len(str(elem.value)) >= 4:
+                    names.add(str(elem.value).encode())
+        except Exception:  # noqa: BLE001, S112 - files pydicom cannot read hold nothing to compare
+            continue
+    names -= {b"ANONYMOUS", b"ANONYMIZED"}
+    assert b"Test^S R" in names  # the SR's patient
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    result = _invoke("--home", str(tmp_path / "home"), "dicom", "deid", str(PYDICOM_FILES), "--out", str(out),
+                     "--summary", str(summary))
+    record = json.loads(summary.read_text())
+    assert result.exit_code == 1 and record["counts"]["total"] == len(source)  # every file has its outcome
+    by_input = {f["input"]: f for f in record["files"]}
+    assert len(by_input) == len(source)
+    for name in ("rtstruct.dcm", "test-SR.dcm", "reportsi.dcm", "dicomdirtests/DICOMDIR", "dicomdirtests/TINY_ALPHA/"
+                 "DICOMDIR", "dicomdirtests/TINY_ALPHA/PT000000/ST000000/SE000000/IM000000"):
+        assert by_input[name]["status"] == "processed", (name, by_input[name]["reason"])
+    for f in record["files"]:
+        if f["status"] == "refused":
+            assert f["reason"]
+            if f["detail"]["kind"] not in ("", "unknown object"):  # a real DICOM object is never "not a DICOM file"
+                assert "not a DICOM file" not in f["reason"], f
+    _assert_deid_output(out, sorted(names))
+    assert not _temps(out)
+
+
+# -- kill tests ----------------------------------------------------------------------------------
+# The command runs in a child whose every output write is slowed down (in the test only), so a SIGKILL
+# lands part-way through the batch.
+SLOW = """
+import time
+import loupe.apps.batch as b
+import loupe.domains.medical.deid.batch as d
+def slowed(write):
+    def slow(*args, **kwargs):
+        write(*args, **kwargs)
+        time.sleep(0.3)
+    return slow
+b.write_atomically = slowed(b.write_atomically)
+d.write_atomically = slowed(d.write_atomically)
+from loupe.apps.cli import main
+main()
+"""
+
+
+def _kill_after_first_output(args: list[str], out: Path, done: callable) -> None:
+    process = subprocess.Popen([sys.executable, "-c", SLOW, *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not done() and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL  # killed part-way, not finished
+
+
+def test_deid_killed_mid_batch_resumes_without_duplicates(tmp_path):
+    expected = dicom_corpus(tmp_path / "in", images=12)
+    home, out, summary = tmp_path / "home", tmp_path / "out", tmp_path / "summary.json"
+    args = ["--home", str(home), "dicom", "deid", str(tmp_path / "in"), "--out", str(out)]
+    _kill_after_first_output(args, out, lambda: len([p for p in out.rglob("*.dcm") if p.is_file()
+                                                      and TEMP_MARK not in p.name]) >= 2)
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and TEMP_MARK not in p.name}
+    for path in first:  # what the killed run left is whole
+        pydicom.dcmread(path)
+    stale = out / f".2.25.1.dcm.99999{TEMP_MARK}"  # as if killed mid-write: identifying content
+    stale.write_bytes(f"{NAME} {PATIENT_ID}".encode())
+    result = _invoke(*args, "--summary", str(summary))
+    record = json.loads(summary.read_text())
+    statuses = {f["input"]: f["status"] for f in record["files"]}
+    assert {k: ("processed" if v == "already_done" else v) for k, v in statuses.items()} == expected
+    counts = record["counts"]
+    assert counts["already_done"] >= 2 and counts["processed"] + counts["already_done"] == len(expected) - 2
+    assert counts["refused"] == 2 and result.exit_code == 1
+    assert not _temps(out)
+    files = _assert_deid_output(out, [b"Doe", b"Roe", PATIENT_ID.encode(), CD_PATIENT_ID.encode()])
+    assert len(files) == len(expected) - 2  # every input once
+    assert all(first[p] == p.stat().st_mtime_ns for p in first)  # done before: not written again
+
+
+def _document_corpus(folder: Path, pages: int = 4) -> dict[str, str]:
+    from pypdf import PdfWriter
+
+    folder.mkdir(parents=True)
+    expected = {}
+    for n in range(pages):
+        image = Image.new("RGB", (360, 90), "white")
+        ImageDraw.Draw(image).text((12, 30), f"Invoice {n} total 42", fill="black", font_size=28)
+        image.save(folder / f"page_{n:02}.png")
+        expected[f"page_{n:02}.png"] = "processed"
+    writer = PdfWriter()
+    writer.add_blank_page(200, 200)
+    with (folder / "blank.pdf").open("wb") as handle:
+        writer.write(handle)
+    expected["blank.pdf"] = "processed"
+    whole = (folder / "blank.pdf").read_bytes()
+    (folder / "cut_short.pdf").write_bytes(whole[: len(whole) // 3])
+    (folder / "not_an_image.png").write_text("this is text")
+    return expected | {"cut_short.pdf": "refused", "not_an_image.png": "refused"}
+
+
+@pytest.mark.parametrize("command", [["docs", "convert", "--to", "json"], ["ocr", "--json", "--no-orientation"]])
+def test_document_commands_killed_mid_batch_resume_without_duplicates(tmp_path, command):
+    expected = _document_corpus(tmp_path / "in")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    suffix = ".json" if command[0] == "docs" else ".jsonl"
+    args = [*command, str(tmp_path / "in"), "--out", str(out)]
+
+    def outputs() -> list[Path]:
+        return [p for p in out.glob(f"*{suffix}") if TEMP_MARK not in p.name]
+
+    _kill_after_first_output(args, out, lambda: out.is_dir() and len(outputs()) >= 1)
+    first = {p: p.stat().st_mtime_ns for p in outputs()}
+    assert 1 <= len(first) < len(expected) - 2
+    for path in first:  # whole: every line parses
+        for line in path.read_text().splitlines() if suffix == ".jsonl" else [path.read_text()]:
+            json.loads(line)
+    result = _invoke(*args, "--summary", str(summary))
+    record = json.loads(summary.read_text())
+    statuses = {f["input"]: f["status"] for f in record["files"]}
+    assert {k: ("processed" if v == "already_done" else v) for k, v in statuses.items()} == expected
+    assert record["counts"]["already_done"] == len(first) and result.exit_code == 1
+    assert {f["input"] for f in record["files"] if f["status"] == "refused"} == {"cut_short.pdf", "not_an_image.png"}
+    assert all(f["reason"] for f in record["files"] if f["status"] == "refused")
+    assert sorted(p.name for p in outputs()) == sorted(f"{k}{suffix}" for k, v in expected.items() if v == "processed")
+    assert not _temps(out) and all(first[p] == p.stat().st_mtime_ns for p in first)
+    if command[0] == "ocr":
+        text = (out / "page_03.png.jsonl").read_text()
+        assert "Invoice" in text and "42" in text
+
+
+def test_check_reports_killed_mid_batch_resumes_and_lists_refused_lines(tmp_path):
+    source, out, summary = tmp_path / "reports.jsonl", tmp_path / "results.jsonl", tmp_path / "summary.json"
+    lines = [json.dumps({"id": f"r{n}", "findings": "Small left pleural effusion. No pneumothorax.",
+                         "impression": "Small right pleural effusion."}) for n in range(1200)]
+    lines.insert(5, '{"id": "broken", "findings": ')  # not JSON
+    lines.insert(9, json.dumps({"id": "empty", "findings": ""}))
+    lines.append(lines[0])  # the same report twice
+    source.write_text("\n".join(lines) + "\n")
+    args = ["--home", str(tmp_path / "home"), "check-reports", str(source), "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "loupe.apps.cli", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 50):
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = out.read_bytes().count(b"\n")
+    assert 50 <= partial < 1200
+    result = _invoke(*args, "--summary", str(summary))
+    record = json.loads(summary.read_text())
+    assert result.exit_code == 1
+    assert record["counts"] == {"total": 1203, "processed": 1200 - partial, "already_done": partial, "duplicate": 1,
+                                "refused": 2}
+    refused = [f for f in record["files"] if f["status"] == "refused"]
+    assert sorted(f["input"] for f in refused) == ["line 10", "line 6"] and all(f["reason"] for f in refused)
+    written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(written) == sorted(f"r{n}" for n in range(1200))  # each once
