@@ -79,6 +79,13 @@ class BatchLog:
             raise SystemExit(self.exit_code)
 
 
+def error_name(exc: BaseException) -> str:
+    """The exception's type, qualified where a bare name says nothing (``struct.error``); never its message,
+    which can quote file content."""
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TEMP_MARK}")
 
@@ -175,7 +182,8 @@ def run_each(inputs: list[tuple[Path, str]], log: BatchLog, work: Callable[[Path
             except LoupeError as exc:
                 log.add(shown, "refused", str(exc))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                log.add(shown, "refused", f"It could not be read ({type(exc).__name__}).")
+                log.add(shown, "refused", f"It could not be read: the file looks damaged or is not in a format "
+                                          f"Loupe reads ({error_name(exc)}).")
             else:
                 if out is None:
                     if text:

@@ -291,3 +291,35 @@ def test_check_reports_killed_mid_batch_resumes_and_lists_refused_lines(tmp_path
     assert sorted(f["input"] for f in refused) == ["line 10", "line 6"] and all(f["reason"] for f in refused)
     written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(written) == sorted(f"r{n}" for n in range(1200))  # each once
+
+
+def test_a_header_problem_is_not_blamed_on_a_decoder(tmp_path):
+    from loupe.core.errors import InputRejected
+    from loupe.domains.medical.deid.reading import check_pixels
+
+    ds = pydicom.dcmread(PYDICOM_FILES / "MR_small_RLE.dcm")  # compressed: the old message named the decoders
+    del ds.BitsStored
+    with pytest.raises(InputRejected) as refused:
+        check_pixels(ds)
+    assert "header" in str(refused.value) and "decoder" not in str(refused.value)
+
+
+def test_deid_refuses_a_pixel_matrix_over_the_budget_before_decoding(tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _instance(NAME, PATIENT_ID, 1, generate_uid(), generate_uid()).save_as(folder / "ct.dcm")
+    monkeypatch.setenv("LOUPE_MAX_IMAGE_PIXELS", "1000")  # CT_small is 128 x 128
+    result = _invoke("--home", str(tmp_path / "home"), "dicom", "deid", str(folder), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "LOUPE_MAX_IMAGE_PIXELS" in result.output
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_ocr_to_stdout_keeps_the_text_on_stdout_and_the_summary_on_stderr(tmp_path):
+    expected = _document_corpus(tmp_path / "in", pages=1)
+    result = subprocess.run([sys.executable, "-m", "loupe.apps.cli", "ocr", "--no-orientation",
+                             str(tmp_path / "in" / "page_00.png"), str(tmp_path / "in" / "not_an_image.png")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Invoice" in result.stdout and '"total"' not in result.stdout
+    assert "refused not_an_image.png:" in result.stderr and json.loads(result.stderr.strip().splitlines()[-1]) == {
+        "total": 2, "processed": 1, "already_done": 0, "duplicate": 0, "refused": 1}
+    assert expected["not_an_image.png"] == "refused"
