@@ -8,6 +8,7 @@ the original part headers passes, and a body the parser does not accept never re
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import shutil
@@ -22,6 +23,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
 _EXTENSION = re.compile(r"\.[a-z0-9]{1,5}")
+# Extensions that name a file type: Python's built-in table (not the system's files) and the slide and DICOM
+# suffixes Loupe's domains accept. Any other "extension" may be part of a name ("SMITH.ANNA") and is dropped.
+_TABLE = mimetypes.MimeTypes()
+FILE_TYPES = frozenset(ext.lower() for ext in [*_TABLE.types_map[True], *_TABLE.types_map[False],
+                                               *_TABLE.encodings_map, ".dcm", ".dicom", ".svs", ".ndpi", ".scn"])
 _ANY_FILENAME = re.compile(rb'filename\*?\s*=\s*"?([^";\r\n]*)', re.IGNORECASE)  # for the extension only
 _FIELD_NAME = re.compile(rb"[\w.\[\]-]{1,100}")
 _MEDIA_TYPE = re.compile(rb"[\w.+-]{1,100}/[\w.+-]{1,100}")
@@ -31,9 +37,10 @@ _HOLD = 16 * 1024
 
 
 def neutral_name(original: str) -> str:
-    """``upload`` plus the original extension when it is a plain one (Gradio checks file types by it)."""
+    """``upload`` plus the original extension when it is a plain one that names a file type (Gradio checks
+    file types by it)."""
     ext = os.path.splitext(original.strip().rsplit("'", 1)[-1])[1].lower()
-    return "upload" + (ext if _EXTENSION.fullmatch(ext) else "")
+    return "upload" + (ext if _EXTENSION.fullmatch(ext) and ext in FILE_TYPES else "")
 
 
 def multipart_boundary(content_type: str | None) -> bytes | None:

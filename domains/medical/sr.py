@@ -2,8 +2,9 @@
 
 The Basic Profile removes the whole Content Sequence, so the text is read from the original and
 cleaned the way PS3.15's Clean Structured Content option asks: person names, dates, times and UID
-references are replaced; free text has the header's names, identifiers and dates cut out wherever
-they appear. Free text can still name someone the header does not: the viewer says so.
+references are replaced; free text has the header's names (each of a name's alphabetic, ideographic
+and phonetic groups too), identifiers, dates and dotted UIDs cut out wherever they appear. Free text
+can still name someone the header does not: the viewer says so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ IDENTIFYING = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate"
                "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
                "OperatorsName", "InstitutionName", "StudyID", "PatientAddress", "PatientTelephoneNumbers")
 _RUN_OF_REMOVED = re.compile(re.escape(REMOVED) + r"(?:\s+" + re.escape(REMOVED) + ")+")
-_DATE_IN_TEXT = re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b")
+# Word edges where "_" counts as a separator too: "DOE_JOHN_19800101" hides a name and a date.
+_START, _END = r"(?<![^\W_])", r"(?![^\W_])"
+_DATE_IN_TEXT = re.compile(_START + r"(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})"
+                           + _END)
+_UID_IN_TEXT = re.compile(_START + r"\d+(?:\.\d+){3,}" + _END)  # 1.2.840.113619.2.55...: a study's or image's UID
+_NAME_PARTS = re.compile(r"[\^ ,=]+")  # PN components, and "=" between a name's alphabetic/ideographic groups
+_TOO_LONG = "This structured report is nested too deeply or is too long to show."
 
 
 def is_structured_report(ds: Dataset) -> bool:
@@ -39,27 +46,33 @@ def _identifiers(ds: Dataset) -> list[str]:
         text = str(value or "").strip()
         if text:
             found.add(text.replace("^", " ").strip())
-            found.update(part for part in re.split(r"[\^ ,]+", text) if len(part) >= 2)
+            found.update(group.replace("^", " ").strip() for group in text.split("=") if group.strip("^ "))
+            found.update(part for part in _NAME_PARTS.split(text) if len(part) >= 2)
 
     for keyword in IDENTIFYING:
         value = ds.get(keyword)
         for item in value if isinstance(value, (list, tuple, MultiValue)) else [value]:
             add(item)
-    stack = list(ds.get("ContentSequence", []))
-    while stack and len(found) < 1000:  # names recorded inside the content (observers, physicians)
-        item = stack.pop()
+    stack = [(item, 1) for item in ds.get("ContentSequence", [])]
+    visited = 0
+    while stack:  # names recorded inside the content (observers, physicians): all of them, or no text at all
+        item, depth = stack.pop()
+        visited += 1
+        if visited > MAX_LINES or depth > MAX_DEPTH:  # more than the text would show: refused before the work
+            raise InputRejected(_TOO_LONG)
         if item.get("ValueType") == "PNAME":
             add(item.get("PersonName"))
-        stack.extend(item.get("ContentSequence", []))
+        stack.extend((child, depth + 1) for child in item.get("ContentSequence", []))
+    found.discard("")
     return sorted(found, key=len, reverse=True)
 
 
 def _scrubber(ds: Dataset):  # noqa: ANN202 - a closure over the header's identifiers
     words = _identifiers(ds)
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE) if words else None
+    pattern = re.compile(_START + "(" + "|".join(map(re.escape, words)) + ")" + _END, re.IGNORECASE) if words else None
 
     def scrub(text: str) -> str:
-        text = _DATE_IN_TEXT.sub("[date]", text)
+        text = _DATE_IN_TEXT.sub("[date]", _UID_IN_TEXT.sub("[uid]", text))
         if pattern is None:
             return text
         return _RUN_OF_REMOVED.sub(REMOVED, pattern.sub(REMOVED, text))  # "Jane Doe" -> one mark, not two
@@ -103,9 +116,11 @@ def structured_text(ds: Dataset) -> str:
     lines = [_label(ds).upper() or "STRUCTURED REPORT"]
 
     def walk(items, depth: int) -> None:  # noqa: ANN001
-        if depth > MAX_DEPTH or len(lines) > MAX_LINES:
-            raise InputRejected("This structured report is nested too deeply or is too long to show.")
+        if depth > MAX_DEPTH:
+            raise InputRejected(_TOO_LONG)
         for item in items:
+            if len(lines) >= MAX_LINES:  # checked per line: one container may hold any number of items
+                raise InputRejected(_TOO_LONG)
             label, kind = _label(item), item.get("ValueType", "")
             if kind == "CONTAINER":
                 lines.append(f"{'  ' * (depth - 1)}{label.upper()}:" if depth == 1 else f"{'  ' * (depth - 1)}{label}:")
