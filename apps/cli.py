@@ -743,6 +743,25 @@ def bench_layout(folder: Path, as_table: bool) -> None:
     click.echo(table(report) if as_table else json.dumps(report, indent=2, ensure_ascii=False))
 
 
+@bench.command("robustness")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".loupe" / "bench" / "robustness", show_default=True,
+              help="Scratch folder (emptied first): the generated files and a throwaway LOUPE_HOME.")
+@click.option("--only", multiple=True, help="Run only these specimens (by name; repeatable).")
+@click.option("--list", "list_only", is_flag=True, help="List the specimens and exit.")
+def bench_robustness(workdir: Path, only: tuple[str, ...], list_only: bool) -> None:
+    """Every generated hostile and everyday file through the app's path, timing a second user's page loads."""
+    from .robustness import specimens
+
+    if list_only:
+        for s in specimens():
+            click.echo(f"{s.name}\t{s.domain}\t{s.kind}\t{s.expect}\t{s.budget or ''}\t{s.about}")
+        return
+    from .bench_robustness import run_robustness_bench
+
+    click.echo(json.dumps(run_robustness_bench(workdir, only), indent=2, ensure_ascii=False))
+
+
 from .cli_finetune import adapters, evaluate_adapter, finetune  # noqa: E402 - they use this module's helpers
 
 for _command in (finetune, adapters, evaluate_adapter):

@@ -114,14 +114,21 @@ def _run_job(job_id: int, memory_bytes: int, cpu_seconds: int, fn: Callable[...,
     before = resource.getrusage(resource.RUSAGE_SELF)
     _limit_job(memory_bytes, cpu_seconds)
     try:
-        result = fn(*args)
+        result: Any = fn(*args)
     except MemoryError:
         os._exit(MEMORY_EXIT)  # the worker's heap may be in pieces: it ends, the pool starts a fresh one
+    except LoupeError as exc:  # a refusal: it goes back with what reaching it cost
+        result = _Refused(exc)
     finally:
         _set_soft(resource.RLIMIT_AS, resource.RLIM_INFINITY)  # the next job of this worker gets its own budget
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return result, JobStats(_peak_rss(), cpu)
+
+
+@dataclass
+class _Refused:
+    error: LoupeError
 
 
 @dataclass
@@ -238,7 +245,7 @@ class JobRunner:
             shown = None
             while True:
                 try:
-                    return future.result(timeout=POLL_SECONDS)
+                    result, stats = future.result(timeout=POLL_SECONDS)
                 except FutureTimeout:
                     if not future.done():
                         if cancelled():
@@ -250,6 +257,10 @@ class JobRunner:
                         continue
                     raise JobFailed(f"{label} took longer than {wall:,} s and was stopped "
                                     "(an administrator can raise LOUPE_JOB_SECONDS).") from None
+                if isinstance(result, _Refused):
+                    result.error.job_stats = stats  # what the refusal cost the worker (benchmarks, tests)
+                    raise result.error
+                return result, stats
         except CancelledError:
             raise JobCancelled(f"{label}: cancelled.") from None
         except ProcessExpired as exc:
