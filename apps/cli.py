@@ -743,6 +743,16 @@ def bench_layout(folder: Path, as_table: bool) -> None:
     click.echo(table(report) if as_table else json.dumps(report, indent=2, ensure_ascii=False))
 
 
+@cli.command("budgets")
+def budgets_command() -> None:
+    """The input budgets in effect (docs/budgets.md): value, setting and what each bounds."""
+    from loupe.core.budgets import Budgets, describe
+
+    current = Budgets.from_env()
+    for name, limit, _default in Budgets.described():
+        click.echo(f"{limit.setting:26} {describe(name, getattr(current, name)):>22}  {limit.meaning}")
+
+
 @bench.command("robustness")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path.home() / ".loupe" / "bench" / "robustness", show_default=True,
