@@ -22,6 +22,7 @@ from .errors import InputRejected
 FRAME_COUNT_CAP = 10_000  # counting stops here: a crafted file must not make us walk millions of frames
 _MIB = 2**20
 _MEGAPIXEL = 1_000_000
+_ORIENTATION = 0x0112  # the EXIF tag
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
 
@@ -228,7 +229,7 @@ def check_tiff_pages(data: bytes, limits: Budgets, read: int | None = None) -> l
             part = f"Page {number} of the TIFF" + (f" (sub-image {index})" if index else "")
             limits.check("max_pixels", width * height, f"{part}, {width:,} × {height:,} pixels,")
     work = sum(page.width * page.height for page in pages[:read])
-    limits.check("max_work_pixels", work, f"The pages to read from the TIFF, {len(pages[:read]):,} in all,")
+    limits.check("max_work_pixels", work, f"The work of reading {len(pages[:read]):,} pages of the TIFF")
     return pages
 
 
@@ -292,15 +293,16 @@ def pixels_only_png(img: Image.Image) -> bytes:
     every value is an integer in 0..65535, otherwise they are rescaled from their min..max range to L.
     """
     with contextlib.suppress(*_DECODE_ERRORS):  # damaged EXIF: keep the pixels as decoded rather than refuse
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(_ORIENTATION, 1) != 1:  # (exif_transpose copies even an upright image)
+            img = ImageOps.exif_transpose(img)
     transparency = img.info.get("transparency")
     if img.mode == "P" and (transparency is not None or (img.palette and img.palette.mode == "RGBA")):
         img, transparency = img.convert("RGBA"), None
     img = _png_storable(img)
-    # Rebuilt from raw bytes so nothing from ``img.info`` (text, EXIF, ICC, comments...) can travel along.
-    clean = Image.frombytes(img.mode, img.size, img.tobytes())
-    if img.mode == "P":
-        clean.putpalette(img.getpalette() or [])
+    # A new image of the pixels (and palette) alone, with no ``info``: nothing from the file (text, EXIF, ICC,
+    # comments...) can travel along. One copy: a large page is not held three times over.
+    clean = img.copy()
+    clean.info = {}
     options: dict[str, object] = {}
     if img.mode in ("1", "L", "I;16") and isinstance(transparency, int):
         options["transparency"] = transparency  # a colour key is pixel data, not metadata

@@ -105,7 +105,9 @@ def page_scale(width_pt: float, height_pt: float, dpi: int, max_pixels: int) -> 
 
 
 def render(page: object, dpi: int = DPI, scale: float | None = None) -> Image.Image:
-    return page.render(scale=scale or dpi / 72).to_pil().convert("RGB")
+    # RGB byte order from PDFium: the bitmap becomes the image without another copy of a large page
+    image = page.render(scale=scale or dpi / 72, rev_byteorder=True).to_pil()
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | None, pages: Sequence[int] | None = None,
@@ -138,7 +140,7 @@ def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | Non
         if reduced is not None:
             reduced.update({n: scales[n] * 72 for n in wanted if scales[n] < dpi / 72})
         if keep_images:
-            budgets.check("max_work_pixels", sum(pixels.values()), f"Rendered, the {len(wanted):,} pages of this PDF")
+            budgets.check("max_work_pixels", sum(pixels.values()), f"The work of rendering the {len(wanted):,} pages of this PDF")
         rendered = 0
         for done, number in enumerate(wanted, 1):
             scale = scales[number]
@@ -150,7 +152,7 @@ def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | Non
                 image = None
                 if keep_images or (ocr is not None and not has_layer):
                     rendered += pixels[number]
-                    budgets.check("max_work_pixels", rendered, f"Rendered, the pages of this PDF up to page {number}")
+                    budgets.check("max_work_pixels", rendered, f"The work of rendering this PDF up to page {number}")
                     image = render(page, scale=scale)
                 width, height = round(width_pt * scale), round(height_pt * scale)
                 if has_layer:

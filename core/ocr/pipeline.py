@@ -35,7 +35,7 @@ class PageReader:
         self.min_side = min_side
 
     def read(self, image: Image.Image, number: int = 1) -> Page:
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")  # no copy of a large page
         full_size = image.size
         blocks = max(image.size) // self.max_side  # the engine scales the last step itself
         if blocks >= 2:  # a 35 MP scan: average whole pixel blocks first, which is fast and antialiased

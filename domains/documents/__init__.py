@@ -37,6 +37,13 @@ def _reader():  # noqa: ANN202 - one PageReader (ONNX sessions load once per pro
     return PageReader(RapidOCREngine())
 
 
+class _LazyReader:
+    """The OCR reader, loaded when a page first needs OCR: a refusal or a PDF with a text layer never loads it."""
+
+    def read(self, image: Image.Image, number: int = 1):  # noqa: ANN201 - a Page
+        return _reader().read(image, number)
+
+
 def _stored(image: Image.Image) -> tuple[bytes, int, int]:
     """A read page as stored: a PNG of its pixels only (no metadata of the file survives), and its size."""
     return pixels_only_png(image), image.width, image.height
@@ -58,7 +65,7 @@ class DocumentsDomain:
         limits.check("max_bytes", len(data), "The file")
         # Pages beyond limits.max_pages are not read (the note says so); each page is stored as a PNG as soon as
         # it is read, so a long document never holds all its pages decoded.
-        doc = open_document(data, _reader(), keep_images=True, max_pages=limits.max_pages, budgets=limits,
+        doc = open_document(data, _LazyReader(), keep_images=True, max_pages=limits.max_pages, budgets=limits,
                             progress=progress, convert=_stored)
         kind = "PDF" if is_pdf(data) else "image"
         assets = []

@@ -144,8 +144,9 @@ def _open_photo(data: bytes, limits: Budgets, path: Path) -> Image.Image:
     except InputRejected:
         path.write_bytes(data)
         if named := gdal_format(path):
-            raise InputRejected(f"The file is {named}, a format Loupe does not read. Convert it to a "
-                                "Cloud-Optimized GeoTIFF (gdal_translate -of COG) and upload that.") from None
+            raise InputRejected(f"The file is {named}, a format Loupe does not read (it reads GeoTIFF / COG, PNG "
+                                "and JPEG). Convert it to a Cloud-Optimized GeoTIFF (gdal_translate -of COG) and "
+                                "upload that.") from None
         raise
 
 
