@@ -156,3 +156,13 @@ def test_a_report_of_sections_counts_all_its_sections():
     report = Report("r", {"indication": "x" * 30_000, "findings": "No effusion.", "impression": "y" * 20_000})
     with pytest.raises(BudgetExceeded, match="50,012 characters"):
         check_rules(report)
+
+
+def test_a_csv_report_over_the_csv_field_limit_is_listed_and_the_rest_read(tmp_path):
+    from loupe.domains.medical.reports.sections import read_reports
+
+    source = tmp_path / "reports.csv"
+    source.write_text("uid,findings,impression\n1," + "x" * 200_000 + ",y\n2,No effusion.,Normal.\n")
+    problems: list[str] = []
+    assert [r.id for r in read_reports(source, problems)] == ["2"]  # before: csv.Error ended the whole file
+    assert problems == ["line 2: a field is longer than the 131,072 characters Loupe reads from a CSV field."]

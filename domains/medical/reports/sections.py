@@ -107,7 +107,16 @@ def _rows(path: Path) -> Iterator[Report | InputRejected]:
             missing.insert(0, "uid")
         if missing:
             raise InputRejected(f"line 1: the header lacks column(s) {', '.join(missing)}.")
-        for row in reader:
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:  # a field over csv's limit: this record is skipped, the reader goes on after it
+                yield InputRejected(f"line {start}: a field is longer than the {csv.field_size_limit():,} characters "
+                                    "Loupe reads from a CSV field.")
+                continue
             try:  # reader.line_num: the file line where this record ends (fields may span lines)
                 yield _from_fields(str(row.get("uid") or row.get("id") or "").strip(), row, f"line {reader.line_num}")
             except InputRejected as exc:
