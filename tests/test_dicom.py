@@ -13,8 +13,9 @@ import pydicom
 import pytest
 from pydicom.pixels import pixel_array
 
+from loupe.core.budgets import BudgetExceeded, Budgets
 from loupe.core.errors import InputRejected
-from loupe.domains.medical.dicom_image import check_size, frame_values, geometry, read_dataset
+from loupe.domains.medical.dicom_image import check_size, check_work, frame_values, geometry, read_dataset
 from loupe.domains.medical.series import read_series, zip_members
 from loupe.domains.medical.windowing import PRESETS, Window, apply_window, ct_channels, display
 
@@ -106,13 +107,16 @@ def test_size_is_checked_from_the_header_before_any_pixel_is_decoded():
     ds = _read("MR_small.dcm")
     claim = copy.deepcopy(ds)
     claim.NumberOfFrames = 10_000  # a 10,000-frame claim on 8 KB of pixel data
-    with pytest.raises(InputRejected, match="10,000 frames"):
-        check_size(geometry(claim), max_pixels=89_478_485, max_bytes=50 * 2**20)
-    with pytest.raises(InputRejected, match="64 × 64 pixels"):
-        check_size(geometry(ds), max_pixels=1000, max_bytes=50 * 2**20)
-    with pytest.raises(InputRejected, match="MiB"):
-        check_size(geometry(ds), max_pixels=89_478_485, max_bytes=4096)
-    check_size(geometry(ds), max_pixels=89_478_485, max_bytes=50 * 2**20)  # within limits: no error
+    with pytest.raises(BudgetExceeded, match="10,000 frames") as refused:
+        check_size(geometry(claim), Budgets())
+    assert refused.value.budget == "max_frames"
+    with pytest.raises(BudgetExceeded, match="64 × 64 pixels") as refused:
+        check_size(geometry(ds), Budgets(max_pixels=1000))
+    assert refused.value.budget == "max_pixels"
+    with pytest.raises(BudgetExceeded, match="LOUPE_MAX_WORK_PIXELS"):
+        check_work([geometry(ds)] * 3, Budgets(max_work_pixels=3 * 64 * 64 - 1))
+    check_size(geometry(ds), Budgets())  # within the budgets: no error
+    check_work([geometry(ds)] * 3, Budgets(max_work_pixels=3 * 64 * 64))
 
 
 def _zip(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -135,7 +139,7 @@ def test_a_zipped_series_is_grouped_and_ordered_along_the_slice_normal():
         slices[f"slice_{z}.dcm"] = _bytes(ds)
     slices["other_series.dcm"] = (DICOM / "MR_small.dcm").read_bytes()
     slices["notes.txt"] = b"not an image"
-    series, skipped = read_series(zip_members(_zip(slices), 50 * 2**20))
+    series, skipped = read_series(zip_members(_zip(slices), Budgets()))
     assert [len(s) for s in series] == [3, 1] and skipped == 1
     assert [float(ds.ImagePositionPatient[2]) for ds in series[0].slices] == [-10.0, 10.0, 30.0]
 
@@ -143,6 +147,6 @@ def test_a_zipped_series_is_grouped_and_ordered_along_the_slice_normal():
 def test_a_zip_bomb_is_refused_before_it_is_inflated():
     bomb = _zip({"a.dcm": b"\x00" * 20_000_000})
     with pytest.raises(InputRejected, match="compressed far beyond"):
-        zip_members(bomb, 50 * 2**20)
-    with pytest.raises(InputRejected, match="more than the 1 MiB"):
-        zip_members(_zip({"a.dcm": b"\x00" * 2_000_000}, zipfile.ZIP_STORED), 2**20)
+        zip_members(bomb, Budgets())
+    with pytest.raises(BudgetExceeded, match="LOUPE_MAX_DECODED_BYTES"):
+        zip_members(_zip({"a.dcm": b"\x00" * 2_000_000}, zipfile.ZIP_STORED), Budgets(max_decoded_bytes=2**20))

@@ -5,11 +5,17 @@ decoding only the frames it overlaps, straight from the file (pydicom reads one 
 Frames are placed by DimensionOrganizationType: TILED_FULL fills the matrix row by row; otherwise each
 frame's Plane Position (Slide) says where it goes. One focal plane and one optical path are read (the
 first), as a viewer shows them.
+
+Nothing is sized from the header alone: a level whose file holds fewer frames than its header claims
+is refused, one tile must fit the pixel budget, and a region is composed tile by tile straight into the
+output size (memory: the output and one tile), after the tiles it decodes are counted against the work
+budget.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..budgets import Budgets
 from ..errors import InputRejected
 from .sources import Box, check_dimensions
 
@@ -37,6 +44,35 @@ def is_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
+def frames_present(path: Path, ds, wanted: int) -> int | None:  # noqa: ANN001 - a pydicom Dataset
+    """How many frames the file's pixel data holds, up to ``wanted``, without reading them: fragments of
+    encapsulated data (a frame has at least one), or whole frames of native data. None: not countable
+    here (no file offset, e.g. a deflated file)."""
+    element = ds.get_item(0x7FE00010)
+    if element is None:
+        return 0
+    tell = getattr(element, "value_tell", None)
+    if tell is None or str(ds.file_meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99":
+        return None
+    if element.length != 0xFFFFFFFF:  # native: whole frames in the element's length
+        frame = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * max(1, int(
+            ds.get("BitsAllocated") or 8) // 8)
+        return min(wanted, element.length // max(frame, 1))
+    count = -1  # the first item is the Basic Offset Table
+    with path.open("rb") as handle:
+        handle.seek(tell)
+        while count < wanted:
+            head = handle.read(8)
+            if len(head) < 8:
+                break
+            group, element_number, length = struct.unpack("<HHI", head)
+            if (group, element_number) != (0xFFFE, 0xE000):  # the sequence delimiter, or damage
+                break
+            count += 1
+            handle.seek(length, 1)
+    return max(count, 0)
+
+
 def _frame_positions(ds, tiles_x: int, tiles_y: int) -> dict[tuple[int, int], int]:  # noqa: ANN001
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if ds.get("DimensionOrganizationType") == "TILED_FULL":
@@ -53,14 +89,15 @@ def _frame_positions(ds, tiles_x: int, tiles_y: int) -> dict[tuple[int, int], in
 
 
 class DicomSlideSource:
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], budgets: Budgets | None = None) -> None:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
+        self.budgets = budgets or Budgets.from_env()
         levels = []
         for path in paths:
-            try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            try:  # the pixel data is skipped, not read (deferred): frames_present counts it in the file
+                ds = pydicom.dcmread(path, defer_size=4096)
             except (InvalidDicomError, OSError, ValueError, EOFError):
                 raise InputRejected("A file of the slide is not readable DICOM.") from None
             if ds.get("SOPClassUID") != WSI_SOP_CLASS:
@@ -71,9 +108,17 @@ class DicomSlideSource:
             try:
                 width, height = int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)
                 tile_w, tile_h = int(ds.Columns), int(ds.Rows)
-            except AttributeError:
+            except (AttributeError, TypeError, ValueError):
                 raise InputRejected("A whole-slide DICOM file lacks its pixel matrix size.") from None
             check_dimensions(width, height)
+            if tile_w <= 0 or tile_h <= 0:
+                raise InputRejected("A whole-slide DICOM file gives an empty tile size.")
+            self.budgets.check("max_pixels", tile_w * tile_h, f"One tile of the slide ({tile_w:,} × {tile_h:,} pixels)")
+            claimed = int(ds.get("NumberOfFrames") or 1)
+            held = frames_present(Path(path), ds, claimed)
+            if held is not None and held < claimed:
+                raise InputRejected(f"The slide's header claims {claimed:,} tiles, but its file holds {held:,}: the "
+                                    "file is damaged or not what it says.")
             tiles_x, tiles_y = math.ceil(width / tile_w), math.ceil(height / tile_h)
             levels.append(_Level(Path(path), width, height, tile_w, tile_h, _frame_positions(ds, tiles_x, tiles_y)))
         if not levels:
@@ -93,20 +138,29 @@ class DicomSlideSource:
         level, factor = self._levels[index], self.native_downsamples[index]
         lx0, ly0 = int(x0 / factor), int(y0 / factor)
         lx1, ly1 = max(lx0 + 1, math.ceil(x1 / factor)), max(ly0 + 1, math.ceil(y1 / factor))
-        canvas = np.full((ly1 - ly0, lx1 - lx0, 3), 255, dtype=np.uint8)  # no tile: glass, white
-        for row in range(ly0 // level.tile_h, (ly1 - 1) // level.tile_h + 1):
-            for col in range(lx0 // level.tile_w, (lx1 - 1) // level.tile_w + 1):
-                frame = level.frames.get((col, row))
-                if frame is None:
-                    continue
-                tile = self._frame(level, frame)
-                tx, ty = col * level.tile_w, row * level.tile_h
-                ax0, ay0 = max(lx0, tx), max(ly0, ty)
-                ax1, ay1 = min(lx1, tx + tile.shape[1]), min(ly1, ty + tile.shape[0])
-                if ax0 < ax1 and ay0 < ay1:
-                    canvas[ay0 - ly0:ay1 - ly0, ax0 - lx0:ax1 - lx0] = tile[ay0 - ty:ay1 - ty, ax0 - tx:ax1 - tx]
-        image = Image.fromarray(canvas, "RGB")
-        return image.resize(size, Image.Resampling.BOX) if image.size != size else image
+        self.budgets.check("max_pixels", size[0] * size[1], f"The view of the slide asked for ({size[0]:,} × "
+                                                            f"{size[1]:,} pixels)")
+        tiles = [(col, row, level.frames[(col, row)])
+                 for row in range(ly0 // level.tile_h, (ly1 - 1) // level.tile_h + 1)
+                 for col in range(lx0 // level.tile_w, (lx1 - 1) // level.tile_w + 1) if (col, row) in level.frames]
+        self.budgets.check("max_work_pixels", len(tiles) * level.tile_w * level.tile_h,
+                           "This view of the slide, all the tiles it decodes together,")
+        canvas = Image.new("RGB", size, (255, 255, 255))  # no tile: glass, white
+        sx, sy = size[0] / (lx1 - lx0), size[1] / (ly1 - ly0)
+        for col, row, frame in tiles:  # each tile scaled straight into its place: no level-sized canvas
+            tile = self._frame(level, frame)
+            tx, ty = col * level.tile_w, row * level.tile_h
+            ax0, ay0 = max(lx0, tx), max(ly0, ty)
+            ax1, ay1 = min(lx1, tx + tile.shape[1]), min(ly1, ty + tile.shape[0])
+            dx0, dy0, dx1, dy1 = (round((ax0 - lx0) * sx), round((ay0 - ly0) * sy), round((ax1 - lx0) * sx),
+                                  round((ay1 - ly0) * sy))
+            if ax0 >= ax1 or ay0 >= ay1 or dx0 >= dx1 or dy0 >= dy1:
+                continue
+            part = Image.fromarray(np.ascontiguousarray(tile[ay0 - ty:ay1 - ty, ax0 - tx:ax1 - tx]))
+            if part.size != (dx1 - dx0, dy1 - dy0):
+                part = part.resize((dx1 - dx0, dy1 - dy0), Image.Resampling.BOX)
+            canvas.paste(part, (dx0, dy0))
+        return canvas
 
     @staticmethod
     def _frame(level: _Level, index: int) -> np.ndarray:

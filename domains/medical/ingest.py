@@ -21,7 +21,8 @@ from loupe.core.plugins import Budgets, IngestedAsset
 
 from .deid.batch import encode
 from .deid.deidentify import Deidentifier, DeidOptions
-from .dicom_image import check_size, geometry, iter_frame_values, read_dataset
+from .deid.pixels import find_text_scaled
+from .dicom_image import check_size, check_work, geometry, iter_frame_values, object_kind, read_dataset
 from .series import is_zip, read_series, zip_members
 from .slides import ingest_dicom_slide, is_slide_dataset
 from .sr import is_structured_report, structured_text
@@ -47,15 +48,25 @@ def header_facts(ds: Dataset) -> dict:
 def datasets_of(data: bytes, limits: Budgets) -> list[Dataset]:
     """The datasets to keep: a single file (an image or a structured report), or the largest series of a zip."""
     if is_zip(data):
-        series, _ = read_series(zip_members(data, limits.max_bytes))
+        series, _ = read_series(zip_members(data, limits), limits)
         if not series:
             raise InputRejected("The zip holds no readable DICOM image.")
         return series[0].slices
-    ds = read_dataset(data)
+    ds = read_dataset(data, limits=limits)
     if geometry(ds) is None and not is_structured_report(ds):
-        kind = getattr(ds.get("SOPClassUID"), "name", "") or "a DICOM object without pixel data"
-        raise InputRejected(f"This file has no image and no report text (it is {kind}).")
+        raise InputRejected(no_image(ds))
     return [ds]
+
+
+def no_image(ds: Dataset) -> str:
+    """Why a DICOM object without pixels or report text is refused, named by what it is."""
+    kind = object_kind(ds)
+    if not kind:
+        return "This DICOM file has no image and no report text, so there is nothing to show."
+    if "Image" in kind:
+        return f"This DICOM {kind} file holds no pixel data (only its header), so there is nothing to show."
+    return (f"This is a DICOM {kind}; it has no image and no report text, so there is nothing to show "
+            "(upload the images it refers to).")
 
 
 def report_asset(ds: Dataset) -> IngestedAsset:
@@ -77,15 +88,16 @@ def evenly_spaced(count: int, limit: int) -> list[int]:
 
 def ingest_dicom(data: bytes, limits: Budgets, secret: bytes, progress: Progress | None = None,
                  find_text: Callable[[Image.Image], list] | None = None) -> list[IngestedAsset]:
-    if len(data) > limits.max_bytes:
-        raise InputRejected(f"The file is larger than the {limits.max_bytes // 2**20} MiB Loupe accepts.")
+    limits.check("max_bytes", len(data), "The file")
     datasets = datasets_of(data, limits)
     if len(datasets) == 1 and geometry(datasets[0]) is None:
         return [report_asset(datasets[0])]
-    if any(is_slide_dataset(ds) for ds in datasets):  # read in tiles later: no whole-image size limit
-        return ingest_dicom_slide(datasets, secret)
-    for ds in datasets:  # every size check before any pixel is decoded
-        check_size(geometry(ds), limits.max_pixels, limits.max_bytes)
+    if any(is_slide_dataset(ds) for ds in datasets):  # read in tiles: its own checks, per level and tile
+        return ingest_dicom_slide(datasets, secret, limits)
+    shapes = [geometry(ds) for ds in datasets]
+    for n, shape in enumerate(shapes):  # every budget checked before any pixel is decoded
+        check_size(shape, limits, f"Slice {n + 1}" if len(shapes) > 1 else "The image")
+    check_work(shapes, limits)
     deidentify = Deidentifier(DeidOptions(secret))
     frames = [(i, f) for i, ds in enumerate(datasets) for f in range(geometry(ds).frames)]
     shown = {frames[k] for k in evenly_spaced(len(frames), MAX_PREVIEWS)}
@@ -99,12 +111,13 @@ def ingest_dicom(data: bytes, limits: Budgets, secret: bytes, progress: Progress
         meta = {"kind": "dicom", "series_position": position, "frames": shape.frames, **facts,
                 "deid": report.as_dict()["actions"], "burned_in_annotation": report.burned_in_annotation}
         assets.append(IngestedAsset(encode(clean), "application/dicom", shape.columns, shape.rows, meta))
-        # Every frame is decoded once, shown or not: a damaged one refuses the upload before anything is kept.
+        # Every frame is decoded once, one at a time, shown or not: a damaged one refuses the upload before
+        # anything is kept.
         for frame, values in enumerate(iter_frame_values(clean)):
             if (position, frame) not in shown:
                 continue
             image = display(clean, values)
-            found = find_text(image) if find_text else []
+            found = find_text_scaled(image, find_text) if find_text else []
             view_meta = {"kind": "view", "series_position": position, "frame": frame, "frames": shape.frames,
                          "slices": len(datasets), **facts,
                          "window": [window.center, window.width] if window else None,

@@ -1,26 +1,27 @@
 """A series as a volume: the DICOM files of a zip (or folder), grouped by series and ordered in space.
 
-A zip is checked before anything is inflated: member count, declared sizes and compression ratio, so
-a zip bomb is refused unread. Slices are ordered by their position along the slice normal (Image
-Position and Orientation), falling back to Instance Number.
+A zip is checked before anything is inflated: member count (the slices budget), declared sizes (the
+decoded-bytes budget) and compression ratio, so a zip bomb is refused unread; members are then inflated
+one at a time. Slices are ordered by their position along the slice normal (Image Position and
+Orientation), falling back to Instance Number.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 
+from loupe.core.budgets import Budgets
 from loupe.core.errors import InputRejected
 
-from .dicom_image import read_dataset
+from .dicom_image import read_counted
 
-MAX_MEMBERS = 5_000
 MAX_RATIO = 200  # declared size / compressed size of one member: beyond this it is a zip bomb
 
 
@@ -38,25 +39,33 @@ def is_zip(data: bytes) -> bool:
     return data[:4] == b"PK\x03\x04"
 
 
-def zip_members(data: bytes, max_bytes: int) -> list[bytes]:
-    """The files of a zip, after checking what it declares (count, total size, compression ratio)."""
+def zip_members(data: bytes, limits: Budgets) -> Iterator[bytes]:
+    """The files of a zip, one at a time, after checking what it declares (count, total size, compression
+    ratio): a refusal comes from this call, before anything is inflated."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = [i for i in archive.infolist() if not i.is_dir()]
     except zipfile.BadZipFile:
         raise InputRejected("The zip file is damaged and cannot be opened.") from None
-    if len(infos) > MAX_MEMBERS:
-        raise InputRejected(f"The zip holds {len(infos):,} files; Loupe reads at most {MAX_MEMBERS:,}.")
-    if sum(i.file_size for i in infos) > max_bytes:
-        raise InputRejected(f"Unpacked, the zip would take more than the {max_bytes // 2**20} MiB Loupe accepts.")
+    limits.check("max_slices", len(infos), "The zip's file count")
+    limits.check("max_decoded_bytes", sum(i.file_size for i in infos), "The zip, unpacked,")
     if any(i.file_size > MAX_RATIO * max(i.compress_size, 1) for i in infos):
         raise InputRejected("The zip is compressed far beyond what image files allow; it is refused unread.")
     if any(i.flag_bits & 0x1 for i in infos):
         raise InputRejected("The zip is encrypted; unpack it first.")
-    try:
-        return [archive.read(i) for i in infos]
-    except (zipfile.BadZipFile, OSError, RuntimeError):
-        raise InputRejected("The zip file is damaged and cannot be read.") from None
+    return _inflated(archive, infos)
+
+
+def _inflated(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> Iterator[bytes]:
+    for info in infos:
+        try:
+            with archive.open(info) as member:  # no more than it declared: a lying header is cut short
+                data = member.read(info.file_size + 1)
+        except (zipfile.BadZipFile, OSError, RuntimeError, EOFError):
+            raise InputRejected("The zip file is damaged and cannot be read.") from None
+        if len(data) > info.file_size:
+            raise InputRejected("The zip file is damaged: a file in it is larger than the zip says.")
+        yield data
 
 
 def folder_members(folder: Path) -> Iterable[tuple[Path, bytes]]:
@@ -90,15 +99,20 @@ def order_slices(slices: list[Dataset]) -> list[Dataset]:
     return sorted(slices, key=lambda ds: int(ds.get("InstanceNumber") or 0))
 
 
-def read_series(members: Iterable[bytes]) -> tuple[list[Series], int]:
-    """Every member that reads as a DICOM image, grouped; also how many members were skipped."""
-    datasets, skipped = [], 0
+def read_series(members: Iterable[bytes], limits: Budgets | None = None) -> tuple[list[Series], int]:
+    """Every member that reads as a DICOM image, grouped; also how many members were skipped. Deflated
+    members share one decoded-bytes budget, counted as they are read."""
+    limits = limits or Budgets.from_env()
+    datasets, skipped, used = [], 0, 0
     for data in members:
         try:
-            ds = read_dataset(data)
-        except InputRejected:
+            ds, size = read_counted(data, limits=replace(limits, max_decoded_bytes=limits.max_decoded_bytes - used))
+        except InputRejected as exc:
+            if getattr(exc, "budget", None):  # over a budget: the series is, not just this file
+                raise
             skipped += 1
             continue
+        used += size
         if "PixelData" in ds:
             datasets.append(ds)
         else:

@@ -9,7 +9,8 @@
   with no metadata but the pixel size.
 
 Either way the stored slide is a lazy asset read through ``loupe.core.pyramid``: questions are answered
-from the thumbnail plus the tiles the model's attention points to.
+from the thumbnail plus the tiles the model's attention points to. The work is checked before it is
+done: the tiles a DICOM overview decodes, and every pixel a vendor slide's re-writing would decode.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from pydicom.dataset import Dataset
 
 from loupe.core.errors import InputRejected
@@ -46,16 +48,19 @@ def _tissue(ds: Dataset) -> bool:
     return len(kinds) <= 2 or kinds[2] == "VOLUME"
 
 
-def _view(source: TileSource, meta: dict) -> IngestedAsset:
-    scale = min(1.0, VIEW_SIDE / max(source.width, source.height))
-    size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
-    image = source.read((0, 0, source.width, source.height), size)
+def _view_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, VIEW_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _view_asset(image: Image.Image, meta: dict) -> IngestedAsset:
     return IngestedAsset(pixels_only_png(image), "image/png", image.width, image.height,
                          {"kind": "view", "slide": True, "series_position": 0, "frame": 0, "frames": 1, "slices": 1,
                           **meta})
 
 
-def ingest_dicom_slide(datasets: Sequence[Dataset], secret: bytes) -> list[IngestedAsset]:
+def ingest_dicom_slide(datasets: Sequence[Dataset], secret: bytes,
+                       limits: Budgets | None = None) -> list[IngestedAsset]:
     levels = [ds for ds in datasets if is_slide_dataset(ds) and _tissue(ds)]
     if not levels:
         raise InputRejected("The slide has no tissue (VOLUME) image: only label or overview pictures.")
@@ -67,10 +72,11 @@ def ingest_dicom_slide(datasets: Sequence[Dataset], secret: bytes) -> list[Inges
             path = Path(folder) / f"level{n}.dcm"
             path.write_bytes(data)
             paths.append(path)
-        source = DicomSlideSource(paths)
+        source = DicomSlideSource(paths, limits)  # tiles against the data present, tile and view budgets
         meta = {"Modality": "SM", "width": source.width, "height": source.height,
                 "description": source.description, "levels": len(paths)}
-        view = _view(source, meta)
+        view = _view_asset(source.read((0, 0, source.width, source.height), _view_size(source.width, source.height)),
+                           meta)
     assets = [IngestedAsset(data, "application/dicom", None, None,
                             {"kind": "slide_level", "lazy": True, "level_of": len(stored), **meta}) for data in stored]
     return [*assets, view]
@@ -96,10 +102,22 @@ def _tiles(source: TileSource, width: int, height: int, factor: float) -> Iterat
             yield tile
 
 
+def rewrite_work(source: TileSource, levels: Sequence[tuple[int, int]]) -> int:
+    """Pixels the re-writing decodes: each written level is read from the finest native level at or below
+    its scale, so a slide without reduced levels of its own is read whole once per written level."""
+    work = 0
+    for width, height in levels:
+        factor = source.width / width
+        native = max((d for d in source.native_downsamples if d <= factor + 1e-9), default=1.0)
+        work += math.ceil(width * height * (factor / native) ** 2)
+    return work
+
+
 def ingest_vendor_slide(data: bytes, limits: Budgets,
                         progress: Progress | None = None) -> list[IngestedAsset] | None:
     """The slide re-written without labels or metadata; None when the upload is no slide OpenSlide knows
-    by its vendor (a plain TIFF is not one)."""
+    by its vendor (a plain TIFF is not one). The work is checked from the levels' sizes before any tile
+    is read or written."""
     if not is_tiff(data[:4]):
         return None
     import openslide
@@ -114,6 +132,9 @@ def ingest_vendor_slide(data: bytes, limits: Budgets,
         try:
             mpp = source.microns_per_pixel
             levels = [(source.width, source.height), *_reduced_sizes(source.width, source.height)]
+            limits.check("max_work_pixels", rewrite_work(source, levels),
+                         f"Re-writing the slide ({source.width:,} × {source.height:,} pixels) without its labels, "
+                         "all levels together,")
             total = sum(math.ceil(w / TILE) * math.ceil(h / TILE) for w, h in levels)
             done = 0
 
@@ -133,12 +154,21 @@ def ingest_vendor_slide(data: bytes, limits: Budgets,
                               subfiletype=1 if n else 0, metadata=None, software=False)
             meta = {"Modality": "SM", "width": source.width, "height": source.height, "levels": len(levels),
                     "description": f"whole-slide image, {len(levels)} levels", "microns_per_pixel": mpp}
-            view = _view(source, meta)
         finally:
             source.close()
+        view = _view_asset(_smallest_level(clean, _view_size(*levels[0])), meta)
         stored = clean.read_bytes()
     if len(stored) > limits.max_bytes * 4:
         raise InputRejected("The slide re-written without its labels is larger than Loupe keeps; raise "
                             "LOUPE_MAX_UPLOAD_BYTES.")
-    return [IngestedAsset(stored, "image/tiff", source.width, source.height,
+    return [IngestedAsset(stored, "image/tiff", levels[0][0], levels[0][1],
                           {"kind": "slide_level", "lazy": True, "level_of": 1, **meta}), view]
+
+
+def _smallest_level(path: Path, size: tuple[int, int]) -> Image.Image:
+    """The overview from the re-written slide's smallest level (at most BASE_SIDE across), not from level 0."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        image = Image.fromarray(tif.pages[-1].asarray())
+    return image.resize(size, Image.Resampling.BOX) if image.size != size else image
