@@ -208,6 +208,13 @@ class JobRunner:
             return _pools[key].pool
 
     # -- jobs ----------------------------------------------------------------------------------
+    def warm(self) -> None:
+        """Start the fork server and a worker now (in the background), so the first upload does not wait for them."""
+        def first() -> None:
+            with contextlib.suppress(LoupeError):
+                self.run("", "Starting a worker", os.getpid)  # "" is no user name
+        threading.Thread(target=first, name="loupe-job-warmup", daemon=True).start()
+
     @staticmethod
     def position(job: _Job) -> int:
         """Jobs ahead of ``job``, waiting or running (0: it is about to start)."""

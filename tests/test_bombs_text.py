@@ -166,3 +166,17 @@ def test_a_csv_report_over_the_csv_field_limit_is_listed_and_the_rest_read(tmp_p
     problems: list[str] = []
     assert [r.id for r in read_reports(source, problems)] == ["2"]  # before: csv.Error ended the whole file
     assert problems == ["line 2: a field is longer than the 131,072 characters Loupe reads from a CSV field."]
+
+
+def test_check_reports_lists_an_over_limit_report_and_checks_the_rest(tmp_path):
+    from loupe.domains.medical.reports.batch import check_file
+
+    source, out = tmp_path / "reports.jsonl", tmp_path / "results.jsonl"
+    rows = [{"id": "a", "findings": "No effusion.", "impression": "Normal."},
+            {"id": "huge", "findings": realistic_report(60_000), "impression": "Normal."},
+            {"id": "c", "findings": "Small left effusion.", "impression": "Left effusion."}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = check_file(source, out)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "c"]
+    refused = [o for o in run.outcomes if o[1] == "refused"]
+    assert [o[0] for o in refused] == ["huge"] and "LOUPE_MAX_TEXT_CHARS" in refused[0][2]

@@ -85,6 +85,7 @@ def launch(service: LoupeService, host: str = "127.0.0.1", port: int | None = No
     swept = service.store.sweep_orphans()  # what a killed server left between writing blobs and its rows
     if swept:
         log.info("removed %d unreferenced asset files", swept)
+    service.jobs.warm()
     app, security = create_app(service)
     port = port or 7860
     config = uvicorn.Config(ForwardedScheme(app, security), host=host, port=port, log_level="warning",

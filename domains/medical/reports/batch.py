@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loupe.core.errors import InputRejected
+
 from .rules import check_rules
 from .sections import Report, read_reports
 from .studies import find_study
@@ -28,7 +30,16 @@ def result_line(report_id: str, flags: list) -> dict:
 
 
 def check_one(report: Report) -> dict:
-    return result_line(report.id, check_rules(report))
+    """The rules' result line for one report, or ``{"id", "refused", "budget"}`` when it is refused (e.g. over
+    the text budget): a refusal is a result, so it crosses process pools and Ray and the run goes on."""
+    try:
+        return result_line(report.id, check_rules(report))
+    except InputRejected as exc:
+        return refusal(report.id, exc)
+
+
+def refusal(report_id: str, exc: InputRejected) -> dict:
+    return {"id": report_id, "refused": str(exc), "budget": getattr(exc, "budget", None)}
 
 
 def finished_ids(out: Path) -> set[str]:
@@ -69,9 +80,12 @@ def _results(pending: list[Report], workers: int, model: VLMChecker | None, rule
             report.patient_sex = study.sex or report.patient_sex
     if model is not None:  # the model lives in this process: one report at a time
         for report in pending:
-            flags = check_rules(report) if rules else []
-            study = studies.get(report.id)
-            yield result_line(report.id, combine(flags, model.flags(report, study.image() if study else None)))
+            try:
+                flags = check_rules(report) if rules else []
+                study = studies.get(report.id)
+                yield result_line(report.id, combine(flags, model.flags(report, study.image() if study else None)))
+            except InputRejected as exc:
+                yield refusal(report.id, exc)
         return
     check_one(Report("warm-up", {"findings": "No effusion."}))  # build the pipeline before forking
     if workers <= 1:
@@ -109,6 +123,9 @@ def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | N
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
         for result in _results(pending, workers, model, rules, images, engine):
+            if "refused" in result:  # not written: a rerun (with a raised budget) checks it
+                run.outcomes.append((result["id"], "refused", result["refused"]))
+                continue
             handle.write(json.dumps(result, ensure_ascii=False) + "\n")  # one whole line per write
             handle.flush()
             run.checked += 1
