@@ -74,6 +74,7 @@ class DomainTab(Protocol):
     # that writes to a case (a job queued behind others runs with the case it was clicked for, not a newer one).
     shown_case: Any
     question: Any  # the question box
+    budgets: Budgets  # the server's input budgets (core/budgets.py)
 
     def add_prompts(self, questions: Sequence[str]) -> None:
         """Offer ready-made questions; a click puts one in the question box."""
@@ -82,6 +83,12 @@ class DomainTab(Protocol):
     def case_assets(self, case_id: int, request: Any) -> list[IngestedAsset]:  # noqa: ANN401 - a gr.Request
         """A tool's way to the open case's stored assets: the app checks the request's user may see the
         case and audits the read. Never read case files any other way."""
+        ...
+
+    def run_job(self, request: Any, label: str, fn: Callable[..., Any], args: tuple = ()) -> Any:  # noqa: ANN401
+        """Run a tool's heavy work ``fn(*args)`` (a picklable top-level function) in a worker process, under the
+        job budgets and in the signed-in user's queue; its refusals come back as raised. ``label`` names the
+        work in messages ("Checking the report")."""
         ...
 
     def save_report(self, case_id: int, request: Any, text: str, findings: list[dict]) -> int:  # noqa: ANN401

@@ -13,6 +13,7 @@ import pytest
 from loupe.apps.robustness import specimens
 from loupe.apps.robustness.text import realistic_report
 from loupe.core.budgets import BudgetExceeded, Budgets
+from loupe.core.jobs import JobRunner
 from loupe.domains.medical.report_panel import check_text
 from loupe.domains.medical.reports.rules import check_rules
 from loupe.domains.medical.reports.sections import Report, parse_report
@@ -123,6 +124,11 @@ class _Tab:
         self.case_id = gr.Number(1)
         self.shown_case = gr.Number(1)
         self.saved: list[str] = []
+        self.budgets = Budgets()
+        self.jobs = JobRunner(self.budgets)
+
+    def run_job(self, request: object, label: str, fn, args: tuple = ()):  # noqa: ANN001, ANN201
+        return self.jobs.run("reader", label, fn, args)  # a real worker process, as the app runs it
 
     def case_assets(self, case_id: int, request: object) -> list:
         return []

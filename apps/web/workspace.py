@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import gradio as gr
 
+from loupe.core.budgets import Budgets
 from loupe.core.cases.models import Case, User
 from loupe.core.errors import LoupeError
 from loupe.core.plugins import AssetView, Domain, IngestedAsset
@@ -61,6 +62,13 @@ class Workspace:
 
     def case_assets(self, case_id: int, request: gr.Request) -> list[IngestedAsset]:
         return self.service.case_assets(self._user(request), int(case_id))
+
+    @property
+    def budgets(self) -> Budgets:
+        return self.service.limits
+
+    def run_job(self, request: gr.Request, label: str, fn: Callable[..., object], args: tuple = ()) -> object:
+        return self.service.jobs.run(self._user(request).username, label, fn, args)
 
     def save_report(self, case_id: int, request: gr.Request, text: str, findings: list[dict]) -> int:
         self.screen.check(request, case_id)  # a report is written for the case on screen only

@@ -14,7 +14,7 @@ from loupe.core.errors import LoupeError
 from loupe.core.plugins import DomainTab, IngestedAsset
 
 from .ingest import png_image
-from .reports.rules import check_rules
+from .reports.rules import Flag, check_rules
 from .reports.sections import parse_report
 from .reports.vlm_check import VLMChecker, combine
 
@@ -34,14 +34,23 @@ def check_text(text: str, assets: Sequence[IngestedAsset], vlm=None,  # noqa: AN
     """The rules (with the study's laterality), and with ``vlm`` the model's vote over the report and
     the study's first image too. A report longer than ``limits.max_text_chars`` (default: the budgets the
     environment sets) is refused with ``BudgetExceeded`` before it is read."""
+    flags = rule_flags(text, image_laterality(assets), limits)
+    if vlm is not None:
+        flags = combine(flags, model_flags(text, assets, vlm))
+    return [flag.as_dict() for flag in flags]
+
+
+def rule_flags(text: str, side: str | None, limits: Budgets | None = None) -> list[Flag]:
+    """The rules' flags over ``text`` (the app runs this as a worker job: its cost grows with the text)."""
     limits = limits or Budgets.from_env()
     limits.check("max_text_chars", len(text), "The report")
-    report = parse_report("case", text)
-    flags = check_rules(report, image_laterality=image_laterality(assets), limits=limits)
-    if vlm is not None:
-        views = [a for a in assets if a.meta.get("kind") == "view"]
-        flags = combine(flags, VLMChecker(vlm).flags(report, png_image(views[0]) if views else None))
-    return [flag.as_dict() for flag in flags]
+    return check_rules(parse_report("case", text), image_laterality=side, limits=limits)
+
+
+def model_flags(text: str, assets: Sequence[IngestedAsset], vlm) -> list[Flag]:  # noqa: ANN001 - a core VLM
+    """The model's vote over the report with the study's first image (in the process that holds the model)."""
+    views = [a for a in assets if a.meta.get("kind") == "view"]
+    return VLMChecker(vlm).flags(parse_report("case", text), png_image(views[0]) if views else None)
 
 
 def marked(text: str, findings: list[dict]) -> str:
@@ -93,7 +102,12 @@ def add_report_panel(tab: DomainTab) -> None:
         note = ""
         try:
             vlm, label = tab.model(request) if with_model else (None, "")
-            findings = check_text(report_text, tab.case_assets(case_id, request), vlm)
+            assets = tab.case_assets(case_id, request)
+            flags = tab.run_job(request, "Checking the report", rule_flags,
+                                (report_text, image_laterality(assets), tab.budgets))
+            if vlm is not None:
+                flags = combine(flags, model_flags(report_text, assets, vlm))
+            findings = [flag.as_dict() for flag in flags]
             saved = tab.save_report(case_id, request, report_text, findings)
         except BudgetExceeded as exc:  # nothing was checked or saved: say so, and what to do
             return (f"<p>⚠️ {html.escape(str(exc))} It was not checked or saved: check a shorter report "
