@@ -31,6 +31,25 @@ while True:  # until killed: every pass reads the scan again (OCR in a worker)
 """
 
 
+ASKER = """
+import sys, time
+from pathlib import Path
+from loupe.apps.service import LoupeService
+from loupe.core.config import Settings
+from loupe.core.vlm.base import GenerationOptions
+
+service = LoupeService.open(Settings(model=sys.argv[1]))
+service.slot.load(sys.argv[1])
+service.slot.get()
+user = service.store.add_user("ann", "a long enough password")
+case_id = service.create_case(user, "general", Path(sys.argv[2]).read_bytes(), "photo")
+print(case_id, flush=True)
+for step in service.ask(user, case_id, "What is shown?", GenerationOptions(max_new_tokens=24, detail="low")):
+    print("streaming", flush=True)
+    time.sleep(120)  # killed here, mid-answer
+"""
+
+
 def _processes_with(home: Path) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -82,3 +101,36 @@ def test_a_server_killed_mid_ingest_leaves_nothing_half_done(tmp_path: Path) -> 
     fresh.write_bytes(b"being stored right now")
     assert store.sweep_orphans() == 1
     assert not orphan.exists() and fresh.exists()
+
+
+def test_a_server_killed_mid_answer_keeps_the_case_whole_and_the_question_can_be_asked_again(
+        tmp_path: Path, tiny_model_dir) -> None:  # noqa: ANN001 - the conftest fixture
+    from PIL import Image
+
+    from loupe.apps.service import LoupeService
+    from loupe.core.config import Settings
+    from loupe.core.vlm.base import GenerationOptions
+
+    home, model = tmp_path / "home", tiny_model_dir("smolvlm")
+    photo = tmp_path / "photo.png"
+    Image.effect_noise((96, 96), 40).convert("RGB").save(photo)
+    env = {**os.environ, "LOUPE_HOME": str(home)}
+    server = subprocess.Popen([sys.executable, "-c", ASKER, str(model), str(photo)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        case_id = int(server.stdout.readline())
+        assert server.stdout.readline().strip() == "streaming"
+        server.send_signal(signal.SIGKILL)
+        server.wait(30)
+    finally:
+        server.kill()
+    service = LoupeService.open(Settings(home=home, model=str(model)))
+    user = service.store.get_user("ann")
+    case = service.store.open_case(user, case_id)
+    assert [m.role for m in case.messages] == ["user"]  # the question, no half answer
+    assert len(case.assets) == 1
+    service.slot.load(str(model))
+    service.slot.get()
+    *_, last = service.ask(user, case_id, "What is shown?", GenerationOptions(max_new_tokens=4, detail="low"))
+    assert last.message_id is not None
+    assert [m.role for m in service.store.open_case(user, case_id).messages] == ["user", "user", "assistant"]
