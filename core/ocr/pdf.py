@@ -140,7 +140,8 @@ def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | Non
         if reduced is not None:
             reduced.update({n: scales[n] * 72 for n in wanted if scales[n] < dpi / 72})
         if keep_images:
-            budgets.check("max_work_pixels", sum(pixels.values()), f"The work of rendering the {len(wanted):,} pages of this PDF")
+            budgets.check("max_work_pixels", sum(pixels.values()),
+                          f"The work of rendering the {len(wanted):,} pages of this PDF")
         rendered = 0
         for done, number in enumerate(wanted, 1):
             scale = scales[number]

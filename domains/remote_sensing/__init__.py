@@ -39,7 +39,8 @@ class RemoteSensingDomain:
                      "tell.")
     default_detail = "low"  # one tile per image: the pyramid supplies the detail
     export_formats = {"geojson": "application/geo+json"}
-    upload_note = ("any number of pixels (scenes are read in parts). The scene's pixels are kept with its "
+    upload_note = ("scenes of any side are read in parts; taking one in copies its pixels and builds overviews, which "
+                   "must fit the work budget (LOUPE_MAX_WORK_PIXELS). The scene's pixels are kept with its "
                    "coordinates, without its metadata (tags, descriptions); overviews are added when missing. "
                    "The file name is not kept.")
 
