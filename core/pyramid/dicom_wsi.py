@@ -44,32 +44,34 @@ def is_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def frames_present(path: Path, ds, wanted: int) -> int | None:  # noqa: ANN001 - a pydicom Dataset
-    """How many frames the file's pixel data holds, up to ``wanted``, without reading them: fragments of
-    encapsulated data (a frame has at least one), or whole frames of native data. None: not countable
-    here (no file offset, e.g. a deflated file)."""
-    element = ds.get_item(0x7FE00010)
-    if element is None:
-        return 0
-    tell = getattr(element, "value_tell", None)
-    if tell is None or str(ds.file_meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99":
+def frames_present(path: Path, ds, pixels_at: int, wanted: int) -> int | None:  # noqa: ANN001 - a Dataset
+    """How many frames the pixel data element at offset ``pixels_at`` holds, up to ``wanted``, without
+    reading them: items of encapsulated data (a frame has at least one), or whole frames of native data.
+    None where it cannot be counted from the file (a deflated or big-endian file, float pixels)."""
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if syntax in ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"):
         return None
-    if element.length != 0xFFFFFFFF:  # native: whole frames in the element's length
-        frame = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * max(1, int(
-            ds.get("BitsAllocated") or 8) // 8)
-        return min(wanted, element.length // max(frame, 1))
-    count = -1  # the first item is the Basic Offset Table
     with path.open("rb") as handle:
-        handle.seek(tell)
+        handle.seek(pixels_at)
+        head = handle.read(12)
+        if len(head) < 8 or struct.unpack("<HH", head[:4]) != (0x7FE0, 0x0010):
+            return 0 if len(head) < 8 else None
+        if syntax == "1.2.840.10008.1.2":  # implicit VR: the length follows the tag
+            length = struct.unpack("<I", head[4:8])[0]
+            handle.seek(pixels_at + 8)
+        else:  # OB / OW: two reserved bytes, then a 4-byte length
+            length = struct.unpack("<I", head[8:12])[0]
+        if length != 0xFFFFFFFF:  # native: whole frames in the element's length
+            frame = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * max(
+                1, int(ds.get("BitsAllocated") or 8) // 8)
+            return min(wanted, length // max(frame, 1))
+        count = -1  # the first item is the Basic Offset Table
         while count < wanted:
-            head = handle.read(8)
-            if len(head) < 8:
-                break
-            group, element_number, length = struct.unpack("<HHI", head)
-            if (group, element_number) != (0xFFFE, 0xE000):  # the sequence delimiter, or damage
+            item = handle.read(8)
+            if len(item) < 8 or struct.unpack("<HH", item[:4]) != (0xFFFE, 0xE000):  # the delimiter, or damage
                 break
             count += 1
-            handle.seek(length, 1)
+            handle.seek(struct.unpack("<I", item[4:])[0], 1)
     return max(count, 0)
 
 
@@ -96,8 +98,10 @@ class DicomSlideSource:
         self.budgets = budgets or Budgets.from_env()
         levels = []
         for path in paths:
-            try:  # the pixel data is skipped, not read (deferred): frames_present counts it in the file
-                ds = pydicom.dcmread(path, defer_size=4096)
+            try:
+                with Path(path).open("rb") as handle:
+                    ds = pydicom.dcmread(handle, stop_before_pixels=True)
+                    pixels_at = handle.tell()  # pydicom stops at the pixel data element's header
             except (InvalidDicomError, OSError, ValueError, EOFError):
                 raise InputRejected("A file of the slide is not readable DICOM.") from None
             if ds.get("SOPClassUID") != WSI_SOP_CLASS:
@@ -115,7 +119,7 @@ class DicomSlideSource:
                 raise InputRejected("A whole-slide DICOM file gives an empty tile size.")
             self.budgets.check("max_pixels", tile_w * tile_h, f"One tile of the slide ({tile_w:,} × {tile_h:,} pixels)")
             claimed = int(ds.get("NumberOfFrames") or 1)
-            held = frames_present(Path(path), ds, claimed)
+            held = frames_present(Path(path), ds, pixels_at, claimed)
             if held is not None and held < claimed:
                 raise InputRejected(f"The slide's header claims {claimed:,} tiles, but its file holds {held:,}: the "
                                     "file is damaged or not what it says.")

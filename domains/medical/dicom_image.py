@@ -33,7 +33,8 @@ from loupe.core.budgets import Budgets
 from loupe.core.errors import InputRejected
 
 MAX_INFLATION = 200  # inflated / deflated size: real datasets stay far below it; beyond it is a deflate bomb
-_INFLATE_STEP = 4 * 2**20
+_INFLATE_STEP = 4 * 2**20  # bytes inflated between two checks
+_FEED = 2**16  # deflated bytes handed to the inflater at a time
 _PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}  # Float, Double Float and Pixel Data
 
 
@@ -112,7 +113,7 @@ def _deflated(data: bytes, stop_before_pixels: bool, limits: Budgets) -> tuple[F
                                          stop_when=lambda tag, vr, length: tag.group != 2))
     if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
         return None
-    raw = data[fp.tell():]
+    raw = memoryview(data)[fp.tell():]
     size = inflated_size(raw, limits)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # within budget: inflated once more, kept this time
     body = inflater.decompress(raw) + inflater.flush()
@@ -123,23 +124,25 @@ def _deflated(data: bytes, stop_before_pixels: bool, limits: Budgets) -> tuple[F
     return ds, size
 
 
-def inflated_size(raw: bytes, limits: Budgets) -> int:
+def inflated_size(raw: bytes | memoryview, limits: Budgets) -> int:
     """What raw deflate data inflates to, counted in steps with none of it kept: refused as soon as it
     passes the decoded-bytes budget, or ``MAX_INFLATION`` times its own size (a deflate bomb)."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total, pending = 0, raw
-    while True:
-        try:
-            total += len(inflater.decompress(pending, _INFLATE_STEP))
-        except zlib.error:
-            raise InputRejected("The DICOM file is damaged: its deflated data does not inflate.") from None
-        limits.check("max_decoded_bytes", total, "The deflated DICOM data, inflated so far,")
-        if total > MAX_INFLATION * max(len(raw), 1):
-            raise InputRejected(f"The deflated DICOM data inflates to more than {MAX_INFLATION} times its size, "
-                                "far beyond what image data allows; it is refused unread.")
-        pending = inflater.unconsumed_tail
-        if not pending or inflater.eof:
-            return total + len(inflater.flush())
+    inflater, total, data = zlib.decompressobj(-zlib.MAX_WBITS), 0, memoryview(raw)
+    for start in range(0, len(data), _FEED):
+        pending = data[start:start + _FEED]
+        while pending:
+            try:
+                total += len(inflater.decompress(pending, _INFLATE_STEP))
+            except zlib.error:
+                raise InputRejected("The DICOM file is damaged: its deflated data does not inflate.") from None
+            limits.check("max_decoded_bytes", total, "The deflated DICOM data, inflated so far,")
+            if total > MAX_INFLATION * max(len(data), 1):
+                raise InputRejected(f"The deflated DICOM data inflates to more than {MAX_INFLATION} times its "
+                                    "size, far beyond what image data allows; it is refused unread.")
+            pending = inflater.unconsumed_tail
+        if inflater.eof:
+            break
+    return total + len(inflater.flush())
 
 
 def _bare_dataset(data: bytes, stop_before_pixels: bool) -> Dataset:
@@ -225,11 +228,26 @@ def iter_frame_values(ds: Dataset) -> Iterator[np.ndarray]:
 def modality_values(ds: Dataset, raw: np.ndarray) -> np.ndarray:
     if raw.ndim == 3:  # colour, converted to RGB by pydicom
         return raw.astype(np.uint8) if raw.dtype != np.uint8 else raw
+    if "ModalityLUTSequence" not in ds:  # a linear rescale, in float32 and in place (pydicom's is float64)
+        values = raw.astype(np.float32)
+        slope, intercept = _number(ds.get("RescaleSlope"), 1.0), _number(ds.get("RescaleIntercept"), 0.0)
+        if slope != 1.0:
+            values *= slope
+        if intercept != 0.0:
+            values += intercept
+        return values
     try:
         values = apply_modality_lut(raw, ds)
-    except Exception:  # noqa: BLE001 - a broken rescale: the stored values are the best there is
+    except Exception:  # noqa: BLE001 - a broken LUT: the stored values are the best there is
         values = raw
     return np.asarray(values, dtype=np.float32)
+
+
+def _number(value: object, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):  # a broken rescale: the stored values are the best there is
+        return default
 
 
 def decode_problem(ds: Dataset, exc: Exception) -> str:

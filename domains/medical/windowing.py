@@ -33,8 +33,11 @@ CT_CHANNELS = ("lung", "mediastinum", "bone")  # red, green, blue of the model's
 def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     """DICOM's LINEAR VOI function (PS3.3 C.11.2.1.2.1) onto 0-255."""
     c, w = window.center, max(window.width, 1.0)
-    scaled = ((values - (c - 0.5)) / (w - 1) + 0.5) * 255
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    scaled = np.subtract(values, c - 0.5, dtype=np.float32)  # one float32 working copy, changed in place
+    scaled /= max(w - 1, 1e-6)
+    scaled += 0.5
+    scaled *= 255
+    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
 
 
 def _first(value: object) -> float | None:
