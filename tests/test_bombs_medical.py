@@ -248,3 +248,12 @@ def test_an_image_header_without_pixels_and_a_parse_error_are_not_blamed_on_a_de
     assert missing.endswith("no decoder for it is installed.")
     failed = decode_problem(ds, RuntimeError("Unable to decode as exceptions were raised by all available plugins"))
     assert "no installed decoder could read this file" in failed
+
+
+def test_a_vendor_slide_is_checked_before_any_tile_is_read_or_written(tmp_path):
+    from loupe.domains.medical.slides import ingest_vendor_slide
+
+    progress = []
+    with pytest.raises(BudgetExceeded, match=r"44,000 × 44,000 pixels\) without its labels") as refused:
+        ingest_vendor_slide(medical.sparse_svs(tmp_path).read_bytes(), Budgets(), lambda *step: progress.append(step))
+    assert refused.value.budget == "max_work_pixels" and progress == []

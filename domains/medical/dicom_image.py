@@ -168,7 +168,7 @@ def object_kind(ds: Dataset) -> str:
     if not name or name == str(uid):
         return ""
     name = name.removesuffix(" Storage")
-    return "DICOMDIR (a media index)" if name == "Media Storage Directory" else name
+    return "DICOMDIR" if name == "Media Storage Directory" else name
 
 
 def geometry(ds: Dataset) -> PixelGeometry | None:

@@ -59,14 +59,16 @@ def datasets_of(data: bytes, limits: Budgets) -> list[Dataset]:
 
 
 def no_image(ds: Dataset) -> str:
-    """Why a DICOM object without pixels or report text is refused, named by what it is."""
+    """Why a DICOM object without pixels or report text is refused, named by what it is (its SOP class)."""
     kind = object_kind(ds)
     if not kind:
         return "This DICOM file has no image and no report text, so there is nothing to show."
+    if kind.startswith("DICOMDIR"):
+        return ("This is a DICOMDIR, an index of other DICOM files, with no image of its own: upload the images "
+                "it lists (a zip of the study's files).")
     if "Image" in kind:
         return f"This DICOM {kind} file holds no pixel data (only its header), so there is nothing to show."
-    return (f"This is a DICOM {kind}; it has no image and no report text, so there is nothing to show "
-            "(upload the images it refers to).")
+    return f"This is a DICOM {kind}; it has no image and no report text, so there is nothing to show."
 
 
 def report_asset(ds: Dataset) -> IngestedAsset:

@@ -102,15 +102,17 @@ def _tiles(source: TileSource, width: int, height: int, factor: float) -> Iterat
             yield tile
 
 
-def rewrite_work(source: TileSource, levels: Sequence[tuple[int, int]]) -> int:
-    """Pixels the re-writing decodes: each written level is read from the finest native level at or below
-    its scale, so a slide without reduced levels of its own is read whole once per written level."""
-    work = 0
+def rewrite_cost(source: TileSource, levels: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """(pixels the re-writing decodes in all, the largest region read at once). Each written level is
+    read from the finest native level at or below its scale, one TILE at a time: a slide without reduced
+    levels of its own is read whole once per written level, in regions as large as the reduction."""
+    work, largest = 0, 0
     for width, height in levels:
         factor = source.width / width
         native = max((d for d in source.native_downsamples if d <= factor + 1e-9), default=1.0)
         work += math.ceil(width * height * (factor / native) ** 2)
-    return work
+        largest = max(largest, math.ceil(TILE * factor / native) ** 2)
+    return work, largest
 
 
 def ingest_vendor_slide(data: bytes, limits: Budgets,
@@ -132,9 +134,10 @@ def ingest_vendor_slide(data: bytes, limits: Budgets,
         try:
             mpp = source.microns_per_pixel
             levels = [(source.width, source.height), *_reduced_sizes(source.width, source.height)]
-            limits.check("max_work_pixels", rewrite_work(source, levels),
-                         f"Re-writing the slide ({source.width:,} × {source.height:,} pixels) without its labels, "
-                         "all levels together,")
+            work, largest = rewrite_cost(source, levels)
+            limits.check("max_work_pixels", work, f"Re-writing the slide ({source.width:,} × {source.height:,} "
+                                                  "pixels) without its labels, all levels together,")
+            limits.check("max_pixels", largest, "The largest region read at once to re-write the slide")
             total = sum(math.ceil(w / TILE) * math.ceil(h / TILE) for w, h in levels)
             done = 0
 
