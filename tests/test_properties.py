@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -332,3 +334,26 @@ def test_one_wide_sr_container_is_refused_past_the_line_limit():
     ds.ContentSequence = Sequence([text] * (sr.MAX_LINES + 1000))
     with pytest.raises(InputRejected, match="too long to show"):
         sr.structured_text(ds)
+
+
+# -- every domain's ingest: any short input is accepted or refused with a reason, never a crash -------------
+MAGIC = [b"", b"%PDF-1.4\n", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"\xff\xd8\xff", b"GIF89a",
+         b"BM", b"RIFF\x00\x00\x00\x00WEBP", b"PK\x03\x04", b"\x00" * 128 + b"DICM", b"\x89HDF\r\n\x1a\n"]
+
+
+@functools.cache
+def _domains() -> dict:
+    from loupe.apps.service import configured_domains
+    from loupe.core.config import Settings
+
+    return configured_domains(Settings(home=Path(tempfile.mkdtemp(prefix="loupe-props-"))))
+
+
+@pytest.mark.parametrize("name", ["general", "documents", "medical", "remote_sensing"])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(magic=st.sampled_from(MAGIC), tail=st.binary(max_size=96))
+def test_any_short_input_is_refused_with_a_reason_or_read(name: str, magic: bytes, tail: bytes) -> None:
+    try:
+        _domains()[name].ingest(magic + tail, Budgets())
+    except InputRejected as exc:
+        assert str(exc) and "Traceback" not in str(exc)
