@@ -109,7 +109,8 @@ def _outcome(service: LoupeService, specimen: Specimen, path: Path) -> tuple[str
                                                          (path.read_text(), budgets))
             return "processed", f"{flagged} spans flagged", None, stats
         assets, stats = service.jobs.run_with_stats(UPLOADER, "Reading the file", ingest_in_worker,
-                                                    (service.settings, specimen.domain, path.read_bytes()))
+                                                    (service.settings, type(service.domain(specimen.domain)),
+                                                     path.read_bytes()))
         service.store.create_case(user, specimen.domain, specimen.name, assets)
         return "processed", f"{len(assets)} assets", None, stats
     except BudgetExceeded as exc:

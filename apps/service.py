@@ -73,9 +73,22 @@ def worker_preload() -> list[str]:
     return [*(ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)), __name__]
 
 
-def ingest_in_worker(settings: Settings, domain_name: str, data: bytes) -> list[IngestedAsset]:
-    """A worker job: the domain's ingest of one upload, under the settings' budgets."""
-    return configured_domains(settings)[domain_name].ingest(data, settings.budgets, report_progress)
+_worker_domains: dict[tuple[type, Settings], Domain] = {}
+
+
+def ingest_in_worker(settings: Settings, domain_class: type, data: bytes) -> list[IngestedAsset]:
+    """A worker job: the domain's ingest of one upload, under the settings' budgets.
+
+    The domain travels as its class (plugins are built without arguments, then configured): the worker makes
+    its own instance once, so whatever it loads (OCR models, decoders) stays warm for the next upload.
+    """
+    domain = _worker_domains.get((domain_class, settings))
+    if domain is None:
+        domain = _worker_domains[domain_class, settings] = domain_class()
+        configure = getattr(domain, "configure", None)
+        if configure is not None:
+            configure(settings)
+    return domain.ingest(data, settings.budgets, report_progress)
 
 
 class LoupeService:
@@ -116,7 +129,7 @@ class LoupeService:
         """
         domain = self.domain(domain_name)
         assets = self.jobs.run(user.username, "Reading the file", ingest_in_worker,
-                               (self.settings, domain.name, data), progress=progress, waiting=waiting,
+                               (self.settings, type(domain), data), progress=progress, waiting=waiting,
                                cancelled=cancelled)
         return self.store.create_case(user, domain.name, title, assets)
 

@@ -177,7 +177,8 @@ def test_served_image_carries_no_metadata(served, tmp_path):
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "The file is empty"),
     (b"just some text, not an image", "not an image"),
-    (png_header_only(4000, 4000), "16.0 megapixels); Loupe accepts images up to 1 megapixel"),
+    (png_header_only(4000, 4000), "4,000 × 4,000 pixels, is 16.0 megapixels; Loupe accepts up to 1.0 megapixels (an "
+     "administrator can raise LOUPE_MAX_IMAGE_PIXELS)"),
 ])
 def test_bad_uploads_show_a_reason_and_write_nothing(served, tmp_path, content, message):
     client = served.client("alice")
