@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
@@ -67,13 +68,26 @@ def _virtual_size() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _start_worker(events: Any) -> None:
+def _start_worker(events: Any, server_pid: int) -> None:
     global _events
     _events = events
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # The worker's parent is the fork server, which exits with the server: a running job goes with them.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # A worker forked while the server was dying misses that signal: it also watches the server itself.
+    threading.Thread(target=_end_with, args=(server_pid,), name="loupe-server-watch", daemon=True).start()
+
+
+def _end_with(server_pid: int) -> None:
+    while True:
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid now belongs to another user's process: the server is gone
+            os._exit(1)
+        time.sleep(1)
 
 
 def _limit_job(memory_bytes: int, cpu_seconds: int) -> None:
@@ -147,7 +161,7 @@ class _Pool:
         context.set_forkserver_preload(list(preload))
         self.events = context.SimpleQueue()
         self.pool = ProcessPool(max_workers=workers, max_tasks=JOBS_PER_WORKER, context=context,
-                                initializer=_start_worker, initargs=(self.events,))
+                                initializer=_start_worker, initargs=(self.events, os.getpid()))
         threading.Thread(target=self._relay, name="loupe-job-events", daemon=True).start()
 
     def _relay(self) -> None:
