@@ -759,7 +759,11 @@ def budgets_command() -> None:
               help="Scratch folder (emptied first): the generated files and a throwaway LOUPE_HOME.")
 @click.option("--only", multiple=True, help="Run only these specimens (by name; repeatable).")
 @click.option("--list", "list_only", is_flag=True, help="List the specimens and exit.")
-def bench_robustness(workdir: Path, only: tuple[str, ...], list_only: bool) -> None:
+@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Instead of the specimens: every file under this folder (real files), sent to --domain.")
+@click.option("--domain", default="general", show_default=True, help="The domain that reads --corpus files.")
+def bench_robustness(workdir: Path, only: tuple[str, ...], list_only: bool, corpus: Path | None,
+                     domain: str) -> None:
     """Every generated hostile and everyday file through the app's path, timing a second user's page loads."""
     from .robustness import specimens
 
@@ -769,7 +773,8 @@ def bench_robustness(workdir: Path, only: tuple[str, ...], list_only: bool) -> N
         return
     from .bench_robustness import run_robustness_bench
 
-    click.echo(json.dumps(run_robustness_bench(workdir, only), indent=2, ensure_ascii=False))
+    result = run_robustness_bench(workdir, only, (corpus, domain) if corpus else None)
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 from .cli_finetune import adapters, evaluate_adapter, finetune  # noqa: E402 - they use this module's helpers

@@ -16,7 +16,7 @@ class Specimen:
     name: str  # short id, also the file's stem
     domain: str  # the domain whose ingest receives it
     make: Callable[[Path], Path]  # writes the file into the folder given, returns its path
-    expect: str  # "refused" | "accepted"
+    expect: str  # "refused" | "accepted" | "either" (a real file: processed or refused, never a crash)
     budget: str | None = None  # the Budgets field a refusal names (None: refused for what it is, e.g. damaged)
     about: str = ""  # what the file is, in a few words
     # upload: the domain's ingest reads it; report: the radiology report checker reads its text;
