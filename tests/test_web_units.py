@@ -397,3 +397,18 @@ def test_markdown_text_is_shown_as_written():
     assert html.unescape(escaped) == hostile  # the reader sees what was written
     assert md_text("Size: 3.5 mm (left), *not* urgent.") == "Size: 3.5 mm (left), *not* urgent."  # copies as is
     assert quoted("one\ntwo").splitlines() == ["> one", "> two"]
+
+
+def test_cancel_stops_only_the_case_switch_in_flight_on_its_own_screen() -> None:
+    from types import SimpleNamespace
+
+    from loupe.apps.web.screen import Screens
+
+    screens = Screens()
+    mine, other = SimpleNamespace(session_hash="a", username="ann"), SimpleNamespace(session_hash="b", username="ann")
+    assert not screens.request_stop(mine)  # nothing being read: nothing to stop
+    with screens.switch(mine) as reading, screens.switch(other) as theirs:
+        assert screens.request_stop(mine)
+        assert screens.stop_requested(mine, reading) and not screens.stop_requested(other, theirs)
+    with screens.switch(mine) as next_upload:  # the next upload starts afresh
+        assert not screens.stop_requested(mine, next_upload)
