@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import click
 
-TEMP_MARK = ".loupe-partial"
+from loupe.core.files import TEMP_MARK, write_atomically
+
 STATUSES = ("processed", "already_done", "duplicate", "refused")
 
 
@@ -84,27 +84,6 @@ def error_name(exc: BaseException) -> str:
     which can quote file content."""
     kind = type(exc)
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-
-
-def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_MARK}")
-
-
-def write_atomically(path: Path, data: bytes | str) -> None:
-    """``data`` at ``path``, whole or not at all: written to a temporary name beside it, flushed to disk,
-    renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temp_name(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -535,13 +535,14 @@ def docs_convert(files: tuple[Path, ...], fmt: str, out: Path | None, pages: str
     """Convert PDFs or page images (folders: every such file in them) to Markdown or to JSON (page, box, type,
     confidence per element). Every file is converted or listed as refused with its reason; exit code 1 when
     one was refused."""
+    from loupe.core.files import write_atomically
     from loupe.core.ocr.base import OCRUnavailable
     from loupe.core.ocr.document import read_document
     from loupe.core.ocr.engines import make_engine
     from loupe.core.ocr.export import to_json, to_markdown
     from loupe.core.ocr.pipeline import PageReader
 
-    from .batch import remove_stale_temps_of, write_atomically
+    from .batch import remove_stale_temps_of
 
     try:
         reader = PageReader(make_engine(engine))

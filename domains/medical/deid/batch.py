@@ -12,7 +12,6 @@ input ends with one outcome: written, already done, a duplicate of another, or r
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from loupe.core.budgets import Budgets
 from loupe.core.errors import InputRejected
+from loupe.core.files import TEMP_MARK, write_atomically
 
 from .deidentify import Deidentifier, DeidOptions
 from .pixels import TextFinder, mask_burned_in_text
@@ -29,7 +29,6 @@ from .reading import check_pixels, check_stored_object, kind, read_object
 __all__ = ["BatchSummary", "FileResult", "check_pixels", "deidentify_folder", "encode", "write_atomically"]
 
 SAME_OBJECT = "the same object as another file here (same SOP Instance UID): written once"
-TEMP_MARK = ".loupe-partial"  # = loupe.apps.batch.TEMP_MARK: what an interrupted run leaves is removed by it
 
 
 @dataclass
@@ -174,15 +173,3 @@ def deidentify_folder(source: Path, target: Path, options: DeidOptions,
     return run.summary
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}{TEMP_MARK}")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
