@@ -412,3 +412,16 @@ def test_cancel_stops_only_the_case_switch_in_flight_on_its_own_screen() -> None
         assert screens.stop_requested(mine, reading) and not screens.stop_requested(other, theirs)
     with screens.switch(mine) as next_upload:  # the next upload starts afresh
         assert not screens.stop_requested(mine, next_upload)
+
+
+def test_pruning_expired_gradio_bindings_keeps_the_live_ones() -> None:
+    from loupe.apps.web.guards import SessionBindings
+
+    now = [0.0]
+    bindings = SessionBindings(idle_s=10, max_age_s=100, clock=lambda: now[0])
+    bindings.claim(["old-1", "old-2"], "ann", "s1")
+    now[0] = 8
+    bindings.claim(["fresh"], "bob", "s2")
+    now[0] = 15  # the first two idle past 10 s; the housekeeping thread used to die here
+    bindings.prune()
+    assert len(bindings) == 1 and bindings.claim(["fresh"], "bob", "s2") and not bindings.claim(["fresh"], "ann", "s1")

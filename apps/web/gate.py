@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -36,6 +37,8 @@ from .guards import (
 )
 from .sessions import LoginThrottle, Session, SessionStore, session_key
 from .uploads import TempSweeper, multipart_boundary, serve_scrubbed
+
+log = logging.getLogger(__name__)
 
 COOKIE = "loupe_session"  # over plain HTTP (a test or a loopback-only install)
 SECURE_COOKIE = "__Host-loupe_session"  # over HTTPS: Secure, Path=/, no Domain, so no sibling host can set it
@@ -147,7 +150,10 @@ class WebSecurity:
 
         def loop() -> None:
             while not self._stop.wait(every_s):
-                self.housekeeping()
+                try:
+                    self.housekeeping()
+                except Exception:  # noqa: BLE001 - the sweep must outlive any one failure (it removes PHI)
+                    log.exception("housekeeping failed; trying again in %.0f s", every_s)
 
         threading.Thread(target=loop, daemon=True, name="loupe-housekeeping").start()
 

@@ -171,8 +171,8 @@ class SessionBindings:
     def prune(self) -> None:
         now = self.clock()
         with self._lock:
-            for key in [k for k in self._owners if self._live(k, now) is None]:
-                self._owners.pop(key, None)
+            for key in list(self._owners):  # _live removes what has expired
+                self._live(key, now)
 
     def __len__(self) -> int:
         return len(self._owners)
