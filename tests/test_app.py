@@ -247,3 +247,18 @@ def test_admin_lists_adapters_with_their_cards_and_switches_a_domain(served, tmp
     finally:
         store.activate_adapter(None, "general")
         store.remove_adapter("codes-v1")
+
+
+def test_identical_uploads_of_two_users_keep_their_shared_temp_copy_until_both_are_done(served):
+    """Gradio names a temp copy by its content's hash: alice's logout must not delete bob's pending upload."""
+    from pathlib import Path
+
+    data = png_bytes((24, 24))
+    alice, bob = served.http("alice"), served.http("bob")
+    [first] = alice.post("/gradio_api/upload", files={"files": ("a.png", data)}).json()
+    [second] = bob.post("/gradio_api/upload", files={"files": ("b.png", data)}).json()
+    assert first == second  # one file for both
+    assert alice.post("/logout").status_code in (200, 303)
+    assert Path(second).is_file(), "alice's logout deleted bob's pending upload"
+    served.app.security.release_upload(f"loupe_session={bob.cookies.get('loupe_session')}", data)
+    assert not Path(second).exists()  # the last one done with it: gone

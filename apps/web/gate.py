@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -134,15 +134,24 @@ class WebSecurity:
         session = self.sessions.get(token_from_cookies(cookie_header), touch=False)
         if session is None:
             return
-        used = [p for p in session.uploads if _holds(p, data)]
-        session.uploads.difference_update(used)
-        self.sweeper.remove(used)
+        used = next((p for p in session.uploads if _holds(p, data)), None)
+        if used is None:
+            return
+        session.uploads[used] -= 1  # this upload is done with it; another tab's may still wait for it
+        if session.uploads[used] <= 0:
+            del session.uploads[used]
+        self._remove_unheld([used])
 
     def end_session(self, token: str | None) -> None:
         self.bindings.forget_session(session_key(token))
         session = self.sessions.end(token)
         if session is not None:
-            self.sweeper.remove(session.uploads)
+            self._remove_unheld(session.uploads)
+
+    def _remove_unheld(self, paths: Iterable[str]) -> None:
+        """Delete temp uploads no live session still waits for (identical bytes share one file)."""
+        held = self.sessions.held_uploads()
+        self.sweeper.remove([p for p in paths if p not in held])
 
     # -- housekeeping --------------------------------------------------------------------------
     def start_housekeeping(self, every_s: float = 60.0) -> None:
@@ -159,7 +168,7 @@ class WebSecurity:
 
     def housekeeping(self) -> None:
         for session in self.sessions.expired():
-            self.sweeper.remove(session.uploads)
+            self._remove_unheld(session.uploads)
         self.bindings.prune()
         self.sweeper.sweep()
 

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,9 @@ class Session:
     created: float
     last_seen: float
     epoch: int = 0  # the user's session epoch at login; a password, role or active change raises it
-    uploads: set[str] = field(default_factory=set)  # Gradio temp files this session uploaded
+    # Gradio temp files this session uploaded, each with how many uploads await it: Gradio names a copy by its
+    # content's hash, so the same bytes chosen twice (two tabs, two users) share one file.
+    uploads: Counter[str] = field(default_factory=Counter)
 
 
 class SessionStore:
@@ -70,6 +73,11 @@ class SessionStore:
         with self._lock:
             gone = [k for k, s in self._sessions.items() if self._is_expired(s, now)]
             return [self._sessions.pop(k) for k in gone]
+
+    def held_uploads(self) -> set[str]:
+        """Temp files some live session still waits to use (not to be deleted under it)."""
+        with self._lock:
+            return {path for session in self._sessions.values() for path in session.uploads}
 
     def _is_expired(self, session: Session, now: float) -> bool:
         return now - session.last_seen > self.idle_s or now - session.created > self.max_age_s
