@@ -150,7 +150,8 @@ class _Job:
     id: int
     owner: str
     started: bool = False
-    progress: Progress | None = None
+    latest: tuple[int, int] | None = None  # the newest (done, total) the job reported
+    submitted: bool = False  # handed to the pool (its owner's turn came)
 
 
 class _Pool:
@@ -175,11 +176,8 @@ class _Pool:
                 continue
             if done < 0:
                 job.started = True
-            elif job.progress is not None:
-                try:
-                    job.progress(done, total)
-                except Exception:  # noqa: BLE001 - a page that went away must not stop the relay
-                    log.debug("progress callback failed", exc_info=True)
+            else:  # handed on by the waiting caller's own thread (Gradio's progress lives in its context)
+                job.latest = (done, total)
 
 
 _pools: dict[tuple, _Pool] = {}
@@ -212,6 +210,7 @@ class JobRunner:
         self._preload = tuple(preload)
         self._lock = threading.Lock()
         self._per_owner: Counter[str] = Counter()
+        self._turns: dict[str, threading.Semaphore] = {}  # per user: jobs they may have in the pool at once
 
     def _pool(self) -> ProcessPool:
         b = self.budgets
@@ -229,10 +228,14 @@ class JobRunner:
                 self.run("", "Starting a worker", os.getpid)  # "" is no user name
         threading.Thread(target=first, name="loupe-job-warmup", daemon=True).start()
 
-    @staticmethod
-    def position(job: _Job) -> int:
-        """Jobs ahead of ``job``, waiting or running (0: it is about to start)."""
-        return sum(1 for other in list(_jobs.values()) if other.id < job.id)
+    def position(self, job: _Job) -> int:
+        """Jobs ahead of ``job``: those queued for a worker before it, the owner's own earlier jobs, and one
+        running job when every worker is busy (0: it is about to start)."""
+        others = [o for o in list(_jobs.values()) if o.id != job.id]
+        queued = sum(1 for o in others if o.id < job.id and o.submitted and not o.started)
+        own = sum(1 for o in others if o.id < job.id and o.owner == job.owner and (o.started or not o.submitted))
+        busy = not own and sum(1 for o in others if o.started) >= self.budgets.workers
+        return queued + own + int(busy)
 
     def run(self, owner: str, label: str, fn: Callable[..., T], args: tuple = (), *,
             progress: Progress | None = None, waiting: Callable[[int], None] | None = None,
@@ -256,14 +259,24 @@ class JobRunner:
             if self._per_owner[owner] >= cap:
                 raise QueueFull(f"You already have {cap} jobs waiting or running; wait for one to finish "
                                 "(an administrator can raise LOUPE_JOBS_PER_USER).")
-            job = _Job(next(_ids), owner, progress=progress)
+            job = _Job(next(_ids), owner)
             _jobs[job.id] = job
             self._per_owner[owner] += 1
+            turn = self._turns.setdefault(owner, threading.Semaphore(max(1, self.budgets.workers // 2)))
         wall = self.budgets.job_seconds * WALL_FACTOR
+        shown, reported = None, None
+        holding = False
         try:
+            # One user holds at most half the workers: another user's upload never waits behind all of theirs.
+            while not (holding := turn.acquire(timeout=POLL_SECONDS)):
+                if cancelled():
+                    raise JobCancelled(f"{label}: cancelled.")
+                if waiting is not None and (place := self.position(job)) != shown:
+                    shown = place
+                    waiting(place)
+            job.submitted = True
             future = pool.schedule(_run_job, (job.id, self.budgets.job_memory_bytes, self.budgets.job_seconds,
                                               fn, args), timeout=wall)
-            shown = None
             while True:
                 try:
                     result, stats = future.result(timeout=POLL_SECONDS)
@@ -275,9 +288,14 @@ class JobRunner:
                         if waiting is not None and not job.started and (place := self.position(job)) != shown:
                             shown = place
                             waiting(place)
+                        if progress is not None and job.latest is not None and job.latest != reported:
+                            reported = job.latest
+                            progress(*reported)
                         continue
                     raise JobFailed(f"{label} took longer than {wall:,} s and was stopped "
                                     "(an administrator can raise LOUPE_JOB_SECONDS).") from None
+                if progress is not None and job.latest is not None and job.latest != reported:
+                    progress(*job.latest)  # the last step, reported just before the result came
                 if isinstance(result, _Refused):
                     result.error.job_stats = stats  # what the refusal cost the worker (benchmarks, tests)
                     raise result.error
@@ -292,6 +310,8 @@ class JobRunner:
             log.warning("job %s failed: %s", label, type(exc).__name__)
             raise JobFailed(f"{label} failed unexpectedly ({type(exc).__name__}); the file was not kept.") from None
         finally:
+            if holding:
+                turn.release()
             with self._lock:
                 _jobs.pop(job.id, None)
                 self._per_owner[owner] -= 1

@@ -78,4 +78,11 @@ def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
 
         blocks.load(admin_adapters, None, adapter_outputs, api_name=False)
         blocks.load(model_status, None, banner, api_name="model_status")
+
+        def page_closed(request: gr.Request) -> None:
+            # A file still being read for a page that is gone is not kept (and frees its place in the queue).
+            for workspace in workspaces:
+                workspace.screen.request_stop(request)
+
+        blocks.unload(page_closed)
     return blocks

@@ -229,7 +229,7 @@ class Workspace:
                 progress((done, total), desc="Reading the file", unit="pages")
 
             def waiting(ahead: int) -> None:  # shown until a worker takes the file
-                progress(None, desc=f"Waiting for a worker: {ahead} job{'s' * (ahead != 1)} ahead" if ahead
+                progress(0.0, desc=f"Waiting for a worker: {ahead} job{'s' * (ahead != 1)} ahead" if ahead
                          else "Starting")
 
             with self.screen.switch(request) as switch:
