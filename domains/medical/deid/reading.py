@@ -14,6 +14,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from loupe.core.budgets import Budgets
 from loupe.core.errors import InputRejected
+from loupe.core.pyramid.dicom_wsi import WSI_SOP_CLASS
 
 from ..dicom_image import decode_problem, read_dataset
 
@@ -83,9 +84,14 @@ def check_pixels(ds: Dataset, budgets: Budgets | None = None) -> None:
     if rows <= 0 or columns <= 0 or frames <= 0:
         raise InputRejected("The DICOM header gives an empty image size.")
     budgets = budgets or Budgets()
-    budgets.check("max_frames", frames, "The image's frame count")
     budgets.check("max_pixels", rows * columns, "One frame")
-    budgets.check("max_decoded_bytes", rows * columns * frames * samples * max(bits, 8) // 8, "The decoded image")
+    # A slide level's frames are tiles (tens of thousands), decoded one at a time: their total is work, not memory.
+    if ds.get("SOPClassUID") == WSI_SOP_CLASS:
+        budgets.check("max_work_pixels", rows * columns * frames, "The slide level, all its tiles together,")
+    else:
+        budgets.check("max_frames", frames, "The image's frame count")
+        budgets.check("max_decoded_bytes", rows * columns * frames * samples * max(bits, 8) // 8,
+                      "The decoded image")
     if "PixelData" not in ds:  # float pixel data: nothing pydicom decodes here
         return
     try:
