@@ -101,7 +101,8 @@ def _outcome(service: LoupeService, specimen: Specimen, path: Path) -> tuple[str
     user = service.store.get_user(UPLOADER)
     try:
         if specimen.kind == "question":
-            case_id = service.store.list_cases(user)[0].id if service.store.list_cases(user) else 0
+            cases = service.store.list_cases(user)
+            case_id = cases[0].id if cases else 0
             for _ in service.ask(user, case_id, path.read_text()):
                 break
             return "processed", "", None, None

@@ -60,10 +60,15 @@ def configured_domains(settings: Settings) -> dict[str, Domain]:
     """Every installed domain, given the settings it asks for (paths, keys) through its optional ``configure``."""
     domains = discover()
     for domain in domains.values():
-        configure = getattr(domain, "configure", None)
-        if configure is not None:
-            configure(settings)
+        configured(domain, settings)
     return domains
+
+
+def configured(domain: Domain, settings: Settings) -> Domain:
+    configure = getattr(domain, "configure", None)  # optional: a domain that needs paths or keys
+    if configure is not None:
+        configure(settings)
+    return domain
 
 
 def worker_preload() -> list[str]:
@@ -84,10 +89,7 @@ def ingest_in_worker(settings: Settings, domain_class: type, data: bytes) -> lis
     """
     domain = _worker_domains.get((domain_class, settings))
     if domain is None:
-        domain = _worker_domains[domain_class, settings] = domain_class()
-        configure = getattr(domain, "configure", None)
-        if configure is not None:
-            configure(settings)
+        domain = _worker_domains[domain_class, settings] = configured(domain_class(), settings)
     return domain.ingest(data, settings.budgets, report_progress)
 
 
