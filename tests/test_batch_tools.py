@@ -178,6 +178,13 @@ main()
 """
 
 
+def _finished_while_running(out: Path, suffix: str) -> list[Path]:
+    """Finished outputs, listed while the batch still creates and removes its temporary folders
+    (os.walk skips a folder that vanishes under it; Path.rglob raises)."""
+    return [Path(root, name) for root, _, names in os.walk(out) for name in names
+            if name.endswith(suffix) and TEMP_MARK not in name and TEMP_MARK not in root]
+
+
 def _kill_after_first_output(args: list[str], out: Path, done: callable) -> None:
     process = subprocess.Popen([sys.executable, "-c", SLOW, *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -193,8 +200,7 @@ def test_deid_killed_mid_batch_resumes_without_duplicates(tmp_path):
     expected = dicom_corpus(tmp_path / "in", images=12)
     home, out, summary = tmp_path / "home", tmp_path / "out", tmp_path / "summary.json"
     args = ["--home", str(home), "dicom", "deid", str(tmp_path / "in"), "--out", str(out)]
-    _kill_after_first_output(args, out, lambda: len([p for p in out.rglob("*.dcm") if p.is_file()
-                                                      and TEMP_MARK not in p.name]) >= 2)
+    _kill_after_first_output(args, out, lambda: len(_finished_while_running(out, ".dcm")) >= 2)
     first = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and TEMP_MARK not in p.name}
     for path in first:  # what the killed run left is whole
         pydicom.dcmread(path)
