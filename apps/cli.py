@@ -27,6 +27,8 @@ from .cli_common import open_store
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from .documents import DocumentJob, DocumentText
+
 ROLE_CHOICE = click.Choice(["user", "reviewer", "admin"])  # = loupe.core.cases.store.ROLES (tested)
 
 
@@ -287,6 +289,7 @@ def db_current(settings: Settings) -> None:
 
 # -- ocr ----------------------------------------------------------------------------------------
 DOCUMENT_SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+CLI_JOBS = "cli"  # the owner of the batch commands' worker jobs (core/jobs.py)
 _summary_option = click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
                                help="Write the record of the run as JSON: every input's status and reason, and "
                                     "the counts.")
@@ -303,32 +306,46 @@ _summary_option = click.option("--summary", "summary_file", type=click.Path(dir_
               help="Write each file's text to OUT/NAME.txt (NAME.jsonl with --json) instead of stdout; a rerun "
                    "skips files already there.")
 @_summary_option
-def ocr(files: tuple[Path, ...], engine: str, pages: str | None, no_orientation: bool, as_json: bool,
-        out_dir: Path | None, summary_file: Path | None) -> None:
+@click.pass_obj
+def ocr(settings: Settings, files: tuple[Path, ...], engine: str, pages: str | None, no_orientation: bool,
+        as_json: bool, out_dir: Path | None, summary_file: Path | None) -> None:
     """Read the text of documents (PDF, PNG, JPEG, TIFF; folders: every such file in them) with boxes, in
     reading order. Every file is read or listed as refused with its reason; exit code 1 when one was refused."""
-    from loupe.core.ocr.base import OCRUnavailable
-    from loupe.core.ocr.document import read_document
-    from loupe.core.ocr.engines import make_engine
-    from loupe.core.ocr.pipeline import PageReader
+    job = _document_job(settings, engine, not no_orientation, pages, "jsonl" if as_json else "text")
+    read = _document_worker(settings, job, "Reading this file")
+    _run_documents(files, out_dir, ".jsonl" if as_json else ".txt", lambda path: read(path).text, summary_file,
+                   "reading")
 
+
+def _document_job(settings: Settings, engine: str, orientation: bool, pages: str | None,
+                  output: str) -> DocumentJob:
+    from .documents import DocumentJob
 
     try:
-        reader = PageReader(make_engine(engine), orientation=not no_orientation)
-        wanted = _page_numbers(pages) if pages else None
-    except (OCRUnavailable, ValueError) as exc:
+        wanted = tuple(_page_numbers(pages)) if pages else None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    return DocumentJob(engine, orientation, wanted, settings.budgets, output)
+
+
+def _document_worker(settings: Settings, job: DocumentJob, label: str) -> Callable[[Path], DocumentText]:
+    """Reads one file per job in a worker process (time and memory budgets per file), the OCR engine loaded
+    first: a missing engine stops the command before its first file, as a usage error."""
+    from loupe.core.jobs import JobRunner
+
+    from .documents import PRELOAD, document_text, start_reader
+
+    runner = JobRunner(settings.budgets, preload=PRELOAD)
+    try:
+        runner.run(CLI_JOBS, "Starting the OCR engine", start_reader, (job.engine, job.orientation))
+    except LoupeError as exc:
         raise click.ClickException(str(exc)) from None
 
-    def work(path: Path) -> str:
+    def read(path: Path) -> DocumentText:
         with _progress(path.name, "page", leave=False) as step:
-            read = read_document(path.read_bytes(), reader, wanted, progress=step)
-        if as_json:
-            return "\n".join(json.dumps({"file": path.name, **_page_json(page)}, ensure_ascii=False) for page in read)
-        return "\n".join(f"== {path.name} · page {page.number} ({page.source}, {len(page.lines)} lines) ==\n{page.text}"
-                         for page in read)
+            return runner.run(CLI_JOBS, label, document_text, (job, path), progress=step)
 
-    suffix = ".jsonl" if as_json else ".txt"
-    _run_documents(files, out_dir, suffix, work, summary_file, "reading")
+    return read
 
 
 def _run_documents(files: tuple[Path, ...], out_dir: Path | None, suffix: str, work: Callable[[Path], str],
@@ -379,8 +396,9 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
     series de-identified on different days still belong together. Every file is written or listed as
     refused with its reason; nothing is ever written half-done, and a rerun skips what is already in
     OUT_DIR. Exit code 1 when a file was refused."""
+    from loupe.core.jobs import JobRunner
     from loupe.core.secrets import installation_secret
-    from loupe.domains.medical.deid.batch import deidentify_folder
+    from loupe.domains.medical.deid.batch import PRELOAD, deidentify_folder
     from loupe.domains.medical.deid.deidentify import DeidOptions
 
     from .batch import BatchLog, remove_stale_temps, temporary_files_in
@@ -394,9 +412,12 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
     if mask_text:
         from loupe.core.ocr.regions import find_text_regions as finder
     remove_stale_temps(out_dir)  # an interrupted run's temporary files hold (de-identified) patient data
-    with _progress("de-identifying", "file") as step, temporary_files_in(out_dir):
+    jobs = JobRunner(settings.budgets, preload=PRELOAD)  # each file in a worker: time and memory budgets
+    # Started before temporary files go to OUT: multiprocessing keeps its own temporary folder for the whole run.
+    jobs.run(CLI_JOBS, "Starting a worker", os.getpid)
+    with _progress("de-identifying", "file") as step, temporary_files_in(out_dir) as private:
         summary = deidentify_folder(in_dir, out_dir, options, progress=step, find_text=finder,
-                                    budgets=settings.budgets)
+                                    budgets=settings.budgets, jobs=jobs, temp=private)
     log = BatchLog("file")
     for r in summary.files:
         log.add(r.input, r.status, r.reason, r.output, kind=r.kind, actions=r.actions,
@@ -530,39 +551,30 @@ def docs() -> None:
 @click.option("--engine", type=click.Choice(["rapidocr", "tesseract", "paddleocr"]), default="rapidocr",
               show_default=True, help="OCR engine for pages without a text layer.")
 @_summary_option
-def docs_convert(files: tuple[Path, ...], fmt: str, out: Path | None, pages: str | None, engine: str,
-                 summary_file: Path | None) -> None:
+@click.pass_obj
+def docs_convert(settings: Settings, files: tuple[Path, ...], fmt: str, out: Path | None, pages: str | None,
+                 engine: str, summary_file: Path | None) -> None:
     """Convert PDFs or page images (folders: every such file in them) to Markdown or to JSON (page, box, type,
     confidence per element). Every file is converted or listed as refused with its reason; exit code 1 when
     one was refused."""
     from loupe.core.files import write_atomically
-    from loupe.core.ocr.base import OCRUnavailable
-    from loupe.core.ocr.document import read_document
-    from loupe.core.ocr.engines import make_engine
-    from loupe.core.ocr.export import to_json, to_markdown
-    from loupe.core.ocr.pipeline import PageReader
 
     from .batch import remove_stale_temps_of
 
-    try:
-        reader = PageReader(make_engine(engine))
-        wanted = _page_numbers(pages) if pages else None
-    except (OCRUnavailable, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    job = _document_job(settings, engine, True, pages, fmt)
     one_file = len(files) == 1 and files[0].is_file() and out is not None and not out.is_dir() \
         and not str(out).endswith(os.sep)
     if one_file:
         remove_stale_temps_of(out)
+    read = _document_worker(settings, job, "Converting this file")
 
     def work(path: Path) -> str:
-        with _progress(path.name, "page", leave=False) as step:
-            read = read_document(path.read_bytes(), reader, wanted, progress=step)
-        text = to_markdown(read) if fmt == "md" else json.dumps(to_json(read), ensure_ascii=False, indent=1)
+        converted = read(path)
         if one_file:  # the output named: written (whole) whatever was there
-            write_atomically(out, text)
-            click.echo(f"Wrote {out} ({len(read)} page(s)).", err=True)
+            write_atomically(out, converted.text)
+            click.echo(f"Wrote {out} ({converted.pages} page(s)).", err=True)
             return ""
-        return text
+        return converted.text
 
     _run_documents(files, None if one_file else out, f".{fmt}", work, summary_file, "converting",
                    single_out=out if one_file else None)
@@ -589,13 +601,6 @@ def _page_numbers(spec: str) -> list[int]:
             raise ValueError(f"--pages: {part.strip()!r} is not a page or a range like 2-5")
         numbers.extend(range(int(first), int(last or first) + 1))
     return numbers
-
-
-def _page_json(page) -> dict:  # noqa: ANN001 - loupe.core.ocr.base.Page, imported lazily
-    return {"page": page.number, "width": page.width, "height": page.height, "rotation": page.rotation,
-            "source": page.source, "engine": page.engine,
-            "lines": [{"text": ln.text, "box": [round(v, 1) for v in ln.box], "confidence": round(ln.confidence, 4)}
-                      for ln in page.lines]}
 
 
 @cli.group()

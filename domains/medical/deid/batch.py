@@ -11,22 +11,33 @@ input ends with one outcome: written, already done, a duplicate of another, or r
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from pydicom.dataset import Dataset
 
 from loupe.core.budgets import Budgets
-from loupe.core.errors import InputRejected
+from loupe.core.errors import InputRejected, LoupeError
 from loupe.core.files import TEMP_MARK, write_atomically
 
 from .deidentify import Deidentifier, DeidOptions
 from .pixels import TextFinder, mask_burned_in_text
 from .reading import check_pixels, check_stored_object, kind, read_object
 
+if TYPE_CHECKING:
+    from loupe.core.jobs import JobRunner
+
 __all__ = ["BatchSummary", "FileResult", "check_pixels", "deidentify_folder", "encode", "write_atomically"]
+
+T = TypeVar("T")
+CLI_JOBS = "cli"  # the owner of the batch's worker jobs (core/jobs.py)
+# Imported once by the fork server, so every worker starts with them.
+PRELOAD = (__name__, "loupe.domains.medical.deid.pixels", "loupe.core.ocr.regions")
 
 SAME_OBJECT = "the same object as another file here (same SOP Instance UID): written once"
 
@@ -62,19 +73,124 @@ class BatchSummary:
                 "files_with_text_masked": sum(r.text_regions_masked > 0 for r in self.written)}
 
 
+@dataclass(frozen=True)
+class FileJob:
+    """What every file of one run is de-identified with; it travels to the worker with each file."""
+
+    source: Path
+    target: Path
+    options: DeidOptions  # holds the installation's secret: it goes to our own worker processes only
+    budgets: Budgets
+    find_text: TextFinder | None = None  # a top-level function (pickled by name)
+    temp: Path | None = None  # where libraries stage temporary copies (removed with the run)
+
+
 @dataclass
-class Cleaned:
-    dataset: Dataset
-    result: FileResult
+class Prepared:
+    """What a worker made of one file."""
+
+    kind: str = ""  # the SOP class in words
+    name: str = ""  # STUDY/SERIES/INSTANCE.dcm; "" for a file indexed in a DICOMDIR
+    result: FileResult | None = None  # None: not de-identified (refused, or its output exists)
+    data: bytes = b""  # the de-identified file, encoded
+    refused: str = ""  # why not
+
+
+_deidentifiers: dict[DeidOptions, Deidentifier] = {}  # per worker process
+
+
+def _deidentifier(options: DeidOptions) -> Deidentifier:
+    if options not in _deidentifiers:
+        _deidentifiers[options] = Deidentifier(options)
+    return _deidentifiers[options]
+
+
+def output_name(deidentify: Deidentifier, ds: Dataset) -> str:
+    """STUDY/SERIES/INSTANCE.dcm by the UIDs de-identification gives (known before it is done)."""
+    new = deidentify.new_uid
+    study, series = ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID")
+    return str(Path(new(str(study)) if study else "study", new(str(series)) if series else "series",
+                    f"{new(str(ds.SOPInstanceUID))}.dcm"))
+
+
+def read_file(path: Path) -> Dataset:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputRejected(f"The file cannot be read ({exc.strerror or type(exc).__name__}).") from None
+    ds = read_object(data)
+    check_stored_object(ds)
+    return ds
+
+
+@contextlib.contextmanager
+def _refusing(out: Prepared, doing: str) -> Iterator[None]:
+    """Whatever stops the work recorded in ``out`` as the reason (MemoryError is left to the job runner)."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except InputRejected as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        reason = f"It could not be de-identified and {doing} ({type(exc).__name__})."
+    else:
+        return
+    out.refused, out.result, out.data = reason, None, b""
+
+
+@contextlib.contextmanager
+def _temporary_files(folder: Path | None) -> Iterator[None]:
+    if folder is None:
+        yield
+        return
+    before, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
+def prepare_file(job: FileJob, path: Path, named: bool = True) -> Prepared:
+    """A worker job: ``path`` read, its pixels checked against the budgets, de-identified (text masked with a
+    finder) and encoded. ``named``: a file on its own, named by its new UIDs and left alone (no result) when
+    that output exists; otherwise a file a DICOMDIR lists."""
+    out = Prepared()
+    deidentify = _deidentifier(job.options)
+    with _temporary_files(job.temp), _refusing(out, "written as DICOM" if named else "indexed in a DICOMDIR"):
+        ds = read_file(path)
+        out.kind = kind(ds)
+        if named:
+            out.name = output_name(deidentify, ds)
+            if (job.target / out.name).exists():
+                return out
+        check_pixels(ds, job.budgets)
+        clean, report = deidentify(ds, in_place=True)
+        masked = mask_burned_in_text(clean, job.find_text) if job.find_text is not None else 0
+        out.result = FileResult(str(path.relative_to(job.source)), "processed", output=out.name, kind=out.kind,
+                                actions=dict(report.actions), private_removed=report.private_removed,
+                                burned_in_annotation=report.burned_in_annotation, text_regions_masked=masked)
+        out.data = encode(clean)
+    return out
+
+
+def check_file(job: FileJob, path: Path) -> str:
+    """A worker job: why this copy of an object already written is refused ("" when it reads and decodes)."""
+    out = Prepared()
+    with _temporary_files(job.temp), _refusing(out, "written as DICOM"):
+        check_pixels(read_file(path), job.budgets)
+    return out.refused
 
 
 class FolderRun:
-    """One pass over an input folder: the state every file's handling shares."""
+    """One pass over an input folder: the state every file's handling shares. Each file's work runs as a job
+    in a worker process (time and memory budgets per file) where ``jobs`` is given; the writing and the
+    record of what this run claimed stay here."""
 
-    def __init__(self, source: Path, target: Path, options: DeidOptions, budgets: Budgets,
-                 find_text: TextFinder | None) -> None:
-        self.source, self.target, self.budgets, self.find_text = source, target, budgets, find_text
-        self.deidentify = Deidentifier(options)
+    def __init__(self, job: FileJob, jobs: JobRunner | None = None) -> None:
+        self.job, self.jobs = job, jobs
+        self.source, self.target = job.source, job.target
+        self.deidentify = Deidentifier(job.options)
         self.summary = BatchSummary()
         self.claimed: set[str] = set()  # outputs written or found in this run (a second input for one is a duplicate)
 
@@ -86,57 +202,52 @@ class FolderRun:
         self.summary.files.append(result)
         return result
 
-    def output_name(self, ds: Dataset) -> str:
-        """STUDY/SERIES/INSTANCE.dcm by the UIDs de-identification gives (known before it is done)."""
-        new = self.deidentify.new_uid
-        study, series = ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID")
-        return str(Path(new(str(study)) if study else "study", new(str(series)) if series else "series",
-                        f"{new(str(ds.SOPInstanceUID))}.dcm"))
-
-    def read(self, path: Path) -> Dataset:
+    def prepare(self, path: Path, named: bool = True) -> Prepared:
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputRejected(f"The file cannot be read ({exc.strerror or type(exc).__name__}).") from None
-        ds = read_object(data)
-        check_stored_object(ds)
-        return ds
+            return self._call("De-identifying this file", prepare_file, path, named)
+        except LoupeError as exc:  # over the job's time or memory budget
+            return Prepared(refused=str(exc))
 
-    def clean(self, path: Path, ds: Dataset, name: str) -> Cleaned:
-        """``ds`` checked and de-identified in place (pixels masked with a text finder)."""
-        what = kind(ds)
-        check_pixels(ds, self.budgets)
-        clean, report = self.deidentify(ds, in_place=True)
-        masked = mask_burned_in_text(clean, self.find_text) if self.find_text is not None else 0
-        result = FileResult(self.relative(path), "processed", output=name, kind=what, actions=dict(report.actions),
-                            private_removed=report.private_removed, burned_in_annotation=report.burned_in_annotation,
-                            text_regions_masked=masked)
-        return Cleaned(clean, result)
+    def check(self, path: Path) -> str:
+        try:
+            return self._call("Checking this file", check_file, path)
+        except LoupeError as exc:
+            return str(exc)
+
+    def _call(self, label: str, fn: Callable[..., T], *args: object) -> T:
+        if self.jobs is None:
+            return fn(self.job, *args)
+        return self.jobs.run(CLI_JOBS, label, fn, (self.job, *args))
 
     def one(self, path: Path) -> None:
         """A file outside any DICOMDIR: written as STUDY/SERIES/INSTANCE.dcm, or its outcome recorded."""
-        what = ""
-        try:
-            ds = self.read(path)
-            what = kind(ds)
-            name = self.output_name(ds)
-            if name in self.claimed:  # the same image twice (e.g. in another transfer syntax): one copy is enough
-                check_pixels(ds, self.budgets)  # unless this copy is damaged: that is what to report
+        got = self.prepare(path)
+        name, what = got.name, got.kind
+        if name in self.claimed:  # the same image twice (e.g. in another transfer syntax): one copy is enough
+            # unless this copy is damaged: that is what to report (checked above where it was de-identified)
+            problem = got.refused or ("" if got.result is not None else self.check(path))
+            if problem:
+                self.refuse(path, problem, what)
+            else:
                 self.summary.files.append(FileResult(self.relative(path), "duplicate", SAME_OBJECT, name, what))
-                return
+            return
+        if name:
             self.claimed.add(name)
-            if (self.target / name).exists():
-                self.summary.files.append(FileResult(self.relative(path), "already_done", output=name, kind=what))
-                return
-            cleaned = self.clean(path, ds, name)
-            write_atomically(self.target / name, encode(cleaned.dataset))
-        except InputRejected as exc:
-            self.refuse(path, str(exc), what)
-            return
+        if got.refused:
+            self.refuse(path, got.refused, what)
+        elif got.result is None:
+            self.summary.files.append(FileResult(self.relative(path), "already_done", output=name, kind=what))
+        else:
+            self.write(path, got.result, got.data)
+
+    def write(self, path: Path, result: FileResult, data: bytes) -> None:
+        try:
+            write_atomically(self.target / result.output, data)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-            self.refuse(path, f"It could not be de-identified and written as DICOM ({type(exc).__name__}).", what)
+            self.refuse(path, f"It could not be de-identified and written as DICOM ({type(exc).__name__}).",
+                        result.kind)
             return
-        self.summary.files.append(cleaned.result)
+        self.summary.files.append(result)
 
 
 def encode(ds: Dataset) -> bytes:
@@ -147,12 +258,15 @@ def encode(ds: Dataset) -> bytes:
 
 def deidentify_folder(source: Path, target: Path, options: DeidOptions,
                       progress: Callable[[int, int], None] | None = None,
-                      find_text: TextFinder | None = None, budgets: Budgets | None = None) -> BatchSummary:
-    """Every file under ``source`` into ``target``; with ``find_text``, text seen in the pixels is masked."""
+                      find_text: TextFinder | None = None, budgets: Budgets | None = None,
+                      jobs: JobRunner | None = None, temp: Path | None = None) -> BatchSummary:
+    """Every file under ``source`` into ``target``; with ``find_text``, text seen in the pixels is masked.
+    With ``jobs``, each file is de-identified in a worker process (``find_text`` must then be a top-level
+    function) and libraries there stage temporary copies in ``temp``."""
     from .dicomdir import file_sets, write_file_set
 
     files = sorted(p for p in source.rglob("*") if p.is_file() and TEMP_MARK not in p.name)
-    run = FolderRun(source, target, options, budgets or Budgets(), find_text)
+    run = FolderRun(FileJob(source, target, options, budgets or Budgets(), find_text, temp), jobs)
     target.mkdir(parents=True, exist_ok=True)
     handled: set[Path] = set()
     done = 0

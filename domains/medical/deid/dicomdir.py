@@ -10,6 +10,7 @@ records pydicom cannot read is refused with that reason; its files are then de-i
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,10 +20,8 @@ import pydicom
 from pydicom.filereader import read_file_meta_info
 from pydicom.fileset import FileSet
 
-from loupe.core.errors import InputRejected
-
 from .batch import SAME_OBJECT, TEMP_MARK, FileResult, FolderRun
-from .reading import DICOMDIR_CLASS, kind
+from .reading import DICOMDIR_CLASS
 
 
 @dataclass
@@ -144,19 +143,16 @@ def _listed(run: FolderRun, file_set: FileSet, handled: set[Path]) -> list[Path]
 
 
 def _add(run: FolderRun, new: FileSet, path: Path) -> tuple[FileResult, str] | None:
-    what = ""
+    """``path`` de-identified (in a worker where the run has one) and staged in ``new``."""
+    got = run.prepare(path, named=False)
+    if got.result is None:
+        run.refuse(path, got.refused, got.kind)
+        return None
     try:
-        ds = run.read(path)
-        what = kind(ds)
-        cleaned = run.clean(path, ds, "")
-        _index_keys(cleaned.dataset)
-        uid = str(new.add(cleaned.dataset).SOPInstanceUID)  # staged (de-identified) in pydicom's temporary folder
-    except InputRejected as exc:
-        run.refuse(path, str(exc), what)
-        return None
+        ds = pydicom.dcmread(io.BytesIO(got.data))  # the worker's output: read back to be indexed here
+        _index_keys(ds)
+        uid = str(new.add(ds).SOPInstanceUID)  # staged (de-identified) in pydicom's temporary folder
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-        run.refuse(path, f"It could not be de-identified and indexed in a DICOMDIR ({type(exc).__name__}).", what)
+        run.refuse(path, f"It could not be de-identified and indexed in a DICOMDIR ({type(exc).__name__}).", got.kind)
         return None
-    return cleaned.result, uid
-
-
+    return got.result, uid
