@@ -87,10 +87,25 @@ def ingest_in_worker(settings: Settings, domain_class: type, data: bytes) -> lis
     The domain travels as its class (plugins are built without arguments, then configured): the worker makes
     its own instance once, so whatever it loads (OCR models, decoders) stays warm for the next upload.
     """
+    return _worker_domain(settings, domain_class).ingest(data, settings.budgets, report_progress)
+
+
+def _worker_domain(settings: Settings, domain_class: type) -> Domain:
     domain = _worker_domains.get((domain_class, settings))
     if domain is None:
         domain = _worker_domains[domain_class, settings] = configured(domain_class(), settings)
-    return domain.ingest(data, settings.budgets, report_progress)
+    return domain
+
+
+def on_assets(fn: Callable[..., object], assets: Sequence[IngestedAsset], *args: object) -> object:
+    """A worker job: ``fn(assets, *args)`` with the assets' bytes read here, from the store's files."""
+    return fn([a.with_bytes() for a in assets], *args)
+
+
+def export_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset], name: str,
+                     answers: Sequence[dict]) -> bytes:
+    """A worker job: the domain's export of a case (assets read here, from the store's files)."""
+    return _worker_domain(settings, domain_class).export([a.with_bytes() for a in assets], name, answers)
 
 
 class LoupeService:
@@ -167,24 +182,31 @@ class LoupeService:
         domain = self.domain(case.domain)
         if name not in domain.export_formats:
             raise LoupeError(f"Cases of this kind have no {name!r} export.")
-        assets = self._assets(case)
         answers = [{"id": m.id, "text": m.content,
                     "citations": list((m.model_run.extra or {}).get("citations") or [])}
                    for m in case.messages if m.role == "assistant" and m.model_run is not None]
-        data = domain.export(assets, name, answers)
+        data = self.jobs.run(user.username, "Preparing the export", export_in_worker,
+                             (self.settings, type(domain), self._assets(case, with_bytes=False), name, answers))
         self.store.audit(user, "case.export", case_id=case_id, detail={"format": name})
         return data, domain.export_formats[name]
 
-    def case_assets(self, user: User, case_id: int) -> list[IngestedAsset]:
+    def case_assets(self, user: User, case_id: int, with_bytes: bool = True) -> list[IngestedAsset]:
         """A case's stored assets for a domain tool; access-checked and audited as a case read."""
-        return self._assets(self.store.open_case(user, case_id))
+        return self._assets(self.store.open_case(user, case_id), with_bytes)
 
-    def _assets(self, case: Case) -> list[IngestedAsset]:
-        """The case's assets; lazy ones (giant images) by path only, their bytes left on disk."""
+    def run_on_case(self, user: User, case_id: int, label: str, fn: Callable[..., object],
+                    args: tuple = ()) -> object:
+        """``fn(assets, *args)`` in a worker on a case's assets (access-checked and audited as a case read
+        here; their bytes read in the worker)."""
+        assets = self._assets(self.store.open_case(user, case_id), with_bytes=False)
+        return self.jobs.run(user.username, label, on_assets, (fn, assets, *args))
+
+    def _assets(self, case: Case, with_bytes: bool = True) -> list[IngestedAsset]:
+        """The case's assets; lazy ones (giant images), and all of them without ``with_bytes``, by path only."""
         out = []
         for a in case.assets:
             path = self.store.assets.path_for(a.sha256)
-            data = b"" if (a.meta or {}).get("lazy") else self.store.assets.read(a.sha256)
+            data = b"" if (a.meta or {}).get("lazy") or not with_bytes else self.store.assets.read(a.sha256)
             out.append(IngestedAsset(data, a.media_type, a.width, a.height, a.meta, path))
         return out
 

@@ -6,7 +6,7 @@ The core never imports a domain: apps and the CLI ask this registry.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -30,6 +30,16 @@ class IngestedAsset:
     # Where the stored bytes are, once stored. Assets whose ``meta["lazy"]`` is true (giant images) come
     # back from the store with empty ``data`` and this path: read them in parts, never whole.
     path: Path | None = None
+
+    def by_path(self) -> IngestedAsset:
+        """This asset without its bytes (read again from ``path`` where needed): what goes to a worker."""
+        return replace(self, data=b"") if self.path is not None else self
+
+    def with_bytes(self) -> IngestedAsset:
+        """This asset with its bytes, read from ``path`` when they were left behind (never a lazy one's)."""
+        if self.data or self.path is None or self.meta.get("lazy"):
+            return self
+        return replace(self, data=self.path.read_bytes())
 
 
 @dataclass
@@ -80,15 +90,24 @@ class DomainTab(Protocol):
         """Offer ready-made questions; a click puts one in the question box."""
         ...
 
-    def case_assets(self, case_id: int, request: Any) -> list[IngestedAsset]:  # noqa: ANN401 - a gr.Request
+    def case_assets(self, case_id: int, request: Any,  # noqa: ANN401 - a gr.Request
+                    with_bytes: bool = True) -> list[IngestedAsset]:
         """A tool's way to the open case's stored assets: the app checks the request's user may see the
-        case and audits the read. Never read case files any other way."""
+        case and audits the read. Never read case files any other way. Without ``with_bytes`` the assets
+        come by path only (for their metadata)."""
         ...
 
     def run_job(self, request: Any, label: str, fn: Callable[..., Any], args: tuple = ()) -> Any:  # noqa: ANN401
         """Run a tool's heavy work ``fn(*args)`` (a picklable top-level function) in a worker process, under the
         job budgets and in the signed-in user's queue; its refusals come back as raised. ``label`` names the
         work in messages ("Checking the report")."""
+        ...
+
+    def run_on_case(self, request: Any, case_id: int, label: str, fn: Callable[..., Any],  # noqa: ANN401
+                    args: tuple = ()) -> Any:  # noqa: ANN401
+        """``run_job`` for work on the case's files: ``fn(assets, *args)`` runs in a worker, with the assets
+        ``case_assets`` would give (access checked and audited here; their bytes read in the worker, so a
+        large file never passes through the web process). Rendering a frame or a region goes this way."""
         ...
 
     def save_report(self, case_id: int, request: Any, text: str, findings: list[dict]) -> int:  # noqa: ANN401

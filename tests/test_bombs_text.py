@@ -130,7 +130,7 @@ class _Tab:
     def run_job(self, request: object, label: str, fn, args: tuple = ()):  # noqa: ANN001, ANN201
         return self.jobs.run("reader", label, fn, args)  # a real worker process, as the app runs it
 
-    def case_assets(self, case_id: int, request: object) -> list:
+    def case_assets(self, case_id: int, request: object, with_bytes: bool = True) -> list:
         return []
 
     def save_report(self, case_id: int, request: object, text: str, findings: list[dict]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -190,6 +191,32 @@ def test_a_structured_report_is_kept_as_cleaned_text(tmp_path):
         MedicalDomain().context([asset], "Is there an effusion?")
     with zipfile.ZipFile(io.BytesIO(service.export_case(user, case_id, "zip")[0])) as archive:
         assert archive.read("structured_report.txt").decode() == text
+
+
+def test_case_tools_and_exports_run_in_a_worker_under_the_job_limits(tmp_path):
+    import jobwork
+
+    from loupe.core.errors import AccessDenied
+    from loupe.core.jobs import JobFailed
+    from loupe.domains.medical.tools import render_frame
+
+    service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
+    ann = service.store.add_user("ann", "ann-password-12", "user")
+    bob = service.store.add_user("bob", "bob-password-12", "user")
+    case_id = service.create_case(ann, "medical", (DICOM / "CT_small.dcm").read_bytes(), "ct")
+    pid, sizes = service.run_on_case(ann, case_id, "Looking", jobwork.where_read)
+    assert pid != os.getpid() and sizes == [len(a.data) for a in service.case_assets(ann, case_id)] and sizes[0] > 0
+    shown = service.run_on_case(ann, case_id, "Showing the image", render_frame, (1, "lung", 0, 0))
+    assert "lung -600/1500 · image 1 of 1" in shown
+    with pytest.raises(AccessDenied):
+        service.run_on_case(bob, case_id, "Showing the image", render_frame, (1, "lung", 0, 0))
+    assert service.store.audit_events()[-1].action == "case.denied"
+    strict = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused",
+                                        budgets=Budgets(job_seconds=2)))  # the same home, a tight time budget
+    with pytest.raises(JobFailed, match="Showing the image used more than 2 s .*LOUPE_JOB_SECONDS"):
+        strict.run_on_case(ann, case_id, "Showing the image", jobwork.spin_on)
+    with zipfile.ZipFile(io.BytesIO(service.export_case(ann, case_id, "zip")[0])) as archive:
+        assert archive.namelist()  # the export, made in a worker, is whole
 
 
 def test_asking_about_a_study_through_the_app(tmp_path, tiny_model_dir):

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from loupe.core.cases.models import User
 from loupe.core.errors import AccessDenied, LoupeError
+from loupe.core.jobs import JobFailed, QueueFull
 
 from .gate import WebSecurity, cookie_name, is_https, session_token
 
@@ -177,6 +178,8 @@ def build_router(security: WebSecurity) -> APIRouter:
             return JSONResponse({"detail": "Not authenticated"}, status_code=401)
         try:
             data, media_type = service.export_case(user, case_id, name)  # audited: case.export / denial
+        except (JobFailed, QueueFull) as exc:  # the worker's limits, or the user's queue: say which, retry later
+            return JSONResponse({"detail": str(exc)}, status_code=503)
         except LoupeError:  # no access, no such case, or no such format: the same answer for all
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         suffix = {"md": ".md", "json": ".json"}.get(name, "")

@@ -60,8 +60,12 @@ class Workspace:
                 gr.Button(text, size="sm", variant="secondary", min_width=0).click(
                     lambda t=text: t, outputs=self.question, api_name=False, concurrency_limit=None)
 
-    def case_assets(self, case_id: int, request: gr.Request) -> list[IngestedAsset]:
-        return self.service.case_assets(self._user(request), int(case_id))
+    def case_assets(self, case_id: int, request: gr.Request, with_bytes: bool = True) -> list[IngestedAsset]:
+        return self.service.case_assets(self._user(request), int(case_id), with_bytes)
+
+    def run_on_case(self, request: gr.Request, case_id: int, label: str, fn: Callable[..., object],
+                    args: tuple = ()) -> object:
+        return self.service.run_on_case(self._user(request), int(case_id), label, fn, args)
 
     @property
     def budgets(self) -> Budgets:

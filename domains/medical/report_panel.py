@@ -102,7 +102,7 @@ def add_report_panel(tab: DomainTab) -> None:
         note = ""
         try:
             vlm, label = tab.model(request) if with_model else (None, "")
-            assets = tab.case_assets(case_id, request)
+            assets = tab.case_assets(case_id, request, with_bytes=with_model)  # the model looks at an image
             flags = tab.run_job(request, "Checking the report", rule_flags,
                                 (report_text, image_laterality(assets), tab.budgets))
             if vlm is not None:
@@ -133,7 +133,8 @@ def add_report_panel(tab: DomainTab) -> None:
     def opened(case_id: int | None, request: gr.Request) -> tuple:
         report = tab.latest_report(case_id, request) if case_id is not None else None
         if report is None:  # a structured report's own text is the first draft to check
-            structured = [a for a in tab.case_assets(case_id, request) if a.meta.get("kind") == "sr_text"] \
+            structured = [a for a in tab.case_assets(case_id, request, with_bytes=False)
+                          if a.meta.get("kind") == "sr_text"] \
                 if case_id is not None else []
             return (structured[0].meta["text"] if structured else TEMPLATE), "", None
         note = "<p>✅ Signed off.</p>" if report["signed_off"] else ""

@@ -8,11 +8,13 @@ through Gradio's file cache.
 from __future__ import annotations
 
 import base64
+import html
 import io
 from collections.abc import Sequence
 
 import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
 
+from loupe.core.errors import LoupeError
 from loupe.core.plugins import DomainTab, IngestedAsset
 
 from .dicom_image import frame_values, read_dataset
@@ -49,6 +51,15 @@ def render_frame(assets: Sequence[IngestedAsset], number: int, preset: str, cent
             f"<figcaption>{label}</figcaption></figure>")
 
 
+def _rendered(tab: DomainTab, request: gr.Request, case_id: int, number: int, preset: str, center: float,
+              width: float) -> str:
+    """``render_frame`` in a worker (decoding a frame is heavy work); a refusal is shown in its place."""
+    try:
+        return tab.run_on_case(request, case_id, "Showing the image", render_frame, (number, preset, center, width))
+    except LoupeError as exc:
+        return f'<p class="loupe-window empty">⚠️ {html.escape(str(exc))}</p>'
+
+
 def add_window_controls(tab: DomainTab) -> None:
     with gr.Accordion("Window and slice", open=True, elem_id="medical-window-tools"):
         with gr.Row():
@@ -65,16 +76,14 @@ def add_window_controls(tab: DomainTab) -> None:
              request: gr.Request) -> str:
         if case_id is None:
             return ""
-        return render_frame(tab.case_assets(case_id, request), int(frame_number), preset_name, center_value,
-                            width_value)
+        return _rendered(tab, request, case_id, int(frame_number), preset_name, center_value, width_value)
 
     def opened(case_id: int | None, request: gr.Request) -> tuple:
         if case_id is None:
             return gr.update(maximum=2, value=1, interactive=False), ""
-        assets = tab.case_assets(case_id, request)
-        count = len(frames_of(assets))
+        count = len(frames_of(tab.case_assets(case_id, request, with_bytes=False)))
         return (gr.update(maximum=max(count, 2), value=1, interactive=count > 1),
-                render_frame(assets, 1, FILE_WINDOW, 40, 400))
+                _rendered(tab, request, case_id, 1, FILE_WINDOW, 40, 400))
 
     def preset_chosen(chosen: str) -> tuple:
         window = PRESETS.get(chosen)

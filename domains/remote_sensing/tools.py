@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
 
+from loupe.core.errors import LoupeError
 from loupe.core.plugins import DomainTab, IngestedAsset
 from loupe.core.pyramid.sources import RasterSource, Stretch, open_source
 
@@ -60,6 +61,17 @@ def render_region(assets: Sequence[IngestedAsset], preset: str, zoom: float, cen
             f"<figcaption>{html.escape(label)}</figcaption></figure>")
 
 
+def _rendered(tab: DomainTab, request: gr.Request, case_id: int, preset: str, zoom: float, centre_x: float,
+              centre_y: float) -> str:
+    """``render_region`` in a worker (reading a region of a large raster is heavy work); a refusal is shown
+    in its place."""
+    try:
+        return tab.run_on_case(request, case_id, "Showing the region", render_region,
+                               (preset, zoom, centre_x, centre_y))
+    except LoupeError as exc:
+        return f'<p class="loupe-zoom empty">⚠️ {html.escape(str(exc))}</p>'
+
+
 def add_scene_tools(tab: DomainTab) -> None:
     with gr.Accordion("Zoom and bands", open=True, elem_id="remote-zoom-tools"):
         with gr.Row():
@@ -74,15 +86,16 @@ def add_scene_tools(tab: DomainTab) -> None:
              request: gr.Request) -> str:
         if case_id is None:
             return ""
-        return render_region(tab.case_assets(case_id, request), band_preset, zoom_value, x_value, y_value)
+        return _rendered(tab, request, case_id, band_preset, zoom_value, x_value, y_value)
 
     def opened(case_id: int | None, request: gr.Request) -> tuple:
         if case_id is None:
             return gr.update(choices=[TRUE_COLOUR], value=TRUE_COLOUR), ""
-        assets = tab.case_assets(case_id, request)
+        assets = tab.case_assets(case_id, request, with_bytes=False)
         raster = next((a for a in assets if a.meta.get("kind") == "raster"), None)
         choices = list((raster.meta.get("presets") if raster else None) or {TRUE_COLOUR: []})
-        return gr.update(choices=choices, value=choices[0]), render_region(assets, choices[0], 1, 50, 50)
+        return (gr.update(choices=choices, value=choices[0]),
+                _rendered(tab, request, case_id, choices[0], 1, 50, 50))
 
     inputs = [tab.case_id, preset, zoom, centre_x, centre_y]
     tab.case_id.change(opened, tab.case_id, [preset, view], api_name="remote_open_view")
