@@ -29,6 +29,7 @@ from loupe.apps.cli import cli
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's notes on its own odd test files
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+DOCUMENTS = Path(__file__).parents[1] / "data" / "documents"
 NAME, PATIENT_ID = "Doe^Jane", "PID-424242"
 CD_NAME, CD_PATIENT_ID = "Roe^Richard", "PID-737373"
 
@@ -329,3 +330,67 @@ def test_ocr_to_stdout_keeps_the_text_on_stdout_and_the_summary_on_stderr(tmp_pa
     assert "refused not_an_image.png:" in result.stderr and json.loads(result.stderr.strip().splitlines()[-1]) == {
         "total": 2, "processed": 1, "already_done": 0, "duplicate": 0, "refused": 1}
     assert expected["not_an_image.png"] == "refused"
+
+
+# -- per-file time and memory budgets (each file runs as a job in a worker process) ---------------
+def _poster_pdf(path: Path, pages: int = 3) -> None:
+    """Poster-size scanned pages (no text layer) packed with text: OCR of one takes tens of seconds."""
+    sheets = []
+    for n in range(pages):
+        sheet = Image.new("RGB", (3300, 4700), "white")
+        draw = ImageDraw.Draw(sheet)
+        for y in range(40, 4600, 50):
+            draw.text((30, y), f"Line {y} of page {n}: invoice 4711 total 42.00 EUR paid " * 3, fill="black",
+                      font_size=36)
+        sheets.append(sheet)
+    sheets[0].save(path, "PDF", resolution=200, save_all=True, append_images=sheets[1:])
+
+
+def test_a_file_over_its_time_budget_is_refused_and_the_batch_goes_on(tmp_path, monkeypatch):
+    folder, out, summary = tmp_path / "in", tmp_path / "out", tmp_path / "summary.json"
+    folder.mkdir()
+    _poster_pdf(folder / "1_poster.pdf")
+    shutil.copy(DOCUMENTS / "multi_page.pdf", folder / "2_letter.pdf")  # a text layer: read without OCR
+    # Loading the OCR models costs a worker about 2 s of processor time; reading one poster page, far more.
+    monkeypatch.setenv("LOUPE_JOB_SECONDS", "4")
+    started = time.monotonic()
+    result = _invoke("docs", "convert", str(folder), "--out", str(out), "--summary", str(summary))
+    record = {f["input"]: f for f in json.loads(summary.read_text())["files"]}
+    assert result.exit_code == 1 and record["1_poster.pdf"]["status"] == "refused"
+    assert "LOUPE_JOB_SECONDS" in record["1_poster.pdf"]["reason"]
+    assert record["2_letter.pdf"]["status"] == "processed"
+    assert "The Evolution of the Word Processor" in (out / "2_letter.pdf.md").read_text()
+    assert not (out / "1_poster.pdf.md").exists() and not _temps(out)
+    assert time.monotonic() - started < 60  # stopped at its budget, not read to the end
+
+
+def _deflated_image(path: Path, side: int = 8000) -> None:
+    """A 2 MB deflated DICOM image (Deflated Explicit VR) that inflates to 128 MB (side² 16-bit pixels, at
+    8,000²): within the pixel, decoded-size and inflation-ratio budgets, over a small job memory budget."""
+    import numpy as np
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = _instance(NAME, PATIENT_ID, 1, generate_uid(), generate_uid())
+    pixels = np.zeros(side * side, np.uint16)
+    pixels[::97] = np.arange(len(pixels[::97]), dtype=np.uint16)  # not all zeros: a plausible inflation ratio
+    ds.Rows = ds.Columns = side
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_file_over_its_memory_budget_is_refused_and_the_batch_goes_on(tmp_path, monkeypatch):
+    folder, out, summary = tmp_path / "in", tmp_path / "out", tmp_path / "summary.json"
+    folder.mkdir()
+    _deflated_image(folder / "1_bomb.dcm")
+    _instance(NAME, PATIENT_ID, 2, generate_uid(), generate_uid()).save_as(folder / "2_ct.dcm")
+    monkeypatch.setenv("LOUPE_JOB_MEMORY_BYTES", str(96 * 1024 * 1024))  # CT_small needs far less
+    result = _invoke("--home", str(tmp_path / "home"), "dicom", "deid", str(folder), "--out", str(out),
+                     "--summary", str(summary))
+    record = {f["input"]: f for f in json.loads(summary.read_text())["files"]}
+    assert result.exit_code == 1 and record["1_bomb.dcm"]["status"] == "refused"
+    assert "LOUPE_JOB_MEMORY_BYTES" in record["1_bomb.dcm"]["reason"]
+    assert record["2_ct.dcm"]["status"] == "processed"
+    (written,) = [p for p in out.rglob("*.dcm") if TEMP_MARK not in str(p)]
+    assert pydicom.dcmread(written).PatientIdentityRemoved == "YES"

@@ -93,7 +93,7 @@ def read_counted(data: bytes, stop_before_pixels: bool = False,
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         ds = _bare_dataset(data, stop_before_pixels)
-    except InputRejected:
+    except (InputRejected, MemoryError):  # MemoryError: a job over its memory budget, reported as that
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
         raise InputRejected(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from None

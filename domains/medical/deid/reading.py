@@ -100,5 +100,7 @@ def check_pixels(ds: Dataset, budgets: Budgets | None = None) -> None:
     except (AttributeError, KeyError, TypeError) as exc:  # pydicom's own checks of the header, before any decoder
         raise InputRejected("The DICOM header lacks or garbles an element needed to read its pixel data "
                             f"(pydicom: {type(exc).__name__}); the pixel data was not decoded.") from None
+    except MemoryError:  # a job over its memory budget: the job runner says so
+        raise
     except Exception as exc:  # noqa: BLE001 - decoders raise many types
         raise InputRejected(decode_problem(ds, exc)) from None
