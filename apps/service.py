@@ -102,6 +102,13 @@ def on_assets(fn: Callable[..., object], assets: Sequence[IngestedAsset], *args:
     return fn([a.with_bytes() for a in assets], *args)
 
 
+def context_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset],
+                      question: str) -> VisualContext:
+    """A worker job: what the model sees for a question (decoded views, rendered pages, OCR text), made from
+    the case's files read here."""
+    return _worker_domain(settings, domain_class).context([a.with_bytes() for a in assets], question)
+
+
 def export_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset], name: str,
                      answers: Sequence[dict]) -> bytes:
     """A worker job: the domain's export of a case (assets read here, from the store's files)."""
@@ -241,8 +248,9 @@ class LoupeService:
         domain = self.domain(case.domain)
         options = replace(options or GenerationOptions(detail=domain.default_detail),
                           adapter=self.answering_adapter(vlm, domain.name))
-        assets = self._assets(case)
-        context = domain.context(assets, question)
+        assets = self._assets(case, with_bytes=False)
+        context = self.jobs.run(user.username, "Preparing the images", context_in_worker,
+                                (self.settings, type(domain), assets, question))
         if context.pyramid is not None:  # a giant image: the question steers which tiles the model reads
             from loupe.core.pyramid.answer import focused_images
 
