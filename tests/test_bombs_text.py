@@ -186,3 +186,16 @@ def test_check_reports_lists_an_over_limit_report_and_checks_the_rest(tmp_path):
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "c"]
     refused = [o for o in run.outcomes if o[1] == "refused"]
     assert [o[0] for o in refused] == ["huge"] and "LOUPE_MAX_TEXT_CHARS" in refused[0][2]
+
+
+def test_a_report_field_that_is_not_text_is_listed_and_the_rest_read(tmp_path):
+    from loupe.domains.medical.reports.sections import read_reports
+
+    source = tmp_path / "reports.jsonl"
+    rows = [{"id": "a", "text": {"findings": "No effusion."}}, {"id": "b", "findings": ["x"], "impression": "y"},
+            {"id": "c", "text": "FINDINGS: No effusion.\nIMPRESSION: Normal."}, {"id": "d", "findings": 3}]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    problems: list[str] = []
+    assert [r.id for r in read_reports(source, problems)] == ["c", "d"]
+    assert problems == ["line 1: the field 'text' is a JSON object, not text.",
+                        "line 2: the field 'findings' is a JSON list, not text."]

@@ -58,15 +58,27 @@ def sex_from_text(text: str) -> str | None:
     return "F" if match.group(1).lower() in ("female", "woman", "girl") else "M"
 
 
+def _field_text(row: dict, name: str, where: str) -> str:
+    """A report field as text: JSON numbers are written out, a list or an object is refused (``str`` of it
+    would be checked as if it were the report)."""
+    value = row.get(name)
+    if value is None or isinstance(value, str):
+        return value or ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise InputRejected(f"{where}: the field {name!r} is a JSON {type(value).__name__.replace('dict', 'object')}, "
+                        "not text.")
+
+
 def _from_fields(report_id: str, row: dict, where: str) -> Report:
     if not report_id:
         raise InputRejected(f"{where}: the report has no id (column 'uid' or 'id').")
     if "text" in row and not any(row.get(s) for s in SECTIONS):
-        report = parse_report(report_id, str(row["text"] or ""))
+        report = parse_report(report_id, _field_text(row, "text", where))
     elif not any(s in row for s in SECTIONS):
         raise InputRejected(f"{where}: no report field (findings, impression or text).")
     else:  # a section left out or empty is a section the report does not have
-        report = Report(report_id, {s: str(row.get(s) or "").strip() for s in SECTIONS if row.get(s)})
+        report = Report(report_id, {s: _field_text(row, s, where).strip() for s in SECTIONS if row.get(s)})
     if not any(report.sections.values()):
         raise InputRejected(f"{where}: the report text is empty.")
     sex = str(row.get("patient_sex") or row.get("sex") or "").upper()[:1]
