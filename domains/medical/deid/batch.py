@@ -7,6 +7,10 @@ against the budgets, complete and decodable, and de-identified; it goes to a tem
 is renamed into place. A rerun skips inputs whose output exists. DICOMDIRs are read as the index they
 are: their files are de-identified into a new file-set with a new DICOMDIR (``dicomdir.py``). Every
 input ends with one outcome: written, already done, a duplicate of another, or refused with its reason.
+
+From the command line each file is read, checked, de-identified and encoded in a worker process
+(``prepare_file``, core/jobs.py), so one over the job's time or memory budget is refused and the run goes
+on; the writing and the record of the outputs this run claimed stay in the calling process.
 """
 
 from __future__ import annotations
