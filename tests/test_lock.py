@@ -3,7 +3,6 @@ passed with, inside pyproject.toml's honest ranges, and a clean venv resolves to
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -76,18 +75,17 @@ def test_the_running_environment_is_the_lock():
     assert not drift, f"installed versions differ from requirements.lock (locked, installed): {drift}"
 
 
-@pytest.mark.slow
-def test_a_clean_venv_resolves_to_exactly_the_lock(tmp_path):
-    """What a fresh clone installs: pip resolves the lock alone in an empty venv, nothing added or changed."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    report = tmp_path / "report.json"
-    # The running pip works on the empty venv through --python; --ignore-installed: nothing counts as present.
+def test_the_lock_alone_resolves_to_exactly_itself(tmp_path):
+    """What a fresh clone installs: the lock resolved on its own (nothing installed counts), with nothing added
+    or changed. uv's resolver answers in seconds where pip's dry run took 85 s; `make install` (pip, from the
+    same lock, then `pip check`) is what every CI run starts with."""
+    uv = Path(sys.executable).with_name("uv")
+    resolved_file = tmp_path / "resolved.txt"
     run = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--dry-run", "-q",
-         "--ignore-installed", "--find-links", "/opt/wheels", "-r", str(LOCK), "--report", str(report)],
+        [str(uv), "pip", "compile", str(LOCK), "--python-version", "3.11", "--find-links", "/opt/wheels",
+         "--no-emit-find-links", "--no-header", "--no-annotate", "-q", "-o", str(resolved_file)],
         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    resolved = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
-                for item in json.loads(report.read_text())["install"]}
+    resolved = {canonicalize_name(m[1]): m[3] for line in resolved_file.read_text().splitlines()
+                if (m := PIN.match(line))}
     assert resolved == locked()
