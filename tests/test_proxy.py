@@ -159,7 +159,7 @@ def served(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _fresh_throttle(request):
     if "served" in request.fixturenames:
-        request.getfixturevalue("served").app.security.throttle._failures.clear()
+        request.getfixturevalue("served").app.security.throttle.clear()
 
 
 def _login(client: httpx.Client, name: str, password: str, headers: dict[str, str] | None = None) -> int:

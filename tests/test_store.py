@@ -13,8 +13,8 @@ from loupe.core.errors import AccessDenied, LoupeError
 def test_migrations_create_every_table_at_head(db_url):
     engine = make_engine(db_url)
     open_database(db_url)
-    assert head_revision() == "0006"
-    assert current_revision(engine) == "0006"
+    assert head_revision() == "0007"
+    assert current_revision(engine) == "0007"
     schema = inspect(engine)
     tables = set(schema.get_table_names())
     assert {"users", "cases", "case_shares", "assets", "messages", "model_runs", "reviews", "audit_events",
@@ -27,8 +27,11 @@ def test_migrations_create_every_table_at_head(db_url):
                                                                        schema.get_indexes("audit_events")}
     assert {"case_reports", "report_checks"} <= tables and "ix_case_reports_case_id" in {i["name"] for i in
                                                                       schema.get_indexes("case_reports")}
+    assert {"web_sessions", "login_failures"} <= tables  # shared by every web process (0007)
+    assert {c["name"] for c in schema.get_columns("web_sessions")} == {"key", "username", "created", "last_seen",
+                                                                        "epoch"}
     open_database(db_url)  # applying again is a no-op
-    assert current_revision(engine) == "0006"
+    assert current_revision(engine) == "0007"
 
 
 def test_upgrade_from_0001_keeps_existing_rows(db_url):
@@ -46,7 +49,7 @@ def test_upgrade_from_0001_keeps_existing_rows(db_url):
         conn.execute(text("INSERT INTO audit_events (id, user_id, action, case_id, detail, created_at) "
                           "VALUES (1, 1, 'case.create', 1, '{}', CURRENT_TIMESTAMP)"))
     open_database(db_url)
-    assert current_revision(engine) == "0006"
+    assert current_revision(engine) == "0007"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT title, archived_at FROM cases")).one() == ("old case", None)
         assert conn.execute(text("SELECT signed_off FROM reviews")).scalar() in (False, 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.requests import Request
 
 from loupe.apps.web.sessions import LoginThrottle, SessionStore
@@ -20,6 +21,8 @@ from loupe.apps.web.uploads import (
     neutral_name,
     scrub_filenames,
 )
+from loupe.core.cases.db import open_database
+from loupe.core.cases.models import WebSession
 
 PHI_NAME = "SMITH_ANNA_1980-01-01.jpg"
 
@@ -35,12 +38,17 @@ class FakeClock:
         self.now += seconds
 
 
-# -- sessions -----------------------------------------------------------------------------------
+# -- sessions (in the database: tests/test_sessions_db.py covers several processes) ----------------
 
 
-def test_session_expires_when_idle_but_activity_keeps_it_alive():
+@pytest.fixture
+def db(db_url: str):
+    return open_database(db_url)
+
+
+def test_session_expires_when_idle_but_activity_keeps_it_alive(db):
     clock = FakeClock()
-    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=clock)
+    sessions = SessionStore(db, idle_s=60, max_age_s=3600, clock=clock)
     token = sessions.create("alice")
     for _ in range(5):
         clock.advance(50)
@@ -51,9 +59,9 @@ def test_session_expires_when_idle_but_activity_keeps_it_alive():
     assert sessions.get("forged-token") is None
 
 
-def test_session_ends_at_its_absolute_age_even_when_active():
+def test_session_ends_at_its_absolute_age_even_when_active(db):
     clock = FakeClock()
-    sessions = SessionStore(idle_s=60, max_age_s=300, clock=clock)
+    sessions = SessionStore(db, idle_s=60, max_age_s=300, clock=clock)
     token = sessions.create("alice")
     for _ in range(10):
         clock.advance(30)
@@ -62,9 +70,9 @@ def test_session_ends_at_its_absolute_age_even_when_active():
     assert sessions.get(token) is None
 
 
-def test_passive_requests_do_not_extend_a_session():
+def test_passive_requests_do_not_extend_a_session(db):
     clock = FakeClock()
-    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=clock)
+    sessions = SessionStore(db, idle_s=60, max_age_s=3600, clock=clock)
     token = sessions.create("alice")
     for _ in range(2):
         clock.advance(25)
@@ -73,37 +81,53 @@ def test_passive_requests_do_not_extend_a_session():
     assert sessions.get(token) is None  # ... but 65 s without real activity ended it
 
 
-def test_end_and_end_all():
-    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=FakeClock())
+def test_activity_is_written_at_most_once_a_step(db):
+    clock = FakeClock()
+    sessions = SessionStore(db, idle_s=600, max_age_s=3600, clock=clock)
+    assert sessions.touch_step_s == 30  # a tenth of the idle time, at most 30 s
+    token = sessions.create("alice")
+    clock.advance(29)
+    assert sessions.get(token).last_seen == 1000  # not written: a write per request would load the database
+    clock.advance(1)
+    assert sessions.get(token).last_seen == 1030
+    clock.advance(599)  # idle 599 s since the last write: still alive
+    assert sessions.get(token, touch=False).last_seen == 1030
+
+
+def test_end_and_stopping_a_process(db):
+    sessions = SessionStore(db, idle_s=60, max_age_s=3600, clock=FakeClock())
     alice, bob = sessions.create("alice"), sessions.create("bob")
     assert alice != bob
     assert sessions.end(alice).username == "alice"
     assert sessions.get(alice) is None and sessions.end(alice) is None and sessions.end(None) is None
+    sessions.get(bob).uploads.update(["/tmp/gradio/abc/upload.jpg"])
+    sessions.forget_uploads()  # a process stops: its temp files go, the session stays for the others
+    assert sessions.held_uploads() == set()
     assert sessions.get(bob).username == "bob"
-    assert [s.username for s in sessions.end_all()] == ["bob"]
-    assert sessions.get(bob) is None
 
 
-def test_expired_removes_and_returns_sessions_with_their_uploads():
+def test_expired_removes_and_returns_sessions_with_their_uploads(db):
     clock = FakeClock()
-    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=clock)
+    sessions = SessionStore(db, idle_s=60, max_age_s=3600, clock=clock)
     stale = sessions.create("alice")
     sessions.get(stale).uploads.update(["/tmp/gradio/abc/upload.jpg"])
+    assert sessions.held_uploads() == {"/tmp/gradio/abc/upload.jpg"}
     clock.advance(50)
     fresh = sessions.create("bob")
     assert sessions.expired() == []
     clock.advance(20)  # alice idle 70 s, bob 20 s
     [gone] = sessions.expired()
     assert (gone.username, set(gone.uploads)) == ("alice", {"/tmp/gradio/abc/upload.jpg"})
-    assert sessions.expired() == []
+    assert sessions.expired() == [] and sessions.held_uploads() == set()
     assert sessions.get(stale) is None and sessions.get(fresh).username == "bob"
 
 
-def test_tokens_are_random_and_not_kept_in_clear():
-    sessions = SessionStore(idle_s=60, max_age_s=3600, clock=FakeClock())
+def test_tokens_are_random_and_not_kept_in_clear(db):
+    sessions = SessionStore(db, idle_s=60, max_age_s=3600, clock=FakeClock())
     tokens = [sessions.create("alice") for _ in range(20)]
     assert len(set(tokens)) == 20 and all(len(t) >= 40 for t in tokens)
-    keys = set(sessions._sessions)
+    with db() as s:
+        keys = set(s.scalars(select(WebSession.key)))
     assert len(keys) == 20 and not keys & set(tokens)
     assert not any(t in key or key in t for t in tokens for key in keys)
 
@@ -111,9 +135,9 @@ def test_tokens_are_random_and_not_kept_in_clear():
 # -- login throttle -----------------------------------------------------------------------------
 
 
-def test_first_failures_are_free_then_waits_double_up_to_a_cap():
+def test_first_failures_are_free_then_waits_double_up_to_a_cap(db):
     clock = FakeClock()
-    throttle = LoginThrottle(free=5, max_delay_s=30, clock=clock)
+    throttle = LoginThrottle(db, free=5, max_delay_s=30, clock=clock)
     for _ in range(5):
         throttle.failed("alice", "10.0.0.1")
         assert throttle.wait_s("alice", "10.0.0.1") == 0
@@ -126,9 +150,9 @@ def test_first_failures_are_free_then_waits_double_up_to_a_cap():
     assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
 
 
-def test_failures_from_one_address_never_lock_the_account_for_another():
+def test_failures_from_one_address_never_lock_the_account_for_another(db):
     clock = FakeClock()
-    throttle = LoginThrottle(clock=clock)
+    throttle = LoginThrottle(db, clock=clock)
     for _ in range(30):
         throttle.failed("Admin", "203.0.113.66")  # a stranger hammering the admin account
     assert throttle.wait_s("admin", "10.0.0.5") == 0  # the admin at her own desk is not locked out
@@ -136,9 +160,9 @@ def test_failures_from_one_address_never_lock_the_account_for_another():
     assert throttle.wait_s("bob", "203.0.113.66") > 0  # ... and the stranger's address is limited as a whole
 
 
-def test_a_locked_pair_waits_and_the_wait_counts_down():
+def test_a_locked_pair_waits_and_the_wait_counts_down(db):
     clock = FakeClock()
-    throttle = LoginThrottle(clock=clock)
+    throttle = LoginThrottle(db, clock=clock)
     for _ in range(8):
         throttle.failed("Alice", "10.0.0.1")
     assert throttle.wait_s("alice", "10.0.0.1") == 4
@@ -147,8 +171,8 @@ def test_a_locked_pair_waits_and_the_wait_counts_down():
     assert throttle.wait_s("alice", "10.0.0.99") == 0 and throttle.wait_s("bob", "10.0.0.1") == 0
 
 
-def test_failures_on_many_user_names_lock_the_address():
-    throttle = LoginThrottle(address_free=20, clock=FakeClock())
+def test_failures_on_many_user_names_lock_the_address(db):
+    throttle = LoginThrottle(db, address_free=20, clock=FakeClock())
     for i in range(20):
         throttle.failed(f"user{i}", "10.0.0.1")
     assert throttle.wait_s("someone-new", "10.0.0.1") == 0  # 20 free failures per address, over any names
@@ -159,8 +183,8 @@ def test_failures_on_many_user_names_lock_the_address():
     assert throttle.wait_s("user0", "10.0.0.2") == 0  # one failure each: the names themselves are not locked
 
 
-def test_success_clears_the_pair_but_not_the_address():
-    throttle = LoginThrottle(address_free=10, clock=FakeClock())
+def test_success_clears_the_pair_but_not_the_address(db):
+    throttle = LoginThrottle(db, address_free=10, clock=FakeClock())
     for _ in range(9):
         throttle.failed("alice", "10.0.0.1")
     assert throttle.wait_s("alice", "10.0.0.1") == 8
@@ -173,9 +197,9 @@ def test_success_clears_the_pair_but_not_the_address():
     assert throttle.wait_s("bob", "10.0.0.1") == 1
 
 
-def test_old_failures_are_forgotten():
+def test_old_failures_are_forgotten(db):
     clock = FakeClock()
-    throttle = LoginThrottle(free=5, forget_after_s=600, clock=clock)
+    throttle = LoginThrottle(db, free=5, forget_after_s=600, clock=clock)
     for _ in range(5):
         throttle.failed("alice", "10.0.0.1")
     clock.advance(599)
@@ -184,16 +208,26 @@ def test_old_failures_are_forgotten():
     clock.advance(601)
     throttle.failed("alice", "10.0.0.1")  # forgotten: this is the first failure again
     assert throttle.wait_s("alice", "10.0.0.1") == 0
+    clock.advance(601)
+    throttle.forget_old()  # housekeeping drops what is forgotten
+    assert throttle.count() == 0
 
 
-def test_throttle_memory_is_bounded():
+def test_throttle_rows_are_bounded(db):
     clock = FakeClock()
-    throttle = LoginThrottle(forget_after_s=60, clock=clock)
-    for i in range(5001):
-        throttle.failed(f"user{i}", f"10.0.{i // 256}.{i % 256}")
+    throttle = LoginThrottle(db, forget_after_s=60, max_rows=40, clock=clock)
+    for i in range(20):
+        throttle.failed(f"user{i}", f"10.0.0.{i}")
+    assert throttle.count() == 40
     clock.advance(61)
     throttle.failed("alice", "10.1.0.1")
-    assert len(throttle._failures) == 2
+    assert throttle.count() == 2  # over the cap: the forgotten rows went
+    for _ in range(30):
+        throttle.failed("mallory", "10.9.9.9")  # locked: kept whatever the cap
+    for i in range(40):
+        throttle.failed(f"user{i}", f"10.2.0.{i}")
+        clock.advance(0.01)
+    assert throttle.count() <= 40 and throttle.wait_s("mallory", "10.9.9.9") > 0
 
 
 # -- upload file names --------------------------------------------------------------------------

@@ -47,7 +47,7 @@ MIN_SECRET = 16
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
-PUBLIC = re.compile(r"^/(login/?|logout/?|healthz)$")
+PUBLIC = re.compile(r"^/(login/?|logout/?|healthz|readyz|metrics)$")  # /metrics checks its own access (metrics.py)
 # Gradio routes its page and client use; anything else under Gradio is refused.
 # Case and asset ids: positive and within 64 bits (at most 18 digits); any other id is a refused, audited route.
 ALLOWED = re.compile(
@@ -66,8 +66,9 @@ class WebSecurity:
     def __init__(self, service: LoupeService) -> None:
         settings = service.settings
         self.service = service
-        self.sessions = SessionStore(settings.session_idle_minutes * 60, settings.session_max_hours * 3600)
-        self.throttle = LoginThrottle()
+        db = service.store.sessions  # sessions and the throttle live in the database: every process shares them
+        self.sessions = SessionStore(db, settings.session_idle_minutes * 60, settings.session_max_hours * 3600)
+        self.throttle = LoginThrottle(db)
         self.sweeper = TempSweeper(settings.gradio_tmp_dir, settings.upload_ttl_minutes * 60)
         self.bindings = SessionBindings(settings.session_idle_minutes * 60, settings.session_max_hours * 3600)
         self.proxies = _networks(settings.trusted_proxies)
@@ -169,12 +170,15 @@ class WebSecurity:
     def housekeeping(self) -> None:
         for session in self.sessions.expired():
             self._remove_unheld(session.uploads)
+        self.throttle.forget_old()
         self.bindings.prune()
         self.sweeper.sweep()
 
     def shutdown(self) -> None:
         self._stop.set()
-        self.sessions.end_all()
+        # The sessions stay in the database (other processes serve them; a restart keeps users signed in);
+        # the temp uploads on this machine go.
+        self.sessions.forget_uploads()
         self.sweeper.wipe()
 
 

@@ -192,3 +192,36 @@ class Adapter(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # the domain's adapter
+
+
+class WebSession(Base):
+    """A login session of the web app, shared by every ``loupe serve`` process on this database.
+
+    Keyed by the sha256 of the cookie token, never the token: a database dump hands out no live session.
+    Times are epoch seconds (``time.time``): monotonic clocks differ between processes and machines.
+    """
+
+    __tablename__ = "web_sessions"
+    __table_args__ = {}  # a text key: nothing to auto-increment
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    created: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    epoch: Mapped[int] = mapped_column(Integer)  # the user's session_epoch at login
+
+
+class LoginFailure(Base):
+    """Failed logins counted against one throttle key (a user name at an address, or an address).
+
+    The key is the sha256 of the throttle key, so neither addresses nor typed user names (sometimes a
+    password typed in the wrong field) are stored.
+    """
+
+    __tablename__ = "login_failures"
+    __table_args__ = {}
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[float] = mapped_column(Float)
+    last: Mapped[float] = mapped_column(Float, index=True)
