@@ -67,8 +67,9 @@ class FriendlyGroup(click.Group):
 
 
 def _configure_logging(info: bool, verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if info else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logformat import configure, format_from_env
+
+    configure(format_from_env(), logging.INFO if info else logging.WARNING)  # text unless LOUPE_LOG_FORMAT=json
     # Alembic logs a dozen INFO lines per run (plugin setup, "Context impl ..."): only for -v.
     logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
 
@@ -102,13 +103,19 @@ def _service(settings: Settings):  # noqa: ANN202
               help="How the model executes (env LOUPE_ENGINE). Default auto: int8 on CPU, static on CUDA; "
                    "plain turns the speed-ups off.")
 @click.option("--demo-model", is_flag=True, help="Run on random-weight demo model (answers not meaningful).")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Log lines as text or one JSON object each (env LOUPE_LOG_FORMAT, default text).")
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, model: str | None, device: str | None, dtype: str | None,
-          engine: str | None, demo_model: bool) -> None:
-    """Start the web app (login required)."""
+          engine: str | None, demo_model: bool, log_format: str | None) -> None:
+    """Start the web app (login required). /healthz, /readyz and /metrics: docs/operations.md."""
     from .firstrun import ensure_admin
     from .web import launch
 
+    if log_format:
+        from .logformat import configure
+
+        configure(log_format, logging.INFO)
     settings = settings.with_overrides(model=model, device=device, dtype=dtype, engine=engine)
     _owner_only(settings.home)
     temp = _private_temp(settings.tmp_dir)  # a crash's leftovers (raw uploads) go at the next start

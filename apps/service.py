@@ -123,6 +123,7 @@ class LoupeService:
         self.slot = slot
         self.limits = settings.budgets
         self.jobs = JobRunner(settings.budgets, preload=worker_preload())
+        self.answer_hooks: list[Callable[[RunRecord], None]] = []  # each saved answer's run record (metrics)
 
     @classmethod
     def open(cls, settings: Settings, slot: ModelSlot | None = None) -> LoupeService:
@@ -271,4 +272,6 @@ class LoupeService:
                 chunk.run.extra.update(context.meta)
                 chunk.run.extra["citations"] = domain.cite(assets, text, context.meta)
                 message_id = self.store.add_answer(user, case_id, text, chunk.run, demo_weights)
+                for hook in self.answer_hooks:
+                    hook(chunk.run)
                 yield AnswerProgress(text, message_id, chunk.run)

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -184,6 +185,31 @@ _pools: dict[tuple, _Pool] = {}
 _pools_lock = threading.Lock()
 _jobs: dict[int, _Job] = {}  # every job of this process, queued or running, by id
 _ids = itertools.count(1)
+_finished: Counter[str] = Counter()  # jobs of this process that ended, by outcome (for /metrics)
+_finished_lock = threading.Lock()
+
+
+def job_counts() -> tuple[int, int]:
+    """(running, queued) jobs of this process now: started in a worker, or still waiting for one."""
+    jobs = list(_jobs.values())
+    running = sum(1 for job in jobs if job.started)
+    return running, len(jobs) - running
+
+
+def finished_counts() -> dict[str, int]:
+    """Jobs of this process that ended, by outcome: ok, refused, failed or cancelled."""
+    with _finished_lock:
+        return dict(_finished)
+
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "ok"
+    if isinstance(exc, JobCancelled):
+        return "cancelled"
+    if isinstance(exc, LoupeError) and not isinstance(exc, JobFailed):
+        return "refused"  # the budgets said no (the worker's LoupeError, passed on)
+    return "failed"
 
 
 def close_pools() -> None:
@@ -312,6 +338,8 @@ class JobRunner:
         finally:
             if holding:
                 turn.release()
+            with _finished_lock:
+                _finished[_outcome(sys.exc_info()[1])] += 1  # the exception on its way out, if any
             with self._lock:
                 _jobs.pop(job.id, None)
                 self._per_owner[owner] -= 1

@@ -156,7 +156,7 @@ def build_router(security: WebSecurity) -> APIRouter:
 
     @router.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
-        return Response("ok", media_type="text/plain")
+        return JSONResponse({"status": "ok"})  # the process serves HTTP; /readyz (metrics.py) asks more
 
     @router.get("/case-assets/{asset_id}", include_in_schema=False)
     def case_asset(asset_id: int, request: Request) -> Response:

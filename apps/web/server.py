@@ -12,8 +12,10 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
+from ..logformat import active_format
 from ..service import LoupeService
 from .gate import Gate, Scope, WebSecurity
+from .metrics import Metrics, Observed, instrument
 from .pages import build_router
 from .ui import CSS, build_ui
 
@@ -33,7 +35,7 @@ class ForwardedScheme:
     loopback peer. The gate derives the client address itself (``WebSecurity.client_address``).
     """
 
-    def __init__(self, app: Gate, security: WebSecurity) -> None:
+    def __init__(self, app: Observed, security: WebSecurity) -> None:
         self.app = app
         self.security = security
 
@@ -45,11 +47,14 @@ class ForwardedScheme:
         await self.app(scope, receive, send)
 
 
-def create_app(service: LoupeService) -> tuple[Gate, WebSecurity]:
+def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
+    """The ASGI app: metrics and request ids (outermost), then the gate, then our routes and Gradio's."""
     configure_gradio_env(service)
     security = WebSecurity(service)
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     api.include_router(build_router(security))
+    metrics = Metrics(service)
+    instrument(api, service, metrics)  # /readyz, /metrics; answers counted from their run records
     blocks = build_ui(service, security)
     blocks.queue(default_concurrency_limit=1)
     gr.mount_gradio_app(
@@ -58,7 +63,7 @@ def create_app(service: LoupeService) -> tuple[Gate, WebSecurity]:
         footer_links=[], run_history=False,  # no "Use via API" page, no run history kept in the browser
         show_error=False, max_file_size=service.settings.budgets.max_bytes, css=CSS,
         app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
-    return Gate(api, security), security
+    return Observed(Gate(api, security), metrics, security.from_proxy), security
 
 
 class RunningApp:
@@ -72,7 +77,7 @@ class RunningApp:
     @property
     def routes_app(self) -> FastAPI:
         """The FastAPI app behind the gate (route listings in tests and diagnostics)."""
-        return self.server.config.app.app.app  # ForwardedScheme -> Gate -> FastAPI
+        return self.server.config.app.app.app.app  # ForwardedScheme -> Observed -> Gate -> FastAPI
 
     def close(self) -> None:
         self.server.should_exit = True
@@ -88,8 +93,10 @@ def launch(service: LoupeService, host: str = "127.0.0.1", port: int | None = No
     service.jobs.warm()
     app, security = create_app(service)
     port = port or 7860
+    # JSON logs: uvicorn's own lines go through the root logger's JSON handler too, not its text handlers.
+    log_config = None if active_format() == "json" else uvicorn.config.LOGGING_CONFIG
     config = uvicorn.Config(ForwardedScheme(app, security), host=host, port=port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=1, proxy_headers=False)
+                            access_log=False, timeout_graceful_shutdown=1, proxy_headers=False, log_config=log_config)
     server = uvicorn.Server(config)
     url = f"http://{host}:{port}/"
     security.start_housekeeping()
