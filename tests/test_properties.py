@@ -336,6 +336,20 @@ def test_one_wide_sr_container_is_refused_past_the_line_limit():
         sr.structured_text(ds)
 
 
+def test_a_free_text_value_s_line_breaks_are_indented_and_counted_as_lines():
+    # Hypothesis found a TEXT value of "\n" giving one line more than MAX_LINES: its breaks were not counted.
+    ds, section, text = Dataset(), Dataset(), Dataset()
+    ds.ValueType = section.ValueType = "CONTAINER"
+    text.ValueType, text.TextValue = "TEXT", "Small effusion.\nNo pneumothorax."
+    section.ContentSequence = Sequence([text])
+    ds.ContentSequence = Sequence([section])
+    assert sr.structured_text(ds).split("\n")[2:] == ["  Small effusion.", "  No pneumothorax."]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sr, "MAX_LINES", 3)
+        with pytest.raises(InputRejected, match="too long to show"):
+            sr.structured_text(ds)
+
+
 # -- every domain's ingest: any short input is accepted or refused with a reason, never a crash -------------
 MAGIC = [b"", b"%PDF-1.4\n", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"\xff\xd8\xff", b"GIF89a",
          b"BM", b"RIFF\x00\x00\x00\x00WEBP", b"PK\x03\x04", b"\x00" * 128 + b"DICM", b"\x89HDF\r\n\x1a\n"]

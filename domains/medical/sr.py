@@ -115,19 +115,24 @@ def structured_text(ds: Dataset) -> str:
     scrub = _scrubber(ds)
     lines = [_label(ds).upper() or "STRUCTURED REPORT"]
 
+    def add(entry: str, depth: int) -> None:
+        """One item's text; a free-text value's own line breaks are lines too, indented with the item."""
+        for line in entry.splitlines() or [""]:
+            if len(lines) >= MAX_LINES:  # checked per line: one container may hold any number of items
+                raise InputRejected(_TOO_LONG)
+            lines.append(f"{'  ' * (depth - 1)}{line}")
+
     def walk(items, depth: int) -> None:  # noqa: ANN001
         if depth > MAX_DEPTH:
             raise InputRejected(_TOO_LONG)
         for item in items:
-            if len(lines) >= MAX_LINES:  # checked per line: one container may hold any number of items
-                raise InputRejected(_TOO_LONG)
             label, kind = _label(item), item.get("ValueType", "")
             if kind == "CONTAINER":
-                lines.append(f"{'  ' * (depth - 1)}{label.upper()}:" if depth == 1 else f"{'  ' * (depth - 1)}{label}:")
+                add(f"{label.upper() if depth == 1 else label}:", depth)
             else:
                 value = _value(item, scrub)
                 if value is not None:
-                    lines.append(f"{'  ' * (depth - 1)}{label}: {value}" if label else f"{'  ' * (depth - 1)}{value}")
+                    add(f"{label}: {value}" if label else value, depth)
             if "ContentSequence" in item:
                 walk(item.ContentSequence, depth + 1)
 
