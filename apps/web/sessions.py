@@ -60,12 +60,16 @@ class SessionStore:
         self.db = db
         self.idle_s = idle_s
         self.max_age_s = max_age_s
-        # last_seen is written at most once a step, not on every request (a write each would load SQLite):
-        # a session may go idle up to one step early.
-        self.touch_step_s = min(30.0, idle_s / 10) if touch_step_s is None else touch_step_s
+        self._touch_step_s = touch_step_s
         self._clock = clock
         self._uploads: dict[str, Counter[str]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def touch_step_s(self) -> float:
+        """last_seen is written at most once a step, not on every request (a write each would load SQLite):
+        a session may go idle up to one step early. Default: a tenth of the idle limit, at most 30 s."""
+        return min(30.0, self.idle_s / 10) if self._touch_step_s is None else self._touch_step_s
 
     def create(self, username: str, epoch: int = 0) -> str:
         token = secrets.token_urlsafe(32)
