@@ -116,9 +116,11 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
         from .logformat import configure
 
         configure(log_format, logging.INFO)
-    settings = settings.with_overrides(model=model, device=device, dtype=dtype, engine=engine)
+    settings = settings.with_overrides(model=model, device=device, dtype=dtype, engine=engine,
+                                       instance=f"port-{port}")
     _owner_only(settings.home)
     temp = _private_temp(settings.tmp_dir)  # a crash's leftovers (raw uploads) go at the next start
+    _remove_dead_instances(temp.parent, temp)
     service = _service(settings)
     notice = ensure_admin(service.store, settings.initial_password_file)
     if notice:
@@ -134,7 +136,7 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
             launch(service, host=host, port=port)
     finally:
-        _empty(temp)
+        _empty(temp, keep=("pymp-*",))  # multiprocessing removes its own socket folder as the process exits
     click.echo("Loupe stopped.")
 
 
@@ -150,20 +152,47 @@ def _owner_only(home: Path) -> None:
 
 def _private_temp(folder: Path) -> Path:
     """Route every temporary file of this process (tempfile, and TMPDIR for libraries and children) into
-    ``folder`` (mode 0700), emptied now and when the server stops."""
+    ``folder`` (mode 0700), emptied now and when the server stops; ``.pid`` in it names its process."""
     import tempfile
 
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     _empty(folder)
     os.chmod(folder, 0o700)
+    (folder / PID_FILE).write_text(str(os.getpid()))
     os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
     return folder
 
 
-def _empty(folder: Path) -> None:
+def _remove_dead_instances(parent: Path, own: Path) -> None:
+    """Empty the temporary folders of serve processes that ended without cleaning up (killed, or a crash):
+    files directly in ``parent`` (an older version's), and folders whose ``.pid`` names no live process."""
+    import shutil
+
+    for child in parent.iterdir():
+        if child == own:
+            continue
+        if not child.is_dir() or child.is_symlink():
+            child.unlink(missing_ok=True)
+        elif not _alive(child / PID_FILE):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError):  # no file, not a number, no such process
+        return False
+    return True
+
+
+def _empty(folder: Path, keep: tuple[str, ...] = ()) -> None:
     import shutil
 
     for child in folder.iterdir() if folder.is_dir() else ():
+        if any(child.match(pattern) for pattern in keep):
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, ignore_errors=True)
         else:
@@ -296,6 +325,7 @@ def db_current(settings: Settings) -> None:
 
 # -- ocr ----------------------------------------------------------------------------------------
 DOCUMENT_SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+PID_FILE = ".pid"  # in a serve process's temporary folder: whose it is
 CLI_JOBS = "cli"  # the owner of the batch commands' worker jobs (core/jobs.py)
 _summary_option = click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
                                help="Write the record of the run as JSON: every input's status and reason, and "

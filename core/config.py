@@ -54,6 +54,9 @@ class Settings:
     # model as a few learned tokens instead of their spelled-out text. Unset: OCR text in the prompt.
     ocr_queries: Path | None = field(default_factory=lambda: Path(os.environ["LOUPE_OCR_QUERIES"]).expanduser()
                                      if os.environ.get("LOUPE_OCR_QUERIES") else None)
+    # A serve process's own name (``loupe serve`` uses its port): its temporary files live in a folder of
+    # their own, so processes sharing LOUPE_HOME never empty each other's. Empty: LOUPE_HOME/tmp itself.
+    instance: str = ""
     # Uploads chosen but never submitted are deleted after this long.
     upload_ttl_minutes: int = field(default_factory=lambda: _env_int("LOUPE_UPLOAD_TTL_MINUTES", 15))
 
@@ -72,7 +75,7 @@ class Settings:
     @property
     def tmp_dir(self) -> Path:
         """Every temporary file of the server lives here (mode 0700); ``loupe serve`` empties it at start and stop."""
-        return self.home / "tmp"
+        return self.home / "tmp" / self.instance if self.instance else self.home / "tmp"
 
     @property
     def gradio_tmp_dir(self) -> Path:

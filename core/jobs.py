@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ POLL_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 MEMORY_EXIT = 86  # a worker's exit code after its job ran out of memory
 JOBS_PER_WORKER = 50  # a worker is replaced after this many jobs (whatever they left behind goes with it)
+SOCKET_BASE_MAX = 60  # longest temporary folder the fork server's socket path fits under (+ pymp-…/listener-…)
 WALL_FACTOR = 3  # wall-clock limit = this × the CPU limit: a job may wait on disk, never forever
 
 # Set in each worker process by _start_worker.
@@ -159,6 +161,7 @@ class _Pool:
     """A worker pool and the relay of its workers' progress events; shared by runners with the same limits."""
 
     def __init__(self, workers: int, preload: Sequence[str]) -> None:
+        _socket_folder_that_fits()
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(preload))
         self.events = context.SimpleQueue()
@@ -179,6 +182,26 @@ class _Pool:
                 job.started = True
             else:  # handed on by the waiting caller's own thread (Gradio's progress lives in its context)
                 job.latest = (done, total)
+
+
+def _socket_folder_that_fits() -> None:
+    """Keep the fork server's socket path under the AF_UNIX limit (107 bytes).
+
+    multiprocessing makes its socket folder (``pymp-…``) in the temporary folder once per process; under a deep
+    LOUPE_HOME (``…/tmp/port-7860``) the socket's path was too long and every job failed with BrokenProcessPool.
+    Where the temporary folder is that deep, the socket folder goes to the system's (mode 0700; it holds the
+    socket only). Workers still get TMPDIR, so their files stay in LOUPE_HOME.
+    """
+    from multiprocessing import util
+
+    configured = tempfile.tempdir
+    if len(tempfile.gettempdir()) <= SOCKET_BASE_MAX or not os.access("/tmp", os.W_OK):
+        return
+    try:
+        tempfile.tempdir = "/tmp"  # noqa: S108 - the socket's folder only: no data goes there
+        util.get_temp_dir()  # made now and kept for this process
+    finally:
+        tempfile.tempdir = configured
 
 
 _pools: dict[tuple, _Pool] = {}

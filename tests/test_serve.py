@@ -93,8 +93,9 @@ def test_a_crash_leaves_no_temp_file_past_the_next_start_and_every_file_is_owner
         client = _client(port, (home / "initial-admin-password").read_text().strip())
         upload = tmp_path / "SMITH_ANNA.jpg"
         upload.write_bytes(jpeg_with_exif())
-        client.predict(handle_file(str(upload)), "wrist", api_name="/general_create_case")
-        temp = home / "tmp"
+        created = client.predict(handle_file(str(upload)), "wrist", api_name="/general_create_case")
+        assert "created" in str(created), created
+        temp = home / "tmp" / f"port-{port}"  # each serve process has its own
         assert temp.is_dir() and temp.stat().st_mode & 0o777 == 0o700, output
         leftover = temp / "loupe-raster-crashed" / "scene.tif"  # what an ingest holds while it runs
         leftover.parent.mkdir()
@@ -103,11 +104,18 @@ def test_a_crash_leaves_no_temp_file_past_the_next_start_and_every_file_is_owner
         proc.kill()  # SIGKILL: no shutdown handler runs
         proc.communicate(timeout=60)
     assert leftover.exists()
+    # Another process's folder: one that died without cleaning up goes, a live one's stays.
+    dead, live = home / "tmp" / "port-1", home / "tmp" / "port-2"
+    for folder, pid in ((dead, proc.pid), (live, os.getpid())):
+        folder.mkdir(mode=0o700)
+        (folder / ".pid").write_text(str(pid))
+        (folder / "upload.jpg").write_bytes(b"SMITH^ANNA")
     proc, output = _start(home, port)
     try:
         assert f"http://127.0.0.1:{port}" in output, output
-        assert not leftover.parent.exists() and not [p for p in temp.rglob("*") if p.is_file()]
-        assert (home / "tmp" / "gradio").is_dir()  # Gradio's uploads live in the same folder
+        assert not leftover.parent.exists() and [p.name for p in temp.rglob("*") if p.is_file()] == [".pid"]
+        assert (temp / "gradio").is_dir()  # Gradio's uploads live in the same folder
+        assert not dead.exists() and (live / "upload.jpg").exists()
     finally:
         proc.terminate()
         rest, _ = proc.communicate(timeout=60)
