@@ -1,4 +1,4 @@
-"""How a loaded model executes. ``auto`` picks the fastest measured engine for the device.
+"""How a loaded model executes. ``auto`` picks the fastest engine for the machine.
 
 - ``plain``: transformers as it comes, in the placement's dtype.
 - ``int8`` (CPU): every linear layer (vision encoder, projector, language model, output head) runs in
@@ -8,18 +8,24 @@
 - ``static`` (CUDA): a preallocated KV cache in length buckets. transformers compiles the decode
   step for such a cache on CUDA, which takes generation from launch-bound to GPU-bound. The same
   engine runs uncompiled on CPU, which is how the tests check it.
-- ``auto``: ``static`` on CUDA; ``int8`` on CPU where torch's int8 matrix product runs, else
-  ``plain``. A dtype forced by the user is honoured with ``plain``.
+- ``auto``: ``static`` on CUDA (no measuring needed: the one engine that compiles decoding). On
+  CPU the choice is measured once per machine and model (engine_choice.py): int8, plain fp32 or plain
+  bf16, whichever is fastest to the first token at equal quality. ``choose_engine`` then answers
+  ``auto`` and the loader measures (or reads the cached measurement). A dtype forced by the user is
+  honoured with ``plain``; an engine named explicitly always runs as named.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from .int8 import int8_matmul_available
+
+if TYPE_CHECKING:
+    from .engine_choice import EngineReport
 
 # transformers 5.25 renamed generate's cache argument and output field from `past_key_values` to
 # `cache` (the old name is removed in 6.0); the locked 5.23 knows only the old one. Use whichever
@@ -31,15 +37,14 @@ def generated_cache(output: object) -> object:
     """The KV cache ``generate(..., return_dict_in_generate=True)`` returned."""
     return getattr(output, CACHE_ARG)
 
-log = logging.getLogger(__name__)
-
 ENGINES = ("auto", "plain", "int8", "static")
 
 
 @dataclass(frozen=True)
 class EngineChoice:
-    name: str  # plain | int8 | static
+    name: str  # plain | int8 | static; "auto" only before the loader has measured (CPU)
     reason: str  # why, in a line an admin can read
+    report: EngineReport | None = field(default=None, compare=False)  # the measurement, where auto measured
 
 
 def int8_unavailable_reason() -> str | None:
@@ -68,11 +73,7 @@ def choose_engine(requested: str | None, device: str, dtype_forced: bool = False
         return EngineChoice("static", "automatic on CUDA: compiled decoding over a static KV cache")
     if dtype_forced:
         return EngineChoice("plain", "automatic: the dtype was set explicitly")
-    missing = int8_unavailable_reason()
-    if missing:
-        log.warning("int8 engine unavailable (%s): running plain", missing)
-        return EngineChoice("plain", f"automatic: {missing}")
-    return EngineChoice("int8", "automatic on CPU: int8 measured fastest")
+    return EngineChoice("auto", "automatic on CPU: measured at load (int8, fp32, bf16)")
 
 
 def cache_bucket(tokens: int, smallest: int = 256) -> int:

@@ -24,6 +24,7 @@ from . import worker
 from .adapters import Adapters
 from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
 from .device import Placement, choose_placement
+from .engine_choice import MeasuredEngine
 from .engines import CACHE_ARG, EngineChoice, cache_bucket, choose_engine, generated_cache, rewind
 from .families import Family, family_of, processor_class, vision_encoder
 from .features import FeatureCache, encoder_inputs, features_key, weights_fingerprint
@@ -103,12 +104,16 @@ class HFVLM:
     def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | None = None,
                         local_files_only: bool = False, kv_cache_mb: int = 1024, feature_cache_mb: int = 512,
                         engine: str | None = None, feature_cache_dir: Path | None = None,
-                        feature_disk_mb: int = 0, ocr_queries: Path | None = None, **processor_kwargs) -> HFVLM:
+                        feature_disk_mb: int = 0, ocr_queries: Path | None = None, engine_cache: Path | None = None,
+                        remeasure_engine: bool = False, **processor_kwargs) -> HFVLM:
         """Load a checkpoint. ``device``, ``dtype`` and ``engine`` default to the automatic choice
-        (see device.py and engines.py). Loading runs on the torch thread, like all model work.
-        ``ocr_queries`` names a trained OCR query module directory to attach."""
+        (see device.py, engines.py and engine_choice.py: on CPU, ``auto`` measures the engines once per
+        machine and model and keeps the result in ``engine_cache``, default LOUPE_HOME/cache/engines.json;
+        ``remeasure_engine`` ignores what is kept there). Loading runs on the torch thread, like all
+        model work. ``ocr_queries`` names a trained OCR query module directory to attach."""
+        measuring = MeasuredEngine(engine_cache, remeasure_engine)
         vlm = worker.call(cls._load, name_or_path, device, dtype, local_files_only, kv_cache_mb, feature_cache_mb,
-                          engine, feature_cache_dir, feature_disk_mb, processor_kwargs)
+                          engine, feature_cache_dir, feature_disk_mb, processor_kwargs, measuring)
         if ocr_queries is not None:
             vlm.attach_queries(worker.call(OCRQueryEncoder.load, ocr_queries))
         return vlm
@@ -116,14 +121,19 @@ class HFVLM:
     @classmethod
     def _load(cls, name_or_path: str | Path, device: str | None, dtype: str | None, local_files_only: bool,
               kv_cache_mb: int, feature_cache_mb: int, engine: str | None, feature_cache_dir: Path | None,
-              feature_disk_mb: int, processor_kwargs: dict) -> HFVLM:
+              feature_disk_mb: int, processor_kwargs: dict, measuring: MeasuredEngine | None = None) -> HFVLM:
         model_id = resolve(str(name_or_path))
         placement = choose_placement(device, dtype)
         choice = choose_engine(engine, placement.device, dtype_forced=dtype not in (None, "auto"))
-        if choice.name == "int8":  # int8 weights, fp32 activations
-            placement = Placement(placement.device, torch.float32)
         try:
             config = AutoConfig.from_pretrained(model_id, local_files_only=local_files_only)
+            if choice.name == "auto":  # CPU: the cached measurement, or fp32 to measure from
+                measuring = measuring or MeasuredEngine()
+                choice = measuring.cached(model_id, getattr(config, "_commit_hash", None))
+            if choice.name in ("int8", "auto"):  # int8 weights and fp32 activations; or measuring from fp32
+                placement = Placement(placement.device, torch.float32)
+            elif choice.report is not None:
+                placement = Placement(placement.device, choice.report.dtype)
             family = family_of(config.model_type)
             processor = processor_class(family).from_pretrained(
                 model_id, local_files_only=local_files_only, **processor_kwargs)
@@ -133,6 +143,10 @@ class HFVLM:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(f"cannot load model {model_id!r}: {first_line}") from exc
         model.to(placement.device).eval()
+        if choice.name == "auto" and measuring is not None:
+            choice = measuring.measure(model, processor, family.name, placement.device)
+            placement = Placement(placement.device, choice.report.dtype if choice.report else torch.float32)
+            model.to(placement.dtype)
         vlm = cls(model, processor, model_id, family, placement, kv_cache_mb, feature_cache_mb, choice,
                    feature_cache_dir, feature_disk_mb)
         release_free_memory()  # the loader's and the quantiser's temporary copies
@@ -238,7 +252,7 @@ class HFVLM:
                 visual_tokens=done.pop("visual_tokens"), output_tokens=streamer.generated,
                 time_to_first_token_s=round(ttft, 4), total_time_s=round(end - start, 4),
                 tokens_per_s=round((streamer.generated - 1) / decode_time, 2) if decode_time > 0 else 0.0,
-                extra={"engine": self.engine.name, "detail": opts.detail, **done}))
+                extra={"engine": self.engine.name, "engine_reason": self.engine.reason, "detail": opts.detail, **done}))
 
     def _answer(self, messages: Sequence[Message], opts: GenerationOptions, conversation: str | None,
                 streamer: _TimedStreamer) -> dict:

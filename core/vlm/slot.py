@@ -25,6 +25,8 @@ class SlotStatus:
     model_id: str
     demo: bool = False
     error: str | None = None
+    engine: str | None = None  # once ready: the engine that runs (plain | int8 | static) ...
+    engine_reason: str | None = None  # ... and why ("auto: bf16 measured fastest on this CPU (...)")
 
 
 class ModelSlot:
@@ -72,6 +74,8 @@ class ModelSlot:
             log.warning("model load failed: %s", reason)
             self._status = SlotStatus("failed", str(name_or_path), demo, reason)
             return
+        engine = getattr(vlm, "engine", None)  # an HFVLM's EngineChoice; other VLMs may have none
         with self._lock:
             self._vlm = vlm
-            self._status = SlotStatus("ready", str(name_or_path), demo)
+            self._status = SlotStatus("ready", str(name_or_path), demo, engine=getattr(engine, "name", None),
+                                      engine_reason=getattr(engine, "reason", None))
