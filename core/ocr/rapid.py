@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .base import Box, Line, OCRUnavailable, Word
+from .threads import ocr_threads
 
 # Changes to rapidocr's defaults (which `loupe bench ocr` measures beside them).
 TUNED: dict[str, Any] = {
@@ -38,8 +39,10 @@ class RapidOCREngine:
         except ImportError as exc:
             raise OCRUnavailable("RapidOCR is not installed: pip install 'loupe-vlm[ocr]'") from exc
         settings = {"Global.log_level": "warning", **TUNED, **(params or {})}
+        threads = threads or ocr_threads()  # one per session in a worker process (threads.py)
         if threads:
             settings["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
+            settings["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
         self._engine = RapidOCR(params=settings)
         self._word_boxes = word_boxes
         self._lock = threading.Lock()  # one ONNX session set: calls are serialised
