@@ -27,10 +27,11 @@ $(STAMP): requirements.lock pyproject.toml
 serve: install
 	$(VENV)/bin/loupe serve $(ARGS)
 
-# Installs and starts what the tests need (Debian Chromium, a throwaway PostgreSQL), then pytest.
+# Installs and starts what the tests need (Debian Chromium, a throwaway PostgreSQL), then pytest on every
+# core (pytest-xdist; whole files per process, so a file's shared server or model is built once).
 test: install
 	$(VENV)/bin/ruff check .
-	bash .ci/with-services.sh $(VENV)/bin/pytest -q $(ARGS)
+	bash .ci/with-services.sh $(VENV)/bin/pytest -q -n auto --dist loadfile $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

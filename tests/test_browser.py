@@ -91,13 +91,14 @@ def test_case_review_logout_and_admin_in_a_real_browser(tmp_path, tiny_model_dir
         page.locator("#general-create").click()
         expect(page.locator("#general-status")).to_contain_text("created.", timeout=30_000)
         expect(page.locator("#general-viewer img")).to_have_attribute("src", "/case-assets/1")
-        # Nothing of the viewer's chrome covers the image's corners (where X-rays carry L/R markers).
-        corners_free = page.locator("#general-viewer img").evaluate("""img => {
+        # Nothing of the viewer's chrome covers the image's corners (where X-rays carry L/R markers) once the
+        # page has settled (on a loaded machine Gradio's progress overlay may still be fading out).
+        page.wait_for_function("""() => {
+            const img = document.querySelector("#general-viewer img");
             const r = img.getBoundingClientRect();
             return [[r.left + 2, r.top + 2], [r.right - 2, r.top + 2], [r.left + 2, r.bottom - 2],
                     [r.right - 2, r.bottom - 2]].every(([x, y]) => document.elementFromPoint(x, y) === img);
-        }""")
-        assert corners_free
+        }""", timeout=30_000)
         _ask(page, "What colour is the image?")
         expect(page.locator("#general-status")).to_contain_text("Answered in", timeout=60_000)
         expect(page.locator("#general-question textarea")).to_have_value("")
@@ -226,7 +227,7 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
         expect(viewer.locator("figure")).to_have_count(10)  # every frame of the enhanced MR
         expect(viewer).to_contain_text("MR · Head · frame 1 of 10")
         window = page.locator("#medical-window-view")
-        expect(window).to_contain_text("image 1 of 10")
+        expect(window).to_contain_text("image 1 of 10", timeout=30_000)  # rendered in a worker job
         expect(window.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
         page.locator("#medical-preset input").click()
         page.get_by_role("option", name="brain").click()

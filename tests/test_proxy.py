@@ -10,19 +10,13 @@ The last test runs docs/nginx-loupe.conf with Debian's nginx in front of the app
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
-import socket
-import subprocess
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
-from conftest import missing_service
 from helpers import free_port
+from nginxsite import running_nginx, site_config
 from webapp import serve
 
 from loupe.apps.web.gate import COOKIE, PROXY_SECRET_HEADER, WebSecurity
@@ -34,7 +28,6 @@ from loupe.core.config import Settings
 from loupe.core.errors import LoupeError
 
 SECRET = "s3cret-shared-with-the-proxy-0123456789"
-DOCS_CONF = Path(__file__).resolve().parent.parent / "docs" / "nginx-loupe.conf"
 USERS = {"root": "admin", "alice": "user", "bob": "user", "carol": "user"}
 SSO = dict(trusted_user_header="X-Remote-User", trusted_proxies=("127.0.0.1",), trusted_proxy_secret=SECRET)
 
@@ -205,57 +198,14 @@ def test_password_checks_run_off_the_event_loop(served, monkeypatch):
 # -- nginx in front -----------------------------------------------------------------------------
 
 
-def _nginx_binary() -> str:
-    found = os.environ.get("LOUPE_TEST_NGINX") or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if not found:
-        missing_service("nginx is not installed (.ci/with-services.sh installs it and sets LOUPE_TEST_NGINX)")
-    return found
-
-
-def _site_config(port: int, app_port: int, htpasswd: Path) -> str:
-    """docs/nginx-loupe.conf with only its lines marked "test:" changed."""
-    lines = []
-    for line in DOCS_CONF.read_text().splitlines():
-        if "# test:" in line:
-            directive = line.split()[0]
-            line = {"listen": f"    listen 127.0.0.1:{port};",
-                    "ssl_certificate": "", "ssl_certificate_key": "",
-                    "auth_basic_user_file": f"    auth_basic_user_file {htpasswd};",
-                    "proxy_pass": f"        proxy_pass http://127.0.0.1:{app_port};",
-                    "proxy_set_header": f'        proxy_set_header X-Loupe-Proxy-Secret "{SECRET}";'}[directive]
-        lines.append(line)
-    site = "\n".join(lines)
-    assert "CHANGE-ME" not in site and "443" not in site and SECRET in site
-    return site
-
-
 @pytest.fixture(scope="module")
 def nginx(served, tmp_path_factory):
-    binary = _nginx_binary()
     folder = tmp_path_factory.mktemp("nginx")
     (folder / "htpasswd").write_text("alice:{PLAIN}alice-sso-password\nmallory:{PLAIN}mallory-sso-password\n")
-    port = free_port()
-    (folder / "loupe.conf").write_text(_site_config(port, int(served.url.rsplit(":", 1)[1].strip("/")),
-                                                    folder / "htpasswd"))
-    temps = " ".join(f"{kind}_temp_path {folder / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
-                                                                        "scgi"))
-    (folder / "nginx.conf").write_text(
-        f"daemon off;\nmaster_process off;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'};\n"
-        f"events {{ worker_connections 64; }}\nhttp {{ access_log off; {temps}\n include {folder / 'loupe.conf'}; }}\n")
-    process = subprocess.Popen([binary, "-p", str(folder), "-c", str(folder / "nginx.conf"),
-                                "-e", str(folder / "error.log")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    if process.poll() is not None:
-        pytest.fail(f"nginx did not start: {process.stdout.read().decode()} {(folder / 'error.log').read_text()}")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=30)
+    app_port, port = int(served.url.rsplit(":", 1)[1].strip("/")), free_port()
+    site = site_config(port, (app_port, app_port), folder / "htpasswd", SECRET)  # both upstream lines: this app
+    with running_nginx(folder, site, port) as url:
+        yield url
 
 
 def _browser(nginx: str, name: str | None = "alice") -> httpx.Client:

@@ -1,22 +1,16 @@
 """Sessions and the login throttle live in the database: several ``loupe serve`` processes share them.
 
 Each "process" here is its own engine, store and WebSecurity on one database (SQLite and PostgreSQL), as
-two processes behind a proxy would have; the last test runs two real ``loupe serve`` processes.
+two processes behind a proxy would have; tests/test_department.py runs two real ``loupe serve`` processes
+behind nginx.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import httpx
 import pytest
-from helpers import free_port
 from sqlalchemy import select
 
 from loupe.apps.web.gate import COOKIE, WebSecurity
@@ -192,52 +186,3 @@ def test_housekeeping_removes_uploads_of_a_session_another_process_ended(web, se
     two.end_session(token)  # she logged out through the other process
     one.housekeeping()
     assert not upload.exists() and one.sessions.held_uploads() == set()
-
-
-# -- two real servers ---------------------------------------------------------------------------------
-
-
-def _start(home: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "LOUPE_HOME": str(home), "LOUPE_MODEL": str(home / "no-model")}
-    env.pop("LOUPE_DATABASE_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "loupe.apps.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _wait_up(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{url}/login", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not come up")
-
-
-def test_two_serve_processes_share_a_login(tmp_path):
-    home = tmp_path / "home"
-    store = CaseStore(open_database(f"sqlite:///{home / 'loupe.db'}"), AssetStore(home / "assets"))
-    store.add_user("alice", "alice-password", "user")
-    ports = free_port(), free_port()
-    processes = [_start(home, port) for port in ports]
-    try:
-        first, second = (f"http://127.0.0.1:{port}" for port in ports)
-        for url, process in zip((first, second), processes, strict=True):
-            _wait_up(url, process)
-        login = httpx.post(f"{first}/login", data={"username": "alice", "password": "alice-password"})
-        assert login.status_code == 200
-        cookie = {COOKIE: login.cookies[COOKIE]}
-        assert httpx.get(f"{second}/config", cookies=cookie).status_code == 200  # the other process knows her
-        processes[0].send_signal(signal.SIGTERM)  # one process stops: she stays signed in on the other
-        processes[0].wait(60)
-        assert httpx.get(f"{second}/config", cookies=cookie).status_code == 200
-        assert httpx.post(f"{second}/logout", cookies=cookie).status_code == 200
-        assert httpx.get(f"{second}/config", cookies=cookie).status_code == 401
-    finally:  # its own process group: the server and its workers go at once (a clean stop takes seconds)
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(30)
