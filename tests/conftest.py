@@ -23,6 +23,19 @@ def missing_service(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _a_loupe_home_of_this_run(tmp_path_factory: pytest.TempPathFactory):
+    """Whatever a test leaves to LOUPE_HOME's default (the engine measurements, settings built without a home)
+    goes to a folder of this run, never to the developer's ~/.loupe."""
+    before = os.environ.get("LOUPE_HOME")
+    os.environ["LOUPE_HOME"] = str(tmp_path_factory.mktemp("loupe-home"))
+    yield
+    if before is None:
+        os.environ.pop("LOUPE_HOME", None)
+    else:
+        os.environ["LOUPE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     built: dict[str, Path] = {}
