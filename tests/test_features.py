@@ -71,13 +71,13 @@ def _disk_vlm(model_dir, cache_dir, **kwargs) -> HFVLM:  # noqa: ANN001
 
 def test_features_on_disk_survive_a_restart_and_stay_private(tiny_model_dir, tmp_path):
     cache_dir = tmp_path / "cache" / "features"
-    first = _disk_vlm(tiny_model_dir("qwen2vl"), cache_dir)
+    first = _disk_vlm(tiny_model_dir("qwen2vl"), cache_dir, engine="int8")  # not auto: its pick is the machine's
     answer, extra = _answer(first)
     assert extra["cached_features"] is False
     files = list(cache_dir.iterdir())
     assert len(files) == 1 and files[0].suffix == ".pt" and files[0].stat().st_mode & 0o077 == 0
     assert cache_dir.stat().st_mode & 0o077 == 0
-    restarted = _disk_vlm(tiny_model_dir("qwen2vl"), cache_dir)
+    restarted = _disk_vlm(tiny_model_dir("qwen2vl"), cache_dir, engine="int8")
     calls = []
     original = restarted.model.model.get_image_features
     restarted.model.model.get_image_features = functools.wraps(original)(lambda *a, **k: calls.append(1))

@@ -160,13 +160,19 @@ def test_a_session_from_before_an_account_change_is_refused_by_every_process(web
     assert one.user_for(_scope(stale)) is None and two.user_for(_scope(stale)) is None
 
 
+def _upload_awaited(process: WebSecurity, token: str, settings: Settings, folder: str) -> Path:
+    """A temp upload the session of ``token`` chose in ``process`` and has not submitted yet."""
+    upload = settings.gradio_tmp_dir / folder / "scan.jpg"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"pixels")
+    process.sessions.get(token).uploads.update([str(upload)])
+    return upload
+
+
 def test_stopping_a_process_keeps_the_sessions_and_wipes_its_temp_files(web, settings):
     one, two = web
     token = _login(one)
-    upload = settings.gradio_tmp_dir / "abc" / "scan.jpg"
-    upload.parent.mkdir(parents=True)
-    upload.write_bytes(b"pixels")
-    one.sessions.get(token).uploads.update([str(upload)])
+    upload = _upload_awaited(one, token, settings, "abc")
     one.shutdown()
     assert not upload.exists()
     assert two.user_for(_scope(token)).username == "alice"  # served on by the other process
@@ -177,10 +183,7 @@ def test_stopping_a_process_keeps_the_sessions_and_wipes_its_temp_files(web, set
 def test_housekeeping_removes_uploads_of_a_session_another_process_ended(web, settings):
     one, two = web
     token = _login(one)
-    upload = settings.gradio_tmp_dir / "def" / "scan.jpg"
-    upload.parent.mkdir(parents=True)
-    upload.write_bytes(b"pixels")
-    one.sessions.get(token).uploads.update([str(upload)])
+    upload = _upload_awaited(one, token, settings, "def")
     one.housekeeping()
     assert upload.exists()  # a live session waits for it
     two.end_session(token)  # she logged out through the other process

@@ -236,14 +236,20 @@ def _networks(entries: tuple[str, ...]) -> list[Network]:
         raise LoupeError(f"LOUPE_TRUSTED_PROXIES: {exc}") from None
 
 
-def _in(address: str, networks: list[Network]) -> bool:
+def ip_of(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as an IP (an IPv4-mapped IPv6 one as its IPv4), None when it is not one."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+        return ip.ipv4_mapped
+    return ip
+
+
+def _in(address: str, networks: list[Network]) -> bool:
+    ip = ip_of(address)
+    return ip is not None and any(ip in network for network in networks)
 
 
 def _proxy_secret(settings: Settings) -> bytes | None:

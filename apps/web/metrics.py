@@ -9,7 +9,6 @@ path, a user, a case or a file name. The same middleware gives each request the 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ from loupe.core.vlm.base import RunRecord
 
 from ..logformat import ACCESS_LOGGER, request_id, route
 from ..service import LoupeService
+from .gate import ip_of
 
 Scope = MutableMapping[str, Any]
 TOKEN_ENV = "LOUPE_METRICS_TOKEN"
@@ -288,10 +288,5 @@ def _match_included(included: BaseRoute, router: Any, scope: Scope) -> str | Non
 
 
 def _is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = ip_of(address)
+    return ip is not None and ip.is_loopback
