@@ -129,11 +129,12 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
         service.slot.load_demo(settings.models_dir)
     else:
         service.slot.load(settings.model, background=True)
-    click.echo(f"Loupe on http://{host}:{port}  (data in {settings.home})")
-    # uvicorn re-raises SIGTERM once it has stopped: as Ctrl-C, so the clean-up below runs for it too.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
+            # uvicorn re-raises SIGTERM once it has stopped: as Ctrl-C, so the clean-up below runs for it too.
+            # Set before the address is printed: a supervisor may stop the server as soon as it reads it.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            click.echo(f"Loupe on http://{host}:{port}  (data in {settings.home})")
             launch(service, host=host, port=port)
     finally:
         _empty(temp, keep=("pymp-*",))  # multiprocessing removes its own socket folder as the process exits
