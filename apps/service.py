@@ -97,22 +97,27 @@ def _worker_domain(settings: Settings, domain_class: type) -> Domain:
     return domain
 
 
+def _read(assets: Sequence[IngestedAsset]) -> list[IngestedAsset]:
+    """In a worker: the assets with their bytes, read from the store's files (never a lazy one's)."""
+    return [a.with_bytes() for a in assets]
+
+
 def on_assets(fn: Callable[..., object], assets: Sequence[IngestedAsset], *args: object) -> object:
     """A worker job: ``fn(assets, *args)`` with the assets' bytes read here, from the store's files."""
-    return fn([a.with_bytes() for a in assets], *args)
+    return fn(_read(assets), *args)
 
 
 def context_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset],
                       question: str) -> VisualContext:
     """A worker job: what the model sees for a question (decoded views, rendered pages, OCR text), made from
     the case's files read here."""
-    return _worker_domain(settings, domain_class).context([a.with_bytes() for a in assets], question)
+    return _worker_domain(settings, domain_class).context(_read(assets), question)
 
 
 def export_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset], name: str,
                      answers: Sequence[dict]) -> bytes:
     """A worker job: the domain's export of a case (assets read here, from the store's files)."""
-    return _worker_domain(settings, domain_class).export([a.with_bytes() for a in assets], name, answers)
+    return _worker_domain(settings, domain_class).export(_read(assets), name, answers)
 
 
 class LoupeService:

@@ -31,10 +31,6 @@ class IngestedAsset:
     # back from the store with empty ``data`` and this path: read them in parts, never whole.
     path: Path | None = None
 
-    def by_path(self) -> IngestedAsset:
-        """This asset without its bytes (read again from ``path`` where needed): what goes to a worker."""
-        return replace(self, data=b"") if self.path is not None else self
-
     def with_bytes(self) -> IngestedAsset:
         """This asset with its bytes, read from ``path`` when they were left behind (never a lazy one's)."""
         if self.data or self.path is None or self.meta.get("lazy"):
