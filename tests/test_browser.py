@@ -259,7 +259,8 @@ def test_remote_sensing_tab_draws_the_tiles_an_answer_read(tmp_path, tiny_model_
         expect(viewer.locator("img")).to_have_attribute("src", re.compile(r"^/case-assets/\d+$"))
         expect(viewer).to_contain_text("GeoTIFF 3 bands uint8, EPSG:3857 · 1,024 × 1,024 px")
         zoom = page.locator("#remote-zoom-view")
-        expect(zoom.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+        expect(zoom.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"),
+                                                      timeout=30_000)  # rendered in a worker job
         page.locator("#remote_sensing-question textarea").fill("Is there a road in this scene?")
         page.locator("#remote_sensing-ask").click()
         expect(page.locator("#remote_sensing-status")).to_contain_text("Answered", timeout=120_000)
