@@ -10,7 +10,10 @@ WHEELS  ?= /opt/wheels
 LATEST  ?= /tmp/loupe-check-latest
 ARGS    ?=
 
-.PHONY: install serve test lint bench lock check-latest
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+.PHONY: install serve test lint bench lock check-latest vllm
 
 install: $(STAMP)
 
@@ -24,14 +27,25 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip check
 	touch $(STAMP)
 
+# vLLM's own environment for `loupe serve-model` (about 3.5 GB): it pins its own torch and transformers.
+# --no-deps: every package is in the lock, and the torchvision/torchaudio/torchcodec it names are left out.
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm.lock
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q pip==$(PIP_VERSION)
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps --find-links $(WHEELS) -r requirements-vllm.lock
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
 serve: install
 	$(VENV)/bin/loupe serve $(ARGS)
 
-# Installs and starts what the tests need (Debian Chromium, a throwaway PostgreSQL), then pytest on every
+# Installs and starts what the tests need (Debian Chromium, a throwaway PostgreSQL, vLLM), then pytest on every
 # core (pytest-xdist; whole files per process, so a file's shared server or model is built once).
-test: install
+test: install vllm
 	$(VENV)/bin/ruff check .
-	bash .ci/with-services.sh $(VENV)/bin/pytest -q -n auto --dist loadfile $(ARGS)
+	LOUPE_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python bash .ci/with-services.sh $(VENV)/bin/pytest -q -n auto --dist loadfile $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

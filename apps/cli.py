@@ -103,11 +103,13 @@ def _service(settings: Settings):  # noqa: ANN202
               help="How the model executes (env LOUPE_ENGINE). Default auto: int8 on CPU, static on CUDA; "
                    "plain turns the speed-ups off.")
 @click.option("--demo-model", is_flag=True, help="Run on random-weight demo model (answers not meaningful).")
+@click.option("--model-server", metavar="URL", help="Answer through this OpenAI-compatible model server (vLLM: "
+              "`loupe serve-model`) instead of a model in this process (env LOUPE_MODEL_SERVER).")
 @click.option("--log-format", type=click.Choice(["text", "json"]),
               help="Log lines as text or one JSON object each (env LOUPE_LOG_FORMAT, default text).")
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, model: str | None, device: str | None, dtype: str | None,
-          engine: str | None, demo_model: bool, log_format: str | None) -> None:
+          engine: str | None, demo_model: bool, model_server: str | None, log_format: str | None) -> None:
     """Start the web app (login required). /healthz, /readyz and /metrics: docs/operations.md."""
     from .firstrun import ensure_admin
     from .web import launch
@@ -117,7 +119,9 @@ def serve(settings: Settings, host: str, port: int, model: str | None, device: s
 
         configure(log_format, logging.INFO)
     settings = settings.with_overrides(model=model, device=device, dtype=dtype, engine=engine,
-                                       instance=f"port-{port}")
+                                       model_server=model_server, instance=f"port-{port}")
+    if demo_model and settings.model_server:
+        raise click.ClickException("--demo-model runs a model in this process: leave out --model-server")
     _owner_only(settings.home)
     temp = _private_temp(settings.tmp_dir)  # a crash's leftovers (raw uploads) go at the next start
     _remove_dead_instances(temp.parent, temp)
@@ -201,6 +205,49 @@ def _empty(folder: Path, keep: tuple[str, ...] = ()) -> None:
 
 
 # -- users --------------------------------------------------------------------------------------
+@cli.command("serve-model")
+@click.option("--model", help="The checkpoint to serve (env LOUPE_MODEL): hub id, short name or folder.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--python", "python", type=click.Path(dir_okay=False, path_type=Path),
+              help="vLLM's Python (env LOUPE_VLLM_PYTHON; default LOUPE_HOME/vllm/bin/python, made by `make vllm`).")
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto",
+              show_default=True, help="auto: bfloat16 where the CPU computes it natively, else float32.")
+@click.option("--max-model-len", default=4096, show_default=True, type=int, help="Tokens per request, prompt included.")
+@click.option("--kv-cache-gb", default=2, show_default=True, type=click.IntRange(1, 1024),
+              help="KV cache of a CPU server (VLLM_CPU_KVCACHE_SPACE).")
+@click.option("--eager", is_flag=True, help="Skip vLLM's torch.compile warm-up (starts minutes sooner on a small "
+              "CPU; decodes slower).")
+@click.option("--print-command", is_flag=True, help="Print the vLLM command line and exit.")
+@click.pass_obj
+def serve_model(settings: Settings, model: str | None, host: str, port: int, python: Path | None, dtype: str,
+                max_model_len: int, kv_cache_gb: int, eager: bool, print_command: bool) -> None:
+    """Serve the model with vLLM (OpenAI API, continuous batching, multi-LoRA) for LOUPE_MODEL_SERVER.
+    Every adapter in the registry trained on this model is registered; one activated later is loaded
+    at run time. Set LOUPE_MODEL_SERVER_KEY to require an API key. docs/operations.md."""
+    import shlex
+
+    from loupe.core.vlm.registry import resolve
+
+    from .serve_model import default_dtype, served_adapters, vllm_command, vllm_environment, vllm_python
+
+    model_id = resolve(model or settings.model)
+    adapters, skipped = served_adapters(open_store(settings), model_id)
+    for adapter in adapters:
+        click.echo(f"adapter {adapter.name} ({adapter.domain}) served as {adapter.served}", err=True)
+    for reason in skipped:
+        click.echo(f"adapter left out: {reason}", err=True)
+    exe = vllm_python(settings, python)
+    command = vllm_command(exe, model_id, host, port, default_dtype() if dtype == "auto" else dtype,
+                           max_model_len, adapters, eager)
+    if print_command:
+        click.echo(shlex.join(command))
+        return
+    if not exe.is_file():
+        raise click.ClickException(f"no vLLM environment at {exe}: run `make vllm` (or pass --python)")
+    os.execve(exe, command, vllm_environment(kv_cache_gb, settings.model_server_key))
+
+
 @cli.group()
 def users() -> None:
     """Manage who can log in."""
@@ -547,13 +594,17 @@ def reports_eval(results: Path, labels: Path, png: Path | None) -> None:
 @click.option("--checker", type=click.Choice(["rules", "vlm", "both"]), default="rules", show_default=True,
               help="The rule checker, the VLM (SIMPLE then COMPLEX prompts, majority of three phrasings), or both.")
 @click.option("--model", "model_name", help="VLM for --checker vlm|both (default: LOUPE_MODEL).")
+@click.option("--model-server", envvar="LOUPE_MODEL_SERVER", metavar="URL",
+              help="Ask the VLM on this OpenAI-compatible server (vLLM, `loupe serve-model`) instead of loading "
+                   "it here; --workers then sets how many reports are in flight at once.  [env: LOUPE_MODEL_SERVER]")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of the reports' studies, ID.dcm (or ID.png / ID.jpg): shown to the VLM; a DICOM's "
                    "Image Laterality and Patient's Sex are checked against the report.")
 @_summary_option
 @click.pass_obj
 def check_reports(settings: Settings, source: Path, out: Path, workers: int, engine: str, checker: str,
-                  model_name: str | None, images: Path | None, summary_file: Path | None) -> None:
+                  model_name: str | None, model_server: str | None, images: Path | None,
+                  summary_file: Path | None) -> None:
     """Check radiology reports for errors (rules: contradictions between sections, laterality, numbers
     and units, sex-specific anatomy; optionally a VLM). Input: CSV in the IU layout or JSONL. Every report
     is checked or listed as refused with its reason; exit code 1 when one was refused."""
@@ -562,11 +613,14 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, eng
 
     model = None
     if checker != "rules":
-        from loupe.core.vlm.hf import HFVLM
+        from dataclasses import replace
+
         from loupe.domains.medical.reports.vlm_check import VLMChecker
 
+        from .service import answering_model
+
         try:
-            model = VLMChecker(HFVLM.from_pretrained(model_name or settings.model))
+            model = VLMChecker(answering_model(replace(settings, model_server=model_server), model_name))
         except LoupeError as exc:
             raise click.ClickException(str(exc)) from None
 

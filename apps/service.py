@@ -32,11 +32,28 @@ class AnswerProgress:
 
 
 def model_slot(settings: Settings) -> ModelSlot:
-    """The model slot the settings describe (device, dtype, engine, cache budgets)."""
+    """The model slot the settings describe: a served model (LOUPE_MODEL_SERVER), or the in-process
+    engine with its device, dtype, engine and cache budgets."""
+    if settings.model_server:
+        from loupe.core.vlm.remote import RemoteVLM
+
+        return ModelSlot(RemoteVLM.connect, base_url=settings.model_server, api_key=settings.model_server_key)
     return ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
                      kv_cache_mb=settings.kv_cache_mb, feature_cache_mb=settings.feature_cache_mb,
                      feature_cache_dir=settings.feature_cache_dir, feature_disk_mb=settings.feature_disk_mb,
                      ocr_queries=settings.ocr_queries, engine_cache=settings.home / "cache" / "engines.json")
+
+
+def answering_model(settings: Settings, model: str | None = None) -> VLM:
+    """The model a command line tool answers with: the served one (LOUPE_MODEL_SERVER) or ``model``
+    (default LOUPE_MODEL) loaded in this process."""
+    if settings.model_server:
+        from loupe.core.vlm.remote import RemoteVLM
+
+        return RemoteVLM.connect(model or settings.model, settings.model_server, settings.model_server_key)
+    from loupe.core.vlm.hf import HFVLM
+
+    return HFVLM.from_pretrained(model or settings.model)
 
 
 def conversation_messages(system_prompt: str, context: VisualContext, turns: Sequence[tuple[str, str]],

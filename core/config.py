@@ -26,6 +26,11 @@ class Settings:
     model: str = field(default_factory=lambda: os.environ.get("LOUPE_MODEL", DEFAULT_MODEL))
     device: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DEVICE"))
     dtype: str | None = field(default_factory=lambda: os.environ.get("LOUPE_DTYPE"))
+    # An OpenAI-compatible model server (vLLM: ``loupe serve-model``) that answers instead of an in-process
+    # engine, e.g. http://127.0.0.1:8000; LOUPE_MODEL then names the checkpoint it serves (its processor
+    # settings size the images). LOUPE_MODEL_SERVER_KEY: the server's API key, if it asks for one.
+    model_server: str | None = field(default_factory=lambda: os.environ.get("LOUPE_MODEL_SERVER") or None)
+    model_server_key: str | None = field(default_factory=lambda: os.environ.get("LOUPE_MODEL_SERVER_KEY") or None)
     # auto | plain | int8 | static: how the model executes (core/vlm/engines.py); auto measures fastest.
     engine: str | None = field(default_factory=lambda: os.environ.get("LOUPE_ENGINE"))
     # What one input may cost (bytes, pixels, frames, pages, work, text, a job's time and memory): core/budgets.py.

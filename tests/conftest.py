@@ -103,9 +103,10 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 
 # The files that take longest (a minute or more together, measured), run first: pytest-xdist hands whole files
 # to its processes in collection order, so a long file collected last would run alone at the end.
-LONG_FILES = ("test_ocr_queries.py", "test_finetune.py", "test_case_binding.py", "test_browser.py",
-              "test_crash_safety.py", "test_cli.py", "test_properties.py", "test_medical.py", "test_serve.py",
-              "test_department.py", "test_injection.py", "test_batch_tools.py", "test_ocr.py", "test_documents.py")
+LONG_FILES = ("test_served_model.py", "test_ocr_queries.py", "test_finetune.py", "test_case_binding.py",
+              "test_browser.py", "test_crash_safety.py", "test_cli.py", "test_properties.py", "test_medical.py",
+              "test_serve.py", "test_department.py", "test_injection.py", "test_batch_tools.py", "test_ocr.py",
+              "test_documents.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -100,10 +100,14 @@ def run_footnote(run: ModelRun) -> str:
         parts.append(f"{tiles} tile{'s' if tiles != 1 else ''}")
     if unpruned := extra.get("visual_tokens_unpruned"):
         parts.append(f"{run.visual_tokens:,} of {unpruned:,} visual tokens kept")
-    else:
+    elif extra.get("engine") != "served":  # a server counts them inside the prompt
         parts.append(f"{run.visual_tokens:,} visual tokens")
     if extra.get("engine") == "int8":
         parts.append("int8 engine")
+    if extra.get("engine") == "served":
+        parts.append(f"served model, {run.prompt_tokens:,} prompt tokens")
+    if extra.get("focus") == "off":
+        parts.append("whole image reduced: tile focus is off with a served model")
     if extra.get("reused_tokens"):
         parts.append("continued the conversation")  # the images and earlier turns were not computed again
     elif extra.get("cached_features"):

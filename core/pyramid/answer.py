@@ -64,14 +64,29 @@ def describe(selection: Selection, where: Callable[[Box], str] | None) -> str:
     return "\n".join(lines)
 
 
+# The overview a served model gets instead of focused tiles: this many tiles on its longer side.
+OVERVIEW_TILES = 2
+
+
+def overview(pyramid: Pyramid) -> tuple[list[Image.Image], str, dict]:
+    """The whole image, reduced to a few tiles' size: what a served model reads of a giant image. Question-
+    steered focus needs the model's attention in this process; the record says it was off."""
+    image = pyramid.thumbnail(pyramid.tile * OVERVIEW_TILES)
+    record = {"focus": "off", "focus_off_reason": "the model is served: tile focus needs it in this process",
+              "pyramid": {"width": pyramid.source.width, "height": pyramid.source.height, "tile": pyramid.tile,
+                          "levels": pyramid.levels}}
+    return [image], f"Image 1 shows the whole scene, reduced to {image.width:,} × {image.height:,} px.", record
+
+
 def focused_images(vlm, request: PyramidRequest, question: str,  # noqa: ANN001 - an HFVLM
                    adapter: str | None = None) -> tuple[list[Image.Image], str, dict]:
     """The thumbnail and the chosen tiles, the text that places them, and the record of the choice.
     ``adapter``: the LoRA adapter the answer uses (None: base weights), which scores the tiles too."""
-    if not hasattr(vlm, "model") or not hasattr(vlm, "family"):
-        raise ModelUnavailable("Giant images need a transformers model loaded in Loupe (its attention steers "
-                               "which tiles are read).")
+    if not hasattr(vlm, "family"):
+        raise ModelUnavailable("Giant images need one of Loupe's model families (its tile size sets the pyramid).")
     pyramid = open_pyramid(request.path, tile_side(vlm), request.max_pixels)
+    if not hasattr(vlm, "model"):  # a served model: no attention here to steer the tiles
+        return overview(pyramid)
     scorer = AttentionScorer(vlm, adapter=adapter)
     thumbnail = pyramid.thumbnail()
     selection = focus(pyramid, question, scorer, request.config, thumbnail=thumbnail)

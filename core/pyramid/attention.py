@@ -54,10 +54,10 @@ def _register() -> None:
     AttentionInterface.register(CAPTURE, _capture_attention)
 
 
-def tile_side(vlm) -> int:  # noqa: ANN001 - an HFVLM
+def tile_side(vlm) -> int:  # noqa: ANN001 - an HFVLM or a RemoteVLM
     """The square the family encodes as one tile at low detail (SmolVLM 512, LLaVA-OneVision 384,
     Qwen2-VL 448 = 16 × 16 merged patches)."""
-    processor = vlm.processor.image_processor
+    processor = vlm.processor.image_processor if hasattr(vlm, "processor") else vlm.image_processor
     if vlm.family.name == "smolvlm":
         return int(processor.max_image_size["longest_edge"])
     if vlm.family.name == "llava-ov":

@@ -213,6 +213,8 @@ def make_tiny(family: str, path: str | Path, size: str = "tiny", seed: int = 0, 
         config.get_text_config().initializer_range = init_std
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
+    with torch.no_grad():  # the real sizes' vocabularies outnumber the tokenizer here: answer in its words
+        model.get_output_embeddings().weight[len(processor.tokenizer):].zero_()
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id
     model.generation_config.pad_token_id = config.get_text_config().pad_token_id
     model.save_pretrained(out)

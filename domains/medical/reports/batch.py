@@ -10,6 +10,7 @@ import json
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,14 +79,21 @@ def _results(pending: list[Report], workers: int, model: VLMChecker | None, rule
         if study is not None:
             report.image_laterality = study.laterality
             report.patient_sex = study.sex or report.patient_sex
-    if model is not None:  # the model lives in this process: one report at a time
-        for report in pending:
+    if model is not None:
+        def check_with_model(report: Report) -> dict:
             try:
                 flags = check_rules(report) if rules else []
                 study = studies.get(report.id)
-                yield result_line(report.id, combine(flags, model.flags(report, study.image() if study else None)))
+                return result_line(report.id, combine(flags, model.flags(report, study.image() if study else None)))
             except InputRejected as exc:
-                yield refusal(report.id, exc)
+                return refusal(report.id, exc)
+
+        if workers <= 1:  # an in-process model: one report at a time
+            yield from map(check_with_model, pending)
+            return
+        # a served model: several reports in flight, which the server batches; results stay in input order
+        with ThreadPoolExecutor(workers, thread_name_prefix="loupe-check") as pool:
+            yield from pool.map(check_with_model, pending)
         return
     check_one(Report("warm-up", {"findings": "No effusion."}))  # build the pipeline before forking
     if workers <= 1:
@@ -102,8 +110,9 @@ def check_file(source: Path, out: Path, workers: int = 1, progress: Progress | N
     """Check every report of ``source`` not yet in ``out``: by the rules, the model (a VLMChecker), or
     both, with the study ``images/ID.dcm|png|jpg`` where there is one; on local processes or
     (``engine="ray"``) Ray Data."""
-    if model is not None and (workers > 1 or engine != "local"):
-        raise ValueError("--workers and --engine ray need the rules-only checker: the model runs in this process")
+    if model is not None and (engine != "local" or (workers > 1 and not model.served)):
+        raise ValueError("--engine ray, and --workers with an in-process model, need the rules-only checker: "
+                         "the model runs in this process (a served model, --model-server, takes --workers)")
     run = CheckRun()
     done = finished_ids(out)
     reports = list(read_reports(source, run.problems))

@@ -57,6 +57,11 @@ class VLMChecker:
         self.vlm = vlm
         self.prompts = prompts
 
+    @property
+    def served(self) -> bool:
+        """Whether the model answers from a server (several reports may then be asked at once)."""
+        return getattr(getattr(self.vlm, "engine", None), "name", None) == "served"
+
     def _ask(self, template: str, report: Report, image: Image.Image | None) -> str:
         text = template.format(image=" with its image" if image is not None else "", report=report_text(report))
         return self.vlm.chat([Message("user", text, [image] if image is not None else [])], OPTIONS).text
