@@ -153,6 +153,14 @@ class LoupeService:
         store = CaseStore(open_database(settings.db_url), AssetStore(settings.assets_dir))
         return cls(settings, store, configured_domains(settings), slot or model_slot(settings))
 
+    def ask_concurrency(self) -> dict:
+        """Gradio's concurrency for answering. In-process, one answer per domain at a time (the torch thread
+        runs them in turn anyway). Served, up to LOUPE_SERVED_CONCURRENCY answers across domains stream at
+        once, which the server batches."""
+        if not self.settings.model_server:
+            return {}
+        return {"concurrency_id": "served-answers", "concurrency_limit": self.settings.served_concurrency}
+
     def user(self, username: str | None) -> User:
         user = self.store.get_user(username or "")
         if user is None:

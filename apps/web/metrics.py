@@ -225,7 +225,18 @@ def readiness(service: LoupeService) -> dict[str, str]:
     status = service.slot.status
     if status.state != "ready":
         problems["model"] = status.state  # loading | failed (its reason is on the page, not here)
+        if status.state == "failed" and service.settings.model_server:  # the server may be up by now
+            service.slot.load(service.settings.model, background=True)
+    elif service.settings.model_server and not _server_answers(service):
+        problems["model"] = "server unreachable"
     return problems
+
+
+def _server_answers(service: LoupeService) -> bool:
+    try:
+        return service.slot.get().ready()  # type: ignore[attr-defined] - a RemoteVLM
+    except ModelUnavailable:
+        return False
 
 
 def ops_router(service: LoupeService, metrics: Metrics) -> APIRouter:

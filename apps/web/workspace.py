@@ -392,7 +392,8 @@ class Workspace:
         stop_reading.click(stop_creating, None, status, **quick)
         asked = gr.on([ask.click, self.question.submit], ask_question,
                       [self.shown_case, self.question, detail, efficiency],
-                      [chat, self.question, status, self.message_ids, pinned], api_name=f"{d}_ask")
+                      [chat, self.question, status, self.message_ids, pinned], api_name=f"{d}_ask",
+                      **self.service.ask_concurrency())
         asked.then(refresh_choices, [self.shown_case, pinned], choice, api_name=False, **free)
         choice.change(show_answer, [choice, self.case_id], [shown, corrected, viewer], api_name=False, **free)
         choice.input(lambda picked_id: picked_id, choice, pinned, **quick)  # the user's own pick is kept
