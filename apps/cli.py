@@ -754,6 +754,29 @@ def bench_chat(family: str, size: str, images: str, new_tokens: int, repeats: in
     click.echo(json.dumps(result, indent=2))
 
 
+@bench.command("load")
+@click.option("--users", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option("--questions", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Per user.")
+@click.option("--database-url", help="A PostgreSQL server (its admin URL): each run gets a new database there. "
+              "Default: SQLite in the work folder.")
+@click.option("--faults", is_flag=True, help="Run the two-process setup again, killing an app process and the "
+              "model server (restarted) during the load.")
+@click.option("--parts", default="one,two,model,engines", show_default=True,
+              help="Which parts to run: one, two (load runs), model (served vs in-process), engines (auto vs each).")
+@click.option("--nginx", "nginx", default=None, help="nginx binary (default: nginx on PATH or /usr/sbin/nginx).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the model and logs here.")
+def bench_load(users: int, questions: int, database_url: str | None, faults: bool, parts: str, nginx: str | None,
+               workdir: Path | None) -> None:
+    """A department's load over HTTP: one process (in-process engine) vs two behind nginx (served model), as JSON."""
+    import shutil
+
+    from .bench_load import run
+
+    nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    click.echo(json.dumps(run(workdir, users, questions, database_url, faults, nginx,
+                              [p.strip() for p in parts.split(",") if p.strip()]), indent=2))
+
+
 @bench.command("memory")
 @click.option("--family", type=FAMILY_CHOICE, default="smolvlm", show_default=True)
 @click.option("--size", type=click.Choice(["tiny", "real"]), default="real", show_default=True)

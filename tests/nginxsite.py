@@ -1,22 +1,21 @@
-"""docs/nginx-loupe.conf run by Debian's nginx, unprivileged, for the tests: only its lines marked "test:"
-change (ports, files, the secret); without single sign-on its "sso" lines are dropped."""
+"""nginx for the tests: the app's runner of docs/nginx-loupe.conf (apps/nginx_site.py), with Debian's
+nginx found or the test skipped locally / failed in CI."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import missing_service
 
-DOCS_CONF = Path(__file__).resolve().parent.parent / "docs" / "nginx-loupe.conf"
+from loupe.apps import nginx_site
+from loupe.apps.nginx_site import site_config
+
+__all__ = ["nginx_binary", "running_nginx", "site_config"]
 
 
 def nginx_binary() -> str:
@@ -26,53 +25,11 @@ def nginx_binary() -> str:
     return found
 
 
-def site_config(port: int, app_ports: Sequence[int], htpasswd: Path | None = None, secret: str | None = None) -> str:
-    """The documented site for ``app_ports`` (the upstream's two processes), with single sign-on when
-    ``htpasswd`` and ``secret`` are given."""
-    upstream = iter(app_ports)
-    lines = []
-    for line in DOCS_CONF.read_text().splitlines():
-        if "# sso" in line and htpasswd is None:
-            continue
-        if re.search(r"# (sso )?test:", line):
-            directive = line.split()[0]
-            if directive == "server":
-                line = f"    server 127.0.0.1:{next(upstream)} max_fails=1 fail_timeout=10s;"
-            else:
-                line = {"listen": f"    listen 127.0.0.1:{port};",
-                        "ssl_certificate": "", "ssl_certificate_key": "",
-                        "auth_basic_user_file": f"    auth_basic_user_file {htpasswd};",
-                        "proxy_set_header": f'        proxy_set_header X-Loupe-Proxy-Secret "{secret}";'}[directive]
-        lines.append(line)
-    site = "\n".join(lines)
-    assert "CHANGE-ME" not in site and "443" not in site and (htpasswd is None or secret in site)
-    return site
-
-
 @contextmanager
 def running_nginx(folder: Path, site: str, port: int) -> Iterator[str]:
     """nginx serving ``site`` on ``port`` (from ``free_port``), in the foreground; yields its URL."""
-    (folder / "loupe.conf").write_text(site)
-    temps = " ".join(f"{kind}_temp_path {folder / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
-                                                                        "scgi"))
-    (folder / "nginx.conf").write_text(
-        f"daemon off;\nmaster_process off;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'};\n"
-        f"events {{ worker_connections 256; }}\n"
-        f"http {{ access_log off; {temps}\n include {folder / 'loupe.conf'}; }}\n")
-    process = subprocess.Popen([nginx_binary(), "-p", str(folder), "-c", str(folder / "nginx.conf"),
-                                "-e", str(folder / "error.log")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    if process.poll() is not None:
-        pytest.fail(f"nginx did not start: {process.stdout.read().decode()} {(folder / 'error.log').read_text()}")
     try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
+        with nginx_site.running_nginx(nginx_binary(), folder, site, port) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

@@ -54,7 +54,7 @@ def test_the_rule_is_the_lowest_time_among_eligible_candidates():
 
 def test_measuring_times_each_candidate_and_picks_the_fastest():
     forward, clock = _fake({"int8": 0.8, "fp32": 1.0, "bf16": 0.45})
-    results = measure(_small_model(), {}, ["int8", "fp32", "bf16"], forward=forward, clock=clock)
+    results = measure(_small_model(), {}, ["int8", "fp32", "bf16"], forward=forward, clock=clock, slowdown=None)
     assert [(m.candidate, m.ttft_s, m.cosine) for m in results] == [
         ("int8", 0.8, 1.0), ("fp32", 1.0, 1.0), ("bf16", 0.45, 1.0)]
     assert pick(results) == "bf16"
@@ -63,9 +63,25 @@ def test_measuring_times_each_candidate_and_picks_the_fastest():
 def test_a_candidate_whose_logits_differ_is_not_eligible_however_fast():
     broken = {"int8": torch.linspace(3, -3, 50)}  # the reversed logits: cosine -1
     forward, clock = _fake({"int8": 0.1, "fp32": 1.0, "bf16": 0.6}, broken)
-    results = {m.candidate: m for m in measure(_small_model(), {}, ["int8", "fp32", "bf16"], forward, clock)}
+    results = {m.candidate: m for m in measure(_small_model(), {}, ["int8", "fp32", "bf16"], forward, clock,
+                                               slowdown=None)}
     assert not results["int8"].eligible and "logits differ" in results["int8"].note
     assert results["bf16"].eligible and pick(list(results.values())) == "bf16"
+
+
+def test_a_candidate_whose_matrix_products_are_much_slower_is_not_timed():
+    timed = []
+
+    def forward(candidate: str, m: nn.Module, inputs: dict) -> torch.Tensor:
+        timed.append(candidate)
+        return torch.ones(4)
+
+    slowdowns = {"int8": 30.4, "bf16": 1.2}  # int8 without VNNI, as measured on an AVX2-only EPYC
+    results = {m.candidate: m for m in measure(_small_model(), {}, ["int8", "fp32", "bf16"], forward=forward,
+                                               slowdown=slowdowns.__getitem__)}
+    assert "int8" not in timed and {"fp32", "bf16"} <= set(timed)
+    assert results["int8"].ttft_s is None and "30.4x slower" in results["int8"].note
+    assert not results["int8"].eligible and results["bf16"].ttft_s is not None
 
 
 def test_candidates_are_applied_while_timed_and_undone_after():
@@ -77,7 +93,7 @@ def test_candidates_are_applied_while_timed_and_undone_after():
         seen[candidate] = (type(m[0]).__name__, m[2].weight_t.dtype if candidate == "int8" else m[2].weight.dtype)
         return torch.ones(4)
 
-    measure(model, {}, ["int8", "fp32", "bf16"], forward=forward)
+    measure(model, {}, ["int8", "fp32", "bf16"], forward=forward, slowdown=None)
     assert seen == {"fp32": ("Linear", torch.float32), "int8": ("Int8Linear", torch.int8),
                     "bf16": ("Linear", torch.bfloat16)}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the fp32 model, unchanged

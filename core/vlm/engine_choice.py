@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATES = ("int8", "fp32", "bf16")
 MIN_COSINE = 0.99
+MAX_SLOWDOWN = 2.0  # a candidate's linear layer this many times slower than fp32's cannot win
 METHOD = 1  # bump when the measurement changes: older cached results are then measured again
 SHOWN_FLAGS = ("avx2", "avx512_vnni", "amx_bf16", "avx512_bf16")
 PROBE_DETAIL = "standard"  # GenerationOptions' default: what an answer in the app sees
@@ -283,13 +284,47 @@ def _timed(candidate: str, model: nn.Module, inputs: dict[str, torch.Tensor], fo
     return min(times), logits
 
 
+def matmul_slowdown(candidate: str, tokens: int = 256, width: int = 768) -> float:
+    """How many times slower ``candidate``'s linear layer is than fp32's on one prefill-sized product (a
+    second at most). Where int8 has no fast kernel (no VNNI) or bf16 is emulated, it measured 30x and 5x:
+    such a candidate cannot win, and its full forward pass would take minutes to time."""
+    generator = torch.Generator().manual_seed(0)
+    linear = nn.Linear(width, 4 * width)
+    x = torch.randn(tokens, width, generator=generator)
+    fast = {"int8": lambda: Int8Linear(linear), "bf16": lambda: nn.Linear(width, 4 * width).to(torch.bfloat16)}
+    other = fast[candidate]()
+    other_x = x.to(torch.bfloat16) if candidate == "bf16" else x
+
+    def best(layer: nn.Module, inputs: torch.Tensor) -> float:
+        layer(inputs)  # warm-up
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            layer(inputs)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.inference_mode():
+        return best(other, other_x) / best(linear, x)
+
+
+Slowdown = Callable[[str], float]
+
+
 def measure(model: nn.Module, inputs: dict[str, torch.Tensor], candidates: Sequence[str],
-            forward: Forward = first_logits, clock: Callable[[], float] = time.perf_counter) -> list[Measurement]:
-    """Time each candidate on ``model`` (fp32, plain) and compare its first-step logits with fp32's."""
+            forward: Forward = first_logits, clock: Callable[[], float] = time.perf_counter,
+            slowdown: Slowdown | None = matmul_slowdown) -> list[Measurement]:
+    """Time each candidate on ``model`` (fp32, plain) and compare its first-step logits with fp32's. A
+    candidate whose matrix products run ``MAX_SLOWDOWN`` times slower than fp32's here is not timed."""
     order = ["fp32", *[c for c in candidates if c != "fp32"]]  # the reference first
     reference: torch.Tensor | None = None
     results = {}
     for candidate in order:
+        ratio = slowdown(candidate) if slowdown is not None and candidate != "fp32" else 1.0
+        if ratio >= MAX_SLOWDOWN:
+            results[candidate] = Measurement(
+                candidate, note=f"not timed: its matrix products ran {ratio:.1f}x slower than fp32 here")
+            continue
         try:
             with applied(model, candidate):
                 seconds, logits = _timed(candidate, model, inputs, forward, clock)
