@@ -305,7 +305,10 @@ def _prepare_home(home: Path, db_url: str | None, users: int) -> tuple[dict[str,
     from loupe.core.cases.db import open_database
     from loupe.core.cases.store import CaseStore
 
-    home.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)  # a fresh department for each run
+    home.mkdir(parents=True)
     url = db_url or f"sqlite:///{home / 'loupe.db'}"
     store = CaseStore(open_database(url), AssetStore(home / "assets"))
     for name in [*(f"user{u}" for u in range(users)), "browser"]:
@@ -384,7 +387,7 @@ def engine_figures(model: Path) -> dict:
 
 # -- the whole bench -----------------------------------------------------------------------------------
 def run(workdir: Path | None, users: int, questions: int, database_url: str | None, faults: bool,
-        nginx: str | None, parts: Sequence[str]) -> dict:
+        nginx: str | None, parts: Sequence[str], answer_tokens: int = 32) -> dict:
     from loupe.core.vlm.device import cpu_flags
     from loupe.core.vlm.tiny import make_tiny
 
@@ -395,6 +398,7 @@ def run(workdir: Path | None, users: int, questions: int, database_url: str | No
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"})
     result: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "flags": flags,
                                 "cores": os.cpu_count()}, "model": "SmolVLM-256M size, random weights",
+                    "answer_tokens": answer_tokens,
                     "database": "postgresql" if database_url and database_url.startswith("postgres") else "sqlite"}
     runs: dict[str, dict] = {}
     for kind in ("one", "two") + (("two-faults",) if faults else ()):
@@ -406,6 +410,7 @@ def run(workdir: Path | None, users: int, questions: int, database_url: str | No
             db_url = _fresh_database(database_url, kind)
         env, url = _prepare_home(home, db_url, users + 1)
         env["LOUPE_MODEL"] = str(model)
+        env["LOUPE_MAX_ANSWER_TOKENS"] = str(answer_tokens)
         with deployment(kind.split("-")[0], home, env, model, nginx) as dep:
             runs[kind] = run_load(dep, users, questions, url, faults=kind.endswith("faults"))
     result["runs"] = runs

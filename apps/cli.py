@@ -764,9 +764,11 @@ def bench_chat(family: str, size: str, images: str, new_tokens: int, repeats: in
 @click.option("--parts", default="one,two,model,engines", show_default=True,
               help="Which parts to run: one, two (load runs), model (served vs in-process), engines (auto vs each).")
 @click.option("--nginx", "nginx", default=None, help="nginx binary (default: nginx on PATH or /usr/sbin/nginx).")
+@click.option("--answer-tokens", default=32, show_default=True, type=click.IntRange(1, 4096),
+              help="Tokens per answer (LOUPE_MAX_ANSWER_TOKENS of the app processes; random weights never stop early).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the model and logs here.")
 def bench_load(users: int, questions: int, database_url: str | None, faults: bool, parts: str, nginx: str | None,
-               workdir: Path | None) -> None:
+               answer_tokens: int, workdir: Path | None) -> None:
     """A department's load over HTTP: one process (in-process engine) vs two behind nginx (served model), as JSON."""
     import shutil
 
@@ -774,7 +776,7 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
 
     nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     click.echo(json.dumps(run(workdir, users, questions, database_url, faults, nginx,
-                              [p.strip() for p in parts.split(",") if p.strip()]), indent=2))
+                              [p.strip() for p in parts.split(",") if p.strip()], answer_tokens), indent=2))
 
 
 @bench.command("memory")

@@ -277,7 +277,7 @@ class LoupeService:
         if case.archived_at is not None:
             raise LoupeError("This case is archived: restore it to ask new questions.")
         domain = self.domain(case.domain)
-        options = replace(options or GenerationOptions(detail=domain.default_detail),
+        options = replace(options or GenerationOptions(self.settings.max_answer_tokens, detail=domain.default_detail),
                           adapter=self.answering_adapter(vlm, domain.name))
         assets = self._assets(case, with_bytes=False)
         context = self.jobs.run(user.username, "Preparing the images", context_in_worker,

@@ -31,6 +31,8 @@ class Settings:
     # settings size the images). LOUPE_MODEL_SERVER_KEY: the server's API key, if it asks for one.
     model_server: str | None = field(default_factory=lambda: os.environ.get("LOUPE_MODEL_SERVER") or None)
     model_server_key: str | None = field(default_factory=lambda: os.environ.get("LOUPE_MODEL_SERVER_KEY") or None)
+    # The longest answer the app generates, in tokens (a cap: a model usually stops well before).
+    max_answer_tokens: int = field(default_factory=lambda: _env_int("LOUPE_MAX_ANSWER_TOKENS", 256))
     # Answers one app process streams from the model server at once (the server batches them).
     served_concurrency: int = field(default_factory=lambda: _env_int("LOUPE_SERVED_CONCURRENCY", 16))
     # auto | plain | int8 | static: how the model executes (core/vlm/engines.py); auto measures fastest.

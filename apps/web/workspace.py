@@ -271,7 +271,8 @@ class Workspace:
                 history += [{"role": "user", "content": typed_text(question)}, {"role": "assistant", "content": ""}]
                 # At once (a real model needs seconds to start); the review panel follows the newest answer again.
                 yield history, "", "Answering…", gr.update(), None
-                options = GenerationOptions(detail=detail_level or self.domain.default_detail,
+                options = GenerationOptions(max_new_tokens=self.service.settings.max_answer_tokens,
+                                            detail=detail_level or self.domain.default_detail,
                                             visual_keep=float(keep_share) if keep_share else None)
                 shown = True
                 for step in self.service.ask(user, int(case_id), question, options):
