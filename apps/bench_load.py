@@ -18,6 +18,7 @@ against the one ``auto`` chose.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -187,8 +188,7 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
         try:
             job = client.submit(case_id, question, "low", None, api_name=f"/{domain}_ask")
             for output in job:
-                history = output[0]
-                if first is None and isinstance(history, list) and history and history[-1].get("content"):
+                if first is None and _answer_text(output[0]):
                     first = time.perf_counter() - start
             final = job.result()
             status = str(final[2])
@@ -210,6 +210,16 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
             # the next question on a fresh connection (nginx sends it to a live process); it counts its own error
             with contextlib.suppress(Exception):
                 _, client = _signed_in(url, name)
+
+
+def _answer_text(history: object) -> str:
+    """The newest answer's text in a streamed chat update (Gradio 6: a string or a list of typed parts)."""
+    if not isinstance(history, list) or not history or history[-1].get("role") != "assistant":
+        return ""
+    content = history[-1].get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
 
 
 def _browser(url: str, name: str, tally: Tally, stop: threading.Event) -> None:
@@ -301,11 +311,11 @@ def _when(tally: Tally, asked: int, timeout_s: float = 3600) -> None:
 
 
 def _prepare_home(home: Path, db_url: str | None, users: int) -> tuple[dict[str, str], str]:
+    import shutil
+
     from loupe.core.cases.assets import AssetStore
     from loupe.core.cases.db import open_database
     from loupe.core.cases.store import CaseStore
-
-    import shutil
 
     shutil.rmtree(home, ignore_errors=True)  # a fresh department for each run
     home.mkdir(parents=True)
@@ -365,14 +375,20 @@ def engine_figures(model: Path) -> dict:
 
     from loupe.core.vlm.base import GenerationOptions, Message
     from loupe.core.vlm.device import cpu_has_native_bf16
+    from loupe.core.vlm.engine_choice import MAX_SLOWDOWN, matmul_slowdown
     from loupe.core.vlm.hf import HFVLM
 
     options = GenerationOptions(max_new_tokens=8, detail="standard")
     candidates = {"int8": dict(engine="int8"), "fp32": dict(engine="plain", dtype="fp32")}
     if cpu_has_native_bf16():
         candidates["bf16"] = dict(engine="plain", dtype="bf16")
-    ttfts = {}
+    ttfts: dict[str, float] = {}
+    not_timed: dict[str, str] = {}
     for name, kwargs in candidates.items():
+        ratio = matmul_slowdown(name) if name != "fp32" else 1.0
+        if ratio >= MAX_SLOWDOWN:  # minutes per answer here: it cannot be the best
+            not_timed[name] = f"matrix products {ratio:.1f}x slower than fp32"
+            continue
         vlm = HFVLM.from_pretrained(model, **kwargs)
         runs = [vlm.chat([Message("user", "Describe this image.", [Image.effect_noise((512, 512), 30 + s)
                                                                      .convert("RGB")])], options).run
@@ -381,7 +397,7 @@ def engine_figures(model: Path) -> dict:
         del vlm
     auto = HFVLM.from_pretrained(model)  # measures (or reads its measurement) and picks
     chosen = "bf16" if auto.placement.dtype_name == "bfloat16" else "int8" if auto.engine.name == "int8" else "fp32"
-    return {"engine_ttft_s": ttfts, "auto_chose": chosen, "auto_reason": auto.engine.reason,
+    return {"engine_ttft_s": ttfts, "not_timed": not_timed, "auto_chose": chosen, "auto_reason": auto.engine.reason,
             "auto_engine_ttft_ratio_to_best": round(ttfts[chosen] / min(ttfts.values()), 3)}
 
 
@@ -413,10 +429,12 @@ def run(workdir: Path | None, users: int, questions: int, database_url: str | No
         env["LOUPE_MAX_ANSWER_TOKENS"] = str(answer_tokens)
         with deployment(kind.split("-")[0], home, env, model, nginx) as dep:
             runs[kind] = run_load(dep, users, questions, url, faults=kind.endswith("faults"))
+        print(json.dumps({kind: runs[kind]}), file=sys.stderr, flush=True)  # progress: each run as it ends
     result["runs"] = runs
     if "model" in parts:
         with model_server(work, {**os.environ, "LOUPE_HOME": str(work / "home-model")}, model) as (server, _, _):
             result["model_figures"] = model_figures(model, server)
+        print(json.dumps({"model_figures": result["model_figures"]}), file=sys.stderr, flush=True)
     if "engines" in parts:
         result["engines"] = engine_figures(model)
     result["summary"] = _summary(result)

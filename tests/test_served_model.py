@@ -26,6 +26,7 @@ from webapp import serve
 
 from loupe.apps.serve_model import vllm_python
 from loupe.apps.service import LoupeService
+from loupe.core.budgets import Budgets
 from loupe.core.cases.models import ModelRun
 from loupe.core.config import Settings
 from loupe.core.vlm.base import GenerationOptions, Message
@@ -158,8 +159,8 @@ def test_each_domain_answers_with_its_adapter_on_the_one_server(model_server):
 def test_a_question_in_the_app_is_answered_by_the_server(model_server, tmp_path):
     image = tmp_path / "wrist.png"
     Image.fromarray((np.random.default_rng(1).random((48, 64, 3)) * 255).astype("uint8")).save(image)
-    with serve(model_server.home / "app", model_server.model, {"alice": "user"},
-               model_server=model_server.url) as app:
+    with serve(model_server.home / "app", model_server.model, {"alice": "user"}, model_server=model_server.url,
+               budgets=Budgets(4 * 2**20, 4_000_000)) as app:
         assert app.service.slot.status.engine == "served"
         assert app.http().get("/readyz").json() == {"status": "ready"}
         client = app.client("alice")
@@ -173,6 +174,21 @@ def test_a_question_in_the_app_is_answered_by_the_server(model_server, tmp_path)
             run = s.scalars(select(ModelRun)).one()
             assert run.device == "served:vllm" and run.output_tokens > 0 and run.prompt_tokens > 64
             assert run.extra["engine"] == "served" and run.extra["detail"]
+
+        # A georeferenced scene is read as a pyramid: served, the model sees the whole scene reduced, and the
+        # record and the footnote say that tile focus was off.
+        scene = Path(__file__).resolve().parents[1] / "data" / "remote_sensing" / "RGB.byte.tif"
+        created = client.predict(handle_file(str(scene)), "scene", api_name="/remote_sensing_create_case")
+        scene_case = int(created[5].split()[1])
+        job = client.submit(scene_case, "What is in the scene?", "low", None, api_name="/remote_sensing_ask")
+        list(job)
+        assert not str(job.result()[2]).startswith("⚠️"), job.result()[2]
+        with app.service.store.sessions() as s:
+            scene_run = s.scalars(select(ModelRun).order_by(ModelRun.id.desc())).first()
+            assert scene_run.extra["focus_off"].startswith("the model is served") and "focus" not in scene_run.extra
+            assert scene_run.extra["pyramid"]["width"] == 791
+        opened = client.predict(scene_case, api_name="/remote_sensing_open_case")
+        assert "tile focus is off with a served model" in str(opened[2])
 
 
 def test_check_reports_asks_the_served_model_several_reports_at_once(model_server, tmp_path):

@@ -106,7 +106,7 @@ def run_footnote(run: ModelRun) -> str:
         parts.append("int8 engine")
     if extra.get("engine") == "served":
         parts.append(f"served model, {run.prompt_tokens:,} prompt tokens")
-    if extra.get("focus") == "off":
+    if extra.get("focus_off"):
         parts.append("whole image reduced: tile focus is off with a served model")
     if extra.get("reused_tokens"):
         parts.append("continued the conversation")  # the images and earlier turns were not computed again

@@ -72,7 +72,7 @@ def overview(pyramid: Pyramid) -> tuple[list[Image.Image], str, dict]:
     """The whole image, reduced to a few tiles' size: what a served model reads of a giant image. Question-
     steered focus needs the model's attention in this process; the record says it was off."""
     image = pyramid.thumbnail(pyramid.tile * OVERVIEW_TILES)
-    record = {"focus": "off", "focus_off_reason": "the model is served: tile focus needs it in this process",
+    record = {"focus_off": "the model is served: tile focus needs it in this process",
               "pyramid": {"width": pyramid.source.width, "height": pyramid.source.height, "tile": pyramid.tile,
                           "levels": pyramid.levels}}
     return [image], f"Image 1 shows the whole scene, reduced to {image.width:,} × {image.height:,} px.", record

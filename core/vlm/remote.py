@@ -153,7 +153,7 @@ class RemoteVLM:
         registry's adapters at start), or it is loaded there now (vLLM with runtime LoRA updating; the
         server must see ``path``)."""
         served = served_adapter_name(name, path)
-        if served in self._served_adapters.values() and self._served_adapters.get(name) == served:
+        if self._served_adapters.get(name) == served:  # asked at every question: known, nothing to do
             return
         if served not in self._describe().adapters:
             try:
