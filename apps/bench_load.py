@@ -47,6 +47,8 @@ UPLOADS = {  # a real file per domain, from the repository's samples
 QUESTIONS = ("What does the image show?", "Is anything unusual visible?", "Describe the upper left part.",
              "Summarise it in one sentence.")
 START_TIMEOUT_S = 900
+# A question still open this long after its process was killed is counted lost with it (its client waits forever).
+ABANDON_AFTER_KILL_S = 180
 
 
 def _free_port() -> int:
@@ -153,6 +155,7 @@ class Tally:
     errors: list[str] = field(default_factory=list)
     ttft: list[float] = field(default_factory=list)
     page_loads: list[float] = field(default_factory=list)
+    killed_at: float | None = None  # time.monotonic() when an app process was killed (fault runs)
 
 
 def _signed_in(url: str, name: str) -> tuple[httpx.Client, object]:
@@ -183,13 +186,19 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
         question = f"[{name} #{i}] {QUESTIONS[i % len(QUESTIONS)]}"
         with tally.lock:
             tally.asked += 1
-        start = time.perf_counter()
+        start = time.monotonic()
         first = None
         try:
             job = client.submit(case_id, question, "low", None, api_name=f"/{domain}_ask")
-            for output in job:
-                if first is None and _answer_text(output[0]):
-                    first = time.perf_counter() - start
+            while not job.done():
+                outputs = job.outputs()
+                if first is None and outputs and _answer_text(outputs[-1][0]):
+                    first = time.monotonic() - start
+                if tally.killed_at and start < tally.killed_at < time.monotonic() - ABANDON_AFTER_KILL_S:
+                    # gradio_client does not end a job whose process died: the question is lost with it
+                    job.cancel()
+                    raise ConnectionError("its app process was killed while it was answered")
+                time.sleep(0.05)
             final = job.result()
             status = str(final[2])
             if status.startswith("⚠️"):
@@ -244,13 +253,14 @@ def _ledger(db_url: str, tally: Tally) -> dict:
 
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT case_id, role, content FROM messages ORDER BY case_id, id")).all()
+        rows = conn.execute(text("SELECT case_id, role, content, model_run_id FROM messages "
+                                 "ORDER BY case_id, id")).all()
     engine.dispose()
     questions: dict[str, int] = {}
     answers_after: dict[str, int] = {}
     last_question = None
     last_case = None
-    for case_id, role, content in rows:
+    for case_id, role, content, _ in rows:
         if case_id != last_case:
             last_case, last_question = case_id, None
         if role == "user":
@@ -262,6 +272,9 @@ def _ledger(db_url: str, tally: Tally) -> dict:
     return {"answers_received": len(received),
             "answer_rows": sum(answers_after.values()),
             "lost_writes": sum(1 for q in received if answers_after.get(q, 0) == 0),
+            "questions_stored_without_answer": sum(1 for q in questions if answers_after.get(q, 0) == 0),
+            # half-written: an answer row without its run record (answers are stored whole, in one transaction)
+            "answers_without_run_record": sum(1 for _, role, _, run in rows if role == "assistant" and run is None),
             "duplicated_writes": sum(n - 1 for n in questions.values() if n > 1)
             + sum(n - 1 for n in answers_after.values() if n > 1)}
 
@@ -281,6 +294,7 @@ def run_load(dep: Deployment, users: int, questions: int, db_url: str, faults: b
             total = users * questions
             _when(tally, total // 3)
             _kill(dep.apps[0])
+            tally.killed_at = time.monotonic()
             events.append(f"SIGKILL app process :{dep.app_ports[0]} after {tally.asked} questions")
             if dep.model_server is not None:
                 _when(tally, 2 * total // 3)

@@ -20,17 +20,23 @@ def start_serve(home: Path, port: int, **env: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def wait_up(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_up(url: str, process: subprocess.Popen, timeout_s: float = 120, path: str = "/login",
+            log: Path | None = None) -> None:
+    """Wait until ``url + path`` answers 200; fail at once if ``process`` exits (showing the end of ``log``)."""
     deadline = time.monotonic() + timeout_s
+
+    def tail() -> str:
+        return log.read_text()[-3000:] if log is not None and log.exists() else ""
+
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
+        assert process.poll() is None, f"the server exited ({process.returncode}):\n{tail()}"
         try:
-            if httpx.get(f"{url}/login", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise AssertionError(f"{url} did not come up")
+    raise AssertionError(f"{url}{path} did not come up in {timeout_s:.0f} s:\n{tail()}")
 
 
 def kill_group(process: subprocess.Popen) -> None:

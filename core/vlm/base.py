@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
@@ -70,6 +70,17 @@ class StreamChunk:
 
     text: str
     run: RunRecord | None = None
+
+
+def collected(chunks: Iterable[StreamChunk]) -> Answer:
+    """A streamed answer gathered into one: its text and the run record of its last chunk."""
+    parts: list[str] = []
+    run: RunRecord | None = None
+    for chunk in chunks:
+        parts.append(chunk.text)
+        run = chunk.run or run
+    assert run is not None  # the last chunk always carries it
+    return Answer("".join(parts), run)
 
 
 class VLM(Protocol):

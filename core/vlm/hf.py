@@ -22,7 +22,7 @@ from ..tokens.prune import full_positions
 from ..tokens.pruning import Pruning, pruning_setting
 from . import worker
 from .adapters import Adapters
-from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
+from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk, collected
 from .device import Placement, choose_placement
 from .engine_choice import MeasuredEngine
 from .engines import CACHE_ARG, EngineChoice, cache_bucket, choose_engine, generated_cache, rewind
@@ -222,13 +222,7 @@ class HFVLM:
                     else v.to(self.placement.device)) for k, v in inputs.items()}
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Answer:
-        parts: list[str] = []
-        run: RunRecord | None = None
-        for chunk in self.stream(messages, options):
-            parts.append(chunk.text)
-            run = chunk.run or run
-        assert run is not None  # the last chunk always carries it
-        return Answer("".join(parts), run)
+        return collected(self.stream(messages, options))
 
     def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None,
                conversation: str | None = None) -> Iterator[StreamChunk]:

@@ -28,7 +28,7 @@ import httpx
 from PIL import Image
 
 from ..errors import ModelUnavailable
-from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk
+from .base import Answer, GenerationOptions, Message, RunRecord, StreamChunk, collected
 from .engines import EngineChoice
 from .families import Family
 from .resolution import plan_resolution
@@ -197,13 +197,7 @@ class RemoteVLM:
         return body
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions | None = None) -> Answer:
-        parts: list[str] = []
-        run: RunRecord | None = None
-        for chunk in self.stream(messages, options):
-            parts.append(chunk.text)
-            run = chunk.run or run
-        assert run is not None  # the last chunk always carries it
-        return Answer("".join(parts), run)
+        return collected(self.stream(messages, options))
 
     def stream(self, messages: Sequence[Message], options: GenerationOptions | None = None,
                conversation: str | None = None) -> Iterator[StreamChunk]:
