@@ -153,6 +153,7 @@ class Tally:
     answered: list[str] = field(default_factory=list)  # questions whose answer the client saw complete
     failed_with_message: int = 0
     errors: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)  # what the failed questions' users were told
     ttft: list[float] = field(default_factory=list)
     page_loads: list[float] = field(default_factory=list)
     killed_at: float | None = None  # time.monotonic() when an app process was killed (fault runs)
@@ -204,6 +205,7 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
             if status.startswith("⚠️"):
                 with tally.lock:
                     tally.failed_with_message += 1
+                    tally.messages.append(f"{name}: {status[:160]}")
                 continue
             with tally.lock:
                 tally.answered.append(question)
@@ -311,7 +313,8 @@ def run_load(dep: Deployment, users: int, questions: int, db_url: str, faults: b
     ledger = _ledger(db_url, tally)
     return {"users": users, "questions_per_user": questions, "asked": tally.asked,
             "answered": len(tally.answered), "failed_with_message": tally.failed_with_message,
-            "errors": len(tally.errors), "error_samples": tally.errors[:5], "wall_s": round(wall, 1),
+            "errors": len(tally.errors), "error_samples": tally.errors[:5],
+            "message_samples": tally.messages[:5], "wall_s": round(wall, 1),
             "questions_per_min": round(60 * len(tally.answered) / wall, 2),
             "ttft_p50_s": _pct(tally.ttft, 0.5), "ttft_p95_s": _pct(tally.ttft, 0.95),
             "browse_p95_s": _pct(tally.page_loads, 0.95), "page_loads": len(tally.page_loads),
