@@ -152,7 +152,7 @@ def test_a_question_in_the_app_is_answered_by_the_server(model_server, tmp_path)
         created = client.predict(handle_file(str(image)), "wrist", api_name="/general_create_case")
         status = created[5]  # the status line: "Case N created."
         case_id = int(status.split()[1])
-        job = client.submit(case_id, "What does the image show?", api_name="/general_ask")
+        job = client.submit(case_id, "What does the image show?", "low", None, api_name="/general_ask")
         list(job)
         job.result()
         with app.service.store.sessions() as s:
