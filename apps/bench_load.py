@@ -171,6 +171,7 @@ def _signed_in(url: str, name: str) -> tuple[httpx.Client, object]:
 
 def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: threading.Event) -> None:
     from gradio_client import handle_file
+    from gradio_client.utils import Status
 
     try:
         _, client = _signed_in(url, name)
@@ -191,7 +192,9 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
         first = None
         try:
             job = client.submit(case_id, question, "low", None, api_name=f"/{domain}_ask")
-            while not job.done():
+            # The end of a streamed job as gradio_client's own iterator sees it (its ``done()`` can report a
+            # cancelled future while the stream goes on)
+            while job.status().code != Status.FINISHED:
                 outputs = job.outputs()
                 if first is None and outputs and _answer_text(outputs[-1][0]):
                     first = time.monotonic() - start
@@ -200,13 +203,15 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
                     job.cancel()
                     raise ConnectionError("its app process was killed while it was answered")
                 time.sleep(0.05)
-            final = job.result()
+            final = job.outputs()[-1] if job.outputs() else job.result()
             status = str(final[2])
             if status.startswith("⚠️"):
                 with tally.lock:
                     tally.failed_with_message += 1
                     tally.messages.append(f"{name}: {status[:160]}")
                 continue
+            if not status.startswith("Answered"):  # the stream stopped before the answer's end (a killed process)
+                raise ConnectionError(f"the answer stopped at {status[:60]!r}")
             with tally.lock:
                 tally.answered.append(question)
                 if first is not None:
@@ -218,9 +223,11 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
         except Exception as exc:  # noqa: BLE001 - counted: a dropped connection, a killed process
             with tally.lock:
                 tally.errors.append(f"{name}: ask: {type(exc).__name__}: {str(exc)[:120]}")
-            # the next question on a fresh connection (nginx sends it to a live process); it counts its own error
+            # the next question on a fresh page (nginx sends it to a live process), with the case opened on it
+            # as a user would; a failure here counts as the next question's error
             with contextlib.suppress(Exception):
                 _, client = _signed_in(url, name)
+                client.predict(case_id, api_name=f"/{domain}_open_case")
 
 
 def _answer_text(history: object) -> str:
