@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from gradio_client.utils import Status
 
 from .nginx_site import running_nginx, site_config
 
@@ -171,7 +172,6 @@ def _signed_in(url: str, name: str) -> tuple[httpx.Client, object]:
 
 def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: threading.Event) -> None:
     from gradio_client import handle_file
-    from gradio_client.utils import Status
 
     try:
         _, client = _signed_in(url, name)
@@ -192,9 +192,7 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
         first = None
         try:
             job = client.submit(case_id, question, "low", None, api_name=f"/{domain}_ask")
-            # The end of a streamed job as gradio_client's own iterator sees it (its ``done()`` can report a
-            # cancelled future while the stream goes on)
-            while job.status().code != Status.FINISHED:
+            while not _finished(job):
                 outputs = job.outputs()
                 if first is None and outputs and _answer_text(outputs[-1][0]):
                     first = time.monotonic() - start
@@ -228,6 +226,14 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
             with contextlib.suppress(Exception):
                 _, client = _signed_in(url, name)
                 client.predict(case_id, api_name=f"/{domain}_open_case")
+
+
+def _finished(job: object) -> bool:
+    """The end of a streamed job, read as gradio_client's own iterator reads it (its ``done()`` and ``status()``
+    can report the end while the stream goes on; a client that stops listening then cancels the answer)."""
+    communicator = job.communicator  # type: ignore[attr-defined]
+    with communicator.lock:
+        return communicator.job.latest_status.code == Status.FINISHED
 
 
 def _answer_text(history: object) -> str:
