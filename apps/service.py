@@ -45,15 +45,11 @@ def model_slot(settings: Settings) -> ModelSlot:
 
 
 def answering_model(settings: Settings, model: str | None = None) -> VLM:
-    """The model a command line tool answers with: the served one (LOUPE_MODEL_SERVER) or ``model``
-    (default LOUPE_MODEL) loaded in this process."""
-    if settings.model_server:
-        from loupe.core.vlm.remote import RemoteVLM
-
-        return RemoteVLM.connect(model or settings.model, settings.model_server, settings.model_server_key)
-    from loupe.core.vlm.hf import HFVLM
-
-    return HFVLM.from_pretrained(model or settings.model)
+    """The model a command line tool answers with, as the app would: the served one (LOUPE_MODEL_SERVER) or
+    ``model`` (default LOUPE_MODEL) in this process with the app's engine settings."""
+    slot = model_slot(settings)
+    slot.load(model or settings.model)
+    return slot.get()  # ModelUnavailable with the reason when the load failed
 
 
 def conversation_messages(system_prompt: str, context: VisualContext, turns: Sequence[tuple[str, str]],

@@ -64,6 +64,11 @@ def describe(selection: Selection, where: Callable[[Box], str] | None) -> str:
     return "\n".join(lines)
 
 
+def _facts(pyramid: Pyramid) -> dict:
+    return {"width": pyramid.source.width, "height": pyramid.source.height, "tile": pyramid.tile,
+            "levels": pyramid.levels}
+
+
 # The overview a served model gets instead of focused tiles: this many tiles on its longer side.
 OVERVIEW_TILES = 2
 
@@ -72,9 +77,7 @@ def overview(pyramid: Pyramid) -> tuple[list[Image.Image], str, dict]:
     """The whole image, reduced to a few tiles' size: what a served model reads of a giant image. Question-
     steered focus needs the model's attention in this process; the record says it was off."""
     image = pyramid.thumbnail(pyramid.tile * OVERVIEW_TILES)
-    record = {"focus_off": "the model is served: tile focus needs it in this process",
-              "pyramid": {"width": pyramid.source.width, "height": pyramid.source.height, "tile": pyramid.tile,
-                          "levels": pyramid.levels}}
+    record = {"focus_off": "the model is served: tile focus needs it in this process", "pyramid": _facts(pyramid)}
     return [image], f"Image 1 shows the whole scene, reduced to {image.width:,} × {image.height:,} px.", record
 
 
@@ -92,6 +95,5 @@ def focused_images(vlm, request: PyramidRequest, question: str,  # noqa: ANN001 
     selection = focus(pyramid, question, scorer, request.config, thumbnail=thumbnail)
     images = [thumbnail, *(pyramid.read(chosen.tile) for chosen in selection.tiles)]
     record = {"focus": selection.as_dict(), "focus_tiles_encoded": scorer.encoded_units,
-              "pyramid": {"width": pyramid.source.width, "height": pyramid.source.height, "tile": pyramid.tile,
-                          "levels": pyramid.levels}}
+              "pyramid": _facts(pyramid)}
     return images, describe(selection, request.where), record
