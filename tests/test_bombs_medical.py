@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,20 @@ def test_a_deflate_bomb_is_refused_after_inflating_a_bounded_part(tmp_path):
     path = medical._deflated_dicom(tmp_path / "bomb.dcm", bytes(MIB), 300)  # 300 KB -> 300 MiB
     with pytest.raises(InputRejected, match="more than 200 times its size"):
         read_dataset(path.read_bytes(), limits=Budgets())
+
+def test_deflated_data_ending_mid_step_with_a_trailing_pad_byte_is_counted_once():
+    """The stream ends in a call that continues an output-limited one, with a pad byte after it (DICOM
+    values have even length): zlib returns that byte as the unconsumed tail on every call, and a loop that
+    fed it back never ended (a deid job spun until its 300 s CPU limit)."""
+    noise = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()  # keeps the ratio low
+    plain = noise + bytes(9 * MIB)  # the zeros' few KB of deflate data inflate past one 4 MiB step
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    raw = packer.compress(plain) + packer.flush() + b"\x00"
+    done = subprocess.run([sys.executable, "-c", "import sys; from loupe.core.budgets import Budgets; "
+                           "from loupe.domains.medical.dicom_image import inflated_size; "
+                           "print(inflated_size(sys.stdin.buffer.read(), Budgets()))"],
+                          input=raw, capture_output=True, timeout=60)
+    assert done.returncode == 0 and int(done.stdout) == len(plain)
 
 
 def test_a_dicom_slide_header_claiming_more_tiles_than_it_holds_is_refused(tmp_path):

@@ -130,7 +130,9 @@ def inflated_size(raw: bytes | memoryview, limits: Budgets) -> int:
     inflater, total, data = zlib.decompressobj(-zlib.MAX_WBITS), 0, memoryview(raw)
     for start in range(0, len(data), _FEED):
         pending = data[start:start + _FEED]
-        while pending:
+        # Past the stream's end, zlib hands trailing bytes (a DICOM pad byte) back as the unconsumed tail on
+        # every call: without the eof test this loop never ends.
+        while pending and not inflater.eof:
             try:
                 total += len(inflater.decompress(pending, _INFLATE_STEP))
             except zlib.error:
