@@ -1,9 +1,9 @@
 """Heavy work in worker processes under OS limits, with a bounded queue per user, progress and cancellation.
 
-Each job runs in a fresh process of a pebble pool (``max_tasks=1``) started from a fork server: its
-CPU time (``RLIMIT_CPU``) and address space (``RLIMIT_AS``, above what the worker holds when it starts) are
-capped, core dumps are off (a crashed decoder must not write patient pixels to disk), and a wall-clock
-timeout ends it. A bomb kills its own job, never the server or another job.
+Each job runs in a worker process of a pebble pool started from a fork server; a worker is replaced after
+``JOBS_PER_WORKER`` jobs, or when a job kills it. A job's CPU time (``RLIMIT_CPU``) and the address space it
+adds (``RLIMIT_AS``) are capped, core dumps are off (a crashed decoder must not write patient pixels to
+disk), and a wall-clock timeout ends it. A bomb kills its own job, never the server or another job.
 """
 
 from __future__ import annotations
