@@ -9,7 +9,8 @@ the Gradio API, while one more user only browses. Run against:
 Each run reports questions per minute, time to first token p50/p95 (first answer text seen by the
 client), the browsing user's page-load p95, errors, and the database against what clients received:
 answers received but not stored (lost) and questions or answers stored twice (duplicated). With
-``--faults``, the ``two`` setup is run again while one app process is SIGKILLed and the model server is
+``--faults``, the ``two`` setup is run again while a job worker is SIGKILLed during an upload, one app
+process is SIGKILLed, the database server is restarted (``--restart-database``) and the model server is
 killed and restarted. Beside the load, the model itself: aggregate decode tokens/s of 8 concurrent
 users, served vs in-process; single-user TTFT, served vs in-process; and each CPU engine's TTFT
 against the one ``auto`` chose.
@@ -36,6 +37,7 @@ from pathlib import Path
 import httpx
 from gradio_client.utils import Status
 
+from .bench_faults import kill_a_busy_worker, restart_database
 from .nginx_site import running_nginx, site_config
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -153,6 +155,7 @@ class Tally:
     asked: int = 0
     answered: list[str] = field(default_factory=list)  # questions whose answer the client saw complete
     failed_with_message: int = 0
+    uploads_failed_with_message: int = 0  # tried again once, as a user would
     errors: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)  # what the failed questions' users were told
     ttft: list[float] = field(default_factory=list)
@@ -175,9 +178,17 @@ def _user(url: str, name: str, domain: str, questions: int, tally: Tally, stop: 
 
     try:
         _, client = _signed_in(url, name)
-        created = client.predict(handle_file(str(UPLOADS[domain])), f"{name} load case",
-                                 api_name=f"/{domain}_create_case")
-        case_id = int(str(created[5]).split()[1])
+        for attempt in range(2):
+            status = str(client.predict(handle_file(str(UPLOADS[domain])), f"{name} load case",
+                                        api_name=f"/{domain}_create_case")[5])
+            if status.startswith("Case "):  # "Case N created."
+                break
+            with tally.lock:
+                tally.uploads_failed_with_message += 1
+                tally.messages.append(f"{name}: upload: {status[:160]}")
+            if attempt:
+                raise RuntimeError(f"the upload failed twice: {status[:120]}")
+        case_id = int(status.split()[1])
     except Exception as exc:  # noqa: BLE001 - a user who cannot start is one error of the run
         with tally.lock:
             tally.errors.append(f"{name}: start: {type(exc).__name__}: {str(exc)[:120]}")
@@ -294,7 +305,8 @@ def _ledger(db_url: str, tally: Tally) -> dict:
             + sum(n - 1 for n in answers_after.values() if n > 1)}
 
 
-def run_load(dep: Deployment, users: int, questions: int, db_url: str, faults: bool = False) -> dict:
+def run_load(dep: Deployment, users: int, questions: int, db_url: str, faults: bool = False,
+             restart_db: str | None = None) -> dict:
     tally = Tally()
     stop = threading.Event()
     domains = list(UPLOADS)
@@ -307,10 +319,18 @@ def run_load(dep: Deployment, users: int, questions: int, db_url: str, faults: b
                    for u in range(users)]
         if faults:
             total = users * questions
+            survivor = dep.apps[-1]  # its worker is killed now; the other app process later
+            worker = kill_a_busy_worker(survivor.pid)
+            events.append(f"SIGKILL job worker {worker} of app process :{dep.app_ports[-1]} during an upload"
+                          if worker else "no job worker was busy within 120 s: none killed")
             _when(tally, total // 3)
             _kill(dep.apps[0])
             tally.killed_at = time.monotonic()
             events.append(f"SIGKILL app process :{dep.app_ports[0]} after {tally.asked} questions")
+            if restart_db:
+                _when(tally, total // 2)
+                took = restart_database(restart_db)
+                events.append(f"database server restarted in {took:.1f} s after {tally.asked} questions")
             if dep.model_server is not None:
                 _when(tally, 2 * total // 3)
                 _kill(dep.model_server)
@@ -326,6 +346,7 @@ def run_load(dep: Deployment, users: int, questions: int, db_url: str, faults: b
     ledger = _ledger(db_url, tally)
     return {"users": users, "questions_per_user": questions, "asked": tally.asked,
             "answered": len(tally.answered), "failed_with_message": tally.failed_with_message,
+            "uploads_failed_with_message": tally.uploads_failed_with_message,
             "errors": len(tally.errors), "error_samples": tally.errors[:5],
             "message_samples": tally.messages[:5], "wall_s": round(wall, 1),
             "questions_per_min": round(60 * len(tally.answered) / wall, 2),
@@ -433,7 +454,7 @@ def engine_figures(model: Path) -> dict:
 
 # -- the whole bench -----------------------------------------------------------------------------------
 def run(workdir: Path | None, users: int, questions: int, database_url: str | None, faults: bool,
-        nginx: str | None, parts: Sequence[str], answer_tokens: int = 32) -> dict:
+        nginx: str | None, parts: Sequence[str], answer_tokens: int = 32, restart_db: str | None = None) -> dict:
     from loupe.core.vlm.device import cpu_flags
     from loupe.core.vlm.tiny import make_tiny
 
@@ -458,7 +479,7 @@ def run(workdir: Path | None, users: int, questions: int, database_url: str | No
         env["LOUPE_MODEL"] = str(model)
         env["LOUPE_MAX_ANSWER_TOKENS"] = str(answer_tokens)
         with deployment(kind.split("-")[0], home, env, model, nginx) as dep:
-            runs[kind] = run_load(dep, users, questions, url, faults=kind.endswith("faults"))
+            runs[kind] = run_load(dep, users, questions, url, faults=kind.endswith("faults"), restart_db=restart_db)
         print(json.dumps({kind: runs[kind]}), file=sys.stderr, flush=True)  # progress: each run as it ends
     result["runs"] = runs
     if "model" in parts:

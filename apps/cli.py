@@ -335,8 +335,9 @@ def models_list() -> None:
 
 @models.command("make-tiny")
 @click.option("--family", type=FAMILY_CHOICE, required=True)
-@click.option("--size", type=click.Choice(["tiny", "real"]), default="tiny", show_default=True,
-              help="'real' builds the published architecture size (random weights).")
+@click.option("--size", type=click.Choice(["tiny", "servable", "real"]), default="tiny", show_default=True,
+              help="'real' builds the published architecture size (random weights); 'servable' is tiny with a "
+              "head size vLLM's CPU build serves.")
 @click.argument("path", type=click.Path(path_type=Path))
 def models_make_tiny(family: str, size: str, path: Path) -> None:
     """Write a random-weight checkpoint of FAMILY to PATH (tests, offline demo, benchmarks)."""
@@ -759,16 +760,19 @@ def bench_chat(family: str, size: str, images: str, new_tokens: int, repeats: in
 @click.option("--questions", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Per user.")
 @click.option("--database-url", help="A PostgreSQL server (its admin URL): each run gets a new database there. "
               "Default: SQLite in the work folder.")
-@click.option("--faults", is_flag=True, help="Run the two-process setup again, killing an app process and the "
-              "model server (restarted) during the load.")
+@click.option("--faults", is_flag=True, help="Run the two-process setup again, killing a job worker during an "
+              "upload, an app process and the model server (restarted) during the load.")
+@click.option("--restart-database", "restart_db", metavar="COMMAND",
+              help="With --faults: a shell command that restarts the database server, run halfway through "
+              "(e.g. 'pg_ctl -D DATA restart -m fast -w').")
 @click.option("--parts", default="one,two,model,engines", show_default=True,
               help="Which parts to run: one, two (load runs), model (served vs in-process), engines (auto vs each).")
 @click.option("--nginx", "nginx", default=None, help="nginx binary (default: nginx on PATH or /usr/sbin/nginx).")
 @click.option("--answer-tokens", default=32, show_default=True, type=click.IntRange(1, 4096),
               help="Tokens per answer (LOUPE_MAX_ANSWER_TOKENS of the app processes; random weights never stop early).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the model and logs here.")
-def bench_load(users: int, questions: int, database_url: str | None, faults: bool, parts: str, nginx: str | None,
-               answer_tokens: int, workdir: Path | None) -> None:
+def bench_load(users: int, questions: int, database_url: str | None, faults: bool, restart_db: str | None,
+               parts: str, nginx: str | None, answer_tokens: int, workdir: Path | None) -> None:
     """A department's load over HTTP: one process (in-process engine) vs two behind nginx (served model), as JSON."""
     import shutil
 
@@ -776,7 +780,8 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
 
     nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     click.echo(json.dumps(run(workdir, users, questions, database_url, faults, nginx,
-                              [p.strip() for p in parts.split(",") if p.strip()], answer_tokens), indent=2))
+                              [p.strip() for p in parts.split(",") if p.strip()], answer_tokens, restart_db),
+                           indent=2))
 
 
 @bench.command("memory")

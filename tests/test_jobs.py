@@ -105,3 +105,22 @@ def test_a_cancelled_job_stops_its_worker(runner: JobRunner, tmp_path: Path) -> 
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert time.monotonic() - asked < 60
+
+
+def test_the_load_benchs_worker_fault_kills_a_busy_worker_and_the_pool_goes_on(runner: JobRunner) -> None:
+    from loupe.apps.bench_faults import job_workers, kill_a_busy_worker
+
+    failures: list[str] = []
+
+    def busy() -> None:
+        with pytest.raises(JobFailed) as failed:
+            runner.run("ann", "Checking", jobwork.spin)
+        failures.append(str(failed.value))
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    killed = kill_a_busy_worker(os.getpid(), within_s=30, sample_s=0.2)
+    thread.join(30)
+    assert killed is not None and killed not in job_workers(os.getpid())
+    assert failures and "ended abruptly" in failures[0]  # not the 2 s CPU limit: the kill came first
+    assert runner.run("ann", "Counting", jobwork.counted, (1,)) != os.getpid()

@@ -76,7 +76,7 @@ def model_server(tmp_path_factory):
     python = vllm_python(settings)
     if not python.is_file():
         missing_service(f"no vLLM environment at {python} (make vllm)")
-    model = make_tiny("smolvlm", tmp_path_factory.mktemp("smolvlm"))
+    model = make_tiny("smolvlm", tmp_path_factory.mktemp("smolvlm"), size="servable")
     adapter = _random_adapter(model, tmp_path_factory.mktemp("adapter") / "cxr", seed=1)
     service = LoupeService.open(settings)  # the registry serve-model reads
     service.store.register_adapter("cxr-lora", "medical", str(model), str(adapter), {})

@@ -2,7 +2,8 @@
 
 A checkpoint directory gets the real model class and config, a byte-level BPE tokenizer trained
 here with ``tokenizers``, the family's real processor class and a chat template in the family's
-format. ``size="tiny"`` is for tests and the offline demo (seconds to build, a few MB);
+format. ``size="tiny"`` is for tests and the offline demo (seconds to build, a few MB); ``size="servable"``
+is as small with head size 32, the smallest vLLM's CPU attention serves (tests of ``loupe serve-model``);
 ``size="real"`` reproduces the published architecture dimensions for cost benchmarks.
 Weights are random either way: answers from these models are not meaningful.
 """
@@ -98,8 +99,13 @@ _QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start
                   "<|image_pad|>", "<|video_pad|>")
 _LLAVA_OV_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
 
-# Head size 32: the smallest vLLM's CPU attention takes, so a tiny model can also be served (loupe serve-model).
-_TINY_TEXT = TextDims(hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, vocab=640)
+_TINY_TEXT = TextDims(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=640)
+_SERVABLE_TEXT = TextDims(hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, vocab=640)  # head size 32
+SIZES = ("tiny", "servable", "real")
+
+
+def _small_text(size: str) -> TextDims:
+    return _SERVABLE_TEXT if size == "servable" else _TINY_TEXT
 
 
 def _smolvlm(ids: dict[str, int], size: str) -> tuple[object, dict]:
@@ -109,7 +115,7 @@ def _smolvlm(ids: dict[str, int], size: str) -> tuple[object, dict]:
                       image_size=512, patch_size=16)
         scale, longest, tile = 4, 2048, 512
     else:
-        text, scale, longest, tile = _TINY_TEXT, 2, 128, 64
+        text, scale, longest, tile = _small_text(size), 2, 128, 64
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                       image_size=64, patch_size=16)
     config = Idefics3Config(
@@ -132,7 +138,9 @@ def _qwen2vl(ids: dict[str, int], size: str) -> tuple[object, dict]:
         vision = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4)
         section, pixels = [16, 24, 24], (56 * 56, 1280 * 28 * 28)
     else:
-        text, section, pixels = _TINY_TEXT, [8, 4, 4], (56 * 56, 112 * 112)  # sections: half the head size
+        text, pixels = _small_text(size), (56 * 56, 112 * 112)
+        half = text.hidden // text.heads // 2  # the rope sections cover half the head size
+        section = [half // 2, half // 4, half // 4]
         vision = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2)
     config = Qwen2VLConfig(
         vision_config=dict(**vision, hidden_size=text.hidden, patch_size=14, spatial_merge_size=2,
@@ -157,7 +165,7 @@ def _llava_ov(ids: dict[str, int], size: str) -> tuple[object, dict]:
         vision = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
                       image_size=384, patch_size=14)
     else:
-        text = _TINY_TEXT
+        text = _small_text(size)
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                       image_size=32, patch_size=8)
     side = vision["image_size"]
@@ -205,8 +213,8 @@ def make_tiny(family: str, path: str | Path, size: str = "tiny", seed: int = 0, 
     transformer barely lets earlier tokens change the last one, which a learning test needs."""
     if family not in RECIPES:
         raise ValueError(f"unknown family {family!r}; choose one of {', '.join(RECIPES)}")
-    if size not in ("tiny", "real"):
-        raise ValueError("size must be 'tiny' or 'real'")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     processor, config = build_processor(family, size)
