@@ -16,6 +16,22 @@ from loupe.core.vlm.tiny import make_tiny
 REQUIRE_SERVICES = os.environ.get("LOUPE_REQUIRE_SERVICES") == "1"
 
 
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each test process (and the servers it starts) gets its share of the cores for
+    torch's and OpenMP's threads: two processes each spinning one thread per core slowed the suite's
+    model tests two- to threefold."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+        torch.set_num_threads(share)
+
+
+_share_the_cores()
+
+
 def missing_service(reason: str) -> None:
     """Skip locally, fail in CI: a test that silently does not run proves nothing."""
     if REQUIRE_SERVICES:
@@ -101,12 +117,13 @@ def sqlite_settings(tmp_path: Path) -> Settings:
                     budgets=Budgets(5 * 2**20, 4_000_000))
 
 
-# The files that take longest (a minute or more together, measured), run first: pytest-xdist hands whole files
-# to its processes in collection order, so a long file collected last would run alone at the end.
-LONG_FILES = ("test_served_model.py", "test_ocr_queries.py", "test_finetune.py", "test_case_binding.py",
-              "test_browser.py", "test_crash_safety.py", "test_cli.py", "test_properties.py", "test_medical.py",
-              "test_serve.py", "test_department.py", "test_injection.py", "test_batch_tools.py", "test_ocr.py",
-              "test_documents.py")
+# The files that take longest, longest first (per-file totals of a full run, 2026-12-06): pytest-xdist hands
+# whole files to its processes in collection order, so a long file collected last would run alone at the end.
+LONG_FILES = ("test_case_binding.py", "test_browser.py", "test_serve.py", "test_ocr_queries.py",
+              "test_served_model.py", "test_finetune.py", "test_cli.py", "test_documents.py", "test_medical.py",
+              "test_department.py", "test_stored_metadata.py", "test_batch_tools.py", "test_crash_safety.py",
+              "test_http.py", "test_reports.py", "test_ocr.py", "test_sharing.py", "test_csrf.py", "test_app.py",
+              "test_remote_sensing.py", "test_slides.py", "test_ops_endpoints.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
