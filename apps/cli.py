@@ -218,10 +218,13 @@ def _empty(folder: Path, keep: tuple[str, ...] = ()) -> None:
               help="KV cache of a CPU server (VLLM_CPU_KVCACHE_SPACE).")
 @click.option("--eager", is_flag=True, help="Skip vLLM's torch.compile warm-up (starts minutes sooner on a small "
               "CPU; decodes slower).")
+@click.option("--engine-cores", "cores", default="auto", show_default=True,
+              help="CPU cores for vLLM's engine threads: auto (all of them on a machine of up to 4 cores, else "
+              "vLLM's choice), all, vllm (vLLM keeps one for its front end), or a list such as 0-3.")
 @click.option("--print-command", is_flag=True, help="Print the vLLM command line and exit.")
 @click.pass_obj
 def serve_model(settings: Settings, model: str | None, host: str, port: int, python: Path | None, dtype: str,
-                max_model_len: int, kv_cache_gb: int, eager: bool, print_command: bool) -> None:
+                max_model_len: int, kv_cache_gb: int, eager: bool, cores: str, print_command: bool) -> None:
     """Serve the model with vLLM (OpenAI API, continuous batching, multi-LoRA) for LOUPE_MODEL_SERVER.
     Every adapter in the registry trained on this model is registered; one activated later is loaded
     at run time. Set LOUPE_MODEL_SERVER_KEY to require an API key. docs/operations.md."""
@@ -241,11 +244,13 @@ def serve_model(settings: Settings, model: str | None, host: str, port: int, pyt
     command = vllm_command(exe, model_id, host, port, default_dtype() if dtype == "auto" else dtype,
                            max_model_len, adapters, eager)
     if print_command:
-        click.echo(shlex.join(command))
+        settings_shown = {k: v for k, v in vllm_environment(kv_cache_gb, None, cores).items()
+                          if k.startswith("VLLM_CPU_")}  # what it sets besides the command (never the API key)
+        click.echo(shlex.join(["env", *(f"{k}={v}" for k, v in sorted(settings_shown.items())), *command]))
         return
     if not exe.is_file():
         raise click.ClickException(f"no vLLM environment at {exe}: run `make vllm` (or pass --python)")
-    os.execve(exe, command, vllm_environment(kv_cache_gb, settings.model_server_key))
+    os.execve(exe, command, vllm_environment(kv_cache_gb, settings.model_server_key, cores))
 
 
 @cli.group()

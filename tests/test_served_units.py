@@ -8,7 +8,7 @@ import time
 
 from PIL import Image
 
-from loupe.apps.serve_model import served_adapters, vllm_command
+from loupe.apps.serve_model import engine_binding, served_adapters, vllm_command
 from loupe.core.vlm.base import Message
 from loupe.core.vlm.remote import _events, openai_messages, served_adapter_name
 
@@ -63,3 +63,16 @@ def test_serve_model_registers_the_adapters_trained_on_the_served_model(store, t
     assert command[command.index("--max-lora-rank") + 1] == "32"  # the next rank vLLM accepts above 24
     assert command[command.index("--lora-modules") + 1] == f"{chosen[0].served}={chosen[0].path}"
     assert "--enforce-eager" in command and "--trust-request-mm-kwargs" in command
+
+
+def test_the_engine_gets_every_core_of_a_small_machine_unless_the_operator_says_otherwise(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert engine_binding("auto") == {"VLLM_CPU_OMP_THREADS_BIND": "0,1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert engine_binding("vllm") == {}
+    assert engine_binding("2-5")["VLLM_CPU_OMP_THREADS_BIND"] == "2-5"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert engine_binding("auto") == {}  # a large machine: vLLM's own choice
+    assert engine_binding("all")["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, range(16)))
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
+    assert engine_binding("all") == {}  # the operator's setting wins
