@@ -177,6 +177,18 @@ def test_readyz_waits_for_the_model_and_the_database(tmp_path, tiny_model_dir):
         assert client.get("/healthz").status_code == 200
 
 
+def test_requests_while_the_database_is_down_get_503_without_the_drivers_text(tmp_path, caplog):
+    refusing = f"postgresql+psycopg://loupe@127.0.0.1:{free_port()}/loupe"  # a restart: nothing listens there
+    with TestClient(_app(tmp_path, None, refusing), client=("127.0.0.1", 4000)) as client:
+        signed_in = client.get("/", cookies={"loupe_session": "a-session-the-database-must-confirm"})
+        login = client.post("/login", data={"username": USER, "password": "whatever-it-is"})
+    for response in (signed_in, login):
+        assert response.status_code == 503 and "unavailable" in response.json()["detail"]
+        assert "postgresql" not in response.text and "127.0.0.1" not in response.text
+        assert response.headers["cache-control"] == "no-store"
+    assert "database unavailable: request answered 503" in caplog.text and "Traceback" not in caplog.text
+
+
 def test_metrics_answer_loopback_clients_or_the_token_holder_only(tmp_path, monkeypatch):
     plain = _app(tmp_path / "a")
     with TestClient(plain, client=("127.0.0.1", 4000)) as local:

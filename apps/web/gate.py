@@ -18,6 +18,9 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+from starlette.responses import Response
+
 from loupe.core.cases.models import User
 from loupe.core.config import Settings
 from loupe.core.errors import LoupeError
@@ -39,6 +42,7 @@ from .sessions import LoginThrottle, Session, SessionStore, session_key
 from .uploads import TempSweeper, multipart_boundary, serve_scrubbed
 
 log = logging.getLogger(__name__)
+UNAVAILABLE = b'{"detail":"The database is unavailable; try again in a moment."}'
 
 COOKIE = "loupe_session"  # over plain HTTP (a test or a loopback-only install)
 SECURE_COOKIE = "__Host-loupe_session"  # over HTTPS: Secure, Path=/, no Domain, so no sibling host can set it
@@ -274,6 +278,23 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] in ("http.response.start", "websocket.accept")
+            await send(message)
+
+        try:
+            return await self._checked(scope, receive, watched)
+        except OperationalError:  # the gate's own queries (sessions, audit): the routes' go to the handler below
+            if started:
+                raise
+            await database_unavailable(None, None)
+            return await _respond(_hardened(watched, scope.get("path", "")), 503, UNAVAILABLE, "application/json",
+                                  scope)
+
+    async def _checked(self, scope: Scope, receive: Callable, send: Callable) -> None:
         path = scope.get("path", "")
         send = _hardened(send, path)
         store = self.security.service.store
@@ -370,6 +391,13 @@ async def _refuse_anonymous(scope: Scope, send: Callable) -> None:
         await send({"type": "http.response.body", "body": b""})
         return
     await _respond(send, 401, b'{"detail":"Not authenticated"}', "application/json")
+
+
+async def database_unavailable(request: object, exc: Exception | None) -> Response:
+    """The database went away (a restart, a failover): 503, logged once per request without the driver's text
+    (it names hosts and may quote values); pool_pre_ping reconnects once it is back."""
+    log.warning("database unavailable: request answered 503")
+    return Response(UNAVAILABLE, status_code=503, media_type="application/json", headers={"cache-control": "no-store"})
 
 
 async def _respond(send: Callable, status: int, body: bytes, media_type: str, scope: Scope | None = None) -> None:

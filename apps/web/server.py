@@ -11,10 +11,11 @@ from collections.abc import Callable
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 
 from ..logformat import active_format
 from ..service import LoupeService
-from .gate import Gate, Scope, WebSecurity
+from .gate import Gate, Scope, WebSecurity, database_unavailable
 from .metrics import Metrics, Observed, instrument
 from .pages import build_router
 from .ui import CSS, build_ui
@@ -52,6 +53,7 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
     configure_gradio_env(service)
     security = WebSecurity(service)
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    api.add_exception_handler(OperationalError, database_unavailable)  # a route's own query, e.g. the login
     api.include_router(build_router(security))
     metrics = Metrics(service)
     instrument(api, service, metrics)  # /readyz, /metrics; answers counted from their run records
