@@ -4,9 +4,12 @@ Two configurations, each in its own process (peak RSS per configuration stays ho
 thread pool flatters the other):
 
 - ``baseline``: plain transformers as its documentation shows it: the checkpoint's processor with its
-  own settings, ``AutoModelForImageTextToText`` with the default dtype, ``generate``.
-- ``loupe``: the path the app takes: ``HFVLM`` with the automatic device, dtype and engine (int8 on
+  own settings, ``AutoModelForImageTextToText`` with the default dtype (bf16 on the GPU the app would
+  use), ``generate``.
+- ``loupe``: the path the app takes: ``HFVLM`` with the automatic device, dtype and engine (measured on
   CPU, static cache on CUDA) and the general domain's default detail level.
+
+On CUDA every timing waits for the GPU's queued work first (``torch.cuda.synchronize``).
 
 For each test image: the first answer (time to first token, decode tokens/s, visual tokens) and a
 follow-up question in the same conversation (Loupe continues the conversation's cached prefix; plain
@@ -20,6 +23,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,19 +46,28 @@ def _test_image(size: tuple[int, int]) -> Image.Image:
     return Image.effect_noise(size, 64).convert("RGB")
 
 
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work: a CUDA kernel launch returns before the kernel ran, so a time
+    read without it measures the launch."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
 class _Clock:
     """A logits processor that only notes when each generation step's logits are ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[], None]) -> None:
         self.steps: list[float] = []
+        self.sync = sync
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.sync()
         self.steps.append(time.perf_counter())
         return scores
 
 
 class _Baseline:
-    """Plain transformers: processor defaults, default dtype, ``generate``."""
+    """Plain transformers: processor defaults, ``generate``; the default dtype on a CPU, bf16 on the GPU the
+    app would use (the documented way to run these models there)."""
 
     def __init__(self, path: str, family: str) -> None:
         from transformers import AutoModelForImageTextToText
@@ -64,7 +77,11 @@ class _Baseline:
         # AutoProcessor for SmolVLM; the image-only twins of the Qwen/LLaVA processors, which are the
         # same classes without the video processor that needs torchvision.
         self.processor = processor_class(FAMILIES[family]).from_pretrained(path)
-        self.model = AutoModelForImageTextToText.from_pretrained(path).eval()
+        placement = choose_placement()
+        on_gpu = placement.device.startswith("cuda")
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            path, **({"dtype": torch.bfloat16} if on_gpu else {})).to(placement.device).eval()
+        self.sync = _synchronizer(self.model.device)
         config = self.model.config
         self.image_token = getattr(config, "image_token_id", None) or config.image_token_index
 
@@ -74,14 +91,18 @@ class _Baseline:
     def turn(self, conversation: list[dict], new_tokens: int, key: str = "") -> dict:
         from transformers import LogitsProcessorList
 
-        clock = _Clock()
+        clock = _Clock(self.sync)
+        self.sync()
         start = time.perf_counter()
         inputs = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
                                                     return_dict=True, return_tensors="pt")
+        dtype = self.model.dtype
+        inputs = {k: v.to(self.model.device, dtype=dtype if v.is_floating_point() else None)
+                  for k, v in inputs.items()}
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                       do_sample=False, logits_processor=LogitsProcessorList([clock]))
-        text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[-1]:], skip_special_tokens=True)[0]
+        text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[-1]:].cpu(), skip_special_tokens=True)[0]
         return _timing(start, clock.steps, int((inputs["input_ids"] == self.image_token).sum()), text)
 
 
@@ -176,17 +197,20 @@ def _one_tile_encoder(model, processor, family: str, repeats: int) -> tuple[floa
 
     get_features = model.model.get_image_features
     dtype = next(model.parameters()).dtype
+    sync = _synchronizer(model.device)
     times, features = [], []
     with torch.inference_mode():
         for n, image in enumerate(_encoder_images()):
             plan = plan_resolution(family, processor.image_processor, [image], "low")
             images = [plan.images] if family == "smolvlm" else plan.images
             pixels = processor.image_processor(images=images, return_tensors="pt", **plan.processor_kwargs)
-            inputs = {k: (v.to(dtype) if v.is_floating_point() else v)
+            inputs = {k: v.to(model.device, dtype=dtype if v.is_floating_point() else None)
                       for k, v in encoder_inputs(get_features, pixels).items()}
             for _ in range(repeats if n == 0 else 1):
+                sync()
                 start = time.perf_counter()
                 pooled = get_features(**inputs, return_dict=True).pooler_output
+                sync()
                 times.append(time.perf_counter() - start)
             flat = torch.cat([p.flatten() for p in pooled]) if isinstance(pooled, list | tuple) else pooled.flatten()
             features.append(flat.float().tolist())
