@@ -29,19 +29,20 @@ def _processes() -> dict[int, tuple[int, str, int]]:
     return found
 
 
-def job_workers(app_pid: int) -> list[int]:
+def job_workers(app_pid: int, table: dict[int, tuple[int, str, int]] | None = None) -> list[int]:
     """The job worker processes of one ``loupe serve`` process: children of its fork server."""
-    table = _processes()
+    table = _processes() if table is None else table
     servers = {pid for pid, (parent, command, _) in table.items() if parent == app_pid and FORK_SERVER in command}
     return [pid for pid, (parent, command, _) in table.items() if parent in servers and FORK_SERVER in command]
 
 
 def kill_a_busy_worker(app_pid: int, within_s: float = 120.0, sample_s: float = 0.3) -> int | None:
-    """SIGKILL the first job worker of ``app_pid`` seen using the processor (running a job); its pid, or
-    None when no worker was busy within ``within_s``."""
+    """SIGKILL the first job worker of ``app_pid`` seen using the processor (running a job, or still starting:
+    call it once the pool is warm); its pid, or None when no worker was busy within ``within_s``."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        before = {pid: _processes().get(pid, (0, "", 0))[2] for pid in job_workers(app_pid)}
+        table = _processes()
+        before = {pid: table[pid][2] for pid in job_workers(app_pid, table)}
         time.sleep(sample_s)
         after = _processes()
         for pid, ticks in before.items():

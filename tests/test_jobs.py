@@ -110,6 +110,7 @@ def test_a_cancelled_job_stops_its_worker(runner: JobRunner, tmp_path: Path) -> 
 def test_the_load_benchs_worker_fault_kills_a_busy_worker_and_the_pool_goes_on(runner: JobRunner) -> None:
     from loupe.apps.bench_faults import job_workers, kill_a_busy_worker
 
+    runner.run("ann", "Counting", jobwork.counted, (1,))  # the workers started (a starting worker is busy too)
     failures: list[str] = []
 
     def busy() -> None:

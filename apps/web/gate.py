@@ -290,7 +290,7 @@ class Gate:
         except OperationalError:  # the gate's own queries (sessions, audit): the routes' go to the handler below
             if started:
                 raise
-            await database_unavailable(None, None)
+            _note_database_unavailable()
             return await _respond(_hardened(watched, scope.get("path", "")), 503, UNAVAILABLE, "application/json",
                                   scope)
 
@@ -393,10 +393,15 @@ async def _refuse_anonymous(scope: Scope, send: Callable) -> None:
     await _respond(send, 401, b'{"detail":"Not authenticated"}', "application/json")
 
 
-async def database_unavailable(request: object, exc: Exception | None) -> Response:
-    """The database went away (a restart, a failover): 503, logged once per request without the driver's text
-    (it names hosts and may quote values); pool_pre_ping reconnects once it is back."""
+def _note_database_unavailable() -> None:
+    # Without the driver's text: it names hosts and may quote values.
     log.warning("database unavailable: request answered 503")
+
+
+async def database_unavailable(request: object, exc: Exception | None) -> Response:
+    """The database went away (a restart, a failover): 503, logged once per request; pool_pre_ping reconnects
+    once it is back."""
+    _note_database_unavailable()
     return Response(UNAVAILABLE, status_code=503, media_type="application/json", headers={"cache-control": "no-store"})
 
 
