@@ -1,6 +1,6 @@
 """``loupe bench chat``: what a user waits for, Loupe's defaults beside plain transformers, in one run.
 
-Two configurations, each in its own process (peak RSS per configuration stays honest and no cache or
+Two configurations, each in its own process (bench_process.py; peak RSS per configuration stays honest and no cache or
 thread pool flatters the other):
 
 - ``baseline``: plain transformers as its documentation shows it: the checkpoint's processor with its
@@ -18,6 +18,7 @@ follow-up question in the same conversation (Loupe continues the conversation's 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import platform
 import statistics
@@ -33,7 +34,7 @@ from loupe.core.vlm.device import choose_placement, cpu_has_native_bf16
 from loupe.core.vlm.engines import choose_engine
 from loupe.core.vlm.tiny import make_tiny
 
-from .bench_process import peak_rss_mb
+from .bench_process import in_own_process, peak_rss_mb, synchronizer
 
 IMAGES: dict[str, tuple[int, int]] = {"512": (512, 512), "1024x768": (1024, 768), "2048x1536": (2048, 1536)}
 CONFIGS = ("baseline", "loupe")
@@ -44,12 +45,6 @@ SAMPLES = Path(__file__).parents[1] / "data" / "samples"
 
 def _test_image(size: tuple[int, int]) -> Image.Image:
     return Image.effect_noise(size, 64).convert("RGB")
-
-
-def _synchronizer(device: torch.device) -> Callable[[], None]:
-    """Waits for the device's queued work: a CUDA kernel launch returns before the kernel ran, so a time
-    read without it measures the launch."""
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 class _Clock:
@@ -69,10 +64,14 @@ class _Baseline:
     """Plain transformers: processor defaults, ``generate``; the default dtype on a CPU, bf16 on the GPU the
     app would use (the documented way to run these models there)."""
 
-    def __init__(self, path: str, family: str) -> None:
+    def __init__(self, path: str, family: str, cache: str | None = None) -> None:
         from transformers import AutoModelForImageTextToText
 
         from loupe.core.vlm.families import FAMILIES, processor_class
+
+        # ``cache="static"``: generate's own preallocated cache (compiled decoding on CUDA), the fair
+        # baseline for Loupe's static engine on a GPU
+        self.generate_kwargs = {"cache_implementation": cache} if cache else {}
 
         # AutoProcessor for SmolVLM; the image-only twins of the Qwen/LLaVA processors, which are the
         # same classes without the video processor that needs torchvision.
@@ -81,7 +80,7 @@ class _Baseline:
         on_gpu = placement.device.startswith("cuda")
         self.model = AutoModelForImageTextToText.from_pretrained(
             path, **({"dtype": torch.bfloat16} if on_gpu else {})).to(placement.device).eval()
-        self.sync = _synchronizer(self.model.device)
+        self.sync = synchronizer(self.model.device)
         config = self.model.config
         self.image_token = getattr(config, "image_token_id", None) or config.image_token_index
 
@@ -101,7 +100,8 @@ class _Baseline:
                   for k, v in inputs.items()}
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                      do_sample=False, logits_processor=LogitsProcessorList([clock]))
+                                      do_sample=False, logits_processor=LogitsProcessorList([clock]),
+                                      **self.generate_kwargs)
         text = self.processor.batch_decode(out[:, inputs["input_ids"].shape[-1]:].cpu(), skip_special_tokens=True)[0]
         return _timing(start, clock.steps, int((inputs["input_ids"] == self.image_token).sum()), text)
 
@@ -148,16 +148,25 @@ def _conversation(image: Image.Image, answer: str | None = None) -> list[dict]:
             {"role": "user", "content": [{"type": "text", "text": FOLLOW_UP}]}]
 
 
+RUNNERS: dict[str, Callable[[str, str], _Baseline | _Loupe]] = {
+    "baseline": _Baseline, "baseline_static": functools.partial(_Baseline, cache="static"), "loupe": _Loupe}
+
+
 def _measure(config: str, path: str, family: str, images: list[str], new_tokens: int, repeats: int,
-             out: mp.Queue) -> None:
+             out: mp.Queue, warm_each_size: bool = False) -> None:
+    """``warm_each_size``: answer once on another image of each size before timing it, so the timings
+    are the steady state of a server that has compiled that shape already (CUDA's static cache)."""
     try:
         load_start = time.perf_counter()
-        runner = (_Baseline if config == "baseline" else _Loupe)(path, family)
+        runner = RUNNERS[config](path, family)
         load_s = time.perf_counter() - load_start
         runner.turn(_conversation(_test_image((64, 64))), 2)  # warm-up: first-call allocations, kernel choice
         rows = []
         for key in images:
             image = _test_image(IMAGES[key])
+            if warm_each_size:
+                runner.forget_images()
+                runner.turn(_conversation(_test_image(IMAGES[key])), new_tokens, f"{key}-warm")
             firsts, follows = [], []
             for i in range(repeats):  # a conversation per repeat: each follow-up continues its own first turn
                 runner.forget_images()  # a first answer is measured as for a new image
@@ -174,7 +183,7 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
             })
         from loupe.core.vlm import worker  # Loupe's model works on its torch thread; the baseline on this one
 
-        encode = worker.call if config == "loupe" else (lambda fn, *args: fn(*args))
+        encode = worker.call if isinstance(runner, _Loupe) else (lambda fn, *args: fn(*args))
         encoder_s, features = encode(_one_tile_encoder, runner.model, runner.processor, family, max(repeats, 3))
         out.put({"config": config, "load_s": round(load_s, 2), "images": rows,
                  "encoder_one_tile_s": encoder_s, "encoder_features": features,
@@ -197,7 +206,7 @@ def _one_tile_encoder(model, processor, family: str, repeats: int) -> tuple[floa
 
     get_features = model.model.get_image_features
     dtype = next(model.parameters()).dtype
-    sync = _synchronizer(model.device)
+    sync = synchronizer(model.device)
     times, features = [], []
     with torch.inference_mode():
         for n, image in enumerate(_encoder_images()):
@@ -225,16 +234,10 @@ def run_chat_bench(family: str, size: str, new_tokens: int, repeats: int, images
     unknown = [k for k in images if k not in IMAGES]
     if unknown:
         raise ValueError(f"unknown test image {unknown[0]!r}; choose from {', '.join(IMAGES)}")
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="loupe-bench-") as tmp:
         path = make_tiny(family, Path(tmp) / family, size=size)
-        results = []
-        for config in CONFIGS:
-            queue: mp.Queue = ctx.Queue()
-            proc = ctx.Process(target=_measure, args=(config, str(path), family, images, new_tokens, repeats, queue))
-            proc.start()
-            results.append(queue.get())
-            proc.join()
+        results = [in_own_process(_measure, config, str(path), family, images, new_tokens, repeats)
+                   for config in CONFIGS]
     auto = choose_placement()
     return {
         "benchmark": "chat", "family": family, "size": size, "new_tokens": new_tokens, "repeats": repeats,

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from .bench_process import in_own_process, peak_rss_mb
+from .bench_process import in_own_process, peak_rss_mb, synchronizer
 
 FAMILIES = ("smolvlm", "qwen2vl", "llava-ov")
 KEEP = (1.0, 0.25, 0.10, 0.05)
@@ -34,13 +34,16 @@ def _timed_forwards(vlm) -> list[float]:  # noqa: ANN001
     text = language_model(vlm.model, vlm.family)
     spent: list[float] = []
     original = text.forward
+    sync = synchronizer(vlm.model.device)  # on CUDA a forward call returns before its kernels ran
 
     @functools.wraps(original)
     def timed(*args: Any, **kwargs: Any) -> Any:
+        sync()
         started = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
+            sync()
             spent.append(time.perf_counter() - started)
     text.forward = timed
     return spent

@@ -789,6 +789,27 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
                            indent=2))
 
 
+@bench.command("gpu")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".loupe" / "bench" / "gpu", show_default=True,
+              help="Random-weight checkpoints are written here once and reused.")
+@click.option("--size", type=click.Choice(["auto", "tiny", "real"]), default="auto", show_default=True,
+              help="auto: the real architectures' sizes on CUDA, tiny ones on a CPU (a rehearsal).")
+@click.option("--parts", default="chat,static,prune,lora", show_default=True,
+              help="Comma-separated: chat, static, prune, lora.")
+@click.option("--new-tokens", default=64, show_default=True, type=click.IntRange(2, 4096))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option("--lora-epochs", default=40, show_default=True, type=click.IntRange(1, 1000))
+def bench_gpu(workdir: Path, size: str, parts: str, new_tokens: int, repeats: int, lora_epochs: int) -> None:
+    """The GPU path in one short run: app-path speed vs generate with a static cache, static-vs-plain
+    equality, pruning prefill, the LoRA learning check; JSON on stdout, progress on stderr."""
+    from .bench_gpu import run_gpu_bench
+
+    result = run_gpu_bench(workdir, size, tuple(p.strip() for p in parts.split(",") if p.strip()), new_tokens,
+                           repeats, lora_epochs, progress=lambda line: click.echo(f"bench gpu: {line}", err=True))
+    click.echo(json.dumps(result, indent=2))
+
+
 @bench.command("memory")
 @click.option("--family", type=FAMILY_CHOICE, default="smolvlm", show_default=True)
 @click.option("--size", type=click.Choice(["tiny", "real"]), default="real", show_default=True)

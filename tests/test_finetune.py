@@ -12,33 +12,22 @@ import torch
 from PIL import Image
 
 from loupe.core.errors import AccessDenied, InputRejected, ModelUnavailable
+from loupe.core.finetune.code_words import LEARNING_INIT_STD, WORDS, learning_config, write_code_words
 from loupe.core.finetune.data import csv_to_jsonl, read_examples
 from loupe.core.finetune.train import ADAPTER, TrainConfig, add_lora, encode_example, evaluate, lm_target_modules, train
 from loupe.core.vlm.base import GenerationOptions, Message
 from loupe.core.vlm.hf import HFVLM
 from loupe.core.vlm.tiny import make_tiny
 
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
-         "lima", "mike", "november", "oscar", "papa"]
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    # init_std 0.2: at the default 0.02 a random tiny LM barely lets the prompt change its output
-    return make_tiny("smolvlm", tmp_path_factory.mktemp("ft-model"), init_std=0.2)
+    return make_tiny("smolvlm", tmp_path_factory.mktemp("ft-model"), init_std=LEARNING_INIT_STD)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ft-data")
-    lines = []
-    for i, word in enumerate(WORDS):
-        Image.new("RGB", (64, 64), (i * 15, 255 - i * 15, (i * 40) % 255)).save(root / f"item{i}.png")
-        lines.append(json.dumps({"images": [f"item{i}.png"], "messages": [
-            {"role": "user", "content": f"<image>Which code is item {i}?"},
-            {"role": "assistant", "content": word}]}))
-    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
-    return root / "train.jsonl"
+    return write_code_words(tmp_path_factory.mktemp("ft-data"))
 
 
 def _vlm(model: Path) -> HFVLM:
@@ -51,8 +40,7 @@ def trained(model, data, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("ft-out")
     examples = read_examples(data)
     vlm = _vlm(model)
-    config = TrainConfig(learning_rate=3e-3, epochs=40, accumulate=4, eval_every=40, checkpoint_every=1000,
-                         patience=100)
+    config = learning_config()
     items = [encode_example(vlm, e, config.detail) for e in examples]
     base = evaluate(vlm, items, config)
     state = train(vlm, examples, examples, out, config)

@@ -84,3 +84,21 @@ def test_unsupported_architecture_is_refused(tiny_model_dir, tmp_path):
 def test_registry_resolves_short_names():
     assert resolve("smolvlm-256m") == DEFAULT.repo_id == "HuggingFaceTB/SmolVLM-256M-Instruct"
     assert resolve("/some/local/path") == "/some/local/path"
+
+
+def test_the_torch_thread_runs_again_in_a_forked_process():
+    """A fork copies only the forking thread: model work in the child (a benchmark's forkserver child,
+    a job worker) must start its own torch thread rather than wait on the parent's forever."""
+    import multiprocessing as mp
+
+    from loupe.core.vlm import worker
+
+    assert worker.call(lambda: 1) == 1  # the parent's torch thread is running when the child forks
+    with mp.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_on_torch_thread).get(timeout=30) == 6  # the old thread: waited forever
+
+
+def _on_torch_thread() -> int:
+    from loupe.core.vlm import worker
+
+    return worker.call(lambda: 2 * 3)
