@@ -13,7 +13,7 @@ ARGS    ?=
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 
-.PHONY: install serve test lint bench lock check-latest vllm
+.PHONY: install serve test lint bench lock check-latest vllm gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -52,6 +52,23 @@ lint: install
 
 bench: install
 	$(VENV)/bin/loupe bench chat --family smolvlm --size real
+
+# The GPU check (docs/performance.md, "On a GPU"). A GPU machine with CUDA torch, transformers and no
+# network: `make gpu-wheels` here fetches the locked versions it may lack into .whl/ (they travel with the
+# checkout); `make gpu-check` there installs them and Loupe into a scratch folder and writes bench-gpu.json
+# to $OUT (default: the current folder). GPU_PY is that machine's Python with CUDA torch.
+GPU_PY    ?= python3
+GPU_SITE  ?= /tmp/loupe-gpu-site
+GPU_LOCKED := transformers peft
+gpu-wheels:
+	rm -rf .whl && mkdir .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl \
+	  $$(grep -E '^($(subst $(eval) ,|,$(GPU_LOCKED)))==' requirements.lock)
+
+gpu-check:
+	$(GPU_PY) -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target $(GPU_SITE) .whl/*.whl .
+	PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PY) -m loupe.apps.cli bench gpu --workdir /tmp/loupe-gpu-bench \
+	  --out $${OUT:-.}/bench-gpu.json $(ARGS) > /dev/null
 
 # Re-resolve the lock from pyproject.toml's ranges (newest allowed versions). Run the suite on it and
 # commit both files together.

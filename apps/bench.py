@@ -34,13 +34,12 @@ from loupe.core.vlm.device import choose_placement, cpu_has_native_bf16
 from loupe.core.vlm.engines import choose_engine
 from loupe.core.vlm.tiny import make_tiny
 
-from .bench_process import in_own_process, peak_rss_mb, synchronizer
+from .bench_process import in_own_process, peak_rss_mb, samples_folder, synchronizer
 
 IMAGES: dict[str, tuple[int, int]] = {"512": (512, 512), "1024x768": (1024, 768), "2048x1536": (2048, 1536)}
 CONFIGS = ("baseline", "loupe")
 FIRST_QUESTION = "Describe this image in detail."
 FOLLOW_UP = "What is in the upper left corner?"
-SAMPLES = Path(__file__).parents[1] / "data" / "samples"
 
 
 def _test_image(size: tuple[int, int]) -> Image.Image:
@@ -110,12 +109,12 @@ class _Loupe:
     """The app's path: HFVLM, automatic device and dtype, the general domain's default detail."""
 
     def __init__(self, path: str, family: str) -> None:
-        from loupe.core.plugins import discover
         from loupe.core.vlm.hf import HFVLM
+        from loupe.domains.general import GeneralDomain
 
         self.vlm = HFVLM.from_pretrained(path)
         self.model, self.processor = self.vlm.model, self.vlm.processor
-        self.detail = discover()["general"].default_detail
+        self.detail = GeneralDomain.default_detail
 
     def forget_images(self) -> None:
         self.vlm.features.clear()
@@ -193,8 +192,8 @@ def _measure(config: str, path: str, family: str, images: list[str], new_tokens:
 
 
 def _encoder_images() -> list[Image.Image]:
-    """Real photographs and scans (data/samples) for the encoder row; noise if the folder is absent."""
-    paths = sorted(SAMPLES.glob("*.jpg"))
+    """Real photographs and scans (data/samples) for the encoder row."""
+    paths = sorted(samples_folder().glob("*.jpg"))
     return [Image.open(p).convert("RGB") for p in paths] or [_test_image((512, 512))]
 
 

@@ -1,17 +1,17 @@
 """``loupe bench gpu``: the GPU path checked and timed in one short run.
 
-Four parts, each in its own process, on the device the app would use (CUDA when present; on a CPU the
-same code runs as a rehearsal, with ``--size tiny`` in the tests):
+Four parts, run in this order, each in its own process, on the device the app would use (CUDA when
+present; on a CPU the same code runs as a rehearsal, with tiny models in the tests):
 
 - ``chat``: the app's streaming path (``HFVLM.stream``, automatic dtype and engine: the static cache,
   compiled decoding on CUDA) against plain ``generate`` with transformers' own static cache in the
   same dtype, SmolVLM-256M size, a new 512-px image, 64 new tokens. Each side answers once on another
   image of that size first, so both are timed as a server that has compiled that shape already.
-- ``static``: for each family, greedy answers of the static engine and the plain (dynamic cache)
-  engine in the app's dtype and in fp32, compared word for word.
 - ``prune``: LLaVA-OneVision-0.5B size, prefill seconds with every visual token and with 25/10/5%
   kept (``loupe bench prune``'s run, timed after ``torch.cuda.synchronize``).
 - ``lora``: the code-word learning check (core/finetune/code_words.py) trained on the device.
+- ``static``: for each family, greedy answers of the static engine and the plain (dynamic cache)
+  engine in the app's dtype (and in fp32 where those differ), compared character for character.
 
 Weights are random: compute does not depend on them. Targets (GPU only): decode >= 200 tokens/s in
 the streaming path, time to first token <= 0.15 s for the 512-px image.
@@ -20,6 +20,7 @@ the streaming path, time to first token <= 0.15 s for the 512-px image.
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing as mp
 import platform
 import tempfile
@@ -27,12 +28,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .bench_process import in_own_process, peak_rss_mb
+from .bench_process import in_own_process, peak_rss_mb, samples_folder
 
-PARTS = ("chat", "static", "prune", "lora")
+PARTS = ("chat", "prune", "lora", "static")  # the order they run in: the targets first
+DESCRIPTIONS = {
+    "chat": "chat: the app's streaming path and generate with a static cache, SmolVLM-256M size",
+    "prune": "prune: prefill with 100/25/10/5% of the visual tokens, LLaVA-OneVision-0.5B size",
+    "lora": "lora: the code-word learning check, {epochs} epochs",
+    "static": "static: greedy equality of the static and plain engines, three families",
+}
 SIZES = ("auto", "tiny", "real")
 FAMILIES = ("smolvlm", "qwen2vl", "llava-ov")
-PHOTO = Path(__file__).parents[1] / "data" / "samples" / "rsicd_airport_17.jpg"
+PHOTO = "rsicd_airport_17.jpg"  # in data/samples
 DECODE_TARGET = 200.0  # tokens/s in the app's streaming path
 TTFT_TARGET_S = 0.15  # 512-px image
 
@@ -69,7 +76,7 @@ def _static_equality(paths: dict[str, str], new_tokens: int, out: mp.Queue) -> N
         from loupe.core.vlm.base import GenerationOptions, Message
         from loupe.core.vlm.hf import HFVLM
 
-        photo = Image.open(PHOTO).convert("RGB").resize((512, 384))
+        photo = Image.open(samples_folder() / PHOTO).convert("RGB").resize((512, 384))
         messages = [Message("user", "Describe this picture.", [photo])]
         options = GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens, detail="low")
         rows = []
@@ -89,8 +96,8 @@ def _static_equality(paths: dict[str, str], new_tokens: int, out: mp.Queue) -> N
                              "first_difference_at_char": _first_difference(plain, static),
                              "distinct_words": len(set(plain.split())),
                              "static_repeatable": answers["static"][0] == static})
-                if dtype is None and dtype_name == "float32":
-                    break  # the app's dtype is fp32 already
+                if plain == static or dtype_name == "float32":
+                    break  # fp32 is run only to tell rounding from a fault where the app's dtype differs
         out.put({"rows": rows, "peak_rss_mb": peak_rss_mb()})
     except Exception as exc:  # noqa: BLE001 - reported in the JSON
         out.put({"error": f"{type(exc).__name__}: {exc}"})
@@ -138,8 +145,11 @@ def _checkpoint(workdir: Path, family: str, size: str) -> Path:
 
 
 def run_gpu_bench(workdir: Path, size: str = "auto", parts: tuple[str, ...] = PARTS, new_tokens: int = 64,
-                  repeats: int = 3, lora_epochs: int = 40, progress: Callable[[str], None] = lambda _: None) -> dict:
-    """Run ``parts``; ``size`` "auto" is the real architectures' size on CUDA and "tiny" on a CPU."""
+                  repeats: int = 3, lora_epochs: int = 40, part_timeout_s: float = 300, out: Path | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Run ``parts`` in the order of PARTS; ``size`` "auto" is the real architectures' size on CUDA and
+    "tiny" on a CPU. A part running past ``part_timeout_s`` is stopped and reported; ``out`` is
+    rewritten after each part, so a run cut short keeps what it measured."""
     import torch
 
     unknown = [p for p in parts if p not in PARTS]
@@ -148,29 +158,39 @@ def run_gpu_bench(workdir: Path, size: str = "auto", parts: tuple[str, ...] = PA
     if size == "auto":
         size = "real" if torch.cuda.is_available() else "tiny"
     workdir.mkdir(parents=True, exist_ok=True)
+    on_gpu = torch.cuda.is_available()
     results: dict[str, object] = {}
     started = time.perf_counter()
-    if "chat" in parts:
-        progress("chat: the app's streaming path and generate with a static cache, SmolVLM-256M size")
-        path = str(_checkpoint(workdir, "smolvlm", size))
-        results["chat"] = [in_own_process(_chat, config, path, new_tokens, repeats)
-                           for config in ("baseline_static", "loupe")]
-    if "static" in parts:
-        progress("static: greedy equality of the static and plain engines, three families")
-        paths = {f: str(_checkpoint(workdir, f, size)) for f in FAMILIES}
-        results["static"] = in_own_process(_static_equality, paths, min(new_tokens, 32))
-    if "prune" in parts:
-        progress("prune: prefill with 100/25/10/5% of the visual tokens, LLaVA-OneVision-0.5B size")
-        from .bench_prune import _family_run
 
-        results["prune"] = in_own_process(_family_run, "llava-ov", _checkpoint(workdir, "llava-ov", size))
-    if "lora" in parts:
-        progress(f"lora: the code-word learning check, {lora_epochs} epochs")
-        with tempfile.TemporaryDirectory(prefix="loupe-bench-lora-", dir=workdir) as tmp:
-            results["lora"] = in_own_process(_lora, tmp, lora_epochs)
-    return {"benchmark": "gpu", "machine": _device(), "size": size, "weights": "random",
-            "new_tokens": new_tokens, "repeats": repeats, "seconds": round(time.perf_counter() - started, 1),
-            "results": results, "summary": _summary(results, torch.cuda.is_available() and size == "real")}
+    def report() -> dict:
+        result = {"benchmark": "gpu", "machine": _device(), "size": size, "weights": "random",
+                  "new_tokens": new_tokens, "repeats": repeats, "seconds": round(time.perf_counter() - started, 1),
+                  "results": results, "summary": _summary(results, on_gpu and size == "real")}
+        if out is not None:
+            out.write_text(json.dumps(result, indent=2))
+        return result
+
+    def run(target: Callable[..., None], *args: object) -> dict:
+        return in_own_process(target, *args, timeout_s=part_timeout_s)
+
+    for part in (p for p in PARTS if p in parts):
+        progress(DESCRIPTIONS[part].format(epochs=lora_epochs))
+        if part == "chat":
+            path = str(_checkpoint(workdir, "smolvlm", size))
+            results["chat"] = [run(_chat, config, path, new_tokens, repeats)
+                               for config in ("baseline_static", "loupe")]
+        elif part == "prune":
+            from .bench_prune import _family_run
+
+            results["prune"] = run(_family_run, "llava-ov", _checkpoint(workdir, "llava-ov", size))
+        elif part == "lora":
+            with tempfile.TemporaryDirectory(prefix="loupe-bench-lora-", dir=workdir) as tmp:
+                results["lora"] = run(_lora, tmp, lora_epochs)
+        else:
+            paths = {f: str(_checkpoint(workdir, f, size)) for f in FAMILIES}
+            results["static"] = run(_static_equality, paths, min(new_tokens, 32))
+        report()
+    return report()
 
 
 def _summary(results: dict, targets_apply: bool) -> dict:

@@ -18,11 +18,11 @@ from typing import Any
 
 from PIL import Image
 
-from .bench_process import in_own_process, peak_rss_mb, synchronizer
+from .bench_process import in_own_process, peak_rss_mb, samples_folder, synchronizer
 
 FAMILIES = ("smolvlm", "qwen2vl", "llava-ov")
 KEEP = (1.0, 0.25, 0.10, 0.05)
-PHOTO = Path(__file__).parents[1] / "data" / "samples" / "rsicd_airport_17.jpg"
+PHOTO = "rsicd_airport_17.jpg"  # in data/samples
 PHOTO_SIZE = (1024, 768)
 QUESTION = "What is in this picture?"
 
@@ -53,15 +53,15 @@ def _family_run(family: str, model: Path, out: mp.Queue) -> None:
     try:
         import tempfile
 
-        from loupe.apps.service import model_slot
         from loupe.core.config import Settings
         from loupe.core.vlm.base import GenerationOptions, Message
+        from loupe.core.vlm.slot import model_slot
 
         slot = model_slot(Settings(home=Path(tempfile.mkdtemp(prefix="loupe-bench-")), database_url=None,
                                    model=str(model)))
         slot.load(model)
         vlm = slot.get()
-        photo = Image.open(PHOTO).convert("RGB").resize(PHOTO_SIZE, Image.Resampling.BICUBIC)
+        photo = Image.open(samples_folder() / PHOTO).convert("RGB").resize(PHOTO_SIZE, Image.Resampling.BICUBIC)
         messages = [Message("user", QUESTION, [photo])]
         started = time.perf_counter()
         # encodes once, reading the encoder's attention too: every ratio below reuses features and scores
@@ -103,6 +103,6 @@ def run_prune_bench(workdir: Path, families: tuple[str, ...] = FAMILIES) -> dict
             pruned = rows.get(keep, {}).get("prefill_s")
             if full and pruned:
                 summary[f"prefill_speedup_{round(keep * 100)}pct_{family}"] = round(full / pruned, 2)
-    return {"benchmark": "prune", "image": f"{PHOTO.name} at {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, detail high",
+    return {"benchmark": "prune", "image": f"{PHOTO} at {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, detail high",
             "policy": "attention (received in the vision encoder's penultimate layer)",
             "models": "real-size architectures, random weights", "families": results, "summary": summary}

@@ -70,8 +70,8 @@ def _load(model: Path):  # noqa: ANN202 - an HFVLM
     """The model as the app loads it (its slot, its defaults), with a fresh home: no features on disk."""
     import tempfile
 
-    from loupe.apps.service import model_slot
     from loupe.core.config import Settings
+    from loupe.core.vlm.slot import model_slot
 
     slot = model_slot(Settings(home=Path(tempfile.mkdtemp(prefix="loupe-bench-")), database_url=None,
                                model=str(model)))

@@ -795,18 +795,24 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
               help="Random-weight checkpoints are written here once and reused.")
 @click.option("--size", type=click.Choice(["auto", "tiny", "real"]), default="auto", show_default=True,
               help="auto: the real architectures' sizes on CUDA, tiny ones on a CPU (a rehearsal).")
-@click.option("--parts", default="chat,static,prune,lora", show_default=True,
-              help="Comma-separated: chat, static, prune, lora.")
+@click.option("--parts", default="chat,prune,lora,static", show_default=True,
+              help="Comma-separated: chat, prune, lora, static (they run in this order).")
 @click.option("--new-tokens", default=64, show_default=True, type=click.IntRange(2, 4096))
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 100))
 @click.option("--lora-epochs", default=40, show_default=True, type=click.IntRange(1, 1000))
-def bench_gpu(workdir: Path, size: str, parts: str, new_tokens: int, repeats: int, lora_epochs: int) -> None:
+@click.option("--part-timeout", default=300, show_default=True, type=click.IntRange(10, 86_400),
+              help="Seconds a part may run before it is stopped and reported as such.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the JSON here after each part (a run cut short keeps what it measured).")
+def bench_gpu(workdir: Path, size: str, parts: str, new_tokens: int, repeats: int, lora_epochs: int,
+              part_timeout: int, out: Path | None) -> None:
     """The GPU path in one short run: app-path speed vs generate with a static cache, static-vs-plain
     equality, pruning prefill, the LoRA learning check; JSON on stdout, progress on stderr."""
     from .bench_gpu import run_gpu_bench
 
     result = run_gpu_bench(workdir, size, tuple(p.strip() for p in parts.split(",") if p.strip()), new_tokens,
-                           repeats, lora_epochs, progress=lambda line: click.echo(f"bench gpu: {line}", err=True))
+                           repeats, lora_epochs, part_timeout, out,
+                           progress=lambda line: click.echo(f"bench gpu: {line}", err=True))
     click.echo(json.dumps(result, indent=2))
 
 

@@ -19,7 +19,7 @@ from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualC
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.registry import resolve
-from loupe.core.vlm.slot import ModelSlot
+from loupe.core.vlm.slot import ModelSlot, model_slot
 
 
 @dataclass
@@ -29,19 +29,6 @@ class AnswerProgress:
     text: str
     message_id: int | None = None
     run: RunRecord | None = None
-
-
-def model_slot(settings: Settings) -> ModelSlot:
-    """The model slot the settings describe: a served model (LOUPE_MODEL_SERVER), or the in-process
-    engine with its device, dtype, engine and cache budgets."""
-    if settings.model_server:
-        from loupe.core.vlm.remote import RemoteVLM
-
-        return ModelSlot(RemoteVLM.connect, base_url=settings.model_server, api_key=settings.model_server_key)
-    return ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
-                     kv_cache_mb=settings.kv_cache_mb, feature_cache_mb=settings.feature_cache_mb,
-                     feature_cache_dir=settings.feature_cache_dir, feature_disk_mb=settings.feature_disk_mb,
-                     ocr_queries=settings.ocr_queries, engine_cache=settings.home / "cache" / "engines.json")
 
 
 def answering_model(settings: Settings, model: str | None = None) -> VLM:

@@ -11,7 +11,7 @@ import sys
 def test_bench_gpu_runs_every_part_on_a_cpu(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "loupe.apps.cli", "bench", "gpu", "--workdir", str(tmp_path), "--size", "tiny",
-         "--new-tokens", "4", "--repeats", "1", "--lora-epochs", "2"],
+         "--new-tokens", "4", "--repeats", "1", "--lora-epochs", "2", "--out", str(tmp_path / "gpu.json")],
         capture_output=True, text=True, timeout=600, check=True)
     result = json.loads(done.stdout)
     summary = result["summary"]
@@ -27,3 +27,4 @@ def test_bench_gpu_runs_every_part_on_a_cpu(tmp_path):
     lora = result["results"]["lora"]
     assert lora["epochs"] == 2 and lora["last_loss"] < lora["first_loss"]  # it trained
     assert "bench gpu: lora" in done.stderr  # progress goes to stderr, the JSON alone to stdout
+    assert json.loads((tmp_path / "gpu.json").read_text())["summary"] == summary  # rewritten after each part

@@ -11,12 +11,12 @@ import httpx
 from gradio_client import Client
 from helpers import free_port
 
-from loupe.apps.service import LoupeService, model_slot
+from loupe.apps.service import LoupeService
 from loupe.apps.web import launch
 from loupe.apps.web.server import RunningApp
 from loupe.core.budgets import Budgets
 from loupe.core.config import Settings
-from loupe.core.vlm.slot import ModelSlot
+from loupe.core.vlm.slot import ModelSlot, model_slot
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import Settings
 from ..errors import ModelUnavailable
 from . import worker
 from .base import VLM
@@ -79,3 +80,16 @@ class ModelSlot:
             self._vlm = vlm
             self._status = SlotStatus("ready", str(name_or_path), demo, engine=getattr(engine, "name", None),
                                       engine_reason=getattr(engine, "reason", None))
+
+
+def model_slot(settings: Settings) -> ModelSlot:
+    """The model slot the settings describe: a served model (LOUPE_MODEL_SERVER), or the in-process
+    engine with its device, dtype, engine and cache budgets."""
+    if settings.model_server:
+        from .remote import RemoteVLM
+
+        return ModelSlot(RemoteVLM.connect, base_url=settings.model_server, api_key=settings.model_server_key)
+    return ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
+                     kv_cache_mb=settings.kv_cache_mb, feature_cache_mb=settings.feature_cache_mb,
+                     feature_cache_dir=settings.feature_cache_dir, feature_disk_mb=settings.feature_disk_mb,
+                     ocr_queries=settings.ocr_queries, engine_cache=settings.home / "cache" / "engines.json")
