@@ -954,8 +954,9 @@ def bench_robustness(workdir: Path, only: tuple[str, ...], list_only: bool, corp
 
 
 from .cli_finetune import adapters, evaluate_adapter, finetune  # noqa: E402 - they use this module's helpers
+from .cli_sources import open_item, sources  # noqa: E402
 
-for _command in (finetune, adapters, evaluate_adapter):
+for _command in (finetune, adapters, evaluate_adapter, sources, open_item):
     cli.add_command(_command)
 
 

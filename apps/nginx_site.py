@@ -40,6 +40,25 @@ def site_config(port: int, app_ports: Sequence[int], htpasswd: Path | None = Non
     return site
 
 
+def static_site(port: int, root: Path, access_log: Path) -> str:
+    """A site serving the files under ``root`` as they are (range requests included), logging each response's
+    method, path, status and body bytes to ``access_log``: a stand-in for an object store of COGs."""
+    return (f"log_format loupe_bytes '$request_method $uri $status $body_bytes_sent';\n"
+            f"server {{\n    listen 127.0.0.1:{port};\n    root {root};\n"
+            f"    access_log {access_log} loupe_bytes;\n    location / {{ }}\n}}\n")
+
+
+def bytes_served(access_log: Path, path: str) -> tuple[int, int]:
+    """(requests, body bytes) the static site served for ``path``, from its access log."""
+    requests = sent = 0
+    for line in access_log.read_text().splitlines() if access_log.exists() else []:
+        method, uri, _status, size = line.split()
+        if uri == path:
+            requests += 1
+            sent += int(size)
+    return requests, sent
+
+
 @contextmanager
 def running_nginx(binary: str, folder: Path, site: str, port: int) -> Iterator[str]:
     """nginx serving ``site`` on ``port``, in the foreground; yields its URL. RuntimeError if it does not start."""

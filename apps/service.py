@@ -16,6 +16,7 @@ from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
 from loupe.core.jobs import JobRunner, report_progress
 from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualContext, discover
+from loupe.core.sources import check_item, item_location
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.registry import resolve
@@ -88,6 +89,11 @@ def ingest_in_worker(settings: Settings, domain_class: type, data: bytes) -> lis
     its own instance once, so whatever it loads (OCR models, decoders) stays warm for the next upload.
     """
     return _worker_domain(settings, domain_class).ingest(data, settings.budgets, report_progress)
+
+
+def open_item_in_worker(settings: Settings, domain_class: type, location: str) -> list[IngestedAsset]:
+    """A worker job: a data source item's assets, read where it lives (the giant part by reference)."""
+    return _worker_domain(settings, domain_class).open_item(location, settings.budgets, report_progress)
 
 
 def _worker_domain(settings: Settings, domain_class: type) -> Domain:
@@ -171,6 +177,23 @@ class LoupeService:
                                cancelled=cancelled)
         return self.store.create_case(user, domain.name, title, assets)
 
+    def open_item(self, user: User, source_name: str, item: str, title: str = "",
+                  progress: Callable[[int, int], None] | None = None) -> int:
+        """A new case from an item of a data source the user may read, by reference: a worker reads what the
+        viewer needs (a thumbnail from the item's overviews); the item itself stays where it is."""
+        source_id, source = self.store.readable_source(user, source_name)
+        item = check_item(item)
+        domain = self.domain(source.domain)
+        if not hasattr(domain, "open_item"):
+            raise LoupeError(f"The {domain.title} tab cannot open items from data sources yet.")
+        location = item_location(source, item)
+        assets = self.jobs.run(user.username, "Opening the item", open_item_in_worker,
+                               (self.settings, type(domain), location), progress=progress)
+        assets = [replace(a, reference=(source.name, item)) if a.meta.get("by_reference") else a for a in assets]
+        case_id = self.store.create_case(user, domain.name, title or f"From {source.name}", assets)
+        self.store.audit(user, "source.open", case_id=case_id, detail={"source": source.name})
+        return case_id
+
     def switch_model(self, user: User, demo: bool) -> None:
         """Admins only: load the configured model again, or the random-weight demo model."""
         self.store.require_admin(user, "model.switch")
@@ -207,25 +230,31 @@ class LoupeService:
                     "citations": list((m.model_run.extra or {}).get("citations") or [])}
                    for m in case.messages if m.role == "assistant" and m.model_run is not None]
         data = self.jobs.run(user.username, "Preparing the export", export_in_worker,
-                             (self.settings, type(domain), self._assets(case, with_bytes=False), name, answers))
+                             (self.settings, type(domain), self._assets(user, case, with_bytes=False), name, answers))
         self.store.audit(user, "case.export", case_id=case_id, detail={"format": name})
         return data, domain.export_formats[name]
 
     def case_assets(self, user: User, case_id: int, with_bytes: bool = True) -> list[IngestedAsset]:
         """A case's stored assets for a domain tool; access-checked and audited as a case read."""
-        return self._assets(self.store.open_case(user, case_id), with_bytes)
+        return self._assets(user, self.store.open_case(user, case_id), with_bytes)
 
     def run_on_case(self, user: User, case_id: int, label: str, fn: Callable[..., object],
                     args: tuple = ()) -> object:
         """``fn(assets, *args)`` in a worker on a case's assets (access-checked and audited as a case read
         here; their bytes read in the worker)."""
-        assets = self._assets(self.store.open_case(user, case_id), with_bytes=False)
+        assets = self._assets(user, self.store.open_case(user, case_id), with_bytes=False)
         return self.jobs.run(user.username, label, on_assets, (fn, assets, *args))
 
-    def _assets(self, case: Case, with_bytes: bool = True) -> list[IngestedAsset]:
-        """The case's assets; lazy ones (giant images), and all of them without ``with_bytes``, by path only."""
+    def _assets(self, user: User, case: Case, with_bytes: bool = True) -> list[IngestedAsset]:
+        """The case's assets; lazy ones (giant images), and all of them without ``with_bytes``, by path only.
+        An item read by reference comes with its location in its data source, if ``user`` may read that
+        source (checked and audited per read)."""
         out = []
         for a in case.assets:
+            if a.source_id is not None:
+                out.append(IngestedAsset(b"", a.media_type, a.width, a.height, a.meta,
+                                         self.store.asset_location(user, a)))
+                continue
             path = self.store.assets.path_for(a.sha256)
             data = b"" if (a.meta or {}).get("lazy") or not with_bytes else self.store.assets.read(a.sha256)
             out.append(IngestedAsset(data, a.media_type, a.width, a.height, a.meta, path))
@@ -262,7 +291,7 @@ class LoupeService:
         domain = self.domain(case.domain)
         options = replace(options or GenerationOptions(self.settings.max_answer_tokens, detail=domain.default_detail),
                           adapter=self.answering_adapter(vlm, domain.name))
-        assets = self._assets(case, with_bytes=False)
+        assets = self._assets(user, case, with_bytes=False)
         context = self.jobs.run(user.username, "Preparing the images", context_in_worker,
                                 (self.settings, type(domain), assets, question))
         if context.pyramid is not None:  # a giant image: the question steers which tiles the model reads

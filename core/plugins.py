@@ -28,14 +28,17 @@ class IngestedAsset:
     height: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     # Where the stored bytes are, once stored. Assets whose ``meta["lazy"]`` is true (giant images) come
-    # back from the store with empty ``data`` and this path: read them in parts, never whole.
-    path: Path | None = None
+    # back from the store with empty ``data`` and this path: read them in parts, never whole. An item read
+    # by reference from a data source has its location there instead (a path, or a GDAL /vsicurl/ address).
+    path: Path | str | None = None
+    # For an item read by reference: (data source name, item path); nothing is stored but the reference.
+    reference: tuple[str, str] | None = None
 
     def with_bytes(self) -> IngestedAsset:
         """This asset with its bytes, read from ``path`` when they were left behind (never a lazy one's)."""
         if self.data or self.path is None or self.meta.get("lazy"):
             return self
-        return replace(self, data=self.path.read_bytes())
+        return replace(self, data=Path(self.path).read_bytes())
 
 
 @dataclass
@@ -146,6 +149,10 @@ class Domain(Protocol):
         """Validate and preprocess an upload. Raises InputRejected with a user-facing reason.
         Long work reports ``progress(done, total)`` (pages, frames, tiles) when given a callback."""
         ...
+
+    # Optional: ``open_item(location: str, limits, progress) -> list[IngestedAsset]`` opens an item of a data
+    # source where it lives (``location``: a path or a GDAL /vsicurl/ address). The asset read by reference
+    # has ``meta["by_reference"]`` true and no bytes; the others (a thumbnail) are stored as usual.
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
         """Build what the model sees for a question about a case's stored assets (in stored order).

@@ -13,8 +13,8 @@ from loupe.core.errors import AccessDenied, LoupeError
 def test_migrations_create_every_table_at_head(db_url):
     engine = make_engine(db_url)
     open_database(db_url)
-    assert head_revision() == "0007"
-    assert current_revision(engine) == "0007"
+    assert head_revision() == "0008"
+    assert current_revision(engine) == "0008"
     schema = inspect(engine)
     tables = set(schema.get_table_names())
     assert {"users", "cases", "case_shares", "assets", "messages", "model_runs", "reviews", "audit_events",
@@ -30,8 +30,11 @@ def test_migrations_create_every_table_at_head(db_url):
     assert {"web_sessions", "login_failures"} <= tables  # shared by every web process (0007)
     assert {c["name"] for c in schema.get_columns("web_sessions")} == {"key", "username", "created", "last_seen",
                                                                         "epoch"}
+    assert "data_sources" in tables  # items read where they live (0008)
+    assert {"source_id", "item"} <= {c["name"] for c in schema.get_columns("assets")}
+    assert sorted(fk["referred_table"] for fk in schema.get_foreign_keys("assets")) == ["cases", "data_sources"]
     open_database(db_url)  # applying again is a no-op
-    assert current_revision(engine) == "0007"
+    assert current_revision(engine) == "0008"
 
 
 def test_upgrade_from_0001_keeps_existing_rows(db_url):
@@ -49,7 +52,7 @@ def test_upgrade_from_0001_keeps_existing_rows(db_url):
         conn.execute(text("INSERT INTO audit_events (id, user_id, action, case_id, detail, created_at) "
                           "VALUES (1, 1, 'case.create', 1, '{}', CURRENT_TIMESTAMP)"))
     open_database(db_url)
-    assert current_revision(engine) == "0007"
+    assert current_revision(engine) == "0008"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT title, archived_at FROM cases")).one() == ("old case", None)
         assert conn.execute(text("SELECT signed_off FROM reviews")).scalar() in (False, 0)

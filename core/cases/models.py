@@ -69,8 +69,29 @@ class CaseShare(Base):
     user: Mapped[User] = relationship(foreign_keys=[user_id])
 
 
+class DataSource(Base):
+    """A named place items are read from where they live (core/sources): a folder, an HTTP(S) prefix of COGs.
+
+    Removing one that cases still read from keeps its row (``removed_at``): those cases then say so, and the
+    name is not given to another place, which would silently change what they show."""
+
+    __tablename__ = "data_sources"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(Text)  # never with credentials (LOUPE_HOME/secrets holds those)
+    domain: Mapped[str] = mapped_column(String(32))
+    readers: Mapped[list] = mapped_column(JSON, default=list)  # "role:NAME" / "user:NAME"; admins always read
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Asset(Base):
-    """A stored file of a case. The bytes live under LOUPE_HOME/assets/<sha256>; no upload name is kept."""
+    """A stored file of a case. The bytes live under LOUPE_HOME/assets/<sha256>; no upload name is kept.
+
+    An item read by reference names its data source and its path there instead (``sha256`` is then the
+    digest of that reference, and nothing is stored under it)."""
 
     __tablename__ = "assets"
 
@@ -83,6 +104,8 @@ class Asset(Base):
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("data_sources.id"), nullable=True, index=True)
+    item: Mapped[str | None] = mapped_column(Text, nullable=True)  # the item's path within its source
 
     case: Mapped[Case] = relationship(back_populates="assets")
 

@@ -24,6 +24,7 @@ from .models import (
     CaseReport,
     CaseShare,
     ChatMessage,
+    DataSource,
     ModelRun,
     ReportCheck,
     Review,
@@ -31,6 +32,7 @@ from .models import (
     utcnow,
 )
 from .passwords import check_new_password, dummy_hash, hash_password, verify_password
+from .sources import SourceRegistry
 
 ROLES = ("user", "reviewer", "admin")
 VERDICTS = ("accepted", "edited", "rejected")
@@ -70,7 +72,7 @@ class AuditEntry:
     detail: str
 
 
-class CaseStore:
+class CaseStore(SourceRegistry):
     def __init__(self, sessions: sessionmaker[Session], assets: AssetStore) -> None:
         self.sessions = sessions
         self.assets = assets
@@ -188,13 +190,17 @@ class CaseStore:
 
     # -- cases ---------------------------------------------------------------------------------
     def create_case(self, user: User, domain: str, title: str, assets: Sequence[IngestedAsset]) -> int:
-        """Store blobs, then rows in one transaction; on failure, blobs written here are removed."""
+        """Store blobs, then rows in one transaction; on failure, blobs written here are removed. An asset
+        with a ``reference`` stores only that (its source must exist): its digest is the reference's."""
         if not assets:
             raise LoupeError("a case needs at least one asset")
         written: list[str] = []
         try:
             digests = []
             for asset in assets:
+                if asset.reference is not None:
+                    digests.append(hashlib.sha256("\n".join(asset.reference).encode()).hexdigest())
+                    continue
                 existed = self._blob_exists(asset.data)
                 digest = self.assets.put(asset.data)
                 if not existed:
@@ -205,9 +211,10 @@ class CaseStore:
                 s.add(case)
                 s.flush()
                 for asset, digest in zip(assets, digests, strict=True):
+                    source_id, item = self._reference(s, asset)
                     s.add(Asset(case_id=case.id, sha256=digest, media_type=asset.media_type,
                                 size_bytes=len(asset.data), width=asset.width, height=asset.height,
-                                meta=asset.meta))
+                                meta=asset.meta, source_id=source_id, item=item))
                 s.add(AuditEvent(user_id=user.id, action="case.create", case_id=case.id))
                 return case.id
         except BaseException:
@@ -261,6 +268,8 @@ class CaseStore:
             asset = _get(s, Asset, asset_id)
             case = _get(s, Case, asset.case_id) if asset else None
             self._check_access(s, user, case, "image", action="asset.denied")
+            if asset.source_id is not None:  # nothing stored: its tiles are read through the case's tools
+                raise AccessDenied("Image not found.")
             s.add(AuditEvent(user_id=user.id, action="asset.read", case_id=case.id, detail={"asset_id": asset_id}))
             return asset, self.assets.read(asset.sha256)
 
@@ -526,6 +535,16 @@ class CaseStore:
             path.unlink(missing_ok=True)
             removed += 1
         return removed
+
+    @staticmethod
+    def _reference(s: Session, asset: IngestedAsset) -> tuple[int | None, str | None]:
+        if asset.reference is None:
+            return None, None
+        name, item = asset.reference
+        source_id = s.scalar(select(DataSource.id).where(DataSource.name == name, DataSource.removed_at.is_(None)))
+        if source_id is None:
+            raise LoupeError(f"no data source named {name!r}")
+        return source_id, item
 
     def _blob_exists(self, data: bytes) -> bool:
         return self.assets.path_for(hashlib.sha256(data).hexdigest()).exists()

@@ -27,7 +27,9 @@ OPEN_PYRAMIDS = 4  # file handles (and their tile caches) kept between questions
 
 @dataclass
 class PyramidRequest:
-    path: Path | tuple[Path, ...]  # the stored image (several: a DICOM slide's levels), read lazily, never whole
+    # the stored image, read lazily, never whole: a GDAL address for an item read by reference; several paths
+    # for a DICOM slide's levels
+    path: Path | str | tuple[Path, ...]
     max_pixels: int  # for formats that cannot be read lazily
     where: Callable[[Box], str] | None = None  # "25.06° N, 77.41° W" for a level-0 box, where georeferenced
     config: FocusConfig = field(default_factory=FocusConfig)
@@ -37,7 +39,7 @@ _open: OrderedDict[tuple[str, int], Pyramid] = OrderedDict()  # (path(s), tile s
 _open_lock = threading.Lock()
 
 
-def open_pyramid(path: Path | tuple[Path, ...], tile: int, max_pixels: int) -> Pyramid:
+def open_pyramid(path: Path | str | tuple[Path, ...], tile: int, max_pixels: int) -> Pyramid:
     """A pyramid over ``path`` with ``tile``-px tiles, reused while it is among the last few opened."""
     key = (str(path), tile)  # a tuple of level paths is keyed by all of them
     with _open_lock:

@@ -31,6 +31,10 @@ from ..errors import InputRejected
 # process would grow with every block read. 64 MB holds a few hundred 512-px tiles. GDAL_CACHEMAX set by
 # the user wins.
 os.environ.setdefault("GDAL_CACHEMAX", "64")
+# COGs read by reference over HTTP (/vsicurl/): no directory listing request before each open, adjacent
+# ranges merged into one request. Settings the user made win.
+os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+os.environ.setdefault("GDAL_HTTP_MERGE_CONSECUTIVE_RANGES", "YES")
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in level-0 pixels, half-open
 LAZY_FORMATS = "a tiled GeoTIFF / COG, or a whole-slide format (SVS, NDPI, MRXS, tiled TIFF)"
@@ -260,6 +264,8 @@ def open_source(path: str | Path | Sequence[Path], max_pixels: int, bands: Seque
 
     if not isinstance(path, (str, Path)):
         return DicomSlideSource([Path(p) for p in path])
+    if isinstance(path, str) and path.startswith("/vsi"):  # GDAL's remote files: COGs read by reference
+        return RasterSource(path, bands, stretch)
     path = Path(path)
     with path.open("rb") as handle:
         head = handle.read(132)

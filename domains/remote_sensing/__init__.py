@@ -15,7 +15,7 @@ from loupe.core.pyramid.answer import PyramidRequest
 from loupe.core.pyramid.sources import Box
 
 from .geo import Georef, feature, feature_collection, lat_lon_text
-from .ingest import ingest_raster
+from .ingest import ingest_raster, open_raster_item
 
 PROMPTS = ("Describe this scene.", "Are there any ships in the harbour?", "How many buildings are there?",
            "Is there any damage to the roads or bridges?")
@@ -47,6 +47,10 @@ class RemoteSensingDomain:
     def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         return ingest_raster(data, limits, progress)
+
+    def open_item(self, location: str, limits: Budgets,
+                  progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        return open_raster_item(location, limits, progress)
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
         raster = raster_of(assets)

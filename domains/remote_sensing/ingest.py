@@ -33,6 +33,7 @@ from .bands import TRUE_COLOUR, band_roles, presets
 from .geo import Georef
 
 VIEW_SIDE = 1024  # the viewer's picture of the whole scene
+MAX_VIEW_READ_SIDE = 4 * VIEW_SIDE  # the largest level read (by reference) to make that picture
 Progress = Callable[[int, int], None]
 
 
@@ -67,7 +68,7 @@ def _add_overviews(path: Path, progress: Progress | None, factors: list[int] | N
                             "Convert it to a Cloud-Optimized GeoTIFF first (gdal_translate -of COG).") from None
 
 
-def _scene_stretch(path: Path, bands: list[int]) -> Stretch | None:
+def _scene_stretch(path: Path | str, bands: list[int]) -> Stretch | None:
     import rasterio
 
     with rasterio.open(path) as ds:
@@ -78,7 +79,7 @@ def _scene_stretch(path: Path, bands: list[int]) -> Stretch | None:
     return percentile_stretch(values)
 
 
-def describe_bands(path: Path) -> tuple[dict[str, list[int]], dict]:
+def describe_bands(path: Path | str) -> tuple[dict[str, list[int]], dict]:
     import rasterio
 
     with warnings.catch_warnings():
@@ -125,6 +126,26 @@ def ingest_raster(data: bytes, limits: Budgets, progress: Progress | None = None
         meta, view = describe_raster(path, limits.max_pixels)
         stored = path.read_bytes()  # with the overviews added
     return [IngestedAsset(stored, "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
+
+
+def open_raster_item(location: str, limits: Budgets, progress: Progress | None = None) -> list[IngestedAsset]:
+    """A GeoTIFF of a data source, opened where it lives: only its header and its overviews are read (the
+    view picture and the scene stretch come from them); its tiles are read when a question needs them. One
+    without an overview small enough for the view is refused: it would have to be read whole."""
+    source = RasterSource(location)  # the header only; sides over MAX_SIDE are refused here
+    try:
+        smallest = max(source.width, source.height) / max(source.native_downsamples)
+    finally:
+        source.close()
+    if smallest > MAX_VIEW_READ_SIDE:
+        raise InputRejected(f"This {source.width:,} × {source.height:,} px raster has no overview small enough to "
+                            "show it without reading it whole. Open Cloud-Optimized GeoTIFFs where they are "
+                            "(gdal_translate -of COG adds overviews), or upload this one.")
+    meta, view = describe_raster(location, limits.max_pixels)
+    if progress is not None:
+        progress(1, 1)
+    meta["by_reference"] = True
+    return [IngestedAsset(b"", "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
 
 
 def planned_work(width: int, height: int, downsamples: tuple[float, ...]) -> int:
@@ -216,7 +237,7 @@ def clean_copy(source: Path, target: Path) -> list[int]:
             return list(src.overviews(1))
 
 
-def describe_raster(path: Path, max_pixels: int) -> tuple[dict, Image.Image]:
+def describe_raster(path: Path | str, max_pixels: int) -> tuple[dict, Image.Image]:
     """What a GeoTIFF is (size, bands and presets, scene stretch, coordinates) and its view picture."""
     band_presets, bands = describe_bands(path)
     chosen = band_presets.get(TRUE_COLOUR) or next(iter(band_presets.values()))

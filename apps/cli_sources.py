@@ -1,0 +1,85 @@
+"""``loupe sources`` and ``loupe open``: the data sources an admin lets Loupe read, and cases opened from
+their items by reference (the item stays where it is)."""
+
+from __future__ import annotations
+
+import click
+
+from loupe.core.config import Settings
+
+from .cli_common import open_store
+
+
+@click.group()
+def sources() -> None:
+    """Data sources: folders and HTTP(S) prefixes of COGs that cases are opened from where they live."""
+
+
+@sources.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["folder", "http"]), required=True,
+              help="folder: a folder on this server; http: an http(s):// prefix of Cloud-Optimized GeoTIFFs.")
+@click.option("--location", required=True, help="The folder's absolute path, or the http(s) prefix.")
+@click.option("--domain", required=True, help="The tab its items open in (e.g. remote_sensing).")
+@click.option("--reader", "readers", multiple=True, metavar="role:NAME|user:NAME",
+              help="Who may read it (repeat). Administrators always may; nobody else unless named here.")
+@click.pass_obj
+def sources_add(settings: Settings, name: str, kind: str, location: str, domain: str, readers: tuple[str, ...]) -> None:
+    """Add a data source (audited)."""
+    from loupe.core.cases.store import ROLES
+    from loupe.core.plugins import discover
+
+    if domain not in discover():
+        raise click.BadParameter(f"unknown domain {domain!r}", param_hint="--domain")
+    spec = open_store(settings).add_source(None, name, kind, location, domain, readers, ROLES)
+    who = ", ".join(spec.readers) or "administrators only"
+    click.echo(f"added {spec.name}: {spec.kind} {spec.location} → {spec.domain} (readers: {who})")
+
+
+@sources.command("list")
+@click.pass_obj
+def sources_list(settings: Settings) -> None:
+    """Every data source: name, kind, domain, readers and location."""
+    for spec in open_store(settings).sources():
+        click.echo(f"{spec.name}\t{spec.kind}\t{spec.domain}\t{','.join(spec.readers) or '-'}\t{spec.location}")
+
+
+@sources.command("remove")
+@click.argument("name")
+@click.pass_obj
+def sources_remove(settings: Settings, name: str) -> None:
+    """Remove a data source (audited). Cases opened from it keep their records and say it was removed."""
+    cases = open_store(settings).remove_source(None, name)
+    click.echo(f"removed {name}" + (f"; {cases} case(s) read from it and now say it was removed" if cases else ""))
+
+
+@sources.command("items")
+@click.argument("name")
+@click.option("--under", default="", help="A folder within the source.")
+@click.pass_obj
+def sources_items(settings: Settings, name: str, under: str) -> None:
+    """The items of a folder source its domain can open (an http source cannot be listed: give the item's
+    path to `open`)."""
+    from loupe.core.plugins import discover
+    from loupe.core.sources import list_items
+
+    spec = next((s for s in open_store(settings).sources() if s.name == name), None)
+    if spec is None:
+        raise click.BadParameter(f"no data source named {name!r}", param_hint="NAME")
+    domain = discover().get(spec.domain)
+    for item in list_items(spec, under, tuple(domain.accepts) if domain else ()):
+        click.echo(item)
+
+
+@click.command("open")
+@click.argument("source")
+@click.argument("item")
+@click.option("--user", "username", required=True, help="The account the case belongs to (a reader of the source).")
+@click.option("--title", default="", help="The case's title (default: 'From SOURCE').")
+@click.pass_obj
+def open_item(settings: Settings, source: str, item: str, username: str, title: str) -> None:
+    """Open ITEM of data source SOURCE as a new case by reference; prints the case id."""
+    from .cli import _service
+
+    service = _service(settings)  # its worker pool stops at exit (core/jobs.py)
+    click.echo(service.open_item(service.user(username), source, item, title))

@@ -1,0 +1,106 @@
+"""Where a data source's items are, and the checks that keep an item inside its source.
+
+An item is a relative path typed by a user (or listed for them): it never names a place outside its
+source. A folder item is resolved with symbolic links followed and must stay under the folder; an HTTP
+item is appended to the prefix percent-encoded, so "?", "#" and "%" stay part of the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from ..errors import InputRejected, LoupeError
+
+KINDS = ("folder", "http")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+READER = re.compile(r"(role|user):[A-Za-z0-9_.@-]{1,64}")
+MAX_ITEM_CHARS = 1024
+MAX_LISTED = 500  # items one listing returns
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    kind: str
+    location: str  # a folder's absolute path, or an http(s) prefix ending in "/"
+    domain: str
+    readers: tuple[str, ...] = ()  # "role:NAME" / "user:NAME"; admins read every source
+
+
+def check_spec(name: str, kind: str, location: str) -> str:
+    """Refuse a bad name, kind or location (with the reason); returns the location as stored."""
+    if not NAME.fullmatch(name):
+        raise LoupeError("A source name is 1-32 lower-case letters, digits, '-' or '_', starting with a letter "
+                         "or digit.")
+    if kind not in KINDS:
+        raise LoupeError(f"unknown source kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "folder":
+        folder = Path(location).expanduser()
+        if not folder.is_absolute() or not folder.is_dir():
+            raise LoupeError(f"{location!r} is not an existing folder given by its absolute path.")
+        return str(folder.resolve())
+    parts = urlsplit(location)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LoupeError("An http source is an http:// or https:// address.")
+    if parts.username or parts.password:
+        raise LoupeError("Leave credentials out of the address: the database would keep them.")
+    if parts.query or parts.fragment:
+        raise LoupeError("An http source is a plain prefix: no '?' query or '#' fragment.")
+    return location.rstrip("/") + "/"
+
+
+def check_readers(readers: tuple[str, ...], roles: tuple[str, ...]) -> tuple[str, ...]:
+    for reader in readers:
+        if not READER.fullmatch(reader) or (reader.startswith("role:") and reader[5:] not in roles):
+            raise LoupeError(f"{reader!r} is not a reader: give role:NAME ({', '.join(roles)}) or user:NAME.")
+    return tuple(dict.fromkeys(readers))
+
+
+def check_item(item: str) -> str:
+    """The item's path as stored: relative, '/'-separated, without empty, '.' or '..' parts."""
+    if not item or len(item) > MAX_ITEM_CHARS:
+        raise InputRejected(f"An item path is 1-{MAX_ITEM_CHARS} characters.")
+    if any(ord(c) < 32 or c == "\\" for c in item):
+        raise InputRejected("An item path has no control characters or backslashes.")
+    parts = item.strip("/").split("/")
+    if item.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InputRejected("An item path is relative to its source, without '.', '..' or empty parts.")
+    return "/".join(parts)
+
+
+def item_location(spec: SourceSpec, item: str) -> str:
+    """What GDAL (or another reader) opens for ``item``: a file path, or a /vsicurl/ address."""
+    item = check_item(item)
+    if spec.kind == "folder":
+        root = Path(spec.location).resolve()
+        path = (root / item).resolve()
+        if not path.is_relative_to(root):  # a symbolic link pointing out of the folder
+            raise InputRejected("That item is outside its source.")
+        if not path.is_file():
+            raise InputRejected("No such item in this source.")
+        return str(path)
+    return "/vsicurl/" + spec.location + quote(item, safe="/")
+
+
+def list_items(spec: SourceSpec, under: str = "", suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Items of a folder source below ``under`` (at most MAX_LISTED, sorted), with one of ``suffixes``."""
+    if spec.kind != "folder":
+        raise LoupeError(f"A {spec.kind} source cannot be listed: type the item's path.")
+    root = Path(spec.location).resolve()
+    start = root / check_item(under) if under else root
+    if not start.resolve().is_relative_to(root) or not start.is_dir():
+        raise InputRejected("No such folder in this source.")
+    found: list[str] = []
+    for folder, dirs, files in os.walk(start):  # symbolic links to folders are not followed
+        dirs.sort()
+        for name in sorted(files):
+            if name.startswith(".") or (suffixes and not name.lower().endswith(suffixes)):
+                continue
+            found.append(str((Path(folder) / name).relative_to(root)))
+            if len(found) >= MAX_LISTED:
+                return found
+    return found

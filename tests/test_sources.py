@@ -1,0 +1,145 @@
+"""Data sources: a COG served over HTTP by nginx (range requests) and a server folder, opened as cases by
+reference; only readers see a source; every read is audited; an item never leaves its source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import free_port
+from nginxsite import nginx_binary
+
+from loupe.apps import nginx_site
+from loupe.apps.cli import cli
+from loupe.apps.service import LoupeService
+from loupe.core.cases.store import ROLES
+from loupe.core.config import Settings
+from loupe.core.errors import AccessDenied, InputRejected, LoupeError
+from loupe.core.pyramid.synthetic import random_objects, write_cog
+from loupe.core.sources import SourceSpec, check_item, item_location, list_items
+
+SIDE = 4096
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes")
+    (root / "tiles").mkdir()
+    write_cog(root / "tiles" / "scene.tif", side=SIDE, objects=random_objects(SIDE, 6, 160, seed=3), seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def http_root(scenes, tmp_path_factory):
+    """nginx serving the scenes folder; yields (prefix URL, access log)."""
+    folder = tmp_path_factory.mktemp("static-nginx")
+    port = free_port()
+    log = folder / "bytes.log"
+    try:
+        with nginx_site.running_nginx(nginx_binary(), folder, nginx_site.static_site(port, scenes, log), port) as url:
+            yield url + "/", log
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def service(tmp_path, tiny_model_dir) -> LoupeService:
+    service = LoupeService.open(Settings(home=tmp_path / "home", database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    return service
+
+
+def test_a_cog_over_http_is_answered_by_reference_reading_a_fraction_of_it(service, http_root, scenes):
+    prefix, log = http_root
+    store = service.store
+    store.add_source(None, "scenes", "http", prefix, "remote_sensing", ("role:user",), ROLES)
+    ana = store.add_user("ana", "ana-password-12", "user")
+    case_id = service.open_item(ana, "scenes", "tiles/scene.tif", "Harbour")
+    before = nginx_site.bytes_served(log, "/tiles/scene.tif")
+    raster, view = service.case_assets(ana, case_id)
+    assert raster.meta["by_reference"] and raster.data == b"" and str(raster.path).startswith("/vsicurl/http")
+    assert (raster.width, raster.height) == (SIDE, SIDE) and view.media_type == "image/png"
+    stored = [p.read_bytes()[:8] for p in service.settings.assets_dir.rglob("*") if p.is_file()]
+    assert stored == [b"\x89PNG\r\n\x1a\n"]  # the view picture only: the scene itself stays on the server
+    size = (scenes / "tiles" / "scene.tif").stat().st_size
+
+    final = list(service.ask(ana, case_id, "Where are the ships?"))[-1]
+    assert final.message_id and final.run.extra["focus"]["tiles"]
+    requests, fetched = nginx_site.bytes_served(log, "/tiles/scene.tif")
+    assert requests > before[0] and 0 < fetched < size / 2  # range requests, not the whole file
+    actions = [e.action for e in store.audit_events(case_id)]
+    assert actions.count("source.read") >= 2 and "source.open" in actions
+
+
+def test_only_readers_see_a_source_and_its_cases_tiles(service, http_root):
+    prefix, _ = http_root
+    store = service.store
+    store.add_source(None, "restricted", "http", prefix, "remote_sensing", ("user:ana",), ROLES)
+    ana = store.add_user("ana", "ana-password-12", "user")
+    bob = store.add_user("bob", "bob-password-12", "user")
+    assert [s.name for s in store.sources(ana)] == ["restricted"] and store.sources(bob) == []
+    with pytest.raises(AccessDenied, match="Data source not found"):
+        service.open_item(bob, "restricted", "tiles/scene.tif")
+    with pytest.raises(AccessDenied, match="Data source not found"):  # the same words as for no such source
+        service.open_item(bob, "no-such-source", "tiles/scene.tif")
+    case_id = service.open_item(ana, "restricted", "tiles/scene.tif")
+    store.share_case(ana, case_id, "bob")  # bob sees the case, but may not read the source
+    with pytest.raises(AccessDenied, match="may not read"):
+        service.case_assets(bob, case_id)
+    denied = [e for e in store.audit_events() if e.action == "source.denied"]
+    assert len(denied) == 3 and denied[-1].case_id == case_id
+    assert store.remove_source(None, "restricted") == 1  # a case still reads from it: kept as removed
+    with pytest.raises(AccessDenied, match="was removed"):
+        service.case_assets(ana, case_id)
+    with pytest.raises(LoupeError, match="exists"):  # the name is not given to another place
+        store.add_source(None, "restricted", "http", prefix, "remote_sensing", (), ROLES)
+
+
+def test_a_folder_source_keeps_items_inside_it(tmp_path, scenes):
+    outside = tmp_path / "secret.tif"
+    outside.write_bytes(b"II*\x00")
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.tif").write_bytes(b"II*\x00")
+    (root / "escape.tif").symlink_to(outside)
+    spec = SourceSpec("local", "folder", str(root), "remote_sensing")
+    assert item_location(spec, "sub/a.tif") == str((root / "sub" / "a.tif").resolve())
+    for hostile in ("../secret.tif", "/etc/passwd", "sub/../../secret.tif", "sub//a.tif", "a\\b", "x\x00y", ""):
+        with pytest.raises(InputRejected):
+            item_location(spec, hostile)
+    with pytest.raises(InputRejected, match="outside"):
+        item_location(spec, "escape.tif")
+    assert list_items(spec) == ["escape.tif", "sub/a.tif"]
+    web = SourceSpec("web", "http", "https://tiles.example.org/cogs/", "remote_sensing")
+    assert item_location(web, "a b/c?d#e%.tif") == "/vsicurl/https://tiles.example.org/cogs/a%20b/c%3Fd%23e%25.tif"
+    assert check_item("a/b/") == "a/b"
+
+
+def test_the_cli_adds_lists_opens_and_removes_sources(tmp_path, scenes, tiny_model_dir):
+    home = tmp_path / "home"
+    runner = CliRunner()
+    env = {"LOUPE_HOME": str(home), "LOUPE_MODEL": str(tiny_model_dir("smolvlm"))}
+
+    def run(*args: str):
+        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    assert run("users", "add", "ana", "--role", "user", "--password", "ana-password-12").exit_code == 0
+    added = run("sources", "add", "local", "--kind", "folder", "--location", str(scenes), "--domain",
+                "remote_sensing", "--reader", "role:user")
+    assert added.exit_code == 0, added.output
+    assert run("sources", "list").output.split("\t")[:4] == ["local", "folder", "remote_sensing", "role:user"]
+    assert run("sources", "items", "local").output.split() == ["tiles/scene.tif"]
+    refused = run("sources", "add", "bad", "--kind", "http", "--location", "https://u:p@example.org/",
+                  "--domain", "remote_sensing")
+    assert refused.exit_code == 1 and "credentials" in refused.output
+    assert run("sources", "add", "x", "--kind", "folder", "--location", str(scenes), "--domain", "remote_sensing",
+               "--reader", "role:chief").exit_code == 1
+    opened = run("open", "local", "tiles/scene.tif", "--user", "ana")
+    assert opened.exit_code == 0, opened.output
+    assert int(opened.output.strip()) > 0
+    assert run("open", "local", "../etc/passwd", "--user", "ana").exit_code == 1
+    assert "1 case(s)" in run("sources", "remove", "local").output
+    assert run("sources", "list").output == ""
+    assert os.stat(home).st_mode & 0o077 == 0
