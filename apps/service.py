@@ -16,7 +16,7 @@ from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
 from loupe.core.jobs import JobRunner, report_progress
 from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualContext, discover
-from loupe.core.sources import check_item, item_location
+from loupe.core.sources import check_item, item_location, list_items
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.registry import resolve
@@ -193,6 +193,16 @@ class LoupeService:
         case_id = self.store.create_case(user, domain.name, title or f"From {source.name}", assets)
         self.store.audit(user, "source.open", case_id=case_id, detail={"source": source.name})
         return case_id
+
+    def source_items(self, user: User, source_name: str, search: str = "") -> list[str]:
+        """Items of a folder source the user may read that its domain can open, whose path contains
+        ``search`` (case-insensitive); audited as a listing of the source."""
+        _, source = self.store.readable_source(user, source_name)
+        domain = self.domain(source.domain)
+        items = list_items(source, "", tuple(domain.accepts))
+        self.store.audit(user, "source.list", detail={"source": source.name})
+        term = search.strip().lower()
+        return [i for i in items if term in i.lower()] if term else items
 
     def switch_model(self, user: User, demo: bool) -> None:
         """Admins only: load the configured model again, or the random-weight demo model."""

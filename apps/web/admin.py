@@ -1,4 +1,5 @@
-"""The admin tab: model, users, adapters, purge of archived cases, the audit log. Every handler re-checks the role."""
+"""The admin tab: model, users, adapters, data sources, purge of archived cases, the audit log. Every handler
+re-checks the role."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..firstrun import ADMIN, forget_initial_password
 from ..service import LoupeService
 from .adapters_admin import AdapterPanel
 from .render import model_label, status_banner
+from .sources_admin import SourcePanel
 
 USER_COLUMNS = ["User", "Role", "Status", "Created"]
 AUDIT_COLUMNS = ["When (UTC)", "User", "Action", "Case", "Detail"]
@@ -53,6 +55,9 @@ class AdminPage:
         with gr.Accordion("Fine-tuned adapters", open=False):
             self.adapters = AdapterPanel(self.service, self._admin)
             self.adapters.build(status)
+        with gr.Accordion("Data sources", open=False):
+            self.sources = SourcePanel(self.service, self._admin)
+            self.sources.build(status)
         with gr.Accordion("Purge an archived case", open=False):
             gr.Markdown("Purging deletes the case, its images, conversation and reviews for good. "
                         "The audit trail is kept. Only archived cases can be purged.")

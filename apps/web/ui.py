@@ -77,6 +77,12 @@ def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
             return adapter_rows(request)
 
         blocks.load(admin_adapters, None, adapter_outputs, api_name=False)
+        source_rows, source_table = admin.sources.load_handler
+
+        def admin_sources(request: gr.Request) -> list[list]:
+            return source_rows(request) if service.user(request.username).is_admin else []
+
+        blocks.load(admin_sources, None, source_table, api_name=False)
         blocks.load(model_status, None, banner, api_name="model_status")
 
         def page_closed(request: gr.Request) -> None:

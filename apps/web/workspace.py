@@ -135,6 +135,24 @@ class Workspace:
                             create = gr.Button("Create case", variant="primary", elem_id=f"{d}-create", scale=3)
                             stop_reading = gr.Button("Cancel", variant="secondary", elem_id=f"{d}-cancel-create",
                                                      scale=1)
+                    by_reference = hasattr(self.domain, "open_item")
+                    with gr.Tab("From a data source", visible=by_reference):
+                        gr.Markdown("Open an item where it lives (a server folder, a COG by URL): only what the "
+                                    "viewer needs is copied; tiles are read when a question needs them.",
+                                    elem_classes="hint")
+                        source = gr.Dropdown([], value=None, label="Data source", elem_id=f"{d}-source",
+                                             allow_custom_value=True)  # the store refuses a source not the user's
+                        with gr.Row():
+                            item_search = gr.Textbox(show_label=False, placeholder="Search item paths",
+                                                     elem_id=f"{d}-item-search", scale=3, container=False)
+                            list_items_button = gr.Button("List", size="sm", variant="secondary", scale=1,
+                                                          elem_id=f"{d}-list-items")
+                        item = gr.Dropdown([], value=None, label="Item (its path in the source)",
+                                           allow_custom_value=True, elem_id=f"{d}-item")
+                        source_title = gr.Textbox(label="Title", placeholder="Short description, no patient names",
+                                                  elem_id=f"{d}-source-title")
+                        open_source_item = gr.Button("Open as a case", variant="primary",
+                                                     elem_id=f"{d}-open-item")
                 with gr.Accordion("Sharing and archive", open=False):
                     share_with = gr.Textbox(label="User name", placeholder="e.g. a reviewer",
                                             elem_id=f"{d}-share-user")
@@ -197,9 +215,40 @@ class Workspace:
                     self.service.store.list_cases(user, search=search_text or "", domain=d,
                                                   archived=bool(show_archived))]
 
+        def readable_sources(user: User) -> dict:
+            names = [spec.name for spec in self.service.store.sources(user, domain=d)] if by_reference else []
+            return gr.update(choices=names, value=names[0] if len(names) == 1 else None)
+
         def on_load(request: gr.Request):
             user = self._user(request)
-            return list_cases("", False, request), gr.update(visible=user.role == "reviewer")
+            return list_cases("", False, request), gr.update(visible=user.role == "reviewer"), readable_sources(user)
+
+        def find_items(source_name: str | None, search_text: str, request: gr.Request):
+            user = self._user(request)
+            try:
+                if not source_name:
+                    raise LoupeError("Choose a data source first.")
+                found = self.service.source_items(user, source_name, search_text or "")
+            except LoupeError as exc:
+                return gr.update(choices=[]), f"⚠️ {exc}"
+            note = f"{len(found)} item{'s' * (len(found) != 1)} found." if found else "No item matches."
+            return gr.update(choices=found, value=found[0] if len(found) == 1 else None), note
+
+        def open_item(source_name: str | None, item_path: str | None, title_text: str, request: gr.Request,
+                      progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            user = self._user(request)
+            with self.screen.switch(request) as switch:
+                try:
+                    if not source_name or not item_path:
+                        raise LoupeError("Choose a data source and an item first.")
+                    case_id = self.service.open_item(user, source_name, item_path, title_text,
+                                                     lambda done, total: progress((done, total), desc="Opening"))
+                except LoupeError as exc:
+                    return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), gr.update(), gr.update())
+                log.info("case %d opened from a data source", case_id)
+                view = self._case_view(request, switch, self.service.store.open_case(user, case_id),
+                                       f"Case {case_id} opened from {source_name}.")
+            return (*view, list_cases("", False, request), "")
 
         def open_case(case_id: float | int | None, request: gr.Request) -> tuple:
             with self.screen.switch(request) as switch:
@@ -378,9 +427,9 @@ class Workspace:
         free = dict(concurrency_limit=None)
         gr.on([refresh.click, search.submit, archived.change], list_cases, list_inputs, cases,
               api_name=f"{d}_list_cases", **free)
-        self.load_handler = (on_load, [cases, sign_off])
+        self.load_handler = (on_load, [cases, sign_off, source])
         # While a case opens or is created, the actions that write to a case are off (the server refuses them too).
-        controls = [ask, self.question, save_review, share, unshare, archive, restore, create]
+        controls = [ask, self.question, save_review, share, unshare, archive, restore, create, open_source_item]
         # Quick steps run through the queue too (the gate serves no /run/predict) but wait for nothing.
         quick = dict(api_name=False, show_progress="hidden", **free)
         cases.select(pick_case, None, [picked, *controls], **quick).then(
@@ -391,6 +440,11 @@ class Workspace:
             create_case, [upload, title], [*case_outputs, cases, upload, title], api_name=f"{d}_create_case",
             **free).then(unlock, None, controls, **quick)
         stop_reading.click(stop_creating, None, status, **quick)
+        gr.on([list_items_button.click, item_search.submit], find_items, [source, item_search], [item, status],
+              api_name=f"{d}_source_items", **free)
+        open_source_item.click(lock, None, controls, **quick).then(
+            open_item, [source, item, source_title], [*case_outputs, cases, source_title],
+            api_name=f"{d}_open_item", **free).then(unlock, None, controls, **quick)
         asked = gr.on([ask.click, self.question.submit], ask_question,
                       [self.shown_case, self.question, detail, efficiency],
                       [chat, self.question, status, self.message_ids, pinned], api_name=f"{d}_ask",
