@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import free_port
 from nginxsite import nginx_binary
+from test_browser import ARTIFACTS, CHROMIUM_ARGS, _login, chromium  # noqa: F401 - the fixture is used by name
+from webapp import serve
 
 from loupe.apps import nginx_site
 from loupe.apps.cli import cli
@@ -143,3 +146,76 @@ def test_the_cli_adds_lists_opens_and_removes_sources(tmp_path, scenes, tiny_mod
     assert "1 case(s)" in run("sources", "remove", "local").output
     assert run("sources", "list").output == ""
     assert os.stat(home).st_mode & 0o077 == 0
+
+
+def _hostile_tiff(path: Path) -> None:
+    """A 442-byte-class sparse GeoTIFF header claiming 120,000² pixels and no overviews."""
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=120_000, height=120_000, count=1, dtype="uint8",
+                       tiled=True, sparse_ok=True, compress="deflate") as ds:
+        ds.write(np.zeros((1, 16, 16), np.uint8), window=rasterio.windows.Window(0, 0, 16, 16))
+
+
+@pytest.mark.browser
+def test_sources_in_a_real_browser_as_admin_reader_and_outsider(tmp_path, scenes, tiny_model_dir,
+                                                                chromium):  # noqa: F811
+    """The admin adds a source in the Admin tab (a hostile name is refused and shown as text); its reader
+    lists and opens an item by reference; a hostile file is refused with a reason; a second user sees no
+    source and gets 'not found' from the API for it; a hostile item path is refused."""
+    from gradio_client.exceptions import AppError
+    from playwright.sync_api import expect, sync_playwright
+
+    (scenes / "tiles" / "huge.tif").unlink(missing_ok=True)
+    _hostile_tiff(scenes / "tiles" / "huge.tif")
+    users = {"root": "admin", "ana": "user", "bob": "user"}
+    hostile = '<img src=x onerror="document.title=1">'
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), users) as served, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _login(page, served.url, "root")
+        page.get_by_role("tab", name="Admin").click()
+        page.get_by_text("Data sources").click()
+        page.locator("#admin-source-name textarea, #admin-source-name input").first.fill(hostile)
+        page.locator("#admin-source-location textarea, #admin-source-location input").first.fill(str(scenes))
+        page.locator("#admin-source-kind input").click()
+        page.get_by_role("option", name="folder").click()
+        page.locator("#admin-source-domain input").click()
+        page.get_by_role("option", name="remote_sensing").click()
+        page.locator("#admin-source-add").click()
+        expect(page.locator("#admin-status")).to_contain_text("A source name is", timeout=30_000)
+        assert page.title() == "Loupe"  # the hostile name was shown as text, never run
+        page.locator("#admin-source-name textarea, #admin-source-name input").first.fill("scenes")
+        page.locator("#admin-source-readers textarea, #admin-source-readers input").first.fill("user:ana")
+        page.locator("#admin-source-add").click()
+        expect(page.locator("#admin-sources")).to_contain_text("user:ana", timeout=30_000)
+        page.context.clear_cookies()
+
+        _login(page, served.url, "ana")
+        page.get_by_role("tab", name="Remote sensing").click()
+        page.get_by_role("tab", name="From a data source").click()
+        expect(page.locator("#remote_sensing-source input")).to_have_value("scenes", timeout=30_000)
+        page.locator("#remote_sensing-item-search textarea, #remote_sensing-item-search input").first.fill("huge")
+        page.locator("#remote_sensing-list-items").click()
+        expect(page.locator("#remote_sensing-status")).to_contain_text("1 item found", timeout=30_000)
+        page.locator("#remote_sensing-open-item").click()
+        expect(page.locator("#remote_sensing-status")).to_contain_text("no overview small enough", timeout=60_000)
+        page.locator("#remote_sensing-item input").fill("tiles/scene.tif")
+        page.locator("#remote_sensing-source-title textarea, #remote_sensing-source-title input").first.fill(hostile)
+        page.locator("#remote_sensing-open-item").click()
+        expect(page.locator("#remote_sensing-status")).to_contain_text("opened from scenes", timeout=60_000)
+        expect(page.locator("#remote_sensing-case-header")).to_contain_text("onerror")  # the title, as text
+        assert page.title() == "Loupe"
+        expect(page.locator("#remote_sensing-viewer img").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "source-opened.png"), full_page=True)
+        browser.close()
+
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm")) as served:
+        bob = served.client("bob")
+        with pytest.raises(AppError, match="Data source not found"):
+            bob.predict("scenes", "tiles/scene.tif", "", api_name="/remote_sensing_open_item")
+        ana = served.client("ana")
+        with pytest.raises(AppError, match="relative"):
+            ana.predict("scenes", "../../etc/passwd", "", api_name="/remote_sensing_open_item")
+        actions = [e.action for e in served.service.store.audit_events()]
+        assert actions.count("source.open") == 1 and "source.list" in actions and "source.denied" in actions
