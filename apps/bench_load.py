@@ -38,7 +38,7 @@ import httpx
 from gradio_client.utils import Status
 
 from .bench_faults import kill_a_busy_worker, restart_database
-from .nginx_site import running_nginx, site_config
+from .nginx_site import free_port, running_nginx, site_config
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 UPLOADS = {  # a real file per domain, from the repository's samples
@@ -52,14 +52,6 @@ QUESTIONS = ("What does the image show?", "Is anything unusual visible?", "Descr
 START_TIMEOUT_S = 900
 # A question still open this long after a fault is counted lost with it (its client would wait forever).
 ABANDON_AFTER_FAULT_S = 180
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pct(values: Sequence[float], q: float) -> float | None:
@@ -107,7 +99,7 @@ class Deployment:
 
 @contextmanager
 def model_server(work: Path, env: dict[str, str], model: Path) -> Iterator[tuple[str, callable]]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     holder: dict[str, subprocess.Popen] = {}
 
@@ -133,7 +125,7 @@ def deployment(kind: str, work: Path, env: dict[str, str], model: Path, nginx: s
         if kind == "two":
             server_url, restart, served_holder = stack.enter_context(model_server(work, env, model))
             app_env["LOUPE_MODEL_SERVER"] = server_url
-        ports = [_free_port() for _ in range(1 if kind == "one" else 2)]
+        ports = [free_port() for _ in range(1 if kind == "one" else 2)]
         apps = [_start(["serve", "--port", str(port)], app_env | {"LOUPE_TRUSTED_PROXIES": "127.0.0.1"},
                        work / f"serve-{port}.log") for port in ports]
         stack.callback(lambda: [_kill(p) for p in apps])
@@ -143,7 +135,7 @@ def deployment(kind: str, work: Path, env: dict[str, str], model: Path, nginx: s
         if kind == "two":
             if nginx is None:
                 raise RuntimeError("the two-process run needs nginx (--nginx PATH or nginx on PATH)")
-            nginx_port = _free_port()
+            nginx_port = free_port()
             url = stack.enter_context(running_nginx(nginx, work / "nginx", site_config(nginx_port, ports), nginx_port))
         yield Deployment(url, apps, ports, served_holder["p"] if served_holder else None, restart)
 

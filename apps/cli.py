@@ -789,6 +789,25 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
                            indent=2))
 
 
+@bench.command("sources")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".loupe" / "bench" / "sources", show_default=True,
+              help="The COGs and the model are written here once and reused.")
+@click.option("--nginx", "nginx", default=None, help="nginx binary (default: nginx on PATH or /usr/sbin/nginx).")
+@click.option("--big-side", default=27_328, show_default=True, type=click.IntRange(1024, 200_000))
+@click.option("--small-side", default=4_096, show_default=True, type=click.IntRange(512, 200_000))
+def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: int) -> None:
+    """Images opened where they live: a COG over HTTP by reference, opened and answered, as JSON."""
+    import shutil
+
+    from .bench_sources import run_sources_bench
+
+    nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if not nginx:
+        raise click.UsageError("nginx is needed to serve the test scenes over HTTP (apt-get install nginx)")
+    click.echo(json.dumps(run_sources_bench(workdir, nginx, big_side, small_side), indent=2))
+
+
 @bench.command("gpu")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path.home() / ".loupe" / "bench" / "gpu", show_default=True,

@@ -12,14 +12,16 @@ from .cli_common import open_store
 
 @click.group()
 def sources() -> None:
-    """Data sources: folders and HTTP(S) prefixes of COGs that cases are opened from where they live."""
+    """Data sources: folders, HTTP(S) prefixes of COGs and STAC catalogues that cases are opened from where
+    they live."""
 
 
 @sources.command("add")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["folder", "http"]), required=True,
-              help="folder: a folder on this server; http: an http(s):// prefix of Cloud-Optimized GeoTIFFs.")
-@click.option("--location", required=True, help="The folder's absolute path, or the http(s) prefix.")
+@click.option("--kind", type=click.Choice(["folder", "http", "stac"]), required=True,
+              help="folder: a folder on this server; http: an http(s):// prefix of Cloud-Optimized GeoTIFFs; "
+                   "stac: a static STAC catalogue (its catalog.json, a file or a URL).")
+@click.option("--location", required=True, help="The folder's absolute path, the http(s) prefix, or the catalogue.")
 @click.option("--domain", required=True, help="The tab its items open in (e.g. remote_sensing).")
 @click.option("--reader", "readers", multiple=True, metavar="role:NAME|user:NAME",
               help="Who may read it (repeat). Administrators always may; nobody else unless named here.")

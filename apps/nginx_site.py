@@ -15,6 +15,13 @@ from pathlib import Path
 DOCS_CONF = Path(__file__).resolve().parent.parent / "docs" / "nginx-loupe.conf"
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def site_config(port: int, app_ports: Sequence[int], htpasswd: Path | None = None, secret: str | None = None) -> str:
     """The documented site for ``app_ports`` (the upstream's processes), with single sign-on when
     ``htpasswd`` and ``secret`` are given."""

@@ -13,10 +13,12 @@ from loupe.core.cases.db import open_database
 from loupe.core.cases.models import Case, User
 from loupe.core.cases.store import CaseStore
 from loupe.core.config import Settings
-from loupe.core.errors import AccessDenied, LoupeError, ModelUnavailable
+from loupe.core.errors import AccessDenied, InputRejected, LoupeError, ModelUnavailable
 from loupe.core.jobs import JobRunner, report_progress
 from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualContext, discover
 from loupe.core.sources import check_item, item_location, list_items
+from loupe.core.sources.locations import MAX_ITEM_CHARS
+from loupe.core.sources.stac import stac_asset_path
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.registry import resolve
@@ -181,11 +183,15 @@ class LoupeService:
                   progress: Callable[[int, int], None] | None = None) -> int:
         """A new case from an item of a data source the user may read, by reference: a worker reads what the
         viewer needs (a thumbnail from the item's overviews); the item itself stays where it is."""
-        source_id, source = self.store.readable_source(user, source_name)
-        item = check_item(item)
+        _, source = self.store.readable_source(user, source_name)
         domain = self.domain(source.domain)
         if not hasattr(domain, "open_item"):
             raise LoupeError(f"The {domain.title} tab cannot open items from data sources yet.")
+        if source.kind == "stac":  # the item's image, found in the catalogue (which may be remote): in a worker
+            if not 0 < len(item) <= MAX_ITEM_CHARS:
+                raise InputRejected(f"An item id is 1-{MAX_ITEM_CHARS} characters.")
+            item = self.jobs.run(user.username, "Reading the catalogue", stac_asset_path, (source.location, item))
+        item = check_item(item)
         location = item_location(source, item)
         assets = self.jobs.run(user.username, "Opening the item", open_item_in_worker,
                                (self.settings, type(domain), location), progress=progress)
@@ -195,11 +201,11 @@ class LoupeService:
         return case_id
 
     def source_items(self, user: User, source_name: str, search: str = "") -> list[str]:
-        """Items of a folder source the user may read that its domain can open, whose path contains
-        ``search`` (case-insensitive); audited as a listing of the source."""
+        """Items of a source the user may read (a folder's files its domain can open, a STAC catalogue's item
+        ids) that contain ``search`` (case-insensitive), listed in a worker; audited as a listing."""
         _, source = self.store.readable_source(user, source_name)
         domain = self.domain(source.domain)
-        items = list_items(source, "", tuple(domain.accepts))
+        items = self.jobs.run(user.username, "Listing the source", list_items, (source, "", tuple(domain.accepts)))
         self.store.audit(user, "source.list", detail={"source": source.name})
         term = search.strip().lower()
         return [i for i in items if term in i.lower()] if term else items

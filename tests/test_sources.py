@@ -35,6 +35,29 @@ def scenes(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def catalogue(scenes) -> Path:
+    """A static STAC catalogue beside the scenes: one item with the COG, one whose image lies elsewhere."""
+    from datetime import datetime
+
+    import pystac
+
+    catalog = pystac.Catalog(id="scenes", description="Test scenes")
+    box = [-77.6, 24.9, -77.3, 25.2]
+    footprint = {"type": "Polygon", "coordinates": [[[box[0], box[1]], [box[2], box[1]], [box[2], box[3]],
+                                                     [box[0], box[3]], [box[0], box[1]]]]}
+    for item_id, href in (("harbour-2024", str(scenes / "tiles" / "scene.tif")),
+                          ("elsewhere", "https://elsewhere.example.org/scene.tif")):
+        item = pystac.Item(item_id, footprint, box, datetime(2024, 5, 1), {})
+        item.add_asset("visual", pystac.Asset(href, media_type=pystac.MediaType.COG, roles=["visual"]))
+        item.add_asset("metadata", pystac.Asset("https://elsewhere.example.org/meta.xml", media_type="application/xml"))
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(scenes))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return scenes / "catalog.json"
+
+
+@pytest.fixture(scope="module")
 def http_root(scenes, tmp_path_factory):
     """nginx serving the scenes folder; yields (prefix URL, access log)."""
     folder = tmp_path_factory.mktemp("static-nginx")
@@ -74,6 +97,28 @@ def test_a_cog_over_http_is_answered_by_reference_reading_a_fraction_of_it(servi
     assert requests > before[0] and 0 < fetched < size / 2  # range requests, not the whole file
     actions = [e.action for e in store.audit_events(case_id)]
     assert actions.count("source.read") >= 2 and "source.open" in actions
+
+
+@pytest.mark.parametrize("where", ["http", "file"])
+def test_a_stac_catalogue_lists_its_items_and_opens_their_image_by_reference(service, http_root, catalogue, where):
+    prefix, log = http_root
+    location = prefix + "catalog.json" if where == "http" else str(catalogue)
+    store = service.store
+    store.add_source(None, "stac", "stac", location, "remote_sensing", ("role:user",), ROLES)
+    ana = store.add_user("ana", "ana-password-12", "user")
+    assert service.source_items(ana, "stac") == ["elsewhere", "harbour-2024"]
+    assert service.source_items(ana, "stac", "HARB") == ["harbour-2024"]
+    case_id = service.open_item(ana, "stac", "harbour-2024")
+    raster, _ = service.case_assets(ana, case_id)
+    assert raster.meta["by_reference"] and (raster.width, raster.height) == (SIDE, SIDE)
+    expected = prefix + "tiles/scene.tif" if where == "http" else str((catalogue.parent / "tiles/scene.tif").resolve())
+    assert str(raster.path).removeprefix("/vsicurl/") == expected
+    with pytest.raises(InputRejected, match="outside its catalogue"):
+        service.open_item(ana, "stac", "elsewhere")
+    with pytest.raises(InputRejected, match="No such item"):
+        service.open_item(ana, "stac", "no-such-item")
+    actions = [e.action for e in store.audit_events()]
+    assert actions.count("source.list") == 2 and actions.count("source.open") == 1
 
 
 def test_only_readers_see_a_source_and_its_cases_tiles(service, http_root):

@@ -1,5 +1,9 @@
 """Where a data source's items are, and the checks that keep an item inside its source.
 
+Kinds: ``folder`` (a server folder), ``http`` (an http(s) prefix of COGs, read through GDAL's /vsicurl/),
+``stac`` (a static STAC catalogue, as a file or a URL: its items are listed, and a case keeps the path of
+the item's GeoTIFF asset relative to the catalogue's folder, read like a folder or http item).
+
 An item is a relative path typed by a user (or listed for them): it never names a place outside its
 source. A folder item is resolved with symbolic links followed and must stay under the folder; an HTTP
 item is appended to the prefix percent-encoded, so "?", "#" and "%" stay part of the path.
@@ -14,8 +18,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..errors import InputRejected, LoupeError
+from .stac import catalogue_root, is_remote, stac_items
 
-KINDS = ("folder", "http")
+KINDS = ("folder", "http", "stac")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 READER = re.compile(r"(role|user):[A-Za-z0-9_.@-]{1,64}")
 MAX_ITEM_CHARS = 1024
@@ -26,7 +31,7 @@ MAX_LISTED = 500  # items one listing returns
 class SourceSpec:
     name: str
     kind: str
-    location: str  # a folder's absolute path, or an http(s) prefix ending in "/"
+    location: str  # a folder's absolute path, an http(s) prefix ending in "/", or a STAC catalogue's file or URL
     domain: str
     readers: tuple[str, ...] = ()  # "role:NAME" / "user:NAME"; admins read every source
 
@@ -43,14 +48,19 @@ def check_spec(name: str, kind: str, location: str) -> str:
         if not folder.is_absolute() or not folder.is_dir():
             raise LoupeError(f"{location!r} is not an existing folder given by its absolute path.")
         return str(folder.resolve())
+    if kind == "stac" and not is_remote(location):
+        catalogue = Path(location).expanduser()
+        if not catalogue.is_absolute() or not catalogue.is_file():
+            raise LoupeError(f"{location!r} is not a STAC catalogue file given by its absolute path, nor a URL.")
+        return str(catalogue.resolve())
     parts = urlsplit(location)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LoupeError("An http source is an http:// or https:// address.")
     if parts.username or parts.password:
         raise LoupeError("Leave credentials out of the address: the database would keep them.")
     if parts.query or parts.fragment:
-        raise LoupeError("An http source is a plain prefix: no '?' query or '#' fragment.")
-    return location.rstrip("/") + "/"
+        raise LoupeError("A source's address is plain: no '?' query or '#' fragment.")
+    return location if kind == "stac" else location.rstrip("/") + "/"
 
 
 def check_readers(readers: tuple[str, ...], roles: tuple[str, ...]) -> tuple[str, ...]:
@@ -75,19 +85,23 @@ def check_item(item: str) -> str:
 def item_location(spec: SourceSpec, item: str) -> str:
     """What GDAL (or another reader) opens for ``item``: a file path, or a /vsicurl/ address."""
     item = check_item(item)
-    if spec.kind == "folder":
-        root = Path(spec.location).resolve()
+    base = catalogue_root(spec.location) if spec.kind == "stac" else spec.location  # a STAC item: its asset's path
+    if not is_remote(base):
+        root = Path(base).resolve()
         path = (root / item).resolve()
         if not path.is_relative_to(root):  # a symbolic link pointing out of the folder
             raise InputRejected("That item is outside its source.")
         if not path.is_file():
             raise InputRejected("No such item in this source.")
         return str(path)
-    return "/vsicurl/" + spec.location + quote(item, safe="/")
+    return "/vsicurl/" + base + quote(item, safe="/")
 
 
 def list_items(spec: SourceSpec, under: str = "", suffixes: tuple[str, ...] = ()) -> list[str]:
-    """Items of a folder source below ``under`` (at most MAX_LISTED, sorted), with one of ``suffixes``."""
+    """Items of a folder source below ``under`` (at most MAX_LISTED, sorted), with one of ``suffixes``; a
+    STAC catalogue's item ids."""
+    if spec.kind == "stac":
+        return stac_items(spec.location, MAX_LISTED)
     if spec.kind != "folder":
         raise LoupeError(f"A {spec.kind} source cannot be listed: type the item's path.")
     root = Path(spec.location).resolve()

@@ -1,0 +1,103 @@
+"""``loupe bench sources``: images opened where they live, on the path a user takes.
+
+A synthetic 27,328 × 27,328 COG and a 4,096 × 4,096 one (written once into the work folder) are served
+by Debian's nginx as static files (range requests, an access log of the bytes it sent). In its own
+process each time, the app's service (SQLite, job workers, a SmolVLM-256M-size model with random weights
+and the app's default engine) adds the HTTP data source, opens the scene by reference (``open_item``:
+header and overviews read in a worker) and answers a question about it (``ask``: the domain's context,
+question-guided focus over HTTP, the answer streamed). Measured: seconds to open and to answer, the
+tiles encoded against full tiling's, the bytes nginx sent against the file's size, and resident memory.
+
+Not measured yet (the parts of the issue still to build): PACS first slice, 1 GB upload.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .bench_process import in_own_process, peak_rss_mb
+from .bench_pyramid import RssWatch, _cog, _rss_mb
+
+QUESTION = "Is there a red square building in this scene? Where?"
+NEW_TOKENS = 24
+
+
+def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None:
+    try:
+        from loupe.apps.service import LoupeService
+        from loupe.core.cases.store import ROLES
+        from loupe.core.config import Settings
+        from loupe.core.pyramid.attention import tile_side
+        from loupe.core.vlm.base import GenerationOptions
+
+        home = Path(tempfile.mkdtemp(prefix="loupe-bench-sources-"))
+        try:
+            service = LoupeService.open(Settings(home=home, database_url=None, model=str(model)))
+            service.slot.load(model)
+            vlm = service.slot.get()
+            loaded_rss = round(_rss_mb(), 1)
+            store = service.store
+            store.add_source(None, "scenes", "http", prefix, "remote_sensing", ("role:user",), ROLES)
+            user = store.add_user("analyst", "analyst-password-1", "user")
+            with RssWatch() as watch:
+                started = time.perf_counter()
+                case_id = service.open_item(user, "scenes", item)
+                open_s = time.perf_counter() - started
+                options = GenerationOptions(NEW_TOKENS, min_new_tokens=NEW_TOKENS, detail="low")
+                final = list(service.ask(user, case_id, QUESTION, options))[-1]
+                answer_s = time.perf_counter() - started - open_s
+            raster = service.case_assets(user, case_id)[0]
+            side = tile_side(vlm)
+            full_tiles = math.ceil(raster.width / side) * math.ceil(raster.height / side)
+            extra = final.run.extra
+            out.put({"width": raster.width, "height": raster.height, "open_s": round(open_s, 2),
+                     "answer_s": round(answer_s, 2), "tiles_encoded": extra.get("focus_tiles_encoded", 0) + 1,
+                     "full_tiling_tiles": full_tiles, "visual_tokens": final.run.visual_tokens,
+                     "engine": vlm.engine.name, "rss_after_load_mb": loaded_rss,
+                     "rss_peak_open_and_answer_mb": watch.peak, "peak_rss_mb": peak_rss_mb()})
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_sources_bench(workdir: Path, nginx: str, big_side: int = 27_328, small_side: int = 4_096) -> dict:
+    from loupe.core.vlm.tiny import make_tiny
+
+    from .nginx_site import bytes_served, free_port, running_nginx, static_site
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenes = {side: _cog(workdir, side) for side in (big_side, small_side)}
+    model = workdir / "smolvlm-256m-random"
+    if not (model / "config.json").exists():
+        make_tiny("smolvlm", model, size="real")
+    port = free_port()
+    log = workdir / "nginx" / "bytes.log"
+    log.unlink(missing_ok=True)
+    results = {}
+    with running_nginx(nginx, workdir / "nginx", static_site(port, workdir, log), port) as url:
+        for side, path in scenes.items():
+            before = bytes_served(log, f"/{path.name}")[1]
+            result = in_own_process(_open_and_answer, model, url + "/", path.name)
+            requests, sent = bytes_served(log, f"/{path.name}")
+            size = path.stat().st_size
+            results[side] = result | {"file_bytes": size, "http_requests": requests, "http_bytes": sent - before,
+                                      "http_bytes_fraction": round((sent - before) / size, 4)}
+    big, small = results[big_side], results[small_side]
+    summary: dict[str, object] = {"pacs_first_slice_s": None, "upload_1gb_peak_rss_mb": None}
+    if "error" not in big:
+        summary |= {"cog_http_answer_s": round(big["open_s"] + big["answer_s"], 2),
+                    "cog_http_tiles_fraction": round(big["tiles_encoded"] / big["full_tiling_tiles"], 4),
+                    "cog_http_bytes_fraction": big["http_bytes_fraction"]}
+        if "error" not in small:
+            summary["cog_rss_ratio_27k_4k"] = round(big["rss_peak_open_and_answer_mb"]
+                                                    / small["rss_peak_open_and_answer_mb"], 3)
+    return {"benchmark": "sources", "images": "synthetic COGs, 3 bands, JPEG tiles, overviews, served by nginx",
+            "model": "SmolVLM-256M architecture, random weights", "question": QUESTION,
+            "results": {f"cog_{side}": r for side, r in results.items()}, "summary": summary,
+            "not_yet": ["PACS (DICOMweb) first slice", "1 GB upload through the browser"]}
