@@ -127,6 +127,9 @@ def test_no_label_names_a_user_case_patient_or_file(world):
 def test_json_logs_carry_request_ids_and_nothing_identifying(world):
     served = world["served"]
     rid = served.http().get("/healthz").headers["x-request-id"]
+    deadline = time.monotonic() + 20  # the request's line is written once its response has gone out
+    while rid not in world["log"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = world["log"].read_text().splitlines()
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
