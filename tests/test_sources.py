@@ -208,7 +208,6 @@ def test_sources_in_a_real_browser_as_admin_reader_and_outsider(tmp_path, scenes
     """The admin adds a source in the Admin tab (a hostile name is refused and shown as text); its reader
     lists and opens an item by reference; a hostile file is refused with a reason; a second user sees no
     source and gets 'not found' from the API for it; a hostile item path is refused."""
-    from gradio_client.exceptions import AppError
     from playwright.sync_api import expect, sync_playwright
 
     (scenes / "tiles" / "huge.tif").unlink(missing_ok=True)
@@ -256,11 +255,11 @@ def test_sources_in_a_real_browser_as_admin_reader_and_outsider(tmp_path, scenes
         browser.close()
 
     with serve(tmp_path / "home", tiny_model_dir("smolvlm")) as served:
-        bob = served.client("bob")
-        with pytest.raises(AppError, match="Data source not found"):
-            bob.predict("scenes", "tiles/scene.tif", "", api_name="/remote_sensing_open_item")
-        ana = served.client("ana")
-        with pytest.raises(AppError, match="relative"):
-            ana.predict("scenes", "../../etc/passwd", "", api_name="/remote_sensing_open_item")
+        refused = served.client("bob").predict("scenes", "tiles/scene.tif", "", api_name="/remote_sensing_open_item")
+        assert refused[5] == "⚠️ Data source not found." and refused[6] == {"__type__": "update"}  # no case shown
+        listed = served.client("bob").predict("scenes", "", api_name="/remote_sensing_source_items")
+        assert listed[1] == "⚠️ Data source not found."
+        escaped = served.client("ana").predict("scenes", "../../etc/passwd", "", api_name="/remote_sensing_open_item")
+        assert "relative to its source" in escaped[5] and escaped[6] == {"__type__": "update"}
         actions = [e.action for e in served.service.store.audit_events()]
         assert actions.count("source.open") == 1 and "source.list" in actions and "source.denied" in actions
