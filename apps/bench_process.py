@@ -50,7 +50,10 @@ def in_own_process(target: Callable[..., None], *args: Any, timeout_s: float | N
                 process.kill()
                 process.join()
                 return {"error": f"stopped after {timeout_s:.0f} s without a result"}
-    process.join()
+    process.join(timeout=60)  # a child that leaves worker processes behind may wait on them at exit
+    if process.is_alive():
+        process.kill()
+        process.join()
     return result
 
 

@@ -32,6 +32,7 @@ def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None
         from loupe.apps.service import LoupeService
         from loupe.core.cases.store import ROLES
         from loupe.core.config import Settings
+        from loupe.core.jobs import close_pools
         from loupe.core.pyramid.attention import tile_side
         from loupe.core.vlm.base import GenerationOptions
 
@@ -61,6 +62,7 @@ def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None
                      "engine": vlm.engine.name, "rss_after_load_mb": loaded_rss,
                      "rss_peak_open_and_answer_mb": watch.peak, "peak_rss_mb": peak_rss_mb()})
         finally:
+            close_pools()  # this process's job workers: it can then exit
             shutil.rmtree(home, ignore_errors=True)
     except Exception as exc:  # noqa: BLE001 - reported in the JSON
         out.put({"error": f"{type(exc).__name__}: {exc}"})
