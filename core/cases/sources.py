@@ -76,10 +76,11 @@ class SourceRegistry:
         """The source ``name`` if ``user`` may read it; otherwise AccessDenied as if it did not exist."""
         with self.sessions() as s:
             row = s.scalar(select(DataSource).where(DataSource.name == name, DataSource.removed_at.is_(None)))
-            if row is None or not may_read(user, row.readers or []):
-                self.audit(user, "source.denied", detail={"asked_for": name[:64]})
-                raise AccessDenied("Data source not found.")
-            return row.id, _spec(row)
+            found = None if row is None or not may_read(user, row.readers or []) else (row.id, _spec(row))
+        if found is None:
+            self.audit(user, "source.denied", detail={"asked_for": name[:64]})
+            raise AccessDenied("Data source not found.")
+        return found
 
     def asset_location(self, user: User, asset: Asset) -> str:
         """Where an asset read by reference is, for a user who may see its case: the source must still exist
