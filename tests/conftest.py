@@ -120,8 +120,8 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 # The files that take longest, longest first (per-file totals of a full run, 2026-12-06): pytest-xdist hands
 # whole files to its processes in collection order, so a long file collected last would run alone at the end.
 LONG_FILES = ("test_case_binding.py", "test_browser.py", "test_serve.py", "test_ocr_queries.py",
-              "test_served_model.py", "test_finetune.py", "test_cli.py", "test_bench_gpu.py", "test_documents.py",
-              "test_medical.py",
+              "test_served_model.py", "test_finetune.py", "test_cli.py", "test_sources.py", "test_bench_gpu.py",
+              "test_documents.py", "test_medical.py",
               "test_department.py", "test_stored_metadata.py", "test_batch_tools.py", "test_crash_safety.py",
               "test_http.py", "test_reports.py", "test_ocr.py", "test_sharing.py", "test_csrf.py", "test_app.py",
               "test_remote_sensing.py", "test_slides.py", "test_ops_endpoints.py")

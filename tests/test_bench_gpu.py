@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 
-def test_bench_gpu_runs_every_part_on_a_cpu(tmp_path):
+def test_bench_gpu_runs_every_part_on_a_cpu(tmp_path, tiny_model_dir):
+    for family in ("smolvlm", "qwen2vl", "llava-ov"):  # the checkpoints it would write: this run's tiny ones
+        (tmp_path / f"{family}-tiny-random").symlink_to(tiny_model_dir(family))
     done = subprocess.run(
         [sys.executable, "-m", "loupe.apps.cli", "bench", "gpu", "--workdir", str(tmp_path), "--size", "tiny",
          "--new-tokens", "4", "--repeats", "1", "--lora-epochs", "2", "--out", str(tmp_path / "gpu.json")],
