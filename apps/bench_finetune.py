@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench_process import in_own_process, peak_rss_mb
+from .bench_process import in_own_process, peak_rss_mb, random_checkpoint
 
 STEPS = 4
 
@@ -122,11 +122,8 @@ def _serve(model: Path, adapter: Path, out: mp.Queue) -> None:
 
 
 def run_finetune_bench(workdir: Path) -> dict:
-    from loupe.core.vlm.tiny import make_tiny
 
-    model = workdir / "smolvlm-256m-random"
-    if not (model / "config.json").exists():
-        make_tiny("smolvlm", model, size="real")
+    model = random_checkpoint(workdir / "smolvlm-256m-random", "smolvlm")
     results = {}
     for mode in ("full", "lora"):
         results[mode] = in_own_process(_run, model, mode)

@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .bench_process import in_own_process, peak_rss_mb, samples_folder
+from .bench_process import in_own_process, peak_rss_mb, random_checkpoint, samples_folder
+from .bench_prune import FAMILIES, _family_run
 
 PARTS = ("chat", "prune", "lora", "static")  # the order they run in: the targets first
 DESCRIPTIONS = {
@@ -38,7 +39,6 @@ DESCRIPTIONS = {
     "static": "static: greedy equality of the static and plain engines, three families",
 }
 SIZES = ("auto", "tiny", "real")
-FAMILIES = ("smolvlm", "qwen2vl", "llava-ov")
 PHOTO = "rsicd_airport_17.jpg"  # in data/samples
 DECODE_TARGET = 200.0  # tokens/s in the app's streaming path
 TTFT_TARGET_S = 0.15  # 512-px image
@@ -136,12 +136,7 @@ def _lora(workdir: str, epochs: int, out: mp.Queue) -> None:
 
 
 def _checkpoint(workdir: Path, family: str, size: str) -> Path:
-    from loupe.core.vlm.tiny import make_tiny
-
-    path = workdir / f"{family}-{size}-random"
-    if not (path / "config.json").exists():
-        make_tiny(family, path, size=size)
-    return path
+    return random_checkpoint(workdir / f"{family}-{size}-random", family, size)
 
 
 def run_gpu_bench(workdir: Path, size: str = "auto", parts: tuple[str, ...] = PARTS, new_tokens: int = 64,
@@ -161,9 +156,10 @@ def run_gpu_bench(workdir: Path, size: str = "auto", parts: tuple[str, ...] = PA
     on_gpu = torch.cuda.is_available()
     results: dict[str, object] = {}
     started = time.perf_counter()
+    machine = _device()
 
     def report() -> dict:
-        result = {"benchmark": "gpu", "machine": _device(), "size": size, "weights": "random",
+        result = {"benchmark": "gpu", "machine": machine, "size": size, "weights": "random",
                   "new_tokens": new_tokens, "repeats": repeats, "seconds": round(time.perf_counter() - started, 1),
                   "results": results, "summary": _summary(results, on_gpu and size == "real")}
         if out is not None:
@@ -180,8 +176,6 @@ def run_gpu_bench(workdir: Path, size: str = "auto", parts: tuple[str, ...] = PA
             results["chat"] = [run(_chat, config, path, new_tokens, repeats)
                                for config in ("baseline_static", "loupe")]
         elif part == "prune":
-            from .bench_prune import _family_run
-
             results["prune"] = run(_family_run, "llava-ov", _checkpoint(workdir, "llava-ov", size))
         elif part == "lora":
             with tempfile.TemporaryDirectory(prefix="loupe-bench-lora-", dir=workdir) as tmp:

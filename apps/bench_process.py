@@ -23,6 +23,15 @@ def samples_folder() -> Path:
     raise FileNotFoundError("the sample images (data/samples) were not found: run from a Loupe checkout")
 
 
+def random_checkpoint(path: Path, family: str, size: str = "real") -> Path:
+    """A random-weight checkpoint of ``family`` at ``size`` in ``path``: written once, then reused."""
+    if not (path / "config.json").exists():
+        from loupe.core.vlm.tiny import make_tiny
+
+        make_tiny(family, path, size=size)
+    return path
+
+
 PRELOAD = ["loupe.core.vlm.hf"]
 
 

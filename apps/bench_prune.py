@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from .bench_process import in_own_process, peak_rss_mb, samples_folder, synchronizer
+from .bench_process import in_own_process, peak_rss_mb, random_checkpoint, samples_folder, synchronizer
 
 FAMILIES = ("smolvlm", "qwen2vl", "llava-ov")
 KEEP = (1.0, 0.25, 0.10, 0.05)
@@ -86,14 +86,11 @@ def _family_run(family: str, model: Path, out: mp.Queue) -> None:
 
 
 def run_prune_bench(workdir: Path, families: tuple[str, ...] = FAMILIES) -> dict:
-    from loupe.core.vlm.tiny import make_tiny
 
     workdir.mkdir(parents=True, exist_ok=True)
     results = {}
     for family in families:
-        model = workdir / f"{family}-real-random"
-        if not (model / "config.json").exists():
-            make_tiny(family, model, size="real")
+        model = random_checkpoint(workdir / f"{family}-real-random", family)
         results[family] = in_own_process(_family_run, family, model)
     summary = {}
     for family, result in results.items():

@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .bench_process import in_own_process, peak_rss_mb
+from .bench_process import in_own_process, peak_rss_mb, random_checkpoint
 
 QUESTION = "Is there a red square building in this scene? Where?"
 SECOND_QUESTION = "Describe the land cover around it."
@@ -253,13 +253,10 @@ def _cog(folder: Path, side: int) -> Path:
 
 
 def run_pyramid_bench(workdir: Path) -> dict:
-    from loupe.core.vlm.tiny import make_tiny
 
     workdir.mkdir(parents=True, exist_ok=True)
     big, medium, small = _cog(workdir, 27_328), _cog(workdir, 4_096), _cog(workdir, 2_048)
-    model = workdir / "smolvlm-256m-random"
-    if not (model / "config.json").exists():
-        make_tiny("smolvlm", model, size="real")
+    model = random_checkpoint(workdir / "smolvlm-256m-random", "smolvlm")
     full = in_own_process(_full_run, model, big, small)
     thumbnail = in_own_process(_thumbnail_run, model, big)
     focus_27k = in_own_process(_focus_run, model, big, None)

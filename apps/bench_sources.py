@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench_process import in_own_process, peak_rss_mb
+from .bench_process import in_own_process, peak_rss_mb, random_checkpoint
 from .bench_pyramid import RssWatch, _cog, _rss_mb
 
 QUESTION = "Is there a red square building in this scene? Where?"
@@ -30,7 +30,6 @@ NEW_TOKENS = 24
 def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None:
     try:
         from loupe.apps.service import LoupeService
-        from loupe.core.cases.store import ROLES
         from loupe.core.config import Settings
         from loupe.core.jobs import close_pools
         from loupe.core.pyramid.attention import tile_side
@@ -43,7 +42,7 @@ def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None
             vlm = service.slot.get()
             loaded_rss = round(_rss_mb(), 1)
             store = service.store
-            store.add_source(None, "scenes", "http", prefix, "remote_sensing", ("role:user",), ROLES)
+            store.add_source(None, "scenes", "http", prefix, "remote_sensing", ("role:user",))
             user = store.add_user("analyst", "analyst-password-1", "user")
             with RssWatch() as watch:
                 started = time.perf_counter()
@@ -69,15 +68,12 @@ def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None
 
 
 def run_sources_bench(workdir: Path, nginx: str, big_side: int = 27_328, small_side: int = 4_096) -> dict:
-    from loupe.core.vlm.tiny import make_tiny
 
     from .nginx_site import bytes_served, free_port, running_nginx, static_site
 
     workdir.mkdir(parents=True, exist_ok=True)
     scenes = {side: _cog(workdir, side) for side in (big_side, small_side)}
-    model = workdir / "smolvlm-256m-random"
-    if not (model / "config.json").exists():
-        make_tiny("smolvlm", model, size="real")
+    model = random_checkpoint(workdir / "smolvlm-256m-random", "smolvlm")
     port = free_port()
     log = workdir / "nginx" / "bytes.log"
     log.unlink(missing_ok=True)

@@ -28,12 +28,11 @@ def sources() -> None:
 @click.pass_obj
 def sources_add(settings: Settings, name: str, kind: str, location: str, domain: str, readers: tuple[str, ...]) -> None:
     """Add a data source (audited)."""
-    from loupe.core.cases.store import ROLES
     from loupe.core.plugins import discover
 
     if domain not in discover():
         raise click.BadParameter(f"unknown domain {domain!r}", param_hint="--domain")
-    spec = open_store(settings).add_source(None, name, kind, location, domain, readers, ROLES)
+    spec = open_store(settings).add_source(None, name, kind, location, domain, readers)
     who = ", ".join(spec.readers) or "administrators only"
     click.echo(f"added {spec.name}: {spec.kind} {spec.location} → {spec.domain} (readers: {who})")
 

@@ -17,7 +17,6 @@ from webapp import serve
 from loupe.apps import nginx_site
 from loupe.apps.cli import cli
 from loupe.apps.service import LoupeService
-from loupe.core.cases.store import ROLES
 from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, InputRejected, LoupeError
 from loupe.core.pyramid.synthetic import random_objects, write_cog
@@ -80,7 +79,7 @@ def service(tmp_path, tiny_model_dir) -> LoupeService:
 def test_a_cog_over_http_is_answered_by_reference_reading_a_fraction_of_it(service, http_root, scenes):
     prefix, log = http_root
     store = service.store
-    store.add_source(None, "scenes", "http", prefix, "remote_sensing", ("role:user",), ROLES)
+    store.add_source(None, "scenes", "http", prefix, "remote_sensing", ("role:user",))
     ana = store.add_user("ana", "ana-password-12", "user")
     case_id = service.open_item(ana, "scenes", "tiles/scene.tif", "Harbour")
     before = nginx_site.bytes_served(log, "/tiles/scene.tif")
@@ -104,7 +103,7 @@ def test_a_stac_catalogue_lists_its_items_and_opens_their_image_by_reference(ser
     prefix, log = http_root
     location = prefix + "catalog.json" if where == "http" else str(catalogue)
     store = service.store
-    store.add_source(None, "stac", "stac", location, "remote_sensing", ("role:user",), ROLES)
+    store.add_source(None, "stac", "stac", location, "remote_sensing", ("role:user",))
     ana = store.add_user("ana", "ana-password-12", "user")
     assert service.source_items(ana, "stac") == ["elsewhere", "harbour-2024"]
     assert service.source_items(ana, "stac", "HARB") == ["harbour-2024"]
@@ -124,7 +123,7 @@ def test_a_stac_catalogue_lists_its_items_and_opens_their_image_by_reference(ser
 def test_only_readers_see_a_source_and_its_cases_tiles(service, http_root):
     prefix, _ = http_root
     store = service.store
-    store.add_source(None, "restricted", "http", prefix, "remote_sensing", ("user:ana",), ROLES)
+    store.add_source(None, "restricted", "http", prefix, "remote_sensing", ("user:ana",))
     ana = store.add_user("ana", "ana-password-12", "user")
     bob = store.add_user("bob", "bob-password-12", "user")
     assert [s.name for s in store.sources(ana)] == ["restricted"] and store.sources(bob) == []
@@ -142,7 +141,7 @@ def test_only_readers_see_a_source_and_its_cases_tiles(service, http_root):
     with pytest.raises(AccessDenied, match="was removed"):
         service.case_assets(ana, case_id)
     with pytest.raises(LoupeError, match="exists"):  # the name is not given to another place
-        store.add_source(None, "restricted", "http", prefix, "remote_sensing", (), ROLES)
+        store.add_source(None, "restricted", "http", prefix, "remote_sensing", ())
 
 
 def test_a_folder_source_keeps_items_inside_it(tmp_path, scenes):

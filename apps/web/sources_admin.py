@@ -56,7 +56,7 @@ class SourcePanel:
                     raise LoupeError("Choose the tab the source's items open in.")
                 who = tuple(r.strip() for r in (readers_text or "").split(",") if r.strip())
                 spec = store.add_source(actor, (name_text or "").strip(), kind_value, (location_text or "").strip(),
-                                        domain_value, who, ROLES)
+                                        domain_value, who)
             except LoupeError as exc:
                 return f"⚠️ {exc}", gr.update()
             return f"Source {spec.name} added.", rows(request)

@@ -15,6 +15,7 @@ def utcnow() -> datetime:
 # SQLite reuses the highest id after a delete unless a table is AUTOINCREMENT; a purged case's id
 # must never name a new case (its audit trail outlives it). PostgreSQL sequences never reuse.
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+ROLES = ("user", "reviewer", "admin")
 
 
 class Base(DeclarativeBase):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import AccessDenied, LoupeError
 from ..sources import SourceSpec, check_readers, check_spec, item_location
-from .models import Asset, AuditEvent, DataSource, User, utcnow
+from .models import ROLES, Asset, AuditEvent, DataSource, User, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -33,12 +33,12 @@ class SourceRegistry:
     sessions: sessionmaker[Session]
 
     def add_source(self, actor: User | None, name: str, kind: str, location: str, domain: str,
-                   readers: tuple[str, ...], roles: tuple[str, ...]) -> SourceSpec:
+                   readers: tuple[str, ...]) -> SourceSpec:
         """Admins only (``actor`` None: the command line). ``readers``: "role:NAME" or "user:NAME"."""
         if actor is not None:
             self.require_admin(actor, "source.add")
         location = check_spec(name, kind, location)
-        readers = check_readers(readers, roles)
+        readers = check_readers(readers, ROLES)
         with self.sessions.begin() as s:
             if s.scalar(select(DataSource.id).where(DataSource.name == name)) is not None:
                 raise LoupeError(f"A data source named {name!r} exists (or was removed while cases still read from "

@@ -17,6 +17,7 @@ from ..plugins import IngestedAsset
 from ..vlm.base import RunRecord
 from .assets import AssetStore
 from .models import (
+    ROLES,
     Adapter,
     Asset,
     AuditEvent,
@@ -34,7 +35,6 @@ from .models import (
 from .passwords import check_new_password, dummy_hash, hash_password, verify_password
 from .sources import SourceRegistry
 
-ROLES = ("user", "reviewer", "admin")
 VERDICTS = ("accepted", "edited", "rejected")
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
 _Row = TypeVar("_Row")

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import InputRejected
 
-# Asset keys and roles that hold the picture an analyst looks at, best first
+# Asset keys that hold the picture an analyst looks at, best first (else the first GeoTIFF asset by key)
 PREFERRED_KEYS = ("visual", "image", "data")
 GEOTIFF = "image/tiff"
 
