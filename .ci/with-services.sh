@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a command with the services the test suite needs: Debian's Chromium (browser test), Tesseract
-# (OCR engine test), nginx (reverse-proxy test; the test starts its own unprivileged instance) and a
-# throwaway PostgreSQL cluster on loopback (database tests run on SQLite and PostgreSQL).
+# (OCR engine test), nginx (reverse-proxy test; the test starts its own unprivileged instance), Orthanc
+# with its DICOMweb plugin (PACS tests; each starts its own on loopback) and a throwaway PostgreSQL cluster
+# on loopback (database tests run on SQLite and PostgreSQL).
 # Exports LOUPE_TEST_POSTGRES_URL, LOUPE_TEST_CHROMIUM and LOUPE_TEST_NGINX for the tests; removes the
 # cluster on exit.
 set -euo pipefail
@@ -12,11 +13,14 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
 nginx_bin() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
 [ -n "$(nginx_bin)" ] || need+=(nginx)
+[ -x /usr/sbin/Orthanc ] || command -v Orthanc >/dev/null || need+=(orthanc)
+ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || need+=(orthanc-dicomweb)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}" >&2
     apt-get update -qq >/dev/null
-    # No service starts at install (no nginx on port 80, no extra cluster): the tests start their own.
+    # No service starts at install (no nginx on port 80, no extra cluster, no system Orthanc): the tests
+    # start their own.
     policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1

@@ -6,22 +6,25 @@ from __future__ import annotations
 import click
 
 from loupe.core.config import Settings
+from loupe.core.sources import KINDS
 
 from .cli_common import open_store
 
 
 @click.group()
 def sources() -> None:
-    """Data sources: folders, HTTP(S) prefixes of COGs and STAC catalogues that cases are opened from where
-    they live."""
+    """Data sources: folders, HTTP(S) prefixes of COGs, STAC catalogues and PACS (DICOMweb) that cases are
+    opened from where they live."""
 
 
 @sources.command("add")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["folder", "http", "stac"]), required=True,
+@click.option("--kind", type=click.Choice(list(KINDS)), required=True,
               help="folder: a folder on this server; http: an http(s):// prefix of Cloud-Optimized GeoTIFFs; "
-                   "stac: a static STAC catalogue (its catalog.json, a file or a URL).")
-@click.option("--location", required=True, help="The folder's absolute path, the http(s) prefix, or the catalogue.")
+                   "stac: a static STAC catalogue (its catalog.json, a file or a URL); dicomweb: a PACS's "
+                   "DICOMweb root (e.g. http://pacs:8042/dicom-web/).")
+@click.option("--location", required=True,
+              help="The folder's absolute path, the http(s) prefix, the catalogue, or the DICOMweb root.")
 @click.option("--domain", required=True, help="The tab its items open in (e.g. remote_sensing).")
 @click.option("--reader", "readers", multiple=True, metavar="role:NAME|user:NAME",
               help="Who may read it (repeat). Administrators always may; nobody else unless named here.")
@@ -56,20 +59,22 @@ def sources_remove(settings: Settings, name: str) -> None:
 
 @sources.command("items")
 @click.argument("name")
-@click.option("--under", default="", help="A folder within the source.")
+@click.option("--search", default="", help="Items containing this text; for a PACS, filters: modality (CT), "
+                                          "date or range (20240101-20241231), patient ID, or key=value "
+                                          "(patient, name, modality, date, accession, study).")
 @click.pass_obj
-def sources_items(settings: Settings, name: str, under: str) -> None:
-    """The items of a folder source its domain can open (an http source cannot be listed: give the item's
-    path to `open`)."""
+def sources_items(settings: Settings, name: str, search: str) -> None:
+    """The items of a source its domain can open, one per line: the item, a tab, its label (an http source
+    cannot be listed: give the item's path to `open`)."""
     from loupe.core.plugins import discover
-    from loupe.core.sources import list_items
+    from loupe.core.sources import search_items
 
     spec = next((s for s in open_store(settings).sources() if s.name == name), None)
     if spec is None:
         raise click.BadParameter(f"no data source named {name!r}", param_hint="NAME")
     domain = discover().get(spec.domain)
-    for item in list_items(spec, under, tuple(domain.accepts) if domain else ()):
-        click.echo(item)
+    for label, item in search_items(spec, search, tuple(domain.accepts) if domain else ()):
+        click.echo(item if label == item else f"{item}\t{label}")
 
 
 @click.command("open")

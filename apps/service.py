@@ -16,7 +16,9 @@ from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, InputRejected, LoupeError, ModelUnavailable
 from loupe.core.jobs import JobRunner, report_progress
 from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualContext, discover
-from loupe.core.sources import check_item, item_location, list_items
+from loupe.core.sources import check_item, item_location, search_items
+from loupe.core.sources.dicomweb import KIND as DICOMWEB
+from loupe.core.sources.dicomweb import search_filters
 from loupe.core.sources.locations import MAX_ITEM_CHARS
 from loupe.core.sources.stac import stac_asset_path
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
@@ -200,15 +202,18 @@ class LoupeService:
         self.store.audit(user, "source.open", case_id=case_id, detail={"source": source.name})
         return case_id
 
-    def source_items(self, user: User, source_name: str, search: str = "") -> list[str]:
-        """Items of a source the user may read (a folder's files its domain can open, a STAC catalogue's item
-        ids) that contain ``search`` (case-insensitive), listed in a worker; audited as a listing."""
+    def source_items(self, user: User, source_name: str, search: str = "") -> list[tuple[str, str]]:
+        """(label, item) pairs of a source the user may read, found in a worker: a folder's files its domain
+        can open or a STAC catalogue's item ids containing ``search``, a PACS's series matching its filters.
+        Audited as a listing (the filters' names, not their values: a patient ID is one)."""
         _, source = self.store.readable_source(user, source_name)
         domain = self.domain(source.domain)
-        items = self.jobs.run(user.username, "Listing the source", list_items, (source, "", tuple(domain.accepts)))
-        self.store.audit(user, "source.list", detail={"source": source.name})
-        term = search.strip().lower()
-        return [i for i in items if term in i.lower()] if term else items
+        items = self.jobs.run(user.username, "Searching the source", search_items,
+                              (source, search, tuple(domain.accepts)))
+        keys = sorted(search_filters(search)) if source.kind == DICOMWEB else []
+        self.store.audit(user, "source.list", detail={"source": source.name, "found": len(items)}
+                         | ({"filters": keys} if keys else {}))
+        return items
 
     def switch_model(self, user: User, demo: bool) -> None:
         """Admins only: load the configured model again, or the random-weight demo model."""

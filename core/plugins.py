@@ -35,8 +35,9 @@ class IngestedAsset:
     reference: tuple[str, str] | None = None
 
     def with_bytes(self) -> IngestedAsset:
-        """This asset with its bytes, read from ``path`` when they were left behind (never a lazy one's)."""
-        if self.data or self.path is None or self.meta.get("lazy"):
+        """This asset with its bytes, read from ``path`` when they were left behind (never a lazy one's, nor
+        one read by reference)."""
+        if self.data or self.path is None or self.meta.get("lazy") or self.meta.get("by_reference"):
             return self
         return replace(self, data=Path(self.path).read_bytes())
 

@@ -105,8 +105,8 @@ def test_a_stac_catalogue_lists_its_items_and_opens_their_image_by_reference(ser
     store = service.store
     store.add_source(None, "stac", "stac", location, "remote_sensing", ("role:user",))
     ana = store.add_user("ana", "ana-password-12", "user")
-    assert service.source_items(ana, "stac") == ["elsewhere", "harbour-2024"]
-    assert service.source_items(ana, "stac", "HARB") == ["harbour-2024"]
+    assert service.source_items(ana, "stac") == [("elsewhere", "elsewhere"), ("harbour-2024", "harbour-2024")]
+    assert service.source_items(ana, "stac", "HARB") == [("harbour-2024", "harbour-2024")]
     case_id = service.open_item(ana, "stac", "harbour-2024")
     raster, _ = service.case_assets(ana, case_id)
     assert raster.meta["by_reference"] and (raster.width, raster.height) == (SIDE, SIDE)

@@ -137,17 +137,19 @@ class Workspace:
                                                      scale=1)
                     by_reference = hasattr(self.domain, "open_item")
                     with gr.Tab("From a data source", visible=by_reference):
-                        gr.Markdown("Open an item where it lives (a server folder, a COG by URL): only what the "
-                                    "viewer needs is copied; tiles are read when a question needs them.",
+                        gr.Markdown("Open an item where it lives (a server folder, a COG by URL, a series in the "
+                                    "PACS): only what the viewer needs is copied; tiles and slices are read when "
+                                    "they are looked at or a question needs them.",
                                     elem_classes="hint")
                         source = gr.Dropdown([], value=None, label="Data source", elem_id=f"{d}-source",
                                              allow_custom_value=True)  # the store refuses a source not the user's
                         with gr.Row():
-                            item_search = gr.Textbox(show_label=False, placeholder="Search item paths",
-                                                     elem_id=f"{d}-item-search", scale=3, container=False)
+                            item_search = gr.Textbox(show_label=False, elem_id=f"{d}-item-search", scale=3,
+                                                     placeholder="Search: a path; for a PACS, CT, a date, a patient ID",
+                                                     container=False)
                             list_items_button = gr.Button("List", size="sm", variant="secondary", scale=1,
                                                           elem_id=f"{d}-list-items")
-                        item = gr.Dropdown([], value=None, label="Item (its path in the source)",
+                        item = gr.Dropdown([], value=None, label="Item (its path, or a PACS series)",
                                            allow_custom_value=True, elem_id=f"{d}-item")
                         source_title = gr.Textbox(label="Title", placeholder="Short description, no patient names",
                                                   elem_id=f"{d}-source-title")
@@ -232,7 +234,7 @@ class Workspace:
             except LoupeError as exc:
                 return gr.update(choices=[]), f"⚠️ {exc}"
             note = f"{len(found)} item{'s' * (len(found) != 1)} found." if found else "No item matches."
-            return gr.update(choices=found, value=found[0] if len(found) == 1 else None), note
+            return gr.update(choices=found, value=found[0][1] if len(found) == 1 else None), note
 
         def open_item(source_name: str | None, item_path: str | None, title_text: str, request: gr.Request,
                       progress=gr.Progress()):  # noqa: B008 - Gradio's idiom

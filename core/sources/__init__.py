@@ -3,9 +3,11 @@
 A case opened from a source holds a reference (the source and the item's path there), never a copy of a
 giant image: its tiles are read on demand, through the same access check and audit as stored files.
 Kinds so far: ``folder`` (a server folder), ``http`` (an HTTP(S) prefix of Cloud-Optimized GeoTIFFs,
-read with range requests through GDAL's /vsicurl/) and ``stac`` (a static STAC catalogue, stac.py).
+read with range requests through GDAL's /vsicurl/), ``stac`` (a static STAC catalogue, stac.py) and
+``dicomweb`` (a PACS: series searched with QIDO-RS, read with WADO-RS, dicomweb.py).
 """
 
-from .locations import KINDS, SourceSpec, check_item, check_readers, check_spec, item_location, list_items
+from .locations import KINDS, SourceSpec, check_item, check_readers, check_spec, item_location, list_items, search_items
 
-__all__ = ["KINDS", "SourceSpec", "check_item", "check_readers", "check_spec", "item_location", "list_items"]
+__all__ = ["KINDS", "SourceSpec", "check_item", "check_readers", "check_spec", "item_location", "list_items",
+           "search_items"]

@@ -2,7 +2,8 @@
 
 Kinds: ``folder`` (a server folder), ``http`` (an http(s) prefix of COGs, read through GDAL's /vsicurl/),
 ``stac`` (a static STAC catalogue, as a file or a URL: its items are listed, and a case keeps the path of
-the item's GeoTIFF asset relative to the catalogue's folder, read like a folder or http item).
+the item's GeoTIFF asset relative to the catalogue's folder, read like a folder or http item), ``dicomweb``
+(a PACS's DICOMweb root: items are series, searched with QIDO-RS; see ``dicomweb``).
 
 An item is a relative path typed by a user (or listed for them): it never names a place outside its
 source. A folder item is resolved with symbolic links followed and must stay under the folder; an HTTP
@@ -18,9 +19,11 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..errors import InputRejected, LoupeError
+from .dicomweb import KIND as DICOMWEB
+from .dicomweb import check_base, search_series, series_location
 from .stac import catalogue_root, is_remote, stac_items
 
-KINDS = ("folder", "http", "stac")
+KINDS = ("folder", "http", "stac", DICOMWEB)
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 READER = re.compile(r"(role|user):[A-Za-z0-9_.@-]{1,64}")
 MAX_ITEM_CHARS = 1024
@@ -31,7 +34,8 @@ MAX_LISTED = 500  # items one listing returns
 class SourceSpec:
     name: str
     kind: str
-    location: str  # a folder's absolute path, an http(s) prefix ending in "/", or a STAC catalogue's file or URL
+    location: str  # a folder's absolute path, an http(s) prefix ending in "/", a STAC catalogue's file or URL,
+    # or a DICOMweb root ending in "/"
     domain: str
     readers: tuple[str, ...] = ()  # "role:NAME" / "user:NAME"; admins read every source
 
@@ -53,6 +57,8 @@ def check_spec(name: str, kind: str, location: str) -> str:
         if not catalogue.is_absolute() or not catalogue.is_file():
             raise LoupeError(f"{location!r} is not a STAC catalogue file given by its absolute path, nor a URL.")
         return str(catalogue.resolve())
+    if kind == DICOMWEB:
+        return check_base(location)
     parts = urlsplit(location)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LoupeError("An http source is an http:// or https:// address.")
@@ -83,7 +89,10 @@ def check_item(item: str) -> str:
 
 
 def item_location(spec: SourceSpec, item: str) -> str:
-    """What GDAL (or another reader) opens for ``item``: a file path, or a /vsicurl/ address."""
+    """What GDAL (or another reader) opens for ``item``: a file path, or a /vsicurl/ address; for a DICOMweb
+    source, the series' address marked ``dicomweb+``."""
+    if spec.kind == DICOMWEB:
+        return series_location(spec.location, item)
     item = check_item(item)
     base = catalogue_root(spec.location) if spec.kind == "stac" else spec.location  # a STAC item: its asset's path
     if not is_remote(base):
@@ -103,7 +112,7 @@ def list_items(spec: SourceSpec, under: str = "", suffixes: tuple[str, ...] = ()
     if spec.kind == "stac":
         return stac_items(spec.location, MAX_LISTED)
     if spec.kind != "folder":
-        raise LoupeError(f"A {spec.kind} source cannot be listed: type the item's path.")
+        raise LoupeError(f"A {spec.kind} source cannot be listed: search it, or type the item's path.")
     root = Path(spec.location).resolve()
     start = root / check_item(under) if under else root
     if not start.resolve().is_relative_to(root) or not start.is_dir():
@@ -118,3 +127,12 @@ def list_items(spec: SourceSpec, under: str = "", suffixes: tuple[str, ...] = ()
             if len(found) >= MAX_LISTED:
                 return found
     return found
+
+
+def search_items(spec: SourceSpec, text: str = "", suffixes: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(label, item) pairs for a search box: a PACS's series matching the filters in ``text`` (QIDO-RS), or
+    the listed items containing ``text`` (case-insensitive), labelled by their path."""
+    if spec.kind == DICOMWEB:
+        return search_series(spec.location, text, MAX_LISTED)
+    term = text.strip().lower()
+    return [(item, item) for item in list_items(spec, "", suffixes) if term in item.lower()]

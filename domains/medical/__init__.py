@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,15 @@ from PIL import Image
 from loupe.core.errors import InputRejected
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
+from .deid.batch import encode
+from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import frame_values, read_dataset
 from .ingest import evenly_spaced, ingest_dicom, png_image
+from .pacs import fetch_instance, series_frames, series_of
+from .pacs import instances as pacs_instances
 from .slides import ingest_vendor_slide
 from .viewer import studies_html
-from .windowing import ct_channels
+from .windowing import ct_channels, display
 
 PROMPTS = ("Describe the findings on this chest radiograph.", "Is there a pleural effusion or a pneumothorax?",
            "Write a report with findings and an impression.", "Compare the left and right lungs.")
@@ -60,14 +64,30 @@ class MedicalDomain:
 
     def ingest(self, data: bytes, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
-        from loupe.core.secrets import installation_secret
-
-        if self._home is None:
-            raise RuntimeError("the medical domain needs configure(settings) before ingest")
+        secret = self._secret()
         slide = ingest_vendor_slide(data, limits, progress)  # SVS, NDPI...: re-written without labels
         if slide is not None:
             return slide
-        return ingest_dicom(data, limits, installation_secret(self._home, "deid"), progress, _text_finder())
+        return ingest_dicom(data, limits, secret, progress, _text_finder())
+
+    def open_item(self, location: str, limits: Budgets,
+                  progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        """A series in a PACS (a dicomweb source), by reference: its slices are fetched as they are viewed."""
+        from loupe.core.sources.dicomweb import is_series_location
+
+        from .pacs import open_series
+
+        if not is_series_location(location):
+            raise InputRejected("The medical tab opens series from a PACS (a dicomweb data source); upload files "
+                                "from elsewhere.")
+        return open_series(location, limits, self._secret(), progress, _text_finder())
+
+    def _secret(self) -> bytes:
+        from loupe.core.secrets import installation_secret
+
+        if self._home is None:
+            raise RuntimeError("the medical domain needs configure(settings) first")
+        return installation_secret(self._home, "deid")
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
         levels = [a for a in assets if a.meta.get("kind") == "slide_level"]
@@ -80,6 +100,9 @@ class MedicalDomain:
                 f" at {meta['microns_per_pixel']:.3g} µm per pixel." if meta.get("microns_per_pixel") else ".")
             return VisualContext(images=[], extra_text=text,
                                  pyramid=PyramidRequest(paths if len(paths) > 1 else paths[0], 10**8))
+        series = series_of(assets)
+        if series is not None:  # in a PACS: the slices asked about are fetched now
+            return self._series_context(series)
         views = [a for a in assets if a.meta.get("kind") == "view"]
         if not views:
             raise InputRejected("This case holds a structured report and no image: check its text in the report "
@@ -92,13 +115,23 @@ class MedicalDomain:
         else:
             images = [png_image(view) for view in chosen]
             windows = "shown with the file's own window"
-        facts = ", ".join(f"{k}: {v}" for k, v in first.items() if k in PROMPT_FACTS)
-        where = ", ".join(f"slice {v.meta['series_position'] + 1}/{v.meta['slices']}"
-                          + (f" frame {v.meta['frame'] + 1}/{v.meta['frames']}" if v.meta["frames"] > 1 else "")
-                          for v in chosen)
-        text = f"Study: {facts or 'no header facts'}. Images: {where}; {windows}.\n\nQuestion:"
-        return VisualContext(images=images, extra_text=text,
-                             meta={"views_read": [v.meta["series_position"] for v in chosen]})
+        where = [(v.meta["series_position"], v.meta["slices"], v.meta["frame"], v.meta["frames"]) for v in chosen]
+        return _context(images, first, where, windows)
+
+    def _series_context(self, series: IngestedAsset) -> VisualContext:
+        frames = series_frames(series)
+        limits = Budgets.from_env()
+        ct = series.meta.get("Modality") == "CT"
+        images, where = [], []
+        for index in evenly_spaced(len(frames), SLICES_PER_QUESTION):
+            slice_index, uid, frame, count = frames[index]
+            ds = fetch_instance(str(series.path), uid, limits)
+            values = frame_values(ds, frame)
+            images.append(ct_channels(values) if ct else display(ds, values))
+            where.append((slice_index, series.meta["slices"], frame, count))
+        windows = ("each image holds three CT windows: red lung, green mediastinum, blue bone" if ct
+                   else "shown with the file's own window")
+        return _context(images, series.meta, where, windows)
 
     def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
         """For a slide, the tiles the answer was read from; other images are not cited yet."""
@@ -115,11 +148,22 @@ class MedicalDomain:
             raise KeyError(name)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            for n, asset in enumerate(a for a in assets if a.media_type == "application/dicom"):
-                archive.writestr(f"image_{n + 1:04d}.dcm", asset.data)  # de-identified as stored
+            for n, data in enumerate(self._dicom_files(assets)):
+                archive.writestr(f"image_{n + 1:04d}.dcm", data)
             for asset in (a for a in assets if a.meta.get("kind") == "sr_text"):
                 archive.writestr("structured_report.txt", asset.data)  # cleaned as stored
         return out.getvalue()
+
+    def _dicom_files(self, assets: Sequence[IngestedAsset]) -> Iterator[bytes]:
+        """The case's DICOM files de-identified: as stored, or (a series in a PACS) fetched one at a time and
+        de-identified exactly as an upload is."""
+        series = series_of(assets)
+        if series is None:
+            yield from (a.data for a in assets if a.media_type == "application/dicom")
+            return
+        deidentify = Deidentifier(DeidOptions(self._secret()))
+        for ds in pacs_instances(series, Budgets.from_env()):
+            yield encode(deidentify(ds, in_place=True)[0])
 
     def build_tab(self, tab: DomainTab) -> None:
         from .report_panel import add_report_panel  # Gradio is loaded only where a tab is built
@@ -129,6 +173,15 @@ class MedicalDomain:
         tab.add_prompts(PROMPTS)
         add_window_controls(tab)
         add_report_panel(tab)
+
+
+def _context(images: list[Image.Image], facts_of: dict, where: list[tuple[int, int, int, int]],
+             windows: str) -> VisualContext:
+    """The prompt for slices ``where`` = (slice, slices, frame, frames) shown as ``images``."""
+    facts = ", ".join(f"{k}: {v}" for k, v in facts_of.items() if k in PROMPT_FACTS)
+    read = ", ".join(f"slice {s + 1}/{n}" + (f" frame {f + 1}/{m}" if m > 1 else "") for s, n, f, m in where)
+    text = f"Study: {facts or 'no header facts'}. Images: {read}; {windows}.\n\nQuestion:"
+    return VisualContext(images=images, extra_text=text, meta={"views_read": [s for s, *_ in where]})
 
 
 def _ct_view(assets: Sequence[IngestedAsset], view: dict) -> Image.Image:

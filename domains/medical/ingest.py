@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
+import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 
@@ -108,9 +109,7 @@ def ingest_dicom(data: bytes, limits: Budgets, secret: bytes, progress: Progress
     for position, ds in enumerate(datasets):
         clean, report = deidentify(ds, in_place=True)
         shape = geometry(clean)
-        facts = header_facts(clean)
-        window = file_window(clean)
-        meta = {"kind": "dicom", "series_position": position, "frames": shape.frames, **facts,
+        meta = {"kind": "dicom", "series_position": position, "frames": shape.frames, **header_facts(clean),
                 "deid": report.as_dict()["actions"], "burned_in_annotation": report.burned_in_annotation}
         assets.append(IngestedAsset(encode(clean), "application/dicom", shape.columns, shape.rows, meta))
         # Every frame is decoded once, one at a time, shown or not: a damaged one refuses the upload before
@@ -118,19 +117,27 @@ def ingest_dicom(data: bytes, limits: Budgets, secret: bytes, progress: Progress
         for frame, values in enumerate(iter_frame_values(clean)):
             if (position, frame) not in shown:
                 continue
-            image = display(clean, values)
-            found = find_text_scaled(image, find_text) if find_text else []
-            view_meta = {"kind": "view", "series_position": position, "frame": frame, "frames": shape.frames,
-                         "slices": len(datasets), **facts,
-                         "window": [window.center, window.width] if window else None,
-                         "burned_in_annotation": report.burned_in_annotation,
-                         "text_regions": [{"box": [round(v, 1) for v in r.box], "confidence": round(r.confidence, 3)}
-                                          for r in found]}
-            assets.append(IngestedAsset(pixels_only_png(image), "image/png", image.width, image.height, view_meta))
+            assets.append(view_asset(clean, values, (position, frame), len(datasets), report.burned_in_annotation,
+                                     find_text))
             done += 1
             if progress is not None:  # per frame shown: the text-region finder is the slow part
                 progress(done, len(shown))
     return assets
+
+
+def view_asset(clean: Dataset, values: np.ndarray, where: tuple[int, int], slices: int, burned_in: bool,
+               find_text: Callable[[Image.Image], list] | None) -> IngestedAsset:
+    """The display PNG of frame ``where = (slice, frame)`` of a de-identified dataset, with what it shows and
+    the text regions found in it (boxes only)."""
+    image = display(clean, values)
+    found = find_text_scaled(image, find_text) if find_text else []
+    window = file_window(clean)
+    meta = {"kind": "view", "series_position": where[0], "frame": where[1], "frames": geometry(clean).frames,
+            "slices": slices, **header_facts(clean), "window": [window.center, window.width] if window else None,
+            "burned_in_annotation": burned_in,
+            "text_regions": [{"box": [round(v, 1) for v in r.box], "confidence": round(r.confidence, 3)}
+                             for r in found]}
+    return IngestedAsset(pixels_only_png(image), "image/png", image.width, image.height, meta)
 
 
 def png_image(asset: IngestedAsset) -> Image.Image:

@@ -1,5 +1,6 @@
 """The medical tab's window and slice controls: any frame of the case, in a named preset or a free
-centre/width, rendered on the server from the stored de-identified DICOM.
+centre/width, rendered on the server from the stored de-identified DICOM (or, for a series in a PACS,
+from the slice fetched when it is asked for).
 
 The image goes to the browser inline (a data URI in the HTML) so that no case image ever passes
 through Gradio's file cache.
@@ -15,28 +16,33 @@ from collections.abc import Sequence
 import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
 
 from loupe.core.errors import LoupeError
-from loupe.core.plugins import DomainTab, IngestedAsset
+from loupe.core.plugins import Budgets, DomainTab, IngestedAsset
 
 from .dicom_image import frame_values, read_dataset
+from .pacs import fetch_instance, series_frames, series_of
 from .windowing import PRESETS, Window, display, file_window
 
 FILE_WINDOW = "as stored"
 CHOICES = [FILE_WINDOW, *PRESETS, "custom"]
 
 
-def frames_of(assets: Sequence[IngestedAsset]) -> list[tuple[IngestedAsset, int]]:
-    """Every (DICOM asset, frame) of the case, in series order."""
-    return [(a, f) for a in assets if a.meta.get("kind") == "dicom" for f in range(int(a.meta.get("frames", 1)))]
+def frames_of(assets: Sequence[IngestedAsset]) -> list[tuple[IngestedAsset, str | None, int]]:
+    """Every (DICOM asset, instance UID in a PACS or None, frame) of the case, in series order."""
+    series = series_of(assets)
+    if series is not None:
+        return [(series, uid, frame) for _, uid, frame, _ in series_frames(series)]
+    return [(a, None, f) for a in assets if a.meta.get("kind") == "dicom" for f in range(int(a.meta.get("frames", 1)))]
 
 
 def render_frame(assets: Sequence[IngestedAsset], number: int, preset: str, center: float, width: float) -> str:
-    """HTML showing frame ``number`` (1-based) with the chosen window."""
+    """HTML showing frame ``number`` (1-based) with the chosen window; a slice of a series in a PACS is
+    fetched from it now."""
     frames = frames_of(assets)
     if not frames:
         return '<p class="loupe-window empty">No DICOM image in this case.</p>'
     number = min(max(int(number), 1), len(frames))
-    asset, frame = frames[number - 1]
-    ds = read_dataset(asset.data)
+    asset, uid, frame = frames[number - 1]
+    ds = read_dataset(asset.data) if uid is None else fetch_instance(str(asset.path), uid, Budgets.from_env())
     window = (PRESETS.get(preset) or (Window(center, width) if preset == "custom" else None)
               if preset != FILE_WINDOW else None)
     image = display(ds, frame_values(ds, frame), window)

@@ -58,6 +58,11 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
     if views[0].case_id is not None:
         figures.append(f'<p class="loupe-downloads">Download the de-identified DICOM: '
                        f'<a href="/case-export/{views[0].case_id}/zip" download>zip</a></p>')
+    series = next((a for a in assets if a.meta.get("kind") == "dicom_series"), None)
+    if series is not None:
+        figures.append(f'<p class="loupe-pacs">This series stays in the PACS: {series.meta["slices"]} slices, '
+                       "each fetched when you move to it under <em>Window and slice</em>. The download fetches "
+                       "and de-identifies every slice.</p>")
     figures.append('<div class="loupe-grid">' if len(views) > 1 else "<div>")
     for view in views:
         width, height = view.width or 1, view.height or 1

@@ -1,0 +1,70 @@
+"""A throwaway Orthanc PACS with its DICOMweb plugin, on loopback: for the tests and `loupe bench sources`.
+
+Debian's packages: ``orthanc`` (/usr/sbin/Orthanc) and ``orthanc-dicomweb`` (the plugin). The server keeps
+its database and files in the folder given, answers HTTP on ``port`` only to this machine, has no DICOM
+port and no accounts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PLUGIN_FOLDERS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins")
+START_S = 60.0
+
+
+def orthanc_binary() -> str | None:
+    return shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
+
+
+def dicomweb_plugin() -> str | None:
+    found = [p for folder in PLUGIN_FOLDERS for p in Path(folder).glob("libOrthancDicomWeb.so*")]
+    return str(found[0]) if found else None
+
+
+@contextmanager
+def running_orthanc(folder: Path, port: int, binary: str | None = None, plugin: str | None = None,
+                    verbose: bool = False) -> Iterator[str]:
+    """Orthanc serving DICOMweb on ``port``; yields the DICOMweb root (``http://127.0.0.1:PORT/dicom-web/``).
+    ``verbose``: every HTTP request is written to ``folder / "orthanc.log"`` (what a test counts)."""
+    binary, plugin = binary or orthanc_binary(), plugin or dicomweb_plugin()
+    if not binary or not plugin:
+        raise RuntimeError("Orthanc and its DICOMweb plugin are not installed (Debian: orthanc orthanc-dicomweb)")
+    storage = folder / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = folder / "orthanc.json"
+    config.write_text(json.dumps({
+        "Name": "loupe-test", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
+        "HttpPort": port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "DicomServerEnabled": False, "Plugins": [plugin],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}))
+    log = (folder / "orthanc.log").open("wb")
+    process = subprocess.Popen([binary, *(["--verbose"] if verbose else []), str(config)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/system", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    said = (folder / "orthanc.log").read_text()[-2000:]
+                    raise RuntimeError(f"Orthanc did not start: {said}") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/dicom-web/"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

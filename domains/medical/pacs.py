@@ -1,0 +1,121 @@
+"""A series opened from a PACS (a DICOMweb source) by reference.
+
+Opening reads the series' metadata (WADO-RS, no pixels), checks every slice's size against the budgets,
+orders the slices in space and fetches one instance, the middle slice, for the viewer. The case keeps the
+series' address, its instances' UIDs in order (to fetch a slice again) and, from the de-identified middle
+slice, what an upload keeps: header facts, the de-identification actions, the display PNG with its text
+regions. Other slices are fetched when they are viewed, asked about or exported; an export de-identifies
+each instance exactly as an upload is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from PIL import Image
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+
+from loupe.core.errors import InputRejected, LoupeError
+from loupe.core.plugins import Budgets, IngestedAsset
+from loupe.core.sources.dicomweb import client, parse_location
+
+from .deid.deidentify import Deidentifier, DeidOptions
+from .dicom_image import check_size, frame_values, geometry
+from .ingest import header_facts, view_asset
+from .series import order_slices
+from .windowing import file_window
+
+KIND = "dicom_series"  # the asset read by reference
+PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009")  # fetched with the instance, never with the metadata
+NEEDED = tuple(f"{tag_for_keyword(k):08X}" for k in (
+    "SOPInstanceUID", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "InstanceNumber",
+    "ImagePositionPatient", "ImageOrientationPatient"))
+
+Progress = Callable[[int, int], None]
+
+
+def _request(what: str, call: Callable[[], object]) -> object:
+    from requests import RequestException
+
+    try:
+        return call()
+    except RequestException as exc:
+        raise LoupeError(f"The PACS did not answer ({what}: {type(exc).__name__}).") from None
+
+
+def _header(attributes: dict) -> Dataset:
+    """What opening needs of one instance's metadata (its size, place and UID) as a dataset; its pixel data
+    an empty value. Converting the whole metadata takes pydicom ~20 ms an instance: 10 s for a 500-slice CT."""
+    kept = {tag: attributes[tag] for tag in NEEDED if tag in attributes}
+    ds = Dataset.from_json(kept)
+    if any(tag in attributes for tag in PIXEL_TAGS):
+        ds.PixelData = b""
+    return ds
+
+
+def series_headers(location: str, limits: Budgets) -> list[Dataset]:
+    """The series' image instances, ordered in space, each checked against the budgets from its header."""
+    ref = parse_location(location)
+    found = _request("series metadata", lambda: client(ref.base).retrieve_series_metadata(ref.study, ref.series))
+    limits.check("max_slices", len(found), "The series' image count")
+    headers = [h for h in map(_header, found) if geometry(h) is not None]
+    if not headers:
+        raise InputRejected("This series holds no image (a report or presentation state series?).")
+    ordered = order_slices(headers)
+    for n, ds in enumerate(ordered):
+        check_size(geometry(ds), limits, f"Slice {n + 1}" if len(ordered) > 1 else "The image")
+    return ordered
+
+
+def fetch_instance(location: str, uid: str, limits: Budgets) -> Dataset:
+    """One instance of the series with its pixels, its size checked from its header before any decoding."""
+    ref = parse_location(location)
+    ds = _request("one image", lambda: client(ref.base).retrieve_instance(ref.study, ref.series, uid))
+    shape = geometry(ds)
+    if shape is None:
+        raise InputRejected("The PACS sent an image without pixels.")
+    check_size(shape, limits, "The image")
+    return ds
+
+
+def open_series(location: str, limits: Budgets, secret: bytes, progress: Progress | None = None,
+                find_text: Callable[[Image.Image], list] | None = None) -> list[IngestedAsset]:
+    headers = series_headers(location, limits)
+    if progress is not None:
+        progress(1, 2)
+    middle = len(headers) // 2
+    instances = [[str(ds.SOPInstanceUID), geometry(ds).frames] for ds in headers]
+    clean, report = Deidentifier(DeidOptions(secret))(fetch_instance(location, instances[middle][0], limits),
+                                                     in_place=True)
+    shape = geometry(clean)
+    window = file_window(clean)
+    view = view_asset(clean, frame_values(clean, 0), (middle, 0), len(headers), report.burned_in_annotation,
+                      find_text)
+    meta = {"kind": KIND, "by_reference": True, "slices": len(headers), "frames": shape.frames,
+            **header_facts(clean), "window": [window.center, window.width] if window else None,
+            "deid": report.as_dict()["actions"], "burned_in_annotation": report.burned_in_annotation,
+            "instances": instances}
+    if progress is not None:
+        progress(2, 2)
+    return [IngestedAsset(b"", "application/dicom", shape.columns, shape.rows, meta), view]
+
+
+def series_frames(asset: IngestedAsset) -> list[tuple[int, str, int, int]]:
+    """(slice, instance UID, frame, frames) of every frame of a series read by reference, in order."""
+    return [(n, uid, frame, int(frames)) for n, (uid, frames) in enumerate(asset.meta["instances"])
+            for frame in range(int(frames))]
+
+
+def is_series(asset: IngestedAsset) -> bool:
+    return asset.meta.get("kind") == KIND
+
+
+def instances(asset: IngestedAsset, limits: Budgets) -> Iterator[Dataset]:
+    """Every instance of the series, fetched one at a time (an export)."""
+    for uid, _ in asset.meta["instances"]:
+        yield fetch_instance(str(asset.path), uid, limits)
+
+
+def series_of(assets: Sequence[IngestedAsset]) -> IngestedAsset | None:
+    return next((a for a in assets if is_series(a)), None)

@@ -1,0 +1,67 @@
+"""Orthanc for the tests (apps/orthanc_server.py), found or the test skipped locally / failed in CI, and
+generated series to load into it."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import missing_service
+from helpers import free_port
+from pydicom.uid import generate_uid
+
+from loupe.apps.orthanc_server import dicomweb_plugin, orthanc_binary, running_orthanc
+
+CT_SMALL = Path(__file__).parents[1] / "data" / "medical" / "dicom" / "CT_small.dcm"
+PATIENT = ("DOE^JANE", "PID-4711")  # searched for in everything Loupe keeps or shows
+
+
+@contextmanager
+def orthanc(folder: Path) -> Iterator[str]:
+    """A running Orthanc with DICOMweb, logging every request; yields its DICOMweb root."""
+    if not (orthanc_binary() and dicomweb_plugin()):
+        missing_service("Orthanc is not installed (.ci/with-services.sh installs orthanc and orthanc-dicomweb)")
+    try:
+        with running_orthanc(folder, free_port(), verbose=True) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def ct_series(slices: int, modality: str = "CT") -> list[pydicom.Dataset]:
+    """A series of ``slices`` CT_small copies along z (stored out of order), named for PATIENT."""
+    base = pydicom.dcmread(CT_SMALL)
+    study, series = generate_uid(), generate_uid()
+    out = []
+    for n in range(slices):
+        ds = copy.deepcopy(base)
+        ds.PatientName, ds.PatientID = PATIENT
+        ds.Modality = modality
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = [0.0, 0.0, float((n * 7) % slices) * 2.5]  # a permutation of the positions
+        ds.InstanceNumber = n + 1
+        arr = ds.pixel_array.copy()
+        arr[:8, :8] = n * 10  # each slice's pixels differ
+        ds.PixelData = arr.tobytes()
+        out.append(ds)
+    return out
+
+
+def store(base: str, datasets: list[pydicom.Dataset]) -> None:
+    from dicomweb_client import DICOMwebClient
+
+    DICOMwebClient(base.rstrip("/")).store_instances(datasets)
+
+
+def instance_reads(folder: Path) -> list[str]:
+    """The SOP Instance UIDs whose instance (pixels included) Orthanc has served, in order."""
+    log = (folder / "orthanc.log").read_text(errors="replace")
+    return re.findall(r"\(http\) GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)\s*$", log,
+                      re.MULTILINE)

@@ -1,0 +1,166 @@
+"""A PACS (Orthanc with DICOMweb, started here) as a data source of the medical tab: series found with
+QIDO-RS, opened by reference, slices fetched only as they are viewed, every read audited, and what is kept
+or exported de-identified exactly as the same files uploaded."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pydicom
+import pytest
+from pacs import PATIENT, ct_series, instance_reads, orthanc, store
+
+from loupe.apps.service import LoupeService
+from loupe.core.config import Settings
+from loupe.core.errors import AccessDenied, InputRejected, LoupeError
+from loupe.core.plugins import Budgets
+from loupe.core.sources import SourceSpec, item_location
+from loupe.core.sources.dicomweb import parse_location, search_filters, series_item
+from loupe.domains.medical import MedicalDomain
+from loupe.domains.medical.tools import render_frame
+from loupe.domains.medical.windowing import PRESETS, apply_window
+
+SLICES = 12
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """Orthanc holding a 12-slice CT and a 3-slice MR of PATIENT; yields (DICOMweb root, folder, CT files)."""
+    folder = tmp_path_factory.mktemp("orthanc")
+    ct, mr = ct_series(SLICES), ct_series(3, modality="MR")
+    with orthanc(folder) as url:
+        store(url, ct + mr)
+        yield url, folder, ct
+
+
+@pytest.fixture
+def service(tmp_path) -> LoupeService:
+    return LoupeService.open(Settings(home=tmp_path / "home", database_url=None, model="unused"))
+
+
+def _png(html: str) -> np.ndarray:
+    import base64
+
+    from PIL import Image
+
+    data = base64.b64decode(html.split("base64,")[1].split('"')[0])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def test_a_series_is_found_opened_by_reference_and_read_one_slice_at_a_time(service, pacs):
+    url, folder, ct = pacs
+    store_ = service.store
+    store_.add_source(None, "pacs", "dicomweb", url, "medical", ("user:ana",))
+    ana = store_.add_user("ana", "ana-password-12", "user")
+    bob = store_.add_user("bob", "bob-password-12", "user")
+
+    found = service.source_items(ana, "pacs", "CT")
+    assert len(found) == 1 and "CT" in found[0][0] and f"{SLICES} images" in found[0][0]
+    label, item = found[0]
+    assert item == f"{ct[0].StudyInstanceUID}/{ct[0].SeriesInstanceUID}"
+    assert not any(part in label for part in (*PATIENT, "DOE"))
+    assert [i for _, i in service.source_items(ana, "pacs", f"patient={PATIENT[1]} modality=MR")] != [item]
+    assert len(service.source_items(ana, "pacs", f"patient={PATIENT[1]}")) == 2
+    assert service.source_items(ana, "pacs", "patient=nobody") == []
+    for attempt in (lambda: service.source_items(bob, "pacs", "CT"), lambda: service.open_item(bob, "pacs", item)):
+        with pytest.raises(AccessDenied, match="Data source not found"):
+            attempt()
+
+    reads_before = len(instance_reads(folder))
+    case_id = service.open_item(ana, "pacs", item, "Head CT")
+    series, view = service.case_assets(ana, case_id)
+    assert series.meta["by_reference"] and series.meta["slices"] == SLICES and series.data == b""
+    assert view.media_type == "image/png" and view.meta["series_position"] == SLICES // 2
+    kept = json.dumps([series.meta, view.meta]) + "".join(
+        p.read_bytes().decode("latin-1") for p in service.settings.assets_dir.rglob("*") if p.is_file())
+    assert not any(part in kept for part in PATIENT)
+    assert len(instance_reads(folder)) - reads_before == 1  # the middle slice only
+
+    ordered = sorted(ct, key=lambda ds: float(ds.ImagePositionPatient[2]))
+    shown = service.run_on_case(ana, case_id, "Showing the image", render_frame, (3, "lung", 0, 0))
+    assert f"image 3 of {SLICES}" in shown
+    expected = apply_window(ordered[2].pixel_array * float(ordered[2].RescaleSlope)
+                            + float(ordered[2].RescaleIntercept), PRESETS["lung"])
+    assert np.abs(_png(shown).astype(int) - np.asarray(expected).astype(int)).max() <= 1
+    reads = instance_reads(folder)
+    assert len(reads) - reads_before == 2 and reads[-1] == ordered[2].SOPInstanceUID  # fetched when viewed
+
+    actions = [(e.action, e.detail) for e in store_.audit_events()]
+    assert [a for a, _ in actions].count("source.read") >= 2 and ("source.open" in [a for a, _ in actions])
+    listings = [d for a, d in actions if a == "source.list"]
+    assert {"filters": ["Modality"]}.items() <= listings[0].items()
+    assert PATIENT[1] not in json.dumps([d for _, d in actions])  # the filter's name is audited, not its value
+
+
+def test_the_export_and_the_header_facts_equal_those_of_the_same_files_uploaded(service, pacs):
+    url, _, ct = pacs
+    service.store.add_source(None, "pacs", "dicomweb", url, "medical", ("role:user",))
+    ana = service.store.add_user("ana", "ana-password-12", "user")
+    item = f"{ct[0].StudyInstanceUID}/{ct[0].SeriesInstanceUID}"
+    by_reference = service.open_item(ana, "pacs", item)
+    upload = io.BytesIO()
+    with zipfile.ZipFile(upload, "w") as archive:
+        for n, ds in enumerate(ct):
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            archive.writestr(f"{n}.dcm", buffer.getvalue())
+    uploaded = service.create_case(ana, "medical", upload.getvalue(), "Uploaded")
+
+    exports = [zipfile.ZipFile(io.BytesIO(service.export_case(ana, c, "zip")[0])) for c in (by_reference, uploaded)]
+    assert exports[0].namelist() == exports[1].namelist() and len(exports[0].namelist()) == SLICES
+    for name in exports[0].namelist():
+        assert exports[0].read(name) == exports[1].read(name), name  # byte for byte
+    first = pydicom.dcmread(io.BytesIO(exports[0].read("image_0001.dcm")))
+    assert str(first.PatientName) != PATIENT[0] and first.StudyInstanceUID != ct[0].StudyInstanceUID
+
+    series = service.case_assets(ana, by_reference)[0]
+    files = [a for a in service.case_assets(ana, uploaded) if a.meta.get("kind") == "dicom"]
+    middle = files[SLICES // 2].meta
+    for key in ("Modality", "PixelSpacing", "SliceThickness", "deid", "burned_in_annotation"):
+        assert series.meta.get(key) == middle.get(key), key
+
+
+def test_a_question_reads_three_slices_from_the_pacs(service, pacs):
+    url, folder, ct = pacs
+    service.store.add_source(None, "pacs", "dicomweb", url, "medical", ("role:user",))
+    ana = service.store.add_user("ana", "ana-password-12", "user")
+    case_id = service.open_item(ana, "pacs", f"{ct[0].StudyInstanceUID}/{ct[0].SeriesInstanceUID}")
+    before = len(instance_reads(folder))
+    domain = MedicalDomain()
+    domain.configure(service.settings)
+    context = domain.context(service.case_assets(ana, case_id), "Any bleed?")
+    assert context.meta["views_read"] == [0, 6, 11]  # evenly spaced through the 12 slices
+    assert len(context.images) == 3 and "three CT windows" in context.extra_text
+    assert "slice 1/12" in context.extra_text and len(instance_reads(folder)) - before == 3
+
+
+def test_pacs_items_and_searches_are_checked_before_any_request():
+    spec = SourceSpec("pacs", "dicomweb", "http://127.0.0.1:1/dicom-web/", "medical")
+    assert parse_location(item_location(spec, "1.2.3/4.5.6")).series == "4.5.6"
+    for bad in ("1.2.3", "1.2/../4", "1.2.3/4.5.6/7", "1.2.x/4.5", "/1.2/3", "1." + "2" * 70 + "/3"):
+        with pytest.raises(InputRejected):
+            series_item(bad)
+    assert search_filters("CT 20240101-20241231 PID-4711") == {"Modality": "CT", "StudyDate": "20240101-20241231",
+                                                               "PatientID": "PID-4711"}
+    assert search_filters("accession=A12 name=DOE*") == {"AccessionNumber": "A12", "PatientName": "DOE*"}
+    for bad in ("colour=red", "patient=", "patient=a\\b", "patient=" + "x" * 65):
+        with pytest.raises(InputRejected):
+            search_filters(bad)
+    from loupe.core.sources import check_spec
+
+    with pytest.raises(LoupeError, match="credentials"):
+        check_spec("pacs", "dicomweb", "http://user:secret@pacs/dicom-web")
+
+
+def test_an_unreachable_pacs_is_a_clear_refusal(tmp_path):
+    from helpers import free_port
+
+    domain = MedicalDomain()
+    domain.configure(Settings(home=tmp_path, database_url=None))
+    location = item_location(SourceSpec("pacs", "dicomweb", f"http://127.0.0.1:{free_port()}/dicom-web/",
+                                        "medical"), "1.2.3/4.5.6")
+    with pytest.raises(LoupeError, match="The PACS did not answer"):
+        domain.open_item(location, Budgets())
