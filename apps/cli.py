@@ -796,16 +796,24 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
 @click.option("--nginx", "nginx", default=None, help="nginx binary (default: nginx on PATH or /usr/sbin/nginx).")
 @click.option("--big-side", default=27_328, show_default=True, type=click.IntRange(1024, 200_000))
 @click.option("--small-side", default=4_096, show_default=True, type=click.IntRange(512, 200_000))
-def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: int) -> None:
-    """Images opened where they live: a COG over HTTP by reference, opened and answered, as JSON."""
+@click.option("--parts", default="cog,pacs", show_default=True,
+              help="cog: COGs over HTTP (nginx); pacs: a CT series from Orthanc over DICOMweb.")
+@click.option("--slices", default=500, show_default=True, type=click.IntRange(3, 5_000),
+              help="Slices of the PACS part's CT series.")
+def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: int, parts: str, slices: int) -> None:
+    """Images opened where they live, as JSON: a COG over HTTP by reference, opened and answered; a CT series
+    in a PACS, opened and viewed."""
     import shutil
 
     from .bench_sources import run_sources_bench
 
-    nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if not nginx:
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if not chosen or set(chosen) - {"cog", "pacs"}:
+        raise click.BadParameter("choose from cog, pacs", param_hint="--parts")
+    nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or ""
+    if "cog" in chosen and not nginx:
         raise click.UsageError("nginx is needed to serve the test scenes over HTTP (apt-get install nginx)")
-    click.echo(json.dumps(run_sources_bench(workdir, nginx, big_side, small_side), indent=2))
+    click.echo(json.dumps(run_sources_bench(workdir, nginx, big_side, small_side, chosen, slices), indent=2))
 
 
 @bench.command("gpu")

@@ -8,6 +8,7 @@ port and no accounts.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -18,6 +19,13 @@ from pathlib import Path
 
 PLUGIN_FOLDERS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins")
 START_S = 60.0
+
+
+def instances_served(folder: Path) -> list[str]:
+    """The SOP Instance UIDs whose instance (pixels included) a ``verbose`` Orthanc in ``folder`` served."""
+    log = (folder / "orthanc.log").read_text(errors="replace")
+    return re.findall(r"\(http\) GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)\s*$", log,
+                      re.MULTILINE)
 
 
 def orthanc_binary() -> str | None:

@@ -4,7 +4,6 @@ generated series to load into it."""
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,10 +57,3 @@ def store(base: str, datasets: list[pydicom.Dataset]) -> None:
     from dicomweb_client import DICOMwebClient
 
     DICOMwebClient(base.rstrip("/")).store_instances(datasets)
-
-
-def instance_reads(folder: Path) -> list[str]:
-    """The SOP Instance UIDs whose instance (pixels included) Orthanc has served, in order."""
-    log = (folder / "orthanc.log").read_text(errors="replace")
-    return re.findall(r"\(http\) GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)\s*$", log,
-                      re.MULTILINE)

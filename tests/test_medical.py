@@ -198,7 +198,7 @@ def test_case_tools_and_exports_run_in_a_worker_under_the_job_limits(tmp_path):
 
     from loupe.core.errors import AccessDenied
     from loupe.core.jobs import JobFailed
-    from loupe.domains.medical.tools import render_frame
+    from loupe.domains.medical.frames import render_frame
 
     service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
     ann = service.store.add_user("ann", "ann-password-12", "user")
@@ -237,7 +237,7 @@ def _data_uri_image(html: str) -> Image.Image:
 
 
 def test_window_tool_renders_any_frame_in_a_preset_or_a_free_window(domain):
-    from loupe.domains.medical.tools import render_frame
+    from loupe.domains.medical.frames import render_frame
 
     assets = domain.ingest((DICOM / "CT_small.dcm").read_bytes(), LIMITS)
     lung = render_frame(assets, 1, "lung", 0, 0)

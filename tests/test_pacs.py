@@ -11,8 +11,9 @@ import zipfile
 import numpy as np
 import pydicom
 import pytest
-from pacs import PATIENT, ct_series, instance_reads, orthanc, store
+from pacs import PATIENT, ct_series, orthanc, store
 
+from loupe.apps.orthanc_server import instances_served as instance_reads
 from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, InputRejected, LoupeError
@@ -20,7 +21,7 @@ from loupe.core.plugins import Budgets
 from loupe.core.sources import SourceSpec, item_location
 from loupe.core.sources.dicomweb import parse_location, search_filters, series_item
 from loupe.domains.medical import MedicalDomain
-from loupe.domains.medical.tools import render_frame
+from loupe.domains.medical.frames import render_frame
 from loupe.domains.medical.windowing import PRESETS, apply_window
 
 SLICES = 12
@@ -164,3 +165,18 @@ def test_an_unreachable_pacs_is_a_clear_refusal(tmp_path):
                                         "medical"), "1.2.3/4.5.6")
     with pytest.raises(LoupeError, match="The PACS did not answer"):
         domain.open_item(location, Budgets())
+
+
+def test_bench_sources_pacs_part_opens_and_views_through_the_app(tmp_path):
+    from conftest import missing_service
+
+    from loupe.apps.bench_pacs import run_pacs_bench
+    from loupe.apps.orthanc_server import dicomweb_plugin, orthanc_binary
+
+    if not (orthanc_binary() and dicomweb_plugin()):
+        missing_service("Orthanc is not installed (.ci/with-services.sh installs orthanc and orthanc-dicomweb)")
+    result = run_pacs_bench(tmp_path, slices=6)
+    assert "error" not in result, result
+    assert result["instances"] == 6 and len(result["opens_s"]) == 4 and len(result["view_slice_s"]) == 3
+    assert result["instances_fetched_by_4_opens_and_3_views"] == 7  # one per open, one per slice viewed
+    assert result["first_slice_s"] > 0 and result["first_slice_vs_whole_series"] > 0

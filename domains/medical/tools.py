@@ -1,60 +1,19 @@
 """The medical tab's window and slice controls: any frame of the case, in a named preset or a free
-centre/width, rendered on the server from the stored de-identified DICOM (or, for a series in a PACS,
-from the slice fetched when it is asked for).
-
-The image goes to the browser inline (a data URI in the HTML) so that no case image ever passes
-through Gradio's file cache.
-"""
+centre/width, rendered in a worker by ``frames.render_frame``."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-from collections.abc import Sequence
 
 import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
 
 from loupe.core.errors import LoupeError
-from loupe.core.plugins import Budgets, DomainTab, IngestedAsset
+from loupe.core.plugins import DomainTab
 
-from .dicom_image import frame_values, read_dataset
-from .pacs import fetch_instance, series_frames, series_of
-from .windowing import PRESETS, Window, display, file_window
+from .frames import FILE_WINDOW, frames_of, render_frame
+from .windowing import PRESETS
 
-FILE_WINDOW = "as stored"
 CHOICES = [FILE_WINDOW, *PRESETS, "custom"]
-
-
-def frames_of(assets: Sequence[IngestedAsset]) -> list[tuple[IngestedAsset, str | None, int]]:
-    """Every (DICOM asset, instance UID in a PACS or None, frame) of the case, in series order."""
-    series = series_of(assets)
-    if series is not None:
-        return [(series, uid, frame) for _, uid, frame, _ in series_frames(series)]
-    return [(a, None, f) for a in assets if a.meta.get("kind") == "dicom" for f in range(int(a.meta.get("frames", 1)))]
-
-
-def render_frame(assets: Sequence[IngestedAsset], number: int, preset: str, center: float, width: float) -> str:
-    """HTML showing frame ``number`` (1-based) with the chosen window; a slice of a series in a PACS is
-    fetched from it now."""
-    frames = frames_of(assets)
-    if not frames:
-        return '<p class="loupe-window empty">No DICOM image in this case.</p>'
-    number = min(max(int(number), 1), len(frames))
-    asset, uid, frame = frames[number - 1]
-    ds = read_dataset(asset.data) if uid is None else fetch_instance(str(asset.path), uid, Budgets.from_env())
-    window = (PRESETS.get(preset) or (Window(center, width) if preset == "custom" else None)
-              if preset != FILE_WINDOW else None)
-    image = display(ds, frame_values(ds, frame), window)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    shown = window or file_window(ds)
-    label = (f"{preset if preset != 'custom' else 'custom window'}"
-             + (f" {shown.center:g}/{shown.width:g}" if shown else "") + f" · image {number} of {len(frames)}")
-    return (f'<figure class="loupe-window"><img alt="{label}" '
-            'style="width:100%;max-width:512px;image-rendering:pixelated;background:#000" '
-            f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
-            f"<figcaption>{label}</figcaption></figure>")
 
 
 def _rendered(tab: DomainTab, request: gr.Request, case_id: int, number: int, preset: str, center: float,
