@@ -130,6 +130,24 @@ def export_in_worker(settings: Settings, domain_class: type, assets: Sequence[In
     return _worker_domain(settings, domain_class).export(_read(assets), name, answers)
 
 
+def send_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset], answers: Sequence[dict],
+                   findings: Sequence[dict]) -> str:
+    """A worker job: the domain sends the case's results back to its data source."""
+    return _worker_domain(settings, domain_class).send_to_source(assets, answers, findings)
+
+
+def _answers(case: Case) -> list[dict]:
+    """The case's answers, oldest first: id, text, citations, the question asked and the model."""
+    out, question = [], ""
+    for m in case.messages:
+        if m.role == "user":
+            question = m.content
+        elif m.role == "assistant" and m.model_run is not None:
+            out.append({"id": m.id, "text": m.content, "question": question, "model": m.model_run.model_id,
+                        "citations": list((m.model_run.extra or {}).get("citations") or [])})
+    return out
+
+
 class LoupeService:
     def __init__(self, settings: Settings, store: CaseStore, domains: dict[str, Domain], slot: ModelSlot) -> None:
         self.settings = settings
@@ -247,13 +265,29 @@ class LoupeService:
         domain = self.domain(case.domain)
         if name not in domain.export_formats:
             raise LoupeError(f"Cases of this kind have no {name!r} export.")
-        answers = [{"id": m.id, "text": m.content,
-                    "citations": list((m.model_run.extra or {}).get("citations") or [])}
-                   for m in case.messages if m.role == "assistant" and m.model_run is not None]
+        answers = _answers(case)
         data = self.jobs.run(user.username, "Preparing the export", export_in_worker,
                              (self.settings, type(domain), self._assets(user, case, with_bytes=False), name, answers))
         self.store.audit(user, "case.export", case_id=case_id, detail={"format": name})
         return data, domain.export_formats[name]
+
+    def send_to_source(self, user: User, case_id: int) -> str:
+        """Send a case's answers and its report's check findings back to the data source its images came from
+        (a PACS: a DICOM SR in the source study), for a user who sees the case and reads the source; audited
+        as case.send. Returns what the user is told."""
+        case = self.store.open_case(user, case_id)  # raises AccessDenied (audited) for anyone else
+        domain = self.domain(case.domain)
+        if not hasattr(domain, "send_to_source"):
+            raise LoupeError(f"Cases of the {domain.title} tab cannot be sent back to a data source.")
+        report = self.store.latest_report(user, case_id)
+        findings = list(report.findings or []) if report is not None else []
+        answers = _answers(case)
+        said = self.jobs.run(user.username, "Sending to the PACS", send_in_worker,
+                             (self.settings, type(domain), self._assets(user, case, with_bytes=False), answers,
+                              findings))
+        self.store.audit(user, "case.send", case_id=case_id, detail={"answers": len(answers),
+                                                                      "findings": len(findings)})
+        return said
 
     def case_assets(self, user: User, case_id: int, with_bytes: bool = True) -> list[IngestedAsset]:
         """A case's stored assets for a domain tool; access-checked and audited as a case read."""

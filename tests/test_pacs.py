@@ -180,3 +180,62 @@ def test_bench_sources_pacs_part_opens_and_views_through_the_app(tmp_path):
     assert result["instances"] == 6 and len(result["opens_s"]) == 4 and len(result["view_slice_s"]) == 3
     assert result["instances_fetched_by_4_opens_and_3_views"] == 7  # one per open, one per slice viewed
     assert result["first_slice_s"] > 0 and result["first_slice_vs_whole_series"] > 0
+
+
+def test_answers_and_report_findings_go_back_to_the_pacs_as_a_structured_report(pacs, tmp_path, tiny_model_dir):
+    from pydicom.sr.codedict import codes
+
+    from loupe.core.sources.dicomweb import client
+    from loupe.domains.medical.report_panel import check_text
+
+    url, _, ct = pacs
+    service = LoupeService.open(Settings(home=tmp_path / "home", database_url=None, model="unused"))
+    service.slot.load(tiny_model_dir("smolvlm"))
+    service.store.add_source(None, "pacs", "dicomweb", url, "medical", ("user:ana",))
+    ana = service.store.add_user("ana", "ana-password-12", "user")
+    bob = service.store.add_user("bob", "bob-password-12", "user")
+    case_id = service.open_item(ana, "pacs", f"{ct[0].StudyInstanceUID}/{ct[0].SeriesInstanceUID}")
+    with pytest.raises(LoupeError, match="no answer"):
+        service.send_to_source(ana, case_id)
+    final = list(service.ask(ana, case_id, "Is there a bleed? <b>bold</b>"))[-1]
+    report = "FINDINGS: Large left pleural effusion.\nIMPRESSION: No pleural effusion."
+    findings = check_text(report, [])
+    assert findings
+    service.store.save_report(ana, case_id, report, findings)
+    service.store.share_case(ana, case_id, "bob")  # bob sees the case but may not read the PACS
+    with pytest.raises(AccessDenied, match="may not read"):
+        service.send_to_source(bob, case_id)
+
+    said = service.send_to_source(ana, case_id)
+    assert "1 answer" in said and f"{len(findings)} report-check finding" in said
+
+    web = client(url)
+    reports = web.search_for_instances(ct[0].StudyInstanceUID, search_filters={"Modality": "SR"})
+    assert len(reports) == 1
+    sr = web.retrieve_instance(ct[0].StudyInstanceUID, reports[0]["0020000E"]["Value"][0],
+                               reports[0]["00080018"]["Value"][0])
+    assert sr.StudyInstanceUID == ct[0].StudyInstanceUID and str(sr.PatientID) == PATIENT[1]  # in the source study
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" and sr.CompletionFlag == "COMPLETE"
+    assert sr.VerificationFlag == "UNVERIFIED"
+    evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+    ordered = sorted(ct, key=lambda ds: float(ds.ImagePositionPatient[2]))
+    read = [ordered[c["slice"]].SOPInstanceUID for c in final.run.extra["citations"]]
+    assert len(read) == 3 and set(read) <= evidence
+
+    def items(seq):
+        for item in seq:
+            yield item
+            yield from items(item.get("ContentSequence", []))
+
+    content = list(items(sr.ContentSequence))
+    name = {(i.ConceptNameCodeSequence[0].CodeValue, i.ValueType): i for i in content}
+    assert sr.ConceptNameCodeSequence[0].CodeValue == codes.LN.DiagnosticImagingReport.value
+    answer = name[(codes.DCM.Finding.value, "TEXT")]
+    assert answer.TextValue == f"Question: Is there a bleed? <b>bold</b>\nAnswer: {final.text}"
+    assert {r.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for r in answer.ContentSequence} == set(read)
+    comments = [i.TextValue for i in content if i.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Comment.value]
+    assert len(comments) == len(findings) and all(c.startswith("Report check (") for c in comments)
+    assert name[(codes.DCM.DeviceObserverName.value, "TEXT")].TextValue == "Loupe"
+    assert [e.detail for e in service.store.audit_events(case_id) if e.action == "case.send"] == \
+        [{"answers": 1, "findings": len(findings)}]

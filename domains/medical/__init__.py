@@ -134,7 +134,12 @@ class MedicalDomain:
         return _context(images, series.meta, where, windows)
 
     def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
-        """For a slide, the tiles the answer was read from; other images are not cited yet."""
+        """For a slide, the tiles the answer was read from; for a series in a PACS, the slices it read (sent
+        back with it as the report's image references); other images are not cited yet."""
+        series = series_of(assets)
+        if series is not None:
+            return [{"slice": s, "text": f"slice {s + 1} of {series.meta['slices']}"}
+                    for s in context_meta.get("views_read", [])]
         out = []
         for tile in context_meta.get("focus", {}).get("tiles", []):
             x0, y0, x1, y1 = tile["box"]
@@ -153,6 +158,25 @@ class MedicalDomain:
             for asset in (a for a in assets if a.meta.get("kind") == "sr_text"):
                 archive.writestr("structured_report.txt", asset.data)  # cleaned as stored
         return out.getvalue()
+
+    def send_to_source(self, assets: Sequence[IngestedAsset], answers: Sequence[dict],
+                       findings: Sequence[dict]) -> str:
+        """A case opened from a PACS: its answers (with the slices they read) and report-check findings
+        stored there as a Comprehensive SR in the source study. Returns what the user is told."""
+        from .pacs_report import send_report
+
+        series = series_of(assets)
+        if series is None:
+            raise InputRejected("Only a case opened from a PACS can be sent back to it.")
+        sent = send_report(series, answers, findings, self._observer_uid())
+        return (f"Sent to the PACS: a structured report (Comprehensive SR, series 'Loupe answers') with "
+                f"{sent['answers']} answer(s) and {sent['findings']} report-check finding(s), in the source study.")
+
+    def _observer_uid(self) -> str:
+        """This installation as a DICOM device: a UID derived from its secret, the same on every report."""
+        from pydicom.uid import generate_uid
+
+        return generate_uid(entropy_srcs=[self._secret().hex(), "loupe-device"])
 
     def _dicom_files(self, assets: Sequence[IngestedAsset]) -> Iterator[bytes]:
         """The case's DICOM files de-identified: as stored, or (a series in a PACS) fetched one at a time and

@@ -35,7 +35,7 @@ NEEDED = tuple(f"{tag_for_keyword(k):08X}" for k in (
 Progress = Callable[[int, int], None]
 
 
-def _request(what: str, call: Callable[[], object]) -> object:
+def request(what: str, call: Callable[[], object]) -> object:
     from requests import RequestException
 
     try:
@@ -57,7 +57,7 @@ def _header(attributes: dict) -> Dataset:
 def series_headers(location: str, limits: Budgets) -> list[Dataset]:
     """The series' image instances, ordered in space, each checked against the budgets from its header."""
     ref = parse_location(location)
-    found = _request("series metadata", lambda: client(ref.base).retrieve_series_metadata(ref.study, ref.series))
+    found = request("series metadata", lambda: client(ref.base).retrieve_series_metadata(ref.study, ref.series))
     limits.check("max_slices", len(found), "The series' image count")
     headers = [h for h in map(_header, found) if geometry(h) is not None]
     if not headers:
@@ -71,7 +71,7 @@ def series_headers(location: str, limits: Budgets) -> list[Dataset]:
 def fetch_instance(location: str, uid: str, limits: Budgets) -> Dataset:
     """One instance of the series with its pixels, its size checked from its header before any decoding."""
     ref = parse_location(location)
-    ds = _request("one image", lambda: client(ref.base).retrieve_instance(ref.study, ref.series, uid))
+    ds = request("one image", lambda: client(ref.base).retrieve_instance(ref.study, ref.series, uid))
     shape = geometry(ds)
     if shape is None:
         raise InputRejected("The PACS sent an image without pixels.")
