@@ -110,6 +110,11 @@ class DomainTab(Protocol):
         large file never passes through the web process). Rendering a frame or a region goes this way."""
         ...
 
+    def send_to_source(self, case_id: int, request: Any) -> str:  # noqa: ANN401 - a gr.Request
+        """Send the case on screen's answers and report findings back to the data source its images came from
+        (the domain's ``send_to_source`` in a worker; access checked, audited); returns what to tell the user."""
+        ...
+
     def save_report(self, case_id: int, request: Any, text: str, findings: list[dict]) -> int:  # noqa: ANN401
         """Store a new version of the case's report (e.g. a radiology report) with a checker's findings."""
         ...
@@ -151,6 +156,8 @@ class Domain(Protocol):
         Long work reports ``progress(done, total)`` (pages, frames, tiles) when given a callback."""
         ...
 
+    # Optional: ``send_to_source(assets, answers, findings) -> str`` writes a case's results back where its
+    # images came from (e.g. a DICOM SR to the PACS) and says what it did.
     # Optional: ``open_item(location: str, limits, progress) -> list[IngestedAsset]`` opens an item of a data
     # source where it lives (``location``: a path or a GDAL /vsicurl/ address). The asset read by reference
     # has ``meta["by_reference"]`` true and no bytes; the others (a thumbnail) are stored as usual.

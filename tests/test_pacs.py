@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 import numpy as np
 import pydicom
 import pytest
 from pacs import PATIENT, ct_series, orthanc, store
+from test_browser import ARTIFACTS, CHROMIUM_ARGS, _login, chromium  # noqa: F401 - the fixture is used by name
+from webapp import serve
 
 from loupe.apps.orthanc_server import instances_served as instance_reads
 from loupe.apps.service import LoupeService
@@ -239,3 +242,63 @@ def test_answers_and_report_findings_go_back_to_the_pacs_as_a_structured_report(
     assert name[(codes.DCM.DeviceObserverName.value, "TEXT")].TextValue == "Loupe"
     assert [e.detail for e in service.store.audit_events(case_id) if e.action == "case.send"] == \
         [{"answers": 1, "findings": len(findings)}]
+
+
+@pytest.mark.browser
+def test_a_pacs_series_in_a_real_browser_as_reader_and_outsider(pacs, tmp_path, tiny_model_dir,
+                                                                chromium):  # noqa: F811
+    """ana searches the PACS (a hostile search is refused and shown as text), opens the
+    CT, moves to a slice (fetched then) and is told why nothing can be sent yet; bob, who is no reader, is
+    offered no source and gets 'not found' from the API."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, folder, ct = pacs
+    hostile = '<img src=x onerror="document.title=1">'
+    users = {"ana": "user", "bob": "user"}
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), users) as served, sync_playwright() as pw:
+        served.service.store.add_source(None, "pacs", "dicomweb", url, "medical", ("user:ana",))
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _login(page, served.url, "ana")
+        page.get_by_role("tab", name="Medical").click()
+        page.get_by_role("tab", name="From a data source").click()
+        expect(page.locator("#medical-source input")).to_have_value("pacs", timeout=30_000)
+        search = page.locator("#medical-item-search textarea, #medical-item-search input").first
+        search.fill(hostile.replace(" ", ""))
+        page.locator("#medical-list-items").click()
+        expect(page.locator("#medical-status")).to_contain_text("Search by patient=", timeout=30_000)
+        assert page.title() == "Loupe"  # refused, and shown as text
+        search.fill("nobody")
+        page.locator("#medical-list-items").click()
+        expect(page.locator("#medical-status")).to_contain_text("No item matches", timeout=30_000)
+        search.fill("CT")
+        page.locator("#medical-list-items").click()
+        expect(page.locator("#medical-status")).to_contain_text("1 item found", timeout=30_000)
+        expect(page.locator("#medical-item input")).to_have_value(re.compile(f"CT .* {SLICES} images"))
+        page.locator("#medical-open-item").click()
+        expect(page.locator("#medical-status")).to_contain_text("opened from pacs", timeout=60_000)
+        expect(page.locator("#medical-viewer")).to_contain_text("This series stays in the PACS: 12 slices")
+        expect(page.locator("#medical-window-view")).to_contain_text(f"image 1 of {SLICES}", timeout=30_000)
+        reads = len(instance_reads(folder))
+        frame = page.locator("#medical-frame input[type=number]")
+        frame.fill("3")
+        frame.press("Enter")
+        expect(page.locator("#medical-window-view")).to_contain_text(f"image 3 of {SLICES}", timeout=30_000)
+        assert len(instance_reads(folder)) == reads + 1  # that slice, fetched when asked for
+        page.get_by_text("Send to PACS").first.click()
+        page.locator("#medical-send-pacs").click()
+        expect(page.locator("#medical-send-status textarea")).to_have_value(
+            "⚠️ This case has no answer and no report-check finding to send.", timeout=30_000)
+        assert page.title() == "Loupe"
+        page.screenshot(path=str(ARTIFACTS / "pacs-series-opened.png"), full_page=True)
+        page.context.clear_cookies()
+
+        _login(page, served.url, "bob")
+        page.get_by_role("tab", name="Medical").click()
+        page.get_by_role("tab", name="From a data source").click()
+        page.locator("#medical-source input").click()
+        expect(page.get_by_role("option", name="pacs")).to_have_count(0)
+        browser.close()
+        refused = served.client("bob").predict("pacs", f"{ct[0].StudyInstanceUID}/{ct[0].SeriesInstanceUID}", "",
+                                               api_name="/medical_open_item")
+        assert refused[5] == "⚠️ Data source not found." and refused[6] == {"__type__": "update"}

@@ -74,6 +74,10 @@ class Workspace:
     def run_job(self, request: gr.Request, label: str, fn: Callable[..., object], args: tuple = ()) -> object:
         return self.service.jobs.run(self._user(request).username, label, fn, args)
 
+    def send_to_source(self, case_id: int, request: gr.Request) -> str:
+        self.screen.check(request, case_id)  # only the case on screen is sent
+        return self.service.send_to_source(self._user(request), int(case_id))
+
     def save_report(self, case_id: int, request: gr.Request, text: str, findings: list[dict]) -> int:
         self.screen.check(request, case_id)  # a report is written for the case on screen only
         return self.service.store.save_report(self._user(request), int(case_id), text, findings)

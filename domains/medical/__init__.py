@@ -190,6 +190,7 @@ class MedicalDomain:
             yield encode(deidentify(ds, in_place=True)[0])
 
     def build_tab(self, tab: DomainTab) -> None:
+        from .pacs_panel import add_pacs_panel
         from .report_panel import add_report_panel  # Gradio is loaded only where a tab is built
         from .tools import add_window_controls
 
@@ -197,6 +198,7 @@ class MedicalDomain:
         tab.add_prompts(PROMPTS)
         add_window_controls(tab)
         add_report_panel(tab)
+        add_pacs_panel(tab)
 
 
 def _context(images: list[Image.Image], facts_of: dict, where: list[tuple[int, int, int, int]],

@@ -57,6 +57,7 @@ def add_window_controls(tab: DomainTab) -> None:
     inputs = [tab.case_id, preset, number, center, width]
     tab.case_id.change(opened, tab.case_id, [number, view], api_name="medical_open_view")
     preset.change(preset_chosen, preset, [center, width], api_name=False).then(show, inputs, view, api_name=False)
-    number.release(show, inputs, view, api_name="medical_window")
+    # "input": a drag and a typed number alike; only the newest position is rendered while one is running
+    number.input(show, inputs, view, api_name="medical_window", trigger_mode="always_last")
     for slider in (center, width):  # moving a slider means a custom window
         slider.release(lambda: "custom", None, preset, api_name=False)
