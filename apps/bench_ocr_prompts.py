@@ -32,7 +32,7 @@ def _measure(page: str, family: str, size: str, repeats: int, out: mp.Queue) -> 
 
     try:
         domain = DocumentsDomain()
-        assets = domain.ingest(Path(page).read_bytes(), Budgets(50 * 2**20, 89_478_485))
+        assets = domain.ingest(Path(page), Budgets(50 * 2**20, 89_478_485))
         context = domain.context(assets, QUESTION)
         with tempfile.TemporaryDirectory() as tmp:
             vlm = HFVLM.from_pretrained(make_tiny(family, Path(tmp) / family, size=size))

@@ -112,7 +112,7 @@ def _outcome(service: LoupeService, specimen: Specimen, path: Path) -> tuple[str
             return "processed", f"{flagged} spans flagged", None, stats
         assets, stats = service.jobs.run_with_stats(UPLOADER, "Reading the file", ingest_in_worker,
                                                     (service.settings, type(service.domain(specimen.domain)),
-                                                     path.read_bytes()))
+                                                     path))
         service.store.create_case(user, specimen.domain, specimen.name, assets)
         return "processed", f"{len(assets)} assets", None, stats
     except BudgetExceeded as exc:

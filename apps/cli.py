@@ -482,7 +482,7 @@ def dicom() -> None:
 
 
 @dicom.command("deid")
-@click.argument("in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the de-identified files, named STUDY/SERIES/INSTANCE.dcm by their new UIDs; "
                    "a DICOMDIR's files go with a new DICOMDIR into FILESET_UID/.")
@@ -494,10 +494,13 @@ def dicom() -> None:
 @click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the record of the run as JSON: every input's status (processed, already_done, duplicate, "
                    "refused), reason and new name, and the counts. It names the input files: keep it out of --out.")
+@click.option("--user", "username", help="For a PACS series: the account reading it (a reader of the source).")
 @click.pass_obj
-def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: bool, mask_text: bool,
-               summary_file: Path | None) -> None:
-    """De-identify every DICOM file under IN_DIR (PS3.15 Basic Profile) into OUT_DIR.
+def dicom_deid(settings: Settings, source: str, out_dir: Path, shift_dates: bool, mask_text: bool,
+               summary_file: Path | None, username: str | None) -> None:
+    """De-identify every DICOM file under SOURCE (PS3.15 Basic Profile) into OUT_DIR. SOURCE is a folder, or
+    a series in a PACS data source as NAME:STUDY_UID/SERIES_UID (with --user; fetched over DICOMweb into a
+    private folder under OUT_DIR that is removed at the end, and audited as a read of the source).
 
     UIDs are replaced consistently within this installation (its key is in LOUPE_HOME/secrets), so
     series de-identified on different days still belong together. Every file is written or listed as
@@ -510,8 +513,12 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
 
     from .batch import BatchLog, remove_stale_temps, temporary_files_in
 
-    if out_dir.resolve().is_relative_to(in_dir.resolve()):
-        raise click.UsageError("--out must not be inside IN_DIR")
+    in_dir = Path(source)
+    from_pacs = not in_dir.is_dir() and ":" in source
+    if not from_pacs and not in_dir.is_dir():
+        raise click.BadParameter(f"{source!r} is neither a folder nor SOURCE:STUDY_UID/SERIES_UID", param_hint="SOURCE")
+    if not from_pacs and out_dir.resolve().is_relative_to(in_dir.resolve()):
+        raise click.UsageError("--out must not be inside SOURCE")
     if summary_file is not None and summary_file.resolve().is_relative_to(out_dir.resolve()):
         raise click.UsageError("--summary must not be inside --out: it names the input files, which can hold PHI")
     options = DeidOptions(installation_secret(settings.home, "deid"), shift_dates=shift_dates)
@@ -523,6 +530,8 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
     # Started before temporary files go to OUT: multiprocessing keeps its own temporary folder for the whole run.
     jobs.run(CLI_JOBS, "Starting a worker", os.getpid)
     with _progress("de-identifying", "file") as step, temporary_files_in(out_dir) as private:
+        if from_pacs:
+            in_dir = _fetch_series(settings, source, username, private / "series")
         summary = deidentify_folder(in_dir, out_dir, options, progress=step, find_text=finder,
                                     budgets=settings.budgets, jobs=jobs, temp=private)
     log = BatchLog("file")
@@ -532,6 +541,28 @@ def dicom_deid(settings: Settings, in_dir: Path, out_dir: Path, shift_dates: boo
                 text_regions_masked=r.text_regions_masked)
     counts = summary.as_dict()
     log.finish(summary_file, {k: counts[k] for k in ("burned_in_annotation", "files_with_text_masked")})
+
+
+def _fetch_series(settings: Settings, source: str, username: str | None, folder: Path) -> Path:
+    """A PACS series named SOURCE:STUDY_UID/SERIES_UID, read as ``username`` (access checked and audited), into
+    ``folder``; returns it."""
+    from loupe.core.sources import item_location
+    from loupe.core.sources.dicomweb import KIND
+    from loupe.domains.medical.pacs import download_series
+
+    if not username:
+        raise click.UsageError("--user is needed to read a series from a data source")
+    name, item = source.split(":", 1)
+    service = _service(settings)
+    user = service.user(username)
+    _, spec = service.store.readable_source(user, name)
+    if spec.kind != KIND:
+        raise click.BadParameter(f"{name!r} is a {spec.kind} source: give a folder, or a PACS (dicomweb) source",
+                                 param_hint="SOURCE")
+    with _progress("fetching from the PACS", "image", leave=False) as step:
+        count = download_series(item_location(spec, item), folder, settings.budgets, step)
+    service.store.audit(user, "source.read", detail={"source": name, "instances": count, "via": "cli deid"})
+    return folder
 
 
 @cli.group()
@@ -796,8 +827,9 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
 @click.option("--nginx", "nginx", default=None, help="nginx binary (default: nginx on PATH or /usr/sbin/nginx).")
 @click.option("--big-side", default=27_328, show_default=True, type=click.IntRange(1024, 200_000))
 @click.option("--small-side", default=4_096, show_default=True, type=click.IntRange(512, 200_000))
-@click.option("--parts", default="cog,pacs", show_default=True,
-              help="cog: COGs over HTTP (nginx); pacs: a CT series from Orthanc over DICOMweb.")
+@click.option("--parts", default="cog,pacs,upload", show_default=True,
+              help="cog: COGs over HTTP (nginx); pacs: a CT series from Orthanc over DICOMweb; upload: a 1 GB "
+                   "scene uploaded through the web app.")
 @click.option("--slices", default=500, show_default=True, type=click.IntRange(3, 5_000),
               help="Slices of the PACS part's CT series.")
 def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: int, parts: str, slices: int) -> None:
@@ -808,8 +840,8 @@ def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: i
     from .bench_sources import run_sources_bench
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not chosen or set(chosen) - {"cog", "pacs"}:
-        raise click.BadParameter("choose from cog, pacs", param_hint="--parts")
+    if not chosen or set(chosen) - {"cog", "pacs", "upload"}:
+        raise click.BadParameter("choose from cog, pacs, upload", param_hint="--parts")
     nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or ""
     if "cog" in chosen and not nginx:
         raise click.UsageError("nginx is needed to serve the test scenes over HTTP (apt-get install nginx)")

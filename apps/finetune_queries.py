@@ -54,7 +54,7 @@ def app_examples(domain: Domain, examples: Sequence[Example], limits: Budgets,
             problems.append(f"line {example.line}: no page image")
             continue
         try:
-            assets = domain.ingest(example.images[0].read_bytes(), limits)
+            assets = domain.ingest(Path(example.images[0]), limits)
         except InputRejected as exc:
             problems.append(f"line {example.line}: {exc}")
             continue

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
 
 from loupe.core.cases.assets import AssetStore
 from loupe.core.cases.db import open_database
@@ -86,13 +88,14 @@ def worker_preload() -> list[str]:
 _worker_domains: dict[tuple[type, Settings], Domain] = {}
 
 
-def ingest_in_worker(settings: Settings, domain_class: type, data: bytes) -> list[IngestedAsset]:
-    """A worker job: the domain's ingest of one upload, under the settings' budgets.
+def ingest_in_worker(settings: Settings, domain_class: type, source: Path | BinaryIO) -> list[IngestedAsset]:
+    """A worker job: the domain's ingest of one upload (its spooled file, or a stream), under the settings'
+    budgets. A large result comes back as a file for the store to move into place, not as bytes.
 
     The domain travels as its class (plugins are built without arguments, then configured): the worker makes
     its own instance once, so whatever it loads (OCR models, decoders) stays warm for the next upload.
     """
-    return _worker_domain(settings, domain_class).ingest(data, settings.budgets, report_progress)
+    return _worker_domain(settings, domain_class).ingest(source, settings.budgets, report_progress)
 
 
 def open_item_in_worker(settings: Settings, domain_class: type, location: str) -> list[IngestedAsset]:
@@ -184,7 +187,7 @@ class LoupeService:
         except KeyError:
             raise LoupeError(f"unknown domain {name!r}; installed: {', '.join(self.domains)}") from None
 
-    def create_case(self, user: User, domain_name: str, data: bytes, title: str = "",
+    def create_case(self, user: User, domain_name: str, source: Path | BinaryIO, title: str = "",
                     progress: Callable[[int, int], None] | None = None,
                     waiting: Callable[[int], None] | None = None,
                     cancelled: Callable[[], bool] = lambda: False) -> int:
@@ -195,7 +198,7 @@ class LoupeService:
         """
         domain = self.domain(domain_name)
         assets = self.jobs.run(user.username, "Reading the file", ingest_in_worker,
-                               (self.settings, type(domain), data), progress=progress, waiting=waiting,
+                               (self.settings, type(domain), source), progress=progress, waiting=waiting,
                                cancelled=cancelled)
         return self.store.create_case(user, domain.name, title, assets)
 

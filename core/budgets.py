@@ -62,6 +62,8 @@ class Budgets:
                                    "memory one job in a worker may allocate")
     jobs_per_user: int = _limit(3, "LOUPE_JOBS_PER_USER", "jobs", "jobs one user may have waiting or running")
     workers: int = _limit(2, "LOUPE_WORKERS", "workers", "jobs run at once (each in its own process)")
+    max_stream_bytes: int = _limit(4096 * _MIB, "LOUPE_MAX_STREAMED_BYTES", "bytes",
+                                   "one file a tab reads in parts (a scene), as uploaded")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Budgets:

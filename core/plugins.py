@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -33,6 +33,9 @@ class IngestedAsset:
     path: Path | str | None = None
     # For an item read by reference: (data source name, item path); nothing is stored but the reference.
     reference: tuple[str, str] | None = None
+    # A result left in a file (``core.ingest_io.file_asset``): ``path``'s sha256. The store moves that file
+    # into place; ``data`` stays empty.
+    digest: str | None = None
 
     def with_bytes(self) -> IngestedAsset:
         """This asset with its bytes, read from ``path`` when they were left behind (never a lazy one's, nor
@@ -144,15 +147,19 @@ class Domain(Protocol):
     name: str  # stable id stored with each case
     title: str  # tab label
     accepts: tuple[str, ...]  # file suffixes offered in the upload dialog, e.g. (".png", ".jpg")
+    # Optional ``upload_budget``: the budget an upload to this tab is held to, "max_bytes" (the default: the
+    # domain reads it whole) or "max_stream_bytes" (it reads it in parts).
     # Optional ``upload_note``: what the new-case form says is kept of an upload (the default speaks of
     # photos: metadata removed, pixel limit).
     system_prompt: str
     default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default
     export_formats: dict[str, str]  # download name -> media type, served by /case-export/<case>/<name>
 
-    def ingest(self, data: bytes, limits: Budgets,
+    def ingest(self, source: Path | BinaryIO, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
-        """Validate and preprocess an upload. Raises InputRejected with a user-facing reason.
+        """Validate and preprocess an upload: a path (the spooled upload) or a readable binary stream, read
+        with ``core.ingest_io`` (whole within ``max_bytes``, or in parts within ``max_stream_bytes``); a
+        large result goes back as a file (``file_asset``). Raises InputRejected with a user-facing reason.
         Long work reports ``progress(done, total)`` (pages, frames, tiles) when given a callback."""
         ...
 

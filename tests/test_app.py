@@ -260,5 +260,31 @@ def test_identical_uploads_of_two_users_keep_their_shared_temp_copy_until_both_a
     assert first == second  # one file for both
     assert alice.post("/logout").status_code in (200, 303)
     assert Path(second).is_file(), "alice's logout deleted bob's pending upload"
-    served.app.security.release_upload(f"loupe_session={bob.cookies.get('loupe_session')}", data)
+    bob_cookie = f"loupe_session={bob.cookies.get('loupe_session')}"
+    served.app.security.release_upload(bob_cookie, second)
     assert not Path(second).exists()  # the last one done with it: gone
+
+
+def test_a_case_is_created_only_from_an_upload_of_the_same_session(served):
+    """The handler is given a path: one this session did not upload (another user's, a made-up one) is never
+    read."""
+    alice, bob = served.http("alice"), served.http("bob")
+    [mine] = alice.post("/gradio_api/upload", files={"files": ("a.png", png_bytes((24, 20)))}).json()
+    security = served.app.security
+    assert security.upload_of(f"loupe_session={alice.cookies.get('loupe_session')}", mine) is not None
+    assert security.upload_of(f"loupe_session={bob.cookies.get('loupe_session')}", mine) is None
+    assert security.upload_of(f"loupe_session={bob.cookies.get('loupe_session')}", "/etc/passwd") is None
+    before = _counts(served)
+    # bob's page sends alice's upload path (a client library would upload the file again as bob's own)
+    fn_index = served.client("bob")._infer_fn_index("/general_create_case", None)
+    joined = bob.post("/gradio_api/queue/join", json={
+        "data": [{"path": mine, "meta": {"_type": "gradio.FileData"}}, "stolen"], "fn_index": fn_index,
+        "session_hash": "bobsession", "event_data": None, "trigger_id": None})
+    assert joined.status_code == 200, joined.text
+    with bob.stream("GET", "/gradio_api/queue/data", params={"session_hash": "bobsession"}) as stream:
+        events = ""
+        for line in stream.iter_lines():
+            events += line
+            if "process_completed" in line:
+                break
+    assert "no longer here" in events and _counts(served) == before

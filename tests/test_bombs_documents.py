@@ -4,6 +4,7 @@ sub-image is checked from the header before any is decoded. Peak memory is measu
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def ingest_in_child(domain: str, data: bytes, env: dict[str, str] | None = None)
         if {domain!r} == "documents":
             from loupe.domains.documents import _reader
             _reader()  # the OCR models load before the measurement
-        data = sys.stdin.buffer.read()
+        import io
+        data = io.BytesIO(sys.stdin.buffer.read())
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         try:
             assets = domain.ingest(data, Budgets.from_env())
@@ -92,7 +94,7 @@ def test_pages_beyond_max_pages_are_not_read_and_the_app_says_so():
     from loupe.domains.documents import DocumentsDomain
 
     data = tiny_pdf([(595, 842)] * 40, "Discharge letter page")
-    assets = DocumentsDomain().ingest(data, Budgets(max_pages=3))
+    assets = DocumentsDomain().ingest(io.BytesIO(data), Budgets(max_pages=3))
     assert len(assets) == 3 and assets[0].meta["note"].startswith("Only the first 3 of 40 pages are kept")
     assert assets[0].meta["ocr"]["source"] == "text-layer" and "rendered_dpi" not in assets[0].meta
 
@@ -139,7 +141,7 @@ def test_a_tiff_directory_loop_or_a_truncated_header_ends_the_walk():
 def test_everyday_documents_are_read():
     from loupe.domains.documents import DocumentsDomain
 
-    first, second = DocumentsDomain().ingest(tiny_pdf([(595, 842)] * 2, "Discharge letter page"), Budgets())
+    first, second = DocumentsDomain().ingest(io.BytesIO(tiny_pdf([(595, 842)] * 2, "Discharge letter page")), Budgets())
     assert (first.width, first.height) == (1240, 1755)
     assert "Discharge letter page" in first.meta["ocr"]["lines"][0]["text"]
     assert "note" not in first.meta and second.meta["page"] == 2

@@ -5,6 +5,7 @@ plain images are refused from their headers. Peak memory is measured in a child 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -39,10 +40,11 @@ def ingest_in_child(domain: str, path: Path) -> dict:
         from loupe.core.budgets import Budgets
         from loupe.core.plugins import discover
         domain = discover()[{domain!r}]
-        data = open(sys.argv[1], "rb").read()
+        from pathlib import Path
+        upload = Path(sys.argv[1])  # as the app passes it: the spooled upload's path
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         try:
-            out = {{"assets": [[a.width, a.height] for a in domain.ingest(data, Budgets())]}}
+            out = {{"assets": [[a.width, a.height] for a in domain.ingest(upload, Budgets())]}}
         except Exception as exc:
             out = {{"refused": type(exc).__name__, "budget": getattr(exc, "budget", None), "message": str(exc)}}
         out["grew"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
@@ -74,19 +76,19 @@ def test_the_work_of_an_ingest_is_its_copy_plus_one_read_for_overviews():
 
 def test_sides_over_the_largest_real_raster_stay_refused(tmp_path):
     with pytest.raises(InputRejected, match="no real image is that large"):
-        RemoteSensingDomain().ingest(tiff_header(2_000_000, 10), Budgets())
+        RemoteSensingDomain().ingest(io.BytesIO(tiff_header(2_000_000, 10)), Budgets())
 
 
 def test_a_format_loupe_does_not_read_is_named_with_what_to_convert_to(tmp_path):
     data = SPECIMENS["netcdf4_grid"].make(tmp_path).read_bytes()
     assert data[:8] == b"\x89HDF\r\n\x1a\n"  # netCDF-4 is HDF5 inside
     with pytest.raises(InputRejected) as refused:
-        RemoteSensingDomain().ingest(data, Budgets())
+        RemoteSensingDomain().ingest(io.BytesIO(data), Budgets())
     message = str(refused.value)
     assert message.startswith("The file is HDF5") and "a format Loupe does not read" in message
     assert "gdal_translate -of COG" in message and "damaged" not in message
     with pytest.raises(InputRejected) as refused:  # the general domain: Pillow knows HDF5 by name only
-        GeneralDomain().ingest(data, Budgets())
+        GeneralDomain().ingest(io.BytesIO(data), Budgets())
     assert str(refused.value).startswith("The file is an HDF5 file, which is not an image format Loupe reads")
 
 
@@ -110,7 +112,7 @@ def test_a_small_damaged_image_is_not_called_too_large(tmp_path):
 def test_plain_images_are_refused_from_their_headers(tmp_path, name, message):
     data = SPECIMENS[name].make(tmp_path).read_bytes()
     with pytest.raises(BudgetExceeded) as refused:
-        GeneralDomain().ingest(data, Budgets())
+        GeneralDomain().ingest(io.BytesIO(data), Budgets())
     assert refused.value.budget == "max_pixels" and str(refused.value).startswith(message)
     assert "LOUPE_MAX_IMAGE_PIXELS" in str(refused.value)
 
@@ -126,20 +128,20 @@ def test_open_bounded_size_refusals_carry_their_budget():
 
 def test_everyday_rasters_and_photos_are_taken_in(tmp_path):
     domain = RemoteSensingDomain()
-    raster, view = domain.ingest(SPECIMENS["geotiff_small"].make(tmp_path).read_bytes(), Budgets())
+    raster, view = domain.ingest(SPECIMENS["geotiff_small"].make(tmp_path), Budgets())
     assert (raster.width, raster.height) == (256, 256) and raster.meta["georeferenced"]
     cog = SPECIMENS["cog_with_overviews"].make(tmp_path)
     steps: list[tuple[int, int]] = []
-    raster, view = domain.ingest(cog.read_bytes(), Budgets(), lambda done, total: steps.append((done, total)))
+    raster, view = domain.ingest(cog, Budgets(), lambda done, total: steps.append((done, total)))
     assert (raster.width, raster.height) == (2048, 2048) and raster.meta["overview_factors"] == [2.0, 4.0]
     assert steps == [(1, 2), (2, 2)]
     stored = tmp_path / "stored.tif"
-    stored.write_bytes(raster.data)
+    stored.write_bytes(Path(raster.path).read_bytes())  # the clean copy the store would take
     with rasterio.open(stored) as ds:
         assert ds.overviews(1) == [2, 4]
-    (photo,) = GeneralDomain().ingest(SPECIMENS["photo_small"].make(tmp_path).read_bytes(), Budgets())
+    (photo,) = GeneralDomain().ingest(SPECIMENS["photo_small"].make(tmp_path), Budgets())
     assert (photo.width, photo.height) == (64, 48)
-    (page,) = GeneralDomain().ingest(grey_tiff([(64, 48)]), Budgets())  # a one-page TIFF
+    (page,) = GeneralDomain().ingest(io.BytesIO(grey_tiff([(64, 48)])), Budgets())  # a one-page TIFF
     assert (page.width, page.height) == (64, 48)
 
 

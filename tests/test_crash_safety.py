@@ -23,10 +23,10 @@ from loupe.core.config import Settings
 
 service = LoupeService.open(Settings())
 user = service.store.add_user("ann", "a long enough password")
-data = Path(sys.argv[1]).read_bytes()
+scan = Path(sys.argv[1])
 print("ingesting", flush=True)
 while True:  # until killed: every pass reads the scan again (OCR in a worker)
-    service.create_case(user, "documents", data, "scan")
+    service.create_case(user, "documents", scan, "scan")
     print("stored", flush=True)
 """
 
@@ -42,7 +42,7 @@ service = LoupeService.open(Settings(model=sys.argv[1]))
 service.slot.load(sys.argv[1])
 service.slot.get()
 user = service.store.add_user("ann", "a long enough password")
-case_id = service.create_case(user, "general", Path(sys.argv[2]).read_bytes(), "photo")
+case_id = service.create_case(user, "general", Path(sys.argv[2]), "photo")
 print(case_id, flush=True)
 for step in service.ask(user, case_id, "What is shown?", GenerationOptions(max_new_tokens=24, detail="low")):
     print("streaming", flush=True)

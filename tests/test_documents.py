@@ -34,7 +34,7 @@ def _pdf(*sources: tuple[Path, list[int]], blank: int = 0) -> bytes:
 
 def test_a_mixed_pdf_becomes_one_page_asset_each_with_its_text():
     data = _pdf((DATA / "documents" / "multi_page.pdf", [0]), (DATA / "documents" / "ocr_test.pdf", [0]))
-    first, second = DOMAIN.ingest(data, LIMITS)
+    first, second = DOMAIN.ingest(io.BytesIO(data), LIMITS)
     assert first.media_type == second.media_type == "image/png" and first.data.startswith(b"\x89PNG")
     assert (first.meta["page"], second.meta["page"]) == (1, 2)
     assert first.meta["ocr"]["source"] == "text-layer" and second.meta["ocr"]["source"] == "ocr"
@@ -44,13 +44,13 @@ def test_a_mixed_pdf_becomes_one_page_asset_each_with_its_text():
 
 
 def test_a_receipt_photo_is_read_by_ocr():
-    (page,) = DOMAIN.ingest((DATA / "samples" / "sroie_receipt_275.jpg").read_bytes(), LIMITS)
+    (page,) = DOMAIN.ingest(DATA / "samples" / "sroie_receipt_275.jpg", LIMITS)
     assert any("KLANG" in ln["text"].upper() for ln in page.meta["ocr"]["lines"])
 
 
 def test_a_very_long_pdf_keeps_its_first_pages_and_says_so():
     data = _pdf((DATA / "documents" / "multi_page.pdf", [0, 1]), blank=1998)  # 2,000 pages
-    assets = DOMAIN.ingest(data, Budgets(50 * 2**20, 89_478_485, max_pages=2))  # LOUPE_MAX_PAGES
+    assets = DOMAIN.ingest(io.BytesIO(data), Budgets(50 * 2**20, 89_478_485, max_pages=2))  # LOUPE_MAX_PAGES
     assert len(assets) == 2 and assets[0].meta["note"].startswith("Only the first 2 of 2000 pages are kept")
 
 
@@ -61,12 +61,12 @@ def test_a_very_long_pdf_keeps_its_first_pages_and_says_so():
 ])
 def test_bad_documents_are_refused_with_a_reason(data, message):
     with pytest.raises(InputRejected, match=message):
-        DOMAIN.ingest(data, LIMITS)
+        DOMAIN.ingest(io.BytesIO(data), LIMITS)
 
 
 def test_the_question_picks_the_pages_and_their_text_goes_in_the_prompt():
     steps: list[tuple[int, int]] = []
-    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS,
+    assets = DOMAIN.ingest(DATA / "documents" / "multi_page.pdf", LIMITS,
                            lambda done, total: steps.append((done, total)))
     assert steps == [(n, 5) for n in range(1, 6)]  # the app shows this as a progress bar
     assert len(assets) == 5
@@ -79,7 +79,7 @@ def test_the_question_picks_the_pages_and_their_text_goes_in_the_prompt():
 
 
 def test_viewer_draws_a_box_for_every_line():
-    (page,) = DOMAIN.ingest((DATA / "documents" / "ocr_test.pdf").read_bytes(), LIMITS)
+    (page,) = DOMAIN.ingest(DATA / "documents" / "ocr_test.pdf", LIMITS)
     view = AssetView(7, "/case-assets/7", "image/png", page.width, page.height, "", page.meta)
     shown = pages_html([view])
     assert shown.count("<rect") == len(page.meta["ocr"]["lines"]) == 3
@@ -87,7 +87,7 @@ def test_viewer_draws_a_box_for_every_line():
 
 
 def test_viewer_outlines_and_labels_the_region_types():
-    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    assets = DOMAIN.ingest(DATA / "documents" / "multi_page.pdf", LIMITS)
     view = AssetView(4, "/case-assets/4", "image/png", assets[0].width, assets[0].height, "", assets[0].meta)
     shown = pages_html([view])
     assert shown.count('class="region title"') == 4  # the page's four headings
@@ -100,7 +100,7 @@ def test_viewer_outlines_and_labels_the_region_types():
 
 
 def test_an_answer_cites_the_lines_it_quotes_and_the_viewer_highlights_them():
-    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    assets = DOMAIN.ingest(DATA / "documents" / "multi_page.pdf", LIMITS)
     context = DOMAIN.context(assets, "When was the first word processor made?")
     read = context.meta["pages_read"]
     page = next(a for a in assets if a.meta["page"] == read[0])
@@ -126,7 +126,7 @@ def test_asking_about_a_document_case_continues_the_conversation(tmp_path, tiny_
     service.slot.load(tiny_model_dir("smolvlm"))
     user = service.store.add_user("dana", "dana-password-1", "user")
     two_pages = _pdf((DATA / "documents" / "multi_page.pdf", [0, 1]))  # within the pages read per question
-    case_id = service.create_case(user, "documents", two_pages, "history")
+    case_id = service.create_case(user, "documents", io.BytesIO(two_pages), "history")
     first = list(service.ask(user, case_id, "When was the first word processor made?"))[-1]
     assert first.run.extra["pages_read"] == [1, 2] and first.run.extra["reused_tokens"] == 0
     assert isinstance(first.run.extra["citations"], list)  # stored with the answer (random weights quote nothing)
@@ -138,7 +138,7 @@ def _first_answer_run(home: Path, model: Path, **settings: object):  # noqa: ANN
     service = LoupeService.open(Settings(home=home, database_url=None, model="unused", **settings))
     service.slot.load(model)
     user = service.store.add_user("dana", "dana-password-1", "user")
-    case_id = service.create_case(user, "documents", (DATA / "documents" / "multi_page.pdf").read_bytes(), "history")
+    case_id = service.create_case(user, "documents", DATA / "documents" / "multi_page.pdf", "history")
     return list(service.ask(user, case_id, "When was the first word processor made?"))[-1].run
 
 
@@ -157,7 +157,7 @@ def test_with_an_ocr_query_module_configured_the_page_text_goes_in_as_query_toke
 
 
 def test_a_follow_up_about_other_pages_reads_those_pages():
-    assets = DOMAIN.ingest((DATA / "documents" / "multi_page.pdf").read_bytes(), LIMITS)
+    assets = DOMAIN.ingest(DATA / "documents" / "multi_page.pdf", LIMITS)
     first = DOMAIN.context(assets, "When was the first word processor made?").meta["pages_read"]
     texts = [" ".join(ln["text"] for ln in a.meta["ocr"]["lines"]) for a in assets]
     unread = next(i for i in range(5) if i + 1 not in first)
@@ -167,7 +167,7 @@ def test_a_follow_up_about_other_pages_reads_those_pages():
 
 
 def test_key_fields_of_a_real_receipt():
-    (page,) = DOMAIN.ingest((DATA / "samples" / "sroie_receipt_275.jpg").read_bytes(), LIMITS)
+    (page,) = DOMAIN.ingest(DATA / "samples" / "sroie_receipt_275.jpg", LIMITS)
     expected = json.loads((DATA / "samples" / "sroie_receipt_275.key.json").read_text())
     assert page.meta["fields"]["date"] == expected["date"] and page.meta["fields"]["total"] == expected["total"]
     view = AssetView(1, "/case-assets/1", "image/png", page.width, page.height, "", page.meta)
@@ -198,7 +198,7 @@ def test_markdown_and_json_downloads_are_checked_and_audited(tmp_path, tiny_mode
     with serve(tmp_path / "home", tiny_model_dir("smolvlm"), {"alice": "user", "bob": "user"}) as served:
         alice_user = served.service.user("alice")
         case_id = served.service.create_case(alice_user, "documents",
-                                             (DATA / "documents" / "ocr_test.pdf").read_bytes(), "scan")
+                                             DATA / "documents" / "ocr_test.pdf", "scan")
         alice, bob, anonymous = served.http("alice"), served.http("bob"), served.http()
         md = alice.get(f"/case-export/{case_id}/md")
         assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")

@@ -3,6 +3,7 @@ on the same loss curve, bad JSONL lines named, the CLI with its adapter card."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -243,7 +244,6 @@ def test_the_cli_trains_from_a_csv_and_writes_the_adapter_card(model, tmp_path):
 
 
 def test_export_reviews_keeps_accepted_and_corrected_answers_of_the_domain_only(tmp_path, tiny_model_dir):
-    import io
 
     from click.testing import CliRunner
 
@@ -258,7 +258,7 @@ def test_export_reviews_keeps_accepted_and_corrected_answers_of_the_domain_only(
     ana = service.store.add_user("ana", "ana-password-12", "user")
     photo = io.BytesIO()
     Image.effect_noise((64, 64), 40).convert("RGB").save(photo, "PNG")
-    case_id = service.create_case(ana, "general", photo.getvalue(), "Jane Doe 1961 knee")  # PHI in the title
+    case_id = service.create_case(ana, "general", io.BytesIO(photo.getvalue()), "Jane Doe 1961 knee")  # PHI in title
     verdicts = {"Is it sharp?": ("accepted", None), "What is shown?": ("edited", "A grey noise pattern."),
                 "Any fracture?": ("rejected", None), "Unreviewed?": (None, None)}
     answers = {}
@@ -267,7 +267,7 @@ def test_export_reviews_keeps_accepted_and_corrected_answers_of_the_domain_only(
         answers[question] = final.text
         if verdict:
             service.store.review(ana, final.message_id, verdict, edited)
-    other = service.create_case(ana, "documents", photo.getvalue(), "a page")
+    other = service.create_case(ana, "documents", io.BytesIO(photo.getvalue()), "a page")
     final = list(service.ask(ana, other, "Read it.", GenerationOptions(max_new_tokens=3)))[-1]
     service.store.review(ana, final.message_id, "accepted")
     out = tmp_path / "export" / "train.jsonl"
@@ -287,7 +287,6 @@ def test_export_reviews_keeps_accepted_and_corrected_answers_of_the_domain_only(
 def test_the_app_answers_with_the_domains_active_adapter(model, trained, tmp_path):
     """loupe adapters activate -> the next question of the domain goes through the adapter, on the same
     loaded model; the run record and the footnote name it; the base model is back after deactivation."""
-    import io
 
     from loupe.apps.service import LoupeService
     from loupe.apps.web.render import run_footnote
@@ -301,7 +300,7 @@ def test_the_app_answers_with_the_domains_active_adapter(model, trained, tmp_pat
     root = store.add_user("root", "root-password-12", "admin")
     photo = io.BytesIO()
     Image.new("RGB", (64, 64), (3 * 15, 255 - 3 * 15, 120)).save(photo, "PNG")  # item 3's image
-    case_id = service.create_case(ana, "general", photo.getvalue(), "")
+    case_id = service.create_case(ana, "general", io.BytesIO(photo.getvalue()), "")
     store.register_adapter("codes-v1", "general", vlm.model_id, str(trained["out"] / "adapter"), {"steps": 1})
     options = GenerationOptions(max_new_tokens=6)
 

@@ -7,6 +7,7 @@ so an image pointing there would carry the reader's session cookie. It must rece
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import pytest
@@ -70,7 +71,7 @@ def test_hostile_text_in_every_field_is_shown_as_text(tmp_path, tiny_model_dir, 
             sync_playwright() as pw:
         service, store = served.service, served.service.store
         alice, rex = service.user("alice"), service.user("rex")
-        case_id = service.create_case(alice, "general", png_bytes((64, 48)), hostile(trap.url, title=True))
+        case_id = service.create_case(alice, "general", io.BytesIO(png_bytes((64, 48))), hostile(trap.url, title=True))
         steps = list(service.ask(alice, case_id, text, GenerationOptions(max_new_tokens=4, detail="low")))
         answer_id = steps[-1].message_id
         store.share_case(alice, case_id, "rex")

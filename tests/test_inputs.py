@@ -44,7 +44,7 @@ def test_general_domain_is_discovered_through_entry_points():
 
 def test_general_domain_strips_exif_and_builds_rgb_context():
     general = discover()["general"]
-    [asset] = general.ingest(jpeg_with_exif(), LIMITS)
+    [asset] = general.ingest(io.BytesIO(jpeg_with_exif()), LIMITS)
     assert b"Jane Patient" not in asset.data and b"MRN" not in asset.data
     assert (asset.width, asset.height, asset.media_type) == (80, 60, "image/png")
     assert not Image.open(io.BytesIO(asset.data)).getexif()
@@ -54,7 +54,7 @@ def test_general_domain_strips_exif_and_builds_rgb_context():
 
 def test_general_domain_re_encodes_clean_files_with_the_same_pixels():
     data = png_bytes()
-    [asset] = discover()["general"].ingest(data, LIMITS)
+    [asset] = discover()["general"].ingest(io.BytesIO(data), LIMITS)
     assert asset.media_type == "image/png"
     assert Image.open(io.BytesIO(asset.data)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
     assert asset.meta == {"mode": "RGB", "format": "PNG", "frames": 1}

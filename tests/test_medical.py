@@ -47,7 +47,7 @@ def test_nothing_identifying_is_kept_in_any_asset_or_its_metadata(domain, name):
     original = pydicom.dcmread(DICOM / name)
     phi = _phi(original)
     assert phi  # the sample files do carry identifying values
-    assets = domain.ingest((DICOM / name).read_bytes(), LIMITS)
+    assets = domain.ingest(DICOM / name, LIMITS)
     assert [a.media_type for a in assets] == ["application/dicom", "image/png"]
     for asset in assets:
         stored = asset.data.decode("latin-1") + json.dumps(asset.meta)
@@ -61,7 +61,7 @@ def test_nothing_identifying_is_kept_in_any_asset_or_its_metadata(domain, name):
 
 
 def test_ct_is_shown_to_the_model_in_three_windows(domain):
-    assets = domain.ingest((DICOM / "CT_small.dcm").read_bytes(), LIMITS)
+    assets = domain.ingest(DICOM / "CT_small.dcm", LIMITS)
     context = domain.context(assets, "Is there a nodule?")
     (image,) = context.images
     hu = pydicom.dcmread(DICOM / "CT_small.dcm").pixel_array.astype(np.float32) - 1024
@@ -73,7 +73,7 @@ def test_ct_is_shown_to_the_model_in_three_windows(domain):
 
 def test_a_multiframe_study_shows_evenly_spaced_frames_and_reports_progress(domain):
     steps: list[tuple[int, int]] = []
-    assets = domain.ingest((DICOM / "MR_enhanced_10frame.dcm").read_bytes(), LIMITS, lambda d, t: steps.append((d, t)))
+    assets = domain.ingest(DICOM / "MR_enhanced_10frame.dcm", LIMITS, lambda d, t: steps.append((d, t)))
     views = [a for a in assets if a.meta["kind"] == "view"]
     assert len(views) == 10 and steps[-1] == (10, 10)
     context = domain.context(assets, "What changes between frames?")
@@ -92,7 +92,7 @@ def test_a_zipped_series_becomes_one_case_with_its_slices_in_order(domain):
             buffer = io.BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             archive.writestr(f"{base.PatientName}/slice{z}.dcm", buffer.getvalue())  # PHI in the member names
-    assets = domain.ingest(out.getvalue(), LIMITS)
+    assets = domain.ingest(io.BytesIO(out.getvalue()), LIMITS)
     dicoms = [pydicom.dcmread(io.BytesIO(a.data)) for a in assets if a.media_type == "application/dicom"]
     assert [float(ds.ImagePositionPatient[2]) for ds in dicoms] == [0.0, 10.0, 20.0]
     assert len({ds.SeriesInstanceUID for ds in dicoms}) == 1  # remapped consistently
@@ -117,7 +117,7 @@ def _with_burned_in_name() -> bytes:
 
 
 def test_text_burned_into_the_pixels_is_flagged_without_keeping_the_text(domain):
-    assets = domain.ingest(_with_burned_in_name(), LIMITS)
+    assets = domain.ingest(io.BytesIO(_with_burned_in_name()), LIMITS)
     (view,) = [a for a in assets if a.meta["kind"] == "view"]
     assert view.meta["burned_in_annotation"] is True
     (region,) = view.meta["text_regions"]
@@ -164,7 +164,7 @@ def test_bad_files_are_refused_and_nothing_is_stored(tmp_path, name, message):
     service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
     user = service.store.add_user("ana", "ana-password-12", "user")
     with pytest.raises(InputRejected, match=message):
-        service.create_case(user, "medical", (DICOM / name).read_bytes(), "study")
+        service.create_case(user, "medical", DICOM / name, "study")
     assert service.store.list_cases(user) == [] and not any(service.settings.assets_dir.rglob("*.*"))
 
 
@@ -177,7 +177,7 @@ def test_a_structured_report_is_kept_as_cleaned_text(tmp_path):
     ds.save_as(data)
     service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
     user = service.store.add_user("ana", "ana-password-12", "user")
-    case_id = service.create_case(user, "medical", data.getvalue(), "report")
+    case_id = service.create_case(user, "medical", io.BytesIO(data.getvalue()), "report")
     (asset,) = service.case_assets(user, case_id)
     text = asset.meta["text"]
     assert asset.media_type == "text/plain" and asset.data.decode() == text
@@ -203,7 +203,7 @@ def test_case_tools_and_exports_run_in_a_worker_under_the_job_limits(tmp_path):
     service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
     ann = service.store.add_user("ann", "ann-password-12", "user")
     bob = service.store.add_user("bob", "bob-password-12", "user")
-    case_id = service.create_case(ann, "medical", (DICOM / "CT_small.dcm").read_bytes(), "ct")
+    case_id = service.create_case(ann, "medical", DICOM / "CT_small.dcm", "ct")
     pid, sizes = service.run_on_case(ann, case_id, "Looking", jobwork.where_read)
     assert pid != os.getpid() and sizes == [len(a.data) for a in service.case_assets(ann, case_id)] and sizes[0] > 0
     shown = service.run_on_case(ann, case_id, "Showing the image", render_frame, (1, "lung", 0, 0))
@@ -223,7 +223,7 @@ def test_asking_about_a_study_through_the_app(tmp_path, tiny_model_dir):
     service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
     service.slot.load(tiny_model_dir("smolvlm"))
     user = service.store.add_user("ana", "ana-password-12", "user")
-    case_id = service.create_case(user, "medical", (DICOM / "DX_chest_MONOCHROME1.dcm").read_bytes(), "chest")
+    case_id = service.create_case(user, "medical", DICOM / "DX_chest_MONOCHROME1.dcm", "chest")
     final = list(service.ask(user, case_id, "Describe the findings on this chest radiograph."))[-1]
     assert final.run is not None and final.run.visual_tokens > 0 and final.run.extra["views_read"] == [0]
 
@@ -239,13 +239,13 @@ def _data_uri_image(html: str) -> Image.Image:
 def test_window_tool_renders_any_frame_in_a_preset_or_a_free_window(domain):
     from loupe.domains.medical.frames import render_frame
 
-    assets = domain.ingest((DICOM / "CT_small.dcm").read_bytes(), LIMITS)
+    assets = domain.ingest(DICOM / "CT_small.dcm", LIMITS)
     lung = render_frame(assets, 1, "lung", 0, 0)
     assert "lung -600/1500 · image 1 of 1" in lung
     assert _data_uri_image(lung).getpixel((118, 5)) == 77  # as the windowing test computes by hand
     free = _data_uri_image(render_frame(assets, 1, "custom", -800, 200))
     assert free.getpixel((118, 5)) == 5
-    mr = domain.ingest((DICOM / "MR_enhanced_10frame.dcm").read_bytes(), LIMITS)
+    mr = domain.ingest(DICOM / "MR_enhanced_10frame.dcm", LIMITS)
     assert "image 10 of 10" in render_frame(mr, 99, "as stored", 0, 0)  # clamped to the last frame
 
 

@@ -60,7 +60,7 @@ CARRIERS = {
 
 
 def _ingest(data: bytes):
-    [asset] = discover()["general"].ingest(data, LIMITS)
+    [asset] = discover()["general"].ingest(io.BytesIO(data), LIMITS)
     return asset
 
 

@@ -114,7 +114,7 @@ def test_the_export_and_the_header_facts_equal_those_of_the_same_files_uploaded(
             buffer = io.BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             archive.writestr(f"{n}.dcm", buffer.getvalue())
-    uploaded = service.create_case(ana, "medical", upload.getvalue(), "Uploaded")
+    uploaded = service.create_case(ana, "medical", io.BytesIO(upload.getvalue()), "Uploaded")
 
     exports = [zipfile.ZipFile(io.BytesIO(service.export_case(ana, c, "zip")[0])) for c in (by_reference, uploaded)]
     assert exports[0].namelist() == exports[1].namelist() and len(exports[0].namelist()) == SLICES
@@ -300,3 +300,31 @@ def test_a_pacs_series_in_a_real_browser_as_reader_and_outsider(pacs, tmp_path, 
         refused = served.client("bob").predict("pacs", f"{ct[0].StudyInstanceUID}/{ct[0].SeriesInstanceUID}", "",
                                                api_name="/medical_open_item")
         assert refused[5] == "⚠️ Data source not found." and refused[6] == {"__type__": "update"}
+
+
+def test_the_batch_de_identifier_takes_a_pacs_series_as_its_input(service, pacs, tmp_path):
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+
+    url, _, ct = pacs
+    item = f"pacs:{ct[0].StudyInstanceUID}/{ct[0].SeriesInstanceUID}"
+    env = {"LOUPE_HOME": str(service.settings.home), "LOUPE_DATABASE_URL": ""}
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["dicom", "deid", *args], env=env, catch_exceptions=False)
+
+    refused = run(item, "--out", str(tmp_path / "bob"), "--user", "bob")
+    assert refused.exit_code != 0 and "Data source not found" in refused.output
+    assert not list((tmp_path / "bob").rglob("*.dcm"))
+    done = run(item, "--out", str(tmp_path / "out"), "--user", "ana", "--summary", str(tmp_path / "summary.json"))
+    assert done.exit_code == 0, done.output
+    written = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert len(written) == SLICES and not list((tmp_path / "out").glob(".tmp*"))  # the fetched copies are gone
+    assert not any(part.encode() in p.read_bytes() for p in written for part in PATIENT)
+    exported = zipfile.ZipFile(io.BytesIO(service.export_case(
+        service.user("ana"), service.open_item(service.user("ana"), "pacs", item[5:]), "zip")[0]))
+    uids = {pydicom.dcmread(io.BytesIO(exported.read(n))).SOPInstanceUID for n in exported.namelist()}
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in written} == uids  # one installation, one mapping
+    events = [e.detail for e in service.store.audit_events() if e.action == "source.read"]
+    assert {"source": "pacs", "instances": SLICES, "via": "cli deid"} in events

@@ -52,7 +52,7 @@ def test_a_dicom_slide_is_de_identified_without_its_label_and_answered_from_tile
             ds.save_as(buffer)
             archive.writestr(name, buffer.getvalue())
     user = service.store.add_user("ana", "ana-password-12", "user")
-    case_id = service.create_case(user, "medical", upload.getvalue(), "biopsy")
+    case_id = service.create_case(user, "medical", io.BytesIO(upload.getvalue()), "biopsy")
     assets = service.case_assets(user, case_id)
     (level,) = [a for a in assets if a.meta["kind"] == "slide_level"]  # the label is not kept
     stored = pydicom.dcmread(level.path)
@@ -67,7 +67,7 @@ def test_a_vendor_slide_is_rewritten_without_labels_or_metadata(service):
     original = SLIDES / "openslide_small_synthetic.svs"
     user = service.store.add_user("ana", "ana-password-12", "user")
     progress = []
-    assets = service.domains["medical"].ingest(original.read_bytes(), service.limits,
+    assets = service.domains["medical"].ingest(original, service.limits,
                                                lambda done, total: progress.append((done, total)))
     level = assets[0]
     assert level.meta["kind"] == "slide_level" and level.media_type == "image/tiff"
@@ -79,7 +79,7 @@ def test_a_vendor_slide_is_rewritten_without_labels_or_metadata(service):
         expected = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))
     assert np.array_equal(rewritten, expected)
     assert b"Aperio" not in level.data
-    case_id = service.create_case(user, "medical", original.read_bytes(), "slide")
+    case_id = service.create_case(user, "medical", original, "slide")
     final = list(service.ask(user, case_id, "Describe the tissue."))[-1]
     assert final.run.extra["pyramid"]["width"] == 16
 
@@ -89,7 +89,7 @@ def test_an_unreadable_slide_is_refused_and_nothing_is_stored(service):
     from loupe.core.errors import InputRejected
 
     with pytest.raises(InputRejected, match="cannot be read"):
-        service.create_case(user, "medical", (SLIDES / "malformed" / "openslide_unreadable.svs").read_bytes(), "x")
+        service.create_case(user, "medical", SLIDES / "malformed" / "openslide_unreadable.svs", "x")
     assert service.store.list_cases(user) == [] and not any(service.settings.assets_dir.rglob("*.*"))
 
 

@@ -4,6 +4,7 @@ pruned first turn as a fresh run would answer it."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -136,7 +137,6 @@ def test_planted_scores_decide_what_stays(tiny_model_dir, image):
 
 
 def test_the_app_records_tokens_before_and_after_pruning(tmp_path, tiny_model_dir, image):
-    import io
 
     from loupe.apps.service import LoupeService
     from loupe.apps.web.render import run_footnote
@@ -147,7 +147,7 @@ def test_the_app_records_tokens_before_and_after_pruning(tmp_path, tiny_model_di
     user = service.store.add_user("ana", "ana-password-12", "user")
     photo = io.BytesIO()
     image.save(photo, "PNG")
-    case_id = service.create_case(user, "general", photo.getvalue(), "noise")
+    case_id = service.create_case(user, "general", io.BytesIO(photo.getvalue()), "noise")
     options = GenerationOptions(max_new_tokens=4, detail="standard", visual_keep=0.25)
     final = list(service.ask(user, case_id, "What is shown?", options))[-1]
     assert final.run.extra["pruning"] == "attention 25%"

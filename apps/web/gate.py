@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -134,12 +135,21 @@ class WebSecurity:
     def session_for(self, scope: Scope) -> Session | None:
         return self.sessions.get(session_token(scope), touch=False)
 
-    def release_upload(self, cookie_header: str | None, data: bytes) -> None:
-        """Delete the temp copies of an upload once its bytes are taken (or refused)."""
+    def upload_of(self, cookie_header: str | None, path: str) -> Path | None:
+        """The spooled upload at ``path`` if this request's session uploaded it; None for any other path (one
+        a client made up, or another user's upload)."""
+        session = self.sessions.get(token_from_cookies(cookie_header), touch=False)
+        if session is None:
+            return None
+        used = _held_as(session, path)
+        return Path(used) if used is not None else None
+
+    def release_upload(self, cookie_header: str | None, path: str) -> None:
+        """Delete the temp copy of an upload once it is taken in (or refused)."""
         session = self.sessions.get(token_from_cookies(cookie_header), touch=False)
         if session is None:
             return
-        used = next((p for p in session.uploads if _holds(p, data)), None)
+        used = _held_as(session, path)
         if used is None:
             return
         session.uploads[used] -= 1  # this upload is done with it; another tab's may still wait for it
@@ -210,12 +220,17 @@ def token_from_cookies(raw: str | None, name: str | None = None) -> str | None:
     return None
 
 
-def _holds(path: str, data: bytes) -> bool:
-    try:
-        file = Path(path)
-        return file.stat().st_size == len(data) and file.read_bytes() == data
-    except OSError:
-        return False
+def _held_as(session: Session, path: str) -> str | None:
+    """The session's upload that ``path`` is (the same name, or the same file reached another way)."""
+    if path in session.uploads:
+        return path
+    for held in session.uploads:
+        try:
+            if os.path.samefile(held, path):
+                return held
+        except OSError:
+            continue
+    return None
 
 
 def _headers(scope: Scope, name: str) -> list[str]:

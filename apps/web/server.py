@@ -19,6 +19,7 @@ from .gate import Gate, Scope, WebSecurity, database_unavailable
 from .metrics import Metrics, Observed, instrument
 from .pages import build_router
 from .ui import CSS, build_ui
+from .workspace import upload_limit
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
         api, blocks, "/",
         auth_dependency=lambda request: request.scope.get("loupe.user"),
         footer_links=[], run_history=False,  # no "Use via API" page, no run history kept in the browser
-        show_error=False, max_file_size=service.settings.budgets.max_bytes, css=CSS,
+        show_error=False, css=CSS,
+        max_file_size=max(upload_limit(d, service.settings.budgets) for d in service.domains.values()),
         app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
     return Observed(Gate(api, security), metrics, security.from_proxy), security
 

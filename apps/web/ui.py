@@ -44,7 +44,7 @@ def build_ui(service: LoupeService, security: WebSecurity) -> gr.Blocks:
             # The general tab first (what a new user expects to land on), then the rest by title.
             for domain in sorted(service.domains.values(), key=lambda d: (d.name != "general", d.title)):
                 with gr.Tab(domain.title, id=f"tab-{domain.name}"):
-                    workspace = Workspace(service, domain, security.release_upload)
+                    workspace = Workspace(service, domain, security)
                     workspace.build()
                     workspaces.append(workspace)
             with gr.Tab("Admin", id="tab-admin", visible=False) as admin_tab:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import gradio as gr
 
@@ -31,6 +33,7 @@ from .render import (
     viewer_html,
 )
 from .screen import Screens
+from .spooled_file import spooled_file
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +44,27 @@ EFFICIENCY_CHOICES = [("All image tokens", 1.0), ("Fewer (keep 25%)", 0.25), ("F
 NO_CASE = "No case open. Click a case in the list, or create one."
 
 
+def upload_limit(domain: Domain, limits: Budgets) -> int:
+    """The largest upload ``domain``'s tab takes: ``max_bytes``, or ``max_stream_bytes`` for one that reads
+    uploads in parts."""
+    return int(getattr(limits, getattr(domain, "upload_budget", "max_bytes")))
+
+
+class UploadKeeper(Protocol):
+    """The security gate's record of each session's spooled uploads."""
+
+    def upload_of(self, cookie_header: str | None, path: str) -> Path | None: ...
+
+    def release_upload(self, cookie_header: str | None, path: str) -> None: ...
+
+
 class Workspace:
     """Builds one domain tab; implements the :class:`loupe.core.plugins.DomainTab` the domain extends."""
 
-    def __init__(self, service: LoupeService, domain: Domain,
-                 release_upload: Callable[[str | None, bytes], None]) -> None:
+    def __init__(self, service: LoupeService, domain: Domain, uploads: UploadKeeper) -> None:
         self.service = service
         self.domain = domain
-        self.release_upload = release_upload  # deletes Gradio's temp copy of an upload once it is read
+        self.uploads = uploads  # the session's spooled uploads: which are whose, and their removal once read
         self.render_viewer: Callable[[list[AssetView], list[dict]], str] = viewer_html
         self._prompt_row: gr.Row | None = None
         self.screen = Screens()  # the case on each screen: actions for any other case are refused
@@ -127,13 +143,14 @@ class Workspace:
                         refresh = gr.Button("Refresh list", size="sm", variant="secondary")
                     with gr.Tab("New case"):
                         # "binary": Gradio's "filepath" mode leaves an empty temp file behind on every call.
-                        upload = gr.File(label="File", file_types=list(self.domain.accepts), type="binary",
+                        upload = spooled_file(label="File", file_types=list(self.domain.accepts),
                                          elem_id=f"{d}-upload")
                         kept = getattr(self.domain, "upload_note", None) or (
                             f"up to {limits.max_pixels / 1e6:.1f} megapixels. Metadata (names, dates, GPS) is "
                             "removed; the file name is not kept.")
                         gr.Markdown(f"Accepted: {', '.join(self.domain.accepts)} · up to "
-                                    f"{limits.max_bytes / 2**20:.0f} MiB, {kept}", elem_classes="hint")
+                                    f"{upload_limit(self.domain, limits) / 2**20:,.0f} MiB, {kept}",
+                                    elem_classes="hint")
                         title = gr.Textbox(label="Title", placeholder="Short description, no patient names")
                         with gr.Row():
                             create = gr.Button("Create case", variant="primary", elem_id=f"{d}-create", scale=3)
@@ -281,7 +298,7 @@ class Workspace:
         def unlock() -> tuple:
             return (gr.update(interactive=True),) * len(controls)
 
-        def create_case(data: bytes | None, title_text: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+        def create_case(upload: str | None, title_text: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             user = self._user(request)
 
             def reading(done: int, total: int) -> None:
@@ -292,16 +309,21 @@ class Workspace:
                          else "Starting")
 
             with self.screen.switch(request) as switch:
+                cookie = request.headers.get("cookie")
                 try:
-                    if data is None:
+                    if upload is None:
                         raise LoupeError("Choose a file to upload first.")
-                    case_id = self.service.create_case(user, d, data, title_text, reading, waiting,
+                    spooled = self.uploads.upload_of(cookie, upload)
+                    if spooled is None:  # a path this session did not upload: never read it
+                        raise LoupeError("That file is no longer here: choose it again.")
+                    # The worker reads the spooled file itself: the web process never holds the upload.
+                    case_id = self.service.create_case(user, d, spooled, title_text, reading, waiting,
                                                        lambda: self.screen.stop_requested(request, switch))
                 except LoupeError as exc:
                     return (gr.update(),) * 7 + (f"⚠️ {exc}", gr.update(), gr.update(), None, gr.update())
                 finally:
-                    if data is not None:
-                        self.release_upload(request.headers.get("cookie"), data)
+                    if upload is not None:
+                        self.uploads.release_upload(cookie, upload)
                 log.info("case %d created", case_id)
                 view = self._case_view(request, switch, self.service.store.open_case(user, case_id),
                                        f"Case {case_id} created.")

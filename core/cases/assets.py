@@ -39,6 +39,33 @@ class AssetStore:
             raise
         return digest
 
+    def adopt(self, path: Path, sha256: str) -> bool:
+        """Move the file at ``path``, whose sha256 the caller computed, into place (a rename on the same file
+        system, a chunked copy across); returns whether it was new. The same content stored already: the
+        file is removed."""
+        from loupe.core.ingest_io import copy_file
+
+        target = self.path_for(sha256)
+        if target.exists():
+            path.unlink(missing_ok=True)
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o600)
+        try:
+            os.replace(path, target)
+        except OSError:  # another file system
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=INCOMING)
+            os.close(fd)
+            try:
+                copy_file(path, Path(tmp))
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            path.unlink(missing_ok=True)
+        return True
+
     def read(self, sha256: str) -> bytes:
         return self.path_for(sha256).read_bytes()
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, true
@@ -191,7 +192,8 @@ class CaseStore(SourceRegistry):
     # -- cases ---------------------------------------------------------------------------------
     def create_case(self, user: User, domain: str, title: str, assets: Sequence[IngestedAsset]) -> int:
         """Store blobs, then rows in one transaction; on failure, blobs written here are removed. An asset
-        with a ``reference`` stores only that (its source must exist): its digest is the reference's."""
+        with a ``reference`` stores only that (its source must exist): its digest is the reference's. One
+        left in a file (``digest`` set) is moved into place, or removed on failure."""
         if not assets:
             raise LoupeError("a case needs at least one asset")
         written: list[str] = []
@@ -200,6 +202,11 @@ class CaseStore(SourceRegistry):
             for asset in assets:
                 if asset.reference is not None:
                     digests.append(hashlib.sha256("\n".join(asset.reference).encode()).hexdigest())
+                    continue
+                if asset.digest is not None and asset.path is not None:  # a result left in a file
+                    if self.assets.adopt(Path(asset.path), asset.digest):
+                        written.append(asset.digest)
+                    digests.append(asset.digest)
                     continue
                 existed = self._blob_exists(asset.data)
                 digest = self.assets.put(asset.data)
@@ -212,14 +219,18 @@ class CaseStore(SourceRegistry):
                 s.flush()
                 for asset, digest in zip(assets, digests, strict=True):
                     source_id, item = self._reference(s, asset)
+                    size = self.assets.path_for(digest).stat().st_size if asset.digest else len(asset.data)
                     s.add(Asset(case_id=case.id, sha256=digest, media_type=asset.media_type,
-                                size_bytes=len(asset.data), width=asset.width, height=asset.height,
+                                size_bytes=size, width=asset.width, height=asset.height,
                                 meta=asset.meta, source_id=source_id, item=item))
                 s.add(AuditEvent(user_id=user.id, action="case.create", case_id=case.id))
                 return case.id
         except BaseException:
             for digest in written:
                 self.assets.delete(digest)
+            for asset in assets:  # results left in files that were not moved into place
+                if asset.digest is not None and asset.path is not None:
+                    Path(asset.path).unlink(missing_ok=True)
             raise
 
     def list_cases(self, user: User, *, search: str = "", domain: str | None = None,

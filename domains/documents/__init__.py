@@ -7,11 +7,14 @@ import functools
 import io
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
+from loupe.core.ingest_io import read_whole
 from loupe.core.ocr.citations import cite as quoted_lines
 from loupe.core.ocr.document import is_pdf, open_document
 from loupe.core.ocr.export import grid_box, to_json, to_markdown, to_prompt
@@ -58,11 +61,11 @@ class DocumentsDomain:
     default_detail = "low"  # the page text comes from OCR: one small view of each page is enough
     export_formats = {"md": "text/markdown; charset=utf-8", "json": "application/json"}
 
-    def ingest(self, data: bytes, limits: Budgets,
+    def ingest(self, source: Path | BinaryIO, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        data = read_whole(source, limits)
         if not data:
             raise InputRejected("The file is empty (0 bytes).")
-        limits.check("max_bytes", len(data), "The file")
         # Pages beyond limits.max_pages are not read (the note says so); each page is stored as a PNG as soon as
         # it is read, so a long document never holds all its pages decoded.
         doc = open_document(data, _LazyReader(), keep_images=True, max_pages=limits.max_pages, budgets=limits,

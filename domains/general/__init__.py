@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
 from loupe.core.images import check_before_decoding, count_frames, frames_note, open_bounded, pixels_only_png
+from loupe.core.ingest_io import read_whole
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
 PROMPTS = ("Describe the image.", "What text is visible in the image?", "Is anything unusual or out of place?")
@@ -21,8 +24,9 @@ class GeneralDomain:
     default_detail = "standard"  # photos at their own resolution: no upscaling into 17 tiles
     export_formats: dict[str, str] = {}  # the image itself is the download (the viewer's full-size link)
 
-    def ingest(self, data: bytes, limits: Budgets,
+    def ingest(self, source: Path | BinaryIO, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
+        data = read_whole(source, limits)
         # From the header first: bytes, pixels, and a TIFF's every page and sub-image (only the first is decoded,
         # but a page over the pixel budget marks a file no viewer could open either).
         check_before_decoding(data, limits, read=1)

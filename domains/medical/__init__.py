@@ -12,11 +12,12 @@ import io
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
 from loupe.core.errors import InputRejected
+from loupe.core.ingest_io import read_whole
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
 from .deid.batch import encode
@@ -62,9 +63,10 @@ class MedicalDomain:
         """Called once by the app: the installation's folder holds the de-identification key."""
         self._home = settings.home
 
-    def ingest(self, data: bytes, limits: Budgets,
+    def ingest(self, source: Path | BinaryIO, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         secret = self._secret()
+        data = read_whole(source, limits)
         slide = ingest_vendor_slide(data, limits, progress)  # SVS, NDPI...: re-written without labels
         if slide is not None:
             return slide

@@ -11,6 +11,7 @@ each instance exactly as an upload is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from PIL import Image
 from pydicom.datadict import tag_for_keyword
@@ -119,3 +120,17 @@ def instances(asset: IngestedAsset, limits: Budgets) -> Iterator[Dataset]:
 
 def series_of(assets: Sequence[IngestedAsset]) -> IngestedAsset | None:
     return next((a for a in assets if is_series(a)), None)
+
+
+def download_series(location: str, folder: Path, limits: Budgets, progress: Progress | None = None) -> int:
+    """Every instance of the series into ``folder`` as 00001.dcm, 00002.dcm... in slice order (names that say
+    nothing of the patient), one at a time; returns how many. For the batch de-identifier, which reads them
+    from there (a private folder it removes)."""
+    headers = series_headers(location, limits)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for n, header in enumerate(headers, 1):
+        fetch_instance(location, str(header.SOPInstanceUID), limits).save_as(folder / f"{n:05d}.dcm",
+                                                                            enforce_file_format=True)
+        if progress is not None:
+            progress(n, len(headers))
+    return len(headers)

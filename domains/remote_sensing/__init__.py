@@ -9,6 +9,8 @@ export as GeoJSON (EPSG:4326) for QGIS.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 from loupe.core.pyramid.answer import PyramidRequest
@@ -44,9 +46,11 @@ class RemoteSensingDomain:
                    "coordinates, without its metadata (tags, descriptions); overviews are added when missing. "
                    "The file name is not kept.")
 
-    def ingest(self, data: bytes, limits: Budgets,
+    upload_budget = "max_stream_bytes"  # a scene is read in parts: uploads up to LOUPE_MAX_STREAMED_BYTES
+
+    def ingest(self, source: Path | BinaryIO, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
-        return ingest_raster(data, limits, progress)
+        return ingest_raster(source, limits, progress)
 
     def open_item(self, location: str, limits: Budgets,
                   progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:

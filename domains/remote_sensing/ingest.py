@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,7 @@ from PIL import Image
 from loupe.core.budgets import BudgetExceeded
 from loupe.core.errors import InputRejected
 from loupe.core.images import check_before_decoding, open_bounded, pixels_only_png
+from loupe.core.ingest_io import file_asset, head, local_file, read_whole, staged_path
 from loupe.core.plugins import Budgets, IngestedAsset
 from loupe.core.pyramid.pyramid import BASE_SIDE
 from loupe.core.pyramid.sources import RasterSource, Stretch, is_tiff, open_source, percentile_stretch
@@ -89,14 +91,16 @@ def describe_bands(path: Path | str) -> tuple[dict[str, list[int]], dict]:
             return presets(roles, ds.count), {"count": ds.count, "dtype": ds.dtypes[0], "roles": roles}
 
 
-def ingest_raster(data: bytes, limits: Budgets, progress: Progress | None = None) -> list[IngestedAsset]:
+def ingest_raster(upload: Path | BinaryIO, limits: Budgets, progress: Progress | None = None) -> list[IngestedAsset]:
+    """A scene read in parts from the upload (its path, or a stream spooled to disk), its clean copy with
+    overviews written to a file the store moves into place: memory stays bounded whatever the file's size
+    (within ``max_stream_bytes``). An ordinary photo is read whole (``max_bytes``) and stored as a PNG."""
     from rasterio.errors import RasterioIOError
 
-    limits.check("max_bytes", len(data), "The file")
-    with tempfile.TemporaryDirectory(prefix="loupe-raster-") as folder:
-        path = Path(folder) / ("scene.tif" if is_tiff(data[:16]) else "scene.img")
-        if not is_tiff(data[:16]):  # an ordinary photo: one level, no coordinates, stored as its pixels only
-            data = pixels_only_png(_open_photo(data, limits, path))
+    if not is_tiff(head(upload)):  # an ordinary photo: one level, no coordinates, stored as its pixels only
+        with tempfile.TemporaryDirectory(prefix="loupe-raster-") as folder:
+            path = Path(folder) / "scene.img"
+            data = pixels_only_png(_open_photo(read_whole(upload, limits), limits, path))
             path.write_bytes(data)
             source = open_source(path, limits.max_pixels)
             view = source.read((0, 0, source.width, source.height), _fit(source.width, source.height))
@@ -105,27 +109,29 @@ def ingest_raster(data: bytes, limits: Budgets, progress: Progress | None = None
                     "description": source.description, "max_pixels": limits.max_pixels}
             return [IngestedAsset(data, "application/octet-stream", source.width, source.height, meta),
                     _view(view, meta)]
-        path.write_bytes(data)
-        source = RasterSource(path)  # the header only; sides over MAX_SIDE are refused here
-        try:
-            limits.check("max_work_pixels", planned_work(source.width, source.height, source.native_downsamples),
-                         f"Taking in this {source.width:,} × {source.height:,} px raster (copying its pixels once "
-                         "and reading them again to build overviews)")
-            corner = (min(source.width, 256), min(source.height, 256))
-            source.read((0, 0, *corner), corner)  # proves the pixels decode; the copy reads every block
-        finally:
-            source.close()
-        clean = Path(folder) / "clean.tif"
-        try:
-            factors = clean_copy(path, clean)
-        except RasterioIOError:
-            raise InputRejected("The image's pixel data cannot be read: the file is damaged or truncated.") from None
-        path.unlink()
-        path = clean
-        _add_overviews(path, progress, factors)
-        meta, view = describe_raster(path, limits.max_pixels)
-        stored = path.read_bytes()  # with the overviews added
-    return [IngestedAsset(stored, "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
+    clean = staged_path(".tif")
+    try:
+        with local_file(upload, limits, ".tif") as path:
+            source = RasterSource(path)  # the header only; sides over MAX_SIDE are refused here
+            try:
+                limits.check("max_work_pixels", planned_work(source.width, source.height, source.native_downsamples),
+                             f"Taking in this {source.width:,} × {source.height:,} px raster (copying its pixels "
+                             "once and reading them again to build overviews)")
+                corner = (min(source.width, 256), min(source.height, 256))
+                source.read((0, 0, *corner), corner)  # proves the pixels decode; the copy reads every block
+            finally:
+                source.close()
+            try:
+                factors = clean_copy(path, clean)
+            except RasterioIOError:
+                raise InputRejected("The image's pixel data cannot be read: the file is damaged or truncated.") \
+                    from None
+        _add_overviews(clean, progress, factors)
+        meta, view = describe_raster(clean, limits.max_pixels)
+        return [file_asset(clean, "image/tiff", meta["width"], meta["height"], meta), _view(view, meta)]
+    except BaseException:
+        clean.unlink(missing_ok=True)
+        raise
 
 
 def open_raster_item(location: str, limits: Budgets, progress: Progress | None = None) -> list[IngestedAsset]:
