@@ -50,7 +50,7 @@ class RssWatch:
     """The highest resident memory seen while the block runs (sampled every 20 ms)."""
 
     def __enter__(self) -> RssWatch:
-        self.peak = _rss_mb()
+        self.start = self.peak = _rss_mb()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()

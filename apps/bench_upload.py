@@ -115,7 +115,14 @@ def run_upload_bench(workdir: Path) -> dict:
             if not line or f"http://127.0.0.1:{port}" in line:
                 break
         password = (home / "initial-admin-password").read_text().strip()
-        client = Client(f"http://127.0.0.1:{port}/", auth=("admin", password), verbose=False)
+        client = None
+        while client is None and time.monotonic() < deadline:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", auth=("admin", password), verbose=False)
+            except Exception:  # noqa: BLE001 - still binding
+                time.sleep(0.5)
+        if client is None:
+            raise RuntimeError("the app did not start")
         time.sleep(2.0)  # let start-up work settle before the idle figure
         idle_web, idle_workers = _tree_rss_mb(server.pid)
         with _Sampler(server.pid) as sampled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from gradio_client import handle_file
 from helpers import png_bytes, png_header_only
@@ -288,3 +289,35 @@ def test_a_case_is_created_only_from_an_upload_of_the_same_session(served):
             if "process_completed" in line:
                 break
     assert "no longer here" in events and _counts(served) == before
+
+
+def test_a_scene_over_the_whole_file_budget_streams_from_the_upload_to_the_store(served, tmp_path):
+    """The app's budget for files read whole is 1 MiB here; a 113 MB GeoTIFF still becomes a remote-sensing
+    case: the web process passes the spooled upload's path to a worker, which writes the clean copy the
+    store moves into place. The web process's memory does not grow by the file's size (sampled while it
+    runs); the same bytes as a photo in the general tab are refused by the whole-file budget."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from loupe.apps.bench_pyramid import RssWatch
+
+    scene = tmp_path / "scene.tif"
+    pixels = np.random.default_rng(1).integers(0, 255, (3, 6144, 6144), dtype=np.uint8)
+    with rasterio.open(scene, "w", driver="GTiff", width=6144, height=6144, count=3, dtype="uint8", tiled=True,
+                       crs="EPSG:32618", transform=from_origin(300_000, 4_700_000, 1, 1)) as ds:
+        ds.write(pixels)
+    del pixels
+    size = scene.stat().st_size
+    assert size > 100 * 2**20 > served.service.limits.max_bytes
+    client = served.client("alice")
+    with RssWatch() as watch:
+        out = client.predict(handle_file(str(scene)), "big scene", api_name="/remote_sensing_create_case")
+    assert out[STATUS].startswith("Case ") and "created" in out[STATUS], out[STATUS]
+    grown = (watch.peak - watch.start) * 2**20  # about 40 MiB whatever the size (1 GB: 36 MiB, bench sources)
+    assert grown < size / 2, f"the web process grew {grown / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB upload"
+    case_id = int(out[STATUS].split()[1])
+    raster = served.service.store.open_case(served.service.user("alice"), case_id).assets[0]
+    stored = served.service.store.assets.path_for(raster.sha256)
+    assert raster.size_bytes == stored.stat().st_size > 0 and not served.files()  # the upload's copy is gone
+    refused = client.predict(handle_file(str(scene)), "as a photo", api_name="/general_create_case")
+    assert refused[STATUS].startswith("⚠️") and "Loupe accepts up to 1 MiB" in refused[STATUS]
