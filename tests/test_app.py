@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,6 +290,8 @@ def test_a_case_is_created_only_from_an_upload_of_the_same_session(served):
             if "process_completed" in line:
                 break
     assert "no longer here" in events and _counts(served) == before
+    security.release_upload(f"loupe_session={alice.cookies.get('loupe_session')}", mine)
+    assert not Path(mine).exists()
 
 
 def test_a_scene_over_the_whole_file_budget_streams_from_the_upload_to_the_store(served, tmp_path):
@@ -318,6 +321,7 @@ def test_a_scene_over_the_whole_file_budget_streams_from_the_upload_to_the_store
     case_id = int(out[STATUS].split()[1])
     raster = served.service.store.open_case(served.service.user("alice"), case_id).assets[0]
     stored = served.service.store.assets.path_for(raster.sha256)
-    assert raster.size_bytes == stored.stat().st_size > 0 and not served.files()  # the upload's copy is gone
+    assert raster.size_bytes == stored.stat().st_size > 0
+    assert not [p for p in served.files() if p.suffix == ".tif"]  # the upload's spooled copy is gone
     refused = client.predict(handle_file(str(scene)), "as a photo", api_name="/general_create_case")
     assert refused[STATUS].startswith("⚠️") and "Loupe accepts up to 1 MiB" in refused[STATUS]

@@ -40,7 +40,7 @@ def test_a_hostile_file_is_refused_cheaply_naming_its_budget(service: LoupeServi
                              (path.read_text(), service.limits))
         else:
             service.jobs.run("bombs", "Reading the file", ingest_in_worker,
-                             (service.settings, type(service.domains[specimen.domain]), path.read_bytes()))
+                             (service.settings, type(service.domains[specimen.domain]), path))
     message = str(refused.value)
     assert str(path) not in message and path.name not in message  # no server path, no file name
     if specimen.budget is not None:

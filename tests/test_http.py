@@ -144,7 +144,7 @@ def _argument(name: str, world, tmp_path) -> object:
         return world["answer_id"]
     if name in ("read_id",):  # a report version: alice's case has none, and bob may not sign any
         return 1
-    if name in ("data", "path"):
+    if name in ("data", "path", "upload"):
         image = tmp_path / "bob.png"
         image.write_bytes(png_bytes((8, 8)))
         return handle_file(str(image))
