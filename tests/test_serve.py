@@ -13,7 +13,8 @@ from helpers import free_port
 
 def test_serve_starts_without_a_model_and_says_why(tmp_path):
     port = free_port()
-    env = {**os.environ, "LOUPE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LOUPE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "LOUPE_ENGINE": "plain"}  # no engine measurement at start: tests elsewhere cover it
     proc = subprocess.Popen(
         [sys.executable, "-m", "loupe.apps.cli", "serve", "--port", str(port), "--model", str(tmp_path / "absent")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -55,7 +56,8 @@ def test_serve_starts_without_a_model_and_says_why(tmp_path):
 
 
 def _start(home, port: int) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "LOUPE_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LOUPE_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "LOUPE_ENGINE": "plain"}  # no engine measurement at start: tests elsewhere cover it
     proc = subprocess.Popen([sys.executable, "-m", "loupe.apps.cli", "serve", "--port", str(port), "--demo-model"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: os.umask(0o022))  # a usual shell umask: Loupe must not rely on it
