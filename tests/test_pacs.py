@@ -238,6 +238,8 @@ def test_answers_and_report_findings_go_back_to_the_pacs_as_a_structured_report(
     comments = [i.TextValue for i in content if i.ConceptNameCodeSequence[0].CodeValue == codes.DCM.Comment.value]
     assert len(comments) == len(findings) and all(c.startswith("Report check (") for c in comments)
     assert name[(codes.DCM.DeviceObserverName.value, "TEXT")].TextValue == "Loupe"
+    algorithm = name[(codes.DCM.AlgorithmName.value, "TEXT")].TextValue
+    assert algorithm and "/" not in algorithm  # the model's name, never the server's path to it
     assert [e.detail for e in service.store.audit_events(case_id) if e.action == "case.send"] == \
         [{"answers": 1, "findings": len(findings)}]
 

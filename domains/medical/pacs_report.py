@@ -12,6 +12,7 @@ in Loupe.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -51,7 +52,7 @@ def structured_report(series: IngestedAsset, answers: Sequence[dict], findings: 
     cited = sorted({c["slice"] for a in answers for c in a.get("citations", []) if c.get("slice") in uid_of})
     middle = len(uid_of) // 2
     headers = {s: _instance_header(str(series.path), uid_of[s]) for s in dict.fromkeys([middle, *cited])}
-    models = sorted({a.get("model") or "" for a in answers} - {""})
+    models = sorted({_model_name(a.get("model") or "") for a in answers} - {""})
     context = [
         hd.sr.CodeContentItem(codes.DCM.ObserverType, codes.DCM.Device, relationship_type="HAS OBS CONTEXT"),
         hd.sr.UIDRefContentItem(codes.DCM.DeviceObserverUID, observer, relationship_type="HAS OBS CONTEXT"),
@@ -78,6 +79,12 @@ def structured_report(series: IngestedAsset, answers: Sequence[dict], findings: 
         evidence=evidence, content=root, series_instance_uid=generate_uid(), series_number=SERIES_NUMBER,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="Loupe",
         series_description="Loupe answers (not verified)", is_complete=True, is_final=False, is_verified=False)
+
+
+def _model_name(model_id: str) -> str:
+    """A hub id as it is; a local checkpoint by its folder's name (a server path says nothing to a reader
+    and tells the PACS about the server's disk)."""
+    return PurePosixPath(model_id).name if model_id.startswith(("/", "~", ".")) else model_id
 
 
 def _finding_text(finding: dict) -> str:
