@@ -543,6 +543,38 @@ def dicom_deid(settings: Settings, source: str, out_dir: Path, shift_dates: bool
     log.finish(summary_file, {k: counts[k] for k in ("burned_in_annotation", "files_with_text_masked")})
 
 
+def _report_images(settings: Settings, images_from: str | None, username: str | None, reports: Path, out: Path,
+                   stack: contextlib.ExitStack) -> Path | None:
+    """The folder of the reports' studies: the one given, or, for ``SOURCE:``, one filled from that PACS in a
+    private folder beside ``out`` that is removed when the run ends (read as ``username``, audited)."""
+    if not images_from:
+        return None
+    if Path(images_from).is_dir() or not images_from.endswith(":"):
+        if not Path(images_from).is_dir():
+            raise click.BadParameter(f"{images_from!r} is neither a folder nor SOURCE:", param_hint="--images")
+        return Path(images_from)
+    from loupe.core.sources.dicomweb import KIND
+    from loupe.domains.medical.pacs import download_report_studies
+    from loupe.domains.medical.reports.sections import read_reports
+
+    from .batch import temporary_files_in
+
+    if not username:
+        raise click.UsageError("--user is needed to read studies from a data source")
+    service = _service(settings)
+    user = service.user(username)
+    name = images_from[:-1]
+    _, spec = service.store.readable_source(user, name)
+    if spec.kind != KIND:
+        raise click.BadParameter(f"{name!r} is a {spec.kind} source, not a PACS", param_hint="--images")
+    ids = [r.id for r in read_reports(reports, [])]
+    folder = stack.enter_context(temporary_files_in(out.parent)) / "studies"
+    with _progress("fetching studies", "report", leave=False) as step:
+        found = download_report_studies(spec.location, ids, folder, settings.budgets, step)
+    service.store.audit(user, "source.read", detail={"source": name, "studies": found, "via": "cli check-reports"})
+    return folder
+
+
 def _fetch_series(settings: Settings, source: str, username: str | None, folder: Path) -> Path:
     """A PACS series named SOURCE:STUDY_UID/SERIES_UID, read as ``username`` (access checked and audited), into
     ``folder``; returns it."""
@@ -634,13 +666,15 @@ def reports_eval(results: Path, labels: Path, png: Path | None) -> None:
 @click.option("--model-server", envvar="LOUPE_MODEL_SERVER", metavar="URL",
               help="Ask the VLM on this OpenAI-compatible server (vLLM, `loupe serve-model`) instead of loading "
                    "it here; --workers then sets how many reports are in flight at once.  [env: LOUPE_MODEL_SERVER]")
-@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--images", "images_from",
               help="Folder of the reports' studies, ID.dcm (or ID.png / ID.jpg): shown to the VLM; a DICOM's "
-                   "Image Laterality and Patient's Sex are checked against the report.")
+                   "Image Laterality and Patient's Sex are checked against the report. Or SOURCE: (a PACS data "
+                   "source, with --user): each report's study found by Accession Number = the report's id.")
+@click.option("--user", "username", help="With --images SOURCE:, the account reading the PACS.")
 @_summary_option
 @click.pass_obj
 def check_reports(settings: Settings, source: Path, out: Path, workers: int, engine: str, checker: str,
-                  model_name: str | None, model_server: str | None, images: Path | None,
+                  model_name: str | None, model_server: str | None, images_from: str | None, username: str | None,
                   summary_file: Path | None) -> None:
     """Check radiology reports for errors (rules: contradictions between sections, laterality, numbers
     and units, sex-specific anatomy; optionally a VLM). Input: CSV in the IU layout or JSONL. Every report
@@ -661,12 +695,14 @@ def check_reports(settings: Settings, source: Path, out: Path, workers: int, eng
         except LoupeError as exc:
             raise click.ClickException(str(exc)) from None
 
-    with _progress("checking", "report") as step:
-        try:
-            run = check_file(source, out, workers, step, model=model, rules=checker != "vlm", images=images,
-                             engine=engine)
-        except (InputRejected, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        images = _report_images(settings, images_from, username, source, out, stack)
+        with _progress("checking", "report") as step:
+            try:
+                run = check_file(source, out, workers, step, model=model, rules=checker != "vlm", images=images,
+                                 engine=engine)
+            except (InputRejected, ValueError) as exc:
+                raise click.ClickException(str(exc)) from None
     # The results file is the record of the run; the case database gets every line of it (once each).
     from loupe.domains.medical.reports.batch import load_jsonl
 

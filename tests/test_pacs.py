@@ -330,3 +330,35 @@ def test_the_batch_de_identifier_takes_a_pacs_series_as_its_input(service, pacs,
     assert {pydicom.dcmread(p).SOPInstanceUID for p in written} == uids  # one installation, one mapping
     events = [e.detail for e in service.store.audit_events() if e.action == "source.read"]
     assert {"source": "pacs", "instances": SLICES, "via": "cli deid"} in events
+
+
+def test_check_reports_reads_each_reports_study_from_the_pacs_by_accession_number(service, pacs, tmp_path):
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+
+    url, _, _ = pacs
+    study = ct_series(3)
+    for ds in study:
+        ds.AccessionNumber, ds.ImageLaterality = "RPT-1", "L"
+    store(url, study)
+    reports = tmp_path / "reports.jsonl"
+    same = {"findings": "Right pleural effusion.", "impression": "Right pleural effusion."}
+    reports.write_text("".join(json.dumps({"id": rid, **same}) + "\n" for rid in ("RPT-1", "RPT-2", "../x")))
+    env = {"LOUPE_HOME": str(service.settings.home), "LOUPE_DATABASE_URL": ""}
+
+    def run(out: str, user: str):
+        return CliRunner().invoke(cli, ["check-reports", str(reports), "--out", str(tmp_path / out), "--images",
+                                        "pacs:", "--user", user], env=env, catch_exceptions=False)
+
+    refused = run("bob.jsonl", "bob")
+    assert refused.exit_code != 0 and "Data source not found" in refused.output
+    done = run("out.jsonl", "ana")
+    assert done.exit_code == 0, done.output
+    kinds = {r["id"]: {f["kind"] for f in r["findings"]}
+             for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert "laterality" in kinds["RPT-1"]  # its study in the PACS says left
+    assert "laterality" not in kinds["RPT-2"] and "laterality" not in kinds["../x"]  # no study found
+    assert not list(tmp_path.glob(".tmp*"))  # the fetched studies are gone
+    events = [e.detail for e in service.store.audit_events() if e.action == "source.read"]
+    assert {"source": "pacs", "studies": 1, "via": "cli check-reports"} in events

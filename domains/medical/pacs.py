@@ -10,6 +10,7 @@ each instance exactly as an upload is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from loupe.core.errors import InputRejected, LoupeError
 from loupe.core.plugins import Budgets, IngestedAsset
-from loupe.core.sources.dicomweb import client, parse_location
+from loupe.core.sources.dicomweb import SeriesRef, check_uid, client, parse_location
 
 from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import check_size, frame_values, geometry
@@ -134,3 +135,37 @@ def download_series(location: str, folder: Path, limits: Budgets, progress: Prog
         if progress is not None:
             progress(n, len(headers))
     return len(headers)
+
+
+SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # a report id usable as a file name
+
+
+def download_report_studies(base: str, report_ids: Sequence[str], folder: Path, limits: Budgets,
+                            progress: Progress | None = None) -> int:
+    """For each report, the study whose Accession Number is the report's id: the middle slice of its largest
+    image series, as ``folder/ID.dcm`` (what ``check-reports --images`` reads). Returns how many were found;
+    a report without a study, or with an id that cannot name a file, is left without one."""
+    web = client(base)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    found = 0
+    for n, report_id in enumerate(report_ids, 1):
+        if SAFE_ID.fullmatch(report_id):
+            hits = request("search", lambda rid=report_id: web.search_for_series(
+                search_filters={"AccessionNumber": rid}, fields=["NumberOfSeriesRelatedInstances", "Modality"]))
+            images = [h for h in hits if _first(h, "00080060") not in ("SR", "PR", "KO", "DOC")]
+            if images:
+                best = max(images, key=lambda h: int(_first(h, "00201209") or 0))
+                location = SeriesRef(base, check_uid(_first(best, "0020000D")), check_uid(_first(best, "0020000E")))
+                headers = series_headers(location.location, limits)
+                middle = str(headers[len(headers) // 2].SOPInstanceUID)
+                fetch_instance(location.location, middle, limits).save_as(folder / f"{report_id}.dcm",
+                                                                           enforce_file_format=True)
+                found += 1
+        if progress is not None:
+            progress(n, len(report_ids))
+    return found
+
+
+def _first(attributes: dict, tag: str) -> str:
+    values = attributes.get(tag, {}).get("Value") or [""]
+    return str(values[0])
