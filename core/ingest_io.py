@@ -66,13 +66,14 @@ def read_whole(source: Source, limits: Budgets, what: str = "The file") -> bytes
 @contextmanager
 def local_file(source: Source, limits: Budgets, suffix: str = "", what: str = "The file") -> Iterator[Path]:
     """A path to read the file from in parts, refused over ``max_stream_bytes``: the upload's own path, or a
-    stream copied in chunks to a temporary file (removed afterwards)."""
+    (seekable) stream copied in chunks to a temporary file (removed afterwards; the stream is rewound)."""
     size = source_size(source)
     if size is not None:
         limits.check("max_stream_bytes", size, what)
     if isinstance(source, Path):
         yield source
         return
+    start = source.tell()
     with tempfile.TemporaryDirectory(prefix="loupe-upload-") as folder:
         path = Path(folder) / f"upload{suffix}"
         copied = 0
@@ -81,6 +82,7 @@ def local_file(source: Source, limits: Budgets, suffix: str = "", what: str = "T
                 copied += len(chunk)
                 limits.check("max_stream_bytes", copied, what)
                 out.write(chunk)
+        source.seek(start)  # the stream reads as before for whoever reads it next
         yield path
 
 

@@ -43,8 +43,7 @@ def memory_mib(field):  # VmRSS: now; VmHWM: the peak since the last reset (ru_m
     return int(re.search(field + r":\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 def ingest(path, budgets):
-    data = Path(path).read_bytes()
-    return ingest_vendor_slide(data, budgets) or ingest_dicom(data, budgets, b"s" * 32)
+    return ingest_vendor_slide(Path(path), budgets) or ingest_dicom(Path(path).read_bytes(), budgets, b"s" * 32)
 
 ingest(sys.argv[1], Budgets())  # decoders and writers loaded before the baseline
 results = []
@@ -270,5 +269,5 @@ def test_a_vendor_slide_is_checked_before_any_tile_is_read_or_written(tmp_path):
 
     progress = []
     with pytest.raises(BudgetExceeded, match=r"44,000 × 44,000 pixels\) without its labels") as refused:
-        ingest_vendor_slide(medical.sparse_svs(tmp_path).read_bytes(), Budgets(), lambda *step: progress.append(step))
+        ingest_vendor_slide(medical.sparse_svs(tmp_path), Budgets(), lambda *step: progress.append(step))
     assert refused.value.budget == "max_work_pixels" and progress == []

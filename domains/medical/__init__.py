@@ -52,9 +52,13 @@ class MedicalDomain:
                      "clinician decides.")
     default_detail = "standard"
     export_formats = {"zip": "application/zip"}
-    upload_note = ("a DICOM file, a zip of a series, or a whole slide. Everything is de-identified before it is "
-                   "kept (DICOM PS3.15 Basic Profile; slides re-written without their labels); the file name "
-                   "is not kept.")
+    # Slides are read and re-written in parts (up to LOUPE_MAX_STREAMED_BYTES); DICOM is read whole, within
+    # LOUPE_MAX_UPLOAD_BYTES, checked from the spooled file's size before it is read.
+    upload_budget = "max_stream_bytes"
+    upload_note = ("a whole slide (read in parts), or a DICOM file or zip of a series (read whole: up to "
+                   "LOUPE_MAX_UPLOAD_BYTES, 50 MiB by default). Everything is de-identified before it is kept "
+                   "(DICOM PS3.15 Basic Profile; slides re-written without their labels); the file name is not "
+                   "kept.")
 
     def __init__(self) -> None:
         self._home: Path | None = None
@@ -66,11 +70,10 @@ class MedicalDomain:
     def ingest(self, source: Path | BinaryIO, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
         secret = self._secret()
-        data = read_whole(source, limits)
-        slide = ingest_vendor_slide(data, limits, progress)  # SVS, NDPI...: re-written without labels
+        slide = ingest_vendor_slide(source, limits, progress)  # SVS, NDPI...: re-written without labels, in parts
         if slide is not None:
             return slide
-        return ingest_dicom(data, limits, secret, progress, _text_finder())
+        return ingest_dicom(read_whole(source, limits), limits, secret, progress, _text_finder())
 
     def open_item(self, location: str, limits: Budgets,
                   progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:

@@ -19,6 +19,7 @@ import math
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -26,6 +27,7 @@ from pydicom.dataset import Dataset
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
+from loupe.core.ingest_io import file_asset, head, local_file, staged_path
 from loupe.core.plugins import Budgets, IngestedAsset
 from loupe.core.pyramid.dicom_wsi import WSI_SOP_CLASS, DicomSlideSource
 from loupe.core.pyramid.pyramid import BASE_SIDE
@@ -115,57 +117,59 @@ def rewrite_cost(source: TileSource, levels: Sequence[tuple[int, int]]) -> tuple
     return work, largest
 
 
-def ingest_vendor_slide(data: bytes, limits: Budgets,
+def ingest_vendor_slide(upload: Path | BinaryIO, limits: Budgets,
                         progress: Progress | None = None) -> list[IngestedAsset] | None:
-    """The slide re-written without labels or metadata; None when the upload is no slide OpenSlide knows
-    by its vendor (a plain TIFF is not one). The work is checked from the levels' sizes before any tile
-    is read or written."""
-    if not is_tiff(data[:4]):
+    """The slide re-written without labels or metadata, read tile by tile from the upload's file (a stream
+    is spooled to disk first) and written to a file the store moves into place: memory stays bounded
+    whatever the slide's size (within ``max_stream_bytes``). None when the upload is no slide OpenSlide
+    knows by its vendor (a plain TIFF is not one). The work is checked from the levels' sizes before any
+    tile is read or written."""
+    if not is_tiff(head(upload, 4)):
         return None
     import openslide
     import tifffile
 
-    with tempfile.TemporaryDirectory(prefix="loupe-slide-") as folder:
-        original = Path(folder) / "upload.svs"
-        original.write_bytes(data)
+    with local_file(upload, limits, ".svs") as original:
         if openslide.OpenSlide.detect_format(str(original)) in (None, "generic-tiff"):
             return None
-        source = SlideSource(original)  # reads only the tissue levels; label and macro are never opened
+        clean = staged_path(".tif")
         try:
-            mpp = source.microns_per_pixel
-            levels = [(source.width, source.height), *_reduced_sizes(source.width, source.height)]
-            work, largest = rewrite_cost(source, levels)
-            limits.check("max_work_pixels", work, f"Re-writing the slide ({source.width:,} × {source.height:,} "
-                                                  "pixels) without its labels, all levels together,")
-            limits.check("max_pixels", largest, "The largest region read at once to re-write the slide")
-            total = sum(math.ceil(w / TILE) * math.ceil(h / TILE) for w, h in levels)
-            done = 0
+            source = SlideSource(original)  # reads only the tissue levels; label and macro are never opened
+            try:
+                mpp = source.microns_per_pixel
+                levels = [(source.width, source.height), *_reduced_sizes(source.width, source.height)]
+                work, largest = rewrite_cost(source, levels)
+                limits.check("max_work_pixels", work, f"Re-writing the slide ({source.width:,} × "
+                                                      f"{source.height:,} pixels) without its labels, all levels "
+                                                      "together,")
+                limits.check("max_pixels", largest, "The largest region read at once to re-write the slide")
+                total = sum(math.ceil(w / TILE) * math.ceil(h / TILE) for w, h in levels)
+                done = 0
 
-            def counted(tiles: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-                nonlocal done
-                for tile in tiles:  # counted before it is handed over: the writer stops pulling after the last
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                    yield tile
+                def counted(tiles: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+                    nonlocal done
+                    for tile in tiles:  # counted before it is handed over: the writer stops after the last
+                        done += 1
+                        if progress is not None:
+                            progress(done, total)
+                        yield tile
 
-            clean = Path(folder) / "slide.tif"
-            with tifffile.TiffWriter(clean, bigtiff=source.width * source.height * 3 > 2**31) as tif:
-                for n, (width, height) in enumerate(levels):
-                    tif.write(counted(_tiles(source, width, height, source.width / width)), shape=(height, width, 3),
-                              dtype=np.uint8, tile=(TILE, TILE), photometric="rgb", compression="zlib",
-                              subfiletype=1 if n else 0, metadata=None, software=False)
-            meta = {"Modality": "SM", "width": source.width, "height": source.height, "levels": len(levels),
-                    "description": f"whole-slide image, {len(levels)} levels", "microns_per_pixel": mpp}
-        finally:
-            source.close()
-        view = _view_asset(_smallest_level(clean, _view_size(*levels[0])), meta)
-        stored = clean.read_bytes()
-    if len(stored) > limits.max_bytes * 4:
-        raise InputRejected("The slide re-written without its labels is larger than Loupe keeps; raise "
-                            "LOUPE_MAX_UPLOAD_BYTES.")
-    return [IngestedAsset(stored, "image/tiff", levels[0][0], levels[0][1],
-                          {"kind": "slide_level", "lazy": True, "level_of": 1, **meta}), view]
+                with tifffile.TiffWriter(clean, bigtiff=source.width * source.height * 3 > 2**31) as tif:
+                    for n, (width, height) in enumerate(levels):
+                        tif.write(counted(_tiles(source, width, height, source.width / width)),
+                                  shape=(height, width, 3), dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
+                                  compression="zlib", subfiletype=1 if n else 0, metadata=None, software=False)
+                meta = {"Modality": "SM", "width": source.width, "height": source.height, "levels": len(levels),
+                        "description": f"whole-slide image, {len(levels)} levels", "microns_per_pixel": mpp}
+            finally:
+                source.close()
+            view = _view_asset(_smallest_level(clean, _view_size(*levels[0])), meta)
+            level = file_asset(clean, "image/tiff", levels[0][0], levels[0][1],
+                               {"kind": "slide_level", "lazy": True, "level_of": 1, **meta})
+        except BaseException:
+            clean.unlink(missing_ok=True)
+            raise
+    return [level, view]
 
 
 def _smallest_level(path: Path, size: tuple[int, int]) -> Image.Image:
