@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -115,3 +116,32 @@ def test_a_region_is_read_from_the_level_that_matches_its_scale(tmp_path):
     assert np.array_equal(half, coarse)
     detail = np.asarray(source.read((20, 30, 40, 50), (20, 20)))
     assert np.array_equal(detail, fine[30:50, 20:40])
+
+
+def test_a_slide_in_a_folder_source_is_opened_where_it_lies_without_its_label(service, tmp_path):
+    import shutil
+
+    from loupe.core.errors import AccessDenied, InputRejected
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(SLIDES / "openslide_small_synthetic.svs", folder / "case-17.svs")
+    (folder / "notes.txt").write_text("not a slide")
+    store = service.store
+    store.add_source(None, "slides", "folder", str(folder), "medical", ("user:ana",))
+    ana = store.add_user("ana", "ana-password-12", "user")
+    bob = store.add_user("bob", "bob-password-12", "user")
+    assert service.source_items(ana, "slides") == [("case-17.svs", "case-17.svs")]  # the tab's file types only
+    case_id = service.open_item(ana, "slides", "case-17.svs", "Biopsy")
+    level, view = service.case_assets(ana, case_id)
+    assert level.meta["by_reference"] and level.path == str((folder / "case-17.svs").resolve())
+    assert view.meta["slide"] and view.media_type == "image/png"
+    stored = [p for p in service.settings.assets_dir.rglob("*") if p.is_file()]
+    assert [p.read_bytes()[:8] for p in stored] == [b"\x89PNG\r\n\x1a\n"]  # the view only: the slide stays there
+    assert not any(b"Aperio" in p.read_bytes() for p in stored) and "Aperio" not in json.dumps(level.meta)
+    final = list(service.ask(ana, case_id, "Describe the tissue."))[-1]
+    assert final.run.extra["pyramid"]["width"] == 16  # read from the slide where it lies
+    with pytest.raises(AccessDenied, match="Data source not found"):
+        service.open_item(bob, "slides", "case-17.svs")
+    with pytest.raises(InputRejected, match="opens series from a PACS"):
+        service.open_item(ana, "slides", "notes.txt")

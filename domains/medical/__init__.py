@@ -77,15 +77,20 @@ class MedicalDomain:
 
     def open_item(self, location: str, limits: Budgets,
                   progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:
-        """A series in a PACS (a dicomweb source), by reference: its slices are fetched as they are viewed."""
+        """By reference: a series in a PACS (a dicomweb source), its slices fetched as they are viewed; a
+        vendor slide in a folder source, its tiles read where it lies."""
+        from loupe.core.pyramid.sources import SLIDE_SUFFIXES
         from loupe.core.sources.dicomweb import is_series_location
 
         from .pacs import open_series
+        from .slides import open_slide_item
 
-        if not is_series_location(location):
-            raise InputRejected("The medical tab opens series from a PACS (a dicomweb data source); upload files "
-                                "from elsewhere.")
-        return open_series(location, limits, self._secret(), progress, _text_finder())
+        if is_series_location(location):
+            return open_series(location, limits, self._secret(), progress, _text_finder())
+        if not location.startswith("/vsi") and Path(location).suffix.lower() in SLIDE_SUFFIXES:
+            return open_slide_item(location, limits)
+        raise InputRejected("The medical tab opens series from a PACS (a dicomweb source) and whole slides from a "
+                            "folder source; upload other files.")
 
     def _secret(self) -> bytes:
         from loupe.core.secrets import installation_secret

@@ -172,6 +172,37 @@ def ingest_vendor_slide(upload: Path | BinaryIO, limits: Budgets,
     return [level, view]
 
 
+MAX_VIEW_READ_SIDE = 4 * VIEW_SIDE  # the largest level read (by reference) to make the view picture
+
+
+def open_slide_item(path: str, limits: Budgets) -> list[IngestedAsset]:
+    """A vendor slide in a data source's folder, opened where it lives: its levels' sizes are read and its
+    smallest tissue level for the view picture; its tiles are read when a question needs them. Its label
+    and macro pictures are never opened and its vendor header is not kept (only sizes and microns per
+    pixel). One without a level small enough for the view is refused: it would be read whole."""
+    import openslide
+
+    if openslide.OpenSlide.detect_format(path) in (None, "generic-tiff"):
+        raise InputRejected("This file is not a whole slide OpenSlide reads (SVS, NDPI, MRXS, SCN...).")
+    source = SlideSource(path)  # the tissue levels only
+    try:
+        if max(source.width, source.height) / max(source.native_downsamples) > MAX_VIEW_READ_SIDE:
+            raise InputRejected(f"This {source.width:,} × {source.height:,} px slide has no level small enough to "
+                                "show it without reading it whole; upload it instead (it is then re-written with "
+                                "its levels).")
+        size = _view_size(source.width, source.height)
+        limits.check("max_pixels", size[0] * size[1], "The slide's view picture")
+        image = source.read((0, 0, source.width, source.height), size)
+        meta = {"Modality": "SM", "width": source.width, "height": source.height,
+                "levels": len(source.native_downsamples), "microns_per_pixel": source.microns_per_pixel,
+                "description": f"whole-slide image, {len(source.native_downsamples)} levels"}
+    finally:
+        source.close()
+    return [IngestedAsset(b"", "image/tiff", meta["width"], meta["height"],
+                          {"kind": "slide_level", "by_reference": True, "level_of": 1, **meta}),
+            _view_asset(image.convert("RGB"), meta)]
+
+
 def _smallest_level(path: Path, size: tuple[int, int]) -> Image.Image:
     """The overview from the re-written slide's smallest level (at most BASE_SIDE across), not from level 0."""
     import tifffile
