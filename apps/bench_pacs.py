@@ -50,13 +50,14 @@ def _series(slices: int) -> list:
 
 def _stored_series(url: str, slices: int) -> tuple[str, str]:
     """The bench's series in the PACS (stored on the first run): its study and series UIDs."""
-    from loupe.core.sources.dicomweb import client
+    from loupe.core.sources.dicomweb import attribute, client
 
     web = client(url)
-    found = web.search_for_series(search_filters={"PatientID": "BENCH-500"})
+    found = web.search_for_series(search_filters={"PatientID": "BENCH-500"},
+                                  fields=["NumberOfSeriesRelatedInstances"])
     for attributes in found:
-        if attributes.get("00201209", {}).get("Value", [0])[0] == slices:
-            return attributes["0020000D"]["Value"][0], attributes["0020000E"]["Value"][0]
+        if attribute(attributes, "NumberOfSeriesRelatedInstances") == str(slices):
+            return attribute(attributes, "StudyInstanceUID"), attribute(attributes, "SeriesInstanceUID")
     datasets = _series(slices)
     for start in range(0, slices, 50):
         web.store_instances(datasets[start:start + 50])

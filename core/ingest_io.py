@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,8 +103,3 @@ def file_asset(path: Path, media_type: str, width: int | None, height: int | Non
             digest.update(chunk)
     return IngestedAsset(b"", media_type, width, height, meta, path=path, digest=digest.hexdigest())
 
-
-def copy_file(source: Path, target: Path) -> None:
-    """``source`` to ``target`` in chunks (another file system, where a rename cannot move it)."""
-    with source.open("rb") as src, target.open("wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)

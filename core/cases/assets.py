@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -43,8 +44,6 @@ class AssetStore:
         """Move the file at ``path``, whose sha256 the caller computed, into place (a rename on the same file
         system, a chunked copy across); returns whether it was new. The same content stored already: the
         file is removed."""
-        from loupe.core.ingest_io import copy_file
-
         target = self.path_for(sha256)
         if target.exists():
             path.unlink(missing_ok=True)
@@ -57,7 +56,7 @@ class AssetStore:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=INCOMING)
             os.close(fd)
             try:
-                copy_file(path, Path(tmp))
+                shutil.copyfile(path, tmp)  # in chunks
                 os.chmod(tmp, 0o600)
                 os.replace(tmp, target)
             except BaseException:

@@ -8,6 +8,7 @@ words: a modality code (``CT``), a date or date range, otherwise a patient ID.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -102,7 +103,10 @@ def search_filters(text: str) -> dict[str, str]:
     return filters
 
 
+@functools.lru_cache(maxsize=8)
 def client(base: str):  # noqa: ANN201 - a dicomweb_client.DICOMwebClient (imported late: an optional extra)
+    """One client (and its connection pool) per DICOMweb root in this process: an export fetches hundreds of
+    instances over the same connections."""
     try:
         from dicomweb_client import DICOMwebClient
     except ImportError:  # pragma: no cover - the dicom extra is not installed
@@ -114,7 +118,8 @@ def client(base: str):  # noqa: ANN201 - a dicomweb_client.DICOMwebClient (impor
     return web
 
 
-def _value(attributes: dict, keyword: str) -> str:
+def attribute(attributes: dict, keyword: str) -> str:
+    """The first value of ``keyword`` in a DICOM JSON dataset (QIDO-RS results), as text; '' when absent."""
     from pydicom.datadict import tag_for_keyword
 
     element = attributes.get(f"{tag_for_keyword(keyword):08X}", {})
@@ -134,10 +139,10 @@ def search_series(base: str, text: str, limit: int) -> list[tuple[str, str]]:
         raise LoupeError(f"The PACS did not answer the search ({type(exc).__name__}).") from None
     hits = []
     for attributes in found:
-        study, series = _value(attributes, "StudyInstanceUID"), _value(attributes, "SeriesInstanceUID")
+        study, series = attribute(attributes, "StudyInstanceUID"), attribute(attributes, "SeriesInstanceUID")
         if not (UID.fullmatch(study) and UID.fullmatch(series)):
             continue
-        date, modality, study_text, series_text, count = (_value(attributes, k) for k in SHOWN)
+        date, modality, study_text, series_text, count = (attribute(attributes, k) for k in SHOWN)
         label = " · ".join(p for p in (_date(date), modality, study_text, series_text,
                                         f"{count} images" if count else "") if p)
         hits.append((date, label or "series", f"{study}/{series}"))

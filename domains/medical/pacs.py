@@ -20,13 +20,12 @@ from pydicom.dataset import Dataset
 
 from loupe.core.errors import InputRejected, LoupeError
 from loupe.core.plugins import Budgets, IngestedAsset
-from loupe.core.sources.dicomweb import SeriesRef, check_uid, client, parse_location
+from loupe.core.sources.dicomweb import SeriesRef, attribute, check_uid, client, parse_location
 
 from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import check_size, frame_values, geometry
-from .ingest import header_facts, view_asset
+from .ingest import view_asset
 from .series import order_slices
-from .windowing import file_window
 
 KIND = "dicom_series"  # the asset read by reference
 PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009")  # fetched with the instance, never with the metadata
@@ -91,13 +90,11 @@ def open_series(location: str, limits: Budgets, secret: bytes, progress: Progres
     clean, report = Deidentifier(DeidOptions(secret))(fetch_instance(location, instances[middle][0], limits),
                                                      in_place=True)
     shape = geometry(clean)
-    window = file_window(clean)
     view = view_asset(clean, frame_values(clean, 0), (middle, 0), len(headers), report.burned_in_annotation,
                       find_text)
-    meta = {"kind": KIND, "by_reference": True, "slices": len(headers), "frames": shape.frames,
-            **header_facts(clean), "window": [window.center, window.width] if window else None,
-            "deid": report.as_dict()["actions"], "burned_in_annotation": report.burned_in_annotation,
-            "instances": instances}
+    # What the view says of the series (header facts, window, slices, burned-in flag), without what is the view's
+    shown = {k: v for k, v in view.meta.items() if k not in ("kind", "series_position", "frame", "text_regions")}
+    meta = {**shown, "kind": KIND, "by_reference": True, "deid": report.as_dict()["actions"], "instances": instances}
     if progress is not None:
         progress(2, 2)
     return [IngestedAsset(b"", "application/dicom", shape.columns, shape.rows, meta), view]
@@ -152,10 +149,11 @@ def download_report_studies(base: str, report_ids: Sequence[str], folder: Path, 
         if SAFE_ID.fullmatch(report_id):
             hits = request("search", lambda rid=report_id: web.search_for_series(
                 search_filters={"AccessionNumber": rid}, fields=["NumberOfSeriesRelatedInstances", "Modality"]))
-            images = [h for h in hits if _first(h, "00080060") not in ("SR", "PR", "KO", "DOC")]
+            images = [h for h in hits if attribute(h, "Modality") not in ("SR", "PR", "KO", "DOC")]
             if images:
-                best = max(images, key=lambda h: int(_first(h, "00201209") or 0))
-                location = SeriesRef(base, check_uid(_first(best, "0020000D")), check_uid(_first(best, "0020000E")))
+                best = max(images, key=lambda h: int(attribute(h, "NumberOfSeriesRelatedInstances") or 0))
+                location = SeriesRef(base, check_uid(attribute(best, "StudyInstanceUID")),
+                                     check_uid(attribute(best, "SeriesInstanceUID")))
                 headers = series_headers(location.location, limits)
                 middle = str(headers[len(headers) // 2].SOPInstanceUID)
                 fetch_instance(location.location, middle, limits).save_as(folder / f"{report_id}.dcm",
@@ -165,7 +163,3 @@ def download_report_studies(base: str, report_ids: Sequence[str], folder: Path, 
             progress(n, len(report_ids))
     return found
 
-
-def _first(attributes: dict, tag: str) -> str:
-    values = attributes.get(tag, {}).get("Value") or [""]
-    return str(values[0])
