@@ -87,8 +87,11 @@ def cli(ctx: click.Context, home: Path | None, database_url: str | None, verbose
 
 
 def _service(settings: Settings):  # noqa: ANN202
+    from loupe.core.sources.credentials import use_credentials
+
     from .service import LoupeService
 
+    use_credentials(settings.home)  # batch tools that read a PACS in this process use the source's credentials
     return LoupeService.open(settings)
 
 

@@ -21,6 +21,7 @@ def sources() -> None:
 @click.argument("name")
 @click.option("--kind", type=click.Choice(list(KINDS)), required=True,
               help="folder: a folder on this server; http: an http(s):// prefix of Cloud-Optimized GeoTIFFs; "
+                   "s3: an s3://bucket/prefix/ of them (keys: `loupe sources credentials`); "
                    "stac: a static STAC catalogue (its catalog.json, a file or a URL); dicomweb: a PACS's "
                    "DICOMweb root (e.g. http://pacs:8042/dicom-web/).")
 @click.option("--location", required=True,
@@ -53,8 +54,37 @@ def sources_list(settings: Settings) -> None:
 @click.pass_obj
 def sources_remove(settings: Settings, name: str) -> None:
     """Remove a data source (audited). Cases opened from it keep their records and say it was removed."""
+    from loupe.core.sources import credentials
+
     cases = open_store(settings).remove_source(None, name)
+    credentials.remove(settings.home, name)
     click.echo(f"removed {name}" + (f"; {cases} case(s) read from it and now say it was removed" if cases else ""))
+
+
+@sources.command("credentials")
+@click.argument("name")
+@click.option("--clear", is_flag=True, help="Remove the source's credentials.")
+@click.pass_obj
+def sources_credentials(settings: Settings, name: str, clear: bool) -> None:
+    """Set a source's credentials from standard input: key=value lines, never on the command line (other users
+    see a process's arguments). s3: access_key_id, secret_access_key, session_token, region, endpoint (an
+    S3-compatible store: endpoint=https://host:port); http and dicomweb: username and password, or token.
+    Kept in LOUPE_HOME/secrets/sources (owner-only), read by the workers that read the source; audited."""
+    from loupe.core.sources import credentials
+
+    store = open_store(settings)
+    spec = next((s for s in store.sources() if s.name == name), None)
+    if spec is None:
+        raise click.BadParameter(f"no data source named {name!r}", param_hint="NAME")
+    if clear:
+        removed = credentials.remove(settings.home, name)
+        store.audit(None, "source.credentials", detail={"source": name, "cleared": removed, "via": "cli"})
+        click.echo(f"{name}: credentials removed" if removed else f"{name} had no credentials")
+        return
+    values = credentials.parse(spec.kind, click.get_text_stream("stdin").read(64 * 1024))
+    credentials.save(settings.home, name, spec.kind, spec.location, values)
+    store.audit(None, "source.credentials", detail={"source": name, "keys": sorted(values), "via": "cli"})
+    click.echo(f"{name}: credentials set ({', '.join(sorted(values))})")
 
 
 @sources.command("items")
@@ -68,11 +98,13 @@ def sources_items(settings: Settings, name: str, search: str) -> None:
     cannot be listed: give the item's path to `open`)."""
     from loupe.core.plugins import discover
     from loupe.core.sources import search_items
+    from loupe.core.sources.credentials import use_credentials
 
     spec = next((s for s in open_store(settings).sources() if s.name == name), None)
     if spec is None:
         raise click.BadParameter(f"no data source named {name!r}", param_hint="NAME")
     domain = discover().get(spec.domain)
+    use_credentials(settings.home)
     for label, item in search_items(spec, search, tuple(domain.accepts) if domain else ()):
         click.echo(item if label == item else f"{item}\t{label}")
 

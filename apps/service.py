@@ -18,7 +18,8 @@ from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, InputRejected, LoupeError, ModelUnavailable
 from loupe.core.jobs import JobRunner, report_progress
 from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualContext, discover
-from loupe.core.sources import check_item, item_location, search_items
+from loupe.core.sources import SourceSpec, check_item, item_location, search_items
+from loupe.core.sources.credentials import use_credentials
 from loupe.core.sources.dicomweb import KIND as DICOMWEB
 from loupe.core.sources.dicomweb import search_filters
 from loupe.core.sources.locations import MAX_ITEM_CHARS
@@ -104,6 +105,7 @@ def open_item_in_worker(settings: Settings, domain_class: type, location: str) -
 
 
 def _worker_domain(settings: Settings, domain_class: type) -> Domain:
+    use_credentials(settings.home)  # the data sources' credentials, for whatever this job reads
     domain = _worker_domains.get((domain_class, settings))
     if domain is None:
         domain = _worker_domains[domain_class, settings] = configured(domain_class(), settings)
@@ -115,9 +117,18 @@ def _read(assets: Sequence[IngestedAsset]) -> list[IngestedAsset]:
     return [a.with_bytes() for a in assets]
 
 
-def on_assets(fn: Callable[..., object], assets: Sequence[IngestedAsset], *args: object) -> object:
+def on_assets(settings: Settings, fn: Callable[..., object], assets: Sequence[IngestedAsset],
+              *args: object) -> object:
     """A worker job: ``fn(assets, *args)`` with the assets' bytes read here, from the store's files."""
+    use_credentials(settings.home)
     return fn(_read(assets), *args)
+
+
+def search_in_worker(settings: Settings, source: SourceSpec, text: str, suffixes: tuple[str, ...],
+                     ) -> list[tuple[str, str]]:
+    """A worker job: a data source's items matching ``text``, read with the source's credentials."""
+    use_credentials(settings.home)
+    return search_items(source, text, suffixes)
 
 
 def context_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset],
@@ -229,8 +240,8 @@ class LoupeService:
         Audited as a listing (the filters' names, not their values: a patient ID is one)."""
         _, source = self.store.readable_source(user, source_name)
         domain = self.domain(source.domain)
-        items = self.jobs.run(user.username, "Searching the source", search_items,
-                              (source, search, tuple(domain.accepts)))
+        items = self.jobs.run(user.username, "Searching the source", search_in_worker,
+                              (self.settings, source, search, tuple(domain.accepts)))
         keys = sorted(search_filters(search)) if source.kind == DICOMWEB else []
         self.store.audit(user, "source.list", detail={"source": source.name, "found": len(items)}
                          | ({"filters": keys} if keys else {}))
@@ -301,7 +312,7 @@ class LoupeService:
         """``fn(assets, *args)`` in a worker on a case's assets (access-checked and audited as a case read
         here; their bytes read in the worker)."""
         assets = self._assets(user, self.store.open_case(user, case_id), with_bytes=False)
-        return self.jobs.run(user.username, label, on_assets, (fn, assets, *args))
+        return self.jobs.run(user.username, label, on_assets, (self.settings, fn, assets, *args))
 
     def _assets(self, user: User, case: Case, with_bytes: bool = True) -> list[IngestedAsset]:
         """The case's assets; lazy ones (giant images), and all of them without ``with_bytes``, by path only.

@@ -374,13 +374,14 @@ def test_the_ocr_query_module_trains_from_document_pages_through_the_domain(mode
         lines.append(json.dumps({"images": [f"page{i}.png"], "messages": [
             {"role": "user", "content": "<image>What is the code?"}, {"role": "assistant", "content": word}]}))
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "eval.jsonl").write_text("\n".join(lines[:2]) + "\n")  # each page costs an OCR run
     Image.new("RGB", (200, 100), "white").save(tmp_path / "blank.png")
     (tmp_path / "blank.jsonl").write_text(json.dumps({"images": ["blank.png"], "messages": [
         {"role": "user", "content": "<image>Code?"}, {"role": "assistant", "content": "none"}]}) + "\n")
     home = ["--home", str(tmp_path / "home")]
     common = ["finetune", "--target", "ocr-queries", "--domain", "documents", "--base", str(model)]
     result = CliRunner().invoke(cli, [*home, *common, "--data", str(tmp_path / "docs.jsonl"), "--eval",
-                                      str(tmp_path / "docs.jsonl"), "--out", str(tmp_path / "q"), "--epochs", "30",
+                                      str(tmp_path / "eval.jsonl"), "--out", str(tmp_path / "q"), "--epochs", "30",
                                       "--lr", "3e-3"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

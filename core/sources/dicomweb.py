@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import InputRejected, LoupeError
+from .credentials import request_auth
 
 KIND = "dicomweb"
 PREFIX = "dicomweb+"  # marks a location as a DICOMweb series, not a file
@@ -103,15 +104,24 @@ def search_filters(text: str) -> dict[str, str]:
     return filters
 
 
-@functools.lru_cache(maxsize=8)
 def client(base: str):  # noqa: ANN201 - a dicomweb_client.DICOMwebClient (imported late: an optional extra)
-    """One client (and its connection pool) per DICOMweb root in this process: an export fetches hundreds of
-    instances over the same connections."""
+    """One client (and its connection pool) per DICOMweb root and credentials in this process: an export
+    fetches hundreds of instances over the same connections. Credentials: those registered for the root
+    (``loupe sources credentials``)."""
+    basic, headers = request_auth(base)
+    return _client(base, basic, tuple(sorted(headers.items())))
+
+
+@functools.lru_cache(maxsize=8)
+def _client(base: str, basic: tuple[str, str] | None, headers: tuple[tuple[str, str], ...]):  # noqa: ANN202
     try:
         from dicomweb_client import DICOMwebClient
+        from dicomweb_client.session_utils import create_session
     except ImportError:  # pragma: no cover - the dicom extra is not installed
         raise LoupeError("DICOMweb sources need the dicom extra: pip install 'loupe[dicom]'.") from None
-    web = DICOMwebClient(url=base.rstrip("/"), timeout=TIMEOUT_S)
+    session = create_session()
+    session.auth = basic
+    web = DICOMwebClient(url=base.rstrip("/"), session=session, headers=dict(headers) or None, timeout=TIMEOUT_S)
     # One retry after 0.5 s on a busy answer (429, 503, ...), not the library's five over half a minute: a
     # person is waiting, and a PACS that is down should say so at once.
     web.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=250)

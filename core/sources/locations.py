@@ -1,9 +1,10 @@
 """Where a data source's items are, and the checks that keep an item inside its source.
 
 Kinds: ``folder`` (a server folder), ``http`` (an http(s) prefix of COGs, read through GDAL's /vsicurl/),
-``stac`` (a static STAC catalogue, as a file or a URL: its items are listed, and a case keeps the path of
-the item's GeoTIFF asset relative to the catalogue's folder, read like a folder or http item), ``dicomweb``
-(a PACS's DICOMweb root: items are series, searched with QIDO-RS; see ``dicomweb``).
+``s3`` (an ``s3://bucket/prefix/`` of COGs, read through GDAL's /vsis3/ with the source's own credentials,
+see ``credentials``), ``stac`` (a static STAC catalogue, as a file or a URL: its items are listed, and a case
+keeps the path of the item's GeoTIFF asset relative to the catalogue's folder, read like a folder or http
+item), ``dicomweb`` (a PACS's DICOMweb root: items are series, searched with QIDO-RS; see ``dicomweb``).
 
 An item is a relative path typed by a user (or listed for them): it never names a place outside its
 source. A folder item is resolved with symbolic links followed and must stay under the folder; an HTTP
@@ -19,12 +20,14 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..errors import InputRejected, LoupeError
+from .credentials import vsis3_prefix
 from .dicomweb import KIND as DICOMWEB
 from .dicomweb import check_base, search_series, series_location
 from .stac import catalogue_root, is_remote, stac_items
 
-KINDS = ("folder", "http", "stac", DICOMWEB)
+KINDS = ("folder", "http", "s3", "stac", DICOMWEB)
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 READER = re.compile(r"(role|user):[A-Za-z0-9_.@-]{1,64}")
 MAX_ITEM_CHARS = 1024
 MAX_LISTED = 500  # items one listing returns
@@ -34,8 +37,8 @@ MAX_LISTED = 500  # items one listing returns
 class SourceSpec:
     name: str
     kind: str
-    location: str  # a folder's absolute path, an http(s) prefix ending in "/", a STAC catalogue's file or URL,
-    # or a DICOMweb root ending in "/"
+    location: str  # a folder's absolute path, an http(s) or s3:// prefix ending in "/", a STAC catalogue's file
+    # or URL, or a DICOMweb root ending in "/"
     domain: str
     readers: tuple[str, ...] = ()  # "role:NAME" / "user:NAME"; admins read every source
 
@@ -59,6 +62,8 @@ def check_spec(name: str, kind: str, location: str) -> str:
         return str(catalogue.resolve())
     if kind == DICOMWEB:
         return check_base(location)
+    if kind == "s3":
+        return _check_s3(location)
     parts = urlsplit(location)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LoupeError("An http source is an http:// or https:// address.")
@@ -67,6 +72,17 @@ def check_spec(name: str, kind: str, location: str) -> str:
     if parts.query or parts.fragment:
         raise LoupeError("A source's address is plain: no '?' query or '#' fragment.")
     return location if kind == "stac" else location.rstrip("/") + "/"
+
+
+def _check_s3(location: str) -> str:
+    parts = urlsplit(location)
+    if parts.scheme != "s3" or not BUCKET.fullmatch(parts.netloc):
+        raise LoupeError("An s3 source is s3://BUCKET/PREFIX/ (a bucket name of 3-63 lower-case letters, digits, "
+                         "'.' or '-'); the endpoint and keys go in its credentials.")
+    if parts.query or parts.fragment or "@" in location:
+        raise LoupeError("A source's address is plain: no '?' query, '#' fragment or credentials.")
+    prefix = check_item(parts.path.strip("/")) + "/" if parts.path.strip("/") else ""
+    return f"s3://{parts.netloc}/{prefix}"
 
 
 def check_readers(readers: tuple[str, ...], roles: tuple[str, ...]) -> tuple[str, ...]:
@@ -94,6 +110,8 @@ def item_location(spec: SourceSpec, item: str) -> str:
     if spec.kind == DICOMWEB:
         return series_location(spec.location, item)
     item = check_item(item)
+    if spec.kind == "s3":
+        return vsis3_prefix(spec.location) + item
     base = catalogue_root(spec.location) if spec.kind == "stac" else spec.location  # a STAC item: its asset's path
     if not is_remote(base):
         root = Path(base).resolve()
@@ -107,10 +125,16 @@ def item_location(spec: SourceSpec, item: str) -> str:
 
 
 def list_items(spec: SourceSpec, under: str = "", suffixes: tuple[str, ...] = ()) -> list[str]:
-    """Items of a folder source below ``under`` (at most MAX_LISTED, sorted), with one of ``suffixes``; a
-    STAC catalogue's item ids."""
+    """Items of a folder source below ``under`` (at most MAX_LISTED, sorted), with one of ``suffixes``; of an
+    S3 prefix (the first MAX_LISTED with a suffix among the first 20 times as many keys); a STAC catalogue's
+    item ids."""
     if spec.kind == "stac":
         return stac_items(spec.location, MAX_LISTED)
+    if spec.kind == "s3":  # in a worker that registered the source's credentials
+        from .gdal_vsi import walk_files
+
+        files = walk_files(vsis3_prefix(spec.location), MAX_LISTED * 20)  # the suffixes thin a bucket out
+        return sorted(f for f in files if not suffixes or f.lower().endswith(suffixes))[:MAX_LISTED]
     if spec.kind != "folder":
         raise LoupeError(f"A {spec.kind} source cannot be listed: search it, or type the item's path.")
     root = Path(spec.location).resolve()
