@@ -3,6 +3,8 @@ their items by reference (the item stays where it is)."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from loupe.core.config import Settings
@@ -81,7 +83,7 @@ def sources_credentials(settings: Settings, name: str, clear: bool) -> None:
         store.audit(None, "source.credentials", detail={"source": name, "cleared": removed, "via": "cli"})
         click.echo(f"{name}: credentials removed" if removed else f"{name} had no credentials")
         return
-    values = credentials.parse(spec.kind, click.get_text_stream("stdin").read(64 * 1024))
+    values = credentials.parse(spec.kind, sys.stdin.read(64 * 1024))
     credentials.save(settings.home, name, spec.kind, spec.location, values)
     store.audit(None, "source.credentials", detail={"source": name, "keys": sorted(values), "via": "cli"})
     click.echo(f"{name}: credentials set ({', '.join(sorted(values))})")

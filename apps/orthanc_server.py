@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +40,10 @@ def dicomweb_plugin() -> str | None:
 
 @contextmanager
 def running_orthanc(folder: Path, port: int, binary: str | None = None, plugin: str | None = None,
-                    verbose: bool = False) -> Iterator[str]:
+                    verbose: bool = False, users: dict[str, str] | None = None) -> Iterator[str]:
     """Orthanc serving DICOMweb on ``port``; yields the DICOMweb root (``http://127.0.0.1:PORT/dicom-web/``).
-    ``verbose``: every HTTP request is written to ``folder / "orthanc.log"`` (what a test counts)."""
+    ``verbose``: every HTTP request is written to ``folder / "orthanc.log"`` (what a test counts); ``users``:
+    HTTP basic authentication with these names and passwords."""
     binary, plugin = binary or orthanc_binary(), plugin or dicomweb_plugin()
     if not binary or not plugin:
         raise RuntimeError("Orthanc and its DICOMweb plugin are not installed (Debian: orthanc orthanc-dicomweb)")
@@ -50,7 +52,8 @@ def running_orthanc(folder: Path, port: int, binary: str | None = None, plugin: 
     config = folder / "orthanc.json"
     config.write_text(json.dumps({
         "Name": "loupe-test", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
-        "HttpPort": port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "HttpPort": port, "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": users or {},
         "DicomServerEnabled": False, "Plugins": [plugin],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}))
     log = (folder / "orthanc.log").open("wb")
@@ -62,6 +65,8 @@ def running_orthanc(folder: Path, port: int, binary: str | None = None, plugin: 
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/system", timeout=2):
                     break
+            except urllib.error.HTTPError:  # 401: up, and asking for a password
+                break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     said = (folder / "orthanc.log").read_text()[-2000:]

@@ -21,12 +21,13 @@ PATIENT = ("DOE^JANE", "PID-4711")  # searched for in everything Loupe keeps or 
 
 
 @contextmanager
-def orthanc(folder: Path) -> Iterator[str]:
-    """A running Orthanc with DICOMweb, logging every request; yields its DICOMweb root."""
+def orthanc(folder: Path, users: dict[str, str] | None = None) -> Iterator[str]:
+    """A running Orthanc with DICOMweb, logging every request (asking ``users`` for passwords if given); yields
+    its DICOMweb root."""
     if not (orthanc_binary() and dicomweb_plugin()):
         missing_service("Orthanc is not installed (.ci/with-services.sh installs orthanc and orthanc-dicomweb)")
     try:
-        with running_orthanc(folder, free_port(), verbose=True) as url:
+        with running_orthanc(folder, free_port(), verbose=True, users=users) as url:
             yield url
     except RuntimeError as exc:
         pytest.fail(str(exc))
@@ -53,7 +54,10 @@ def ct_series(slices: int, modality: str = "CT") -> list[pydicom.Dataset]:
     return out
 
 
-def store(base: str, datasets: list[pydicom.Dataset]) -> None:
+def store(base: str, datasets: list[pydicom.Dataset], auth: tuple[str, str] | None = None) -> None:
     from dicomweb_client import DICOMwebClient
+    from dicomweb_client.session_utils import create_session
 
-    DICOMwebClient(base.rstrip("/")).store_instances(datasets)
+    session = create_session()
+    session.auth = auth
+    DICOMwebClient(base.rstrip("/"), session=session).store_instances(datasets)

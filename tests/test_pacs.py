@@ -172,6 +172,37 @@ def test_an_unreachable_pacs_is_a_clear_refusal(tmp_path):
         domain.open_item(location, Budgets())
 
 
+def test_a_pacs_that_asks_for_a_password_is_read_with_the_sources_credentials(tmp_path, tiny_model_dir):
+    """Orthanc with HTTP basic authentication: without credentials the search is refused with a clear message;
+    with them (set from standard input, owner-only) the series is found and opened in a worker."""
+    from click.testing import CliRunner
+
+    from loupe.apps.cli import cli
+
+    series = ct_series(3)
+    with orthanc(tmp_path / "orthanc", users={"loupe-reader": "pacs-secret-9"}) as url:
+        store(url, series, auth=("loupe-reader", "pacs-secret-9"))
+        home = tmp_path / "home"
+        env = {"LOUPE_HOME": str(home), "LOUPE_MODEL": str(tiny_model_dir("smolvlm"))}
+        runner = CliRunner()
+        assert runner.invoke(cli, ["sources", "add", "pacs", "--kind", "dicomweb", "--location", url, "--domain",
+                                   "medical"], env=env).exit_code == 0
+        service = LoupeService.open(Settings(home=home, database_url=None, model="unused"))
+        admin = service.store.add_user("root", "root-password-1", "admin")
+        with pytest.raises(LoupeError, match=r"refused Loupe's credentials \(HTTP 401\)"):
+            service.source_items(admin, "pacs", "CT")
+        given = runner.invoke(cli, ["sources", "credentials", "pacs"], env=env,
+                              input="username=loupe-reader\npassword=pacs-secret-9\n")
+        assert given.exit_code == 0 and "pacs-secret-9" not in given.output, given.output
+        found = service.source_items(admin, "pacs", "CT")
+        item = f"{series[0].StudyInstanceUID}/{series[0].SeriesInstanceUID}"
+        assert [i for _, i in found] == [item]
+        case_id = service.open_item(admin, "pacs", item)
+        assert len(service.case_assets(admin, case_id)[0].meta["instances"]) == 3
+        assert runner.invoke(cli, ["sources", "remove", "pacs"], env=env).exit_code == 0
+        assert not (home / "secrets" / "sources" / "pacs.json").exists()  # removed with its source
+
+
 def test_bench_sources_pacs_part_opens_and_views_through_the_app(tmp_path):
     from conftest import missing_service
 

@@ -9,7 +9,7 @@ import gradio as gr
 from loupe.core.cases.models import User
 from loupe.core.cases.store import ROLES
 from loupe.core.errors import LoupeError
-from loupe.core.sources import KINDS
+from loupe.core.sources import KINDS, credentials
 
 from ..service import LoupeService
 
@@ -25,14 +25,16 @@ class SourcePanel:
         store = self.service.store
         gr.Markdown("Users open items of a source in its tab, by reference: giant images stay where they are. "
                     "Readers are `role:NAME` or `user:NAME`, comma-separated; administrators read every source. "
-                    "Credentials never go in the location.")
+                    "Credentials never go in the location: set them with `loupe sources credentials NAME` on "
+                    "the server (kept owner-only in LOUPE_HOME/secrets).")
         table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="admin-sources", show_label=False)
         with gr.Row():
             name = gr.Textbox(label="Name", placeholder="e.g. scenes", elem_id="admin-source-name")
             kind = gr.Dropdown(list(KINDS), value="http", label="Kind", elem_id="admin-source-kind")
             domain = gr.Dropdown(sorted(self.service.domains), value=None, label="Tab",
                                  elem_id="admin-source-domain")
-        location = gr.Textbox(label="Location (a folder's absolute path, or an https:// prefix)",
+        location = gr.Textbox(label="Location (a folder's absolute path, an https:// or s3:// prefix, a STAC "
+                                    "catalogue or a DICOMweb root)",
                               elem_id="admin-source-location")
         readers = gr.Textbox(label="Readers", placeholder=f"role:{ROLES[0]}, user:ana", elem_id="admin-source-readers")
         with gr.Row():
@@ -65,6 +67,7 @@ class SourcePanel:
             try:
                 actor = self._admin(request, "source.remove")
                 cases = store.remove_source(actor, (name_text or "").strip())
+                credentials.remove(self.service.settings.home, (name_text or "").strip())
             except LoupeError as exc:
                 return f"⚠️ {exc}", gr.update()
             kept = f" {cases} case(s) read from it: they now say it was removed." if cases else ""

@@ -90,8 +90,12 @@ class RasterSource:
             with warnings.catch_warnings():  # a plain TIFF is fine: it just has no coordinates
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 self._ds = rasterio.open(path)
-        except RasterioIOError:
-            raise InputRejected("The file is not a raster image GDAL can open (is it a GeoTIFF or TIFF?).") from None
+        except RasterioIOError as exc:
+            from ..sources.gdal_vsi import remote_read_problem
+
+            problem = remote_read_problem(str(path), str(exc))
+            raise InputRejected(problem or "The file is not a raster image GDAL can open (is it a GeoTIFF or "
+                                "TIFF?).") from None
         ds = self._ds
         check_dimensions(ds.width, ds.height)
         self.width, self.height = ds.width, ds.height

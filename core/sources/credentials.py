@@ -117,7 +117,11 @@ def _register(kind: str, location: str, values: dict[str, str]) -> None:
     if kind == "s3":
         from .gdal_vsi import set_path_options
 
-        set_path_options(vsis3_prefix(location), s3_options(values))
+        options = s3_options(values)
+        set_path_options(vsis3_prefix(location), options)
+        # GDAL lists a prefix with the options of "/vsis3/BUCKET" (no slash): two sources in one bucket list with
+        # the keys set last; each reads its own items with its own keys (the longest prefix wins).
+        set_path_options("/vsis3/" + location[len("s3://"):].split("/", 1)[0], options)
     elif kind == "http":
         from .gdal_vsi import set_path_options
 

@@ -128,6 +128,16 @@ def _client(base: str, basic: tuple[str, str] | None, headers: tuple[tuple[str, 
     return web
 
 
+def pacs_error(exc: Exception, what: str) -> LoupeError:
+    """What to tell a user when a DICOMweb request failed (never the server's own words: they may echo a query)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return LoupeError(f"The PACS refused Loupe's credentials (HTTP {status}): an administrator can set them "
+                          "with `loupe sources credentials NAME`.")
+    return LoupeError(f"The PACS did not answer ({what}: {type(exc).__name__}"
+                      + (f", HTTP {status}" if status else "") + ").")
+
+
 def attribute(attributes: dict, keyword: str) -> str:
     """The first value of ``keyword`` in a DICOM JSON dataset (QIDO-RS results), as text; '' when absent."""
     from pydicom.datadict import tag_for_keyword
@@ -146,7 +156,7 @@ def search_series(base: str, text: str, limit: int) -> list[tuple[str, str]]:
         found = client(base).search_for_series(search_filters=search_filters(text), limit=limit,
                                                fields=list(SHOWN))
     except RequestException as exc:
-        raise LoupeError(f"The PACS did not answer the search ({type(exc).__name__}).") from None
+        raise pacs_error(exc, "the search") from None
     hits = []
     for attributes in found:
         study, series = attribute(attributes, "StudyInstanceUID"), attribute(attributes, "SeriesInstanceUID")

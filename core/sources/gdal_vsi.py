@@ -38,6 +38,10 @@ def _gdal() -> ctypes.CDLL:
     gdal.VSICloseDir.restype = None
     gdal.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
     gdal.VSICurlPartialClearCache.restype = None
+    gdal.CPLPushErrorHandler.argtypes = [ctypes.c_void_p]
+    gdal.CPLPushErrorHandler.restype = None
+    gdal.CPLPopErrorHandler.argtypes = []
+    gdal.CPLPopErrorHandler.restype = None
     return gdal
 
 
@@ -47,13 +51,17 @@ def set_path_options(prefix: str, options: dict[str, str]) -> None:
     gdal.VSIClearPathSpecificOptions(prefix.encode())
     for key, value in options.items():
         gdal.VSISetPathSpecificOption(prefix.encode(), key.encode(), value.encode())
-    gdal.VSICurlPartialClearCache(prefix.encode())  # nothing read with the old options is reused
+    gdal.CPLPushErrorHandler(ctypes.cast(gdal.CPLQuietErrorHandler, ctypes.c_void_p))
+    try:  # a prefix that is not a whole URL (an S3 one without its endpoint) only says so on stderr
+        gdal.VSICurlPartialClearCache(prefix.encode())  # nothing read with the old options is reused
+    finally:
+        gdal.CPLPopErrorHandler()
 
 
 def walk_files(folder: str, limit: int) -> list[str]:
     """Paths of files below ``folder`` (a /vsi… folder), relative to it, at most ``limit``, in listing order."""
     gdal = _gdal()
-    handle = gdal.VSIOpenDir(folder.rstrip("/").encode(), -1, None)  # -1: every depth
+    handle = gdal.VSIOpenDir(folder.encode(), -1, None)  # -1: every depth
     if not handle:
         raise FileNotFoundError(folder)
     found: list[str] = []
@@ -68,3 +76,21 @@ def walk_files(folder: str, limit: int) -> list[str]:
     finally:
         gdal.VSICloseDir(handle)
     return found
+
+
+REMOTE = ("/vsis3/", "/vsicurl/")
+REFUSED = ("signature", "accessdenied", "access denied", "invalidaccesskeyid", "403", "401", "forbidden",
+           "unauthorized", "credentials", "aws_secret_access_key")
+
+
+def remote_read_problem(path: str, message: str) -> str | None:
+    """What to tell a user when GDAL could not open ``path`` from a data source (None: not a remote path)."""
+    if not path.startswith(REMOTE):
+        return None
+    text = message.lower()
+    if "does not exist" in text or "404" in text:
+        return "No such item in this source (or it is not an image GDAL can open)."
+    if any(word in text for word in REFUSED):
+        return ("The data source refused Loupe's credentials: an administrator can set them with "
+                "`loupe sources credentials NAME`.")
+    return "The data source could not be read just now: " + message[:200]

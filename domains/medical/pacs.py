@@ -18,9 +18,9 @@ from PIL import Image
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from loupe.core.errors import InputRejected, LoupeError
+from loupe.core.errors import InputRejected
 from loupe.core.plugins import Budgets, IngestedAsset
-from loupe.core.sources.dicomweb import SeriesRef, attribute, check_uid, client, parse_location
+from loupe.core.sources.dicomweb import SeriesRef, attribute, check_uid, client, pacs_error, parse_location
 
 from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import check_size, frame_values, geometry
@@ -42,7 +42,7 @@ def request(what: str, call: Callable[[], object]) -> object:
     try:
         return call()
     except RequestException as exc:
-        raise LoupeError(f"The PACS did not answer ({what}: {type(exc).__name__}).") from None
+        raise pacs_error(exc, what) from None
 
 
 def _header(attributes: dict) -> Dataset:
