@@ -59,4 +59,5 @@ def serve(home: Path, model: Path | None = None, users: dict[str, str] | None = 
     try:
         yield Served(service, app, url, home)
     finally:
+        app.server.force_exit = True  # no second of grace for the test clients' idle keep-alive connections
         app.close()
