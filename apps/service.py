@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from loupe.core.cases.assets import AssetStore
 from loupe.core.cases.db import open_database
@@ -18,12 +19,14 @@ from loupe.core.config import Settings
 from loupe.core.errors import AccessDenied, InputRejected, LoupeError, ModelUnavailable
 from loupe.core.jobs import JobRunner, report_progress
 from loupe.core.plugins import ENTRY_POINT_GROUP, Domain, IngestedAsset, VisualContext, discover
-from loupe.core.sources import SourceSpec, check_item, item_location, search_items
+from loupe.core.sources import SourceSpec, check_item, item_location, item_under, search_items
 from loupe.core.sources.credentials import use_credentials
 from loupe.core.sources.dicomweb import KIND as DICOMWEB
 from loupe.core.sources.dicomweb import search_filters
 from loupe.core.sources.locations import MAX_ITEM_CHARS
 from loupe.core.sources.stac import stac_asset_path
+from loupe.core.sources.stac_api import KIND as STAC_API
+from loupe.core.sources.stac_api import api_image_href, item_ref
 from loupe.core.vlm.base import VLM, GenerationOptions, Message, RunRecord
 from loupe.core.vlm.features import clear_directory
 from loupe.core.vlm.registry import resolve
@@ -124,6 +127,12 @@ def on_assets(settings: Settings, fn: Callable[..., object], assets: Sequence[In
     return fn(_read(assets), *args)
 
 
+def api_item_in_worker(settings: Settings, root: str, item: str) -> str:
+    """A worker job: the picture's href of a STAC API item, asked with the source's credentials."""
+    use_credentials(settings.home)
+    return api_image_href(root, item)
+
+
 def search_in_worker(settings: Settings, source: SourceSpec, text: str, suffixes: tuple[str, ...],
                      ) -> list[tuple[str, str]]:
     """A worker job: a data source's items matching ``text``, read with the source's credentials."""
@@ -216,23 +225,41 @@ class LoupeService:
     def open_item(self, user: User, source_name: str, item: str, title: str = "",
                   progress: Callable[[int, int], None] | None = None) -> int:
         """A new case from an item of a data source the user may read, by reference: a worker reads what the
-        viewer needs (a thumbnail from the item's overviews); the item itself stays where it is."""
+        viewer needs (a thumbnail from the item's overviews); the item itself stays where it is. An item of a
+        STAC API is read through the http or s3 source holding its picture, which the user must read too."""
         _, source = self.store.readable_source(user, source_name)
         domain = self.domain(source.domain)
         if not hasattr(domain, "open_item"):
             raise LoupeError(f"The {domain.title} tab cannot open items from data sources yet.")
+        found_in = source
         if source.kind == "stac":  # the item's image, found in the catalogue (which may be remote): in a worker
             if not 0 < len(item) <= MAX_ITEM_CHARS:
                 raise InputRejected(f"An item id is 1-{MAX_ITEM_CHARS} characters.")
             item = self.jobs.run(user.username, "Reading the catalogue", stac_asset_path, (source.location, item))
+        elif source.kind == STAC_API:
+            href = self.jobs.run(user.username, "Asking the catalogue", api_item_in_worker,
+                                 (self.settings, source.location, item))
+            title = title or f"From {source.name}: {item_ref(item)[1]}"
+            source, item = self._source_holding(user, href)
         item = check_item(item)
         location = item_location(source, item)
         assets = self.jobs.run(user.username, "Opening the item", open_item_in_worker,
                                (self.settings, type(domain), location), progress=progress)
         assets = [replace(a, reference=(source.name, item)) if a.meta.get("by_reference") else a for a in assets]
         case_id = self.store.create_case(user, domain.name, title or f"From {source.name}", assets)
-        self.store.audit(user, "source.open", case_id=case_id, detail={"source": source.name})
+        for opened in dict.fromkeys((found_in.name, source.name)):
+            self.store.audit(user, "source.open", case_id=case_id, detail={"source": opened})
         return case_id
+
+    def _source_holding(self, user: User, href: str) -> tuple[SourceSpec, str]:
+        """The http or s3 source ``user`` reads whose prefix holds ``href``, and the item it names there."""
+        for candidate in self.store.sources(user):
+            inside = item_under(candidate, href)
+            if inside is not None:
+                return candidate, inside
+        where = urlsplit(href)
+        raise InputRejected(f"This item's picture is at {where.scheme}://{where.netloc}/…, under no data source "
+                            "you may read: an administrator can add its prefix as an http or s3 source.")
 
     def source_items(self, user: User, source_name: str, search: str = "") -> list[tuple[str, str]]:
         """(label, item) pairs of a source the user may read, found in a worker: a folder's files its domain
@@ -365,6 +392,8 @@ class LoupeService:
                                 (self.settings, type(domain), assets, question))
         if context.pyramid is not None:  # a giant image: the question steers which tiles the model reads
             from loupe.core.pyramid.answer import focused_images
+
+            use_credentials(self.settings.home)  # its tiles are read here, beside the model
 
             images, placed, record = focused_images(vlm, context.pyramid, question, options.adapter)
             context.images = images

@@ -16,6 +16,8 @@ from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 from loupe.core.errors import InputRejected
 from loupe.core.pyramid.synthetic import random_objects, write_cog
+from loupe.core.sources import credentials
+from loupe.core.sources.gdal_vsi import set_path_options
 
 SIDE = 2048
 
@@ -34,6 +36,8 @@ def store(tmp_path_factory):
 
 
 def test_an_s3_source_reads_with_its_own_keys_and_never_shows_them(tmp_path, store, tiny_model_dir):
+    import pyogrio  # noqa: F401 - a second GDAL in the process (as after other tests): keys must go to rasterio's
+
     home = tmp_path / "home"
     env = {"LOUPE_HOME": str(home), "LOUPE_MODEL": str(tiny_model_dir("smolvlm"))}
     runner = CliRunner()
@@ -59,6 +63,12 @@ def test_an_s3_source_reads_with_its_own_keys_and_never_shows_them(tmp_path, sto
     case_id = int(opened.output.strip())
     assert run("open", "scenes", "../private/scene.tif", "--user", "ana").exit_code == 1
 
+    # The commands above ran in this process and registered the keys here: forget them, as a fresh `loupe serve`
+    # would not have them, so the app must register them itself (its tile reads run beside the model).
+    credentials._seen.clear()
+    credentials._by_location.clear()
+    for prefix in ("/vsis3/imagery", "/vsis3/imagery/scenes/"):
+        set_path_options(prefix, {})
     service = LoupeService.open(Settings(home=home, database_url=None, model="unused"))
     service.slot.load(tiny_model_dir("smolvlm"))
     ana = service.user("ana")

@@ -165,9 +165,10 @@ class Workspace:
                         source = gr.Dropdown([], value=None, label="Data source", elem_id=f"{d}-source",
                                              allow_custom_value=True)  # the store refuses a source not the user's
                         with gr.Row():
-                            item_search = gr.Textbox(show_label=False, elem_id=f"{d}-item-search", scale=3,
-                                                     placeholder="Search: a path; for a PACS, CT, a date, a patient ID",
-                                                     container=False)
+                            item_search = gr.Textbox(
+                                show_label=False, elem_id=f"{d}-item-search", scale=3, container=False,
+                                placeholder="Search: a path; a PACS: CT, a date, a patient ID; a STAC API: a "
+                                            "collection, 2024-05, a box W,S,E,N")
                             list_items_button = gr.Button("List", size="sm", variant="secondary", scale=1,
                                                           elem_id=f"{d}-list-items")
                         item = gr.Dropdown([], value=None, label="Item (its path, or a PACS series)",

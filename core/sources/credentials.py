@@ -20,7 +20,7 @@ from ..errors import LoupeError
 # What each kind accepts; an S3 source's endpoint and region are not secret but live here too, beside the keys
 # they go with (an S3-compatible store other than AWS: endpoint=http(s)://host:port).
 KEYS = {"s3": ("access_key_id", "secret_access_key", "session_token", "region", "endpoint"),
-        "http": ("username", "password", "token"),
+        "http": ("username", "password", "token"), "stac-api": ("username", "password", "token"),
         "dicomweb": ("username", "password", "token")}
 MAX_VALUE_CHARS = 4096
 

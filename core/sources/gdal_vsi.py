@@ -18,13 +18,17 @@ class _DirEntry(ctypes.Structure):  # VSIDIREntry, cpl_vsi.h (GDAL >= 3.0)
 
 @functools.cache
 def _gdal() -> ctypes.CDLL:
-    import rasterio  # noqa: F401  (loads libgdal into this process)
+    import rasterio  # loads its libgdal into this process
 
     with open("/proc/self/maps") as maps:
         paths = {line.split()[-1] for line in maps if "/" in line}
-    library = next((p for p in sorted(paths) if Path(p).name.startswith("libgdal")), None)
+    loaded = sorted(p for p in paths if Path(p).name.startswith("libgdal"))
+    # Other wheels bundle their own GDAL (pyogrio does): the options must go to the one rasterio reads with.
+    bundled = [p for p in loaded if Path(p).parent.name == "rasterio.libs"
+               and Path(p).parent.parent == Path(rasterio.__file__).parent.parent]
+    library = bundled[0] if bundled else loaded[0] if len(loaded) == 1 else None
     if library is None:
-        raise RuntimeError("GDAL is not loaded in this process")
+        raise RuntimeError(f"cannot tell which of {len(loaded)} GDAL libraries rasterio uses")
     gdal = ctypes.CDLL(library)  # the same handle: the library is already loaded
     gdal.VSISetPathSpecificOption.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
     gdal.VSISetPathSpecificOption.restype = None

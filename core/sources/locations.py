@@ -4,7 +4,9 @@ Kinds: ``folder`` (a server folder), ``http`` (an http(s) prefix of COGs, read t
 ``s3`` (an ``s3://bucket/prefix/`` of COGs, read through GDAL's /vsis3/ with the source's own credentials,
 see ``credentials``), ``stac`` (a static STAC catalogue, as a file or a URL: its items are listed, and a case
 keeps the path of the item's GeoTIFF asset relative to the catalogue's folder, read like a folder or http
-item), ``dicomweb`` (a PACS's DICOMweb root: items are series, searched with QIDO-RS; see ``dicomweb``).
+item), ``stac-api`` (a STAC API searched by collection, box and date; an item's picture is read through the
+http or s3 source holding it, see ``stac_api``), ``dicomweb`` (a PACS's DICOMweb root: items are series,
+searched with QIDO-RS; see ``dicomweb``).
 
 An item is a relative path typed by a user (or listed for them): it never names a place outside its
 source. A folder item is resolved with symbolic links followed and must stay under the folder; an HTTP
@@ -17,15 +19,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import InputRejected, LoupeError
 from .credentials import vsis3_prefix
 from .dicomweb import KIND as DICOMWEB
 from .dicomweb import check_base, search_series, series_location
 from .stac import catalogue_root, is_remote, stac_items
+from .stac_api import KIND as STAC_API
+from .stac_api import check_root, search_api
 
-KINDS = ("folder", "http", "s3", "stac", DICOMWEB)
+KINDS = ("folder", "http", "s3", "stac", STAC_API, DICOMWEB)
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 READER = re.compile(r"(role|user):[A-Za-z0-9_.@-]{1,64}")
@@ -64,6 +68,8 @@ def check_spec(name: str, kind: str, location: str) -> str:
         return check_base(location)
     if kind == "s3":
         return _check_s3(location)
+    if kind == STAC_API:
+        return check_root(location)
     parts = urlsplit(location)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LoupeError("An http source is an http:// or https:// address.")
@@ -109,6 +115,8 @@ def item_location(spec: SourceSpec, item: str) -> str:
     source, the series' address marked ``dicomweb+``."""
     if spec.kind == DICOMWEB:
         return series_location(spec.location, item)
+    if spec.kind == STAC_API:
+        raise LoupeError("A STAC API item is read through the source that holds its picture.")
     item = check_item(item)
     if spec.kind == "s3":
         return vsis3_prefix(spec.location) + item
@@ -153,10 +161,25 @@ def list_items(spec: SourceSpec, under: str = "", suffixes: tuple[str, ...] = ()
     return found
 
 
+def item_under(spec: SourceSpec, href: str) -> str | None:
+    """The item of an http or s3 source that ``href`` (an absolute URL or s3:// address) names, or None when
+    it lies outside the source."""
+    if spec.kind not in ("http", "s3") or not href.startswith(spec.location):
+        return None
+    rest = href[len(spec.location):]
+    rest = unquote(rest) if spec.kind == "http" else rest
+    try:
+        return check_item(rest)
+    except InputRejected:
+        return None
+
+
 def search_items(spec: SourceSpec, text: str = "", suffixes: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """(label, item) pairs for a search box: a PACS's series matching the filters in ``text`` (QIDO-RS), or
     the listed items containing ``text`` (case-insensitive), labelled by their path."""
     if spec.kind == DICOMWEB:
         return search_series(spec.location, text, MAX_LISTED)
+    if spec.kind == STAC_API:
+        return search_api(spec.location, text, MAX_LISTED)
     term = text.strip().lower()
     return [(item, item) for item in list_items(spec, "", suffixes) if term in item.lower()]

@@ -40,6 +40,15 @@ def stac_items(location: str, limit: int) -> list[str]:
     return sorted(ids)
 
 
+def image_href(item) -> str:  # noqa: ANN001 - a pystac.Item
+    """The absolute href of the item's picture: its GeoTIFF asset under a preferred key, else the first one."""
+    images = {key: asset for key, asset in item.assets.items() if (asset.media_type or GEOTIFF).startswith(GEOTIFF)}
+    key = next((k for k in PREFERRED_KEYS if k in images), None) or next(iter(sorted(images)), None)
+    if key is None:
+        raise InputRejected("This item has no GeoTIFF asset to open.")
+    return images[key].get_absolute_href() or ""
+
+
 def stac_asset_path(location: str, item_id: str) -> str:
     """The chosen GeoTIFF asset of item ``item_id``, relative to the catalogue's folder."""
     import pystac
@@ -48,11 +57,7 @@ def stac_asset_path(location: str, item_id: str) -> str:
     item = next((i for i in catalogue.get_items(item_id, recursive=True)), None)
     if item is None:
         raise InputRejected("No such item in this catalogue.")
-    images = {key: asset for key, asset in item.assets.items() if (asset.media_type or GEOTIFF).startswith(GEOTIFF)}
-    key = next((k for k in PREFERRED_KEYS if k in images), None) or next(iter(sorted(images)), None)
-    if key is None:
-        raise InputRejected("This item has no GeoTIFF asset to open.")
-    href = images[key].get_absolute_href() or ""
+    href = image_href(item)
     root = catalogue_root(location)
     if is_remote(root):
         inside = href.startswith(root)
