@@ -357,7 +357,7 @@ def models_make_tiny(family: str, size: str, path: Path) -> None:
 @models.command("engines")
 @click.argument("model", required=False)
 @click.option("--device", default=None, help="cpu or cuda (default: LOUPE_DEVICE, else automatic).")
-@click.option("--remeasure", is_flag=True, help="Measure again instead of reading LOUPE_HOME/cache/engines.json.")
+@click.option("--remeasure", is_flag=True, help="Measure again instead of reading the kept result.")
 def models_engines(model: str | None, device: str | None, remeasure: bool) -> None:
     """Which engine `auto` runs MODEL with on this machine, and the measurement behind it."""
     from loupe.core.vlm.engine_choice import table
@@ -365,7 +365,7 @@ def models_engines(model: str | None, device: str | None, remeasure: bool) -> No
 
     settings = Settings()
     vlm = HFVLM.from_pretrained(model or settings.model, device=device or settings.device, engine="auto",
-                                engine_cache=settings.home / "cache" / "engines.json", remeasure_engine=remeasure)
+                                engine_cache=settings.engine_cache, remeasure_engine=remeasure)
     report = vlm.engine.report
     click.echo(table(report) if report else f"auto runs: {vlm.engine.name} ({vlm.engine.reason})")
 

@@ -63,6 +63,10 @@ class Settings:
     # model as a few learned tokens instead of their spelled-out text. Unset: OCR text in the prompt.
     ocr_queries: Path | None = field(default_factory=lambda: Path(os.environ["LOUPE_OCR_QUERIES"]).expanduser()
                                      if os.environ.get("LOUPE_OCR_QUERIES") else None)
+    # Where `auto`'s engine measurements are kept (engine_choice.py); several LOUPE_HOMEs on one machine may share
+    # one file, so each does not measure the same model again. Unset: LOUPE_HOME/cache/engines.json.
+    engine_cache_file: Path | None = field(default_factory=lambda: Path(os.environ["LOUPE_ENGINE_CACHE"]).expanduser()
+                                           if os.environ.get("LOUPE_ENGINE_CACHE") else None)
     # A serve process's own name (``loupe serve`` uses its port): its temporary files live in a folder of
     # their own, so processes sharing LOUPE_HOME never empty each other's. Empty: LOUPE_HOME/tmp itself.
     instance: str = ""
@@ -89,6 +93,10 @@ class Settings:
     @property
     def gradio_tmp_dir(self) -> Path:
         return self.tmp_dir / "gradio"
+
+    @property
+    def engine_cache(self) -> Path:
+        return self.engine_cache_file or self.home / "cache" / "engines.json"
 
     @property
     def feature_cache_dir(self) -> Path:

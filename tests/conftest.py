@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def _share_the_cores() -> None:
 
 
 _share_the_cores()
+# One engine measurement per model for the whole run (each test has its own LOUPE_HOME, and measuring on every
+# load cost about 2.7 s); the tests of the measurement itself give their own cache file.
+os.environ.setdefault("LOUPE_ENGINE_CACHE", str(Path(tempfile.gettempdir()) / "loupe-tests" / (
+    f"engines-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}.json")))
 
 
 def missing_service(reason: str) -> None:

@@ -173,7 +173,7 @@ def test_an_explicit_engine_or_dtype_is_not_measured(tiny_model_dir, tmp_path, m
 def test_models_engines_prints_the_table_then_reads_the_cache(tiny_model_dir, tmp_path):
     from loupe.apps.cli import cli
 
-    env = {"LOUPE_HOME": str(tmp_path / "home"), "LOUPE_DEVICE": "cpu"}
+    env = {"LOUPE_HOME": str(tmp_path / "home"), "LOUPE_DEVICE": "cpu", "LOUPE_ENGINE_CACHE": None}
     runner = CliRunner()
     model = str(tiny_model_dir("llava-ov"))
     first = runner.invoke(cli, ["models", "engines", model, "--remeasure"], env=env)

@@ -158,7 +158,7 @@ def key_id(key: dict[str, Any]) -> str:
 def default_cache_path() -> Path:
     from ..config import Settings
 
-    return Settings().home / "cache" / "engines.json"
+    return Settings().engine_cache
 
 
 class EngineCache:

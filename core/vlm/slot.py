@@ -92,4 +92,4 @@ def model_slot(settings: Settings) -> ModelSlot:
     return ModelSlot(device=settings.device, dtype=settings.dtype, engine=settings.engine,
                      kv_cache_mb=settings.kv_cache_mb, feature_cache_mb=settings.feature_cache_mb,
                      feature_cache_dir=settings.feature_cache_dir, feature_disk_mb=settings.feature_disk_mb,
-                     ocr_queries=settings.ocr_queries, engine_cache=settings.home / "cache" / "engines.json")
+                     ocr_queries=settings.ocr_queries, engine_cache=settings.engine_cache)
