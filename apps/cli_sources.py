@@ -46,9 +46,12 @@ def sources_add(settings: Settings, name: str, kind: str, location: str, domain:
 @sources.command("list")
 @click.pass_obj
 def sources_list(settings: Settings) -> None:
-    """Every data source: name, kind, domain, readers and location."""
+    """Every data source: name, kind, domain, readers, location, and whether it has credentials."""
+    from loupe.core.sources import credentials
+
     for spec in open_store(settings).sources():
-        click.echo(f"{spec.name}\t{spec.kind}\t{spec.domain}\t{','.join(spec.readers) or '-'}\t{spec.location}")
+        keys = "credentials" if credentials.has(settings.home, spec.name) else "-"
+        click.echo(f"{spec.name}\t{spec.kind}\t{spec.domain}\t{','.join(spec.readers) or '-'}\t{spec.location}\t{keys}")
 
 
 @sources.command("remove")

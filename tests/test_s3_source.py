@@ -56,6 +56,7 @@ def test_an_s3_source_reads_with_its_own_keys_and_never_shows_them(tmp_path, sto
     secrets = home / "secrets" / "sources"
     assert os.stat(secrets).st_mode & 0o777 == 0o700 and os.stat(secrets / "scenes.json").st_mode & 0o777 == 0o600
 
+    assert run("sources", "list").output.rstrip("\n").split("\t")[-2:] == ["s3://imagery/scenes/", "credentials"]
     listed = run("sources", "items", "scenes")
     assert listed.exit_code == 0 and listed.output.split() == ["harbour/scene.tif"], listed.output
     opened = run("open", "scenes", "harbour/scene.tif", "--user", "ana")

@@ -13,7 +13,7 @@ from loupe.core.sources import KINDS, credentials
 
 from ..service import LoupeService
 
-COLUMNS = ["Source", "Kind", "Tab", "Readers", "Location"]
+COLUMNS = ["Source", "Kind", "Tab", "Readers", "Location", "Credentials"]
 
 
 class SourcePanel:
@@ -47,8 +47,9 @@ class SourcePanel:
                 self._admin(request, "source.list")
             except LoupeError:
                 return []  # refused and audited
-            return [[s.name, s.kind, s.domain, ", ".join(s.readers) or "administrators", s.location]
-                    for s in store.sources()]
+            home = self.service.settings.home
+            return [[s.name, s.kind, s.domain, ", ".join(s.readers) or "administrators", s.location,
+                     "set" if credentials.has(home, s.name) else "none"] for s in store.sources()]
 
         def add_source(name_text: str, kind_value: str, domain_value: str | None, location_text: str,
                        readers_text: str, request: gr.Request):
