@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import free_port
 from servers import kill_group, wait_up
+from test_browser import ARTIFACTS, CHROMIUM_ARGS, _login, chromium  # noqa: F401 - the fixture is used by name
 from test_sources import SIDE, http_root, scenes  # noqa: F401 - fixtures used by name
+from webapp import serve
 
 from loupe.apps.cli import cli
 from loupe.apps.service import LoupeService
@@ -115,3 +117,59 @@ def test_a_stac_api_is_searched_and_its_items_open_through_the_source_holding_th
     listed = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "sources", "items", "s2", "--search",
                                       "harbour 2024-08"], catch_exceptions=False)
     assert listed.output == "harbour/harbour-2024-08\tharbour-2024-08 · harbour · 2024-08-01 · cloud 72%\n"
+
+
+def test_a_stac_api_in_a_real_browser_as_admin_reader_and_outsider(stac_api, tmp_path, tiny_model_dir,
+                                                                  chromium):  # noqa: F811
+    """The admin adds the API in the Admin tab; ana searches it (a hostile search is refused and shown as
+    text), opens a scene through the COG source; bob, who may read the API but not the COGs, is told why."""
+    from playwright.sync_api import expect, sync_playwright
+
+    root, prefix = stac_api
+    users = {"root": "admin", "ana": "user", "bob": "user"}
+    hostile = '<img src=x onerror="document.title=1">'
+    with serve(tmp_path / "home", tiny_model_dir("smolvlm"), users) as served, sync_playwright() as pw:
+        served.service.store.add_source(None, "cogs", "http", prefix, "remote_sensing", ("user:ana",))
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _login(page, served.url, "root")
+        page.get_by_role("tab", name="Admin").click()
+        page.get_by_text("Data sources").click()
+        page.locator("#admin-source-name textarea, #admin-source-name input").first.fill("s2")
+        page.locator("#admin-source-location textarea, #admin-source-location input").first.fill(root)
+        page.locator("#admin-source-kind input").click()
+        page.get_by_role("option", name="stac-api").click()
+        page.locator("#admin-source-domain input").click()
+        page.get_by_role("option", name="remote_sensing").click()
+        page.locator("#admin-source-readers textarea, #admin-source-readers input").first.fill("role:user")
+        page.locator("#admin-source-add").click()
+        expect(page.locator("#admin-sources")).to_contain_text("stac-api", timeout=30_000)
+        page.context.clear_cookies()
+
+        for user in ("ana", "bob"):
+            _login(page, served.url, user)
+            page.get_by_role("tab", name="Remote sensing").click()
+            page.get_by_role("tab", name="From a data source").click()
+            page.locator("#remote_sensing-source input").click()
+            page.get_by_role("option", name="s2").click()
+            search = page.locator("#remote_sensing-item-search textarea, #remote_sensing-item-search input").first
+            search.fill(hostile)
+            page.locator("#remote_sensing-list-items").click()
+            expect(page.locator("#remote_sensing-status")).to_contain_text("A collection name is", timeout=30_000)
+            assert page.title() == "Loupe"  # shown as text, never run
+            search.fill("harbour 2024-05")
+            page.locator("#remote_sensing-list-items").click()
+            expect(page.locator("#remote_sensing-status")).to_contain_text("1 item found", timeout=30_000)
+            page.locator("#remote_sensing-open-item").click()
+            if user == "ana":
+                expect(page.locator("#remote_sensing-status")).to_contain_text("opened from s2", timeout=60_000)
+                expect(page.locator("#remote_sensing-case-header")).to_contain_text("harbour-2024-05")
+                expect(page.locator("#remote_sensing-viewer img").first).to_be_visible()
+                page.screenshot(path=str(ARTIFACTS / "stac-api-opened.png"), full_page=True)
+            else:
+                expect(page.locator("#remote_sensing-status")).to_contain_text("under no data source you may read",
+                                                                               timeout=60_000)
+            page.context.clear_cookies()
+        browser.close()
+        opened = [e.detail.get("source") for e in served.service.store.audit_events() if e.action == "source.open"]
+        assert opened == ["s2", "cogs"]
