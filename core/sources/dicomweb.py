@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from ..errors import InputRejected, LoupeError
+from .address import check_address
 from .credentials import request_auth
 
 KIND = "dicomweb"
@@ -71,14 +71,8 @@ def is_series_location(location: str) -> bool:
 
 
 def check_base(location: str) -> str:
-    parts = urlsplit(location)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LoupeError("A DICOMweb source is the http:// or https:// address of its root (e.g. "
-                         "http://pacs:8042/dicom-web/).")
-    if parts.username or parts.password:
-        raise LoupeError("Leave credentials out of the address: the database would keep them.")
-    if parts.query or parts.fragment:
-        raise LoupeError("A source's address is plain: no '?' query or '#' fragment.")
+    check_address(location, "A DICOMweb source is the http:// or https:// address of its root (e.g. "
+                            "http://pacs:8042/dicom-web/).")
     return location.rstrip("/") + "/"
 
 

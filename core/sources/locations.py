@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import InputRejected, LoupeError
+from .address import check_address
 from .credentials import vsis3_prefix
 from .dicomweb import KIND as DICOMWEB
 from .dicomweb import check_base, search_series, series_location
@@ -70,13 +71,7 @@ def check_spec(name: str, kind: str, location: str) -> str:
         return _check_s3(location)
     if kind == STAC_API:
         return check_root(location)
-    parts = urlsplit(location)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LoupeError("An http source is an http:// or https:// address.")
-    if parts.username or parts.password:
-        raise LoupeError("Leave credentials out of the address: the database would keep them.")
-    if parts.query or parts.fragment:
-        raise LoupeError("A source's address is plain: no '?' query or '#' fragment.")
+    check_address(location, "An http source is an http:// or https:// address.")
     return location if kind == "stac" else location.rstrip("/") + "/"
 
 

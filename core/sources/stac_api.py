@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import base64
 import re
-from urllib.parse import urlsplit
 
 from ..errors import InputRejected, LoupeError
+from .address import check_address
 from .credentials import request_auth
 
 KIND = "stac-api"
@@ -27,13 +27,7 @@ MAX_ID_CHARS = 256
 
 
 def check_root(location: str) -> str:
-    parts = urlsplit(location)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LoupeError("A STAC API source is the http:// or https:// address of the API's landing page.")
-    if parts.username or parts.password:
-        raise LoupeError("Leave credentials out of the address: the database would keep them.")
-    if parts.query or parts.fragment:
-        raise LoupeError("A source's address is plain: no '?' query or '#' fragment.")
+    check_address(location, "A STAC API source is the http:// or https:// address of the API's landing page.")
     return location.rstrip("/")
 
 
