@@ -8,6 +8,9 @@ header and overviews read in a worker) and answers a question about it (``ask``:
 question-guided focus over HTTP, the answer streamed). Measured: seconds to open and to answer, the
 tiles encoded against full tiling's, the bytes nginx sent against the file's size, and resident memory.
 
+The slide part: synthetic Aperio-style slides of 50,000² and 5,000² (write_svs) in a folder source of the
+medical tab, opened where they lie (OpenSlide) and answered the same way; the open job's worker memory too.
+
 With Orthanc installed, the PACS part (bench_pacs.py): a 500-slice CT opened from it by reference. The
 upload part (bench_upload.py): a 1 GB scene uploaded through the web app, the web process's memory.
 """
@@ -28,7 +31,7 @@ QUESTION = "Is there a red square building in this scene? Where?"
 NEW_TOKENS = 24
 
 
-def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None:
+def _open_and_answer(model: Path, kind: str, location: str, domain: str, item: str, out: mp.Queue) -> None:
     try:
         from loupe.apps.service import LoupeService
         from loupe.core.config import Settings
@@ -43,8 +46,18 @@ def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None
             vlm = service.slot.get()
             loaded_rss = round(_rss_mb(), 1)
             store = service.store
-            store.add_source(None, "scenes", "http", prefix, "remote_sensing", ("role:user",))
+            store.add_source(None, "scenes", kind, location, domain, ("role:user",))
             user = store.add_user("analyst", "analyst-password-1", "user")
+            if kind == "folder":  # the open job once more on its own, for the worker's peak memory
+                from loupe.apps.service import open_item_in_worker
+                from loupe.core.sources import item_location
+
+                spec = store.readable_source(user, "scenes")[1]
+                _, stats = service.jobs.run_with_stats("bench", "open", open_item_in_worker, (
+                    service.settings, type(service.domain(domain)), item_location(spec, item)))
+                worker_peak = {"open_worker_peak_rss_mb": round(stats.peak_rss_bytes / 2**20, 1)}
+            else:
+                worker_peak = {}
             with RssWatch() as watch:
                 started = time.perf_counter()
                 case_id = service.open_item(user, "scenes", item)
@@ -60,7 +73,7 @@ def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None
                      "answer_s": round(answer_s, 2), "tiles_encoded": extra.get("focus_tiles_encoded", 0) + 1,
                      "full_tiling_tiles": full_tiles, "visual_tokens": final.run.visual_tokens,
                      "engine": vlm.engine.name, "rss_after_load_mb": loaded_rss,
-                     "rss_peak_open_and_answer_mb": watch.peak, "peak_rss_mb": peak_rss_mb()})
+                     "rss_peak_open_and_answer_mb": watch.peak, "peak_rss_mb": peak_rss_mb()} | worker_peak)
         finally:
             close_pools()  # this process's job workers: it can then exit
             shutil.rmtree(home, ignore_errors=True)
@@ -69,11 +82,14 @@ def _open_and_answer(model: Path, prefix: str, item: str, out: mp.Queue) -> None
 
 
 def run_sources_bench(workdir: Path, nginx: str, big_side: int = 27_328, small_side: int = 4_096,
-                      parts: tuple[str, ...] = ("cog", "pacs", "upload"), slices: int = 500) -> dict:
+                      parts: tuple[str, ...] = ("cog", "pacs", "upload"), slices: int = 500,
+                      slide_sides: tuple[int, int] = (50_000, 5_000)) -> dict:
     results: dict[str, dict] = {}
     summary: dict[str, object] = {}
     if "cog" in parts:
         summary |= _cog_part(workdir, nginx, big_side, small_side, results)
+    if "slide" in parts:
+        summary |= _slide_part(workdir, *slide_sides, results)
     if "pacs" in parts:
         from .bench_pacs import run_pacs_bench
         from .orthanc_server import dicomweb_plugin, orthanc_binary
@@ -95,10 +111,41 @@ def run_sources_bench(workdir: Path, nginx: str, big_side: int = 27_328, small_s
         summary["upload_1gb_peak_rss_mb"] = results["upload"].get("web_rss_peak_above_idle_mb")
         summary["upload_1gb_worker_peak_rss_mb"] = results["upload"].get("worker_rss_peak_mb")
     return {"benchmark": "sources",
-            "images": "synthetic COGs (3 bands, JPEG tiles, overviews) served by nginx; a synthetic CT series "
-                      "in Orthanc (DICOMweb)",
+            "images": "synthetic COGs (3 bands, JPEG tiles, overviews) served by nginx; synthetic Aperio-style "
+                      "slides in a server folder; a synthetic CT series in Orthanc (DICOMweb)",
             "model": "SmolVLM-256M architecture, random weights", "question": QUESTION,
             "results": results, "summary": summary}
+
+
+def _slide_part(workdir: Path, big_side: int, small_side: int, out: dict[str, dict]) -> dict:
+    """Synthetic Aperio slides in a folder source of the medical tab, opened where they lie and answered."""
+    import sys
+
+    from loupe.core.pyramid.synthetic import write_svs
+
+    folder = workdir / "slides"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = random_checkpoint(workdir / "smolvlm-256m-random", "smolvlm")
+    results = {}
+    for side in (big_side, small_side):
+        path = folder / f"slide_{side}.svs"
+        if not path.exists():
+            started = time.perf_counter()
+            write_svs(path.with_suffix(".part"), side, progress=lambda d, t, side=side: print(
+                f"bench sources: writing a {side:,}² slide {d}/{t} tiles", end="\r", file=sys.stderr))
+            path.with_suffix(".part").rename(path)
+            print(f"\nbench sources: slide written in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        result = in_own_process(_open_and_answer, model, "folder", str(folder), "medical", path.name)
+        results[side] = result | {"file_bytes": path.stat().st_size}
+    out |= {f"slide_{side}": r for side, r in results.items()}
+    big, small = results[big_side], results[small_side]
+    if "error" in big or "error" in small:
+        return {"slide_open_s": None}
+    return {"slide_open_s": big["open_s"], "slide_answer_s": big["answer_s"],
+            "slide_rss_above_loaded_mb": round(big["rss_peak_open_and_answer_mb"] - big["rss_after_load_mb"], 1),
+            "slide_open_worker_peak_rss_mb": big["open_worker_peak_rss_mb"],
+            "slide_rss_ratio_big_small": round(big["rss_peak_open_and_answer_mb"]
+                                               / small["rss_peak_open_and_answer_mb"], 3)}
 
 
 def _cog_part(workdir: Path, nginx: str, big_side: int, small_side: int, out: dict[str, dict]) -> dict:
@@ -115,7 +162,7 @@ def _cog_part(workdir: Path, nginx: str, big_side: int, small_side: int, out: di
     with running_nginx(nginx, workdir / "nginx", static_site(port, workdir, log), port) as url:
         for side, path in scenes.items():
             before = bytes_served(log, f"/{path.name}")[1]
-            result = in_own_process(_open_and_answer, model, url + "/", path.name)
+            result = in_own_process(_open_and_answer, model, "http", url + "/", "remote_sensing", path.name)
             requests, sent = bytes_served(log, f"/{path.name}")
             size = path.stat().st_size
             results[side] = result | {"file_bytes": size, "http_requests": requests, "http_bytes": sent - before,

@@ -868,10 +868,12 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
 @click.option("--small-side", default=4_096, show_default=True, type=click.IntRange(512, 200_000))
 @click.option("--parts", default="cog,pacs,upload", show_default=True,
               help="cog: COGs over HTTP (nginx); pacs: a CT series from Orthanc over DICOMweb; upload: a 1 GB "
-                   "scene uploaded through the web app.")
+                   "scene uploaded through the web app; slide: 50,000² and 5,000² slides in a folder source.")
+@click.option("--slide-sides", default="50000,5000", show_default=True, help="The slide part's two sizes.")
 @click.option("--slices", default=500, show_default=True, type=click.IntRange(3, 5_000),
               help="Slices of the PACS part's CT series.")
-def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: int, parts: str, slices: int) -> None:
+def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: int, parts: str, slices: int,
+                  slide_sides: str) -> None:
     """Images opened where they live, as JSON: a COG over HTTP by reference, opened and answered; a CT series
     in a PACS, opened and viewed."""
     import shutil
@@ -879,12 +881,17 @@ def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: i
     from .bench_sources import run_sources_bench
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not chosen or set(chosen) - {"cog", "pacs", "upload"}:
-        raise click.BadParameter("choose from cog, pacs, upload", param_hint="--parts")
+    if not chosen or set(chosen) - {"cog", "pacs", "upload", "slide"}:
+        raise click.BadParameter("choose from cog, pacs, upload, slide", param_hint="--parts")
+    try:
+        big_slide, small_slide = (int(s) for s in slide_sides.split(","))
+    except ValueError:
+        raise click.BadParameter("two sizes: BIG,SMALL", param_hint="--slide-sides") from None
     nginx = nginx or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or ""
     if "cog" in chosen and not nginx:
         raise click.UsageError("nginx is needed to serve the test scenes over HTTP (apt-get install nginx)")
-    click.echo(json.dumps(run_sources_bench(workdir, nginx, big_side, small_side, chosen, slices), indent=2))
+    click.echo(json.dumps(run_sources_bench(workdir, nginx, big_side, small_side, chosen, slices,
+                                            (big_slide, small_slide)), indent=2))
 
 
 @bench.command("gpu")

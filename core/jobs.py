@@ -62,7 +62,7 @@ class QueueFull(LoupeError):
 
 @dataclass
 class JobStats:
-    peak_rss_bytes: int  # of the worker process that ran the job
+    peak_rss_bytes: int  # of the worker process while it ran the job
     cpu_seconds: float
 
 
@@ -109,6 +109,16 @@ def _set_soft(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
 
 
+def _reset_peak_rss() -> None:
+    """Start the process's peak resident memory (VmHWM) afresh, so a job's stats are its own, not the worker's
+    largest job so far (Linux >= 4.0; elsewhere the lifetime peak stays)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -129,6 +139,7 @@ def _run_job(job_id: int, memory_bytes: int, cpu_seconds: int, fn: Callable[...,
     _job_id = job_id
     _events.put((job_id, -1, 0))  # started
     before = resource.getrusage(resource.RUSAGE_SELF)
+    _reset_peak_rss()
     _limit_job(memory_bytes, cpu_seconds)
     try:
         result: Any = fn(*args)

@@ -145,3 +145,26 @@ def test_a_slide_in_a_folder_source_is_opened_where_it_lies_without_its_label(se
         service.open_item(bob, "slides", "case-17.svs")
     with pytest.raises(InputRejected, match="opens series from a PACS"):
         service.open_item(ana, "slides", "notes.txt")
+
+
+def test_the_synthetic_slide_is_a_vendor_slide_opened_where_it_lies(service, tmp_path):
+    """write_svs (the slide benchmark's input): OpenSlide reads it as Aperio, with its levels, and the medical
+    tab opens it from a folder source by reference and answers from its tiles."""
+    import openslide
+
+    from loupe.core.pyramid.synthetic import write_svs
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    path = write_svs(folder / "synthetic.svs", 3000, tile=256)
+    slide = openslide.OpenSlide(path)
+    assert openslide.OpenSlide.detect_format(str(path)) == "aperio"
+    assert slide.level_dimensions == ((3000, 3000), (750, 750), (187, 187))
+    assert slide.properties["openslide.mpp-x"] == "0.5" and slide.associated_images.keys() == set()
+    service.store.add_source(None, "slides", "folder", str(folder), "medical", ("user:ana",))
+    ana = service.store.add_user("ana", "ana-password-12", "user")
+    case_id = service.open_item(ana, "slides", "synthetic.svs")
+    level, view = service.case_assets(ana, case_id)
+    assert (level.width, level.height) == (3000, 3000) and level.meta["levels"] == 3
+    final = list(service.ask(ana, case_id, "Describe the tissue."))[-1]
+    assert final.run.extra["pyramid"]["width"] == 3000 and final.run.extra["focus"]["tiles"]

@@ -9,6 +9,7 @@ resolution and disappears in the overviews once it is smaller than a pixel or tw
 from __future__ import annotations
 
 import json
+import math
 import random
 import tempfile
 from collections.abc import Callable, Sequence
@@ -102,3 +103,41 @@ def write_cog(path: str | Path, side: int = FULL_SIDE, objects: Sequence[Planted
                   OVERVIEWS="FORCE_USE_EXISTING")
     path.with_suffix(".objects.json").write_text(json.dumps([asdict(o) for o in objects]))
     return path
+
+
+def write_svs(path: str | Path, side: int, seed: int = 0, tile: int = BLOCK,
+              progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write a ``side`` × ``side`` Aperio-style slide (what OpenSlide opens as a vendor slide): tiled RGB levels
+    down by 4 until one is under 2 tiles across, deflate tiles, the Aperio description OpenSlide detects, no
+    label or macro. Its tiles cycle through a few smooth stained-tissue textures, so even 50,000² (2.5 Gpx)
+    is written in a minute and stays a few hundred MB: for measuring how much memory opening one takes."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:tile, 0:tile].astype(np.float32) / tile
+    textures = []
+    for _ in range(6):
+        fx, fy, phase = rng.uniform(1, 4), rng.uniform(1, 4), rng.uniform(0, 6.3)
+        wave = (np.sin(2 * np.pi * (fx * x + fy * y) + phase) + 1) / 2  # 0..1, smooth: deflates well
+        pink = np.array([236, 170, 205], np.float32) - wave[..., None] * np.array([60, 110, 50], np.float32)
+        textures.append(pink.astype(np.uint8))
+    sides = [side]
+    while sides[-1] > 2 * tile:
+        sides.append(sides[-1] // 4)
+    counts = [math.ceil(s / tile) ** 2 for s in sides]
+    total, done = sum(counts), 0
+    head = f"Aperio Image Library Loupe synthetic\r\n{side}x{side} [0,0 {side}x{side}] ({tile}x{tile})"
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for level, (width, count) in enumerate(zip(sides, counts, strict=True)):
+            def tiles(count: int = count):  # noqa: ANN202
+                nonlocal done
+                for n in range(count):
+                    done += 1
+                    if progress is not None and done % 256 == 0:
+                        progress(done, total)
+                    yield textures[(n * 7 + n // 13) % len(textures)]
+
+            description = f"{head} RAW|AppMag = 20|MPP = 0.5" if level == 0 else f"{head} -> {width}x{width}"
+            tif.write(tiles(), shape=(width, width, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
+                      compression="zlib", description=description, metadata=None)
+    return Path(path)
