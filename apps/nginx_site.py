@@ -47,12 +47,14 @@ def site_config(port: int, app_ports: Sequence[int], htpasswd: Path | None = Non
     return site
 
 
-def static_site(port: int, root: Path, access_log: Path) -> str:
+def static_site(port: int, root: Path, access_log: Path, users_file: Path | None = None) -> str:
     """A site serving the files under ``root`` as they are (range requests included), logging each response's
-    method, path, status and body bytes to ``access_log``: a stand-in for an object store of COGs."""
+    method, path, status and body bytes to ``access_log``: a stand-in for an object store of COGs.
+    ``users_file``: HTTP basic authentication against it (nginx's htpasswd format)."""
+    guard = f'auth_basic "loupe"; auth_basic_user_file {users_file};' if users_file else ""
     return (f"log_format loupe_bytes '$request_method $uri $status $body_bytes_sent';\n"
             f"server {{\n    listen 127.0.0.1:{port};\n    root {root};\n"
-            f"    access_log {access_log} loupe_bytes;\n    location / {{ }}\n}}\n")
+            f"    access_log {access_log} loupe_bytes;\n    location / {{ {guard} }}\n}}\n")
 
 
 def bytes_served(access_log: Path, path: str) -> tuple[int, int]:

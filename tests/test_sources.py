@@ -262,3 +262,28 @@ def test_sources_in_a_real_browser_as_admin_reader_and_outsider(tmp_path, scenes
         assert "relative to its source" in escaped[5] and escaped[6] == {"__type__": "update"}
         actions = [e.action for e in served.service.store.audit_events()]
         assert actions.count("source.open") == 1 and "source.list" in actions and "source.denied" in actions
+
+
+def test_an_http_source_behind_a_password_is_read_with_its_credentials(service, scenes, tmp_path):
+    """nginx asking for HTTP basic authentication: refused without the source's credentials (no case made);
+    with them the COG is opened by reference and a question's tiles are read with them."""
+    from loupe.core.sources import credentials
+
+    users = tmp_path / "users"
+    users.write_text("reader:{PLAIN}cog-secret-4\n")
+    port = free_port()
+    site = nginx_site.static_site(port, scenes, tmp_path / "bytes.log", users_file=users)
+    with nginx_site.running_nginx(nginx_binary(), tmp_path / "nginx", site, port) as url:
+        store = service.store
+        store.add_source(None, "locked", "http", url + "/", "remote_sensing", ("role:user",))
+        ana = store.add_user("ana", "ana-password-12", "user")
+        with pytest.raises(InputRejected, match="refused Loupe's credentials"):
+            service.open_item(ana, "locked", "tiles/scene.tif")
+        assert store.list_cases(ana) == []
+        credentials.save(service.settings.home, "locked", "http", url + "/",
+                         credentials.parse("http", "username=reader\npassword=cog-secret-4\n"))
+        case_id = service.open_item(ana, "locked", "tiles/scene.tif")
+        final = list(service.ask(ana, case_id, "Where are the ships?"))[-1]
+        assert final.run.extra["focus"]["tiles"]
+        statuses = [line.split()[2] for line in (tmp_path / "bytes.log").read_text().splitlines()]
+        assert "401" in statuses and statuses.count("206") >= 2  # refused, then range reads with the password
