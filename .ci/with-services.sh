@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a command with the services the test suite needs: Debian's Chromium (browser test), Tesseract
 # (OCR engine test), nginx (reverse-proxy test; the test starts its own unprivileged instance), Orthanc
-# with its DICOMweb plugin (PACS tests; each starts its own on loopback) and a throwaway PostgreSQL cluster
+# with its DICOMweb plugin and orthanc-wsi's dicomizer (PACS tests; each starts its own on loopback) and a
+# throwaway PostgreSQL cluster
 # on loopback (database tests run on SQLite and PostgreSQL).
 # Exports LOUPE_TEST_POSTGRES_URL, LOUPE_TEST_CHROMIUM and LOUPE_TEST_NGINX for the tests; removes the
 # cluster on exit.
@@ -15,6 +16,7 @@ nginx_bin() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/ngi
 [ -n "$(nginx_bin)" ] || need+=(nginx)
 [ -x /usr/sbin/Orthanc ] || command -v Orthanc >/dev/null || need+=(orthanc)
 ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || need+=(orthanc-dicomweb)
+command -v OrthancWSIDicomizer >/dev/null || need+=(orthanc-wsi)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}" >&2

@@ -126,6 +126,7 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 # whole files to its processes in collection order, so a long file collected last would run alone at the end.
 LONG_FILES = ("test_case_binding.py", "test_browser.py", "test_serve.py", "test_ocr_queries.py",
               "test_served_model.py", "test_finetune.py", "test_cli.py", "test_sources.py", "test_bench_gpu.py",
+              "test_pacs_slides.py",
               "test_documents.py", "test_medical.py", "test_pacs.py", "test_stac_api.py", "test_s3_source.py",
               "test_department.py", "test_stored_metadata.py", "test_batch_tools.py", "test_crash_safety.py",
               "test_http.py", "test_reports.py", "test_ocr.py", "test_sharing.py", "test_csrf.py", "test_app.py",

@@ -33,6 +33,29 @@ def orthanc(folder: Path, users: dict[str, str] | None = None) -> Iterator[str]:
         pytest.fail(str(exc))
 
 
+def dicomize(slide: Path, base: str, folder: Path, max_instance_mb: int = 1) -> None:
+    """``slide`` made a DICOM whole-slide image (one instance per level, split every ``max_instance_mb``) by
+    orthanc-wsi's OrthancWSIDicomizer, named for PATIENT, and stored into the Orthanc whose DICOMweb root is
+    ``base``."""
+    import json
+    import shutil
+    import subprocess
+
+    import openslide_bin
+
+    dicomizer = shutil.which("OrthancWSIDicomizer")
+    if dicomizer is None:
+        missing_service("orthanc-wsi is not installed (.ci/with-services.sh installs it)")
+    dataset = folder / "dataset.json"
+    dataset.write_text(json.dumps({"PatientName": PATIENT[0], "PatientID": PATIENT[1]}))
+    library = Path(openslide_bin.__file__).parent / "libopenslide.so.1"
+    done = subprocess.run([dicomizer, "--openslide", str(library), "--orthanc", base.removesuffix("dicom-web/"),
+                           "--tile-width", "256", "--tile-height", "256", "--max-size", str(max_instance_mb),
+                           "--dataset", str(dataset), str(slide)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"OrthancWSIDicomizer failed: {done.stderr[-1500:]}")
+
+
 def ct_series(slices: int, modality: str = "CT") -> list[pydicom.Dataset]:
     """A series of ``slices`` CT_small copies along z (stored out of order), named for PATIENT."""
     base = pydicom.dcmread(CT_SMALL)

@@ -222,13 +222,13 @@ def test_a_dicom_slide_is_composed_tile_by_tile_at_any_scale(tmp_path):
     ds.PixelData = tiles.transpose(0, 2, 1, 3, 4).tobytes()
     ds["PixelData"].VR = "OB"
     ds.save_as(tmp_path / "slide.dcm", enforce_file_format=True)
-    source = DicomSlideSource([tmp_path / "slide.dcm"], Budgets())
+    source = DicomSlideSource.from_files([tmp_path / "slide.dcm"], Budgets())
     assert np.array_equal(np.asarray(source.read((0, 0, 80, 60), (80, 60))), whole)
     small = np.asarray(source.read((0, 0, 80, 60), (30, 22))).astype(float)
     expected = np.asarray(Image.fromarray(whole).resize((30, 22), Image.Resampling.BOX)).astype(float)
     assert np.abs(small - expected).mean() < 4
     with pytest.raises(BudgetExceeded, match="all the tiles it decodes") as refused:
-        DicomSlideSource([tmp_path / "slide.dcm"], Budgets(max_work_pixels=19 * 256)).read((0, 0, 80, 60), (8, 6))
+        DicomSlideSource.from_files([tmp_path / "slide.dcm"], Budgets(max_work_pixels=19 * 256)).read((0, 0, 80, 60), (8, 6))
     assert refused.value.budget == "max_work_pixels"
 
 

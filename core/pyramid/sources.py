@@ -267,14 +267,18 @@ def open_source(path: str | Path | Sequence[Path], max_pixels: int, bands: Seque
     from .dicom_wsi import DicomSlideSource, is_dicom
 
     if not isinstance(path, (str, Path)):
-        return DicomSlideSource([Path(p) for p in path])
+        return DicomSlideSource.from_files([Path(p) for p in path])
     if isinstance(path, str) and path.startswith("/vsi"):  # GDAL's remote files: COGs read by reference
         return RasterSource(path, bands, stretch)
+    if isinstance(path, str) and path.startswith("dicomweb+"):  # a DICOM slide in a PACS, read by frames
+        from ..sources.dicomweb_slide import open_remote_slide
+
+        return open_remote_slide(path)
     path = Path(path)
     with path.open("rb") as handle:
         head = handle.read(132)
     if is_dicom(head):
-        return DicomSlideSource([path])
+        return DicomSlideSource.from_files([path])
     if path.suffix.lower() in SLIDE_SUFFIXES:
         return SlideSource(path)
     if is_tiff(head):

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from ..budgets import Budgets
 from ..errors import InputRejected, LoupeError
 from .address import check_address
+from .capped_http import CappedSession
 from .credentials import request_auth
 
+T = TypeVar("T")
 KIND = "dicomweb"
 PREFIX = "dicomweb+"  # marks a location as a DICOMweb series, not a file
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -98,22 +103,24 @@ def search_filters(text: str) -> dict[str, str]:
     return filters
 
 
-def client(base: str):  # noqa: ANN201 - a dicomweb_client.DICOMwebClient (imported late: an optional extra)
+def client(base: str, max_bytes: int | None = None):  # noqa: ANN201 - a dicomweb_client.DICOMwebClient (imported late)
     """One client (and its connection pool) per DICOMweb root and credentials in this process: an export
     fetches hundreds of instances over the same connections. Credentials: those registered for the root
-    (``loupe sources credentials``)."""
+    (``loupe sources credentials``). Every answer is bounded by ``max_bytes`` (default: the per-file budget,
+    ``LOUPE_MAX_UPLOAD_BYTES``), counted as it arrives: a PACS cannot make Loupe hold a larger instance, frame
+    batch or metadata document."""
     basic, headers = request_auth(base)
-    return _client(base, basic, tuple(sorted(headers.items())))
+    return _client(base, basic, tuple(sorted(headers.items())), max_bytes or Budgets.from_env().max_bytes)
 
 
 @functools.lru_cache(maxsize=8)
-def _client(base: str, basic: tuple[str, str] | None, headers: tuple[tuple[str, str], ...]):  # noqa: ANN202
+def _client(base: str, basic: tuple[str, str] | None, headers: tuple[tuple[str, str], ...],  # noqa: ANN202
+            max_bytes: int):
     try:
         from dicomweb_client import DICOMwebClient
-        from dicomweb_client.session_utils import create_session
     except ImportError:  # pragma: no cover - the dicom extra is not installed
         raise LoupeError("DICOMweb sources need the dicom extra: pip install 'loupe[dicom]'.") from None
-    session = create_session()
+    session = CappedSession(max_bytes, "One answer of the PACS")
     session.auth = basic
     web = DICOMwebClient(url=base.rstrip("/"), session=session, headers=dict(headers) or None, timeout=TIMEOUT_S)
     # One retry after 0.5 s on a busy answer (429, 503, ...), not the library's five over half a minute: a
@@ -130,6 +137,16 @@ def pacs_error(exc: Exception, what: str) -> LoupeError:
                           "with `loupe sources credentials NAME`.")
     return LoupeError(f"The PACS did not answer ({what}: {type(exc).__name__}"
                       + (f", HTTP {status}" if status else "") + ").")
+
+
+def request(what: str, call: Callable[[], T]) -> T:
+    """``call()``, one or more DICOMweb requests, its failure said as ``pacs_error`` says it."""
+    from requests import RequestException
+
+    try:
+        return call()
+    except RequestException as exc:
+        raise pacs_error(exc, what) from None
 
 
 def attribute(attributes: dict, keyword: str) -> str:

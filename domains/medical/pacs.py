@@ -20,12 +20,14 @@ from pydicom.dataset import Dataset
 
 from loupe.core.errors import InputRejected
 from loupe.core.plugins import Budgets, IngestedAsset
-from loupe.core.sources.dicomweb import SeriesRef, attribute, check_uid, client, pacs_error, parse_location
+from loupe.core.sources.dicomweb import SeriesRef, attribute, check_uid, client, parse_location, request
+from loupe.core.sources.dicomweb_slide import is_slide_series
 
 from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import check_size, frame_values, geometry
 from .ingest import view_asset
 from .series import order_slices
+from .slides import open_pacs_slide
 
 KIND = "dicom_series"  # the asset read by reference
 PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009")  # fetched with the instance, never with the metadata
@@ -34,15 +36,6 @@ NEEDED = tuple(f"{tag_for_keyword(k):08X}" for k in (
     "ImagePositionPatient", "ImageOrientationPatient"))
 
 Progress = Callable[[int, int], None]
-
-
-def request(what: str, call: Callable[[], object]) -> object:
-    from requests import RequestException
-
-    try:
-        return call()
-    except RequestException as exc:
-        raise pacs_error(exc, what) from None
 
 
 def _header(attributes: dict) -> Dataset:
@@ -55,11 +48,19 @@ def _header(attributes: dict) -> Dataset:
     return ds
 
 
-def series_headers(location: str, limits: Budgets) -> list[Dataset]:
-    """The series' image instances, ordered in space, each checked against the budgets from its header."""
+def series_metadata(location: str, limits: Budgets) -> list[dict]:
+    """The series' metadata (DICOM JSON, one document per instance, no pixels), its instances counted."""
     ref = parse_location(location)
-    found = request("series metadata", lambda: client(ref.base).retrieve_series_metadata(ref.study, ref.series))
+    found = request("series metadata", lambda: client(ref.base, limits.max_bytes).retrieve_series_metadata(
+        ref.study, ref.series))
     limits.check("max_slices", len(found), "The series' image count")
+    return found
+
+
+def series_headers(location: str, limits: Budgets, found: list[dict] | None = None) -> list[Dataset]:
+    """The series' image instances, ordered in space, each checked against the budgets from its header;
+    ``found``: the series' metadata, where already fetched."""
+    found = series_metadata(location, limits) if found is None else found
     headers = [h for h in map(_header, found) if geometry(h) is not None]
     if not headers:
         raise InputRejected("This series holds no image (a report or presentation state series?).")
@@ -72,7 +73,8 @@ def series_headers(location: str, limits: Budgets) -> list[Dataset]:
 def fetch_instance(location: str, uid: str, limits: Budgets) -> Dataset:
     """One instance of the series with its pixels, its size checked from its header before any decoding."""
     ref = parse_location(location)
-    ds = request("one image", lambda: client(ref.base).retrieve_instance(ref.study, ref.series, uid))
+    ds = request("one image", lambda: client(ref.base, limits.max_bytes).retrieve_instance(
+        ref.study, ref.series, uid))
     shape = geometry(ds)
     if shape is None:
         raise InputRejected("The PACS sent an image without pixels.")
@@ -82,7 +84,10 @@ def fetch_instance(location: str, uid: str, limits: Budgets) -> Dataset:
 
 def open_series(location: str, limits: Budgets, secret: bytes, progress: Progress | None = None,
                 find_text: Callable[[Image.Image], list] | None = None) -> list[IngestedAsset]:
-    headers = series_headers(location, limits)
+    found = series_metadata(location, limits)
+    if is_slide_series(found):  # a whole slide: its tiles fetched as frames when viewed, never whole
+        return open_pacs_slide(location, found, limits)
+    headers = series_headers(location, limits, found)
     if progress is not None:
         progress(1, 2)
     middle = len(headers) // 2

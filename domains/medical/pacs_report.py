@@ -21,9 +21,9 @@ from pydicom.uid import generate_uid
 
 from loupe.core.errors import InputRejected
 from loupe.core.plugins import IngestedAsset
-from loupe.core.sources.dicomweb import client, parse_location
+from loupe.core.sources.dicomweb import client, parse_location, request
 
-from .pacs import PIXEL_TAGS, request, series_frames
+from .pacs import PIXEL_TAGS, series_frames
 
 SOURCE = Code("260753009", "SCT", "Source")  # an image an observation was made from
 SERIES_NUMBER = 9901  # Loupe's reports in a study: a number no modality uses

@@ -29,7 +29,7 @@ from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
 from loupe.core.ingest_io import file_asset, head, local_file, staged_path
 from loupe.core.plugins import Budgets, IngestedAsset
-from loupe.core.pyramid.dicom_wsi import WSI_SOP_CLASS, DicomSlideSource
+from loupe.core.pyramid.dicom_wsi import WSI_SOP_CLASS, DicomSlideSource, is_tissue
 from loupe.core.pyramid.pyramid import BASE_SIDE
 from loupe.core.pyramid.sources import SlideSource, TileSource, is_tiff
 
@@ -45,11 +45,6 @@ def is_slide_dataset(ds: Dataset) -> bool:
     return ds.get("SOPClassUID") == WSI_SOP_CLASS
 
 
-def _tissue(ds: Dataset) -> bool:
-    kinds = [str(v).upper() for v in ds.get("ImageType", [])]
-    return len(kinds) <= 2 or kinds[2] == "VOLUME"
-
-
 def _view_size(width: int, height: int) -> tuple[int, int]:
     scale = min(1.0, VIEW_SIDE / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -63,7 +58,7 @@ def _view_asset(image: Image.Image, meta: dict) -> IngestedAsset:
 
 def ingest_dicom_slide(datasets: Sequence[Dataset], secret: bytes,
                        limits: Budgets | None = None) -> list[IngestedAsset]:
-    levels = [ds for ds in datasets if is_slide_dataset(ds) and _tissue(ds)]
+    levels = [ds for ds in datasets if is_slide_dataset(ds) and is_tissue(ds.get("ImageType", []))]
     if not levels:
         raise InputRejected("The slide has no tissue (VOLUME) image: only label or overview pictures.")
     deidentify = Deidentifier(DeidOptions(secret))
@@ -74,7 +69,8 @@ def ingest_dicom_slide(datasets: Sequence[Dataset], secret: bytes,
             path = Path(folder) / f"level{n}.dcm"
             path.write_bytes(data)
             paths.append(path)
-        source = DicomSlideSource(paths, limits)  # tiles against the data present, tile and view budgets
+        # tiles against the data present, tile and view budgets
+        source = DicomSlideSource.from_files(paths, limits)
         meta = {"Modality": "SM", "width": source.width, "height": source.height,
                 "description": source.description, "levels": len(paths)}
         view = _view_asset(source.read((0, 0, source.width, source.height), _view_size(source.width, source.height)),
@@ -179,26 +175,42 @@ def open_slide_item(path: str, limits: Budgets) -> list[IngestedAsset]:
     """A vendor slide in a data source's folder, opened where it lives: its levels' sizes are read and its
     smallest tissue level for the view picture; its tiles are read when a question needs them. Its label
     and macro pictures are never opened and its vendor header is not kept (only sizes and microns per
-    pixel). One without a level small enough for the view is refused: it would be read whole."""
+    pixel)."""
     import openslide
 
     if openslide.OpenSlide.detect_format(path) in (None, "generic-tiff"):
         raise InputRejected("This file is not a whole slide OpenSlide reads (SVS, NDPI, MRXS, SCN...).")
     source = SlideSource(path)  # the tissue levels only
     try:
-        if max(source.width, source.height) / max(source.native_downsamples) > MAX_VIEW_READ_SIDE:
-            raise InputRejected(f"This {source.width:,} × {source.height:,} px slide has no level small enough to "
-                                "show it without reading it whole; upload it instead (it is then re-written with "
-                                "its levels).")
-        size = _view_size(source.width, source.height)
-        limits.check("max_pixels", size[0] * size[1], "The slide's view picture")
-        image = source.read((0, 0, source.width, source.height), size)
-        meta = {"Modality": "SM", "width": source.width, "height": source.height,
-                "levels": len(source.native_downsamples), "microns_per_pixel": source.microns_per_pixel,
-                "description": f"whole-slide image, {len(source.native_downsamples)} levels"}
+        return _by_reference(source, limits, "image/tiff", "whole-slide image")
     finally:
         source.close()
-    return [IngestedAsset(b"", "image/tiff", meta["width"], meta["height"],
+
+
+def open_pacs_slide(location: str, metadata: list[dict], limits: Budgets) -> list[IngestedAsset]:
+    """A DICOM whole slide in a PACS, opened where it lives: its metadata gives the levels, the view picture
+    is made from the frames of its smallest level; other frames are fetched when a question needs them. No
+    header is kept (only sizes and microns per pixel); label and overview images are never fetched."""
+    from loupe.core.sources.dicomweb_slide import open_remote_slide
+
+    return _by_reference(open_remote_slide(location, limits, metadata), limits, "application/dicom",
+                         "DICOM whole-slide image")
+
+
+def _by_reference(source: TileSource, limits: Budgets, media_type: str, what: str) -> list[IngestedAsset]:
+    """The assets of a slide read by reference: its description (no bytes) and its view picture, read from
+    its smallest level. One without a level small enough for the view is refused: it would be read whole."""
+    if max(source.width, source.height) / max(source.native_downsamples) > MAX_VIEW_READ_SIDE:
+        raise InputRejected(f"This {source.width:,} × {source.height:,} px slide has no level small enough to "
+                            "show it without reading it whole; upload it instead (it is then re-written with "
+                            "its levels).")
+    size = _view_size(source.width, source.height)
+    limits.check("max_pixels", size[0] * size[1], "The slide's view picture")
+    image = source.read((0, 0, source.width, source.height), size)
+    levels = len(source.native_downsamples)
+    meta = {"Modality": "SM", "width": source.width, "height": source.height, "levels": levels,
+            "microns_per_pixel": source.microns_per_pixel, "description": f"{what}, {levels} levels"}
+    return [IngestedAsset(b"", media_type, meta["width"], meta["height"],
                           {"kind": "slide_level", "by_reference": True, "level_of": 1, **meta}),
             _view_asset(image.convert("RGB"), meta)]
 
