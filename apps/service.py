@@ -5,6 +5,7 @@ It joins the core pieces (store, domains, model slot); the Gradio layer only dra
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,7 +109,6 @@ def open_item_in_worker(settings: Settings, domain_class: type, location: str) -
 
 
 def _worker_domain(settings: Settings, domain_class: type) -> Domain:
-    use_credentials(settings.home)  # the data sources' credentials, for whatever this job reads
     domain = _worker_domains.get((domain_class, settings))
     if domain is None:
         domain = _worker_domains[domain_class, settings] = configured(domain_class(), settings)
@@ -120,24 +120,9 @@ def _read(assets: Sequence[IngestedAsset]) -> list[IngestedAsset]:
     return [a.with_bytes() for a in assets]
 
 
-def on_assets(settings: Settings, fn: Callable[..., object], assets: Sequence[IngestedAsset],
-              *args: object) -> object:
+def on_assets(fn: Callable[..., object], assets: Sequence[IngestedAsset], *args: object) -> object:
     """A worker job: ``fn(assets, *args)`` with the assets' bytes read here, from the store's files."""
-    use_credentials(settings.home)
     return fn(_read(assets), *args)
-
-
-def api_item_in_worker(settings: Settings, root: str, item: str) -> str:
-    """A worker job: the picture's href of a STAC API item, asked with the source's credentials."""
-    use_credentials(settings.home)
-    return api_image_href(root, item)
-
-
-def search_in_worker(settings: Settings, source: SourceSpec, text: str, suffixes: tuple[str, ...],
-                     ) -> list[tuple[str, str]]:
-    """A worker job: a data source's items matching ``text``, read with the source's credentials."""
-    use_credentials(settings.home)
-    return search_items(source, text, suffixes)
 
 
 def context_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset],
@@ -178,7 +163,9 @@ class LoupeService:
         self.domains = domains
         self.slot = slot
         self.limits = settings.budgets
-        self.jobs = JobRunner(settings.budgets, preload=worker_preload())
+        # Each job takes in the data sources' credentials as they are now (a changed file is read again).
+        self.jobs = JobRunner(settings.budgets, preload=worker_preload(),
+                              prepare=functools.partial(use_credentials, settings.home))
         self.answer_hooks: list[Callable[[RunRecord], None]] = []  # each saved answer's run record (metrics)
 
     @classmethod
@@ -237,8 +224,7 @@ class LoupeService:
                 raise InputRejected(f"An item id is 1-{MAX_ITEM_CHARS} characters.")
             item = self.jobs.run(user.username, "Reading the catalogue", stac_asset_path, (source.location, item))
         elif source.kind == STAC_API:
-            href = self.jobs.run(user.username, "Asking the catalogue", api_item_in_worker,
-                                 (self.settings, source.location, item))
+            href = self.jobs.run(user.username, "Asking the catalogue", api_image_href, (source.location, item))
             title = title or f"From {source.name}: {item_ref(item)[1]}"
             source, item = self._source_holding(user, href)
         item = check_item(item)
@@ -267,8 +253,8 @@ class LoupeService:
         Audited as a listing (the filters' names, not their values: a patient ID is one)."""
         _, source = self.store.readable_source(user, source_name)
         domain = self.domain(source.domain)
-        items = self.jobs.run(user.username, "Searching the source", search_in_worker,
-                              (self.settings, source, search, tuple(domain.accepts)))
+        items = self.jobs.run(user.username, "Searching the source", search_items,
+                              (source, search, tuple(domain.accepts)))
         keys = sorted(search_filters(search)) if source.kind == DICOMWEB else []
         self.store.audit(user, "source.list", detail={"source": source.name, "found": len(items)}
                          | ({"filters": keys} if keys else {}))
@@ -339,7 +325,7 @@ class LoupeService:
         """``fn(assets, *args)`` in a worker on a case's assets (access-checked and audited as a case read
         here; their bytes read in the worker)."""
         assets = self._assets(user, self.store.open_case(user, case_id), with_bytes=False)
-        return self.jobs.run(user.username, label, on_assets, (self.settings, fn, assets, *args))
+        return self.jobs.run(user.username, label, on_assets, (fn, assets, *args))
 
     def _assets(self, user: User, case: Case, with_bytes: bool = True) -> list[IngestedAsset]:
         """The case's assets; lazy ones (giant images), and all of them without ``with_bytes``, by path only.

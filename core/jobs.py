@@ -134,7 +134,7 @@ def report_progress(done: int, total: int) -> None:
 
 
 def _run_job(job_id: int, memory_bytes: int, cpu_seconds: int, fn: Callable[..., T],
-             args: tuple) -> tuple[T, JobStats]:
+             args: tuple, prepare: Callable[[], None] | None) -> tuple[T, JobStats]:
     global _job_id
     _job_id = job_id
     _events.put((job_id, -1, 0))  # started
@@ -142,6 +142,8 @@ def _run_job(job_id: int, memory_bytes: int, cpu_seconds: int, fn: Callable[...,
     _reset_peak_rss()
     _limit_job(memory_bytes, cpu_seconds)
     try:
+        if prepare is not None:
+            prepare()
         result: Any = fn(*args)
     except MemoryError:
         os._exit(MEMORY_EXIT)  # the worker's heap may be in pieces: it ends, the pool starts a fresh one
@@ -265,9 +267,13 @@ class JobRunner:
     Each runner keeps its own per-user bookkeeping; the pools are shared within the process.
     """
 
-    def __init__(self, budgets: Budgets, preload: Sequence[str] = ()) -> None:
+    def __init__(self, budgets: Budgets, preload: Sequence[str] = (),
+                 prepare: Callable[[], None] | None = None) -> None:
+        """``prepare``: a picklable call each worker makes before each of this runner's jobs (e.g. taking in
+        the data sources' credentials as they are now)."""
         self.budgets = budgets
         self._preload = tuple(preload)
+        self._prepare = prepare
         self._lock = threading.Lock()
         self._per_owner: Counter[str] = Counter()
         self._turns: dict[str, threading.Semaphore] = {}  # per user: jobs they may have in the pool at once
@@ -336,7 +342,7 @@ class JobRunner:
                     waiting(place)
             job.submitted = True
             future = pool.schedule(_run_job, (job.id, self.budgets.job_memory_bytes, self.budgets.job_seconds,
-                                              fn, args), timeout=wall)
+                                              fn, args, self._prepare), timeout=wall)
             while True:
                 try:
                     result, stats = future.result(timeout=POLL_SECONDS)
