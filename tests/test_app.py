@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,35 @@ def test_a_scene_over_the_whole_file_budget_streams_from_the_upload_to_the_store
     assert not [p for p in served.files() if p.suffix == ".tif"]  # the upload's spooled copy is gone
     refused = client.predict(handle_file(str(scene)), "as a photo", api_name="/general_create_case")
     assert refused[STATUS].startswith("⚠️") and "Loupe accepts up to 1 MiB" in refused[STATUS]
+
+
+def test_only_admins_set_a_sources_credentials_in_the_admin_tab_and_they_are_never_shown(served):
+    """Credentials typed in the Admin tab go to the owner-only secrets file only: the box is emptied, the table
+    and the audit say which keys, never their values; a user calling the handler is refused."""
+    import stat
+
+    from loupe.core.sources import credentials
+
+    store, home = served.service.store, served.service.settings.home
+    store.add_source(None, "vault", "http", "https://imagery.example.org/cogs/", "remote_sensing", ())
+    alice, root = served.client("alice"), served.client("root")
+    index = _fn_index(root, "admin_source_credentials")
+    status, _, _ = alice.predict("vault", "username=alice\npassword=taken-by-alice", fn_index=index)
+    assert status == "⚠️ Only administrators can do that." and not credentials.has(home, "vault")
+    hostile = '<img src=x onerror="document.title=1">=1'
+    status, _, box = root.predict("vault", hostile, api_name="/admin_source_credentials")
+    assert status.startswith("⚠️ line 1: give key=value") and box == "" and not credentials.has(home, "vault")
+    secret = "pass-word-never-shown-93"
+    status, table, box = root.predict("vault", f"username=reader\npassword={secret}\n",
+                                      api_name="/admin_source_credentials")
+    assert status == "Credentials of vault set (password, username)." and box == ""
+    assert [r[-1] for r in table["data"] if r[0] == "vault"] == ["set"] and secret not in json.dumps(table)
+    path = credentials.folder(home) / "vault.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert json.loads(path.read_text())["values"] == {"username": "reader", "password": secret}
+    events = [e for e in store.audit_events() if e.action == "source.credentials"]
+    assert [e.detail.get("keys") for e in events] == [["password", "username"]]
+    assert secret not in json.dumps([e.detail for e in store.audit_events()])
+    status, table, _ = root.predict("vault", api_name="/admin_source_credentials_clear")
+    assert status == "Credentials of vault removed." and not path.exists()
+    assert [r[-1] for r in table["data"] if r[0] == "vault"] == ["none"]

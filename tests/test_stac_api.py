@@ -4,6 +4,7 @@ so a user must read both, and an item whose picture lies anywhere else is refuse
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import datetime
@@ -21,6 +22,7 @@ from loupe.apps.cli import cli
 from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 from loupe.core.errors import InputRejected
+from loupe.core.sources import credentials
 from loupe.core.sources.stac_api import item_ref, search_terms
 
 BOX = [-77.6, 24.9, -77.3, 25.2]
@@ -144,6 +146,19 @@ def test_a_stac_api_in_a_real_browser_as_admin_reader_and_outsider(stac_api, tmp
         page.locator("#admin-source-readers textarea, #admin-source-readers input").first.fill("role:user")
         page.locator("#admin-source-add").click()
         expect(page.locator("#admin-sources")).to_contain_text("stac-api", timeout=30_000)
+        # A token typed in the Admin tab: masked while typed, gone from the page once set, never in its storage.
+        token = "stac-token-never-shown-41"
+        page.get_by_text("Credentials of the source named above").click()
+        box = page.locator("#admin-source-secret textarea")
+        box.fill(f"token={token}")
+        assert box.evaluate("e => getComputedStyle(e).webkitTextSecurity") == "disc"
+        page.locator("#admin-source-secret-set").click()
+        expect(page.locator("#admin-status")).to_contain_text("Credentials of s2 set (token)", timeout=30_000)
+        expect(box).to_have_value("")
+        stored = page.evaluate("() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])")
+        assert token not in page.content() and token not in stored
+        assert json.loads((credentials.folder(served.service.settings.home) / "s2.json").read_text())["values"] == {
+            "token": token}
         page.context.clear_cookies()
 
         for user in ("ana", "bob"):

@@ -9,7 +9,7 @@ import gradio as gr
 from loupe.core.cases.models import User
 from loupe.core.cases.store import ROLES
 from loupe.core.errors import LoupeError
-from loupe.core.sources import KINDS, credentials
+from loupe.core.sources import KINDS, SourceSpec, credentials
 
 from ..service import LoupeService
 
@@ -21,12 +21,19 @@ class SourcePanel:
         self.service = service
         self._admin = admin  # the signed-in admin, or an audited refusal
 
+    def _named(self, name_text: str | None) -> SourceSpec:
+        name = (name_text or "").strip()
+        spec = next((s for s in self.service.store.sources() if s.name == name), None)
+        if spec is None:
+            raise LoupeError("Give the name of an existing source above.")
+        return spec
+
     def build(self, status: gr.Markdown) -> None:
         store = self.service.store
         gr.Markdown("Users open items of a source in its tab, by reference: giant images stay where they are. "
                     "Readers are `role:NAME` or `user:NAME`, comma-separated; administrators read every source. "
-                    "Credentials never go in the location: set them with `loupe sources credentials NAME` on "
-                    "the server (kept owner-only in LOUPE_HOME/secrets).")
+                    "Credentials never go in the location: set them below or with `loupe sources credentials "
+                    "NAME` on the server (kept owner-only in LOUPE_HOME/secrets, never shown again).")
         table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="admin-sources", show_label=False)
         with gr.Row():
             name = gr.Textbox(label="Name", placeholder="e.g. scenes", elem_id="admin-source-name")
@@ -41,6 +48,17 @@ class SourcePanel:
             add = gr.Button("Add source", size="sm", variant="primary", elem_id="admin-source-add")
             remove = gr.Button("Remove source", size="sm", variant="stop", elem_id="admin-source-remove")
             refresh = gr.Button("Refresh", size="sm", variant="secondary", elem_id="admin-sources-refresh")
+
+        with gr.Accordion("Credentials of the source named above", open=False):
+            gr.Markdown("One `key=value` per line. s3: `access_key_id`, `secret_access_key`, and optionally "
+                        "`session_token`, `region`, `endpoint` (an S3-compatible store); http, stac-api and "
+                        "dicomweb: `username` and `password`, or `token`. Setting replaces what the source had.")
+            secret = gr.Textbox(label="Credentials", lines=3, max_lines=6, show_label=False,
+                                elem_id="admin-source-secret", elem_classes=["loupe-secret"])
+            with gr.Row():
+                set_secret = gr.Button("Set credentials", size="sm", elem_id="admin-source-secret-set")
+                clear_secret = gr.Button("Clear credentials", size="sm", variant="stop",
+                                         elem_id="admin-source-secret-clear")
 
         def rows(request: gr.Request) -> list[list]:
             try:
@@ -74,9 +92,38 @@ class SourcePanel:
             kept = f" {cases} case(s) read from it: they now say it was removed." if cases else ""
             return f"Source {name_text.strip()} removed.{kept}", rows(request)
 
+        def set_credentials(name_text: str, text: str, request: gr.Request):
+            """The typed values go to the secrets file and nowhere else: the box is emptied, the audit names
+            the keys only."""
+            try:
+                actor = self._admin(request, "source.credentials")
+                spec = self._named(name_text)
+                values = credentials.parse(spec.kind, (text or "")[:64 * 1024])
+                if not values:
+                    raise LoupeError("Type key=value lines, or use Clear credentials.")
+                credentials.save(self.service.settings.home, spec.name, spec.kind, spec.location, values)
+                store.audit(actor, "source.credentials", detail={"source": spec.name, "keys": sorted(values)})
+            except LoupeError as exc:
+                return f"⚠️ {exc}", gr.update(), ""
+            return f"Credentials of {spec.name} set ({', '.join(sorted(values))}).", rows(request), ""
+
+        def clear_credentials(name_text: str, request: gr.Request):
+            try:
+                actor = self._admin(request, "source.credentials")
+                spec = self._named(name_text)
+                removed = credentials.remove(self.service.settings.home, spec.name)
+                store.audit(actor, "source.credentials", detail={"source": spec.name, "cleared": removed})
+            except LoupeError as exc:
+                return f"⚠️ {exc}", gr.update(), ""
+            return f"Credentials of {spec.name} {'removed' if removed else 'were not set'}.", rows(request), ""
+
         free = dict(concurrency_limit=None)
         self.load_handler = (rows, table)
         refresh.click(rows, None, table, api_name="admin_sources", **free)
         add.click(add_source, [name, kind, domain, location, readers], [status, table], api_name="admin_source_add",
                   **free)
         remove.click(remove_source, name, [status, table], api_name="admin_source_remove", **free)
+        set_secret.click(set_credentials, [name, secret], [status, table, secret], api_name="admin_source_credentials",
+                         **free)
+        clear_secret.click(clear_credentials, name, [status, table, secret], api_name="admin_source_credentials_clear",
+                           **free)

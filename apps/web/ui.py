@@ -24,6 +24,8 @@ CSS = """
 .loupe-review { margin-top: .5em; padding: .3em .6em; border-left: 3px solid var(--color-accent);
   background: var(--background-fill-secondary); border-radius: 4px; }
 .loupe-review blockquote { margin: .3em 0 0; }
+/* Secrets typed into a multi-line box: masked like a password field (Chromium, Safari, Firefox >= 124). */
+.loupe-secret textarea { -webkit-text-security: disc; }
 #logout { padding: .3em .9em; border-radius: var(--button-small-radius); border: 1px solid var(--border-color-primary);
   background: var(--button-secondary-background-fill); color: var(--button-secondary-text-color); cursor: pointer;
   font-size: var(--button-small-text-size); }
