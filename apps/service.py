@@ -382,6 +382,9 @@ class LoupeService:
             use_credentials(self.settings.home)  # its tiles are read here, beside the model
 
             images, placed, record = focused_images(vlm, context.pyramid, question, options.adapter)
+            for asset in case.assets:  # an image read by reference: which of its tiles this answer read
+                if asset.source_id is not None:
+                    self.store.audit_tiles(user, asset, record.get("focus", {}).get("scored", []))
             context.images = images
             context.extra_text = f"{context.extra_text}\n{placed}".strip()
             context.meta.update(record)

@@ -92,6 +92,9 @@ def test_a_pacs_slide_is_opened_by_reference_and_read_frame_by_frame(service, sl
     assert final.run.extra["pyramid"]["width"] == SIDE and final.run.extra["focus"]["tiles"]
     asked = frames_served(folder) - before
     assert 0 < asked < 0.25 * total, (asked, total)  # only the tiles focus chose, not the slide
+    (tiles,) = [e.detail for e in service.store.audit_events(case_id) if e.action == "source.tiles"]
+    scored = final.run.extra["focus"]["scored"]
+    assert tiles["source"] == "pacs" and tiles["tiles"] == len(scored) > 0 and tiles["read"] == scored
 
     # Nothing of the patient is kept: no name or ID in the database, whose case names the series only.
     database = (service.settings.home / "loupe.db").read_bytes()  # the SQLite file

@@ -96,6 +96,15 @@ class SourceRegistry:
         self.audit(user, "source.read", case_id=asset.case_id, detail={"source": row.name, "asset_id": asset.id})
         return item_location(_spec(row), asset.item or "")
 
+    def audit_tiles(self, user: User, asset: Asset, tiles: list[list[int]]) -> None:
+        """The tiles of an image read by reference that one answer read (its overview aside), as
+        ``[level, col, row]``: audited against the asset's source, after ``asset_location`` checked access."""
+        with self.sessions() as s:
+            row = s.get(DataSource, asset.source_id)
+        self.audit(user, "source.tiles", case_id=asset.case_id,
+                   detail={"source": row.name if row is not None else None, "asset_id": asset.id,
+                           "tiles": len(tiles), "read": tiles})
+
     @staticmethod
     def _source_event(actor: User | None, action: str, name: str, **extra: object) -> AuditEvent:
         detail = {"source": name, **extra} | ({} if actor is not None else {"via": "cli"})
