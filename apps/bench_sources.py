@@ -11,7 +11,8 @@ tiles encoded against full tiling's, the bytes nginx sent against the file's siz
 The slide part: synthetic Aperio-style slides of 50,000² and 5,000² (write_svs) in a folder source of the
 medical tab, opened where they lie (OpenSlide) and answered the same way; the open job's worker memory too.
 
-With Orthanc installed, the PACS part (bench_pacs.py): a 500-slice CT opened from it by reference. The
+With Orthanc installed, the PACS part (bench_pacs.py): a 500-slice CT opened from it by reference; the PACS
+slide part (bench_pacs_slide.py): a DICOM whole slide answered from it against the same slide in a folder. The
 upload part (bench_upload.py): a 1 GB scene uploaded through the web app, the web process's memory.
 """
 
@@ -42,6 +43,7 @@ def _open_and_answer(model: Path, kind: str, location: str, domain: str, item: s
         home = Path(tempfile.mkdtemp(prefix="loupe-bench-sources-"))
         try:
             service = LoupeService.open(Settings(home=home, database_url=None, model=str(model)))
+            service.jobs.run("bench", "warm up", time.perf_counter)  # a user's first job finds a worker running
             service.slot.load(model)
             vlm = service.slot.get()
             loaded_rss = round(_rss_mb(), 1)
@@ -83,13 +85,19 @@ def _open_and_answer(model: Path, kind: str, location: str, domain: str, item: s
 
 def run_sources_bench(workdir: Path, nginx: str, big_side: int = 27_328, small_side: int = 4_096,
                       parts: tuple[str, ...] = ("cog", "pacs", "upload"), slices: int = 500,
-                      slide_sides: tuple[int, int] = (50_000, 5_000)) -> dict:
+                      slide_sides: tuple[int, int] = (50_000, 5_000), pacs_slide_side: int = 20_000) -> dict:
     results: dict[str, dict] = {}
     summary: dict[str, object] = {}
     if "cog" in parts:
         summary |= _cog_part(workdir, nginx, big_side, small_side, results)
     if "slide" in parts:
         summary |= _slide_part(workdir, *slide_sides, results)
+    if "pacs-slide" in parts:
+        from .bench_pacs_slide import run_pacs_slide_bench
+
+        results["pacs_slide"] = run_pacs_slide_bench(workdir, _slide_file(workdir, pacs_slide_side),
+                                                     random_checkpoint(workdir / "smolvlm-256m-random", "smolvlm"))
+        summary |= results["pacs_slide"].pop("summary", {"pacs_slide_answer_s": None})
     if "pacs" in parts:
         from .bench_pacs import run_pacs_bench
         from .orthanc_server import dicomweb_plugin, orthanc_binary
@@ -117,25 +125,31 @@ def run_sources_bench(workdir: Path, nginx: str, big_side: int = 27_328, small_s
             "results": results, "summary": summary}
 
 
-def _slide_part(workdir: Path, big_side: int, small_side: int, out: dict[str, dict]) -> dict:
-    """Synthetic Aperio slides in a folder source of the medical tab, opened where they lie and answered."""
+def _slide_file(workdir: Path, side: int) -> Path:
+    """The synthetic Aperio slide of ``side`` px in the work folder, written once."""
     import sys
 
     from loupe.core.pyramid.synthetic import write_svs
 
     folder = workdir / "slides"
     folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"slide_{side}.svs"
+    if not path.exists():
+        started = time.perf_counter()
+        write_svs(path.with_suffix(".part"), side, progress=lambda d, t: print(
+            f"bench sources: writing a {side:,}² slide {d}/{t} tiles", end="\r", file=sys.stderr))
+        path.with_suffix(".part").rename(path)
+        print(f"\nbench sources: slide written in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return path
+
+
+def _slide_part(workdir: Path, big_side: int, small_side: int, out: dict[str, dict]) -> dict:
+    """Synthetic Aperio slides in a folder source of the medical tab, opened where they lie and answered."""
     model = random_checkpoint(workdir / "smolvlm-256m-random", "smolvlm")
     results = {}
     for side in (big_side, small_side):
-        path = folder / f"slide_{side}.svs"
-        if not path.exists():
-            started = time.perf_counter()
-            write_svs(path.with_suffix(".part"), side, progress=lambda d, t, side=side: print(
-                f"bench sources: writing a {side:,}² slide {d}/{t} tiles", end="\r", file=sys.stderr))
-            path.with_suffix(".part").rename(path)
-            print(f"\nbench sources: slide written in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        result = in_own_process(_open_and_answer, model, "folder", str(folder), "medical", path.name)
+        path = _slide_file(workdir, side)
+        result = in_own_process(_open_and_answer, model, "folder", str(path.parent), "medical", path.name)
         results[side] = result | {"file_bytes": path.stat().st_size}
     out |= {f"slide_{side}": r for side, r in results.items()}
     big, small = results[big_side], results[small_side]

@@ -868,12 +868,15 @@ def bench_load(users: int, questions: int, database_url: str | None, faults: boo
 @click.option("--small-side", default=4_096, show_default=True, type=click.IntRange(512, 200_000))
 @click.option("--parts", default="cog,pacs,upload", show_default=True,
               help="cog: COGs over HTTP (nginx); pacs: a CT series from Orthanc over DICOMweb; upload: a 1 GB "
-                   "scene uploaded through the web app; slide: 50,000² and 5,000² slides in a folder source.")
+                   "scene uploaded through the web app; slide: 50,000² and 5,000² slides in a folder source; "
+                   "pacs-slide: a DICOM whole slide in Orthanc against the same slide in a folder.")
 @click.option("--slide-sides", default="50000,5000", show_default=True, help="The slide part's two sizes.")
+@click.option("--pacs-slide-side", default=20_000, show_default=True, type=click.IntRange(1024, 200_000),
+              help="The pacs-slide part's slide size.")
 @click.option("--slices", default=500, show_default=True, type=click.IntRange(3, 5_000),
               help="Slices of the PACS part's CT series.")
 def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: int, parts: str, slices: int,
-                  slide_sides: str) -> None:
+                  slide_sides: str, pacs_slide_side: int) -> None:
     """Images opened where they live, as JSON: a COG over HTTP by reference, opened and answered; a CT series
     in a PACS, opened and viewed."""
     import shutil
@@ -881,8 +884,8 @@ def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: i
     from .bench_sources import run_sources_bench
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
-    if not chosen or set(chosen) - {"cog", "pacs", "upload", "slide"}:
-        raise click.BadParameter("choose from cog, pacs, upload, slide", param_hint="--parts")
+    if not chosen or set(chosen) - {"cog", "pacs", "upload", "slide", "pacs-slide"}:
+        raise click.BadParameter("choose from cog, pacs, upload, slide, pacs-slide", param_hint="--parts")
     try:
         big_slide, small_slide = (int(s) for s in slide_sides.split(","))
     except ValueError:
@@ -891,7 +894,7 @@ def bench_sources(workdir: Path, nginx: str | None, big_side: int, small_side: i
     if "cog" in chosen and not nginx:
         raise click.UsageError("nginx is needed to serve the test scenes over HTTP (apt-get install nginx)")
     click.echo(json.dumps(run_sources_bench(workdir, nginx, big_side, small_side, chosen, slices,
-                                            (big_slide, small_slide)), indent=2))
+                                            (big_slide, small_slide), pacs_slide_side), indent=2))
 
 
 @bench.command("gpu")

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,40 @@ def instances_served(folder: Path) -> list[str]:
     log = (folder / "orthanc.log").read_text(errors="replace")
     return re.findall(r"\(http\) GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)\s*$", log,
                       re.MULTILINE)
+
+
+def frames_served(folder: Path) -> int:
+    """How many frames (WADO-RS ``/frames/N,M,...``) a ``verbose`` Orthanc in ``folder`` has served so far."""
+    log = (folder / "orthanc.log").read_text(errors="replace")
+    return sum(len(numbers.split(",")) for numbers in re.findall(
+        r"\(http\) GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/[0-9.]+/frames/([0-9,]+)", log))
+
+
+def dicomizer_binary() -> str | None:
+    return shutil.which("OrthancWSIDicomizer")
+
+
+def dicomize(slide: Path, dicomweb_root: str, tags: dict[str, str] | None = None, max_instance_mb: int = 10,
+             tile: int = 256) -> None:
+    """``slide`` (any format OpenSlide reads) made a DICOM whole-slide image by orthanc-wsi's
+    OrthancWSIDicomizer (Debian ``orthanc-wsi``: one instance per level, split every ``max_instance_mb``,
+    ``tile``-px JPEG tiles) and stored into the Orthanc whose DICOMweb root is given; ``tags``: attributes of
+    the DICOM dataset (PatientName...)."""
+    import openslide_bin
+
+    binary = dicomizer_binary()
+    if binary is None:
+        raise RuntimeError("OrthancWSIDicomizer is not installed (Debian: orthanc-wsi)")
+    library = Path(openslide_bin.__file__).parent / "libopenslide.so.1"  # OpenSlide from Loupe's own lock
+    with tempfile.TemporaryDirectory(prefix="loupe-dicomize-") as folder:
+        dataset = Path(folder) / "dataset.json"
+        dataset.write_text(json.dumps(tags or {}))
+        done = subprocess.run([binary, "--openslide", str(library), "--orthanc",
+                               dicomweb_root.removesuffix("dicom-web/"), "--tile-width", str(tile), "--tile-height",
+                               str(tile), "--max-size", str(max_instance_mb), "--dataset", str(dataset), str(slide)],
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"OrthancWSIDicomizer failed: {done.stderr[-1500:]}")
 
 
 def orthanc_binary() -> str | None:

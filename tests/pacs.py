@@ -14,7 +14,8 @@ from conftest import missing_service
 from helpers import free_port
 from pydicom.uid import generate_uid
 
-from loupe.apps.orthanc_server import dicomweb_plugin, orthanc_binary, running_orthanc
+from loupe.apps.orthanc_server import dicomize as orthanc_dicomize
+from loupe.apps.orthanc_server import dicomizer_binary, dicomweb_plugin, orthanc_binary, running_orthanc
 
 CT_SMALL = Path(__file__).parents[1] / "data" / "medical" / "dicom" / "CT_small.dcm"
 PATIENT = ("DOE^JANE", "PID-4711")  # searched for in everything Loupe keeps or shows
@@ -33,27 +34,15 @@ def orthanc(folder: Path, users: dict[str, str] | None = None) -> Iterator[str]:
         pytest.fail(str(exc))
 
 
-def dicomize(slide: Path, base: str, folder: Path, max_instance_mb: int = 1) -> None:
-    """``slide`` made a DICOM whole-slide image (one instance per level, split every ``max_instance_mb``) by
-    orthanc-wsi's OrthancWSIDicomizer, named for PATIENT, and stored into the Orthanc whose DICOMweb root is
-    ``base``."""
-    import json
-    import shutil
-    import subprocess
-
-    import openslide_bin
-
-    dicomizer = shutil.which("OrthancWSIDicomizer")
-    if dicomizer is None:
+def dicomize(slide: Path, base: str, max_instance_mb: int = 1) -> None:
+    """``slide`` made a DICOM whole-slide image named for PATIENT (orthanc-wsi's dicomizer), stored into the
+    Orthanc whose DICOMweb root is ``base``: levels split every ``max_instance_mb``."""
+    if dicomizer_binary() is None:
         missing_service("orthanc-wsi is not installed (.ci/with-services.sh installs it)")
-    dataset = folder / "dataset.json"
-    dataset.write_text(json.dumps({"PatientName": PATIENT[0], "PatientID": PATIENT[1]}))
-    library = Path(openslide_bin.__file__).parent / "libopenslide.so.1"
-    done = subprocess.run([dicomizer, "--openslide", str(library), "--orthanc", base.removesuffix("dicom-web/"),
-                           "--tile-width", "256", "--tile-height", "256", "--max-size", str(max_instance_mb),
-                           "--dataset", str(dataset), str(slide)], capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        pytest.fail(f"OrthancWSIDicomizer failed: {done.stderr[-1500:]}")
+    try:
+        orthanc_dicomize(slide, base, {"PatientName": PATIENT[0], "PatientID": PATIENT[1]}, max_instance_mb)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def ct_series(slices: int, modality: str = "CT") -> list[pydicom.Dataset]:

@@ -228,7 +228,8 @@ def test_a_dicom_slide_is_composed_tile_by_tile_at_any_scale(tmp_path):
     expected = np.asarray(Image.fromarray(whole).resize((30, 22), Image.Resampling.BOX)).astype(float)
     assert np.abs(small - expected).mean() < 4
     with pytest.raises(BudgetExceeded, match="all the tiles it decodes") as refused:
-        DicomSlideSource.from_files([tmp_path / "slide.dcm"], Budgets(max_work_pixels=19 * 256)).read((0, 0, 80, 60), (8, 6))
+        slide = DicomSlideSource.from_files([tmp_path / "slide.dcm"], Budgets(max_work_pixels=19 * 256))
+        slide.read((0, 0, 80, 60), (8, 6))
     assert refused.value.budget == "max_work_pixels"
 
 

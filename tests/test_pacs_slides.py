@@ -6,13 +6,13 @@ answer of the PACS bounded by the byte budget."""
 from __future__ import annotations
 
 import io
-import re
 
 import numpy as np
 import pytest
 from pacs import PATIENT, dicomize, orthanc
 from PIL import Image
 
+from loupe.apps.orthanc_server import frames_served
 from loupe.apps.service import LoupeService
 from loupe.core.budgets import BudgetExceeded
 from loupe.core.config import Settings
@@ -25,22 +25,13 @@ from loupe.core.sources.dicomweb import client, parse_location
 from loupe.core.sources.dicomweb_slide import FrameFormat, decode_frame, open_remote_slide, slide_parts
 
 SIDE, TILE = 4_000, 256
-FRAMES = re.compile(r"\(http\) GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)/frames/([0-9,]+)")
-
-
-def frames_served(folder) -> int:  # noqa: ANN001 - a Path
-    """How many frames the verbose Orthanc in ``folder`` has served so far."""
-    log = (folder / "orthanc.log").read_text(errors="replace")
-    return sum(len(numbers.split(",")) for _, numbers in FRAMES.findall(log))
-
-
 @pytest.fixture(scope="module")
 def slide_pacs(tmp_path_factory):
     """Orthanc holding the generated slide as DICOM; yields (DICOMweb root, Orthanc's folder, the slide file)."""
     folder = tmp_path_factory.mktemp("slide-pacs")
     slide = write_svs(folder / "slide.svs", SIDE, tile=TILE)
     with orthanc(folder / "pacs") as url:
-        dicomize(slide, url, folder)
+        dicomize(slide, url)
         yield url, folder / "pacs", slide
 
 
@@ -137,3 +128,18 @@ def test_hostile_pacs_metadata_and_frames_are_refused():
         decode_frame(b"\x00" * 100, form)
     native = np.arange(256 * 256 * 3, dtype=np.uint32).astype(np.uint8).reshape(256, 256, 3)
     assert np.array_equal(decode_frame(native.tobytes(), FrameFormat(256, 256, 3, 8, "RGB")), native)
+
+
+def test_bench_sources_pacs_slide_part_answers_from_the_pacs_and_the_folder(tmp_path, tiny_model_dir):
+    """The benchmark's PACS slide part on a small slide: the same question answered from Orthanc's frames and
+    from the file, frames counted."""
+    from loupe.apps.bench_pacs_slide import run_pacs_slide_bench
+
+    (tmp_path / "slides").mkdir()
+    slide = write_svs(tmp_path / "slides" / "small.svs", 2_000, tile=TILE)
+    result = run_pacs_slide_bench(tmp_path, slide, tiny_model_dir("smolvlm"))
+    assert "error" not in result["pacs"] and "error" not in result["folder"], result
+    summary = result["summary"]
+    assert result["pacs"]["width"] == result["folder"]["width"] == 2_000 and result["dicomize_s"] > 0
+    assert 0 < result["frames_served"] < result["frames"] and summary["pacs_slide_frames_fraction"] < 1
+    assert summary["pacs_slide_answer_s"] > 0 and summary["pacs_slide_answer_vs_folder"] > 0
