@@ -17,7 +17,6 @@ from typing import TypeVar
 from ..budgets import Budgets
 from ..errors import InputRejected, LoupeError
 from .address import check_address
-from .capped_http import CappedSession
 from .credentials import request_auth
 
 T = TypeVar("T")
@@ -116,6 +115,8 @@ def client(base: str, max_bytes: int | None = None):  # noqa: ANN201 - a dicomwe
 @functools.lru_cache(maxsize=8)
 def _client(base: str, basic: tuple[str, str] | None, headers: tuple[tuple[str, str], ...],  # noqa: ANN202
             max_bytes: int):
+    from .capped_http import CappedSession  # requests: imported when a PACS is first asked, not by every CLI call
+
     try:
         from dicomweb_client import DICOMwebClient
     except ImportError:  # pragma: no cover - the dicom extra is not installed
