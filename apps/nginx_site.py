@@ -43,7 +43,8 @@ def site_config(port: int, app_ports: Sequence[int], htpasswd: Path | None = Non
                         "proxy_set_header": f'        proxy_set_header X-Loupe-Proxy-Secret "{secret}";'}[directive]
         lines.append(line)
     site = "\n".join(lines)
-    assert "CHANGE-ME" not in site and "443" not in site and (htpasswd is None or secret in site)
+    # no placeholder and no TLS listener left (a port number such as 44313 may hold the digits 443)
+    assert "CHANGE-ME" not in site and not re.search(r"\b443\b", site) and (htpasswd is None or secret in site)
     return site
 
 
