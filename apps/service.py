@@ -266,9 +266,9 @@ class LoupeService:
         target = "demo" if demo else self.settings.model
         self.store.audit(user, "model.switch", detail={"model": target})
         if demo:
-            self.slot.load_demo(self.settings.models_dir)
+            self.slot.load_demo(self.settings.models_dir, keep_current=True)
         else:
-            self.slot.load(self.settings.model, background=True)
+            self.slot.load(self.settings.model, background=True, keep_current=True)
 
     def purge_case(self, user: User, case_id: int) -> None:
         """Admins only: delete an archived case, and whatever the model derived from its images.

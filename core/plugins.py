@@ -89,8 +89,10 @@ class DomainTab(Protocol):
     question: Any  # the question box
     budgets: Budgets  # the server's input budgets (core/budgets.py)
 
-    def add_prompts(self, questions: Sequence[str]) -> None:
-        """Offer ready-made questions; a click puts one in the question box."""
+    def add_prompts(self, questions: Sequence[str],
+                    for_case: Callable[[Sequence[IngestedAsset]], Sequence[str]] | None = None) -> None:
+        """Offer ready-made questions; a click puts one in the question box. ``for_case``: the questions that
+        fit the open case, from its assets' metadata (e.g. per modality); ``questions`` when none is open."""
         ...
 
     def case_assets(self, case_id: int, request: Any,  # noqa: ANN401 - a gr.Request
@@ -153,7 +155,8 @@ class Domain(Protocol):
     # photos: metadata removed, pixel limit).
     system_prompt: str
     default_detail: str  # "low" | "standard" | "high": how much of each image the model sees by default
-    export_formats: dict[str, str]  # download name -> media type, served by /case-export/<case>/<name>
+    # download name (also the file's extension: "zip", "geojson") -> media type, served by /case-export/<case>/<name>
+    export_formats: dict[str, str]
 
     def ingest(self, source: Path | BinaryIO, limits: Budgets,
                progress: Callable[[int, int], None] | None = None) -> list[IngestedAsset]:

@@ -140,8 +140,9 @@ def test_archive_hides_a_case_and_admin_purges_it(served, tmp_path):
     case_id, _ = _create(alice, tmp_path, title="to purge", data=unique)
     _ask(alice, "What is shown?", case_id)
     assert served.files("cache/features")  # its encoded image is kept for the next question
-    status, header, rows = alice.predict(case_id, "", api_name="/general_archive")
+    status, header, rows = alice.predict(case_id, "", False, api_name="/general_archive")
     assert status.startswith(f"Case {case_id} archived") and "Archived" in header
+    assert case_id not in [r[0] for r in rows["data"]]  # the list as filtered (active cases), at once
     assert case_id not in [r[0] for r in alice.predict("", False, api_name="/general_list_cases")["data"]]
     assert case_id in [r[0] for r in alice.predict("", True, api_name="/general_list_cases")["data"]]
     purge = _fn_index(root, "admin_purge_case")  # not listed to alice: called by its index, refused by its handler

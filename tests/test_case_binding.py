@@ -99,7 +99,7 @@ def test_actions_for_a_case_not_on_screen_are_refused_and_change_nothing(tmp_pat
         note = review(answer, "rejected", "", False, second, screen)[0]
         assert note == "⚠️ That answer is not in the case on screen: nothing was saved."
         assert _handler(served, "general_share")(first, "bob", screen)[0].startswith("⚠️ This was sent for case 1")
-        assert _handler(served, "general_archive")(first, "", screen)[0].startswith("⚠️ This was sent for case 1")
+        assert _handler(served, "general_archive")(first, "", False, screen)[0].startswith("⚠️ This was sent for case 1")
         with served.service.store.sessions() as s:
             assert s.scalars(select(Review)).all() == [] and s.scalars(select(CaseShare)).all() == []
         assert served.service.store.open_case(served.service.user("alice"), first).archived_at is None

@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 from loupe.core.errors import InputRejected
-from loupe.core.plugins import AssetView, Budgets
+from loupe.core.plugins import AssetView, Budgets, IngestedAsset
 from loupe.domains.medical import MedicalDomain
 from loupe.domains.medical.viewer import studies_html
 from loupe.domains.medical.windowing import PRESETS, apply_window
@@ -282,6 +283,9 @@ def test_the_report_panel_asks_the_model_when_told(tmp_path, tiny_model_dir):
         report = "FINDINGS: Small right pleural effusion.\nIMPRESSION: Small left pleural effusion."
         shown, _ = ann.predict(case_id, report, True, None, api_name="/medical_check_report")
         assert "Checked by the rules and by" in shown and "laterality" in shown
+        # The model's vote is said either way, naming the model as people do: no server path.
+        assert re.search(r"which found (an error|no error)[^<]*of 3 prompts", shown), shown
+        assert str(tiny_model_dir("smolvlm")) not in shown and "/tmp/" not in shown
         assert len(asked) >= 3 and all(len(m[0].images) == 1 for m in asked)  # the study's image with each prompt
 
 
@@ -317,3 +321,41 @@ def test_the_report_panel_marks_flagged_spans_and_keeps_versions_and_sign_off(tm
         assert served.service.store.latest_report(user, case.id).signed_off_by is None
         _, read = rita.predict(case.id, report, False, None, api_name="/medical_check_report")  # she reads (saves)
         assert "Signed off by you" in rita.predict(case.id, read, api_name="/medical_sign_off_report")  # the newest
+
+
+def test_the_report_panel_marks_both_sides_of_a_contradiction():
+    """'effusion' in the findings is flagged, and the impression's 'No pleural effusion.' it contradicts is
+    marked too (apart), and named in the list."""
+    from loupe.domains.medical.report_panel import check_text, marked
+
+    report = "FINDINGS: Large left pleural effusion. Heart size normal.\nIMPRESSION: No pleural effusion."
+    findings = check_text(report, [])
+    (flag,) = [f for f in findings if f["kind"] == "negation" and f["section"] == "findings"]
+    section, start, end = flag["related"]
+    assert section == "impression" and report.split("IMPRESSION: ")[1][start:end] == "No pleural effusion."
+    shown = marked(report, findings)
+    assert '<mark class="loupe-flag loupe-flag-other" title="contradicted by the findings: ' in shown
+    assert re.search(r'<mark class="loupe-flag loupe-flag-other"[^>]*>No pleural effusion\.</mark>', shown)
+    assert re.search(r'<mark class="loupe-flag"[^>]*>pleural effusion</mark>', shown)
+    assert "against “No pleural effusion.” in the impression" in shown
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("DX_chest_MONOCHROME1.dcm", "Is there a pleural effusion or a pneumothorax?"),
+    ("CR_cspine_MONOCHROME1_6154.dcm", "Is there a fracture or a dislocation?"),
+    ("CT_small.dcm", "Is there any haemorrhage, mass or fracture?"),
+    ("MR_small.dcm", "Is there any mass or abnormal signal?"),
+    ("US_multiframe_30fr_JPEG_baseline.dcm", "Which organ or structure is shown?"),
+])
+def test_the_ready_made_questions_fit_the_modality(name, expected, tmp_path):
+    """A CT, an ultrasound or a radiograph of the spine is not offered chest X-ray questions."""
+    from loupe.domains.medical import CHEST, prompts_for
+
+    domain = MedicalDomain()
+    domain.configure(Settings(home=tmp_path, database_url=None))
+    assets = domain.ingest(DICOM / name, Budgets())
+    offered = prompts_for(assets)
+    assert expected in offered
+    assert (offered == CHEST) == name.startswith("DX_chest")
+    assert "Describe the tissue." in prompts_for([IngestedAsset(b"", "image/png", 1, 1, {"kind": "view",
+                                                                                          "Modality": "SM"})])

@@ -63,6 +63,10 @@ def test_serve_says_why_without_a_model_leaves_no_temp_file_past_a_crash_and_wri
         assert "No model is available" in banner and "cannot load model" in banner
         status, banner = client.predict(api_name="/use_demo_model")
         assert status == "Model switched." and "Demo weights" in banner
+        # The configured model still missing: the switch says why where it was asked, the demo model stays.
+        status, banner = client.predict(api_name="/admin_load_model")
+        assert status.startswith("⚠️ The switch failed") and "The model before still answers" in status, status
+        assert "Demo weights" in banner and "The model switch failed" in banner
         upload = tmp_path / "SMITH_ANNA.jpg"
         upload.write_bytes(jpeg_with_exif())
         created = client.predict(handle_file(str(upload)), "wrist", api_name="/general_create_case")

@@ -60,6 +60,23 @@ def test_share_makes_a_case_visible_and_unshare_takes_it_back(store, people):
     assert _events(store, "case.unshare") == [(alice.id, case_id, {"user": "bob"})]
 
 
+def test_a_shared_case_says_who_asked_each_question(store, people):
+    """Once a case is read by several people, each question shows who asked it (as text); a case nobody else
+    reads shows none."""
+    from loupe.apps.web.render import conversation
+
+    alice, bob = people["alice"], people["bob"]
+    case_id, _ = _answered_case(store, alice)
+    solo, _ = conversation(store.open_case(alice, case_id))
+    assert "asked by" not in solo[0]["content"]
+    store.share_case(alice, case_id, "bob")
+    store.add_question(bob, case_id, "<b>And the scaphoid?</b>")
+    history, _ = conversation(store.open_case(bob, case_id))
+    asked = [m["content"] for m in history if m["role"] == "user"]
+    assert asked[0].startswith("<sub>asked by <b>alice</b> · ") and asked[1].startswith("<sub>asked by <b>bob</b> · ")
+    assert "<b>And" not in asked[1] and "And the scaphoid?" in asked[1]  # the question itself stays text
+
+
 def test_only_the_owner_or_an_admin_may_share(store, people):
     alice, bob, rita, root = people["alice"], people["bob"], people["rita"], people["root"]
     case_id = store.create_case(alice, "general", "left wrist", [stored_asset()])

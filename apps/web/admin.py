@@ -3,7 +3,8 @@ re-checks the role."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 
@@ -14,8 +15,10 @@ from loupe.core.errors import LoupeError
 from ..firstrun import ADMIN, forget_initial_password
 from ..service import LoupeService
 from .adapters_admin import AdapterPanel
-from .render import model_label, status_banner
+from .render import model_label, plain_reason, status_banner
 from .sources_admin import SourcePanel
+
+SWITCH_WAIT_S = 600  # the switch handler reports until then; the banner says the rest
 
 USER_COLUMNS = ["User", "Role", "Status", "Created"]
 AUDIT_COLUMNS = ["When (UTC)", "User", "Action", "Case", "Detail"]
@@ -83,12 +86,30 @@ class AdminPage:
             return [[e.at, e.user, e.action, e.case_id or "", e.detail] for e in store.audit_log()]
 
         def switch(demo: bool) -> Callable:
-            def handler(request: gr.Request):
+            def handler(request: gr.Request) -> Iterator[tuple]:
+                """The switch as it goes: the page says when the new model answers, or why it does not (and
+                which model still does) without a reload."""
+                slot = self.service.slot
                 try:
                     self.service.switch_model(self.service.user(request.username), demo)
                 except LoupeError as exc:
-                    return f"⚠️ {exc}", gr.update()
-                return "Model switched.", status_banner(self.service.slot.status)
+                    yield f"⚠️ {exc}", gr.update()
+                    return
+                started = time.monotonic()
+                while (slot.status.switching_to or slot.status.state == "loading") and \
+                        time.monotonic() - started < SWITCH_WAIT_S:
+                    yield f"Loading… {time.monotonic() - started:.0f} s", status_banner(slot.status)
+                    time.sleep(1)
+                status = slot.status
+                if status.switch_error:
+                    said = f"⚠️ The switch failed: {plain_reason(status.switch_error)} The model before still answers."
+                elif status.state == "failed":
+                    said = f"⚠️ The switch failed: {plain_reason(status.error or '')} No model is loaded."
+                elif status.switching_to or status.state == "loading":
+                    said = "Still loading: the banner says when it is ready."
+                else:
+                    said = "Model switched."
+                yield said, status_banner(status)
             return handler
 
         def account(action: Callable[[User, str, str, str], str]) -> Callable:

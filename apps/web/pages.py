@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from loupe.core.cases.models import User
-from loupe.core.errors import AccessDenied, LoupeError
+from loupe.core.errors import AccessDenied, InputRejected, LoupeError
 from loupe.core.jobs import JobFailed, QueueFull
 
 from .gate import WebSecurity, cookie_name, is_https, session_token
@@ -180,10 +180,12 @@ def build_router(security: WebSecurity) -> APIRouter:
             data, media_type = service.export_case(user, case_id, name)  # audited: case.export / denial
         except (JobFailed, QueueFull) as exc:  # the worker's limits, or the user's queue: say which, retry later
             return JSONResponse({"detail": str(exc)}, status_code=503)
+        except InputRejected as exc:  # the case is the user's, and has nothing in this format: say why
+            return JSONResponse({"detail": str(exc)}, status_code=409)
         except LoupeError:  # no access, no such case, or no such format: the same answer for all
             return JSONResponse({"detail": "Not Found"}, status_code=404)
-        suffix = {"md": ".md", "json": ".json"}.get(name, "")
+        # The format's name is its file extension (checked by export_case against the domain's formats).
         return Response(data, media_type=media_type,
-                        headers={"content-disposition": f'attachment; filename="case-{case_id}{suffix}"'})
+                        headers={"content-disposition": f'attachment; filename="case-{case_id}.{name}"'})
 
     return router

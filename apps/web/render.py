@@ -64,6 +64,11 @@ def status_banner(status: SlotStatus) -> str:
     label = model_label(status.model_id, status.demo)
     if status.state == "ready":
         note = f"\n\n⚠️ {DEMO_BANNER}" if status.demo else ""
+        if status.switching_to:
+            note += (f"\n\nLoading **{model_label(status.switching_to, False)}**… it takes over once ready; "
+                     "until then this model answers.")
+        if status.switch_error:
+            note += f"\n\n⚠️ The model switch failed: {plain_reason(status.switch_error)} This model still answers."
         return f"Model: **{label}** is ready.{note}"
     if status.state == "loading":
         return f"Model: loading **{label}**… Questions can be asked once it is ready."
@@ -134,9 +139,14 @@ def review_line(review: Review) -> str:
 def conversation(case: Case) -> tuple[list[dict], list[int]]:
     """Chat history for the Chatbot (reviews shown under their answer) and the message id of each entry."""
     history, ids = [], []
+    shared = bool(case.shares) or any(m.author_id not in (None, case.owner_id) for m in case.messages)
     for message in case.messages:
         # The question as typed; the answer keeps the model's formatting, never an element (a document can inject).
         content = typed_text(message.content) if message.role == "user" else md_text(message.content)
+        if message.role == "user" and shared:  # several people read this case: say who asked, and when
+            who = _html_text(message.author.username if message.author else "?")
+            when = message.created_at.strftime("%Y-%m-%d %H:%M UTC")
+            content = f"<sub>asked by <b>{who}</b> · {when}</sub>\n\n{content}"
         if message.role == "assistant" and message.model_run is not None:
             content += citation_note(message.model_run.extra or {})
             content += f"\n\n<sub>{run_footnote(message.model_run)}</sub>"

@@ -7,6 +7,7 @@ Gradio's file cache.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from .render import (
     citations,
     conversation,
     md_text,
+    model_label,
     quoted,
     typed_text,
     viewer_html,
@@ -58,6 +60,9 @@ class UploadKeeper(Protocol):
     def release_upload(self, cookie_header: str | None, path: str) -> None: ...
 
 
+PROMPT_SLOTS = 5  # ready-made questions a case can be offered (the buttons exist; the case sets their text)
+
+
 class Workspace:
     """Builds one domain tab; implements the :class:`loupe.core.plugins.DomainTab` the domain extends."""
 
@@ -70,11 +75,27 @@ class Workspace:
         self.screen = Screens()  # the case on each screen: actions for any other case are refused
 
     # -- DomainTab -----------------------------------------------------------------------------
-    def add_prompts(self, questions: Sequence[str]) -> None:
+    def add_prompts(self, questions: Sequence[str],
+                    for_case: Callable[[Sequence[IngestedAsset]], Sequence[str]] | None = None) -> None:
+        slots = max(len(questions), PROMPT_SLOTS if for_case else 0)
         with self._prompt_row:
-            for text in questions:
-                gr.Button(text, size="sm", variant="secondary", min_width=0).click(
-                    lambda t=text: t, outputs=self.question, api_name=False, concurrency_limit=None)
+            buttons = [gr.Button(questions[n] if n < len(questions) else "", size="sm", variant="secondary",
+                                 min_width=0, visible=n < len(questions), elem_classes="loupe-prompt")
+                       for n in range(slots)]
+        for button in buttons:  # a click puts the button's current question in the box
+            button.click(lambda text: text, button, self.question, api_name=False, concurrency_limit=None)
+        if for_case is None:
+            return
+
+        def fitting(case_id: float | None, request: gr.Request) -> list:
+            texts = list(questions)
+            if case_id is not None:
+                with contextlib.suppress(LoupeError):  # no access: the general questions (nothing is shown)
+                    texts = list(for_case(self.case_assets(int(case_id), request, with_bytes=False)))
+            return [gr.update(value=texts[n], visible=True) if n < len(texts) else gr.update(visible=False)
+                    for n in range(slots)]
+
+        self.shown_case.change(fitting, self.shown_case, buttons, api_name=False, concurrency_limit=None)
 
     def case_assets(self, case_id: int, request: gr.Request, with_bytes: bool = True) -> list[IngestedAsset]:
         return self.service.case_assets(self._user(request), int(case_id), with_bytes)
@@ -112,8 +133,8 @@ class Workspace:
     def model(self, request: gr.Request) -> tuple[object, str]:
         self._user(request)
         vlm = self.service.slot.get()
-        status = self.service.slot.status
-        return vlm, f"{status.model_id} (demo weights: its answers mean nothing)" if status.demo else status.model_id
+        status = self.service.slot.status  # named as people name it: never a server path
+        return vlm, model_label(status.model_id, status.demo) + (" (its answers mean nothing)" if status.demo else "")
 
     def set_viewer(self, render: Callable[[list[AssetView], list[dict]], str]) -> None:
         self.render_viewer = render
@@ -433,7 +454,8 @@ class Workspace:
             return (f"Case shared with {name}." if on else f"Stopped sharing with {name}."), \
                 case_header(case)
 
-        def archive_case(case_id: int | None, search_text: str, request: gr.Request, on: bool = True):
+        def archive_case(case_id: int | None, search_text: str, show_archived: bool, request: gr.Request,
+                         on: bool = True):
             if case_id is None:
                 return "⚠️ Open a case first.", gr.update(), gr.update()
             user = self._user(request)
@@ -444,13 +466,13 @@ class Workspace:
                 return f"⚠️ {exc}", gr.update(), gr.update()
             case = self.service.store.open_case(user, int(case_id))
             note = f"Case {case_id} archived: it is listed under 'Archived'." if on else f"Case {case_id} restored."
-            return note, case_header(case), list_cases(search_text, on, request)
+            return note, case_header(case), list_cases(search_text, show_archived, request)  # the list as filtered
 
         def unshare_case(case_id: int | None, username: str, request: gr.Request):
             return share_case(case_id, username, request, on=False)
 
-        def restore_case(case_id: int | None, search_text: str, request: gr.Request):
-            return archive_case(case_id, search_text, request, on=False)
+        def restore_case(case_id: int | None, search_text: str, show_archived: bool, request: gr.Request):
+            return archive_case(case_id, search_text, show_archived, request, on=False)
 
         # Handlers that do not touch the model run side by side (a review is never queued behind an answer).
         free = dict(concurrency_limit=None)
@@ -487,8 +509,9 @@ class Workspace:
         share.click(share_case, [self.shown_case, share_with], [status, header], api_name=f"{d}_share", **free)
         unshare.click(unshare_case, [self.shown_case, share_with], [status, header],
                       api_name=f"{d}_unshare", **free)
-        archive.click(archive_case, [self.shown_case, search], [status, header, cases], api_name=f"{d}_archive", **free)
-        restore.click(restore_case, [self.shown_case, search],
+        archive.click(archive_case, [self.shown_case, search, archived], [status, header, cases],
+                      api_name=f"{d}_archive", **free)
+        restore.click(restore_case, [self.shown_case, search, archived],
                       [status, header, cases], api_name=f"{d}_restore", **free)
 
     # -- helpers -------------------------------------------------------------------------------

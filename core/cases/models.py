@@ -143,6 +143,7 @@ class ChatMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     case: Mapped[Case] = relationship(back_populates="messages")
+    author: Mapped[User | None] = relationship()
     model_run: Mapped[ModelRun | None] = relationship()
     reviews: Mapped[list[Review]] = relationship(order_by="Review.id")
 

@@ -269,6 +269,7 @@ class CaseStore(SourceRegistry):
                 selectinload(Case.shares).selectinload(CaseShare.user),
                 selectinload(Case.assets),
                 selectinload(Case.messages).selectinload(ChatMessage.model_run),
+                selectinload(Case.messages).selectinload(ChatMessage.author),
                 selectinload(Case.messages).selectinload(ChatMessage.reviews).selectinload(Review.reviewer)))
             self._check_access(s, user, case, f"case {case_id}")
             s.add(AuditEvent(user_id=user.id, action="case.read", case_id=case_id))

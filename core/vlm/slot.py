@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import Settings
@@ -28,6 +28,8 @@ class SlotStatus:
     error: str | None = None
     engine: str | None = None  # once ready: the engine that runs (plain | int8 | static) ...
     engine_reason: str | None = None  # ... and why ("auto: bf16 measured fastest on this CPU (...)")
+    switching_to: str | None = None  # another model loading while this one keeps answering
+    switch_error: str | None = None  # why the last switch failed (this model kept answering)
 
 
 class ModelSlot:
@@ -42,23 +44,28 @@ class ModelSlot:
     def status(self) -> SlotStatus:
         return self._status
 
-    def load(self, name_or_path: str | Path, background: bool = False) -> None:
-        """Load a model; on failure the status says why and the previous model (if any) is dropped."""
+    def load(self, name_or_path: str | Path, background: bool = False, keep_current: bool = False) -> None:
+        """Load a model; on failure the status says why. ``keep_current``: a switch, where the model now loaded
+        (if any) keeps answering until the new one is ready, and stays if it fails (both are in memory for a
+        while); otherwise the previous model is dropped first."""
         demo = has_random_weights(name_or_path)
         with self._lock:
-            self._vlm = None
-            self._status = SlotStatus("loading", str(name_or_path), demo)
+            if keep_current and self._vlm is not None:
+                self._status = replace(self._status, switching_to=str(name_or_path), switch_error=None)
+            else:
+                self._vlm = None
+                self._status = SlotStatus("loading", str(name_or_path), demo)
         if background:
             threading.Thread(target=self._load, args=(name_or_path, demo), daemon=True, name="loupe-load").start()
         else:
             self._load(name_or_path, demo)
 
-    def load_demo(self, models_dir: Path) -> None:
+    def load_demo(self, models_dir: Path, keep_current: bool = False) -> None:
         """Switch to the random-weight demo model, building it on first use (a few seconds)."""
         path = models_dir / f"demo-{DEMO_FAMILY}"
         if not has_random_weights(path):
             worker.call(make_tiny, DEMO_FAMILY, path)  # torch work stays on the torch thread
-        self.load(path)
+        self.load(path, keep_current=keep_current)
 
     def get(self) -> VLM:
         vlm, status = self._vlm, self._status
@@ -73,7 +80,11 @@ class ModelSlot:
         except Exception as exc:  # any failure must end "loading": the UI shows the reason
             reason = str(exc) if isinstance(exc, ModelUnavailable) else f"{type(exc).__name__}: {exc}"
             log.warning("model load failed: %s", reason)
-            self._status = SlotStatus("failed", str(name_or_path), demo, reason)
+            with self._lock:
+                if self._vlm is not None:  # a failed switch: the model loaded before keeps answering
+                    self._status = replace(self._status, switching_to=None, switch_error=reason)
+                else:
+                    self._status = SlotStatus("failed", str(name_or_path), demo, reason)
             return
         engine = getattr(vlm, "engine", None)  # an HFVLM's EngineChoice; other VLMs may have none
         with self._lock:

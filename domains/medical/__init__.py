@@ -30,8 +30,22 @@ from .slides import ingest_vendor_slide
 from .viewer import studies_html
 from .windowing import ct_channels, display
 
-PROMPTS = ("Describe the findings on this chest radiograph.", "Is there a pleural effusion or a pneumothorax?",
-           "Write a report with findings and an impression.", "Compare the left and right lungs.")
+PROMPTS = ("Describe the findings.", "Is anything abnormal? Where?", "Write a report with findings and an impression.")
+CHEST = ("Describe the findings on this chest radiograph.", "Is there a pleural effusion or a pneumothorax?",
+         "Write a report with findings and an impression.", "Compare the left and right lungs.")
+# What a reader of each modality asks first (Modality codes, PS3.3 C.7.3.1.1.1); a radiograph of another
+# body part than the chest gets the general radiograph questions.
+MODALITY_PROMPTS = {
+    "CT": ("Describe the findings on this CT.", "Is there any haemorrhage, mass or fracture?",
+           "Which slices show the main finding?", "Write a report with findings and an impression."),
+    "MR": ("Describe the findings on this MR.", "Is there any mass or abnormal signal?",
+           "Write a report with findings and an impression."),
+    "US": ("Describe this ultrasound.", "Which organ or structure is shown?", "Is there a fluid collection or a mass?"),
+    "SM": ("Describe the tissue.", "Where is the tumour, if there is one?", "Which regions look abnormal, and why?",
+           "Is there necrosis or inflammation?"),
+    "XR": ("Describe the findings on this radiograph.", "Is there a fracture or a dislocation?",
+           "Write a report with findings and an impression."),
+}
 PROMPT_FACTS = ("Modality", "BodyPartExamined", "ViewPosition", "ImageLaterality", "SeriesDescription")
 SLICES_PER_QUESTION = 3  # evenly spaced through a series: what the model sees of a volume
 
@@ -162,11 +176,17 @@ class MedicalDomain:
         if name != "zip":
             raise KeyError(name)
         out = io.BytesIO()
+        written = 0
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             for n, data in enumerate(self._dicom_files(assets)):
                 archive.writestr(f"image_{n + 1:04d}.dcm", data)
+                written += 1
             for asset in (a for a in assets if a.meta.get("kind") == "sr_text"):
                 archive.writestr("structured_report.txt", asset.data)  # cleaned as stored
+                written += 1
+        if not written:  # never an empty archive that looks like a download
+            raise InputRejected("This case has no DICOM file to export: a whole slide is read where it is kept "
+                                "(its tiles, on demand), not exported.")
         return out.getvalue()
 
     def send_to_source(self, assets: Sequence[IngestedAsset], answers: Sequence[dict],
@@ -193,7 +213,8 @@ class MedicalDomain:
         de-identified exactly as an upload is."""
         series = series_of(assets)
         if series is None:
-            yield from (a.data for a in assets if a.media_type == "application/dicom")
+            # a slide's levels are lazy (read in place, never loaded whole): not exported
+            yield from (a.data for a in assets if a.media_type == "application/dicom" and a.data)
             return
         deidentify = Deidentifier(DeidOptions(self._secret()))
         for ds in pacs_instances(series, Budgets.from_env()):
@@ -205,10 +226,21 @@ class MedicalDomain:
         from .tools import add_window_controls
 
         tab.set_viewer(studies_html)
-        tab.add_prompts(PROMPTS)
+        tab.add_prompts(PROMPTS, prompts_for)
         add_window_controls(tab)
         add_report_panel(tab)
         add_pacs_panel(tab)
+
+
+def prompts_for(assets: Sequence[IngestedAsset]) -> Sequence[str]:
+    """The ready-made questions that fit a case: by its images' modality (a chest radiograph's, a CT's, a
+    slide's...), the general ones otherwise."""
+    meta = next((a.meta for a in assets if a.meta.get("kind") in ("view", "slide_level", "dicom_series")), {})
+    modality = str(meta.get("Modality") or "").upper()
+    if modality in ("CR", "DX", "RG", "XR", "DR"):
+        body = str(meta.get("BodyPartExamined") or "CHEST").upper()
+        return CHEST if "CHEST" in body or "THORAX" in body or "LUNG" in body else MODALITY_PROMPTS["XR"]
+    return MODALITY_PROMPTS.get(modality, PROMPTS)
 
 
 def _context(images: list[Image.Image], facts_of: dict, where: list[tuple[int, int, int, int]],

@@ -36,7 +36,7 @@ def check_text(text: str, assets: Sequence[IngestedAsset], vlm=None,  # noqa: AN
     environment sets) is refused with ``BudgetExceeded`` before it is read."""
     flags = rule_flags(text, image_laterality(assets), limits)
     if vlm is not None:
-        flags = combine(flags, model_flags(text, assets, vlm))
+        flags = combine(flags, model_flags(text, assets, vlm)[1])
     return [flag.as_dict() for flag in flags]
 
 
@@ -47,36 +47,64 @@ def rule_flags(text: str, side: str | None, limits: Budgets | None = None) -> li
     return check_rules(parse_report("case", text), image_laterality=side, limits=limits)
 
 
-def model_flags(text: str, assets: Sequence[IngestedAsset], vlm) -> list[Flag]:  # noqa: ANN001 - a core VLM
-    """The model's vote over the report with the study's first image (in the process that holds the model)."""
+def model_flags(text: str, assets: Sequence[IngestedAsset], vlm) -> tuple[str, list[Flag]]:  # noqa: ANN001
+    """The model's vote over the report with the study's first image (in the process that holds the model):
+    what to tell the user of it, and its flags."""
     views = [a for a in assets if a.meta.get("kind") == "view"]
-    return VLMChecker(vlm).flags(parse_report("case", text), png_image(views[0]) if views else None)
+    checker = VLMChecker(vlm)
+    vote, flags = checker.vote_and_flags(parse_report("case", text), png_image(views[0]) if views else None)
+    asked = len(checker.prompts)
+    said = round(vote.share * asked)
+    verdict = (f"found an error ({vote.kind or 'kind not named'}): {said} of {asked} prompts said so"
+               if vote.has_error else f"found no error: {said} of {asked} prompts said there is one")
+    return verdict, flags
+
+
+# A flagged span in yellow; the words it contradicts (the other side) in blue, underlined.
+MARK_STYLE = ("<style>.loupe-report mark.loupe-flag-other{background:#d6e6ff;text-decoration:underline dashed}"
+              "</style>")
+
+
+def _marks(findings: list[dict], section: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, css class, title) of each span to mark in ``section``: every flag's own span, and the other
+    side of a contradiction (the words it contradicts), marked apart."""
+    spans = {(f["span"][0], f["span"][1], "loupe-flag", f"{f['kind']}: {f['reason']}")
+             for f in findings if f["section"] == section}
+    spans |= {(f["related"][1], f["related"][2], "loupe-flag loupe-flag-other",
+               f"contradicted by the {f['section']}: {f['reason']}")
+              for f in findings if f.get("related") and f["related"][0] == section}
+    return sorted(spans, key=lambda span: (span[0], -span[1]))
 
 
 def marked(text: str, findings: list[dict]) -> str:
-    """The report's sections with every flagged span marked; the reasons listed below."""
+    """The report's sections with every flagged span (and what it contradicts) marked; the reasons below."""
     report = parse_report("case", text)
     parts = []
     for section, body in report.sections.items():
-        spans = sorted({(f["span"][0], f["span"][1], f["kind"], f["reason"]) for f in findings
-                        if f["section"] == section}, key=lambda span: span[0])
         out, cursor = [], 0
-        for start, end, kind, reason in spans:
+        for start, end, css, title in _marks(findings, section):
             if start < cursor:  # overlapping flags: the first one marks the text
                 continue
             out.append(html.escape(body[cursor:start]))
-            out.append(f'<mark class="loupe-flag" title="{html.escape(kind)}: {html.escape(reason)}">'
-                       f"{html.escape(body[start:end])}</mark>")
+            out.append(f'<mark class="{css}" title="{html.escape(title)}">{html.escape(body[start:end])}</mark>')
             cursor = end
         out.append(html.escape(body[cursor:]))
         parts.append(f"<p><strong>{section.title()}:</strong> {''.join(out)}</p>")
     if findings:
         items = "".join(f"<li><strong>{html.escape(f['kind'].replace('_', ' '))}</strong> in the {f['section']}: "
-                        f"{html.escape(f['reason'])} (confidence {f['confidence']:.2f})</li>" for f in findings)
+                        f"{html.escape(f['reason'])}{_against(report, f)} (confidence {f['confidence']:.2f})</li>"
+                        for f in findings)
         summary = f"<p>{len(findings)} possible error{'s' if len(findings) != 1 else ''}:</p><ul>{items}</ul>"
     else:
         summary = "<p>No possible error found by the rules (they cannot see everything: read it again).</p>"
-    return f'<div class="loupe-report">{"".join(parts)}{summary}</div>'
+    return f'{MARK_STYLE}<div class="loupe-report">{"".join(parts)}{summary}</div>'
+
+
+def _against(report, finding: dict) -> str:  # noqa: ANN001 - a parsed Report
+    if not finding.get("related"):
+        return ""
+    section, start, end = finding["related"]
+    return f" — against “{html.escape(report.text(section)[start:end])}” in the {html.escape(section)}"
 
 
 def add_report_panel(tab: DomainTab) -> None:
@@ -106,7 +134,8 @@ def add_report_panel(tab: DomainTab) -> None:
             flags = tab.run_job(request, "Checking the report", rule_flags,
                                 (report_text, image_laterality(assets), tab.budgets))
             if vlm is not None:
-                flags = combine(flags, model_flags(report_text, assets, vlm))
+                verdict, voted = model_flags(report_text, assets, vlm)
+                flags = combine(flags, voted)
             findings = [flag.as_dict() for flag in flags]
             saved = tab.save_report(case_id, request, report_text, findings)
         except BudgetExceeded as exc:  # nothing was checked or saved: say so, and what to do
@@ -115,7 +144,7 @@ def add_report_panel(tab: DomainTab) -> None:
         except LoupeError as exc:
             return f"<p>⚠️ {html.escape(str(exc))}</p>", read_id
         if with_model:
-            note = f"<p>Checked by the rules and by {html.escape(label)}.</p>"
+            note = f"<p>Checked by the rules and by {html.escape(label)}, which {html.escape(verdict)}.</p>"
         return marked(report_text, findings) + note + "<p>Saved as a new version of the case's report.</p>", saved
 
     def sign_off(case_id: int | None, read_id: int | None, request: gr.Request) -> str:

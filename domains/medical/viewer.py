@@ -55,7 +55,7 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
         reports = [a for a in assets if a.meta.get("kind") == "sr_text"]
         return report_html(reports[0]) if reports else '<div class="loupe-viewer empty">No case open.</div>'
     figures = [STYLE]
-    if views[0].case_id is not None:
+    if views[0].case_id is not None and not views[0].meta.get("slide"):  # a slide is read in place, not exported
         figures.append(f'<p class="loupe-downloads">Download the de-identified DICOM: '
                        f'<a href="/case-export/{views[0].case_id}/zip" download>zip</a></p>')
     series = next((a for a in assets if a.meta.get("kind") == "dicom_series"), None)

@@ -54,9 +54,12 @@ class Flag:
     text: str
     reason: str
     confidence: float
+    # The other side of a contradiction, where the report has one: (section, start, end) of the words this
+    # span contradicts ("No pleural effusion." in the impression for "effusion" in the findings).
+    related: tuple[str, int, int] | None = None
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "span": list(self.span)}
+        return {**asdict(self), "span": list(self.span), "related": list(self.related) if self.related else None}
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,15 @@ def _excerpt(sentence: str, offset: int, span: tuple[int, int]) -> str:
     return ("…" if start else "") + sentence[start:end].strip() + ("…" if end < len(sentence) else "")
 
 
+def _sentence_span(m: Mention) -> tuple[int, int]:
+    """Where the sentence of ``m`` is in its section, without its surrounding spaces; the mention alone in a
+    sentence too long to mark whole."""
+    if len(m.sentence) > EXCERPT:
+        return m.start, m.end
+    lead = len(m.sentence) - len(m.sentence.lstrip())
+    return m.sentence_start + lead, m.sentence_start + len(m.sentence.rstrip())
+
+
 def _quote(m: Mention, span: tuple[int, int] | None = None) -> str:
     return _excerpt(m.sentence, m.sentence_start, span or (m.start, m.end))
 
@@ -207,14 +219,17 @@ def _negation_flags(report: Report, found: Sequence[Mention]) -> list[Flag]:
         other = "impression" if m.section == "findings" else "findings"
         theirs = by_term[m.term].get(other, set())
         if not m.negated and theirs == {True}:
+            denial = next(d for d in found if d.term == m.term and d.section == other and d.negated)
             flags.append(Flag("negation", m.section, (m.start, m.end), _quote(m),
-                              f"'{m.term}' is present here but denied in the {other}", 0.8))
+                              f"'{m.term}' is present here but denied in the {other}", 0.8,
+                              (other, *_sentence_span(denial))))
     impression = report.text("impression")
     acute_found = [m for m in found if m.section == "findings" and not m.negated and m.term in ACUTE]
-    if NORMAL_IMPRESSION.search(impression):
+    if normal := NORMAL_IMPRESSION.search(impression):
         for m in acute_found:
             flags.append(Flag("negation", "findings", (m.start, m.end), _quote(m),
-                              f"the impression reports nothing acute, but the findings describe '{m.term}'", 0.7))
+                              f"the impression reports nothing acute, but the findings describe '{m.term}'", 0.7,
+                              ("impression", *normal.span())))
     declared = ACUTE_IMPRESSION.search(impression)
     if declared and not _CUE.search(impression[max(0, declared.start() - 30):declared.start()]) and not acute_found \
             and not any(m.section == "impression" and not m.negated and m.term in ACUTE for m in found):

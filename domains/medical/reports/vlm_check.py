@@ -75,12 +75,20 @@ class VLMChecker:
         return Vote(has_error, round(yes / len(answers), 3), kind)
 
     def flags(self, report: Report, image: Image.Image | None = None) -> list[Flag]:
+        return vote_flags(report, self.vote(report, image), len(self.prompts))
+
+    def vote_and_flags(self, report: Report, image: Image.Image | None = None) -> tuple[Vote, list[Flag]]:
         vote = self.vote(report, image)
-        if not vote.has_error:
-            return []
-        section = "impression" if report.text("impression") else "findings"
-        return [Flag(vote.kind or "unspecified", section, (0, len(report.text(section))), report.text(section),
-                     f"the model found an error ({vote.share:.0%} of {len(self.prompts)} prompts)", vote.share)]
+        return vote, vote_flags(report, vote, len(self.prompts))
+
+
+def vote_flags(report: Report, vote: Vote, prompts: int) -> list[Flag]:
+    """The model's vote as a flag over the impression (or the findings), or none when it found no error."""
+    if not vote.has_error:
+        return []
+    section = "impression" if report.text("impression") else "findings"
+    return [Flag(vote.kind or "unspecified", section, (0, len(report.text(section))), report.text(section),
+                 f"the model found an error ({vote.share:.0%} of {prompts} prompts)", vote.share)]
 
 
 def combine(rule_flags: list[Flag], model_flags: list[Flag]) -> list[Flag]:
