@@ -230,8 +230,15 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
         expect(window).to_contain_text("image 1 of 10", timeout=30_000)  # rendered in a worker job
         expect(window.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
         page.locator("#medical-preset input").click()
-        page.get_by_role("option", name="brain").click()
-        expect(window).to_contain_text("brain 40/80 · image 1 of 10", timeout=30_000)
+        expect(page.get_by_role("option", name="brain")).to_have_count(0)  # Hounsfield presets: a CT's only
+        page.get_by_role("option", name="full range").click()
+        expect(window).to_contain_text(re.compile(r"full range [\d.]+/[\d.]+ · image 1 of 10"), timeout=30_000)
+        # A typed width (Enter) is a custom window, rendered at once.
+        width_box = page.locator("#medical-width input[type=number]")
+        width_box.fill("123")
+        width_box.press("Enter")
+        expect(window).to_contain_text(re.compile(r"custom window [\d.]+/123 · image 1 of 10"), timeout=30_000)
+        expect(page.locator("#medical-preset input")).to_have_value("custom")
         page.locator("#medical-question textarea").fill("Describe the findings.")
         page.locator("#medical-ask").click()
         expect(page.locator("#medical-status")).to_contain_text("Answered", timeout=60_000)

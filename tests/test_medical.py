@@ -359,3 +359,27 @@ def test_the_ready_made_questions_fit_the_modality(name, expected, tmp_path):
     assert (offered == CHEST) == name.startswith("DX_chest")
     assert "Describe the tissue." in prompts_for([IngestedAsset(b"", "image/png", 1, 1, {"kind": "view",
                                                                                           "Modality": "SM"})])
+
+
+def test_window_controls_start_from_the_images_own_window_with_its_modalitys_presets(tmp_path):
+    """A CR opens with the sliders at its own window (1600/2800, beyond a CT slider's reach) and without the
+    Hounsfield presets; a CT offers them; a typed window outside a CT slider's range is rendered as typed."""
+    from gradio_client import handle_file
+    from webapp import serve
+
+    with serve(tmp_path / "home", None, {"ann": "user"}) as served:
+        ann = served.client("ann")
+        for name in ("CR_cspine_MONOCHROME1_6154.dcm", "CT_small.dcm"):
+            upload = tmp_path / name
+            upload.write_bytes((DICOM / name).read_bytes())
+            case_id = int(ann.predict(handle_file(str(upload)), name, api_name="/medical_create_case")[5].split()[1])
+            number, view, preset, center, width = ann.predict(case_id, api_name="/medical_open_view")
+            choices = [c[0] if isinstance(c, list | tuple) else c for c in preset["choices"]]
+            if name.startswith("CR"):
+                assert (center["value"], width["value"]) == (1600, 2800) and center["maximum"] >= 1600 + 2 * 2800
+                assert "brain" not in choices and {"as stored", "full range", "custom"} <= set(choices)
+                assert "as stored 1600/2800 · image 1 of 1" in view
+                shown = ann.predict("custom", 1, 7000, 11000, api_name="/medical_window")  # beyond a CT's sliders
+                assert "custom window 7000/11000 · image 1 of 1" in shown
+            else:
+                assert {"brain", "lung", "bone"} <= set(choices)

@@ -54,7 +54,8 @@ def test_a_scene_is_answered_from_focused_tiles_that_say_where(service):
     assert final.run.visual_tokens > 0
     cited = extra["citations"]
     assert [c["box"] for c in cited] == [t["box"] for t in chosen]
-    assert all(re.match(r"\d+\.\d{5}° N, \d+\.\d{5}° W", c["text"]) for c in cited)  # the Bahamas: N, W
+    corners = r"\d+\.\d{5}° N, \d+\.\d{5}° W to \d+\.\d{5}° N, \d+\.\d{5}° W · "  # the Bahamas: N, W
+    assert all(re.match(corners, c["text"]) for c in cited), cited  # the tile's bounds, not its centre
     geojson = json.loads(service.export_case(user, case_id, "geojson")[0])
     assert geojson["type"] == "FeatureCollection"
     scene, *tiles = geojson["features"]
@@ -65,7 +66,13 @@ def test_a_scene_is_answered_from_focused_tiles_that_say_where(service):
     ring = np.asarray(scene["geometry"]["coordinates"][0])
     assert ring[:, 0].min() == pytest.approx(min(lons), abs=0.01) and ring[:, 1].max() == pytest.approx(max(lats),
                                                                                                         abs=0.05)
-    assert tiles[0]["properties"]["answer_id"] == final.message_id
+    first = tiles[0]["properties"]
+    assert first["answer_id"] == final.message_id and first["question"] == "Are there any ships near the coast?"
+    assert first["answer"] and first["answer"].rstrip("…") in final.text  # the answer, or its first 300 characters
+    west, south, east, north = first["bounds"]
+    tile_ring = np.asarray(tiles[0]["geometry"]["coordinates"][0])
+    assert (west, south, east, north) == (tile_ring[:, 0].min(), tile_ring[:, 1].min(), tile_ring[:, 0].max(),
+                                          tile_ring[:, 1].max()) and west < east and south < north
     # read back through GDAL's OGR, the library QGIS opens vector files with
     exported = service.settings.home / "tiles.geojson"
     exported.write_bytes(service.export_case(user, case_id, "geojson")[0])

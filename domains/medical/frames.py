@@ -18,6 +18,14 @@ from .pacs import fetch_instance, series_frames, series_of
 from .windowing import PRESETS, Window, display, file_window
 
 FILE_WINDOW = "as stored"
+FULL_RANGE = "full range"  # every value of the frame, lowest black to highest white
+CUSTOM = "custom"
+
+
+def window_choices(modality: str) -> list[str]:
+    """The windows a reader of ``modality`` chooses from: Hounsfield presets for CT only (on a radiograph,
+    an MR or an ultrasound they mean nothing and show a black or white image)."""
+    return [FILE_WINDOW, *(PRESETS if modality.upper() == "CT" else ()), FULL_RANGE, CUSTOM]
 
 
 def frames_of(assets: Sequence[IngestedAsset]) -> list[tuple[IngestedAsset, str | None, int]]:
@@ -37,13 +45,18 @@ def render_frame(assets: Sequence[IngestedAsset], number: int, preset: str, cent
     number = min(max(int(number), 1), len(frames))
     asset, uid, frame = frames[number - 1]
     ds = read_dataset(asset.data) if uid is None else fetch_instance(str(asset.path), uid, Budgets.from_env())
-    window = (PRESETS.get(preset) or (Window(center, width) if preset == "custom" else None)
-              if preset != FILE_WINDOW else None)
-    image = display(ds, frame_values(ds, frame), window)
+    values = frame_values(ds, frame)
+    if preset == FULL_RANGE:
+        low, high = float(values.min()), float(values.max())
+        window: Window | None = Window((low + high) / 2, max(high - low, 1.0))
+    else:
+        window = (PRESETS.get(preset) or (Window(center, width) if preset == CUSTOM else None)
+                  if preset != FILE_WINDOW else None)
+    image = display(ds, values, window)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     shown = window or file_window(ds)
-    label = (f"{preset if preset != 'custom' else 'custom window'}"
+    label = (f"{preset if preset != CUSTOM else 'custom window'}"
              + (f" {shown.center:g}/{shown.width:g}" if shown else "") + f" · image {number} of {len(frames)}")
     return (f'<figure class="loupe-window"><img alt="{label}" '
             'style="width:100%;max-width:512px;image-rendering:pixelated;background:#000" '

@@ -19,6 +19,8 @@ from loupe.core.pyramid.sources import Box
 from .geo import Georef, feature, feature_collection, lat_lon_text
 from .ingest import ingest_raster, open_raster_item
 
+ANSWER_EXCERPT = 300  # characters of an answer a GeoJSON feature carries
+
 PROMPTS = ("Describe this scene.", "Are there any ships in the harbour?", "How many buildings are there?",
            "Is there any damage to the roads or bridges?")
 
@@ -95,13 +97,17 @@ class RemoteSensingDomain:
         scene = where.polygon((0, 0, raster.meta["width"], raster.meta["height"]))
         if scene is not None:
             features.append(feature(scene, {"kind": "scene", "description": raster.meta["description"]}))
-        for answer in answers:
+        for answer in answers:  # each tile an answer read, with the question, the answer and where it is
+            text = answer.get("text", "")
+            excerpt = text if len(text) <= ANSWER_EXCERPT else text[:ANSWER_EXCERPT].rstrip() + "…"
             for cited in answer.get("citations", []):
                 ring = where.polygon(tuple(cited["box"]))
                 if ring is not None:
-                    features.append(feature(ring, {"kind": "tile", "answer_id": answer["id"],
-                                                   "level": cited.get("level"), "score": cited.get("score"),
-                                                   "box_px": cited["box"]}))
+                    lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+                    features.append(feature(ring, {
+                        "kind": "tile", "question": answer.get("question", ""), "answer": excerpt,
+                        "answer_id": answer["id"], "bounds": [min(lons), min(lats), max(lons), max(lats)],
+                        "level": cited.get("level"), "score": cited.get("score"), "box_px": cited["box"]}))
         return feature_collection(features)
 
     def build_tab(self, tab: DomainTab) -> None:

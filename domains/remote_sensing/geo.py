@@ -32,9 +32,22 @@ class Georef:
         x0, y0, x1, y1 = box
         return self.to_lonlat([((x0 + x1) / 2, (y0 + y1) / 2)])[0]
 
+    def bounds(self, box: Box) -> tuple[float, float, float, float] | None:
+        """The box's (west, south, east, north) in degrees, from its outline; None if any of it is off the Earth."""
+        ring = self.polygon(box)
+        if ring is None:
+            return None
+        lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+        return min(lons), min(lats), max(lons), max(lats)
+
     def where(self, box: Box) -> str:
-        lon, lat = self.centre(box)
-        return lat_lon_text(lat, lon)
+        """Where the box is, as its north-west and south-east corners (its centre if part is off the Earth)."""
+        bounds = self.bounds(box)
+        if bounds is None:
+            lon, lat = self.centre(box)
+            return lat_lon_text(lat, lon)
+        west, south, east, north = bounds
+        return f"{lat_lon_text(north, west)} to {lat_lon_text(south, east)}"
 
     def polygon(self, box: Box) -> list[list[float]] | None:
         """The box's outline as a closed, counter-clockwise lon/lat ring; None if any of it is off the Earth."""

@@ -100,5 +100,6 @@ def add_scene_tools(tab: DomainTab) -> None:
     inputs = [tab.case_id, preset, zoom, centre_x, centre_y]
     tab.case_id.change(opened, tab.case_id, [preset, view], api_name="remote_open_view")
     preset.change(show, inputs, view, api_name=False)
-    for slider in (zoom, centre_x, centre_y):
-        slider.release(show, inputs, view, api_name="remote_zoom" if slider is zoom else False)
+    for slider in (zoom, centre_x, centre_y):  # "input": a drag and a typed number (Enter) alike; the newest wins
+        slider.input(show, inputs, view, api_name="remote_zoom" if slider is zoom else False,
+                     trigger_mode="always_last")
