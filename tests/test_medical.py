@@ -383,3 +383,21 @@ def test_window_controls_start_from_the_images_own_window_with_its_modalitys_pre
                 assert "custom window 7000/11000 · image 1 of 1" in shown
             else:
                 assert {"brain", "lung", "bone"} <= set(choices)
+
+
+def test_study_wide_warnings_are_said_once_and_lossy_compression_is_flagged(domain):
+    """A burned-in-text flag for the whole study is said once above its thumbnails, not under each; a lossy
+    JPEG image says it was compressed with loss (with its ratio, when the header gives it); a CT stored raw
+    does not."""
+    def shown(name: str) -> str:
+        views = [a for a in domain.ingest(DICOM / name, LIMITS) if a.meta["kind"] == "view"]
+        return studies_html([AssetView(n, f"/case-assets/{n}", "image/png", v.width, v.height, "", v.meta, 5)
+                             for n, v in enumerate(views, 1)]), views
+
+    html_us, us = shown("US_multiframe_30fr_JPEG_baseline.dcm")
+    assert len(us) > 1 and all(v.meta["lossy"] for v in us)  # JPEG baseline: lossy
+    assert html_us.count("Lossy compressed") == 1
+    if us[0].meta["burned_in_annotation"]:
+        assert html_us.count("burned into these pixels") == 1
+    html_ct, (ct,) = shown("CT_small.dcm")
+    assert "lossy" not in ct.meta and "Lossy compressed" not in html_ct

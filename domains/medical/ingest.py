@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from loupe.core.errors import InputRejected
 from loupe.core.images import pixels_only_png
@@ -125,6 +126,31 @@ def ingest_dicom(data: bytes, limits: Budgets, secret: bytes, progress: Progress
     return assets
 
 
+# Transfer syntaxes that lose information (JPEG baseline/extended, JPEG-LS near-lossless, JPEG 2000 lossy,
+# JPEG XL, HTJ2K lossy): PS3.5 A.4 and PS3.6.
+LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
+                  "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112",
+                  "1.2.840.10008.1.2.4.203"}
+
+
+def lossy_facts(ds: Dataset) -> dict:
+    """Whether the pixels were ever compressed with loss (Lossy Image Compression "01", or stored in a lossy
+    syntax now), with the ratio and method the header gives: a reader must know before measuring."""
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if str(ds.get("LossyImageCompression", "")) != "01" and syntax not in LOSSY_SYNTAXES:
+        return {}
+    ratios, methods = _values(ds.get("LossyImageCompressionRatio")), _values(ds.get("LossyImageCompressionMethod"))
+    return {"lossy": True, "lossy_ratio": round(float(ratios[-1]), 1) if ratios else None,
+            "lossy_method": str(methods[-1]) if methods else None}  # the last compression applied
+
+
+def _values(value: object) -> list:
+    """A DICOM value as a list: several (a MultiValue), one, or none."""
+    if value in (None, ""):
+        return []
+    return list(value) if isinstance(value, MultiValue) else [value]
+
+
 def view_asset(clean: Dataset, values: np.ndarray, where: tuple[int, int], slices: int, burned_in: bool,
                find_text: Callable[[Image.Image], list] | None) -> IngestedAsset:
     """The display PNG of frame ``where = (slice, frame)`` of a de-identified dataset, with what it shows and
@@ -133,7 +159,8 @@ def view_asset(clean: Dataset, values: np.ndarray, where: tuple[int, int], slice
     found = find_text_scaled(image, find_text) if find_text else []
     window = file_window(clean)
     meta = {"kind": "view", "series_position": where[0], "frame": where[1], "frames": geometry(clean).frames,
-            "slices": slices, **header_facts(clean), "window": [window.center, window.width] if window else None,
+            "slices": slices, **header_facts(clean), **lossy_facts(clean),
+            "window": [window.center, window.width] if window else None,
             "burned_in_annotation": burned_in,
             "text_regions": [{"box": [round(v, 1) for v in r.box], "confidence": round(r.confidence, 3)}
                              for r in found]}

@@ -31,10 +31,22 @@ def _caption(meta: dict) -> str:
     return " · ".join(html.escape(p) for p in parts)
 
 
+def _series_warnings(views: list[AssetView]) -> str:
+    """What holds for the whole study, said once above its pictures (not under each of 30 thumbnails)."""
+    notes = []
+    if any(v.meta.get("burned_in_annotation") for v in views):
+        notes.append("The file says text is burned into these pixels.")
+    lossy = next((v.meta for v in views if v.meta.get("lossy")), None)
+    if lossy is not None:
+        how = ", ".join(p for p in (lossy.get("lossy_method"), f"ratio {lossy['lossy_ratio']:g}:1"
+                                    if lossy.get("lossy_ratio") else None) if p)
+        notes.append(f"Lossy compressed{f' ({how})' if how else ''}: fine detail and measured values may differ "
+                     "from the acquired image.")
+    return "".join(f'<p class="loupe-warning">⚠ {html.escape(note)}</p>' for note in notes)
+
+
 def _warnings(meta: dict) -> str:
     notes = []
-    if meta.get("burned_in_annotation"):
-        notes.append("The file says text is burned into these pixels.")
     if meta.get("text_regions"):
         count = len(meta["text_regions"])
         notes.append(f"Text found in the pixels ({count} region{'s' if count != 1 else ''}, outlined): "
@@ -58,6 +70,7 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
     if views[0].case_id is not None and not views[0].meta.get("slide"):  # a slide is read in place, not exported
         figures.append(f'<p class="loupe-downloads">Download the de-identified DICOM: '
                        f'<a href="/case-export/{views[0].case_id}/zip" download>zip</a></p>')
+    figures.append(_series_warnings(views))
     series = next((a for a in assets if a.meta.get("kind") == "dicom_series"), None)
     if series is not None:
         figures.append(f'<p class="loupe-pacs">This series stays in the PACS: {series.meta["slices"]} slices, '
