@@ -401,3 +401,14 @@ def test_study_wide_warnings_are_said_once_and_lossy_compression_is_flagged(doma
         assert html_us.count("burned into these pixels") == 1
     html_ct, (ct,) = shown("CT_small.dcm")
     assert "lossy" not in ct.meta and "Lossy compressed" not in html_ct
+
+
+def test_anatomy_is_not_taken_for_burned_in_text(domain):
+    """The detector reads a head CT's skull as '0' and an ultrasound's sector as '9' (boxes of most of the
+    image): not text. The ultrasound's real annotations (top left, bottom line) are still found."""
+    (ct,) = [a for a in domain.ingest(DICOM / "CT_693_J2KI.dcm", LIMITS) if a.meta["kind"] == "view"]
+    assert ct.meta["text_regions"] == []
+    us = [a for a in domain.ingest(DICOM / "US_multiframe_30fr_JPEG_baseline.dcm", LIMITS) if a.meta["kind"] == "view"]
+    boxes = [r["box"] for r in us[0].meta["text_regions"]]
+    assert boxes and all(y1 - y0 <= 0.2 * us[0].height for _, y0, _, y1 in boxes)
+    assert any(y0 < 5 for _, y0, _, _ in boxes) and any(y1 > 0.9 * us[0].height for _, _, _, y1 in boxes)

@@ -46,11 +46,16 @@ def _overlaps(a: Box, b: Box) -> bool:
     return smaller > 0 and inter > 0.5 * smaller
 
 
+MAX_LINE_SHARE = 0.2  # of the image's height: no line of text is taller (a skull or an ultrasound sector is)
+
+
 def find_text_regions(image: Image.Image, min_confidence: float = 0.5) -> list[TextRegion]:
     """Text regions of ``image`` (any mode; medical greyscale is fine), most confident first.
 
     An image larger than the detector's working size is also read in overlapping tiles at full
-    resolution: small burned-in text on a large radiograph is lost when the whole image is scaled down."""
+    resolution: small burned-in text on a large radiograph is lost when the whole image is scaled down.
+    A region taller than ``MAX_LINE_SHARE`` of the image is not a line of text: the detector finds such
+    blobs on anatomy (a head CT's skull read as "0", an ultrasound's sector as "9")."""
     rgb = image.convert("RGB")
     found = [TextRegion(ln.box, ln.text, ln.confidence) for ln in _engine().read(rgb)]
     if max(rgb.size) > TILE:
@@ -58,8 +63,10 @@ def find_text_regions(image: Image.Image, min_confidence: float = 0.5) -> list[T
             for ln in _engine().read(rgb.crop((x0, y0, x1, y1))):
                 box = (ln.box[0] + x0, ln.box[1] + y0, ln.box[2] + x0, ln.box[3] + y0)
                 found.append(TextRegion(box, ln.text, ln.confidence))
+    tallest = MAX_LINE_SHARE * rgb.height
     kept: list[TextRegion] = []
-    for region in sorted((r for r in found if r.confidence >= min_confidence), key=lambda r: -r.confidence):
+    for region in sorted((r for r in found if r.confidence >= min_confidence and r.box[3] - r.box[1] <= tallest),
+                         key=lambda r: -r.confidence):
         if not any(_overlaps(region.box, other.box) for other in kept):
             kept.append(region)
     return kept
