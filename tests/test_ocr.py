@@ -65,6 +65,15 @@ def test_scanned_pdf_pages_go_through_ocr_upright(reader, name):
     assert page.source == "ocr" and _flat(page.text) == SENTENCE
 
 
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_a_sparse_scanned_page_at_any_turn_is_read_upright_and_in_order(reader, turn):
+    """Three lines on a white page: the orientation classifier calls it upright when it is upside down (read so,
+    the lines are confident garbage); the page is read turned over too, and the better reading kept."""
+    scan = pdfium.PdfDocument(str(DATA / "documents" / "ocr_test.pdf"))[0].render(scale=2).to_pil().convert("RGB")
+    (page,) = read_document(_png(scan.rotate(turn, expand=True)), reader)
+    assert (page.rotation + turn) % 360 == 0 and _flat(page.text) == SENTENCE
+
+
 def test_text_layer_is_used_where_a_page_has_one(reader):
     pages = read_document((DATA / "documents" / "multi_page.pdf").read_bytes(), reader, pages=[1, 2])
     assert [p.number for p in pages] == [1, 2] and {p.source for p in pages} == {"text-layer"}
