@@ -74,6 +74,24 @@ def test_a_sparse_scanned_page_at_any_turn_is_read_upright_and_in_order(reader, 
     assert (page.rotation + turn) % 360 == 0 and _flat(page.text) == SENTENCE
 
 
+@pytest.mark.parametrize("copy", [
+    b"3 Tr /F1 17.5 Tf 72.8 700.6 Td",  # an invisible OCR layer of another size over the visible text
+    b"/F1 18 Tf 73.2 701.1 Td",  # fake bold: the same text again, a point off
+])
+def test_text_a_pdf_draws_twice_is_read_once(copy):
+    """pdfium reads both copies into each run's rectangle ("ENFORCED FOR ALL ACCESS ENFORCED FOR ALL ACCESS",
+    twice); the text is kept once. A phrase that repeats a word, alone in its run, is left as written."""
+    from helpers import text_pdf
+
+    from loupe.core.ocr.pdf import read_pdf
+
+    content = (b"BT /F1 18 Tf 72 700 Td (ENFORCED FOR ALL ACCESS) Tj ET BT " + copy + b" (ENFORCED FOR ALL ACCESS) "
+               b"Tj ET BT /F1 12 Tf 72 600 Td (Flights to Bora Bora) Tj ET")
+    (page,), _, _ = read_pdf(text_pdf(content), None)
+    assert page.source == "text-layer" and [ln.text for ln in page.lines] == ["ENFORCED FOR ALL ACCESS",
+                                                                            "Flights to Bora Bora"]
+
+
 def test_text_layer_is_used_where_a_page_has_one(reader):
     pages = read_document((DATA / "documents" / "multi_page.pdf").read_bytes(), reader, pages=[1, 2])
     assert [p.number for p in pages] == [1, 2] and {p.source for p in pages} == {"text-layer"}

@@ -64,20 +64,47 @@ def _why_unreadable(data: bytes) -> str:
 
 
 def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
-    """The page's text runs with their rectangles (pdfium groups characters into runs per line)."""
+    """The page's text runs with their rectangles (pdfium groups characters into runs per line). Text a PDF
+    draws twice at nearly the same place (a visible line and an invisible copy of another size: an OCR layer,
+    fake bold) is kept once: pdfium reads both copies into each run's rectangle."""
     textpage = page.get_textpage()
     try:
-        lines = []
-        for index in range(textpage.count_rects()):
-            left, bottom, right, top = textpage.get_rect(index)
+        rects = [textpage.get_rect(index) for index in range(textpage.count_rects())]
+        lines: list[Line] = []
+        for index, (left, bottom, right, top) in enumerate(rects):
             text = re.sub(r"\s+", " ", textpage.get_text_bounded(left, bottom, right, top)).strip()
+            nearby = rects[max(0, index - OVERDRAW_LOOKBACK):index] + rects[index + 1:index + 1 + OVERDRAW_LOOKBACK]
+            if any(_shared(rects[index], other) > OVERDRAWN for other in nearby):  # drawn twice here ("Bora Bora"
+                text = _undoubled(text)  # alone in its rectangle is left as it is)
             if not text:
                 continue
             box = (left * scale, (height_pt - top) * scale, right * scale, (height_pt - bottom) * scale)
+            if any(kept.text == text and _shared(kept.box, box) > OVERDRAWN for kept in lines[-OVERDRAW_LOOKBACK:]):
+                continue  # the second copy of a run already read
             lines.append(Line(text, box, 1.0, tuple(_words(text, box))))
         return lines
     finally:
         textpage.close()
+
+
+OVERDRAWN = 0.6  # of the smaller box: two runs of the same text sharing this much are one run drawn twice
+OVERDRAW_LOOKBACK = 8  # runs back a copy is looked for (copies are drawn next to each other)
+
+
+def _undoubled(text: str) -> str:
+    """``text`` once where it is the same text twice ("A B A B" or "A BA B"): both copies in one rectangle."""
+    for gap in (" ", ""):
+        half, rest = divmod(len(text) - len(gap), 2)
+        if half > 0 and not rest and text[:half] == text[half + len(gap):] and text[half:half + len(gap)] == gap:
+            return text[:half]
+    return text
+
+
+def _shared(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The overlap of two boxes as a share of the smaller one."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return inter / smaller if smaller > 0 else 0.0
 
 
 def _words(text: str, box: tuple[float, float, float, float]) -> Iterator[Word]:
