@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from conftest import missing_service
@@ -210,10 +211,27 @@ def test_documents_tab_shows_the_lines_read_on_each_page(tmp_path, tiny_model_di
         expect(viewer.locator("svg rect")).to_have_count(3)  # the three lines of the turned scan, read upright
         expect(viewer).to_contain_text("Page 1 · 3 lines · read by OCR")
         assert "Docling bundles PDF" in viewer.locator("svg rect").first.inner_html()
+        # Readable: the page as wide as the viewer, no line boxes until asked for.
+        image, column = viewer.locator("img").first.bounding_box(), viewer.bounding_box()
+        assert image["width"] >= 0.9 * column["width"], (image, column)
+        stroke = "e => getComputedStyle(e).stroke"
+        assert viewer.locator("svg rect").first.evaluate(stroke) == "none"
+        page.screenshot(path=str(ARTIFACTS / "documents-page-readable.png"), full_page=True)
+        viewer.get_by_text("Show the box of every line read").click()
+        assert viewer.locator("svg rect").first.evaluate(stroke) != "none"
         page.locator("#documents-question textarea").fill("What does the page say?")
         page.locator("#documents-ask").click()
         expect(page.locator("#documents-status")).to_contain_text("Answered", timeout=60_000)
+        expect(page.locator("#documents-chat")).to_contain_text("Pages read: 1")  # said even when nothing is quoted
         page.screenshot(path=str(ARTIFACTS / "documents-page-boxes.png"), full_page=True)
+        # The downloads: named for the case, with the format's extension and media type.
+        for link, name, media in (("Markdown", "case-1.md", "text/markdown"), ("JSON", "case-1.json",
+                                                                              "application/json")):
+            with page.expect_download() as download:
+                viewer.get_by_role("link", name=link).click()
+            assert download.value.suggested_filename == name
+            response = page.request.get(urljoin(page.url, f"/case-export/1/{name.split('.')[1]}"))
+            assert response.headers["content-type"].startswith(media)
 
 
 @pytest.mark.browser

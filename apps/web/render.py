@@ -167,11 +167,13 @@ def citations(case: Case, message_id: int | None) -> list[dict]:
 def citation_note(extra: dict) -> str:
     """The lines an answer quoted, under it in the chat (the viewer highlights them)."""
     cited = extra.get("citations") or []
+    pages = sorted(extra.get("pages_read") or [])
+    read = f"Pages read: {', '.join(map(str, pages))}" if pages else ""  # said even when no line is quoted
     if not cited:
-        return ""
+        return f"\n\n<sub>{read}</sub>" if read else ""
     if all("page" in c for c in cited):  # lines quoted from a document's pages
         quotes = "; ".join(f"p. {c['page']} “{md_text(c['text'])}”" for c in cited)
-        return f"\n\n<sub>Cited: {quotes}</sub>"
+        return f"\n\n<sub>{read + ' · ' if read else ''}Cited: {quotes}</sub>"
     places = "; ".join(f"{n}. {md_text(c['text'])}" for n, c in enumerate(cited, start=1))
     return f"\n\n<sub>Read from: {places}</sub>"  # parts of an image (tiles), numbered as on the viewer
 

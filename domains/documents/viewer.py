@@ -10,16 +10,22 @@ from loupe.core.plugins import AssetView
 
 from .pages import page_from_meta
 
-STYLE = ("<style>.loupe-page{position:relative;display:inline-block;max-width:100%;margin:0 0 12px}"
-         ".loupe-page img{display:block;max-width:100%;height:auto}"
+# Pages as wide as the viewer; the box of every line read only when asked for (a checkbox, no script), the
+# lines an answer cites always.
+ON = ".loupe-show-lines:checked~figure .loupe-page "  # a rule that holds while the box is ticked
+STYLE = ("<style>.loupe-page{position:relative;display:block;width:100%;margin:0 0 12px}"
+         ".loupe-page img{display:block;width:100%;height:auto}"
          ".loupe-page svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}"
-         ".loupe-page rect{fill:rgba(255,200,0,.12);stroke:#d08000;stroke-width:2;vector-effect:non-scaling-stroke}"
-         ".loupe-page rect.ocr{stroke:#1f6feb;fill:rgba(31,111,235,.08)}"
+         ".loupe-page rect{fill:none;stroke:none;vector-effect:non-scaling-stroke}.loupe-page text{display:none}"
          ".loupe-page rect.cited{stroke:#c2185b;stroke-width:3;fill:rgba(233,30,99,.22)}"
-         ".loupe-page rect.region{fill:none;stroke-dasharray:6 4;stroke-width:2}"
-         ".loupe-page .title{stroke:#7b1fa2;fill:#7b1fa2}.loupe-page .table{stroke:#2e7d32;fill:#2e7d32}"
-         ".loupe-page .header,.loupe-page .footer{stroke:#757575;fill:#757575}"
-         ".loupe-page text{stroke:none;font:bold 1px sans-serif}</style>")
+         f"{ON}rect.layer{{fill:rgba(255,200,0,.12);stroke:#d08000;stroke-width:2}}"
+         f"{ON}rect.ocr{{stroke:#1f6feb;fill:rgba(31,111,235,.08);stroke-width:2}}"
+         f"{ON}rect.region{{stroke-dasharray:6 4;stroke-width:2}}"
+         f"{ON}text{{display:inline;stroke:none;font:bold 1px sans-serif}}"
+         f"{ON}rect.title{{stroke:#7b1fa2}}{ON}text.title{{fill:#7b1fa2}}"
+         f"{ON}rect.table{{stroke:#2e7d32}}{ON}text.table{{fill:#2e7d32}}"
+         f"{ON}rect.header,{ON}rect.footer{{stroke:#757575}}{ON}text.header,{ON}text.footer{{fill:#757575}}"
+         "</style>")
 REGION_KINDS = ("title", "table", "header", "footer")  # outlined and labelled; plain text blocks are not
 
 
@@ -63,6 +69,9 @@ def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
             f'{a.meta.get("page", "?")}{"</strong>" if a.meta.get("page") in cited_pages else ""}</a>'
             for a in assets)
         figures.append(f'<nav class="loupe-pages">Pages: {links}</nav>')
+    toggle = f"loupe-lines-{assets[0].case_id or 0}"
+    figures.append(f'<input type="checkbox" class="loupe-show-lines" id="{toggle}"> <label for="{toggle}">Show the '
+                   "box of every line read (titles, tables, headers and footers outlined)</label>")
     for asset in assets:
         ocr = asset.meta.get("ocr", {})
         width, height = ocr.get("width") or asset.width or 1, ocr.get("height") or asset.height or 1
