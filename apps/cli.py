@@ -1027,6 +1027,18 @@ def bench_layout(folder: Path, as_table: bool) -> None:
     click.echo(table(report) if as_table else json.dumps(report, indent=2, ensure_ascii=False))
 
 
+@bench.command("docs")
+@click.option("--data", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path(__file__).parents[1] / "data" / "documents", show_default=True,
+              help="Folder of PDFs with reference Markdown in groundtruth/NAME.md (docling's format).")
+def bench_docs(folder: Path) -> None:
+    """The documents tab's Markdown against reference Markdown, as JSON: text similarity, heading recall,
+    table recall and precision, garbage pages (turned scans), beside the PDFs' plain text layer."""
+    from .bench_docs import run
+
+    click.echo(json.dumps(run(folder), indent=2, ensure_ascii=False))
+
+
 @cli.command("budgets")
 def budgets_command() -> None:
     """The input budgets in effect (docs/budgets.md): value, setting and what each bounds."""

@@ -300,4 +300,4 @@ def text_pdf(content: bytes, size: tuple[int, int] = (612, 792)) -> bytes:
         body += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
     count = len(objects) + 1
     xref = b"xref\n0 %d\n0000000000 65535 f \n" % count + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    return body + xref + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%EOF\n" % (count, len(body))
+    return body + xref + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (count, len(body))

@@ -4,6 +4,7 @@ import json
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -161,6 +162,28 @@ def test_bench_layout_scores_both_methods_on_the_shipped_pages(run):
     summary = report["summary"]
     assert summary["title_recall_geometry"] >= summary["title_recall_model"] > 0.5
     assert summary["geometry_speedup_vs_model"] > 1
+
+
+def test_bench_docs_scores_turned_scans_and_text_drawn_twice_against_the_reference(run, tmp_path):
+    """The scanned page at every quarter turn reads as its reference, in order (0 garbage pages); a page whose
+    text a PDF draws twice reads it once; the PDFs' own text layer is the baseline (nothing for a scan)."""
+    import shutil
+
+    (tmp_path / "groundtruth").mkdir()
+    documents = Path(__file__).parents[1] / "data" / "documents"
+    shutil.copy(documents / "ocr_test.pdf", tmp_path)
+    shutil.copy(documents / "groundtruth" / "ocr_test.md", tmp_path / "groundtruth")
+    result = run("bench", "docs", "--data", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    scores = {r["document"]: r for r in report["results"]}
+    assert set(scores) == {"ocr_test.pdf", "ocr_test turned 90°", "ocr_test turned 180°", "ocr_test turned 270°",
+                           "text drawn twice"}
+    assert all(r["text_similarity"] == 1.0 for r in scores.values()), report["results"]
+    assert scores["ocr_test turned 180°"]["baseline_text_similarity"] == 0.0  # a scan has no text layer
+    summary = report["summary"]
+    assert summary["garbage_pages"] == 0 and summary["text_similarity"] == 1.0
+    assert {"heading_recall", "table_recall", "table_precision", "text_similarity_vs_baseline"} <= set(summary)
 
 
 def test_bench_dicom_compares_de_identification_with_bare_reading(run):

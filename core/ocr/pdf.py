@@ -79,7 +79,8 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
             if not text:
                 continue
             box = (left * scale, (height_pt - top) * scale, right * scale, (height_pt - bottom) * scale)
-            if any(kept.text == text and _shared(kept.box, box) > OVERDRAWN for kept in lines[-OVERDRAW_LOOKBACK:]):
+            if any(_same_words(kept.text, text) and _shared(kept.box, box) > OVERDRAWN
+                   for kept in lines[-OVERDRAW_LOOKBACK:]):
                 continue  # the second copy of a run already read
             lines.append(Line(text, box, 1.0, tuple(_words(text, box))))
         return lines
@@ -91,12 +92,21 @@ OVERDRAWN = 0.6  # of the smaller box: two runs of the same text sharing this mu
 OVERDRAW_LOOKBACK = 8  # runs back a copy is looked for (copies are drawn next to each other)
 
 
+def _same_words(a: str, b: str) -> bool:
+    """The same words, whatever the punctuation around them (one copy's final stop may fall outside a run)."""
+    return re.sub(r"[\W_]+", " ", a).split() == re.sub(r"[\W_]+", " ", b).split()
+
+
 def _undoubled(text: str) -> str:
-    """``text`` once where it is the same text twice ("A B A B" or "A BA B"): both copies in one rectangle."""
-    for gap in (" ", ""):
-        half, rest = divmod(len(text) - len(gap), 2)
-        if half > 0 and not rest and text[:half] == text[half + len(gap):] and text[half:half + len(gap)] == gap:
-            return text[:half]
+    """``text`` once where it is the same text twice ("A B A B." or "ABAB"): both copies in one rectangle; of
+    two copies that differ in punctuation, the longer."""
+    tokens = text.split(" ")
+    half, rest = divmod(len(tokens), 2)
+    if half and not rest and _same_words(" ".join(tokens[:half]), " ".join(tokens[half:])):
+        return max(" ".join(tokens[:half]), " ".join(tokens[half:]), key=len)
+    half, rest = divmod(len(text), 2)
+    if half and not rest and text[:half] == text[half:]:
+        return text[:half]
     return text
 
 

@@ -50,7 +50,9 @@ class PageReader:
             # The classifier misses sparse pages; lines standing on end mean a quarter turn is off.
             tries = {t: self._read_turned(image, t) for t in ((turn + 90) % 360, (turn + 270) % 360)}
             best = max(tries, key=lambda t: _evidence(tries[t]))
-            if _evidence(tries[best]) > _evidence(lines):
+            # The engine also reads lines standing on end (it turns tall crops), as well as upright ones, but
+            # then orders them as columns: lines lying down are kept unless they read clearly worse.
+            if _evidence(tries[best]) >= LYING_DOWN * _evidence(lines) and not _mostly_vertical(tries[best]):
                 turn, lines = best, tries[best]
         if self.orientation and _mean_confidence(lines) < UNSURE:
             # The classifier also misses pages upside down: read so, lines come out as confident garbage
@@ -78,6 +80,7 @@ def _mostly_vertical(lines: list[Line]) -> bool:
 
 
 UNSURE = 0.9  # a page read with less mean confidence than this is also read turned over
+LYING_DOWN = 0.9  # lines lying down win over lines on end that read at most this much better
 
 
 def _mean_confidence(lines: list[Line]) -> float:
