@@ -190,6 +190,10 @@ def test_key_field_rules_on_a_made_up_invoice():
     assert fields == {"company": "ACME TRADING SDN BHD", "date": "05/03/2024",
                       "address": "12 HIGH STREET, 10000 SOMEWHERE", "total": "1272.00"}
     assert set(SCHEMA["required"]) == set(fields)
+    # A cover or a letter (no total, no document type): its first line is a title or a recipient, no company.
+    cover = [*row(10, ("Front cover", 100)), *row(40, ("The Annual Report of the Society", 20)),
+             *row(70, ("Published 12/05/2021", 20))]
+    assert extract_fields(Page(1, 400, 500, cover))["company"] is None
 
 
 def test_markdown_and_json_downloads_are_checked_and_audited(tmp_path, tiny_model_dir):
@@ -207,6 +211,9 @@ def test_markdown_and_json_downloads_are_checked_and_audited(tmp_path, tiny_mode
         assert "no-store" in md.headers["cache-control"]
         doc = alice.get(f"/case-export/{case_id}/json").json()
         assert doc["pages"][0]["blocks"][0]["lines"][0]["confidence"] > 0.5
+        # the key fields, each with its rule's confidence; a page of prose names no company
+        assert set(doc["fields"]) == {"company", "date", "address", "total"}
+        assert doc["fields"]["company"] == {"value": None, "confidence": None}
         assert alice.get(f"/case-export/{case_id}/xml").status_code == 404
         assert bob.get(f"/case-export/{case_id}/md").status_code == 404
         assert anonymous.get(f"/case-export/{case_id}/md").status_code == 401

@@ -22,7 +22,7 @@ from loupe.core.ocr.pdf import DPI
 from loupe.core.ocr.retrieval import pick_pages
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
-from .fields import extract_fields
+from .fields import fields_with_confidence
 from .pages import page_from_meta, page_meta
 from .viewer import pages_html
 
@@ -81,7 +81,9 @@ class DocumentsDomain:
                                 f"{limits.max_pixels / 1e6:.1f} megapixels one page may have (LOUPE_MAX_IMAGE_PIXELS).")
             assets.append(IngestedAsset(stored, "image/png", width, height, meta))
         if assets:  # receipts and invoices: who, when, where, how much (rules over the first page's lines)
-            assets[0].meta["fields"] = extract_fields(doc.pages[0])
+            with_confidence = fields_with_confidence(doc.pages[0])
+            assets[0].meta["fields"] = {name: f["value"] for name, f in with_confidence.items()}
+            assets[0].meta["fields_confidence"] = {name: f["confidence"] for name, f in with_confidence.items()}
         notes = []
         if doc.total_pages > len(assets):
             notes.append(f"Only the first {len(assets)} of {doc.total_pages} pages are kept; "
@@ -112,8 +114,11 @@ class DocumentsDomain:
         pages = [page_from_meta(a.meta) for a in assets]
         if name == "md":
             return to_markdown(pages).encode()
-        if name == "json":
-            return json.dumps(to_json(pages), ensure_ascii=False, indent=1).encode()
+        if name == "json":  # with the key fields the viewer shows, each with its confidence
+            first = assets[0].meta if assets else {}
+            fields = {field: {"value": value, "confidence": (first.get("fields_confidence") or {}).get(field)}
+                      for field, value in (first.get("fields") or {}).items()}
+            return json.dumps({**to_json(pages), "fields": fields}, ensure_ascii=False, indent=1).encode()
         raise KeyError(name)
 
     def cite(self, assets: Sequence[IngestedAsset], answer: str, context_meta: dict) -> list[dict]:
