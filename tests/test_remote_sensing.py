@@ -93,7 +93,9 @@ def test_pixel_to_lat_lon_matches_rasterio_and_gdal():
 def test_band_presets_and_the_zoom_tool(tmp_path):
     assets = RemoteSensingDomain().ingest(GEO / "rgbn_suba.tif", LIMITS)
     raster = assets[0]
-    assert list(raster.meta["presets"]) == ["true colour", "false colour (near infrared as red)", "first band (grey)"]
+    assert list(raster.meta["presets"])[:3] == ["true colour", "false colour (near infrared as red)",
+                                                "first band (grey)"]
+    assert {"band 2 (grey)", "band 3 (grey)", "band 4 (grey)", "NDVI", "NDWI"} <= set(raster.meta["presets"])
     assert raster.meta["presets"]["false colour (near infrared as red)"] == [4, 1, 2]
     stored = tmp_path / "scene.tif"
     stored.write_bytes(Path(raster.path).read_bytes())  # the clean copy the store would take
@@ -103,6 +105,32 @@ def test_band_presets_and_the_zoom_tool(tmp_path):
     assert natural.startswith('<figure class="loupe-zoom"><img') and "data:image/png;base64," in natural
     assert natural != false_colour and "×2 · x 69–207, y 53–159 px" in natural and "° N" in natural
     assert zoom_box(276, 212, 64, 100, 100) == (272, 209, 276, 212)  # clamped at the corner
+
+
+def test_ndvi_is_computed_from_the_band_values_as_numpy_does(tmp_path):
+    """NDVI over the whole scene at full resolution: the caption's mean is numpy's over the same bands, and
+    each pixel's colour is the ramp's colour for numpy's value there."""
+    import base64
+
+    from loupe.domains.remote_sensing.indices import ramp_image
+
+    assets = RemoteSensingDomain().ingest(GEO / "rgbn_suba.tif", LIMITS)
+    raster = assets[0]
+    assert raster.meta["presets"]["NDVI"] == [4, 1] and raster.meta["presets"]["NDWI"] == [2, 4]
+    stored = tmp_path / "scene.tif"
+    stored.write_bytes(Path(raster.path).read_bytes())
+    raster.path = stored
+    shown = render_region(assets, "NDVI", 1, 50, 50)
+    with rasterio.open(GEO / "rgbn_suba.tif") as ds:
+        nir, red = ds.read(4).astype(np.float64), ds.read(1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.where(nir + red > 0, (nir - red) / (nir + red), np.nan)
+    mean = float(re.search(r"NDVI mean (-?[\d.]+)", shown).group(1))
+    assert mean == pytest.approx(np.nanmean(expected), abs=0.0005)
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown.split("base64,")[1].split('"')[0]))))
+    assert image.shape[:2] == expected.shape  # the whole 276 × 212 scene, one pixel each
+    for row, col in ((10, 10), (100, 150), (200, 270)):
+        assert np.array_equal(image[row, col], np.asarray(ramp_image(expected[row:row + 1, col:col + 1]))[0, 0])
 
 
 def test_a_plain_tiff_works_without_coordinates(service, tmp_path):

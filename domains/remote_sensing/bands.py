@@ -7,9 +7,12 @@ products (the viewer says so).
 
 from __future__ import annotations
 
+from .indices import INDICES
+
 TRUE_COLOUR = "true colour"
 FALSE_COLOUR = "false colour (near infrared as red)"
 GREY = "first band (grey)"
+MAX_SINGLE_BANDS = 16  # bands offered one at a time (a hyperspectral cube has hundreds)
 
 
 def band_roles(colorinterp: list[str], descriptions: list[str | None]) -> dict[str, int]:
@@ -35,4 +38,13 @@ def presets(roles: dict[str, int], count: int) -> dict[str, list[int]]:
     if {"nir", "red", "green"} <= set(roles):
         out[FALSE_COLOUR] = [roles["nir"], roles["red"], roles["green"]]
     out[GREY] = [1]
+    for name, (a, b) in INDICES.items():  # computed from the two bands' values (indices.py)
+        if {a, b} <= set(roles):
+            out[name] = [roles[a], roles[b]]
+    for number in range(2, min(count, MAX_SINGLE_BANDS) + 1):  # any band alone
+        out[f"band {number} (grey)"] = [number]
     return out
+
+
+def is_index(preset: str) -> bool:
+    return preset in INDICES

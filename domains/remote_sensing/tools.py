@@ -15,8 +15,9 @@ from loupe.core.errors import LoupeError
 from loupe.core.plugins import DomainTab, IngestedAsset
 from loupe.core.pyramid.sources import RasterSource, Stretch, open_source
 
-from .bands import TRUE_COLOUR
+from .bands import TRUE_COLOUR, is_index
 from .geo import lat_lon_text
+from .indices import index_values, ramp_image, summary_text
 
 VIEW_PX = 768
 MAX_ZOOM = 64
@@ -36,6 +37,8 @@ def render_region(assets: Sequence[IngestedAsset], preset: str, zoom: float, cen
     if raster is None or raster.path is None:
         return '<p class="loupe-zoom empty">No scene in this case.</p>'
     meta = raster.meta
+    if is_index(preset) and preset in meta.get("presets", {}) and meta.get("format") == "tiff":
+        return _index_region(raster.path, meta, preset, zoom, centre_x, centre_y)
     bands = meta.get("presets", {}).get(preset) or meta.get("presets", {}).get(TRUE_COLOUR)
     stretch = Stretch(*map(tuple, meta["stretch"])) if meta.get("stretch") and bands == meta["presets"].get(
         TRUE_COLOUR) else None
@@ -56,6 +59,26 @@ def render_region(assets: Sequence[IngestedAsset], preset: str, zoom: float, cen
 
         lon, lat = georef(meta).centre(box)
         label += f" · centre {lat_lon_text(lat, lon)}"
+    return (f'<figure class="loupe-zoom"><img alt="{html.escape(label)}" style="max-width:100%" '
+            f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+            f"<figcaption>{html.escape(label)}</figcaption></figure>")
+
+
+def _index_region(path: object, meta: dict, preset: str, zoom: float, centre_x: float, centre_y: float) -> str:
+    """A band index (NDVI...) of the zoomed region, from the bands' values, in its colour ramp, with its
+    statistics in the caption."""
+    import rasterio
+    from rasterio.windows import Window
+
+    box = zoom_box(meta["width"], meta["height"], zoom, centre_x, centre_y)
+    scale = min(1.0, VIEW_PX / max(box[2] - box[0], box[3] - box[1]))
+    size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
+    with rasterio.open(path) as dataset:
+        values = index_values(dataset, tuple(meta["presets"][preset]),
+                              Window(box[0], box[1], box[2] - box[0], box[3] - box[1]), (size[1], size[0]))
+    buffer = io.BytesIO()
+    ramp_image(values).save(buffer, "PNG")
+    label = f"{summary_text(preset, values)} · ×{zoom:g} · x {box[0]:,}–{box[2]:,}, y {box[1]:,}–{box[3]:,} px"
     return (f'<figure class="loupe-zoom"><img alt="{html.escape(label)}" style="max-width:100%" '
             f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
             f"<figcaption>{html.escape(label)}</figcaption></figure>")
