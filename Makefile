@@ -13,7 +13,7 @@ ARGS    ?=
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 
-.PHONY: install serve test lint bench lock check-latest vllm gpu-wheels gpu-check
+.PHONY: install serve test lint bench lock check-latest vllm gpu-wheels gpu-check vendor
 
 install: $(STAMP)
 
@@ -87,3 +87,14 @@ check-latest:
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
 	@echo "newest allowed versions: $(LATEST)/versions.txt"
 	LOUPE_CHECK_LATEST=1 bash .ci/with-services.sh $(LATEST)/bin/pytest -q -p no:cacheprovider $(ARGS)
+
+# The browser viewers Loupe serves (apps/web/vendor): their built files, copied from the npm packages at the
+# versions apps/web/vendor/package-lock.json locks. Run after changing package.json; commit the result.
+vendor:
+	rm -rf /tmp/loupe-vendor && mkdir -p /tmp/loupe-vendor && cp apps/web/vendor/package.json apps/web/vendor/package-lock.json /tmp/loupe-vendor/
+	cd /tmp/loupe-vendor && npm ci --ignore-scripts --no-audit --no-fund --silent
+	mkdir -p apps/web/vendor/openseadragon/images
+	cp /tmp/loupe-vendor/node_modules/openseadragon/build/openseadragon/openseadragon.min.js apps/web/vendor/openseadragon/
+	cp /tmp/loupe-vendor/node_modules/openseadragon/build/openseadragon/images/*.png apps/web/vendor/openseadragon/images/
+	cp /tmp/loupe-vendor/node_modules/openseadragon/LICENSE.txt apps/web/vendor/openseadragon/
+

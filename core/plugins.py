@@ -61,6 +61,13 @@ class VisualContext:
     pyramid: Any = None  # a loupe.core.pyramid.answer.PyramidRequest
 
 
+
+def deep_zoom_element(asset_id: int, height: str = "60vh") -> str:
+    """HTML a viewer places where a giant image (a slide level or a scene, read as a pyramid) is to be
+    zoomed: the app turns it into a deep-zoom viewer over the asset's access-checked tiles."""
+    return (f'<div class="loupe-deepzoom" data-tiles="/case-tiles/{int(asset_id)}" '
+            f'style="width:100%;height:{height};background:#111"></div>')
+
 @dataclass(frozen=True)
 class AssetView:
     """A stored asset as a viewer sees it: ``url`` is an access-checked, audited route."""

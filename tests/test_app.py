@@ -359,3 +359,31 @@ def test_only_admins_set_a_sources_credentials_in_the_admin_tab_and_they_are_nev
     status, table, _ = root.predict("vault", api_name="/admin_source_credentials_clear")
     assert status == "Credentials of vault removed." and not path.exists()
     assert [r[-1] for r in table["data"] if r[0] == "vault"] == ["none"]
+
+
+def test_deep_zoom_tiles_are_checked_for_every_tile_and_audited_once_per_view(served):
+    """/case-tiles: the owner gets the description and full-resolution JPEG tiles; another user and a visitor
+    get nothing; a tile outside the image is not found; a view is one audit entry, its tiles none; the vendored
+    viewer's files are served, nothing beside them."""
+    from pathlib import Path
+
+    store = served.service.store
+    alice_user = served.service.user("alice")
+    scene = Path(__file__).resolve().parents[1] / "data" / "remote_sensing" / "cogeo.tif"
+    case_id = served.service.create_case(alice_user, "remote_sensing", scene, "scene")
+    raster = next(a for a in store.open_case(alice_user, case_id).assets if a.meta.get("kind") == "raster")
+    alice, bob, anonymous = served.http("alice"), served.http("bob"), served.http()
+    info = alice.get(f"/case-tiles/{raster.id}/info.json")
+    assert info.status_code == 200 and info.json() == {"width": 1024, "height": 1024, "tile": 256, "max_level": 10}
+    tile = alice.get(f"/case-tiles/{raster.id}/10/3_2.jpg")
+    assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
+    assert "no-store" in tile.headers["cache-control"] and Image.open(io.BytesIO(tile.content)).size == (256, 256)
+    assert alice.get(f"/case-tiles/{raster.id}/0/0_0.jpg").status_code == 200  # the whole scene in one pixel
+    assert alice.get(f"/case-tiles/{raster.id}/10/4_0.jpg").status_code == 404  # beyond the image
+    for path in (f"/case-tiles/{raster.id}/info.json", f"/case-tiles/{raster.id}/10/3_2.jpg"):
+        assert bob.get(path).status_code == 404 and anonymous.get(path).status_code in (401, 303, 307)
+    views = [e for e in store.audit_events(case_id) if e.action == "asset.view"]
+    assert [e.user_id for e in views] == [alice_user.id]  # one view; its tiles and bob's refusals are not views
+    assert "asset.denied" in [e.action for e in store.audit_events()]
+    assert alice.get("/vendor/openseadragon/openseadragon.min.js").status_code == 200
+    assert alice.get("/vendor/openseadragon/../deepzoom.py").status_code == 404

@@ -3,6 +3,7 @@ and the admin page. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -11,9 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
 
+import numpy as np
 import pytest
+import rasterio
 from conftest import missing_service
 from helpers import png_bytes
+from PIL import Image
 from sqlalchemy import select
 from webapp import serve
 
@@ -279,13 +283,37 @@ def test_remote_sensing_tab_draws_the_tiles_an_answer_read(tmp_path, tiny_model_
     scene = Path(__file__).resolve().parent.parent / "data" / "remote_sensing" / "cogeo.tif"
     ARTIFACTS.mkdir(exist_ok=True)
     with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "rita", chromium) as page:
+        tiles: list[str] = []  # the deep-zoom viewer's requests, answered
+        page.on("response", lambda r: tiles.append(r.url) if "/case-tiles/" in r.url and r.ok else None)
         _create_case(page, "Remote sensing", scene)
         viewer = page.locator("#remote_sensing-viewer")
-        expect(viewer.locator("img")).to_have_attribute("src", re.compile(r"^/case-assets/\d+$"))
+        expect(viewer.locator(".loupe-scene img")).to_have_attribute("src", re.compile(r"^/case-assets/\d+$"))
         expect(viewer).to_contain_text("GeoTIFF 3 bands uint8, EPSG:3857 · 1,024 × 1,024 px")
         zoom = page.locator("#remote-zoom-view")
         expect(zoom.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"),
                                                       timeout=30_000)  # rendered in a worker job
+        # Deep zoom (OpenSeadragon, vendored): tiles on demand, down to full resolution and back.
+        deep = viewer.locator(".loupe-deepzoom")
+        expect(deep.locator("canvas").first).to_be_attached(timeout=30_000)
+        page.wait_for_function("document.querySelector('.loupe-deepzoom').loupeViewer?.world.getItemCount() > 0")
+        page.wait_for_function("document.querySelector('.loupe-deepzoom').loupeViewer.world.getItemAt(0)"
+                               ".getFullyLoaded()", timeout=30_000)
+        assert any(url.endswith("info.json") for url in tiles) and any(url.endswith(".jpg") for url in tiles)
+        page.evaluate("(() => { const v = document.querySelector('.loupe-deepzoom').loupeViewer;"
+                      " v.viewport.zoomTo(v.viewport.getMaxZoom(), null, true); })()")
+        top = 10  # 1,024 px: levels 0..10, 10 full resolution
+        deadline = time.monotonic() + 30
+        while not (full := [url for url in tiles if re.search(rf"/case-tiles/\d+/{top}/\d+_\d+\.jpg$", url)]):
+            assert time.monotonic() < deadline, tiles
+            page.wait_for_timeout(200)
+        page.screenshot(path=str(ARTIFACTS / "remote-sensing-deep-zoom.png"), full_page=True)
+        # A full-resolution tile is the scene's own pixels there (JPEG: a small difference).
+        col, row = map(int, re.search(r"/(\d+)_(\d+)\.jpg$", full[0]).groups())
+        got = np.asarray(Image.open(io.BytesIO(page.request.get(full[0]).body())).convert("RGB"), dtype=np.int16)
+        with rasterio.open(scene) as ds:
+            want = ds.read([1, 2, 3], window=rasterio.windows.Window(col * 256, row * 256, 256, 256))
+        assert got.shape == (256, 256, 3) and np.abs(got - want.transpose(1, 2, 0)).mean() < 4
+        page.evaluate("document.querySelector('.loupe-deepzoom').loupeViewer.viewport.goHome(true)")
         page.locator("#remote_sensing-question textarea").fill("Is there a road in this scene?")
         page.locator("#remote_sensing-ask").click()
         expect(page.locator("#remote_sensing-status")).to_contain_text("Answered", timeout=120_000)

@@ -15,6 +15,8 @@ from sqlalchemy.exc import OperationalError
 
 from ..logformat import active_format
 from ..service import LoupeService
+from .deepzoom import HEAD as DEEP_ZOOM_HEAD
+from .deepzoom import build_router as deepzoom_router
 from .gate import Gate, Scope, WebSecurity, database_unavailable
 from .metrics import Metrics, Observed, instrument
 from .pages import build_router
@@ -56,6 +58,7 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     api.add_exception_handler(OperationalError, database_unavailable)  # a route's own query, e.g. the login
     api.include_router(build_router(security))
+    api.include_router(deepzoom_router(security))
     metrics = Metrics(service)
     instrument(api, service, metrics)  # /readyz, /metrics; answers counted from their run records
     blocks = build_ui(service, security)
@@ -64,7 +67,7 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
         api, blocks, "/",
         auth_dependency=lambda request: request.scope.get("loupe.user"),
         footer_links=[], run_history=False,  # no "Use via API" page, no run history kept in the browser
-        show_error=False, css=CSS,
+        show_error=False, css=CSS, head=DEEP_ZOOM_HEAD,
         max_file_size=max(upload_limit(d, service.settings.budgets) for d in service.domains.values()),
         app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
     return Observed(Gate(api, security), metrics, security.from_proxy), security

@@ -82,9 +82,9 @@ class SourceRegistry:
             raise AccessDenied("Data source not found.")
         return found
 
-    def asset_location(self, user: User, asset: Asset) -> str:
+    def asset_location(self, user: User, asset: Asset, audit: bool = True) -> str:
         """Where an asset read by reference is, for a user who may see its case: the source must still exist
-        and ``user`` must be one of its readers. Audited as a read of the source."""
+        and ``user`` must be one of its readers. Audited as a read of the source (``audit``; a refusal always)."""
         with self.sessions() as s:
             row = s.get(DataSource, asset.source_id)
         if row is None or row.removed_at is not None:
@@ -93,7 +93,8 @@ class SourceRegistry:
             self.audit(user, "source.denied", case_id=asset.case_id, detail={"source": row.name, "asset_id": asset.id})
             raise AccessDenied(f"This case reads its image from the data source {row.name!r}, which your account "
                                "may not read. Ask an administrator for access.")
-        self.audit(user, "source.read", case_id=asset.case_id, detail={"source": row.name, "asset_id": asset.id})
+        if audit:
+            self.audit(user, "source.read", case_id=asset.case_id, detail={"source": row.name, "asset_id": asset.id})
         return item_location(_spec(row), asset.item or "")
 
     def audit_tiles(self, user: User, asset: Asset, tiles: list[list[int]]) -> None:

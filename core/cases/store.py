@@ -285,6 +285,20 @@ class CaseStore(SourceRegistry):
             s.add(AuditEvent(user_id=user.id, action="asset.read", case_id=case.id, detail={"asset_id": asset_id}))
             return asset, self.assets.read(asset.sha256)
 
+    def asset_for_view(self, user: User, asset_id: int, audit: bool = True) -> tuple[Asset, str]:
+        """An image asset of a case ``user`` may see, and where its pixels are read from (the store's file, or
+        its data source's item, whose readers are checked too). ``audit``: record the view (``asset.view``,
+        and ``source.read`` for a source): a zoomable view audits once, its tiles are only checked."""
+        with self.sessions.begin() as s:
+            asset = _get(s, Asset, asset_id)
+            case = _get(s, Case, asset.case_id) if asset else None
+            self._check_access(s, user, case, "image", action="asset.denied")
+            if audit:
+                s.add(AuditEvent(user_id=user.id, action="asset.view", case_id=case.id, detail={"asset_id": asset_id}))
+        if asset.source_id is not None:
+            return asset, self.asset_location(user, asset, audit=audit)
+        return asset, str(self.assets.path_for(asset.sha256))
+
     def add_question(self, user: User, case_id: int, text: str) -> int:
         with self.sessions.begin() as s:
             self._check_access(s, user, _get(s, Case, case_id), f"case {case_id}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from loupe.core.plugins import AssetView
+from loupe.core.plugins import AssetView, deep_zoom_element
 
 STYLE = ("<style>.loupe-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px}"
          ".loupe-grid figure{margin:0}.loupe-frame{position:relative;display:block;width:100%}"
@@ -71,6 +71,12 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
         figures.append(f'<p class="loupe-downloads">Download the de-identified DICOM: '
                        f'<a href="/case-export/{views[0].case_id}/zip" download>zip</a></p>')
     figures.append(_series_warnings(views))
+    slide = next((a for a in assets if a.meta.get("kind") == "slide_level"), None)
+    # the slide itself, to zoom to full resolution (one asset holds all its levels: a re-written or referenced
+    # slide; an uploaded DICOM slide's levels are separate files, not zoomed here yet)
+    if slide is not None and slide.case_id is not None and slide.meta.get("level_of", 1) == 1:
+        figures.append(deep_zoom_element(slide.id) + '<p class="hint">Scroll or pinch to zoom to full resolution; '
+                       "drag to pan. Below: the whole slide with the tiles the chosen answer read.</p>")
     series = next((a for a in assets if a.meta.get("kind") == "dicom_series"), None)
     if series is not None:
         figures.append(f'<p class="loupe-pacs">This series stays in the PACS: {series.meta["slices"]} slices, '

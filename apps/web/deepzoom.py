@@ -1,0 +1,124 @@
+"""Deep zoom for giant images (slides, scenes): OpenSeadragon in the page (vendored, see vendor/), its tiles
+from ``/case-tiles/ASSET/LEVEL/COL_ROW.jpg``, read on demand from the image's own pyramid where it is kept
+(the store, or its data source by reference).
+
+Every tile is access-checked for the signed-in user; a view is audited once, when its description
+(``/case-tiles/ASSET/info.json``) is asked for, so a zoom across hundreds of tiles is one audit entry.
+Levels follow OpenSeadragon's numbering: the top level is full resolution, each one below is half as wide.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from loupe.core.errors import AccessDenied, InputRejected, LoupeError
+from loupe.core.pyramid.answer import open_pyramid
+
+from .gate import WebSecurity
+
+TILE = 256
+JPEG_QUALITY = 85
+VENDOR = Path(__file__).parent / "vendor"
+DEEP_ZOOM_KINDS = ("slide_level", "raster")  # assets read as a pyramid: the viewer zooms them
+HEAD = """<script src="/vendor/openseadragon/openseadragon.min.js"></script>
+<script>
+(() => {
+  // Each .loupe-deepzoom element (core.plugins.deep_zoom_element) gets an OpenSeadragon viewer of its tiles.
+  const start = (element) => {
+    element.dataset.ready = "1";
+    const base = element.dataset.tiles;
+    fetch(base + "/info.json", {credentials: "same-origin"})
+      .then((answer) => answer.ok ? answer.json() : Promise.reject(answer.status))
+      .then((info) => {
+        element.loupeViewer = OpenSeadragon({
+          element, prefixUrl: "/vendor/openseadragon/images/", showNavigator: true, maxZoomPixelRatio: 2,
+          crossOriginPolicy: false, loadTilesWithAjax: true, ajaxWithCredentials: true,
+          tileSources: {width: info.width, height: info.height, tileSize: info.tile, tileOverlap: 0,
+                        minLevel: 0, maxLevel: info.max_level,
+                        getTileUrl: (level, x, y) => `${base}/${level}/${x}_${y}.jpg`}});
+      })
+      .catch(() => { element.textContent = "The zoomable view could not be loaded."; });
+  };
+  new MutationObserver(() => document.querySelectorAll(".loupe-deepzoom:not([data-ready])").forEach(start))
+    .observe(document.documentElement, {childList: true, subtree: true});
+})();
+</script>"""
+
+
+def max_level(width: int, height: int) -> int:
+    return max(0, math.ceil(math.log2(max(width, height, 1))))
+
+
+def tile_box(width: int, height: int, level: int, col: int, row: int) -> tuple[tuple[int, int, int, int],
+                                                                               tuple[int, int]] | None:
+    """The level-0 box of tile (col, row) of ``level`` and its size in pixels; None outside the image."""
+    top = max_level(width, height)
+    if not 0 <= level <= top or col < 0 or row < 0:
+        return None
+    scale = 2 ** (top - level)
+    level_w, level_h = math.ceil(width / scale), math.ceil(height / scale)
+    x0, y0 = col * TILE, row * TILE
+    if x0 >= level_w or y0 >= level_h:
+        return None
+    x1, y1 = min(x0 + TILE, level_w), min(y0 + TILE, level_h)
+    box = (x0 * scale, y0 * scale, min(width, x1 * scale), min(height, y1 * scale))
+    return box, (x1 - x0, y1 - y0)
+
+
+def build_router(security: WebSecurity) -> APIRouter:
+    router = APIRouter()
+    store = security.service.store
+
+    def pyramid_of(request: Request, asset_id: int, audit: bool):  # noqa: ANN202 - a core Pyramid
+        user = security.user_for(request.scope)
+        if user is None:
+            raise PermissionError
+        asset, location = store.asset_for_view(user, asset_id, audit=audit)
+        if (asset.meta or {}).get("kind") not in DEEP_ZOOM_KINDS:
+            raise AccessDenied("Not a zoomable image.")
+        return open_pyramid(location, TILE, int((asset.meta or {}).get("max_pixels", 10**8)))
+
+    @router.get("/case-tiles/{asset_id}/info.json", include_in_schema=False)
+    def tile_info(asset_id: int, request: Request) -> Response:
+        try:
+            source = pyramid_of(request, asset_id, audit=True).source
+        except PermissionError:
+            return JSONResponse({"detail": "Not authenticated"}, status_code=401)
+        except LoupeError:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return JSONResponse({"width": source.width, "height": source.height, "tile": TILE,
+                             "max_level": max_level(source.width, source.height)},
+                            headers={"cache-control": "no-store"})
+
+    @router.get("/case-tiles/{asset_id}/{level}/{col}_{row}.jpg", include_in_schema=False)
+    def tile(asset_id: int, level: int, col: int, row: int, request: Request) -> Response:
+        try:
+            source = pyramid_of(request, asset_id, audit=False).source
+            placed = tile_box(source.width, source.height, level, col, row)
+            if placed is None:
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
+            image = source.read(*placed).convert("RGB")
+        except PermissionError:
+            return JSONResponse({"detail": "Not authenticated"}, status_code=401)
+        except InputRejected as exc:  # the image's own budgets: said, not hidden
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        except LoupeError:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+        return Response(buffer.getvalue(), media_type="image/jpeg")  # the gate marks it no-store, as every case read
+
+    @router.get("/vendor/{path:path}", include_in_schema=False)
+    def vendor(path: str) -> Response:
+        """The vendored viewers' built files (no CDN at run time); nothing outside the folder."""
+        target = (VENDOR / path).resolve()
+        if VENDOR.resolve() not in target.parents or not target.is_file() or target.suffix not in (".js", ".png"):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return FileResponse(target, headers={"cache-control": "public, max-age=86400"})
+
+    return router
