@@ -33,6 +33,8 @@ from pathlib import Path
 
 from rapidfuzz import fuzz
 
+from .pdf_bytes import text_pdf
+
 DEFAULT_DIR = Path(__file__).parents[1] / "data" / "documents"
 GARBAGE = 0.5  # text similarity under which a page's text is not the page
 TURNS = (90, 180, 270)
@@ -99,18 +101,7 @@ def _overdrawn_pdf() -> bytes:
         text = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("latin-1")
         content += b"BT /F1 16 Tf 72 %d Td (%s) Tj ET BT 3 Tr /F1 15.5 Tf 72.8 %.1f Td (%s) Tj ET\n" % (
             y, text, y + 0.6, text)
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    body, offsets = b"%PDF-1.7\n", []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(body))
-        body += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    count = len(objects) + 1
-    xref = b"xref\n0 %d\n0000000000 65535 f \n" % count + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    return body + xref + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (count, len(body))
+    return text_pdf(content)
 
 
 def documents(root: Path) -> list[tuple[str, bytes, str, bool]]:

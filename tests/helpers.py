@@ -285,19 +285,3 @@ def run_record() -> RunRecord:
     return RunRecord(model_id="m", adapter=None, device="cpu", dtype="float32", prompt_tokens=30,
                      visual_tokens=20, output_tokens=5, time_to_first_token_s=0.1, total_time_s=0.3,
                      tokens_per_s=20.0)
-
-
-def text_pdf(content: bytes, size: tuple[int, int] = (612, 792)) -> bytes:
-    """A one-page PDF whose page draws ``content`` (a PDF content stream) with Helvetica as /F1."""
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents 4 0 R " % size
-               + b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    body, offsets = b"%PDF-1.7\n", []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(body))
-        body += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    count = len(objects) + 1
-    xref = b"xref\n0 %d\n0000000000 65535 f \n" % count + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    return body + xref + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (count, len(body))

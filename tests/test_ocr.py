@@ -81,8 +81,7 @@ def test_a_sparse_scanned_page_at_any_turn_is_read_upright_and_in_order(reader, 
 def test_text_a_pdf_draws_twice_is_read_once(copy):
     """pdfium reads both copies into each run's rectangle ("ENFORCED FOR ALL ACCESS ENFORCED FOR ALL ACCESS",
     twice); the text is kept once. A phrase that repeats a word, alone in its run, is left as written."""
-    from helpers import text_pdf
-
+    from loupe.apps.pdf_bytes import text_pdf
     from loupe.core.ocr.pdf import read_pdf
 
     content = (b"BT /F1 18 Tf 72 700 Td (ENFORCED FOR ALL ACCESS) Tj ET BT " + copy + b" (ENFORCED FOR ALL ACCESS) "

@@ -25,6 +25,7 @@ from helpers import (
 )
 from PIL import Image
 
+from loupe.apps.pdf_bytes import pdf_bytes
 from loupe.apps.service import LoupeService
 from loupe.core.config import Settings
 
@@ -72,13 +73,7 @@ def pdf(marker: str, carrier: str) -> bytes:
     objects = [b"<< /Type /Catalog /Pages 2 0 R /Metadata 4 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 100] >>",
                b"<< /Type /Metadata /Subtype /XML /Length %d >>\nstream\n" % len(xmp) + xmp + b"\nendstream"]
-    body, offsets = b"%PDF-1.7\n", []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(body))
-        body += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    size = len(objects) + 1
-    xref = b"xref\n0 %d\n0000000000 65535 f \n" % size + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    return body + xref + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%EOF\n" % (size, len(body))
+    return pdf_bytes(objects)
 
 
 def vendor_slide(marker: str, carrier: str) -> bytes:
