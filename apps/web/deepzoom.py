@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import math
+import threading
+import weakref
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -70,6 +72,16 @@ def tile_box(width: int, height: int, level: int, col: int, row: int) -> tuple[t
     return box, (x1 - x0, y1 - y0)
 
 
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def _reading(pyramid: object) -> threading.Lock:
+    """The lock of one open image: the viewer asks for several tiles at once, from the server's threads."""
+    with _locks_guard:
+        return _locks.setdefault(pyramid, threading.Lock())
+
+
 def build_router(security: WebSecurity) -> APIRouter:
     router = APIRouter()
     store = security.service.store
@@ -98,11 +110,13 @@ def build_router(security: WebSecurity) -> APIRouter:
     @router.get("/case-tiles/{asset_id}/{level}/{col}_{row}.jpg", include_in_schema=False)
     def tile(asset_id: int, level: int, col: int, row: int, request: Request) -> Response:
         try:
-            source = pyramid_of(request, asset_id, audit=False).source
+            pyramid = pyramid_of(request, asset_id, audit=False)
+            source = pyramid.source
             placed = tile_box(source.width, source.height, level, col, row)
             if placed is None:
                 return JSONResponse({"detail": "Not Found"}, status_code=404)
-            image = source.read(*placed).convert("RGB")
+            with _reading(pyramid):  # one read at a time per image: a GDAL dataset is not thread-safe
+                image = source.read(*placed).convert("RGB")
         except PermissionError:
             return JSONResponse({"detail": "Not authenticated"}, status_code=401)
         except InputRejected as exc:  # the image's own budgets: said, not hidden
