@@ -64,6 +64,12 @@ class QueueFull(LoupeError):
 class JobStats:
     peak_rss_bytes: int  # of the worker process while it ran the job
     cpu_seconds: float
+    start_rss_bytes: int = 0  # the worker's resident memory when the job began (what earlier jobs left loaded)
+
+    @property
+    def grown_bytes(self) -> int:
+        """What the job itself added at its peak, whatever the worker held before."""
+        return max(0, self.peak_rss_bytes - self.start_rss_bytes)
 
 
 def _virtual_size() -> int:
@@ -140,6 +146,7 @@ def _run_job(job_id: int, memory_bytes: int, cpu_seconds: int, fn: Callable[...,
     _events.put((job_id, -1, 0))  # started
     before = resource.getrusage(resource.RUSAGE_SELF)
     _reset_peak_rss()
+    start_rss = _peak_rss()  # just reset: the resident memory now
     _limit_job(memory_bytes, cpu_seconds)
     try:
         if prepare is not None:
@@ -153,7 +160,7 @@ def _run_job(job_id: int, memory_bytes: int, cpu_seconds: int, fn: Callable[...,
         _set_soft(resource.RLIMIT_AS, resource.RLIM_INFINITY)  # the next job of this worker gets its own budget
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return result, JobStats(_peak_rss(), cpu)
+    return result, JobStats(_peak_rss(), cpu, start_rss)
 
 
 @dataclass

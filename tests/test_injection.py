@@ -99,7 +99,9 @@ def test_hostile_text_in_every_field_is_shown_as_text(tmp_path, tiny_model_dir, 
 
         # Every field shows the text, nothing of it became an element, nothing left for another port.
         expect(chat.locator("[data-testid=user]")).to_have_count(2)
-        assert chat.locator("[data-testid=user]").first.inner_text().strip().startswith("![a](")
+        # who asked (the case is shared), then the question exactly as typed
+        asked = chat.locator("[data-testid=user]").first.inner_text().strip()
+        assert asked.startswith("asked by alice · ") and asked.split("\n\n", 1)[1].startswith("![a](")
         assert page.locator(INJECTED).count() == 0
         assert _foreign_images(page, served.url.rstrip("/")) == []
         # Typed text keeps no Markdown: no emphasis, rule, heading or formula in a question, and the typed
@@ -149,7 +151,9 @@ def test_a_documents_own_text_reaches_its_viewer_and_citations_as_text():
             found.append((tag, dict(attrs)))
 
     Tags().feed(pages_html([page], cited))
-    assert not [t for t, _ in found if t in ("form", "input", "script", "link", "iframe")]
+    own = [a for t, a in found if t == "input"]  # the viewer's own "show the line boxes" checkbox, and only it
+    assert [(a.get("type"), a.get("class")) for a in own] == [("checkbox", "loupe-show-lines")]
+    assert not [t for t, _ in found if t in ("form", "script", "link", "iframe")]
     assert [a["src"] for t, a in found if t == "img"] == ["/case-assets/1"]
     assert not [a for _, a in found if "onerror" in a or a.get("id") in ("inj", "frm", "ovl")]
     note = citation_note({"citations": cited})

@@ -32,7 +32,7 @@ def test_a_job_runs_in_another_process_and_reports_progress_in_the_callers_threa
     assert seen and {name for *_, name in seen} == {threading.current_thread().name}
     steps = [done for done, _, _ in seen]
     assert steps == sorted(steps) and seen[-1][:2] == (30, 30)
-    assert 0 < stats.peak_rss_bytes < 2**30
+    assert 0 < stats.start_rss_bytes <= stats.peak_rss_bytes < 2**30 and stats.grown_bytes < 2**28
 
 
 def test_a_refusal_comes_back_as_raised_with_its_budget(runner: JobRunner) -> None:

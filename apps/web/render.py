@@ -146,7 +146,7 @@ def conversation(case: Case) -> tuple[list[dict], list[int]]:
         if message.role == "user" and shared:  # several people read this case: say who asked, and when
             who = _html_text(message.author.username if message.author else "?")
             when = message.created_at.strftime("%Y-%m-%d %H:%M UTC")
-            content = f"<sub>asked by <b>{who}</b> · {when}</sub>\n\n{content}"
+            content = f"<sub>asked by {who} · {when}</sub>\n\n{content}"  # no formatting in a question
         if message.role == "assistant" and message.model_run is not None:
             content += citation_note(message.model_run.extra or {})
             content += f"\n\n<sub>{run_footnote(message.model_run)}</sub>"
