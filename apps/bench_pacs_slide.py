@@ -33,7 +33,8 @@ def _frame_count(url: str, item: str) -> int:
     return sum(len(part.frames) for part in parts)
 
 
-def run_pacs_slide_bench(workdir: Path, slide: Path, model: Path) -> dict:
+def run_pacs_slide_bench(workdir: Path, slide: Path, model: Path, baseline: bool = True) -> dict:
+    """The PACS part, and (``baseline``) the same slide from a folder beside it, with their ratios."""
     from .bench_process import in_own_process
     from .bench_sources import _open_and_answer
     from .nginx_site import free_port
@@ -63,14 +64,16 @@ def run_pacs_slide_bench(workdir: Path, slide: Path, model: Path) -> dict:
         before = frames_served(folder)
         pacs = in_own_process(_open_and_answer, model, "dicomweb", url, "medical", item)
         served = frames_served(folder) - before
-    local = in_own_process(_open_and_answer, model, "folder", str(slide.parent), "medical", slide.name)
+    local = in_own_process(_open_and_answer, model, "folder", str(slide.parent), "medical", slide.name) \
+        if baseline else {}
     result |= {"pacs": pacs, "folder": local, "frames": frames, "frames_served": served}
     if "error" not in pacs and "error" not in local:
         result["summary"] = {
             "pacs_slide_open_s": pacs["open_s"], "pacs_slide_answer_s": pacs["answer_s"],
             "pacs_slide_frames_fraction": round(served / frames, 4),
-            "pacs_slide_answer_vs_folder": round(pacs["answer_s"] / local["answer_s"], 3),
-            "pacs_slide_open_vs_folder": round(pacs["open_s"] / local["open_s"], 3),
             "pacs_slide_rss_above_loaded_mb": round(pacs["rss_peak_open_and_answer_mb"] - pacs["rss_after_load_mb"],
                                                     1)}
+        if local:
+            result["summary"] |= {"pacs_slide_answer_vs_folder": round(pacs["answer_s"] / local["answer_s"], 3),
+                                  "pacs_slide_open_vs_folder": round(pacs["open_s"] / local["open_s"], 3)}
     return result

@@ -130,16 +130,17 @@ def test_hostile_pacs_metadata_and_frames_are_refused():
     assert np.array_equal(decode_frame(native.tobytes(), FrameFormat(256, 256, 3, 8, "RGB")), native)
 
 
-def test_bench_sources_pacs_slide_part_answers_from_the_pacs_and_the_folder(tmp_path, tiny_model_dir):
-    """The benchmark's PACS slide part on a small slide: the same question answered from Orthanc's frames and
-    from the file, frames counted."""
+def test_bench_sources_pacs_slide_part_answers_from_the_pacs(tmp_path, tiny_model_dir):
+    """The benchmark's PACS slide part on a small slide: a question answered from Orthanc's frames, frames
+    counted (the folder baseline beside it is the same code path as the PACS one, with another source kind;
+    left out here for the suite's time)."""
     from loupe.apps.bench_pacs_slide import run_pacs_slide_bench
 
     (tmp_path / "slides").mkdir()
     slide = write_svs(tmp_path / "slides" / "small.svs", 2_000, tile=TILE)
-    result = run_pacs_slide_bench(tmp_path, slide, tiny_model_dir("smolvlm"))
-    assert "error" not in result["pacs"] and "error" not in result["folder"], result
+    result = run_pacs_slide_bench(tmp_path, slide, tiny_model_dir("smolvlm"), baseline=False)
+    assert "error" not in result["pacs"], result
     summary = result["summary"]
-    assert result["pacs"]["width"] == result["folder"]["width"] == 2_000 and result["dicomize_s"] > 0
+    assert result["pacs"]["width"] == 2_000 and result["dicomize_s"] > 0
     assert 0 < result["frames_served"] < result["frames"] and summary["pacs_slide_frames_fraction"] < 1
-    assert summary["pacs_slide_answer_s"] > 0 and summary["pacs_slide_answer_vs_folder"] > 0
+    assert summary["pacs_slide_answer_s"] > 0 and summary["pacs_slide_rss_above_loaded_mb"] > 0
