@@ -10,6 +10,13 @@ from PIL import Image
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the upright page
 
 
+def overlap_share(a: Box, b: Box) -> float:
+    """How much two boxes overlap, as a share of the smaller one (0 when either is empty)."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return inter / smaller if smaller > 0 else 0.0
+
+
 def union(boxes: list[Box]) -> Box:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 

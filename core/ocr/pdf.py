@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..budgets import Budgets
 from ..errors import InputRejected
-from .base import Line, Page, Word
+from .base import Line, Page, Word, overlap_share
 from .layout import merge_runs, reading_order
 
 DPI = 150  # the PDF user unit is 1/72 inch
@@ -74,12 +74,12 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
         for index, (left, bottom, right, top) in enumerate(rects):
             text = re.sub(r"\s+", " ", textpage.get_text_bounded(left, bottom, right, top)).strip()
             nearby = rects[max(0, index - OVERDRAW_LOOKBACK):index] + rects[index + 1:index + 1 + OVERDRAW_LOOKBACK]
-            if any(_shared(rects[index], other) > OVERDRAWN for other in nearby):  # drawn twice here ("Bora Bora"
+            if any(overlap_share(rects[index], other) > OVERDRAWN for other in nearby):  # drawn twice here ("Bora Bora"
                 text = _undoubled(text)  # alone in its rectangle is left as it is)
             if not text:
                 continue
             box = (left * scale, (height_pt - top) * scale, right * scale, (height_pt - bottom) * scale)
-            if any(_same_words(kept.text, text) and _shared(kept.box, box) > OVERDRAWN
+            if any(_same_words(kept.text, text) and overlap_share(kept.box, box) > OVERDRAWN
                    for kept in lines[-OVERDRAW_LOOKBACK:]):
                 continue  # the second copy of a run already read
             lines.append(Line(text, box, 1.0, tuple(_words(text, box))))
@@ -108,13 +108,6 @@ def _undoubled(text: str) -> str:
     if half and not rest and text[:half] == text[half:]:
         return text[:half]
     return text
-
-
-def _shared(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """The overlap of two boxes as a share of the smaller one."""
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return inter / smaller if smaller > 0 else 0.0
 
 
 def _words(text: str, box: tuple[float, float, float, float]) -> Iterator[Word]:

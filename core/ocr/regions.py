@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .base import Box
+from .base import Box, overlap_share
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,7 @@ def _tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
 
 def _overlaps(a: Box, b: Box) -> bool:
     """Most of the smaller box lies inside the other: the same text found twice."""
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return smaller > 0 and inter > 0.5 * smaller
+    return overlap_share(a, b) > 0.5
 
 
 MAX_LINE_SHARE = 0.2  # of the image's height: no line of text is taller (a skull or an ultrasound sector is)

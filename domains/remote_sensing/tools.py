@@ -10,6 +10,7 @@ import io
 from collections.abc import Sequence
 
 import gradio as gr  # at module level: Gradio reads the handlers' type hints to pass the request
+from PIL import Image
 
 from loupe.core.errors import LoupeError
 from loupe.core.plugins import DomainTab, IngestedAsset
@@ -37,23 +38,24 @@ def render_region(assets: Sequence[IngestedAsset], preset: str, zoom: float, cen
     if raster is None or raster.path is None:
         return '<p class="loupe-zoom empty">No scene in this case.</p>'
     meta = raster.meta
+    box = zoom_box(meta["width"], meta["height"], zoom, centre_x, centre_y)
+    scale = min(1.0, VIEW_PX / max(box[2] - box[0], box[3] - box[1]))
+    size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
     if is_index(preset) and preset in meta.get("presets", {}) and meta.get("format") == "tiff":
-        return _index_region(raster.path, meta, preset, zoom, centre_x, centre_y)
-    bands = meta.get("presets", {}).get(preset) or meta.get("presets", {}).get(TRUE_COLOUR)
-    stretch = Stretch(*map(tuple, meta["stretch"])) if meta.get("stretch") and bands == meta["presets"].get(
-        TRUE_COLOUR) else None
-    source = RasterSource(raster.path, bands, stretch) if meta.get("format") == "tiff" else \
-        open_source(raster.path, int(meta.get("max_pixels", 10**8)))
-    try:
-        box = zoom_box(meta["width"], meta["height"], zoom, centre_x, centre_y)
-        scale = min(1.0, VIEW_PX / max(box[2] - box[0], box[3] - box[1]))
-        size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
-        image = source.read(box, size)
-    finally:
-        source.close()
+        image, shown = _index_image(raster.path, meta["presets"][preset], preset, box, size)
+    else:
+        bands = meta.get("presets", {}).get(preset) or meta.get("presets", {}).get(TRUE_COLOUR)
+        stretch = Stretch(*map(tuple, meta["stretch"])) if meta.get("stretch") and bands == meta["presets"].get(
+            TRUE_COLOUR) else None
+        source = RasterSource(raster.path, bands, stretch) if meta.get("format") == "tiff" else \
+            open_source(raster.path, int(meta.get("max_pixels", 10**8)))
+        try:
+            image, shown = source.read(box, size), preset
+        finally:
+            source.close()
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    label = f"{preset} · ×{zoom:g} · x {box[0]:,}–{box[2]:,}, y {box[1]:,}–{box[3]:,} px"
+    label = f"{shown} · ×{zoom:g} · x {box[0]:,}–{box[2]:,}, y {box[1]:,}–{box[3]:,} px"
     if meta.get("georeferenced"):
         from . import georef
 
@@ -64,24 +66,16 @@ def render_region(assets: Sequence[IngestedAsset], preset: str, zoom: float, cen
             f"<figcaption>{html.escape(label)}</figcaption></figure>")
 
 
-def _index_region(path: object, meta: dict, preset: str, zoom: float, centre_x: float, centre_y: float) -> str:
-    """A band index (NDVI...) of the zoomed region, from the bands' values, in its colour ramp, with its
-    statistics in the caption."""
+def _index_image(path: object, bands: Sequence[int], name: str, box: tuple[int, int, int, int],
+                 size: tuple[int, int]) -> tuple[Image.Image, str]:
+    """A band index (NDVI...) of ``box`` from the bands' values, in its colour ramp, and its statistics."""
     import rasterio
     from rasterio.windows import Window
 
-    box = zoom_box(meta["width"], meta["height"], zoom, centre_x, centre_y)
-    scale = min(1.0, VIEW_PX / max(box[2] - box[0], box[3] - box[1]))
-    size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
     with rasterio.open(path) as dataset:
-        values = index_values(dataset, tuple(meta["presets"][preset]),
-                              Window(box[0], box[1], box[2] - box[0], box[3] - box[1]), (size[1], size[0]))
-    buffer = io.BytesIO()
-    ramp_image(values).save(buffer, "PNG")
-    label = f"{summary_text(preset, values)} · ×{zoom:g} · x {box[0]:,}–{box[2]:,}, y {box[1]:,}–{box[3]:,} px"
-    return (f'<figure class="loupe-zoom"><img alt="{html.escape(label)}" style="max-width:100%" '
-            f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
-            f"<figcaption>{html.escape(label)}</figcaption></figure>")
+        values = index_values(dataset, tuple(bands), Window(box[0], box[1], box[2] - box[0], box[3] - box[1]),
+                              (size[1], size[0]))
+    return ramp_image(values), summary_text(name, values)
 
 
 def _rendered(tab: DomainTab, request: gr.Request, case_id: int, preset: str, zoom: float, centre_x: float,
