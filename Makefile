@@ -89,12 +89,17 @@ check-latest:
 	LOUPE_CHECK_LATEST=1 bash .ci/with-services.sh $(LATEST)/bin/pytest -q -p no:cacheprovider $(ARGS)
 
 # The browser viewers Loupe serves (apps/web/vendor): their built files, copied from the npm packages at the
-# versions apps/web/vendor/package-lock.json locks. Run after changing package.json; commit the result.
+# versions apps/web/vendor/package-lock.json locks, and Loupe's own viewers (apps/web/viewers/*.js) bundled
+# with those packages by esbuild. Run after changing package.json or a viewer; commit the result.
+BUNDLE = node_modules/.bin/esbuild --bundle --minify --format=iife --target=es2020 --log-level=warning --legal-comments=none
 vendor:
 	rm -rf /tmp/loupe-vendor && mkdir -p /tmp/loupe-vendor && cp apps/web/vendor/package.json apps/web/vendor/package-lock.json /tmp/loupe-vendor/
 	cd /tmp/loupe-vendor && npm ci --ignore-scripts --no-audit --no-fund --silent
-	mkdir -p apps/web/vendor/openseadragon/images
+	mkdir -p apps/web/vendor/openseadragon/images apps/web/vendor/loupe-dicom
 	cp /tmp/loupe-vendor/node_modules/openseadragon/build/openseadragon/openseadragon.min.js apps/web/vendor/openseadragon/
 	cp /tmp/loupe-vendor/node_modules/openseadragon/build/openseadragon/images/*.png apps/web/vendor/openseadragon/images/
 	cp /tmp/loupe-vendor/node_modules/openseadragon/LICENSE.txt apps/web/vendor/openseadragon/
+	cp apps/web/viewers/*.js apps/web/viewers/*.mjs /tmp/loupe-vendor/
+	cd /tmp/loupe-vendor && $(BUNDLE) dicom.js --metafile=dicom.meta.json --outfile=$(CURDIR)/apps/web/vendor/loupe-dicom/loupe-dicom.js
+	cd /tmp/loupe-vendor && node licences.mjs dicom.meta.json > $(CURDIR)/apps/web/vendor/loupe-dicom/LICENSES.txt
 

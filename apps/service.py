@@ -125,6 +125,11 @@ def on_assets(fn: Callable[..., object], assets: Sequence[IngestedAsset], *args:
     return fn(_read(assets), *args)
 
 
+def call_domain(domain: object, method: str, assets: Sequence[IngestedAsset], *args: object) -> object:
+    """A worker job: a domain's own read of a case (its viewer's frames), the assets by path."""
+    return getattr(domain, method)(assets, *args)
+
+
 def context_in_worker(settings: Settings, domain_class: type, assets: Sequence[IngestedAsset],
                       question: str) -> VisualContext:
     """A worker job: what the model sees for a question (decoded views, rendered pages, OCR text), made from
@@ -326,6 +331,16 @@ class LoupeService:
         here; their bytes read in the worker)."""
         assets = self._assets(user, self.store.open_case(user, case_id), with_bytes=False)
         return self.jobs.run(user.username, label, on_assets, (fn, assets, *args))
+
+    def view_case(self, user: User, case_id: int, method: str, args: tuple = (), audit: bool = False) -> object:
+        """A viewer's read, the domain's ``method(assets, *args)`` in a worker, the assets by path (the worker
+        reads only what it needs); access-checked every time, audited with ``audit`` (once per view)."""
+        case = self.store.case_for_view(user, case_id, audit)
+        domain = self.domain(case.domain)
+        if not callable(getattr(domain, method, None)):
+            raise LoupeError(f"The {domain.title} tab has no such view.")
+        return self.jobs.run(user.username, "Showing the image", call_domain,
+                             (domain, method, self._assets(user, case, with_bytes=False), *args))
 
     def _assets(self, user: User, case: Case, with_bytes: bool = True) -> list[IngestedAsset]:
         """The case's assets; lazy ones (giant images), and all of them without ``with_bytes``, by path only.

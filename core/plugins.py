@@ -68,6 +68,13 @@ def deep_zoom_element(asset_id: int, height: str = "60vh") -> str:
     return (f'<div class="loupe-deepzoom" data-tiles="/case-tiles/{int(asset_id)}" '
             f'style="width:100%;height:{height};background:#111"></div>')
 
+def frame_stack_element(case_id: int, height: str = "65vh") -> str:
+    """HTML a viewer places where a case's frames (a series, a cine) are to be scrolled, played, windowed and
+    measured: the app turns it into a DICOM viewer over the domain's ``stack_info``/``stack_frame``/
+    ``stack_tags``, read through access-checked routes."""
+    return (f'<div class="loupe-stack" data-stack="/case-stack/{int(case_id)}" '
+            f'style="width:100%;min-height:{height}"></div>')
+
 @dataclass(frozen=True)
 class AssetView:
     """A stored asset as a viewer sees it: ``url`` is an access-checked, audited route."""
@@ -178,6 +185,9 @@ class Domain(Protocol):
     # Optional: ``open_item(location: str, limits, progress) -> list[IngestedAsset]`` opens an item of a data
     # source where it lives (``location``: a path or a GDAL /vsicurl/ address). The asset read by reference
     # has ``meta["by_reference"]`` true and no bytes; the others (a thumbnail) are stored as usual.
+    # Optional, for a viewer of frames (``frame_stack_element``): ``stack_info(assets) -> dict`` (count, modality,
+    # window, presets, fps), ``stack_frame(assets, n) -> (facts, bytes)`` (one frame's values and placement),
+    # ``stack_tags(assets, n) -> dict`` (its header as text rows). Run in workers, the assets by path.
 
     def context(self, assets: Sequence[IngestedAsset], question: str) -> VisualContext:
         """Build what the model sees for a question about a case's stored assets (in stored order).

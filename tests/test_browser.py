@@ -246,21 +246,16 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
     with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "mia", chromium) as page:
         _create_case(page, "Medical", study)
         viewer = page.locator("#medical-viewer")
-        expect(viewer.locator("figure")).to_have_count(10)  # every frame of the enhanced MR
-        expect(viewer).to_contain_text("MR · Head · frame 1 of 10")
-        window = page.locator("#medical-window-view")
-        expect(window).to_contain_text("image 1 of 10", timeout=30_000)  # rendered in a worker job
-        expect(window.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
-        page.locator("#medical-preset input").click()
-        expect(page.get_by_role("option", name="brain")).to_have_count(0)  # Hounsfield presets: a CT's only
-        page.get_by_role("option", name="full range").click()
-        expect(window).to_contain_text(re.compile(r"full range [\d.]+/[\d.]+ · image 1 of 10"), timeout=30_000)
-        # A typed width (Enter) is a custom window, rendered at once.
-        width_box = page.locator("#medical-width input[type=number]")
-        width_box.fill("123")
-        width_box.press("Enter")
-        expect(window).to_contain_text(re.compile(r"custom window [\d.]+/123 · image 1 of 10"), timeout=30_000)
-        expect(page.locator("#medical-preset input")).to_have_value("custom")
+        stack = viewer.locator(".loupe-stack")  # every frame of the enhanced MR in the series viewer
+        expect(stack).to_have_attribute("data-shown", "1", timeout=30_000)
+        status = stack.locator(".loupe-stack-status")
+        expect(status).to_contain_text(re.compile(r"^Image 1 of 10 · MR · window -?\d+/\d+$"))
+        assert viewer.locator("figure").count() == 0  # no thumbnails: no frame has text in its pixels
+        choices = stack.locator(".loupe-stack-window option").all_inner_texts()
+        assert choices == ["as stored", "full range"]  # Hounsfield presets: a CT's only
+        before = status.inner_text()
+        stack.locator(".loupe-stack-window").select_option(label="full range")
+        expect(status).not_to_have_text(before)  # the main view itself is windowed
         page.locator("#medical-question textarea").fill("Describe the findings.")
         page.locator("#medical-ask").click()
         expect(page.locator("#medical-status")).to_contain_text("Answered", timeout=60_000)

@@ -126,8 +126,9 @@ def test_text_burned_into_the_pixels_is_flagged_without_keeping_the_text(domain)
     assert x0 < 40 and y0 < 40 and x1 > 150 and region["confidence"] > 0.5  # where the name was written
     assert "DOE" not in json.dumps(view.meta)
     shown = studies_html([AssetView(1, "/case-assets/1", "image/png", view.width, view.height, "", view.meta, 5)])
-    assert "burned into these pixels" in shown and "Text found in the pixels (1 region" in shown
+    assert "burned into these pixels" in shown and "Text found in the pixels of the frames below" in shown
     assert shown.count("<rect") == 1 and "/case-export/5/zip" in shown
+    assert 'data-stack="/case-stack/5"' in shown  # the series viewer above, the frame with text below
 
 
 def test_the_batch_deid_masks_text_burned_into_the_pixels(tmp_path):
@@ -199,7 +200,6 @@ def test_case_tools_and_exports_run_in_a_worker_under_the_job_limits(tmp_path):
 
     from loupe.core.errors import AccessDenied
     from loupe.core.jobs import JobFailed
-    from loupe.domains.medical.frames import render_frame
 
     service = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused"))
     ann = service.store.add_user("ann", "ann-password-12", "user")
@@ -207,10 +207,10 @@ def test_case_tools_and_exports_run_in_a_worker_under_the_job_limits(tmp_path):
     case_id = service.create_case(ann, "medical", DICOM / "CT_small.dcm", "ct")
     pid, sizes = service.run_on_case(ann, case_id, "Looking", jobwork.where_read)
     assert pid != os.getpid() and sizes == [len(a.data) for a in service.case_assets(ann, case_id)] and sizes[0] > 0
-    shown = service.run_on_case(ann, case_id, "Showing the image", render_frame, (1, "lung", 0, 0))
-    assert "lung -600/1500 · image 1 of 1" in shown
+    facts, values = service.view_case(ann, case_id, "stack_frame", (0,))  # the viewer's frame, from a worker
+    assert (facts["rows"], facts["columns"], facts["dtype"]) == (128, 128, "int16") and len(values) == 128 * 128 * 2
     with pytest.raises(AccessDenied):
-        service.run_on_case(bob, case_id, "Showing the image", render_frame, (1, "lung", 0, 0))
+        service.view_case(bob, case_id, "stack_frame", (0,))
     assert service.store.audit_events()[-1].action == "case.denied"
     strict = LoupeService.open(Settings(home=tmp_path, database_url=None, model="unused",
                                         budgets=Budgets(job_seconds=2)))  # the same home, a tight time budget
@@ -237,20 +237,31 @@ def _data_uri_image(html: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(encoded)))
 
 
-def test_window_tool_renders_any_frame_in_a_preset_or_a_free_window(domain):
-    from loupe.domains.medical.frames import render_frame
+def test_the_viewer_gets_modality_values_placed_in_mm(domain):
+    """The series viewer's frames are the modality values (HU for a CT: stored values × slope + intercept),
+    with the spacing that makes its lengths millimetres and the file's own window; every frame of a
+    multi-frame file, and none past the last."""
+    from loupe.domains.medical.stack import stack_frame, stack_info
 
-    assets = domain.ingest(DICOM / "CT_small.dcm", LIMITS)
-    lung = render_frame(assets, 1, "lung", 0, 0)
-    assert "lung -600/1500 · image 1 of 1" in lung
-    assert _data_uri_image(lung).getpixel((118, 5)) == 77  # as the windowing test computes by hand
-    free = _data_uri_image(render_frame(assets, 1, "custom", -800, 200))
-    assert free.getpixel((118, 5)) == 5
+    ct = domain.ingest(DICOM / "CT_small.dcm", LIMITS)
+    source = pydicom.dcmread(DICOM / "CT_small.dcm")
+    facts, data = stack_frame(ct, 0)
+    hu = np.frombuffer(data, "<i2").reshape(facts["rows"], facts["columns"])
+    expected = source.pixel_array * float(source.RescaleSlope) + float(source.RescaleIntercept)
+    assert np.array_equal(hu, expected) and facts["spacing"] == [float(v) for v in source.PixelSpacing]
+    assert stack_info(ct)["count"] == 1 and {"brain", "lung", "bone"} <= set(stack_info(ct)["presets"])
     mr = domain.ingest(DICOM / "MR_enhanced_10frame.dcm", LIMITS)
-    assert "image 10 of 10" in render_frame(mr, 99, "as stored", 0, 0)  # clamped to the last frame
+    info = stack_info(mr)
+    assert info["count"] == 10 and info["modality"] == "MR" and info["presets"] == {} and info["prefetch"] > 0
+    last, _ = stack_frame(mr, 9)
+    assert last["rows"] > 0
+    with pytest.raises(InputRejected, match="no image 11"):
+        stack_frame(mr, 10)
 
 
-def test_the_medical_tab_tool_reads_the_open_case_through_the_access_check(tmp_path):
+def test_the_viewer_reads_the_open_case_through_the_access_check(tmp_path):
+    """The series viewer's routes: the owner gets the series (audited once as a view) and its frames; a second
+    user and a visitor get nothing, and the refusal is audited."""
     from gradio_client import handle_file
     from webapp import serve
 
@@ -259,12 +270,20 @@ def test_the_medical_tab_tool_reads_the_open_case_through_the_access_check(tmp_p
         upload = tmp_path / "ct.dcm"
         upload.write_bytes((DICOM / "CT_small.dcm").read_bytes())
         ann.predict(handle_file(str(upload)), "ct", api_name="/medical_create_case")
-        shown = ann.predict("bone", 1, 400, 1800, api_name="/medical_window")
-        assert "bone 400/1800 · image 1 of 1" in shown and "data:image/png;base64," in shown
+        http = served.http("ann")
+        info = http.get("/case-stack/1/stack.json").json()
+        assert info["count"] == 1 and info["modality"] == "CT" and "lung" in info["presets"]
+        frame = http.get("/case-stack/1/0.bin")
+        facts = json.loads(frame.headers["x-loupe-frame"])
+        assert frame.status_code == 200 and len(frame.content) == facts["rows"] * facts["columns"] * 2
+        assert http.get("/case-stack/1/0/tags.json").json()["rows"]
+        assert http.get("/case-stack/1/5.bin").status_code == 422  # no such frame: said
         events = [e.action for e in served.service.store.audit_events(1)]
-        assert "case.read" in events
-        assert not served.files()  # no case image went through Gradio's file cache
-
+        assert events.count("case.view") == 1  # the view, not each frame
+        for path in ("/case-stack/1/stack.json", "/case-stack/1/0.bin", "/case-stack/1/0/tags.json"):
+            assert served.http("bob").get(path).status_code == 404
+            assert served.http().get(path).status_code == 401
+        assert "case.denied" in [e.action for e in served.service.store.audit_events()]
 
 def test_the_report_panel_asks_the_model_when_told(tmp_path, tiny_model_dir):
     from gradio_client import handle_file
@@ -361,29 +380,15 @@ def test_the_ready_made_questions_fit_the_modality(name, expected, tmp_path):
                                                                                           "Modality": "SM"})])
 
 
-def test_window_controls_start_from_the_images_own_window_with_its_modalitys_presets(tmp_path):
-    """A CR opens with the sliders at its own window (1600/2800, beyond a CT slider's reach) and without the
-    Hounsfield presets; a CT offers them; a typed window outside a CT slider's range is rendered as typed."""
-    from gradio_client import handle_file
-    from webapp import serve
+def test_the_viewer_starts_from_the_images_own_window_with_its_modalitys_presets(domain):
+    """A CR opens in its own window (1600/2800) without the Hounsfield presets (a CT's brain window would
+    show it black); a CT offers them."""
+    from loupe.domains.medical.stack import stack_info
 
-    with serve(tmp_path / "home", None, {"ann": "user"}) as served:
-        ann = served.client("ann")
-        for name in ("CR_cspine_MONOCHROME1_6154.dcm", "CT_small.dcm"):
-            upload = tmp_path / name
-            upload.write_bytes((DICOM / name).read_bytes())
-            case_id = int(ann.predict(handle_file(str(upload)), name, api_name="/medical_create_case")[5].split()[1])
-            number, view, preset, center, width = ann.predict(case_id, api_name="/medical_open_view")
-            choices = [c[0] if isinstance(c, list | tuple) else c for c in preset["choices"]]
-            if name.startswith("CR"):
-                assert (center["value"], width["value"]) == (1600, 2800) and center["maximum"] >= 1600 + 2 * 2800
-                assert "brain" not in choices and {"as stored", "full range", "custom"} <= set(choices)
-                assert "as stored 1600/2800 · image 1 of 1" in view
-                shown = ann.predict("custom", 1, 7000, 11000, api_name="/medical_window")  # beyond a CT's sliders
-                assert "custom window 7000/11000 · image 1 of 1" in shown
-            else:
-                assert {"brain", "lung", "bone"} <= set(choices)
-
+    cr = stack_info(domain.ingest(DICOM / "CR_cspine_MONOCHROME1_6154.dcm", LIMITS))
+    assert cr["window"] == [1600, 2800] and cr["presets"] == {} and cr["modality"] == "CR"
+    ct = stack_info(domain.ingest(DICOM / "CT_small.dcm", LIMITS))
+    assert {"brain", "lung", "bone"} <= set(ct["presets"]) and ct["presets"]["lung"] == [-600, 1500]
 
 def test_study_wide_warnings_are_said_once_and_lossy_compression_is_flagged(domain):
     """A burned-in-text flag for the whole study is said once above its thumbnails, not under each; a lossy

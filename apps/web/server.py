@@ -20,6 +20,8 @@ from .deepzoom import build_router as deepzoom_router
 from .gate import Gate, Scope, WebSecurity, database_unavailable
 from .metrics import Metrics, Observed, instrument
 from .pages import build_router
+from .stack import HEAD as STACK_HEAD
+from .stack import build_router as stack_router
 from .ui import CSS, build_ui
 from .workspace import upload_limit
 
@@ -59,6 +61,7 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
     api.add_exception_handler(OperationalError, database_unavailable)  # a route's own query, e.g. the login
     api.include_router(build_router(security))
     api.include_router(deepzoom_router(security))
+    api.include_router(stack_router(security))
     metrics = Metrics(service)
     instrument(api, service, metrics)  # /readyz, /metrics; answers counted from their run records
     blocks = build_ui(service, security)
@@ -67,7 +70,7 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
         api, blocks, "/",
         auth_dependency=lambda request: request.scope.get("loupe.user"),
         footer_links=[], run_history=False,  # no "Use via API" page, no run history kept in the browser
-        show_error=False, css=CSS, head=DEEP_ZOOM_HEAD,
+        show_error=False, css=CSS, head=DEEP_ZOOM_HEAD + STACK_HEAD,
         max_file_size=max(upload_limit(d, service.settings.budgets) for d in service.domains.values()),
         app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
     return Observed(Gate(api, security), metrics, security.from_proxy), security

@@ -11,6 +11,18 @@ from .render import status_banner
 from .workspace import Workspace
 
 CSS = """
+.loupe-stack-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin-bottom: 4px; }
+.loupe-stack-tools button, .loupe-stack-tools select, .loupe-stack-tools input { font-size: .85rem;
+  padding: 2px 8px; border: 1px solid var(--border-color-primary); border-radius: 4px; background: none;
+  color: inherit; width: auto; min-width: 0; }
+.loupe-stack-tools button[aria-pressed=true] { background: var(--color-accent-soft); font-weight: 600; }
+.loupe-stack-tools .loupe-stack-fps { width: 4.5em; }
+.loupe-stack-screen { width: 100%; aspect-ratio: 1 / 1; max-height: 75vh; background: #000; position: relative; }
+.loupe-stack-status { font-size: .9em; margin: .3em 0; }
+.loupe-stack-measurements { font-size: .9em; margin: 0 0 .3em 1.2em; }
+.loupe-stack-tag-table { font-size: .8em; border-collapse: collapse; width: 100%; }
+.loupe-stack-tag-table td, .loupe-stack-tag-table th { border-bottom: 1px solid var(--border-color-primary);
+  padding: 1px 4px; text-align: left; vertical-align: top; word-break: break-word; }
 .loupe-viewer { margin: 0; }
 .loupe-viewer img { display: block; max-width: 100%; max-height: 70vh; margin: 0 auto; image-rendering: auto; }
 .loupe-viewer figcaption { font-size: .85em; color: var(--body-text-color-subdued); padding: .3em 0; }

@@ -275,6 +275,17 @@ class CaseStore(SourceRegistry):
             s.add(AuditEvent(user_id=user.id, action="case.read", case_id=case_id))
             return case
 
+    def case_for_view(self, user: User, case_id: int, audit: bool) -> Case:
+        """A case with its assets for a viewer's reads; access-checked each time, audited (``case.view``) only
+        with ``audit``: a viewer audits when it opens, not for each of the 500 slices scrolled through."""
+        with self.sessions.begin() as s:
+            case = None if not _storable(case_id) else s.scalar(
+                select(Case).where(Case.id == case_id).options(selectinload(Case.assets)))
+            self._check_access(s, user, case, f"case {case_id}")
+            if audit:
+                s.add(AuditEvent(user_id=user.id, action="case.view", case_id=case_id))
+            return case
+
     def read_asset(self, user: User, asset_id: int) -> tuple[Asset, bytes]:
         with self.sessions.begin() as s:
             asset = _get(s, Asset, asset_id)

@@ -20,6 +20,7 @@ from loupe.core.errors import InputRejected
 from loupe.core.ingest_io import read_whole
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 
+from . import stack
 from .deid.batch import encode
 from .deid.deidentify import Deidentifier, DeidOptions
 from .dicom_image import frame_values, read_dataset
@@ -220,14 +221,23 @@ class MedicalDomain:
         for ds in pacs_instances(series, Budgets.from_env()):
             yield encode(deidentify(ds, in_place=True)[0])
 
+    # The DICOM viewer's reads (core.plugins.frame_stack_element), in workers: see stack.py.
+    def stack_info(self, assets: Sequence[IngestedAsset]) -> dict:
+        return stack.stack_info(assets)
+
+    def stack_frame(self, assets: Sequence[IngestedAsset], number: int) -> tuple[dict, bytes]:
+        return stack.stack_frame(assets, number)
+
+    def stack_tags(self, assets: Sequence[IngestedAsset], number: int) -> dict:
+        """A stored file's header is de-identified already; one from a PACS is de-identified here, as an upload."""
+        return stack.stack_tags(assets, number, Deidentifier(DeidOptions(self._secret())))
+
     def build_tab(self, tab: DomainTab) -> None:
         from .pacs_panel import add_pacs_panel
         from .report_panel import add_report_panel  # Gradio is loaded only where a tab is built
-        from .tools import add_window_controls
 
         tab.set_viewer(studies_html)
         tab.add_prompts(PROMPTS, prompts_for)
-        add_window_controls(tab)
         add_report_panel(tab)
         add_pacs_panel(tab)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from loupe.core.plugins import AssetView, deep_zoom_element
+from loupe.core.plugins import AssetView, deep_zoom_element, frame_stack_element
 
 STYLE = ("<style>.loupe-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px}"
          ".loupe-grid figure{margin:0}.loupe-frame{position:relative;display:block;width:100%}"
@@ -80,8 +80,13 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
     series = next((a for a in assets if a.meta.get("kind") == "dicom_series"), None)
     if series is not None:
         figures.append(f'<p class="loupe-pacs">This series stays in the PACS: {series.meta["slices"]} slices, '
-                       "each fetched when you move to it under <em>Window and slice</em>. The download fetches "
-                       "and de-identifies every slice.</p>")
+                       "each fetched when you move to it. The download fetches and de-identifies every slice.</p>")
+    if slide is None and views[0].case_id is not None:  # DICOM images: the series viewer is the main view
+        figures.append(frame_stack_element(views[0].case_id))
+        views = [v for v in views if v.meta.get("text_regions")]  # below: only the frames with text to check
+        if views:
+            figures.append('<p class="loupe-warning">⚠ Text found in the pixels of the frames below (outlined): '
+                           "check it names no one before sharing.</p>")
     figures.append('<div class="loupe-grid">' if len(views) > 1 else "<div>")
     for view in views:
         width, height = view.width or 1, view.height or 1
@@ -96,6 +101,6 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
             f'<img src="{view.url}" alt="{_caption(view.meta)}" loading="lazy">'
             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
             f'<figcaption>{_caption(view.meta)} · <a href="{view.url}" target="_blank" rel="noopener">full size</a>'
-            f'{_warnings(view.meta)}</figcaption></figure>')
+            f'{_warnings(view.meta) if view.meta.get("slide") else ""}</figcaption></figure>')
     figures.append("</div>")
     return "".join(figures)

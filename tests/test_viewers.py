@@ -1,0 +1,161 @@
+"""The field's viewers in a real browser (Chromium): the DICOM series viewer (Cornerstone3D) on a generated
+phantom of known values and spacing."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from test_browser import ARTIFACTS, _create_case, _signed_in, chromium  # noqa: F401 - the fixture is used by name
+
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
+SPACING_MM = 0.5
+LEFT_HU, RIGHT_HU = 0, 100  # the phantom: two halves of known Hounsfield values
+
+
+def ct_phantom(slices: int = 12, size: int = 128) -> list[pydicom.Dataset]:
+    """A CT series: each slice's left half 0 HU, right half 100 HU, stored as HU + 1024 (Rescale Intercept
+    -1024), 0.5 mm pixels, window 40/400; a name in the header and a hostile string in its description."""
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    out = []
+    for n in range(slices):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
+        ds.PatientName, ds.PatientID, ds.Modality = "DOE^JANE", "PID-4711", "CT"
+        ds.SeriesDescription = HOSTILE
+        ds.InstanceNumber = n + 1
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * n], [1.0, 0, 0, 0, 1.0, 0]
+        ds.PixelSpacing, ds.SliceThickness = [SPACING_MM, SPACING_MM], 2.5
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        values = np.full((size, size), LEFT_HU + 1024, np.uint16)
+        values[:, size // 2:] = RIGHT_HU + 1024
+        values[:4, :4 + n] = 3000  # each slice differs
+        ds.PixelData = values.tobytes()
+        out.append(ds)
+    return out
+
+
+def series_zip(folder: Path, datasets: list[pydicom.Dataset]) -> Path:
+    path = folder / "series.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for n, ds in enumerate(datasets):
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            archive.writestr(f"{n:03d}.dcm", buffer.getvalue())
+    return path
+
+
+def _grey(page, selector: str, x: float, y: float) -> int:  # noqa: ANN001 - a Playwright page
+    """The grey level on screen at page position (x, y) inside ``selector``."""
+    box = page.locator(selector).bounding_box()
+    shot = Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("L")
+    scale = shot.width / box["width"]
+    return shot.getpixel((int((x - box["x"]) * scale), int((y - box["y"]) * scale)))
+
+
+def _expected_grey(hu: float, lower: float, upper: float) -> float:
+    return float(np.clip((hu - lower) / (upper - lower), 0, 1) * 255)
+
+
+@pytest.mark.browser
+def test_dicom_viewer_scrolls_windows_measures_and_plays(tmp_path, tiny_model_dir, chromium):  # noqa: F811
+    from playwright.sync_api import expect
+
+    upload = series_zip(tmp_path, ct_phantom())
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "rita", chromium) as page:
+        _create_case(page, "Medical", upload)
+        stack = page.locator("#medical-viewer .loupe-stack")
+        expect(stack).to_have_attribute("data-shown", "1", timeout=30_000)
+        status = stack.locator(".loupe-stack-status")
+        expect(status).to_have_text("Image 1 of 12 · CT · window 40/400")
+        screen = stack.locator(".loupe-stack-screen")
+        view = "el => el.loupeViewer.viewport"
+
+        def on_screen(column: float, row: float) -> tuple[float, float]:
+            x, y = stack.evaluate(f"el => el.loupeViewer.toScreen({column}, {row})")
+            box = screen.bounding_box()
+            return box["x"] + x, box["y"] + y
+
+        # The phantom on screen in the file's window: 0 HU and 100 HU at their expected grey.
+        for hu, column in ((LEFT_HU, 32), (RIGHT_HU, 96)):
+            assert abs(_grey(page, ".loupe-stack-screen", *on_screen(column, 64)) - _expected_grey(hu, -160, 240)) <= 12
+
+        # Scrolling with the wheel moves through the series.
+        page.mouse.move(*on_screen(64, 64))
+        for _ in range(3):
+            page.mouse.wheel(0, 120)
+            page.wait_for_timeout(150)
+        expect(status).to_contain_text(re.compile(r"Image [2-9]\d? of 12"), timeout=10_000)
+        assert stack.evaluate(f"el => ({view})(el).getCurrentImageIdIndex()") >= 1
+
+        # Window/level by dragging (the default tool): the range changes, and the screen follows it.
+        page.mouse.move(*on_screen(64, 64))
+        page.mouse.down()
+        page.mouse.move(*on_screen(64, 40), steps=8)
+        page.mouse.move(*on_screen(20, 40), steps=8)
+        page.mouse.up()
+        lower, upper = stack.evaluate(f"el => {{ const r = ({view})(el).getProperties().voiRange; "
+                                      "return [r.lower, r.upper]; }")
+        assert (lower, upper) != (-160.0, 240.0)
+        for hu, column in ((LEFT_HU, 32), (RIGHT_HU, 96)):
+            shown = _grey(page, ".loupe-stack-screen", *on_screen(column, 64))
+            assert abs(shown - _expected_grey(hu, lower, upper)) <= 12, (hu, lower, upper, shown)
+        expect(status).to_contain_text(re.compile(r"window -?\d+/\d+"))
+
+        # A length in mm from Pixel Spacing: 80 pixels at 0.5 mm.
+        stack.get_by_role("button", name="Length (mm)").click()
+        page.mouse.move(*on_screen(20, 100))
+        page.mouse.down()
+        page.mouse.move(*on_screen(100, 100), steps=10)
+        page.mouse.up()
+        measured = stack.locator(".loupe-stack-measurements li").first  # 40 mm, within half a pixel each end
+        expect(measured).to_have_text(re.compile(r"Length (39\.[5-9]|40\.[0-4]) mm"), timeout=10_000)
+
+        # A rectangle inside the right half: its mean in HU.
+        stack.get_by_role("button", name="ROI mean").click()
+        page.mouse.move(*on_screen(75, 50))
+        page.mouse.down()
+        page.mouse.move(*on_screen(115, 90), steps=10)
+        page.mouse.up()
+        roi = stack.locator(".loupe-stack-measurements li", has_text="ROI mean")
+        expect(roi).to_have_count(1, timeout=10_000)
+        mean = float(re.search(r"ROI mean (-?[\d.]+) HU", roi.inner_text()).group(1))
+        assert abs(mean - RIGHT_HU) <= 0.5, mean
+        page.screenshot(path=str(ARTIFACTS / "medical-series-viewer.png"), full_page=True)
+
+        # Cine: the frames advance at the chosen rate, and stop.
+        stack.locator(".loupe-stack-fps").fill("20")
+        stack.get_by_role("button", name="▶ Play").click()
+        seen = set()
+        for _ in range(12):
+            page.wait_for_timeout(120)
+            seen.add(stack.evaluate(f"el => ({view})(el).getCurrentImageIdIndex()"))
+        stack.get_by_role("button", name="⏸ Pause").click()
+        assert len(seen) >= 4, seen
+
+        # The tag browser: the de-identified header, its text shown as text.
+        stack.get_by_role("button", name="DICOM tags").click()
+        table = stack.locator(".loupe-stack-tag-table")
+        expect(table).to_contain_text("(0008,0060)", timeout=10_000)
+        expect(table).to_contain_text("PixelSpacing")
+        assert "DOE^JANE" not in table.inner_text() and "PID-4711" not in table.inner_text()
+        assert page.title() != "pwned" and stack.locator("img[src=x]").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "medical-series-tags.png"), full_page=True)
