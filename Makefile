@@ -95,11 +95,13 @@ BUNDLE = node_modules/.bin/esbuild --bundle --minify --format=iife --target=es20
 vendor:
 	rm -rf /tmp/loupe-vendor && mkdir -p /tmp/loupe-vendor && cp apps/web/vendor/package.json apps/web/vendor/package-lock.json /tmp/loupe-vendor/
 	cd /tmp/loupe-vendor && npm ci --ignore-scripts --no-audit --no-fund --silent
-	mkdir -p apps/web/vendor/openseadragon/images apps/web/vendor/loupe-dicom
+	mkdir -p apps/web/vendor/openseadragon/images apps/web/vendor/loupe-dicom apps/web/vendor/loupe-map
 	cp /tmp/loupe-vendor/node_modules/openseadragon/build/openseadragon/openseadragon.min.js apps/web/vendor/openseadragon/
 	cp /tmp/loupe-vendor/node_modules/openseadragon/build/openseadragon/images/*.png apps/web/vendor/openseadragon/images/
 	cp /tmp/loupe-vendor/node_modules/openseadragon/LICENSE.txt apps/web/vendor/openseadragon/
 	cp apps/web/viewers/*.js apps/web/viewers/*.mjs /tmp/loupe-vendor/
 	cd /tmp/loupe-vendor && $(BUNDLE) dicom.js --metafile=dicom.meta.json --outfile=$(CURDIR)/apps/web/vendor/loupe-dicom/loupe-dicom.js
 	cd /tmp/loupe-vendor && node licences.mjs dicom.meta.json > $(CURDIR)/apps/web/vendor/loupe-dicom/LICENSES.txt
+	cd /tmp/loupe-vendor && $(BUNDLE) map.js --metafile=map.meta.json --outfile=$(CURDIR)/apps/web/vendor/loupe-map/loupe-map.js
+	cd /tmp/loupe-vendor && node licences.mjs map.meta.json > $(CURDIR)/apps/web/vendor/loupe-map/LICENSES.txt
 

@@ -5,6 +5,8 @@ The core never imports a domain: apps and the CLI ask this registry.
 
 from __future__ import annotations
 
+import html
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
@@ -67,6 +69,15 @@ def deep_zoom_element(asset_id: int, height: str = "60vh") -> str:
     zoomed: the app turns it into a deep-zoom viewer over the asset's access-checked tiles."""
     return (f'<div class="loupe-deepzoom" data-tiles="/case-tiles/{int(asset_id)}" '
             f'style="width:100%;height:{height};background:#111"></div>')
+
+def map_element(asset_id: int, boxes: Sequence[Sequence[float]] = (), height: str = "60vh") -> str:
+    """HTML a viewer places where a scene (a raster asset) is to be shown on a map in its own coordinates: the
+    app turns it into a pan/zoom map over the domain's ``map_info``/``map_tile``/``map_pixel``, with ``boxes``
+    (level-0 pixel boxes, e.g. the tiles an answer read) outlined and numbered."""
+    drawn = html.escape(json.dumps([[round(float(v), 1) for v in box[:4]] for box in boxes]))
+    return (f'<div class="loupe-map" data-map="/case-map/{int(asset_id)}" data-boxes="{drawn}" '
+            f'style="width:100%;min-height:{height}"></div>')
+
 
 def frame_stack_element(case_id: int, height: str = "65vh") -> str:
     """HTML a viewer places where a case's frames (a series, a cine) are to be scrolled, played, windowed and

@@ -273,47 +273,57 @@ def test_medical_tab_shows_a_study_with_its_windows(tmp_path, tiny_model_dir, ch
 
 
 @pytest.mark.browser
-def test_remote_sensing_tab_draws_the_tiles_an_answer_read(tmp_path, tiny_model_dir, chromium):
+def test_remote_sensing_tab_shows_the_scene_on_a_map_with_the_tiles_an_answer_read(tmp_path, tiny_model_dir,
+                                                                                   chromium):
     from playwright.sync_api import expect
     scene = Path(__file__).resolve().parent.parent / "data" / "remote_sensing" / "cogeo.tif"
     ARTIFACTS.mkdir(exist_ok=True)
     with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "rita", chromium) as page:
-        tiles: list[str] = []  # the deep-zoom viewer's requests, answered
-        page.on("response", lambda r: tiles.append(r.url) if "/case-tiles/" in r.url and r.ok else None)
+        tiles: list[str] = []  # the map's tile requests, answered
+        page.on("response", lambda r: tiles.append(r.url) if "/case-map/" in r.url and r.ok else None)
         _create_case(page, "Remote sensing", scene)
         viewer = page.locator("#remote_sensing-viewer")
-        expect(viewer.locator(".loupe-scene img")).to_have_attribute("src", re.compile(r"^/case-assets/\d+$"))
         expect(viewer).to_contain_text("GeoTIFF 3 bands uint8, EPSG:3857 · 1,024 × 1,024 px")
-        zoom = page.locator("#remote-zoom-view")
-        expect(zoom.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"),
-                                                      timeout=30_000)  # rendered in a worker job
-        # Deep zoom (OpenSeadragon, vendored): tiles on demand, down to full resolution and back.
-        deep = viewer.locator(".loupe-deepzoom")
-        expect(deep.locator("canvas").first).to_be_attached(timeout=30_000)
-        page.wait_for_function("document.querySelector('.loupe-deepzoom').loupeViewer?.world.getItemCount() > 0")
-        page.wait_for_function("document.querySelector('.loupe-deepzoom').loupeViewer.world.getItemAt(0)"
-                               ".getFullyLoaded()", timeout=30_000)
-        assert any(url.endswith("info.json") for url in tiles) and any(url.endswith(".jpg") for url in tiles)
-        page.evaluate("(() => { const v = document.querySelector('.loupe-deepzoom').loupeViewer;"
-                      " v.viewport.zoomTo(v.viewport.getMaxZoom(), null, true); })()")
+        mapped = viewer.locator(".loupe-map")  # OpenLayers (vendored), in the scene's own CRS
+        expect(mapped).to_have_attribute("data-shown", "1", timeout=30_000)
+        expect(mapped.locator(".ol-scale-line")).to_have_count(1)
+        assert any(url.endswith("info.json") for url in tiles)
+        # The scene's own values: no stretch, then down to full resolution.
+        mapped.locator(".loupe-map-stretch").select_option("min–max")
         top = 10  # 1,024 px: levels 0..10, 10 full resolution
+        mapped.evaluate(f"el => el.loupeMap.map.getView().setZoom({top})")
         deadline = time.monotonic() + 30
-        while not (full := [url for url in tiles if re.search(rf"/case-tiles/\d+/{top}/\d+_\d+\.jpg$", url)]):
+        pattern = rf"/case-map/\d+/{top}/\d+_\d+\.jpg\?view=true%20colour&stretch=min%E2%80%93max$"
+        while not (full := [url for url in tiles if re.search(pattern, url)]):
             assert time.monotonic() < deadline, tiles
             page.wait_for_timeout(200)
-        page.screenshot(path=str(ARTIFACTS / "remote-sensing-deep-zoom.png"), full_page=True)
-        # A full-resolution tile is the scene's own pixels there (JPEG: a small difference).
-        col, row = map(int, re.search(r"/(\d+)_(\d+)\.jpg$", full[0]).groups())
+        col, row = map(int, re.search(r"/(\d+)_(\d+)\.jpg", full[0]).groups())
         got = np.asarray(Image.open(io.BytesIO(page.request.get(full[0]).body())).convert("RGB"), dtype=np.int16)
         with rasterio.open(scene) as ds:
             want = ds.read([1, 2, 3], window=rasterio.windows.Window(col * 256, row * 256, 256, 256))
         assert got.shape == (256, 256, 3) and np.abs(got - want.transpose(1, 2, 0)).mean() < 4
-        page.evaluate("document.querySelector('.loupe-deepzoom').loupeViewer.viewport.goHome(true)")
+        # The pointer's pixel and coordinates; a click's band values, as rasterio reads them there.
+        screen = mapped.locator(".loupe-map-screen").bounding_box()
+        x, y = screen["x"] + screen["width"] / 2, screen["y"] + screen["height"] / 2
+        page.mouse.move(x, y)
+        readout = mapped.locator(".loupe-map-readout")
+        expect(readout).to_contain_text(re.compile(r"^Pixel x \d+, y \d+ · EPSG:3857 -?[\d.]+, -?[\d.]+$"))
+        page.mouse.click(x, y)
+        values = mapped.locator(".loupe-map-values")
+        expect(values).to_contain_text(re.compile(r"° [NS], [\d.]+° [EW]$"), timeout=10_000)
+        pc, pr = map(int, re.search(r"Pixel x (\d+), y (\d+):", values.inner_text()).groups())
+        with rasterio.open(scene) as ds:
+            want = ds.read(window=rasterio.windows.Window(pc, pr, 1, 1))[:, 0, 0].tolist()
+        assert f"band 1 {want[0]}, band 2 {want[1]}, band 3 {want[2]}" in values.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "remote-sensing-map.png"), full_page=True)
         page.locator("#remote_sensing-question textarea").fill("Is there a road in this scene?")
         page.locator("#remote_sensing-ask").click()
         expect(page.locator("#remote_sensing-status")).to_contain_text("Answered", timeout=120_000)
-        expect(viewer.locator("svg rect").first).to_be_attached(timeout=30_000)  # the tiles read, outlined
-        expect(viewer.locator("ol.loupe-tiles li").first).to_contain_text("° N")
+        expect(viewer.locator("ol.loupe-tiles li").first).to_contain_text("° N", timeout=30_000)
+        expect(viewer.locator(".loupe-map")).to_have_attribute("data-shown", "1", timeout=30_000)
+        drawn = viewer.locator(".loupe-map").evaluate(
+            "el => el.loupeMap.map.getLayers().item(1).getSource().getFeatures().length")
+        assert drawn == viewer.locator("ol.loupe-tiles li").count() >= 1  # the tiles read, outlined on the map
         expect(viewer.locator("a[href$='/geojson']")).to_have_count(1)
         page.screenshot(path=str(ARTIFACTS / "remote-sensing-tiles.png"), full_page=True)
     assert (ARTIFACTS / "remote-sensing-tiles.png").stat().st_size > 10_000

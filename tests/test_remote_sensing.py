@@ -21,7 +21,7 @@ from loupe.core.errors import InputRejected, LoupeError
 from loupe.core.plugins import Budgets
 from loupe.domains.remote_sensing import RemoteSensingDomain
 from loupe.domains.remote_sensing.geo import Georef
-from loupe.domains.remote_sensing.tools import render_region, zoom_box
+from loupe.domains.remote_sensing.maptiles import map_info, map_pixel, map_tile
 
 GEO = Path(__file__).parents[1] / "data" / "remote_sensing"
 LIMITS = Budgets(50 * 2**20, 100_000_000)
@@ -90,47 +90,55 @@ def test_pixel_to_lat_lon_matches_rasterio_and_gdal():
     assert got_lon == pytest.approx(lon, abs=1e-9) and got_lat == pytest.approx(lat, abs=1e-9)
 
 
-def test_band_presets_and_the_zoom_tool(tmp_path):
+def test_band_presets_and_the_map_tiles(tmp_path):
+    """Every preset of a 4-band scene is a view of its map; a tile is the scene's pixels in that view, each view
+    different; a view the scene does not have is refused."""
     assets = RemoteSensingDomain().ingest(GEO / "rgbn_suba.tif", LIMITS)
     raster = assets[0]
     assert list(raster.meta["presets"])[:3] == ["true colour", "false colour (near infrared as red)",
                                                 "first band (grey)"]
     assert {"band 2 (grey)", "band 3 (grey)", "band 4 (grey)", "NDVI", "NDWI"} <= set(raster.meta["presets"])
     assert raster.meta["presets"]["false colour (near infrared as red)"] == [4, 1, 2]
-    stored = tmp_path / "scene.tif"
-    stored.write_bytes(Path(raster.path).read_bytes())  # the clean copy the store would take
-    raster.path = stored
-    natural = render_region(assets, "true colour", 2, 50, 50)
-    false_colour = render_region(assets, "false colour (near infrared as red)", 2, 50, 50)
-    assert natural.startswith('<figure class="loupe-zoom"><img') and "data:image/png;base64," in natural
-    assert natural != false_colour and "×2 · x 69–207, y 53–159 px" in natural and "° N" in natural
-    assert zoom_box(276, 212, 64, 100, 100) == (272, 209, 276, 212)  # clamped at the corner
+    info = map_info(raster.meta)
+    assert info["views"] == list(raster.meta["presets"]) and info["units"] == "m" and info["max_level"] == 9
+    box, size = (0, 0, 276, 212), (138, 106)
+    natural = np.asarray(map_tile(str(raster.path), raster.meta, "true colour", "min–max", box, size))
+    false_colour = np.asarray(map_tile(str(raster.path), raster.meta, "false colour (near infrared as red)",
+                                       "min–max", box, size))
+    assert natural.shape == (106, 138, 3) and not np.array_equal(natural, false_colour)
+    with pytest.raises(InputRejected, match="No such view"):
+        map_tile(str(raster.path), raster.meta, "<script>", "min–max", box, size)
 
 
 def test_ndvi_is_computed_from_the_band_values_as_numpy_does(tmp_path):
-    """NDVI over the whole scene at full resolution: the caption's mean is numpy's over the same bands, and
-    each pixel's colour is the ramp's colour for numpy's value there."""
-    import base64
-
+    """An NDVI map tile at full resolution: each pixel's colour is the ramp's colour for numpy's NDVI there."""
     from loupe.domains.remote_sensing.indices import ramp_image
 
     assets = RemoteSensingDomain().ingest(GEO / "rgbn_suba.tif", LIMITS)
     raster = assets[0]
     assert raster.meta["presets"]["NDVI"] == [4, 1] and raster.meta["presets"]["NDWI"] == [2, 4]
-    stored = tmp_path / "scene.tif"
-    stored.write_bytes(Path(raster.path).read_bytes())
-    raster.path = stored
-    shown = render_region(assets, "NDVI", 1, 50, 50)
+    image = np.asarray(map_tile(str(raster.path), raster.meta, "NDVI", "2–98 %", (0, 0, 276, 212), (276, 212)))
     with rasterio.open(GEO / "rgbn_suba.tif") as ds:
         nir, red = ds.read(4).astype(np.float64), ds.read(1).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = np.where(nir + red > 0, (nir - red) / (nir + red), np.nan)
-    mean = float(re.search(r"NDVI mean (-?[\d.]+)", shown).group(1))
-    assert mean == pytest.approx(np.nanmean(expected), abs=0.0005)
-    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown.split("base64,")[1].split('"')[0]))))
     assert image.shape[:2] == expected.shape  # the whole 276 × 212 scene, one pixel each
     for row, col in ((10, 10), (100, 150), (200, 270)):
         assert np.array_equal(image[row, col], np.asarray(ramp_image(expected[row:row + 1, col:col + 1]))[0, 0])
+
+
+def test_a_map_pixel_is_rasterios_value_and_place():
+    assets = RemoteSensingDomain().ingest(GEO / "rgbn_suba.tif", LIMITS)
+    raster = assets[0]
+    said = map_pixel(str(raster.path), raster.meta, 150, 100)
+    with rasterio.open(GEO / "rgbn_suba.tif") as ds:
+        want = ds.read(window=rasterio.windows.Window(150, 100, 1, 1))[:, 0, 0].tolist()
+        x, y = ds.xy(100, 150)
+        (lon,), (lat,) = warp(ds.crs, "EPSG:4326", [x], [y])
+    assert said["values"] == want and (said["x"], said["y"]) == pytest.approx((x, y))
+    assert (said["lon"], said["lat"]) == pytest.approx((lon, lat), abs=1e-9)
+    with pytest.raises(InputRejected, match="outside the scene"):
+        map_pixel(str(raster.path), raster.meta, 276, 0)
 
 
 def test_a_plain_tiff_works_without_coordinates(service, tmp_path):

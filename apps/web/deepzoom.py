@@ -26,6 +26,7 @@ from .gate import WebSecurity
 TILE = 256
 JPEG_QUALITY = 85
 VENDOR = Path(__file__).parent / "vendor"
+VENDOR_SUFFIXES = (".js", ".css", ".png")
 DEEP_ZOOM_KINDS = ("slide_level", "raster")  # assets read as a pyramid: the viewer zooms them
 HEAD = """<script src="/vendor/openseadragon/openseadragon.min.js"></script>
 <script>
@@ -128,9 +129,9 @@ def build_router(security: WebSecurity) -> APIRouter:
 
     @router.get("/vendor/{path:path}", include_in_schema=False)
     def vendor(path: str) -> Response:
-        """The vendored viewers' built files (no CDN at run time); nothing outside the folder."""
+        """The vendored viewers' built files (scripts, styles, icons; no CDN at run time), nothing outside."""
         target = (VENDOR / path).resolve()
-        if VENDOR.resolve() not in target.parents or not target.is_file() or target.suffix not in (".js", ".png"):
+        if VENDOR.resolve() not in target.parents or not target.is_file() or target.suffix not in VENDOR_SUFFIXES:
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         return FileResponse(target)
 

@@ -18,6 +18,8 @@ from ..service import LoupeService
 from .deepzoom import HEAD as DEEP_ZOOM_HEAD
 from .deepzoom import build_router as deepzoom_router
 from .gate import Gate, Scope, WebSecurity, database_unavailable
+from .maps import HEAD as MAP_HEAD
+from .maps import build_router as maps_router
 from .metrics import Metrics, Observed, instrument
 from .pages import build_router
 from .stack import HEAD as STACK_HEAD
@@ -62,6 +64,7 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
     api.include_router(build_router(security))
     api.include_router(deepzoom_router(security))
     api.include_router(stack_router(security))
+    api.include_router(maps_router(security))
     metrics = Metrics(service)
     instrument(api, service, metrics)  # /readyz, /metrics; answers counted from their run records
     blocks = build_ui(service, security)
@@ -70,7 +73,7 @@ def create_app(service: LoupeService) -> tuple[Observed, WebSecurity]:
         api, blocks, "/",
         auth_dependency=lambda request: request.scope.get("loupe.user"),
         footer_links=[], run_history=False,  # no "Use via API" page, no run history kept in the browser
-        show_error=False, css=CSS, head=DEEP_ZOOM_HEAD + STACK_HEAD,
+        show_error=False, css=CSS, head=DEEP_ZOOM_HEAD + STACK_HEAD + MAP_HEAD,
         max_file_size=max(upload_limit(d, service.settings.budgets) for d in service.domains.values()),
         app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
     return Observed(Gate(api, security), metrics, security.from_proxy), security

@@ -136,6 +136,10 @@ class RasterSource:
             pixels = np.repeat(pixels, 3, axis=0)
         return Image.fromarray(np.ascontiguousarray(pixels[:3].transpose(1, 2, 0)), "RGB")
 
+    @property
+    def dataset(self):  # noqa: ANN201 - the open rasterio dataset, for reads beyond display (values, indices)
+        return self._ds
+
     def _to_uint8(self, values: np.ndarray) -> np.ndarray:
         if self.stretch is not None:
             return self.stretch.apply(values)

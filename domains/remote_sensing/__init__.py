@@ -12,10 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from PIL import Image
+
 from loupe.core.plugins import Budgets, DomainTab, IngestedAsset, VisualContext
 from loupe.core.pyramid.answer import PyramidRequest
 from loupe.core.pyramid.sources import Box
 
+from . import maptiles
 from .geo import Georef, feature, feature_collection, lat_lon_text
 from .ingest import ingest_raster, open_raster_item
 
@@ -110,10 +113,19 @@ class RemoteSensingDomain:
                         "level": cited.get("level"), "score": cited.get("score"), "box_px": cited["box"]}))
         return feature_collection(features)
 
+    # The map's reads (apps/web/maps.py), in the web process: each a bounded tile or one pixel (maptiles.py).
+    def map_info(self, meta: dict) -> dict:
+        return maptiles.map_info(meta)
+
+    def map_tile(self, location: str, meta: dict, view: str, stretch: str, box: tuple[int, int, int, int],
+                 size: tuple[int, int]) -> Image.Image:
+        return maptiles.map_tile(location, meta, view, stretch, box, size)
+
+    def map_pixel(self, location: str, meta: dict, col: int, row: int) -> dict:
+        return maptiles.map_pixel(location, meta, col, row)
+
     def build_tab(self, tab: DomainTab) -> None:
-        from .tools import add_scene_tools  # Gradio is loaded only where a tab is built
         from .viewer import scene_html
 
         tab.set_viewer(scene_html)
         tab.add_prompts(PROMPTS)
-        add_scene_tools(tab)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from loupe.core.plugins import AssetView, deep_zoom_element
+from loupe.core.plugins import AssetView, map_element
 
 STYLE = ("<style>.loupe-scene{position:relative;display:inline-block;max-width:100%}"
          ".loupe-scene img{display:block;max-width:100%;height:auto}"
@@ -28,13 +28,15 @@ def scene_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
                      f'</title></rect><text x="{x0 + width * 0.004}" y="{y0 + height * 0.025}">{n}</text>')
         notes.append(f"<li>{html.escape(cited['text'])}</li>")
     raster = next((a for a in assets if a.meta.get("kind") == "raster"), None)
-    zoom = ([deep_zoom_element(raster.id), '<p class="hint">Scroll or pinch to zoom to full resolution; drag to pan. '
-             "Below: the whole scene with the tiles the chosen answer read.</p>"]
-            if raster is not None and raster.case_id is not None else [])
     parts = [STYLE, f'<p class="loupe-scene-facts">{html.escape(view.meta["description"])} · '
-                    f'{width:,} × {height:,} px</p>', *zoom,
-             f'<div class="loupe-scene"><img src="{view.url}" alt="the whole scene">'
-             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(marks)}</svg></div>']
+                    f'{width:,} × {height:,} px</p>']
+    if raster is not None and raster.case_id is not None:  # the scene on a map, the answer's tiles on it
+        parts += [map_element(raster.id, [cited["box"] for cited in highlights]),
+                  '<p class="hint">Scroll or pinch to zoom to full resolution, drag to pan; move the pointer for '
+                  "its pixel and coordinates, click for the pixel's band values.</p>"]
+    else:
+        parts.append(f'<div class="loupe-scene"><img src="{view.url}" alt="the whole scene">'
+                     f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(marks)}</svg></div>')
     if notes:
         parts.append(f'<p>Read for this answer ({len(notes)} tile{"s" if len(notes) != 1 else ""}, best first):</p>'
                      f'<ol class="loupe-tiles">{"".join(notes)}</ol>')

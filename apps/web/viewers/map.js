@@ -1,0 +1,155 @@
+// Loupe's scene map: OpenLayers over a scene's tiles, read through Loupe's access-checked routes
+// (apps/web/maps.py). Bundled by `make vendor` (esbuild) into vendor/loupe-map/loupe-map.{js,css}.
+//
+// Each .loupe-map element (remote-sensing viewer) becomes a map in the scene's own coordinates (its CRS, north
+// up; pixels when it has none): pan and zoom to full resolution, a scale bar, any band preset or index with a
+// scene-wide percentile stretch, the pointer's pixel and coordinates, a click's band values, and the tiles the
+// chosen answer read outlined and numbered. No basemap: nothing is fetched from outside Loupe.
+
+import "ol/ol.css";
+import Feature from "ol/Feature.js";
+import Map from "ol/Map.js";
+import View from "ol/View.js";
+import ScaleLine from "ol/control/ScaleLine.js";
+import { defaults as defaultControls } from "ol/control/defaults.js";
+import Polygon from "ol/geom/Polygon.js";
+import TileLayer from "ol/layer/Tile.js";
+import VectorLayer from "ol/layer/Vector.js";
+import Projection from "ol/proj/Projection.js";
+import VectorSource from "ol/source/Vector.js";
+import XYZ from "ol/source/XYZ.js";
+import { Fill, Stroke, Style, Text } from "ol/style.js";
+import TileGrid from "ol/tilegrid/TileGrid.js";
+
+let maps = 0;
+
+function made(tag, attributes = {}, text = "") {
+  const node = document.createElement(tag);
+  Object.entries(attributes).forEach(([key, value]) => node.setAttribute(key, value));
+  if (text) node.textContent = text;
+  return node;
+}
+
+function chooser(label, names, className) {
+  const select = made("select", { "aria-label": label, class: className });
+  names.forEach((name) => select.append(made("option", { value: name }, name)));
+  return select;
+}
+
+const number = (value) => (Number.isInteger(value) ? String(value) : value.toPrecision(6).replace(/\.?0+$/, ""));
+
+async function mount(element) {
+  element.dataset.ready = "1";
+  const base = element.dataset.map;
+  const status = made("p", { class: "loupe-map-readout", role: "status" }, "Opening the map…");
+  element.replaceChildren(status);
+  let info;
+  try {
+    const answer = await fetch(`${base}/info.json`, { credentials: "same-origin" });
+    if (!answer.ok) throw new Error(`the server answered ${answer.status}`);
+    info = await answer.json();
+  } catch (problem) {
+    status.textContent = `The map could not be opened: ${problem.message}`;
+    return;
+  }
+  maps += 1;
+  const [a, , c, , e, f] = info.transform || [1, 0, 0, 0, -1, 0];
+  const square = Math.abs(Math.abs(a) - Math.abs(e)) <= 0.01 * Math.abs(a);
+  const geo = Boolean(info.transform) && square;
+  const pixel = geo ? Math.abs(a) : 1;
+  // map coordinates of a pixel corner: the scene's CRS when it has one (north up), else pixels with y up
+  const toX = (col) => (geo ? a * col + c : col);
+  const toY = (row) => (geo ? e * row + f : -row);
+  const fromMap = ([x, y]) => (geo ? [(x - c) / a, (y - f) / e] : [x, -y]);
+  const extent = [toX(0), toY(info.height), toX(info.width), toY(0)];
+  const projection = new Projection({ code: `loupe-scene-${maps}`, units: geo ? info.units : "pixels", extent });
+  const resolutions = Array.from({ length: info.max_level + 1 }, (_, z) => pixel * 2 ** (info.max_level - z));
+  const grid = new TileGrid({ origin: [toX(0), toY(0)], resolutions, tileSize: info.tile, extent });
+
+  const toolbar = made("div", { class: "loupe-map-tools", role: "toolbar" });
+  const viewSelect = chooser("Bands shown", info.views, "loupe-map-view");
+  const stretchSelect = chooser("Stretch", info.stretches, "loupe-map-stretch");
+  toolbar.append(made("label", {}, "Show "), viewSelect, made("label", {}, " stretch "), stretchSelect);
+  const target = made("div", { class: "loupe-map-screen" });
+  const values = made("p", { class: "loupe-map-values" }, "Click the map for the pixel's band values.");
+  element.replaceChildren(toolbar, target, status, values);
+  status.textContent = geo ? `Coordinates in ${info.crs}` : "This scene has no coordinates: positions in pixels.";
+
+  const tileUrl = () => {
+    const query = `view=${encodeURIComponent(viewSelect.value)}&stretch=${encodeURIComponent(stretchSelect.value)}`;
+    return ([z, x, y]) => `${base}/${z}/${x}_${y}.jpg?${query}`;
+  };
+  const tiles = new XYZ({ projection, tileGrid: grid, tileUrlFunction: tileUrl(), crossOrigin: null, transition: 0 });
+  const answers = new VectorSource();
+  const boxes = JSON.parse(element.dataset.boxes || "[]");
+  boxes.forEach(([x0, y0, x1, y1], n) => {
+    const ring = [[toX(x0), toY(y0)], [toX(x1), toY(y0)], [toX(x1), toY(y1)], [toX(x0), toY(y1)], [toX(x0), toY(y0)]];
+    const feature = new Feature(new Polygon([ring]));
+    feature.setStyle(new Style({
+      stroke: new Stroke({ color: "#ffd600", width: 2 }), fill: new Fill({ color: "rgba(255,214,0,0.08)" }),
+      text: new Text({ text: String(n + 1), font: "bold 14px sans-serif", fill: new Fill({ color: "#ffd600" }),
+        stroke: new Stroke({ color: "#000", width: 3 }) }),
+    }));
+    answers.addFeature(feature);
+  });
+  const controls = defaultControls({ attribution: false });
+  if (geo) controls.push(new ScaleLine({ units: "metric" }));
+  const map = new Map({
+    target, controls,
+    layers: [new TileLayer({ source: tiles }), new VectorLayer({ source: answers })],
+    view: new View({ projection, resolutions, extent, constrainOnlyCenter: true, showFullExtent: true }),
+  });
+  map.getView().fit(extent, { size: map.getSize() || [target.clientWidth, target.clientHeight] });
+
+  const refresh = () => tiles.setTileUrlFunction(tileUrl(), `${viewSelect.value}|${stretchSelect.value}`);
+  viewSelect.addEventListener("change", refresh);
+  stretchSelect.addEventListener("change", refresh);
+
+  const where = (coordinate) => {
+    const [col, row] = fromMap(coordinate).map(Math.floor);
+    const inside = col >= 0 && row >= 0 && col < info.width && row < info.height;
+    return { col, row, inside };
+  };
+  map.on("pointermove", (event) => {
+    const { col, row, inside } = where(event.coordinate);
+    if (!inside) return;
+    const [x, y] = event.coordinate;
+    const digits = info.units === "degrees" ? 6 : 1; // a tenth of a metre, or about a tenth of a metre in degrees
+    status.textContent = `Pixel x ${col}, y ${row}` + (geo ? ` · ${info.crs} ${x.toFixed(digits)}, ${y.toFixed(digits)}` : "");
+  });
+  map.on("singleclick", async (event) => {
+    const { col, row, inside } = where(event.coordinate);
+    if (!inside) return;
+    values.textContent = `Reading pixel x ${col}, y ${row}…`;
+    try {
+      const answer = await fetch(`${base}/pixel/${col}_${row}.json`, { credentials: "same-origin" });
+      if (!answer.ok) throw new Error((await answer.json().catch(() => ({}))).detail || `the server answered ${answer.status}`);
+      const said = await answer.json();
+      const bands = said.values.map((value, n) => `band ${n + 1} ${value === null ? "no data" : number(value)}`).join(", ");
+      const place = said.lat === undefined || said.lat === null ? ""
+        : ` · ${Math.abs(said.lat).toFixed(5)}° ${said.lat >= 0 ? "N" : "S"}, ${Math.abs(said.lon).toFixed(5)}° ${said.lon >= 0 ? "E" : "W"}`;
+      // an index shown: its value here, from the two bands' values ((a - b) / (a + b), as the tiles are drawn)
+      const pair = (info.indices || {})[viewSelect.value];
+      let index = "";
+      if (pair) {
+        const [first, second] = pair.map((band) => said.values[band - 1]);
+        index = first === null || second === null || first + second === 0 ? ` · ${viewSelect.value} no value`
+          : ` · ${viewSelect.value} ${((first - second) / (first + second)).toFixed(3)}`;
+      }
+      values.textContent = `Pixel x ${said.col}, y ${said.row}: ${bands}${index}${place}`;
+      values.dataset.values = JSON.stringify(said.values);
+    } catch (problem) {
+      values.textContent = `The pixel could not be read: ${problem.message}`;
+    }
+  });
+  // what the tests and a reader's scripts may ask: the map, and scene pixels to screen pixels
+  element.loupeMap = {
+    map, tiles,
+    toScreen: (col, row) => map.getPixelFromCoordinate([toX(col), toY(row)]),
+  };
+  map.once("rendercomplete", () => { element.dataset.shown = "1"; });
+}
+
+const mountAll = () => document.querySelectorAll(".loupe-map:not([data-ready])").forEach(mount);
+new MutationObserver(mountAll).observe(document.documentElement, { childList: true, subtree: true });
+mountAll();

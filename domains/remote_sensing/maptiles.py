@@ -1,0 +1,142 @@
+"""The scene on a map (apps/web/maps.py, OpenLayers in the page): map tiles of any band preset or index with
+a percentile stretch over the whole scene, and the values of one pixel with its coordinates.
+
+A tile is at most 256 × 256 output pixels read from the file's nearest overview (GDAL), so each read is
+bounded whatever the scene's size; open files and computed stretches are kept for the next tiles. A file is
+read by one thread at a time (a GDAL dataset is not thread-safe; the map asks for several tiles at once).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from loupe.core.errors import InputRejected
+from loupe.core.pyramid.sources import RasterSource, percentile_stretch
+
+from .bands import TRUE_COLOUR, is_index
+from .geo import Georef
+from .indices import index_values, ramp_image
+
+TILE = 256
+STRETCH_SAMPLE_PX = 1024  # the longest side of the overview read to compute a scene-wide stretch
+STRETCHES = {"2–98 %": (2.0, 98.0), "0.5–99.5 %": (0.5, 99.5), "5–95 %": (5.0, 95.0), "min–max": (0.0, 100.0)}
+OPEN_FILES = 8
+
+_open: OrderedDict[tuple, tuple[RasterSource, threading.Lock]] = OrderedDict()
+_stretches: dict[tuple, object] = {}
+_guard = threading.Lock()
+
+
+def map_info(meta: dict) -> dict:
+    """What the map needs: the scene's size and levels, its coordinates (CRS and affine transform, with the
+    units the scale bar uses), the views it offers and the stretches."""
+    width, height = int(meta["width"]), int(meta["height"])
+    transform = meta.get("transform") if meta.get("georeferenced") else None
+    units = "pixels"
+    if transform and transform[1] == 0 and transform[3] == 0:  # north up: map units are the CRS's
+        units = "degrees" if _geographic(meta["crs"]) else "m"
+    else:
+        transform = None
+    top = max(0, math.ceil(math.log2(max(width, height))))
+    return {"width": width, "height": height, "tile": TILE, "max_level": top,
+            "crs": meta.get("crs") if transform else None, "transform": transform, "units": units,
+            "views": list((meta.get("presets") or {TRUE_COLOUR: [1, 2, 3]}).keys()),
+            "stretches": list(STRETCHES), "bands": int(meta.get("bands", {}).get("count", 0) or 0),
+            "indices": {name: bands for name, bands in (meta.get("presets") or {}).items() if is_index(name)}}
+
+
+def map_tile(location: str, meta: dict, view: str, stretch: str, box: tuple[int, int, int, int],
+             size: tuple[int, int]) -> Image.Image:
+    """The level-0 ``box`` of the scene at ``size``, in ``view`` (a band preset or an index) with the
+    ``stretch`` of the whole scene's values."""
+    presets = meta.get("presets") or {}
+    if view not in presets or stretch not in STRETCHES:
+        raise InputRejected("No such view of this scene.")
+    bands = tuple(presets[view])
+    source, lock = _opened(location, bands)
+    with lock:
+        if is_index(view):
+            from rasterio.windows import Window
+
+            x0, y0, x1, y1 = box
+            values = index_values(source.dataset, bands, Window(x0, y0, x1 - x0, y1 - y0), (size[1], size[0]))
+            return ramp_image(values)
+        source.stretch = _scene_stretch(location, source, bands, STRETCHES[stretch])
+        return source.read(box, size)
+
+
+def map_pixel(location: str, meta: dict, col: int, row: int) -> dict:
+    """Every band's value at pixel (col, row), read at full resolution, and where it is."""
+    width, height = int(meta["width"]), int(meta["height"])
+    if not (0 <= col < width and 0 <= row < height):
+        raise InputRejected("That point is outside the scene.")
+    source, lock = _opened(location, (1,))
+    with lock:
+        from rasterio.windows import Window
+
+        values = source.dataset.read(window=Window(col, row, 1, 1), masked=True)[:, 0, 0]
+    out = {"col": col, "row": row, "values": [None if np.ma.is_masked(v) else _number(v) for v in values]}
+    if meta.get("georeferenced"):
+        georef = Georef(meta["crs"], tuple(meta["transform"]))
+        out["x"], out["y"] = georef.to_crs(col + 0.5, row + 0.5)
+        lon, lat = georef.to_lonlat([(col + 0.5, row + 0.5)])[0]
+        out["lon"], out["lat"] = (None, None) if math.isnan(lon) else (lon, lat)
+    return out
+
+
+def _number(value: object) -> float | int:
+    value = value.item() if hasattr(value, "item") else value
+    return value if isinstance(value, int) else float(value)
+
+
+def _geographic(crs: str) -> bool:
+    from pyproj import CRS
+
+    try:
+        return CRS.from_user_input(crs).is_geographic
+    except Exception:  # noqa: BLE001 - an unreadable CRS: shown in pixels' units
+        return False
+
+
+def _opened(location: str, bands: Sequence[int]) -> tuple[RasterSource, threading.Lock]:
+    key = (location, tuple(bands))
+    with _guard:
+        found = _open.get(key)
+        if found is not None:
+            _open.move_to_end(key)
+            return found
+    opened = (RasterSource(location, bands), threading.Lock())
+    with _guard:
+        _open[key] = opened
+        while len(_open) > OPEN_FILES:
+            _, (old, old_lock) = _open.popitem(last=False)
+            with old_lock:
+                old.close()
+    return opened
+
+
+def _scene_stretch(location: str, source: RasterSource, bands: Sequence[int], percentiles: tuple[float, float]):  # noqa: ANN202
+    """The percentiles of each band over the whole scene (read from its coarsest useful overview), computed
+    once per scene, bands and percentiles; 8-bit data shown as it is at 0–100."""
+    key = (location, tuple(bands), percentiles)
+    if key in _stretches:
+        return _stretches[key]
+    if source.dtype == "uint8" and percentiles == (0.0, 100.0):
+        stretch = None
+    else:
+        from rasterio.enums import Resampling
+
+        scale = min(1.0, STRETCH_SAMPLE_PX / max(source.width, source.height))
+        shape = (len(bands), max(1, round(source.height * scale)), max(1, round(source.width * scale)))
+        values = source.dataset.read(list(bands), out_shape=shape, resampling=Resampling.average)
+        stretch = percentile_stretch(values, *percentiles)
+    if len(_stretches) > 64:  # a few per scene and view: forget the oldest scenes' now and then
+        _stretches.clear()
+    _stretches[key] = stretch
+    return stretch
