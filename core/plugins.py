@@ -64,18 +64,23 @@ class VisualContext:
 
 
 
-def deep_zoom_element(asset_id: int, height: str = "60vh") -> str:
+def deep_zoom_element(asset_id: int, height: str = "60vh", boxes: Sequence[Sequence[float]] = ()) -> str:
     """HTML a viewer places where a giant image (a slide level or a scene, read as a pyramid) is to be
-    zoomed: the app turns it into a deep-zoom viewer over the asset's access-checked tiles."""
-    return (f'<div class="loupe-deepzoom" data-tiles="/case-tiles/{int(asset_id)}" '
+    zoomed: the app turns it into a deep-zoom viewer over the asset's access-checked tiles, with ``boxes``
+    (level-0 pixel boxes, e.g. the tiles an answer read) outlined, numbered, and zoomed to when clicked."""
+    return (f'<div class="loupe-deepzoom" data-tiles="/case-tiles/{int(asset_id)}" data-boxes="{_boxes(boxes)}" '
             f'style="width:100%;height:{height};background:#111"></div>')
+
+
+def _boxes(boxes: Sequence[Sequence[float]]) -> str:
+    return html.escape(json.dumps([[round(float(v), 1) for v in box[:4]] for box in boxes]))
+
 
 def map_element(asset_id: int, boxes: Sequence[Sequence[float]] = (), height: str = "60vh") -> str:
     """HTML a viewer places where a scene (a raster asset) is to be shown on a map in its own coordinates: the
     app turns it into a pan/zoom map over the domain's ``map_info``/``map_tile``/``map_pixel``, with ``boxes``
     (level-0 pixel boxes, e.g. the tiles an answer read) outlined and numbered."""
-    drawn = html.escape(json.dumps([[round(float(v), 1) for v in box[:4]] for box in boxes]))
-    return (f'<div class="loupe-map" data-map="/case-map/{int(asset_id)}" data-boxes="{drawn}" '
+    return (f'<div class="loupe-map" data-map="/case-map/{int(asset_id)}" data-boxes="{_boxes(boxes)}" '
             f'style="width:100%;min-height:{height}"></div>')
 
 

@@ -387,3 +387,48 @@ def test_deep_zoom_tiles_are_checked_for_every_tile_and_audited_once_per_view(se
     assert "asset.denied" in [e.action for e in store.audit_events()]
     assert alice.get("/vendor/openseadragon/openseadragon.min.js").status_code == 200
     assert alice.get("/vendor/openseadragon/../deepzoom.py").status_code == 404
+
+
+def _two_level_dicom_slide() -> tuple[bytes, np.ndarray]:
+    """A zip of a DICOM slide stored as two files, full resolution (the tiny 50 × 50 test slide) and half of it."""
+    import copy
+    import math
+    import zipfile
+
+    import pydicom
+
+    full = pydicom.dcmread(Path(__file__).resolve().parents[1] / "data" / "medical" / "pathology"
+                           / "SM_wsi_tiny_25frames.dcm")
+    tiles = full.pixel_array.reshape(5, 5, 10, 10, 3).transpose(0, 2, 1, 3, 4).reshape(50, 50, 3)
+    half = np.asarray(Image.fromarray(tiles).resize((25, 25), Image.Resampling.BOX))
+    level = copy.deepcopy(full)
+    level.TotalPixelMatrixColumns = level.TotalPixelMatrixRows = 25
+    padded = np.zeros((30, 30, 3), np.uint8)
+    padded[:25, :25] = half
+    level.NumberOfFrames = math.ceil(25 / 10) ** 2
+    level.PixelData = padded.reshape(3, 10, 3, 10, 3).transpose(0, 2, 1, 3, 4).tobytes()
+    level.SOPInstanceUID = level.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, ds in (("full.dcm", full), ("half.dcm", level)):
+            buffer = io.BytesIO()
+            ds.save_as(buffer)
+            archive.writestr(name, buffer.getvalue())
+    return out.getvalue(), tiles
+
+
+def test_an_uploaded_dicom_slides_level_files_zoom_as_one_image(served):
+    """A DICOM slide uploaded as a file per level opens in the deep-zoom viewer as one image: its full
+    resolution tile is the slide's own pixels, a second user gets nothing."""
+    upload, pixels = _two_level_dicom_slide()
+    alice_user = served.service.user("alice")
+    case_id = served.service.create_case(alice_user, "medical", io.BytesIO(upload), "biopsy")
+    levels = [a for a in served.service.store.open_case(alice_user, case_id).assets
+              if a.meta.get("kind") == "slide_level"]
+    assert len(levels) == 2 and levels[0].meta["level_of"] == 2
+    alice = served.http("alice")
+    info = alice.get(f"/case-tiles/{levels[1].id}/info.json").json()
+    assert (info["width"], info["height"], info["max_level"]) == (50, 50, 6)
+    tile = Image.open(io.BytesIO(alice.get(f"/case-tiles/{levels[1].id}/6/0_0.jpg").content)).convert("RGB")
+    assert tile.size == (50, 50) and np.abs(np.asarray(tile, dtype=int) - pixels).mean() < 6  # JPEG
+    assert served.http("bob").get(f"/case-tiles/{levels[1].id}/6/0_0.jpg").status_code == 404

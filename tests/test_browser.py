@@ -177,11 +177,11 @@ def test_case_review_logout_and_admin_in_a_real_browser(tmp_path, tiny_model_dir
 
 
 @contextmanager
-def _signed_in(tmp_path: Path, model: Path, user: str, chromium: str) -> Iterator:
-    """A browser page logged in to a fresh app as ``user`` (role user)."""
+def _signed_in(tmp_path: Path, model: Path, user: str, chromium: str, **options: object) -> Iterator:
+    """A browser page logged in to a fresh app as ``user`` (role user); ``options`` go to ``serve`` (budgets)."""
     from playwright.sync_api import sync_playwright
 
-    with serve(tmp_path / "home", model, {user: "user"}) as served, sync_playwright() as pw:
+    with serve(tmp_path / "home", model, {user: "user"}, **options) as served, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         _login(page, served.url, user)

@@ -44,6 +44,19 @@ HEAD = """<script src="/vendor/openseadragon/openseadragon.min.js"></script>
           tileSources: {width: info.width, height: info.height, tileSize: info.tile, tileOverlap: 0,
                         minLevel: 0, maxLevel: info.max_level,
                         getTileUrl: (level, x, y) => `${base}/${level}/${x}_${y}.jpg`}});
+        // the tiles the chosen answer read: outlined, numbered, zoomed to when clicked
+        const viewer = element.loupeViewer;
+        viewer.addOnceHandler("open", () => {
+          JSON.parse(element.dataset.boxes || "[]").forEach(([x0, y0, x1, y1], n) => {
+            const box = Object.assign(document.createElement("button"), {type: "button", className: "loupe-dz-box",
+                                                                        textContent: String(n + 1)});
+            box.setAttribute("aria-label", `Zoom to tile ${n + 1} read for this answer`);
+            const place = viewer.viewport.imageToViewportRectangle(x0, y0, x1 - x0, y1 - y0);
+            viewer.addOverlay({element: box, location: place});
+            new OpenSeadragon.MouseTracker({element: box, clickHandler: () => viewer.viewport.fitBounds(place)});
+          });
+          element.dataset.shown = "1";
+        });
       })
       .catch(() => { element.textContent = "The zoomable view could not be loaded."; });
   };
@@ -92,9 +105,14 @@ def build_router(security: WebSecurity) -> APIRouter:
         if user is None:
             raise PermissionError
         asset, location = store.asset_for_view(user, asset_id, audit=audit)
-        if (asset.meta or {}).get("kind") not in DEEP_ZOOM_KINDS:
+        meta = asset.meta or {}
+        if meta.get("kind") not in DEEP_ZOOM_KINDS:
             raise AccessDenied("Not a zoomable image.")
-        return open_pyramid(location, TILE, int((asset.meta or {}).get("max_pixels", 10**8)))
+        if meta.get("level_of", 1) > 1 and asset.source_id is None:  # an uploaded DICOM slide: a file per level
+            case = store.case_for_view(user, asset.case_id, audit=False)
+            location = tuple(store.assets.path_for(a.sha256) for a in case.assets
+                             if (a.meta or {}).get("kind") == "slide_level")
+        return open_pyramid(location, TILE, int(meta.get("max_pixels", 10**8)))
 
     @router.get("/case-tiles/{asset_id}/info.json", include_in_schema=False)
     def tile_info(asset_id: int, request: Request) -> Response:

@@ -11,6 +11,8 @@ from .render import status_banner
 from .workspace import Workspace
 
 CSS = """
+.loupe-dz-box { border: 2px solid #ffd600; background: rgba(255,214,0,.08); color: #ffd600; font: bold 14px sans-serif;
+  text-align: left; vertical-align: top; padding: 2px 4px; cursor: zoom-in; text-shadow: 0 0 3px #000; }
 .loupe-map-screen { width: 100%; height: 60vh; background: #111; }
 .loupe-map-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin-bottom: 4px; }
 .loupe-map-tools select { font-size: .85rem; padding: 2px 8px; width: auto; }

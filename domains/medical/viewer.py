@@ -72,11 +72,13 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
                        f'<a href="/case-export/{views[0].case_id}/zip" download>zip</a></p>')
     figures.append(_series_warnings(views))
     slide = next((a for a in assets if a.meta.get("kind") == "slide_level"), None)
-    # the slide itself, to zoom to full resolution (one asset holds all its levels: a re-written or referenced
-    # slide; an uploaded DICOM slide's levels are separate files, not zoomed here yet)
-    if slide is not None and slide.case_id is not None and slide.meta.get("level_of", 1) == 1:
-        figures.append(deep_zoom_element(slide.id) + '<p class="hint">Scroll or pinch to zoom to full resolution; '
-                       "drag to pan. Below: the whole slide with the tiles the chosen answer read.</p>")
+    # the slide itself, to zoom to full resolution (an uploaded DICOM slide's levels, each a file, zoom as one)
+    if slide is not None and slide.case_id is not None:
+        figures.append(f'<p class="loupe-slide-facts">{_caption(views[0].meta)}</p>'
+                       + deep_zoom_element(slide.id, boxes=[cited["box"] for cited in highlights])
+                       + '<p class="hint">Scroll or pinch to zoom to full resolution; drag to pan. The tiles the '
+                       "chosen answer read are outlined and numbered: click one to zoom to it.</p>")
+        views = []  # the still overview says nothing the zoomable slide does not
     series = next((a for a in assets if a.meta.get("kind") == "dicom_series"), None)
     if series is not None:
         figures.append(f'<p class="loupe-pacs">This series stays in the PACS: {series.meta["slices"]} slices, '
