@@ -1039,6 +1039,22 @@ def bench_docs(folder: Path) -> None:
     click.echo(json.dumps(run(folder), indent=2, ensure_ascii=False))
 
 
+@bench.command("viewer")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-viewer"),
+              show_default=True, help="Where the generated slide, scene and series are kept (reused) and the app runs.")
+@click.option("--chromium", default=lambda: os.environ.get("LOUPE_TEST_CHROMIUM", "/usr/bin/chromium"),
+              show_default="$LOUPE_TEST_CHROMIUM or /usr/bin/chromium", help="The Chromium the viewers run in.")
+@click.option("--slide-side", type=int, default=20_000, show_default=True, help="The generated slide's side, px.")
+@click.option("--scene-side", type=int, default=16_384, show_default=True, help="The generated scene's side, px.")
+@click.option("--slices", type=int, default=200, show_default=True, help="Slices of the generated CT series.")
+def bench_viewer(workdir: Path, chromium: str, slide_side: int, scene_side: int, slices: int) -> None:
+    """Each viewer in Chromium against `loupe serve`: first tile or frame on screen after a case is clicked, and
+    each zoom (or slice) step, beside the same first tile over plain HTTP, as JSON."""
+    from .bench_viewer import run
+
+    click.echo(json.dumps(run(workdir, chromium, slide_side, scene_side, slices), indent=2))
+
+
 @cli.command("budgets")
 def budgets_command() -> None:
     """The input budgets in effect (docs/budgets.md): value, setting and what each bounds."""

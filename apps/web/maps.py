@@ -15,24 +15,12 @@ from fastapi.responses import JSONResponse, Response
 
 from loupe.core.errors import InputRejected, LoupeError
 
+from .bundles import bundle_head
 from .deepzoom import tile_box
 from .gate import WebSecurity
 
 JPEG_QUALITY = 85
-BUNDLE = "/vendor/loupe-map/loupe-map.js"
-# The map's bundle (OpenLayers) is loaded when a page first shows a .loupe-map element, not before.
-HEAD = f"""<link rel="stylesheet" href="/vendor/loupe-map/loupe-map.css">
-<script>
-(() => {{
-  const load = () => {{
-    if (document.querySelector(".loupe-map") && !document.getElementById("loupe-map-bundle")) {{
-      const script = Object.assign(document.createElement("script"), {{id: "loupe-map-bundle", src: "{BUNDLE}"}});
-      document.head.append(script);
-    }}
-  }};
-  new MutationObserver(load).observe(document.documentElement, {{childList: true, subtree: true}});
-}})();
-</script>"""
+HEAD = bundle_head("loupe-map", "loupe-map", stylesheet=True)  # the viewer's script, loaded early
 
 
 def build_router(security: WebSecurity) -> APIRouter:

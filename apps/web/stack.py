@@ -17,22 +17,11 @@ from fastapi.responses import JSONResponse, Response
 from loupe.core.errors import InputRejected, LoupeError
 from loupe.core.jobs import QueueFull
 
+from .bundles import bundle_head
 from .gate import WebSecurity
 
 FRAME_HEADER = "X-Loupe-Frame"
-BUNDLE = "/vendor/loupe-dicom/loupe-dicom.js"  # built by `make vendor` from viewers/dicom.js
-# The viewer's bundle (4 MB, Cornerstone3D) is loaded when a page first shows a .loupe-stack element, not before.
-HEAD = f"""<script>
-(() => {{
-  const load = () => {{
-    if (document.querySelector(".loupe-stack") && !document.getElementById("loupe-dicom-bundle")) {{
-      const script = Object.assign(document.createElement("script"), {{id: "loupe-dicom-bundle", src: "{BUNDLE}"}});
-      document.head.append(script);
-    }}
-  }};
-  new MutationObserver(load).observe(document.documentElement, {{childList: true, subtree: true}});
-}})();
-</script>"""
+HEAD = bundle_head("loupe-stack", "loupe-dicom")  # the viewer's script, loaded early
 
 
 def build_router(security: WebSecurity) -> APIRouter:

@@ -183,6 +183,8 @@ def percentile_stretch(values: np.ndarray, low: float = 2, high: float = 98) -> 
 class SlideSource:
     """A whole-slide image through OpenSlide."""
 
+    thread_safe = True  # OpenSlide reads one slide from several threads at once (a viewer's tiles in parallel)
+
     def __init__(self, path: str | Path) -> None:
         import openslide
 

@@ -182,8 +182,7 @@ async function mount(element) {
   element.replaceChildren(status);
   let info;
   try {
-    info = await (await fetched(`${base}/stack.json`)).json();
-    await start();
+    [info] = await Promise.all([fetched(`${base}/stack.json`).then((answer) => answer.json()), start()]);
   } catch (problem) {
     status.textContent = `The image viewer could not open: ${problem.message}`;
     return;
@@ -344,6 +343,7 @@ async function mount(element) {
   try {
     await viewport.setStack(imageIds, 0);
     viewport.render();
+    requestAnimationFrame(() => { element.dataset.firstDrawn = String(performance.now()); }); // loupe bench viewer
     describeView();
     prefetch();
   } catch (problem) {
@@ -367,6 +367,7 @@ async function mount(element) {
 }
 
 // The bundle is loaded when the first viewer element appears: mount what is there now, and what comes later.
+start(); // Cornerstone set up as soon as the bundle is loaded (often before any series is opened)
 const mountAll = () => document.querySelectorAll(".loupe-stack:not([data-ready])").forEach(mount);
 new MutationObserver(mountAll).observe(document.documentElement, { childList: true, subtree: true });
 mountAll();

@@ -148,6 +148,9 @@ async function mount(element) {
     toScreen: (col, row) => map.getPixelFromCoordinate([toX(col), toY(row)]),
   };
   map.once("rendercomplete", () => { element.dataset.shown = "1"; });
+  tiles.once("tileloadend", () => requestAnimationFrame(() => requestAnimationFrame(() => {
+    element.dataset.firstDrawn = String(performance.now()); // when a first tile is on screen (loupe bench viewer)
+  })));
 }
 
 const mountAll = () => document.querySelectorAll(".loupe-map:not([data-ready])").forEach(mount);
