@@ -404,6 +404,9 @@ def test_study_wide_warnings_are_said_once_and_lossy_compression_is_flagged(doma
     assert html_us.count("Lossy compressed") == 1
     if us[0].meta["burned_in_annotation"]:
         assert html_us.count("burned into these pixels") == 1
+    with_text = sum(1 for v in us if v.meta["text_regions"])
+    assert with_text > 4 and html_us.count("<figure") == 4  # the series viewer above; four outlined, not 30
+    assert f"and of {with_text - 4} more (scroll to them above)" in html_us
     html_ct, (ct,) = shown("CT_small.dcm")
     assert "lossy" not in ct.meta and "Lossy compressed" not in html_ct
 

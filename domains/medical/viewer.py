@@ -15,6 +15,9 @@ STYLE = ("<style>.loupe-grid{display:grid;grid-template-columns:repeat(auto-fill
          ".loupe-warning{color:#b71c1c;font-weight:600}</style>")
 
 
+TEXT_FRAMES_SHOWN = 4  # frames with text in their pixels shown outlined under the series viewer
+
+
 def _caption(meta: dict) -> str:
     parts = [str(meta.get("Modality", "DICOM"))]
     if meta.get("slide"):
@@ -87,8 +90,11 @@ def studies_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> st
         figures.append(frame_stack_element(views[0].case_id))
         views = [v for v in views if v.meta.get("text_regions")]  # below: only the frames with text to check
         if views:
-            figures.append('<p class="loupe-warning">⚠ Text found in the pixels of the frames below (outlined): '
-                           "check it names no one before sharing.</p>")
+            more = len(views) - TEXT_FRAMES_SHOWN
+            figures.append('<p class="loupe-warning">⚠ Text found in the pixels of the frames below (outlined)'
+                           + (f" and of {more} more (scroll to them above)" if more > 0 else "")
+                           + ": check it names no one before sharing.</p>")
+            views = views[:TEXT_FRAMES_SHOWN]
     figures.append('<div class="loupe-grid">' if len(views) > 1 else "<div>")
     for view in views:
         width, height = view.width or 1, view.height or 1
