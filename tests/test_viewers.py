@@ -35,7 +35,7 @@ def ct_phantom(slices: int = 12, size: int = 128) -> list[pydicom.Dataset]:
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
         ds.PatientName, ds.PatientID, ds.Modality = "DOE^JANE", "PID-4711", "CT"
-        ds.SeriesDescription = HOSTILE
+        ds.SeriesDescription, ds.Manufacturer = HOSTILE, HOSTILE  # the description is removed, the maker kept
         ds.InstanceNumber = n + 1
         ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * n], [1.0, 0, 0, 0, 1.0, 0]
         ds.PixelSpacing, ds.SliceThickness = [SPACING_MM, SPACING_MM], 2.5
@@ -157,6 +157,7 @@ def test_dicom_viewer_scrolls_windows_measures_and_plays(tmp_path, tiny_model_di
         expect(table).to_contain_text("(0008,0060)", timeout=10_000)
         expect(table).to_contain_text("PixelSpacing")
         assert "DOE^JANE" not in table.inner_text() and "PID-4711" not in table.inner_text()
+        expect(table.locator("tr", has_text="Manufacturer")).to_contain_text(HOSTILE)  # shown as text
         assert page.title() != "pwned" and stack.locator("img[src=x]").count() == 0
         page.screenshot(path=str(ARTIFACTS / "medical-series-tags.png"), full_page=True)
 
