@@ -128,8 +128,8 @@ LONG_FILES = ("test_case_binding.py", "test_browser.py", "test_served_model.py",
               "test_finetune.py", "test_ocr_queries.py", "test_pacs.py", "test_medical.py", "test_batch_tools.py",
               "test_ocr.py", "test_serve.py", "test_viewers.py", "test_department.py", "test_pacs_slides.py",
               "test_cli.py", "test_crash_safety.py", "test_sharing.py", "test_app.py", "test_sources.py",
-              "test_http.py", "test_reports.py", "test_csrf.py", "test_stac_api.py", "test_documents.py", "test_bench_gpu.py",
-              "test_s3_source.py", "test_accounts.py", "test_injection.py", "test_sessions.py",
+              "test_http.py", "test_reports.py", "test_csrf.py", "test_stac_api.py", "test_documents.py",
+              "test_bench_gpu.py", "test_s3_source.py", "test_accounts.py", "test_injection.py", "test_sessions.py",
               "test_remote_sensing.py", "test_slides.py", "test_ops_endpoints.py")
 
 
