@@ -191,8 +191,8 @@ def _signed_in(tmp_path: Path, model: Path, user: str, chromium: str, **options:
             browser.close()
 
 
-def _create_case(page, tab: str, upload: Path) -> None:  # noqa: ANN001 - a Playwright page
-    """In the tab's New case form: upload the file and create the case."""
+def _create_case(page, tab: str, upload: Path, timeout_s: float = 60) -> None:  # noqa: ANN001 - a Playwright page
+    """In the tab's New case form: upload the file and create the case (within ``timeout_s``)."""
     from playwright.sync_api import expect
 
     domain = tab.lower().replace(" ", "_")
@@ -200,7 +200,7 @@ def _create_case(page, tab: str, upload: Path) -> None:  # noqa: ANN001 - a Play
     page.get_by_role("tab", name="New case").click()
     page.locator(f"#{domain}-upload input[type=file]").set_input_files(str(upload))
     page.locator(f"#{domain}-create").click()
-    expect(page.locator(f"#{domain}-status")).to_contain_text("created.", timeout=60_000)
+    expect(page.locator(f"#{domain}-status")).to_contain_text("created.", timeout=timeout_s * 1000)
 
 
 @pytest.mark.browser
@@ -223,6 +223,12 @@ def test_documents_tab_shows_the_lines_read_on_each_page(tmp_path, tiny_model_di
         page.screenshot(path=str(ARTIFACTS / "documents-page-readable.png"), full_page=True)
         viewer.get_by_text("Show the box of every line read").click()
         assert viewer.locator("svg rect").first.evaluate(stroke) != "none"
+        viewer.get_by_text("Zoom ×3").click()  # small print: the page three times as wide, in its own scroll box
+        zoomed = viewer.locator("img").first.bounding_box()
+        assert zoomed["width"] >= 2.9 * image["width"] and viewer.locator(".loupe-page-scroll").first.evaluate(
+            "e => e.scrollWidth > e.clientWidth")
+        page.screenshot(path=str(ARTIFACTS / "documents-page-zoomed.png"), full_page=True)
+        viewer.get_by_text("Zoom ×3").click()
         page.locator("#documents-question textarea").fill("What does the page say?")
         page.locator("#documents-ask").click()
         expect(page.locator("#documents-status")).to_contain_text("Answered", timeout=60_000)

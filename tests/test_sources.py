@@ -249,7 +249,8 @@ def test_sources_in_a_real_browser_as_admin_reader_and_outsider(tmp_path, scenes
         expect(page.locator("#remote_sensing-status")).to_contain_text("opened from scenes", timeout=60_000)
         expect(page.locator("#remote_sensing-case-header")).to_contain_text("onerror")  # the title, as text
         assert page.title() == "Loupe"
-        expect(page.locator("#remote_sensing-viewer img").first).to_be_visible()
+        expect(page.locator("#remote_sensing-viewer .loupe-map")).to_have_attribute(
+            "data-shown", "1", timeout=30_000)  # the map, its tiles read where the scene lies
         page.screenshot(path=str(ARTIFACTS / "source-opened.png"), full_page=True)
         browser.close()
 

@@ -25,6 +25,9 @@ STYLE = ("<style>.loupe-page{position:relative;display:block;width:100%;margin:0
          f"{ON}rect.title{{stroke:#7b1fa2}}{ON}text.title{{fill:#7b1fa2}}"
          f"{ON}rect.table{{stroke:#2e7d32}}{ON}text.table{{fill:#2e7d32}}"
          f"{ON}rect.header,{ON}rect.footer{{stroke:#757575}}{ON}text.header,{ON}text.footer{{fill:#757575}}"
+         # a page zoomed ×3 in its own scrolling box (a checkbox, no script): small print, with its boxes
+         ".loupe-page-scroll{overflow:auto;max-height:85vh}.loupe-zoom-page{margin-left:0}"
+         ".loupe-zoom-page+label{font-size:.85em}.loupe-zoom-page:checked~.loupe-page-scroll .loupe-page{width:300%}"
          "</style>")
 REGION_KINDS = ("title", "table", "header", "footer")  # outlined and labelled; plain text blocks are not
 
@@ -87,9 +90,11 @@ def pages_html(assets: list[AssetView], highlights: Sequence[dict] = ()) -> str:
         count = len(ocr.get("lines", []))
         figures.append(
             f'<figure class="loupe-viewer" id="{_anchor(asset)}">'
-            f'<div class="loupe-page" data-page="{asset.meta.get("page", "")}">'
+            f'<input type="checkbox" class="loupe-zoom-page" id="{_anchor(asset)}-zoom">'
+            f'<label for="{_anchor(asset)}-zoom">Zoom ×3 (scroll to move)</label>'
+            f'<div class="loupe-page-scroll"><div class="loupe-page" data-page="{asset.meta.get("page", "")}">'
             f'<img src="{asset.url}" alt="Page {asset.meta.get("page", "")}" loading="lazy">'
-            f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div>'
+            f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{rects}</svg></div></div>'
             f'<figcaption>Page {asset.meta.get("page", "?")} · {count} line{"s" if count != 1 else ""}'
             f'{f" · <strong>{len(cited)} cited</strong>" if cited else ""}'
             f'{" · " + source if source else ""} · <a href="{asset.url}" target="_blank" rel="noopener">'
