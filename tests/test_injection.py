@@ -151,8 +151,9 @@ def test_a_documents_own_text_reaches_its_viewer_and_citations_as_text():
             found.append((tag, dict(attrs)))
 
     Tags().feed(pages_html([page], cited))
-    own = [a for t, a in found if t == "input"]  # the viewer's own "show the line boxes" checkbox, and only it
-    assert [(a.get("type"), a.get("class")) for a in own] == [("checkbox", "loupe-show-lines")]
+    own = [a for t, a in found if t == "input"]  # the viewer's own checkboxes (line boxes, zoom), and only them
+    assert [(a.get("type"), a.get("class")) for a in own] == [("checkbox", "loupe-show-lines"),
+                                                              ("checkbox", "loupe-zoom-page")]
     assert not [t for t, _ in found if t in ("form", "script", "link", "iframe")]
     assert [a["src"] for t, a in found if t == "img"] == ["/case-assets/1"]
     assert not [a for _, a in found if "onerror" in a or a.get("id") in ("inj", "frm", "ovl")]

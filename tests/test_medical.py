@@ -32,6 +32,17 @@ IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"
                "ReferringPhysicianName", "StudyInstanceUID", "SOPInstanceUID")
 
 
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):  # noqa: ANN201 - name -> the sample's assets, ingested once for the module
+    """The 30-frame ultrasound takes seconds to ingest (text found in each frame): tests that only read a
+    sample's assets share one ingest."""
+    import functools
+
+    medical = MedicalDomain()
+    medical.configure(Settings(home=tmp_path_factory.mktemp("medical-home"), database_url=None))
+    return functools.cache(lambda name: tuple(medical.ingest(DICOM / name, LIMITS)))
+
+
 @pytest.fixture
 def domain(tmp_path) -> MedicalDomain:
     medical = MedicalDomain()
@@ -366,13 +377,11 @@ def test_the_report_panel_marks_both_sides_of_a_contradiction():
     ("MR_small.dcm", "Is there any mass or abnormal signal?"),
     ("US_multiframe_30fr_JPEG_baseline.dcm", "Which organ or structure is shown?"),
 ])
-def test_the_ready_made_questions_fit_the_modality(name, expected, tmp_path):
+def test_the_ready_made_questions_fit_the_modality(name, expected, ingested):
     """A CT, an ultrasound or a radiograph of the spine is not offered chest X-ray questions."""
     from loupe.domains.medical import CHEST, prompts_for
 
-    domain = MedicalDomain()
-    domain.configure(Settings(home=tmp_path, database_url=None))
-    assets = domain.ingest(DICOM / name, Budgets())
+    assets = list(ingested(name))
     offered = prompts_for(assets)
     assert expected in offered
     assert (offered == CHEST) == name.startswith("DX_chest")
@@ -390,12 +399,12 @@ def test_the_viewer_starts_from_the_images_own_window_with_its_modalitys_presets
     ct = stack_info(domain.ingest(DICOM / "CT_small.dcm", LIMITS))
     assert {"brain", "lung", "bone"} <= set(ct["presets"]) and ct["presets"]["lung"] == [-600, 1500]
 
-def test_study_wide_warnings_are_said_once_and_lossy_compression_is_flagged(domain):
+def test_study_wide_warnings_are_said_once_and_lossy_compression_is_flagged(ingested):
     """A burned-in-text flag for the whole study is said once above its thumbnails, not under each; a lossy
     JPEG image says it was compressed with loss (with its ratio, when the header gives it); a CT stored raw
     does not."""
     def shown(name: str) -> str:
-        views = [a for a in domain.ingest(DICOM / name, LIMITS) if a.meta["kind"] == "view"]
+        views = [a for a in ingested(name) if a.meta["kind"] == "view"]
         return studies_html([AssetView(n, f"/case-assets/{n}", "image/png", v.width, v.height, "", v.meta, 5)
                              for n, v in enumerate(views, 1)]), views
 
@@ -411,12 +420,12 @@ def test_study_wide_warnings_are_said_once_and_lossy_compression_is_flagged(doma
     assert "lossy" not in ct.meta and "Lossy compressed" not in html_ct
 
 
-def test_anatomy_is_not_taken_for_burned_in_text(domain):
+def test_anatomy_is_not_taken_for_burned_in_text(ingested):
     """The detector reads a head CT's skull as '0' and an ultrasound's sector as '9' (boxes of most of the
     image): not text. The ultrasound's real annotations (top left, bottom line) are still found."""
-    (ct,) = [a for a in domain.ingest(DICOM / "CT_693_J2KI.dcm", LIMITS) if a.meta["kind"] == "view"]
+    (ct,) = [a for a in ingested("CT_693_J2KI.dcm") if a.meta["kind"] == "view"]
     assert ct.meta["text_regions"] == []
-    us = [a for a in domain.ingest(DICOM / "US_multiframe_30fr_JPEG_baseline.dcm", LIMITS) if a.meta["kind"] == "view"]
+    us = [a for a in ingested("US_multiframe_30fr_JPEG_baseline.dcm") if a.meta["kind"] == "view"]
     boxes = [r["box"] for r in us[0].meta["text_regions"]]
     assert boxes and all(y1 - y0 <= 0.2 * us[0].height for _, y0, _, y1 in boxes)
     assert any(y0 < 5 for _, y0, _, _ in boxes) and any(y1 > 0.9 * us[0].height for _, _, _, y1 in boxes)
