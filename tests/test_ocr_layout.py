@@ -39,3 +39,15 @@ def test_pieces_of_one_line_are_joined_but_cells_stay_apart():
     pieces = [_line("Pre", 50, 100, 80), _line("-", 80, 100, 86), _line("Digital Era", 86, 100, 190),
               _line("(19th", 196, 100, 240), _line("12.50", 500, 100, 560)]
     assert [ln.text for ln in merge_runs(pieces)] == ["Pre-Digital Era (19th", "12.50"]
+
+
+def test_a_right_to_left_line_is_joined_from_its_rightmost_piece():
+    """An Arabic line's pieces (each in reading order, split where the font changes to Latin) joined right to
+    left: "…بلغة R و Python", not "Python و R بلغة…"; a Latin line with one Arabic word stays left to right."""
+    from loupe.core.ocr.layout import merge_runs
+
+    pieces = [_line("Python", 50, 100, 110), _line("و", 114, 100, 122), _line("R", 126, 100, 134),
+              _line("البرمجة بلغة", 138, 100, 260)]
+    assert [ln.text for ln in merge_runs(pieces)] == ["البرمجة بلغة R و Python"]
+    mixed = [_line("The word", 50, 100, 130), _line("سلام", 134, 100, 170), _line("means peace", 174, 100, 280)]
+    assert [ln.text for ln in merge_runs(mixed)] == ["The word سلام means peace"]

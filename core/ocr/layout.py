@@ -7,6 +7,7 @@ lines read top to bottom, left to right within a row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,21 +98,46 @@ def blocks_in_reading_order(lines: Sequence[Line]) -> list[Block]:
 
 def merge_runs(lines: Sequence[Line]) -> list[Line]:
     """Join pieces of one visual line (a PDF splits text at every font change: "Pre", "-", "Digital")
-    that share a row and nearly touch; wider gaps (table cells, a price after its label) stay apart."""
-    merged: list[Line] = []
+    that share a row and nearly touch; wider gaps (table cells, a price after its label) stay apart. A line
+    mostly in a right-to-left script (Arabic, Hebrew) is joined from its rightmost piece: each piece's text is
+    in reading order already, the pieces are not ("بلغة R و Python" came out as "Python و R بلغة")."""
+    groups: list[list[Line]] = []
+    joiners: list[list[str]] = []  # between neighbours, left to right
     for line in _rows(lines):
-        if merged:
-            last = merged[-1]
-            height = max(last.box[3] - last.box[1], line.box[3] - line.box[1])
-            same_row = abs((last.box[1] + last.box[3]) - (line.box[1] + line.box[3])) / 2 <= height / 2
-            gap = line.box[0] - last.box[2]
+        if groups:
+            box = union([ln.box for ln in groups[-1]])
+            height = max(box[3] - box[1], line.box[3] - line.box[1])
+            same_row = abs((box[1] + box[3]) - (line.box[1] + line.box[3])) / 2 <= height / 2
+            gap = line.box[0] - box[2]
             if same_row and -height / 2 <= gap <= 0.6 * height:
-                joiner = " " if gap > 0.15 * height else ""
-                merged[-1] = Line(last.text + joiner + line.text, union([last.box, line.box]),
-                                  min(last.confidence, line.confidence), last.words + line.words)
+                joiners[-1].append(" " if gap > 0.15 * height else "")
+                groups[-1].append(line)
                 continue
-        merged.append(line)
-    return merged
+        groups.append([line])
+        joiners.append([])
+    return [_joined(parts, between) for parts, between in zip(groups, joiners, strict=True)]
+
+
+def _joined(parts: list[Line], joiners: list[str]) -> Line:
+    if len(parts) == 1:
+        return parts[0]
+    order = list(range(len(parts)))
+    if right_to_left("".join(part.text for part in parts)):
+        order.reverse()
+    text = parts[order[0]].text
+    for before, after in zip(order, order[1:], strict=False):
+        text += joiners[min(before, after)] + parts[after].text
+    return Line(text, union([part.box for part in parts]), min(part.confidence for part in parts),
+                tuple(word for n in order for word in parts[n].words))
+
+
+RTL_LETTERS = re.compile(r"[\u0590-\u05FF\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFF]")
+
+
+def right_to_left(text: str) -> bool:
+    """Mostly letters of a right-to-left script (Hebrew, Arabic) rather than of others."""
+    rtl = len(RTL_LETTERS.findall(text))
+    return rtl > sum(1 for char in text if char.isalpha()) - rtl
 
 
 def reading_order(lines: Sequence[Line]) -> list[Line]:
