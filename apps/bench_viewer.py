@@ -80,30 +80,13 @@ CINE = Path(__file__).resolve().parents[1] / "data" / "medical" / "dicom" / "US_
 
 def _series_zip(path: Path, slices: int, side: int = 512) -> Path:
     """A CT series of ``slices`` slices (a body-like phantom, 0.7 mm pixels) as a zip, as a department exports it."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from loupe.domains.medical.synthetic import ct_series
 
-    study, series = generate_uid(), generate_uid()
     y, x = np.mgrid[0:side, 0:side]
     body = ((x - side / 2) ** 2 / (0.42 * side) ** 2 + (y - side / 2) ** 2 / (0.32 * side) ** 2) <= 1
+    hu = (np.where(body, 40, -1000) + ((x + 3 * n) % 64 < 4) * 300 for n in range(slices))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for n in range(slices):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = pydicom.Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study, series, "CT"
-            ds.InstanceNumber, ds.ImagePositionPatient = n + 1, [0.0, 0.0, 1.25 * n]
-            ds.ImageOrientationPatient, ds.PixelSpacing = [1.0, 0, 0, 0, 1.0, 0], [0.7, 0.7]
-            ds.Rows = ds.Columns = side
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-            ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth = -1024, 1, 40, 400
-            hu = np.where(body, 40, -1000) + ((x + 3 * n) % 64 < 4) * 300
-            ds.PixelData = (hu + 1024).astype(np.uint16).tobytes()
+        for n, ds in enumerate(ct_series(hu)):
             buffer = io.BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             archive.writestr(f"{n:04d}.dcm", buffer.getvalue())

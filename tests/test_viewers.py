@@ -12,8 +12,6 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from test_browser import ARTIFACTS, _create_case, _signed_in, chromium  # noqa: F401 - the fixture is used by name
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
@@ -22,33 +20,20 @@ LEFT_HU, RIGHT_HU = 0, 100  # the phantom: two halves of known Hounsfield values
 
 
 def ct_phantom(slices: int = 12, size: int = 128) -> list[pydicom.Dataset]:
-    """A CT series: each slice's left half 0 HU, right half 100 HU, stored as HU + 1024 (Rescale Intercept
-    -1024), 0.5 mm pixels, window 40/400; a name in the header and a hostile string in its description."""
-    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
-    out = []
-    for n in range(slices):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
-        ds.PatientName, ds.PatientID, ds.Modality = "DOE^JANE", "PID-4711", "CT"
+    """A CT series: each slice's left half 0 HU, right half 100 HU, 0.5 mm pixels, window 40/400; a name in
+    the header and a hostile string in its description and maker."""
+    from loupe.domains.medical.synthetic import ct_series
+
+    def slice_hu(n: int) -> np.ndarray:
+        hu = np.full((size, size), LEFT_HU)
+        hu[:, size // 2:] = RIGHT_HU
+        hu[:4, :4 + n] = 2000  # each slice differs
+        return hu
+
+    out = list(ct_series((slice_hu(n) for n in range(slices)), spacing_mm=SPACING_MM, thickness_mm=2.5))
+    for ds in out:
+        ds.PatientName, ds.PatientID = "DOE^JANE", "PID-4711"
         ds.SeriesDescription, ds.Manufacturer = HOSTILE, HOSTILE  # the description is removed, the maker kept
-        ds.InstanceNumber = n + 1
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * n], [1.0, 0, 0, 0, 1.0, 0]
-        ds.PixelSpacing, ds.SliceThickness = [SPACING_MM, SPACING_MM], 2.5
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        values = np.full((size, size), LEFT_HU + 1024, np.uint16)
-        values[:, size // 2:] = RIGHT_HU + 1024
-        values[:4, :4 + n] = 3000  # each slice differs
-        ds.PixelData = values.tobytes()
-        out.append(ds)
     return out
 
 
