@@ -51,3 +51,17 @@ def test_a_right_to_left_line_is_joined_from_its_rightmost_piece():
     assert [ln.text for ln in merge_runs(pieces)] == ["البرمجة بلغة R و Python"]
     mixed = [_line("The word", 50, 100, 130), _line("سلام", 134, 100, 170), _line("means peace", 174, 100, 280)]
     assert [ln.text for ln in merge_runs(mixed)] == ["The word سلام means peace"]
+
+
+def test_a_code_listing_drawn_a_token_at_a_time_is_joined_into_its_line():
+    """Monospaced code is drawn token by token, its spaces a character wide: wider than 0.6 of the small
+    glyphs' height, so each token used to become a line of its own ("function" / "add" / "(" ...)."""
+    from loupe.core.ocr.layout import merge_runs
+
+    def token(text: str, x0: float, x1: float) -> Line:
+        return Line(text, (x0, 366, x1, 372), 1.0)
+
+    tokens = [token("function", 135, 178), token("add", 186, 201), token("(", 204, 206), token(") {", 231, 246)]
+    assert [ln.text for ln in merge_runs(tokens)][0].startswith("function add (")
+    cells = [token("Total", 50, 78), token("12.50", 140, 168)]  # cells several characters apart stay apart
+    assert [ln.text for ln in merge_runs(cells)] == ["Total", "12.50"]

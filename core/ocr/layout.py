@@ -109,13 +109,22 @@ def merge_runs(lines: Sequence[Line]) -> list[Line]:
             height = max(box[3] - box[1], line.box[3] - line.box[1])
             same_row = abs((box[1] + box[3]) - (line.box[1] + line.box[3])) / 2 <= height / 2
             gap = line.box[0] - box[2]
-            if same_row and -height / 2 <= gap <= 0.6 * height:
+            if same_row and -height / 2 <= gap <= max(0.6 * height, WORD_GAP_CHARS * _char_width(groups[-1][-1])):
                 joiners[-1].append(" " if gap > 0.15 * height else "")
                 groups[-1].append(line)
                 continue
         groups.append([line])
         joiners.append([])
     return [_joined(parts, between) for parts, between in zip(groups, joiners, strict=True)]
+
+
+WORD_GAP_CHARS = 1.6  # a gap up to this many of a run's average characters is a space between words: a
+# monospaced code listing is drawn a token at a time, its spaces a character wide and wider than 0.6 of its
+# (lowercase) glyphs' height; table cells sit several characters apart
+
+
+def _char_width(line: Line) -> float:
+    return (line.box[2] - line.box[0]) / max(len(line.text), 1)
 
 
 def _joined(parts: list[Line], joiners: list[str]) -> Line:
