@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from loupe.core.errors import InputRejected, LoupeError
-from loupe.core.jobs import QueueFull
+from loupe.core.jobs import JobFailed, QueueFull
 
 from .bundles import bundle_head
 from .gate import WebSecurity
@@ -37,6 +37,8 @@ def build_router(security: WebSecurity) -> APIRouter:
             return service.view_case(user, case_id, method, args, audit=audit), None
         except QueueFull as exc:  # the viewer asks again a moment later
             return None, JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "1"})
+        except JobFailed as exc:  # over the job's time or memory, or its worker died: said as such
+            return None, JSONResponse({"detail": str(exc)}, status_code=503)
         except InputRejected as exc:  # a budget, an undecodable frame: said, not hidden
             return None, JSONResponse({"detail": str(exc)}, status_code=422)
         except LoupeError:  # no such case, or not this user's: the same answer

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
@@ -60,7 +61,7 @@ def map_tile(location: str, meta: dict, view: str, stretch: str, box: tuple[int,
         raise InputRejected("No such view of this scene.")
     bands = tuple(presets[view])
     source, lock = _opened(location, bands)
-    with lock:
+    with lock, _unreadable_said():
         if is_index(view):
             from rasterio.windows import Window
 
@@ -71,13 +72,25 @@ def map_tile(location: str, meta: dict, view: str, stretch: str, box: tuple[int,
         return source.read(box, size)
 
 
+@contextmanager
+def _unreadable_said() -> Iterator[None]:
+    """A read GDAL fails (a damaged file, a server that stopped answering) said as a refusal, not a crash."""
+    from rasterio.errors import RasterioIOError
+
+    try:
+        yield
+    except RasterioIOError:
+        raise InputRejected("This part of the scene cannot be read now (the file is damaged, or where it is "
+                            "kept did not answer).") from None
+
+
 def map_pixel(location: str, meta: dict, col: int, row: int) -> dict:
     """Every band's value at pixel (col, row), read at full resolution, and where it is."""
     width, height = int(meta["width"]), int(meta["height"])
     if not (0 <= col < width and 0 <= row < height):
         raise InputRejected("That point is outside the scene.")
     source, lock = _opened(location, (1,))
-    with lock:
+    with lock, _unreadable_said():
         from rasterio.windows import Window
 
         values = source.dataset.read(window=Window(col, row, 1, 1), masked=True)[:, 0, 0]
