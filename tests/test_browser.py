@@ -322,6 +322,12 @@ def test_remote_sensing_tab_shows_the_scene_on_a_map_with_the_tiles_an_answer_re
             want = ds.read(window=rasterio.windows.Window(pc, pr, 1, 1))[:, 0, 0].tolist()
         assert f"band 1 {want[0]}, band 2 {want[1]}, band 3 {want[2]}" in values.inner_text()
         page.screenshot(path=str(ARTIFACTS / "remote-sensing-map.png"), full_page=True)
+        back = mapped.evaluate("""el => new Promise((done) => {  // and back to the whole scene
+            const map = el.loupeMap.map;
+            map.once("rendercomplete", () => done(map.getView().getZoom()));
+            map.getView().fit(map.getView().getProjection().getExtent());
+        })""")
+        assert back <= top - 1.5  # the whole 1,024² scene in a ~340 px wide map: a coarser level than full
         page.locator("#remote_sensing-question textarea").fill("Is there a road in this scene?")
         page.locator("#remote_sensing-ask").click()
         expect(page.locator("#remote_sensing-status")).to_contain_text("Answered", timeout=120_000)
