@@ -295,7 +295,10 @@ def test_remote_sensing_tab_shows_the_scene_on_a_map_with_the_tiles_an_answer_re
         expect(mapped.locator(".ol-scale-line")).to_have_count(1)
         assert any(url.endswith("info.json") for url in tiles)
         # The scene's own values: no stretch, then down to full resolution.
+        expect(mapped.locator(".loupe-map-stretch-range")).to_contain_text(re.compile(r"^Black to white: band 1 "))
         mapped.locator(".loupe-map-stretch").select_option("min–max")
+        expect(mapped.locator(".loupe-map-stretch-range")).to_have_text(  # 8-bit values as they are
+            "Black to white: band 1 0–255 · band 2 0–255 · band 3 0–255")
         top = 10  # 1,024 px: levels 0..10, 10 full resolution
         mapped.evaluate(f"el => el.loupeMap.map.getView().setZoom({top})")
         deadline = time.monotonic() + 30

@@ -21,7 +21,7 @@ from loupe.core.errors import InputRejected, LoupeError
 from loupe.core.plugins import Budgets
 from loupe.domains.remote_sensing import RemoteSensingDomain
 from loupe.domains.remote_sensing.geo import Georef
-from loupe.domains.remote_sensing.maptiles import map_info, map_pixel, map_tile
+from loupe.domains.remote_sensing.maptiles import map_info, map_pixel, map_stretch, map_tile
 
 GEO = Path(__file__).parents[1] / "data" / "remote_sensing"
 LIMITS = Budgets(50 * 2**20, 100_000_000)
@@ -125,6 +125,19 @@ def test_ndvi_is_computed_from_the_band_values_as_numpy_does(tmp_path):
     assert image.shape[:2] == expected.shape  # the whole 276 × 212 scene, one pixel each
     for row, col in ((10, 10), (100, 150), (200, 270)):
         assert np.array_equal(image[row, col], np.asarray(ramp_image(expected[row:row + 1, col:col + 1]))[0, 0])
+
+
+def test_a_map_stretch_says_the_values_shown_black_and_white():
+    """The 2–98 % stretch of the true-colour view is numpy's percentiles of each band's non-zero values over the
+    whole scene (small enough to be read whole); an index is its fixed ramp."""
+    raster = RemoteSensingDomain().ingest(GEO / "rgbn_suba.tif", LIMITS)[0]
+    said = map_stretch(str(raster.path), raster.meta, "true colour", "2–98 %")
+    with rasterio.open(GEO / "rgbn_suba.tif") as ds:
+        for n, band in enumerate(said["bands"]):
+            values = ds.read(band)
+            low, high = np.percentile(values[values != 0], [2, 98])
+            assert (said["low"][n], said["high"][n]) == pytest.approx((low, high), abs=1e-3)
+    assert map_stretch(str(raster.path), raster.meta, "NDVI", "2–98 %")["low"] == [-1.0]
 
 
 def test_a_map_pixel_is_rasterios_value_and_place():

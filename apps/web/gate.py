@@ -60,7 +60,7 @@ ALLOWED = re.compile(
     r"|case-assets/[1-9]\d{0,17}|case-export/[1-9]\d{0,17}/\w+"
     r"|case-tiles/[1-9]\d{0,17}/(info\.json|\d{1,2}/\d{1,7}_\d{1,7}\.jpg)"
     r"|case-stack/[1-9]\d{0,17}/(stack\.json|\d{1,6}\.bin|\d{1,6}/tags\.json)"
-    r"|case-map/[1-9]\d{0,17}/(info\.json|\d{1,2}/\d{1,7}_\d{1,7}\.jpg|pixel/\d{1,7}_\d{1,7}\.json)"
+    r"|case-map/[1-9]\d{0,17}/(info\.json|stretch\.json|\d{1,2}/\d{1,7}_\d{1,7}\.jpg|pixel/\d{1,7}_\d{1,7}\.json)"
     r"|vendor/[\w-]+(/[\w.-]+)+"
     r"|gradio_api/(info/?|app_id/?|user/?|login_check/?|startup-events|queue/(join|data)|heartbeat/[\w-]+"
     r"|upload|upload_progress|cancel|reset/?))$")

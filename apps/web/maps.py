@@ -1,9 +1,11 @@
-"""The scene on a map: OpenLayers in the page (bundled from viewers/map.js by `make vendor`), its tiles and
-pixel values read by the domain (``map_info``, ``map_tile``, ``map_pixel``) from the scene where it is kept.
+"""The scene on a map: OpenLayers in the page (bundled from viewers/map.js by `make vendor`), its tiles, stretch
+and pixel values read by the domain (``map_info``, ``map_tile``, ``map_stretch``, ``map_pixel``) from the scene
+where it is kept.
 
 ``/case-map/ASSET/info.json`` opens the view (audited once as ``asset.view``); tiles
-``/case-map/ASSET/LEVEL/COL_ROW.jpg?view=…&stretch=…`` and ``/case-map/ASSET/pixel/COL_ROW.json`` are
-access-checked on every read. Levels are numbered as the deep-zoom tiles are: the top level is full resolution.
+``/case-map/ASSET/LEVEL/COL_ROW.jpg?view=…&stretch=…``, the values a stretch shows black and white
+``/case-map/ASSET/stretch.json?view=…&stretch=…`` and ``/case-map/ASSET/pixel/COL_ROW.json`` are access-checked
+on every read. Levels are numbered as the deep-zoom tiles are: the top level is full resolution.
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ def build_router(security: WebSecurity) -> APIRouter:
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
             return Response(buffer.getvalue(), media_type="image/jpeg")  # the gate marks it no-store
+        return answered(read)
+
+    @router.get("/case-map/{asset_id}/stretch.json", include_in_schema=False)
+    def map_stretch(asset_id: int, request: Request, view: str = "", stretch: str = "") -> Response:
+        def read() -> Response:
+            domain, meta, location = opened(request, asset_id, audit=False)
+            return JSONResponse(domain.map_stretch(location, meta, view[:100], stretch[:20]))
         return answered(read)
 
     @router.get("/case-map/{asset_id}/pixel/{col}_{row}.json", include_in_schema=False)

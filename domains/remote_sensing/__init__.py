@@ -121,6 +121,9 @@ class RemoteSensingDomain:
                  size: tuple[int, int]) -> Image.Image:
         return maptiles.map_tile(location, meta, view, stretch, box, size)
 
+    def map_stretch(self, location: str, meta: dict, view: str, stretch: str) -> dict:
+        return maptiles.map_stretch(location, meta, view, stretch)
+
     def map_pixel(self, location: str, meta: dict, col: int, row: int) -> dict:
         return maptiles.map_pixel(location, meta, col, row)
 

@@ -84,6 +84,24 @@ def _unreadable_said() -> Iterator[None]:
                             "kept did not answer).") from None
 
 
+def map_stretch(location: str, meta: dict, view: str, stretch: str) -> dict:
+    """The band values ``stretch`` maps to black and white in ``view``, over the whole scene (an index: its
+    fixed −1 to 1 ramp)."""
+    presets = meta.get("presets") or {}
+    if view not in presets or stretch not in STRETCHES:
+        raise InputRejected("No such view of this scene.")
+    bands = tuple(presets[view])
+    if is_index(view):
+        return {"bands": list(bands), "low": [-1.0], "high": [1.0], "index": True}
+    source, lock = _opened(location, bands)
+    with lock, _unreadable_said():
+        chosen = _scene_stretch(location, source, bands, STRETCHES[stretch])
+    if chosen is None:  # 8-bit values shown as they are
+        return {"bands": list(bands), "low": [0.0] * len(bands), "high": [255.0] * len(bands), "index": False}
+    return {"bands": list(bands), "low": [round(v, 4) for v in chosen.low], "high": [round(v, 4) for v in chosen.high],
+            "index": False}
+
+
 def map_pixel(location: str, meta: dict, col: int, row: int) -> dict:
     """Every band's value at pixel (col, row), read at full resolution, and where it is."""
     width, height = int(meta["width"]), int(meta["height"])

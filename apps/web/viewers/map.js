@@ -101,7 +101,26 @@ async function mount(element) {
   });
   map.getView().fit(extent, { size: map.getSize() || [target.clientWidth, target.clientHeight] });
 
-  const refresh = () => tiles.setTileUrlFunction(tileUrl(), `${viewSelect.value}|${stretchSelect.value}`);
+  // what the stretch maps to black and white, band by band, over the whole scene
+  const range = made("p", { class: "loupe-map-stretch-range" });
+  toolbar.after(range);
+  const describeStretch = async () => {
+    const query = `view=${encodeURIComponent(viewSelect.value)}&stretch=${encodeURIComponent(stretchSelect.value)}`;
+    try {
+      const answer = await fetch(`${base}/stretch.json?${query}`, { credentials: "same-origin" });
+      if (!answer.ok) throw new Error(`the server answered ${answer.status}`);
+      const said = await answer.json();
+      range.textContent = said.index ? `${viewSelect.value} from −1 (blue) to 1 (dark green)`
+        : "Black to white: " + said.bands.map((band, n) => `band ${band} ${number(said.low[n])}–${number(said.high[n])}`).join(" · ");
+    } catch (problem) {
+      range.textContent = `The stretch could not be read: ${problem.message}`;
+    }
+  };
+  describeStretch();
+  const refresh = () => {
+    tiles.setTileUrlFunction(tileUrl(), `${viewSelect.value}|${stretchSelect.value}`);
+    describeStretch();
+  };
   viewSelect.addEventListener("change", refresh);
   stretchSelect.addEventListener("change", refresh);
 
