@@ -44,7 +44,7 @@ def stack_info(assets: Sequence[IngestedAsset]) -> dict:
     frames = frames_of(assets)
     meta = next((a.meta for a in assets if a.meta.get("kind") in ("view", "dicom_series")), {})
     modality = str(meta.get("Modality") or "").upper()
-    first = _dataset(assets, 0, with_pixels=False) if frames else None
+    first = _dataset(frames[0]) if frames else None
     window = file_window(first) if first is not None else None
     return {"count": len(frames), "modality": modality,
             "window": [window.center, window.width] if window else meta.get("window"),
@@ -58,9 +58,8 @@ def stack_frame(assets: Sequence[IngestedAsset], number: int) -> tuple[dict, byt
     frames = frames_of(assets)
     if not 0 <= number < len(frames):
         raise InputRejected(f"This case has no image {number + 1}.")
-    _, _, frame = frames[number]
-    ds = _dataset(assets, number, with_pixels=True)
-    values = frame_values(ds, frame)
+    ds = _dataset(frames[number])
+    values = frame_values(ds, frames[number][2])
     if values.ndim == 3:
         data, dtype, samples = np.ascontiguousarray(values, dtype=np.uint8), "uint8", 3
     elif np.all(np.isfinite(values)) and np.array_equal(values, np.round(values)) and \
@@ -83,7 +82,7 @@ def stack_tags(assets: Sequence[IngestedAsset], number: int, deidentify: object 
     frames = frames_of(assets)
     if not 0 <= number < len(frames):
         raise InputRejected(f"This case has no image {number + 1}.")
-    ds = _dataset(assets, number, with_pixels=False)
+    ds = _dataset(frames[number])
     if frames[number][1] is not None and deidentify is not None:
         ds = deidentify(ds, in_place=False)[0]
     rows: list[list] = []
@@ -132,34 +131,36 @@ def cine_rate(ds: Dataset) -> float:
 
 
 def _floats(value: object, count: int) -> list[float] | None:
+    """The first ``count`` numbers of a DICOM value (one number or several), None when it has fewer."""
     if value is None:
         return None
+    items = [value] if isinstance(value, str | bytes) or not hasattr(value, "__iter__") else value
     try:
-        values = [float(v) for v in (value if isinstance(value, list | tuple) or hasattr(value, "__iter__")
-                                     and not isinstance(value, str | bytes) else [value])]
+        values = [float(v) for v in items]
     except (TypeError, ValueError):
         return None
     return values[:count] if len(values) >= count and all(np.isfinite(values[:count])) else None
 
 
-def _dataset(assets: Sequence[IngestedAsset], number: int, with_pixels: bool) -> Dataset:
-    asset, uid, _ = frames_of(assets)[number]
+def _dataset(frame: tuple[IngestedAsset, str | None, int]) -> Dataset:
+    """The dataset holding ``frame`` (an entry of ``frames_of``): its pixels decoded only as a frame is asked for."""
+    asset, uid, _ = frame
     if uid is not None:
         return _fetched(str(asset.path), uid)
     if asset.data or asset.path is None:  # in memory (a fresh ingest): parsed as it is
-        return read_dataset(asset.data, stop_before_pixels=not with_pixels)
+        return read_dataset(asset.data)
     path = Path(asset.path)
     stat = path.stat()
-    return _stored(str(path), stat.st_mtime_ns, stat.st_size, with_pixels)
+    return _stored(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=2)
-def _stored(path: str, mtime_ns: int, size: int, with_pixels: bool) -> Dataset:
-    """A stored (de-identified) file, parsed once per worker while its frames are viewed one by one (a
-    120-frame cine is one file). Keyed by size and time too: a changed file is parsed anew."""
+def _stored(path: str, mtime_ns: int, size: int) -> Dataset:
+    """A stored (de-identified) file, parsed once per worker for its header and each frame viewed (a 120-frame
+    cine is one file). Keyed by size and time too: a changed file is parsed anew."""
     with open(path, "rb") as handle:
         data = handle.read(size + 1)
-    return read_dataset(data, stop_before_pixels=not with_pixels)
+    return read_dataset(data)
 
 
 @functools.lru_cache(maxsize=4)
