@@ -15,6 +15,8 @@ Scores, per document and in all:
 - ``table_recall`` / ``table_precision``: a reference table (a run of ``|`` lines) is found when one of
   Loupe's tables holds at least half of its distinct words; precision is the share of Loupe's tables that
   find a reference table;
+- ``code_recall``: reference code blocks (fenced) found as one of Loupe's fenced blocks holding at least half
+  of their words;
 - ``garbage_pages``: pages turned or scanned whose text similarity is under 0.5.
 
 Baseline, side by side: the PDF's own text layer as plain text (pypdf), which is what copying the text out
@@ -64,6 +66,12 @@ def tables(markdown: str) -> list[set[str]]:
     return [t for t in found if t]
 
 
+def code_blocks(markdown: str) -> list[set[str]]:
+    """Each fenced block (``` or ~~~) as its distinct words."""
+    return [set(words(body)) for body in re.findall(r"^(?:```|~~~)[^\n]*\n(.*?)^(?:```|~~~)", markdown,
+                                                    flags=re.MULTILINE | re.DOTALL)]
+
+
 def similarity(ours: str, reference: str) -> float:
     return difflib.SequenceMatcher(None, words(ours), words(reference), autojunk=False).ratio()
 
@@ -76,7 +84,10 @@ def score(ours: str, reference: str) -> dict:
     def covers(table: set[str], reference_table: set[str]) -> bool:
         return len(table & reference_table) >= 0.5 * len(reference_table)
 
+    ref_code, our_code = code_blocks(reference), code_blocks(ours)
     return {"text_similarity": round(similarity(ours, reference), 4),
+            "code_blocks": len(ref_code),
+            "code_blocks_found": sum(any(covers(c, r) for c in our_code) for r in ref_code),
             "headings": len(theirs), "headings_found": found,
             "tables": len(ref_tables), "tables_found": sum(any(covers(t, r) for t in our_tables) for r in ref_tables),
             "our_tables": len(our_tables),
@@ -161,6 +172,7 @@ def summary(results: list[dict]) -> dict:
             "table_recall": _share(sum(r["tables_found"] for r in results), sum(r["tables"] for r in results)),
             "table_precision": _share(sum(r["our_tables_right"] for r in results),
                                       sum(r["our_tables"] for r in results)),
+            "code_recall": _share(sum(r["code_blocks_found"] for r in results), sum(r["code_blocks"] for r in results)),
             "garbage_pages": sum(r["garbage"] for r in results),
             "baseline_text_similarity": round(baseline, 4),
             "text_similarity_vs_baseline": round(mean / baseline, 3) if baseline else None,

@@ -17,10 +17,12 @@ def pdf_bytes(objects: Sequence[bytes]) -> bytes:
     return body + xref + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (count, len(body))
 
 
-def text_pdf(content: bytes, size: tuple[int, int] = (612, 792)) -> bytes:
-    """A one-page PDF whose page draws ``content`` (a PDF content stream) with Helvetica as /F1."""
+def text_pdf(content: bytes, size: tuple[int, int] = (612, 792), fonts: Sequence[str] = ("Helvetica",)) -> bytes:
+    """A one-page PDF whose page draws ``content`` (a PDF content stream) with ``fonts`` (standard Type 1
+    names) as /F1, /F2, ..."""
+    names = b" ".join(b"/F%d %d 0 R" % (n, 4 + n) for n in range(1, len(fonts) + 1))
     return pdf_bytes([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
                       b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents 4 0 R " % size
-                      + b"/Resources << /Font << /F1 5 0 R >> >> >>",
+                      + b"/Resources << /Font << " + names + b" >> >> >>",
                       b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-                      b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"])
+                      *(b"<< /Type /Font /Subtype /Type1 /BaseFont /%s >>" % font.encode() for font in fonts)])

@@ -61,3 +61,37 @@ def test_a_real_table_exports_as_one_markdown_table_and_json_rows():
     (table,) = [b for b in to_json(pages)["pages"][0]["blocks"] if b["type"] == "table"]
     assert table["rows"][0][0] == "#" and all(len(row) == len(table["rows"][0]) for row in table["rows"])
     assert any("0.965" in cell for row in table["rows"] for cell in row)
+
+
+def _drawn(x: float, y: float, text: str, font: int = 1, size: int = 11) -> bytes:
+    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    return b"BT /F%d %d Tf %d %d Td (%s) Tj ET\n" % (font, size, x, y, escaped.encode())
+
+
+def test_a_listing_in_a_fixed_pitch_font_is_fenced_code_and_a_broken_word_is_joined(tmp_path: Path):
+    """A listing drawn a token at a time in Courier comes out as one fenced block with its indentation (its
+    lone "}" is no heading, its caption no heading either); a word hyphenated at a line's end is one word."""
+    from loupe.apps.pdf_bytes import text_pdf
+
+    content = _drawn(72, 700, "The helper below adds two numbers and prints the sum; it is the whole of the exam-")
+    content += _drawn(72, 686, "ple program, kept short so that the listing fits in a single column of the page.")
+    content += _drawn(72, 650, "Listing 1: Adding two numbers")
+    for indent, y, tokens in ((0, 620, ["function", "add(a,", "b)", "{"]), (4, 606, ["return", "a", "+", "b;"]),
+                              (0, 592, ["}"])):
+        column = indent
+        for token in tokens:  # Courier at 10 pt advances 6 pt a character
+            content += _drawn(72 + 6 * column, y, token, font=2, size=10)
+            column += len(token) + 1
+    content += _drawn(72, 560, "After the listing the text goes on in the body font, as a paragraph.")
+    path = tmp_path / "listing.pdf"
+    path.write_bytes(text_pdf(content, fonts=("Helvetica", "Courier")))
+    pages, _, _ = read_pdf(path, None)
+    assert [ln.mono for ln in pages[0].lines] == [False, False, False, True, True, True, False]
+    md = to_markdown(pages)
+    assert "```\nfunction add(a, b) {\n    return a + b;\n}\n```" in md
+    assert "the whole of the example\nprogram" in md and "\u00ad" not in md
+    assert "#" not in md  # neither the caption nor the "}" line is a heading
+    kinds = [block["type"] for block in to_json(pages)["pages"][0]["blocks"]]
+    assert kinds == ["text", "text", "code", "text"]
+    prompt, _ = to_prompt(pages)
+    assert "the whole of the exam-\n" in prompt  # the model reads the hyphen it would see on the page

@@ -34,6 +34,7 @@ class Line:
     box: Box
     confidence: float
     words: tuple[Word, ...] = ()
+    mono: bool = False  # set in a fixed-pitch font (a PDF's text layer says so; OCR cannot tell)
 
 
 @dataclass

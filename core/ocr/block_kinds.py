@@ -1,4 +1,4 @@
-"""What each block of a page is: title, text, table, figure, header or footer.
+"""What each block of a page is: title, text, table, code, figure, header or footer.
 
 Two methods behind one function, ``classify_blocks``:
 
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .base import Box, Line, OCRUnavailable, Page, union
-from .layout import Block, blocks_in_reading_order
+from .layout import Block, blocks_in_reading_order, rows
 
 Method = Literal["geometry", "model"]
 METHODS: tuple[str, ...] = ("geometry", "model")
@@ -44,6 +44,9 @@ RUNNING_HEAD_BAND = 0.13  # one line starting or ending with a page number here 
 PAGE_NUMBER_BAND = 0.2  # and a bare page number ("7", "Page 7", "7 of 9") here
 _NUMBER = r"(page\s+)?\d{1,4}(\s*(/|of)\s*\d{1,4})?"
 PAGE_NUMBER = re.compile(rf"^{_NUMBER}$", re.IGNORECASE)
+# "Table 2: ...", "Figure 3.", "Listing 1:": a caption, read with the text, never a heading
+CAPTION = re.compile(r"^(table|figure|fig\.|listing|algorithm|chart|exhibit|example|equation)\s*[\dIVX]+[.:\s-]",
+                     re.IGNORECASE)
 RUNNING_HEAD = re.compile(rf"^{_NUMBER}\s|\s{_NUMBER}$", re.IGNORECASE)
 
 
@@ -58,7 +61,7 @@ def classify_blocks(page: Page, blocks: Sequence[Block] | None = None, image: Im
     missing image."""
     if blocks is None:
         blocks = blocks_in_reading_order(page.lines)
-    blocks = list(blocks)
+    blocks = _code_apart(blocks)
     if method not in METHODS:
         raise ValueError(f"unknown block classification method {method!r}; use one of {METHODS}")
     kinds = _geometry_kinds(page, blocks)
@@ -82,9 +85,9 @@ def _geometry_kinds(page: Page, blocks: list[Block]) -> list[str]:
     body = max(_median([ln.box[3] - ln.box[1] for ln in lines]), 1.0)
     widths = sorted(ln.box[2] - ln.box[0] for ln in lines)
     measure = widths[int(0.9 * (len(widths) - 1))] if widths else 0.0  # a full line of running text
-    kinds = ["text"] * len(blocks)
+    kinds = ["code" if _code(block) else "text" for block in blocks]
     for i, block in enumerate(blocks):
-        if _margin(block, page):
+        if kinds[i] == "text" and _margin(block, page):
             kinds[i] = "header" if block.box[1] < page.height / 2 else "footer"
     for i in _table_blocks(blocks, body):
         if kinds[i] == "text":
@@ -93,6 +96,32 @@ def _geometry_kinds(page: Page, blocks: list[Block]) -> list[str]:
         if kinds[i] == "text" and _title(block, body, measure):
             kinds[i] = "title"
     return kinds
+
+
+def _code(block: Block) -> bool:
+    """Most of the block's characters are set in a fixed-pitch font (a listing, a command, a log)."""
+    mono = sum(len(ln.text) for ln in block.lines if ln.mono)
+    return mono > CODE_SHARE * sum(len(ln.text) for ln in block.lines)
+
+
+CODE_SHARE = 0.6
+
+
+def _code_apart(blocks: Sequence[Block]) -> list[Block]:
+    """Each block cut where its lines change between fixed-pitch and not: a listing and its caption, or a
+    command under the sentence that introduces it, often share a block."""
+    out: list[Block] = []
+    for block in blocks:
+        run: list[Line] = []
+        for line in block.lines:
+            if run and line.mono != run[-1].mono:
+                out.append(Block(tuple(run), union([ln.box for ln in run]), block.kind))
+                run = []
+            run.append(line)
+        if run:
+            out.append(Block(tuple(run), union([ln.box for ln in run]), block.kind) if len(run) < len(block.lines)
+                       else block)
+    return out
 
 
 def _margin(block: Block, page: Page) -> bool:
@@ -105,7 +134,7 @@ def _margin(block: Block, page: Page) -> bool:
     edge = min(top, bottom)
     if edge <= EDGE_BAND:
         return True
-    if len(_rows(block.lines)) > 1:
+    if len(rows(block.lines)) > 1:
         return False
     return (edge <= PAGE_NUMBER_BAND and bool(PAGE_NUMBER.match(text))) or (
         edge <= RUNNING_HEAD_BAND and bool(RUNNING_HEAD.search(text)))
@@ -116,31 +145,18 @@ def _title(block: Block, body: float, measure: float) -> bool:
     measure that does not end like a sentence (section headings are often bold at body size)."""
     text = " ".join(ln.text for ln in block.lines).strip()
     letters = sum(ch.isalpha() for ch in text)
-    rows = _rows(block.lines)  # a PDF splits a line at every font change: pieces of one row count as one
-    if (len(rows) > 2 or any(len(_cells(row, body)) > 1 for row in rows) or len(text) > 150 or letters < 3
+    visual_rows = rows(block.lines)  # a PDF splits a line at every font change: pieces of one row count as one
+    if CAPTION.match(text):
+        return False
+    if (len(visual_rows) > 2 or any(len(_cells(row, body)) > 1 for row in visual_rows) or len(text) > 150 or letters < 3
             or letters < 0.5 * len(text.replace(" ", ""))):
         return False
     height = _median([ln.box[3] - ln.box[1] for ln in block.lines])
     if height >= 1.3 * body:
         return True
     width = block.box[2] - block.box[0]
-    return (len(rows) == 1 and height >= 0.7 * body and width <= 0.75 * measure
+    return (len(visual_rows) == 1 and height >= 0.7 * body and width <= 0.75 * measure
             and not text.endswith((".", ",", ";", ":")))
-
-
-def _rows(lines: Sequence[Line]) -> list[list[Line]]:
-    """Lines grouped into visual rows (centres within half a line height), each left to right."""
-    rows: list[list[Line]] = []
-    for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
-        centre = (line.box[1] + line.box[3]) / 2
-        if rows:
-            last = rows[-1][-1]
-            if abs(centre - (last.box[1] + last.box[3]) / 2) <= max(last.box[3] - last.box[1],
-                                                                     line.box[3] - line.box[1]) / 2:
-                rows[-1].append(line)
-                continue
-        rows.append([line])
-    return [sorted(row, key=lambda ln: ln.box[0]) for row in rows]
 
 
 def _aligned(a: list[Line], b: list[Line], tolerance: float) -> int:
@@ -167,13 +183,13 @@ def _cells(row: list[Line], gap: float) -> list[Line]:
 def table_rows(block: Block, page: Page) -> list[list[Line]]:
     """A table block's cells, row by row, left to right (pieces closer than a body line height are one cell)."""
     body = max(_median([ln.box[3] - ln.box[1] for ln in page.lines]), 1.0)
-    return [_cells(row, body) for row in _rows(block.lines)]
+    return [_cells(row, body) for row in rows(block.lines)]
 
 
 def _table_blocks(blocks: list[Block], body: float) -> set[int]:
     """Blocks in runs (consecutive in reading order: XY-cut often cuts a table into bands) whose rows of
     three or more cells (a body line height or more apart) line up in three columns with another such row."""
-    grid_rows = [[cells for row in _rows(b.lines) if len(cells := _cells(row, body)) >= 3] for b in blocks]
+    grid_rows = [[cells for row in rows(b.lines) if len(cells := _cells(row, body)) >= 3] for b in blocks]
     found: set[int] = set()
     i = 0
     while i < len(blocks):
@@ -183,8 +199,8 @@ def _table_blocks(blocks: list[Block], body: float) -> set[int]:
         j = i
         while j + 1 < len(blocks) and grid_rows[j + 1]:
             j += 1
-        rows = [row for k in range(i, j + 1) for row in grid_rows[k]]
-        columns = [_aligned(rows[k], rows[k + 1], body) for k in range(len(rows) - 1)]
+        run = [row for k in range(i, j + 1) for row in grid_rows[k]]
+        columns = [_aligned(run[k], run[k + 1], body) for k in range(len(run) - 1)]
         if any(n >= 3 for n in columns):
             found.update(k for k in range(i, j + 1))
         i = j + 1

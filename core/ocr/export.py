@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from .base import Box, Line, Page, union
 from .block_kinds import classify_blocks, table_rows
 from .layout import Block
 
+SOFT_HYPHEN = "\u00ad"  # a word broken at the line's end (pdf.py)
 GRID = 1000  # boxes in prompts and JSON are also given on a 0-1000 grid per page (DocVLM's convention)
 
 
@@ -43,6 +45,25 @@ def _column_table(rows: list[list[Line]]) -> list[list[str]]:
     return table
 
 
+def running_text(lines: Sequence[Line]) -> str:
+    """Lines one per row, a word broken at a line's end by a soft hyphen joined again ("eir-" + "mod"), the
+    rest of the next line left on its own row."""
+    text = re.sub(r"\u00ad\n(\S+)[ \t]*", lambda m: m.group(1) + "\n", "\n".join(ln.text for ln in lines))
+    return text.replace("\u00ad", "").replace("\n\n", "\n")
+
+
+def _code_text(lines: Sequence[Line]) -> str:
+    """A listing's lines, each indented by its distance from the leftmost line in characters."""
+    left = min(ln.box[0] for ln in lines)
+    advance = max(((ln.box[2] - ln.box[0]) / len(ln.text) for ln in lines if len(ln.text) >= 3), default=0.0)
+    return "\n".join(" " * (round((ln.box[0] - left) / advance) if advance else 0) + ln.text for ln in lines)
+
+
+def _fenced(code: str) -> str:
+    fence = "~~~" if "```" in code else "```"
+    return f"{fence}\n{code}\n{fence}"
+
+
 def _markdown_table(table: list[list[str]]) -> str:
     def row(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -57,7 +78,8 @@ def to_prompt(pages: Sequence[Page], budget_tokens: int = 1500,
     parts, used = [], 0
     for page in pages:
         header = f"Page {page.number}:"
-        lines = [header] + [f"[{','.join(str(v // 10 * 10) for v in grid_box(ln.box, page))}] {ln.text}"
+        lines = [header] + [f"[{','.join(str(v // 10 * 10) for v in grid_box(ln.box, page))}] "
+                            f"{ln.text.replace(SOFT_HYPHEN, '-')}"
                             for ln in page.lines]
         for line in lines:
             cost = count_tokens(line)
@@ -78,10 +100,12 @@ def to_markdown(pages: Sequence[Page]) -> str:
                 continue
             if block.kind == "table":
                 out.append(_markdown_table(_column_table(table_rows(block, page))))
+            elif block.kind == "code":
+                out.append(_fenced(_code_text(block.lines)))
             elif block.kind == "title":
-                out.append("## " + " ".join(ln.text for ln in block.lines))
+                out.append("## " + running_text(block.lines).replace("\n", " "))
             else:
-                out.append(block.text)
+                out.append(running_text(block.lines))
     return "\n\n".join(out) + "\n"
 
 

@@ -35,20 +35,25 @@ def _gaps(spans: list[tuple[float, float]], minimum: float) -> list[tuple[float,
     return gaps
 
 
-def _rows(lines: Sequence[Line]) -> list[Line]:
-    """Top to bottom; lines whose vertical centres sit within half a line height share a row, left to right."""
-    ordered = sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2)
-    rows: list[list[Line]] = []
-    for line in ordered:
+def rows(lines: Sequence[Line]) -> list[list[Line]]:
+    """Lines grouped into visual rows, top to bottom, each left to right. A piece joins the row when its centre
+    lies within half a height of the row's centre, the row measured over all its pieces so far: a comma or a
+    lowercase word beside taller glyphs stays in the row."""
+    grouped: list[list[Line]] = []
+    top = bottom = 0.0
+    for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
         centre = (line.box[1] + line.box[3]) / 2
-        if rows:
-            last = rows[-1][-1]
-            height = max(last.box[3] - last.box[1], line.box[3] - line.box[1])
-            if abs(centre - (last.box[1] + last.box[3]) / 2) <= height / 2:
-                rows[-1].append(line)
-                continue
-        rows.append([line])
-    return [ln for row in rows for ln in sorted(row, key=lambda ln: ln.box[0])]
+        if grouped and abs(centre - (top + bottom) / 2) <= max(bottom - top, line.box[3] - line.box[1]) / 2:
+            grouped[-1].append(line)
+            top, bottom = min(top, line.box[1]), max(bottom, line.box[3])
+            continue
+        grouped.append([line])
+        top, bottom = line.box[1], line.box[3]
+    return [sorted(row, key=lambda ln: ln.box[0]) for row in grouped]
+
+
+def _rows(lines: Sequence[Line]) -> list[Line]:
+    return [line for row in rows(lines) for line in row]
 
 
 def _median_height(lines: Sequence[Line]) -> float:
@@ -109,8 +114,11 @@ def merge_runs(lines: Sequence[Line]) -> list[Line]:
             height = max(box[3] - box[1], line.box[3] - line.box[1])
             same_row = abs((box[1] + box[3]) - (line.box[1] + line.box[3])) / 2 <= height / 2
             gap = line.box[0] - box[2]
-            if same_row and -height / 2 <= gap <= max(0.6 * height, WORD_GAP_CHARS * _char_width(groups[-1][-1])):
-                joiners[-1].append(" " if gap > 0.15 * height else "")
+            mono = line.mono and all(part.mono for part in groups[-1])
+            reach = (MONO_JOIN_CHARS * _advance([*groups[-1], line], height) if mono
+                     else max(0.6 * height, WORD_GAP_CHARS * _char_width(groups[-1][-1])))
+            if same_row and -height / 2 <= gap <= reach:
+                joiners[-1].append(_joiner(mono, [*groups[-1], line], gap, height))
                 groups[-1].append(line)
                 continue
         groups.append([line])
@@ -127,6 +135,25 @@ def _char_width(line: Line) -> float:
     return (line.box[2] - line.box[0]) / max(len(line.text), 1)
 
 
+def _advance(pieces: list[Line], height: float) -> float:
+    """A fixed-pitch font's character advance, from the longest piece (ink boxes: a single "(" is narrower)."""
+    longest = max(pieces, key=lambda ln: len(ln.text))
+    return _char_width(longest) if len(longest.text) >= 3 else 0.6 * height
+
+
+def _joiner(mono: bool, pieces: list[Line], gap: float, height: float) -> str:
+    """A space before the last of ``pieces``, or none. Fixed-pitch pieces are boxed by their ink, so a
+    narrow glyph ("(", ".") sits up to ~0.8 of a character from its neighbour with no space between; a
+    space makes the gap at least one character."""
+    if mono:
+        return " " if gap >= MONO_SPACE * _advance(pieces, height) else ""
+    return " " if gap > 0.15 * height else ""
+
+
+MONO_SPACE = 0.9  # of a fixed-pitch character's advance
+MONO_JOIN_CHARS = 2.5  # fixed-pitch pieces of a row this many characters apart or closer are one line of code
+
+
 def _joined(parts: list[Line], joiners: list[str]) -> Line:
     if len(parts) == 1:
         return parts[0]
@@ -137,7 +164,7 @@ def _joined(parts: list[Line], joiners: list[str]) -> Line:
     for before, after in zip(order, order[1:], strict=False):
         text += joiners[min(before, after)] + parts[after].text
     return Line(text, union([part.box for part in parts]), min(part.confidence for part in parts),
-                tuple(word for n in order for word in parts[n].words))
+                tuple(word for n in order for word in parts[n].words), mono=all(part.mono for part in parts))
 
 
 RTL_LETTERS = re.compile(r"[\u0590-\u05FF\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFF]")

@@ -66,13 +66,15 @@ def _why_unreadable(data: bytes) -> str:
 def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
     """The page's text runs with their rectangles (pdfium groups characters into runs per line). Text a PDF
     draws twice at nearly the same place (a visible line and an invisible copy of another size: an OCR layer,
-    fake bold) is kept once: pdfium reads both copies into each run's rectangle."""
+    fake bold) is kept once: pdfium reads both copies into each run's rectangle. A hyphen pdfium judges to
+    break a word at the line's end becomes a soft hyphen (U+00AD), so the word can be joined again."""
     textpage = page.get_textpage()
     try:
         rects = [textpage.get_rect(index) for index in range(textpage.count_rects())]
         lines: list[Line] = []
         for index, (left, bottom, right, top) in enumerate(rects):
             text = re.sub(r"\s+", " ", textpage.get_text_bounded(left, bottom, right, top)).strip()
+            text = text.translate(BREAK_HYPHENS)
             nearby = rects[max(0, index - OVERDRAW_LOOKBACK):index] + rects[index + 1:index + 1 + OVERDRAW_LOOKBACK]
             if any(overlap_share(rects[index], other) > OVERDRAWN for other in nearby):  # drawn twice here ("Bora Bora"
                 text = _undoubled(text)  # alone in its rectangle is left as it is)
@@ -82,10 +84,37 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
             if any(_same_words(kept.text, text) and overlap_share(kept.box, box) > OVERDRAWN
                    for kept in lines[-OVERDRAW_LOOKBACK:]):
                 continue  # the second copy of a run already read
-            lines.append(Line(text, box, 1.0, tuple(_words(text, box))))
+            lines.append(Line(text, box, 1.0, tuple(_words(text, box)),
+                              mono=_fixed_pitch(textpage, (left, bottom, right, top))))
         return lines
     finally:
         textpage.close()
+
+
+BREAK_HYPHENS = str.maketrans({"\x02": "\u00ad", "\ufffe": "\u00ad"})  # pdfium's marks for a line-end hyphen
+# Typewriter faces by name, for the many embedded fonts whose descriptor leaves the FixedPitch flag unset
+# (TeX's CMTT, for one).
+MONO_FONT = re.compile(r"mono|courier|consol|menlo|cmtt|lmtt|typewriter|inconsolata|code|fixed|lucidaconsole",
+                       re.IGNORECASE)
+FIXED_PITCH_FLAG = 1  # PDF font descriptor flag bit 1
+
+
+def _fixed_pitch(textpage: object, rect: tuple[float, float, float, float]) -> bool:
+    """Whether a run (a rectangle in PDF points) is set in a fixed-pitch font: most of the characters found at
+    five points along its middle are (a point may fall between two characters)."""
+    import ctypes
+
+    import pypdfium2.raw as raw
+
+    left, bottom, right, top = rect
+    name, flags = ctypes.create_string_buffer(128), ctypes.c_int(0)
+    votes = []
+    for share in (0.1, 0.3, 0.5, 0.7, 0.9):
+        index = raw.FPDFText_GetCharIndexAtPos(textpage.raw, left + share * (right - left), (bottom + top) / 2,
+                                               1.0, 1.0)
+        if index >= 0 and raw.FPDFText_GetFontInfo(textpage.raw, index, name, len(name), ctypes.byref(flags)):
+            votes.append(bool(flags.value & FIXED_PITCH_FLAG) or bool(MONO_FONT.search(name.value.decode("latin-1"))))
+    return sum(votes) > len(votes) / 2
 
 
 OVERDRAWN = 0.6  # of the smaller box: two runs of the same text sharing this much are one run drawn twice
