@@ -183,7 +183,8 @@ def test_bench_docs_scores_turned_scans_and_text_drawn_twice_against_the_referen
     assert scores["ocr_test turned 180°"]["baseline_text_similarity"] == 0.0  # a scan has no text layer
     summary = report["summary"]
     assert summary["garbage_pages"] == 0 and summary["text_similarity"] == 1.0
-    assert {"heading_recall", "table_recall", "table_precision", "code_recall", "text_similarity_vs_baseline"} <= set(summary)
+    assert {"heading_recall", "table_recall", "table_precision", "code_recall",
+            "text_similarity_vs_baseline"} <= set(summary)
 
 
 def test_bench_dicom_compares_de_identification_with_bare_reading(run):
