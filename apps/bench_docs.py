@@ -2,10 +2,12 @@
 
 Documents: every PDF under DIR (default: the shipped ``data/documents``) with a reference ``groundtruth/
 NAME.md`` beside it (docling's Markdown: machine-made, the format the field compares against), plus pages
-made here from them: the scanned page turned 90°, 180° and 270° (against the upright page's reference), and
-a page whose text is drawn twice (a visible line and an invisible copy of another size, as an OCR layer
-over a scan is) against the text once. Each goes through the documents tab's own path: ``ingest`` (text
-layer or OCR, orientation, reading order, block types) then the ``md`` export.
+made here from them: the scanned page turned 90°, 180° and 270° (against the upright page's reference), a page
+whose text is drawn twice (a visible line and an invisible copy of another size, as an OCR layer over a
+scan is) against the text once, and the pages of ``bench_docs_pages.py`` (a ruled table whose cells wrap,
+two columns of running text, a listing in Courier) against the Markdown they were drawn from. Each goes
+through the documents tab's own path: ``ingest`` (text layer or OCR, orientation, reading order, block
+types) then the ``md`` export.
 
 Scores, per document and in all:
 
@@ -35,6 +37,7 @@ from pathlib import Path
 
 from rapidfuzz import fuzz
 
+from .bench_docs_pages import GENERATED
 from .pdf_bytes import text_pdf
 
 DEFAULT_DIR = Path(__file__).parents[1] / "data" / "documents"
@@ -127,6 +130,7 @@ def documents(root: Path) -> list[tuple[str, bytes, str, bool]]:
         cases += [(f"ocr_test turned {turn}°", _turned_pdf(scan, turn), scan_truth.read_text(), True)
                   for turn in TURNS]
     cases.append(("text drawn twice", _overdrawn_pdf(), "\n\n".join(OVERDRAWN_LINES) + "\n", False))
+    cases += [(name, *make(), False) for name, make in GENERATED.items()]
     return cases
 
 

@@ -37,6 +37,15 @@ class Line:
     mono: bool = False  # set in a fixed-pitch font (a PDF's text layer says so; OCR cannot tell)
 
 
+@dataclass(frozen=True)
+class Table:
+    """A table the page draws with rules: its box and its cells' text, row by row (a merged cell's text
+    repeated in each cell it covers)."""
+
+    box: Box
+    rows: tuple[tuple[str, ...], ...]
+
+
 @dataclass
 class Page:
     """One page read upright: ``rotation`` is how far (degrees, counter-clockwise) the input was
@@ -49,6 +58,7 @@ class Page:
     rotation: int = 0
     source: str = "ocr"  # "ocr" or "text-layer" (a PDF's own text)
     engine: str = ""
+    tables: list[Table] = field(default_factory=list)  # ruled tables (a PDF's drawing; tables.py)
 
     @property
     def text(self) -> str:

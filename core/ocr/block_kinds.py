@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from .base import Box, Line, OCRUnavailable, Page, union
+from .base import Box, Line, OCRUnavailable, Page, Table, union
 from .layout import Block, blocks_in_reading_order, rows
 
 Method = Literal["geometry", "model"]
@@ -61,7 +61,7 @@ def classify_blocks(page: Page, blocks: Sequence[Block] | None = None, image: Im
     missing image."""
     if blocks is None:
         blocks = blocks_in_reading_order(page.lines)
-    blocks = _code_apart(blocks)
+    blocks = _code_apart(_ruled_apart(blocks, page.tables))
     if method not in METHODS:
         raise ValueError(f"unknown block classification method {method!r}; use one of {METHODS}")
     kinds = _geometry_kinds(page, blocks)
@@ -85,17 +85,44 @@ def _geometry_kinds(page: Page, blocks: list[Block]) -> list[str]:
     body = max(_median([ln.box[3] - ln.box[1] for ln in lines]), 1.0)
     widths = sorted(ln.box[2] - ln.box[0] for ln in lines)
     measure = widths[int(0.9 * (len(widths) - 1))] if widths else 0.0  # a full line of running text
-    kinds = ["code" if _code(block) else "text" for block in blocks]
+    kinds = ["table" if block.rows else "code" if _code(block) else "text" for block in blocks]
     for i, block in enumerate(blocks):
         if kinds[i] == "text" and _margin(block, page):
             kinds[i] = "header" if block.box[1] < page.height / 2 else "footer"
-    for i in _table_blocks(blocks, body):
+    for i in _table_blocks(blocks, body):  # cells that line up, where no rule drew a table
         if kinds[i] == "text":
             kinds[i] = "table"
     for i, block in enumerate(blocks):
         if kinds[i] == "text" and _title(block, body, measure):
             kinds[i] = "title"
     return kinds
+
+
+def _ruled_apart(blocks: Sequence[Block], tables: Sequence[Table]) -> list[Block]:
+    """The lines inside each ruled table taken out of their blocks into one table block, placed where the
+    table's first line was read."""
+    if not tables:
+        return list(blocks)
+    out: list[Block] = []
+    placed: set[int] = set()
+    for block in blocks:
+        rest: list[Line] = []
+        for line in block.lines:
+            inside = next((n for n, table in enumerate(tables) if _inside(line.box, table.box)), None)
+            if inside is None:
+                rest.append(line)
+                continue
+            if inside not in placed:
+                placed.add(inside)
+                if rest:
+                    out.append(Block(tuple(rest), union([ln.box for ln in rest]), block.kind))
+                    rest = []
+                members = tuple(ln for b in blocks for ln in b.lines if _inside(ln.box, tables[inside].box))
+                out.append(Block(members, tables[inside].box, "table", tables[inside].rows))
+        if rest:
+            out.append(Block(tuple(rest), union([ln.box for ln in rest]), block.kind) if len(rest) < len(block.lines)
+                       else block)
+    return out
 
 
 def _code(block: Block) -> bool:

@@ -24,7 +24,7 @@ def page_blocks(page: Page) -> list[Block]:
     time (block_kinds.py). XY-cut often cuts a table into bands: consecutive table blocks become one."""
     merged: list[Block] = []
     for block in classify_blocks(page):
-        if merged and block.kind == merged[-1].kind == "table":
+        if merged and block.kind == merged[-1].kind == "table" and not block.rows and not merged[-1].rows:
             lines = [*merged[-1].lines, *block.lines]
             merged[-1] = Block(lines, union([ln.box for ln in lines]), "table")
         else:
@@ -64,6 +64,11 @@ def _fenced(code: str) -> str:
     return f"{fence}\n{code}\n{fence}"
 
 
+def table_cells(block: Block, page: Page) -> list[list[str]]:
+    """A table block's cells: a ruled table's own grid, else the lines placed in columns."""
+    return [list(row) for row in block.rows] if block.rows else _column_table(table_rows(block, page))
+
+
 def _markdown_table(table: list[list[str]]) -> str:
     def row(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -99,7 +104,7 @@ def to_markdown(pages: Sequence[Page]) -> str:
             if block.kind in ("header", "footer"):  # running heads and page numbers: in the JSON only
                 continue
             if block.kind == "table":
-                out.append(_markdown_table(_column_table(table_rows(block, page))))
+                out.append(_markdown_table(table_cells(block, page)))
             elif block.kind == "code":
                 out.append(_fenced(_code_text(block.lines)))
             elif block.kind == "title":
@@ -121,6 +126,6 @@ def to_json(pages: Sequence[Page]) -> dict:
                        "words": [{"text": w.text, "box": [round(v, 1) for v in w.box],
                                   "confidence": round(w.confidence, 4)} for w in ln.words]}
                       for ln in block.lines],
-            **({"rows": _column_table(table_rows(block, page))} if block.kind == "table" else {}),
+            **({"rows": table_cells(block, page)} if block.kind == "table" else {}),
         } for block in page_blocks(page)],
     } for page in pages]}

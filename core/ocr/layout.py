@@ -18,7 +18,8 @@ from .base import Box, Line, union
 class Block:
     lines: tuple[Line, ...]
     box: Box
-    kind: str = "text"  # title | text | table | figure | header | footer
+    kind: str = "text"  # title | text | table | code | figure | header | footer
+    rows: tuple[tuple[str, ...], ...] = ()  # a ruled table's cells (base.Table), else empty
 
     @property
     def text(self) -> str:

@@ -21,6 +21,7 @@ from ..budgets import Budgets
 from ..errors import InputRejected
 from .base import Line, Page, Word, overlap_share
 from .layout import merge_runs, reading_order
+from .tables import RuledTables
 
 DPI = 150  # the PDF user unit is 1/72 inch
 MIN_LAYER_CHARS = 8  # fewer characters than this on a page: treat it as scanned
@@ -187,7 +188,7 @@ def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | Non
     for the pages rendered below ``dpi``."""
     budgets = budgets or Budgets.from_env()
     out, images = [], []
-    with open_pdf(source) as document:
+    with open_pdf(source) as document, RuledTables(source) as ruled:
         total = len(document)
         wanted = list(pages) if pages is not None else list(range(1, min(total, max_pages or total) + 1))
         for number in wanted:
@@ -216,7 +217,8 @@ def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | Non
                     image = render(page, scale=scale)
                 width, height = round(width_pt * scale), round(height_pt * scale)
                 if has_layer:
-                    read = Page(number, width, height, reading_order(lines), source="text-layer", engine="pdfium")
+                    read = Page(number, width, height, reading_order(lines), source="text-layer", engine="pdfium",
+                                tables=ruled.find(page, number, scale))
                 elif ocr is not None:
                     read = ocr(image, number)
                     read.source = "ocr"

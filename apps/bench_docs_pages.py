@@ -1,0 +1,112 @@
+"""Pages drawn here for ``loupe bench docs`` and the tests, each with the Markdown a reader expects of it: the
+layouts the shipped documents lack (a ruled table with wrapped cells and a shaded header, two columns of
+running text, a listing in a typewriter face), written as PDF operators so nothing else decides the layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .pdf_bytes import text_pdf
+
+BODY, BOLD, MONO = 1, 2, 3  # /F1 Helvetica, /F2 Helvetica-Bold, /F3 Courier
+FONTS = ("Helvetica", "Helvetica-Bold", "Courier")
+
+
+def drawn(x: float, y: float, text: str, font: int = BODY, size: float = 10) -> bytes:
+    """One run of text at (x, y) points from the page's bottom left."""
+    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    return b"BT /F%d %.1f Tf %.1f %.1f Td (%s) Tj ET\n" % (font, size, x, y, escaped.encode("latin-1"))
+
+
+def ruled_table(x: float, top: float, widths: Sequence[float], rows: Sequence[Sequence[Sequence[str]]],
+                size: float = 9, leading: float = 11, pad: float = 4) -> tuple[bytes, float]:
+    """A table ruled on every side, its first row shaded and bold; a cell is its lines (it may wrap).
+    Returns the operators and the table's bottom."""
+    heights = [max(len(cell) for cell in row) * leading + 2 * pad for row in rows]
+    content = b"0.85 g %.1f %.1f %.1f %.1f re f 0 g 0.5 w\n" % (x, top - heights[0], sum(widths), heights[0])
+    edges, y = [top], top
+    for r, (row, height) in enumerate(zip(rows, heights, strict=True)):
+        left = x
+        for width, cell in zip(widths, row, strict=True):
+            for k, line in enumerate(cell):
+                content += drawn(left + pad, y - pad - (k + 1) * leading + 3, line, BOLD if r == 0 else BODY, size)
+            left += width
+        y -= height
+        edges.append(y)
+    for edge in edges:
+        content += b"%.1f %.1f m %.1f %.1f l S\n" % (x, edge, x + sum(widths), edge)
+    left = x
+    for width in (0, *widths):
+        left += width
+        content += b"%.1f %.1f m %.1f %.1f l S\n" % (left, top, left, y)
+    return content, y
+
+
+TABLE_ROWS = (
+    (("Column",), ("Description",)),
+    (("ENTRY_TYPE",), ("The kind of event: read, change or delete. Entries of",
+                       "other kinds are written by the system.")),
+    (("USER_NAME",), ("The profile that made the request.",)),
+    (("OBJECT",), ("The library and object the request named, as", "LIBRARY/OBJECT, or blank for a system event.")),
+    (("TIMESTAMP",), ("When the request was made.",)),
+)
+TABLE_BEFORE = ("Each entry of the audit journal has the columns described in Table 5; an entry is",
+                "written when an object is read, changed or deleted by a user.")
+TABLE_AFTER = "Entries are kept for ninety days unless the retention period is changed."
+
+
+def wrapped_table_page() -> tuple[bytes, str]:
+    """Prose, a two-column ruled table whose cells wrap, its caption, prose."""
+    content = b"".join(drawn(72, 680 - 13 * n, line) for n, line in enumerate(TABLE_BEFORE))
+    table, bottom = ruled_table(72, 640, (110, 300), TABLE_ROWS)
+    content += table + drawn(72, bottom - 20, "Table 5: Columns of the audit journal", size=9)
+    content += drawn(72, bottom - 50, TABLE_AFTER)
+    cells = [[" ".join(cell) for cell in row] for row in TABLE_ROWS]
+    markdown = "\n".join([" ".join(TABLE_BEFORE), "", f"| {' | '.join(cells[0])} |", "| --- | --- |",
+                          *(f"| {' | '.join(row)} |" for row in cells[1:]), "",
+                          "Table 5: Columns of the audit journal", "", TABLE_AFTER])
+    return text_pdf(content, fonts=FONTS), markdown + "\n"
+
+
+LEFT_COLUMN = ("Scanned records arrive from many clinics, each with",
+               "its own forms. The reader first finds the page's",
+               "columns, then reads each from top to bottom, so a",
+               "sentence never jumps across the gutter into the",
+               "other column halfway through.")
+RIGHT_COLUMN = ("The second column starts at the top of the page",
+                "again. Its lines are as long as the first column's,",
+                "and a reader who mixed the two would join words",
+                "that were never meant to be read together, which",
+                "no table detector should take for a grid.")
+
+
+def two_column_page() -> tuple[bytes, str]:
+    """A heading across the page, then two columns of justified running text."""
+    content = drawn(72, 680, "Reading two columns", BOLD, 14)
+    for n, (left, right) in enumerate(zip(LEFT_COLUMN, RIGHT_COLUMN, strict=True)):
+        content += drawn(72, 650 - 13 * n, left) + drawn(330, 650 - 13 * n, right)
+    markdown = f"## Reading two columns\n\n{' '.join(LEFT_COLUMN)}\n\n{' '.join(RIGHT_COLUMN)}\n"
+    return text_pdf(content, fonts=FONTS), markdown
+
+
+LISTING = ("def mean(values):", "    total = sum(values)", "    return total / len(values)")
+
+
+def listing_page() -> tuple[bytes, str]:
+    """A sentence, a caption and a Courier listing drawn a token at a time (as TeX's listings package does)."""
+    content = drawn(72, 680, "The function below returns the mean of a list of numbers it is given.")
+    content += drawn(72, 655, "Listing 2: The mean of a list")
+    for n, line in enumerate(LISTING):
+        column = len(line) - len(line.lstrip())
+        for token in line.split():
+            content += drawn(72 + 6 * column, 630 - 12 * n, token, MONO, 10)  # Courier advances 0.6 em
+            column += len(token) + 1
+    content += drawn(72, 580, "The list must not be empty.")
+    markdown = ("The function below returns the mean of a list of numbers it is given.\n\n"
+                "Listing 2: The mean of a list\n\n```\n" + "\n".join(LISTING) + "\n```\n\n"
+                "The list must not be empty.\n")
+    return text_pdf(content, fonts=FONTS), markdown
+
+
+GENERATED = {"ruled table, wrapped cells": wrapped_table_page, "two columns of text": two_column_page,
+             "listing in Courier": listing_page}
