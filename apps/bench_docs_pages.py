@@ -1,6 +1,7 @@
 """Pages drawn here for ``loupe bench docs`` and the tests, each with the Markdown a reader expects of it: the
-layouts the shipped documents lack (a ruled table with wrapped cells and a shaded header, two columns of
-running text, a listing in a typewriter face), written as PDF operators so nothing else decides the layout."""
+layouts the shipped documents lack (a ruled table with wrapped cells and a shaded header, two and three
+columns of running text, a listing in a typewriter face), written as PDF operators so nothing else decides
+the layout."""
 
 from __future__ import annotations
 
@@ -89,6 +90,50 @@ def two_column_page() -> tuple[bytes, str]:
     return text_pdf(content, fonts=FONTS), markdown
 
 
+NARROW_COLUMNS = (
+    (
+        "A newsletter sets its",
+        "text in three narrow",
+        "columns, each under a",
+        "quarter of the page wide,",
+        "so that a reader's eye",
+        "has only a short way to",
+        "travel from the end of",
+        "one line to the start of",
+        "the next one below it.",
+    ),
+    (
+        "The second column goes",
+        "on where the first one",
+        "stopped, at the top of",
+        "the page again; its lines",
+        "line up with the first",
+        "column's lines, row for",
+        "row, which is just what",
+        "a table's rows would do",
+        "if this were a table.",
+    ),
+    (
+        "The third column ends",
+        "the article. Read across,",
+        "the rows would mix three",
+        "sentences into nonsense,",
+        "and a table made of",
+        "them would hold nothing",
+        "a reader could use, so",
+        "the page must be read",
+        "one column at a time.",
+    ),
+)
+
+
+def three_column_page() -> tuple[bytes, str]:
+    """Three columns of running text, each narrower than a quarter of the page, their rows aligned."""
+    content = b"".join(drawn(50 + 180 * k, 650 - 12 * n, line, size=9)
+                       for k, column in enumerate(NARROW_COLUMNS) for n, line in enumerate(column))
+    return text_pdf(content, fonts=FONTS), "\n\n".join(" ".join(column) for column in NARROW_COLUMNS) + "\n"
+
+
 LISTING = ("def mean(values):", "    total = sum(values)", "    return total / len(values)")
 
 
@@ -109,4 +154,4 @@ def listing_page() -> tuple[bytes, str]:
 
 
 GENERATED = {"ruled table, wrapped cells": wrapped_table_page, "two columns of text": two_column_page,
-             "listing in Courier": listing_page}
+             "three narrow columns": three_column_page, "listing in Courier": listing_page}

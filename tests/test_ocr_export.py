@@ -134,3 +134,36 @@ def test_a_listing_in_a_fixed_pitch_font_is_fenced_code_and_a_broken_word_is_joi
     assert kinds == ["text", "text", "code", "text"]
     prompt, _ = to_prompt(pages)
     assert "the whole of the exam-\n" in prompt  # the model reads the hyphen it would see on the page
+
+
+def test_a_page_pdfminer_cannot_parse_is_read_without_its_rules(monkeypatch):
+    """pdfium reads more damaged files than pdfminer: a parse error there costs the ruled tables (the
+    geometry rules still find aligned ones), never the page; the document is not parsed again page by page."""
+    import pdfplumber
+    from pdfminer.pdfparser import PDFSyntaxError
+
+    calls = []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise PDFSyntaxError("damaged xref")
+
+    monkeypatch.setattr(pdfplumber, "open", broken)
+    pages, _, _ = read_pdf(DOCUMENTS / "table_page.pdf", None)
+    assert pages[0].lines and not pages[0].tables and calls == [1]
+    assert "| 6 | 6 |" in to_markdown(pages)  # the aligned cells still make a table
+
+
+def test_columns_of_running_text_are_read_one_after_another_and_are_no_table():
+    """Two columns, and three each narrower than a quarter of the page with their rows aligned (read across,
+    they used to become a three-column table): each column is read whole, then the next."""
+    from loupe.apps import bench_docs_pages as drawn_pages
+
+    for make, columns in ((drawn_pages.two_column_page, (drawn_pages.LEFT_COLUMN, drawn_pages.RIGHT_COLUMN)),
+                          (drawn_pages.three_column_page, drawn_pages.NARROW_COLUMNS)):
+        pages, _, _ = read_pdf(make()[0], None)
+        md = to_markdown(pages)
+        assert "|" not in md and all(block["type"] != "table" for block in to_json(pages)["pages"][0]["blocks"])
+        flowing = " ".join(md.replace("\u2019", "'").split())
+        assert all(" ".join(column) in flowing for column in columns), md
+        assert [flowing.index(column[0]) for column in columns] == sorted(flowing.index(c[0]) for c in columns)

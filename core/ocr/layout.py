@@ -86,15 +86,20 @@ def _cut(lines: list[Line], line_height: float, depth: int = 0) -> list[list[Lin
 
 
 def _both_text_columns(parts: list[list[Line]], lines: list[Line]) -> bool:
-    """Columns of running text have lines of substantial width on both sides of the gap; a column of
-    prices or table cells does not."""
+    """Columns of running text have lines of substantial width, or of several words, on both sides of the
+    gap; a column of prices or table cells does not (narrow newspaper-like columns are read as columns by
+    their words: three or four of them are each under a quarter of the page)."""
     width = max(ln.box[2] for ln in lines) - min(ln.box[0] for ln in lines)
 
-    def median_width(group: list[Line]) -> float:
-        widths = sorted(ln.box[2] - ln.box[0] for ln in group)
-        return widths[len(widths) // 2] if widths else 0.0
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[len(ordered) // 2] if ordered else 0.0
 
-    return all(group and median_width(group) >= 0.25 * width for group in parts)
+    return all(group and (median([ln.box[2] - ln.box[0] for ln in group]) >= 0.25 * width
+                          or median([len(ln.text.split()) for ln in group]) >= PROSE_WORDS) for group in parts)
+
+
+PROSE_WORDS = 4  # a column whose lines hold this many words or more (the median) is running text
 
 
 def blocks_in_reading_order(lines: Sequence[Line]) -> list[Block]:

@@ -11,12 +11,15 @@ than ``MAX_PATHS`` (a vector map, a chart) are not searched: no table is found t
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .base import Table
+
+log = logging.getLogger(__name__)
 
 MIN_RULE_PT = 20.0  # a horizontal rule shorter than this (an underline, a dash) gives no column edge
 MAX_PATHS = 5000  # drawn paths on a page beyond which it is a drawing, not a page with tables
@@ -43,6 +46,7 @@ class RuledTables:
     def __init__(self, source: bytes | Path) -> None:
         self._source = source
         self._plumber: Any = None
+        self._failed = False  # pdfminer could not parse the file: its pages are read without their rules
 
     def __enter__(self) -> RuledTables:
         return self
@@ -60,11 +64,28 @@ class RuledTables:
             import pdfplumber
         except ImportError:  # the geometry rules still find tables whose cells line up
             return []
-        if self._plumber is None:
-            source = io.BytesIO(self._source) if isinstance(self._source, bytes) else self._source
-            self._plumber = pdfplumber.open(source)
-        plumbed = self._plumber.pages[number - 1]
-        found = plumbed.find_tables({**SETTINGS, "explicit_vertical_lines": _rule_ends(plumbed)})
+        if self._failed:
+            return []
+        plumbed = None
+        try:
+            if self._plumber is None:
+                source = io.BytesIO(self._source) if isinstance(self._source, bytes) else self._source
+                self._plumber = pdfplumber.open(source)
+            plumbed = self._plumber.pages[number - 1]
+            found = plumbed.find_tables({**SETTINGS, "explicit_vertical_lines": _rule_ends(plumbed)})
+            return self._cells(page, plumbed, found, scale)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pdfminer's many parse errors: the page is read without its rules
+            log.info("ruled tables not searched from page %d on: %s", number, type(exc).__name__)
+            self._failed = True
+            return []
+        finally:
+            if plumbed is not None:
+                plumbed.close()  # pdfplumber keeps each page's objects until told
+
+    @staticmethod
+    def _cells(page: Any, plumbed: Any, found: Sequence[Any], scale: float) -> list[Table]:
         height = float(plumbed.height)  # pdfplumber measures from the page's top, pdfium from its bottom (points)
         textpage = page.get_textpage()
         try:
