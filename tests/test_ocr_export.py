@@ -167,3 +167,14 @@ def test_columns_of_running_text_are_read_one_after_another_and_are_no_table():
         flowing = " ".join(md.replace("\u2019", "'").split())
         assert all(" ".join(column) in flowing for column in columns), md
         assert [flowing.index(column[0]) for column in columns] == sorted(flowing.index(c[0]) for c in columns)
+
+
+def test_each_character_is_read_once_and_a_lam_alef_ligature_in_logical_order():
+    """Joined Arabic letters overlap the next run, and a dash's neighbour did too: asking for the text inside
+    each run's rectangle read them twice ("بلغةة", "content—t—an"). The lam-alef ligature, which the font
+    maps alef first, reads lam first; a Latin word in an Arabic line keeps its spaces."""
+    arabic = to_markdown(read_pdf(DOCUMENTS / "right_to_left_01.pdf", None)[0])
+    assert "الإنتاجية" in arabic and "اإلنتاجية" not in arabic
+    assert "المشكلات" in arabic and "بلغة R و Python من" in arabic and "بلغةة" not in arabic
+    latin = to_markdown(read_pdf(DOCUMENTS / "multi_page.pdf", None)[0])
+    assert "typed content—an early example" in latin and "—t—" not in latin

@@ -153,6 +153,10 @@ def _joiner(mono: bool, pieces: list[Line], gap: float, height: float) -> str:
     space makes the gap at least one character."""
     if mono:
         return " " if gap >= MONO_SPACE * _advance(pieces, height) else ""
+    before, after = pieces[-2].text, pieces[-1].text
+    if (any(c.isalpha() for c in before) and any(c.isalpha() for c in after)
+            and right_to_left(before) != right_to_left(after)):
+        return " "  # a Latin word in Arabic or Hebrew text is a word of its own, however close it is drawn
     return " " if gap > 0.15 * height else ""
 
 

@@ -73,9 +73,8 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
     try:
         rects = [textpage.get_rect(index) for index in range(textpage.count_rects())]
         lines: list[Line] = []
-        for index, (left, bottom, right, top) in enumerate(rects):
-            text = re.sub(r"\s+", " ", textpage.get_text_bounded(left, bottom, right, top)).strip()
-            text = text.translate(BREAK_HYPHENS)
+        for index, (text, (left, bottom, right, top)) in enumerate(_runs(textpage, rects)):
+            text = re.sub(r"\s+", " ", text).strip().translate(BREAK_HYPHENS)
             nearby = rects[max(0, index - OVERDRAW_LOOKBACK):index] + rects[index + 1:index + 1 + OVERDRAW_LOOKBACK]
             if any(overlap_share(rects[index], other) > OVERDRAWN for other in nearby):  # drawn twice here ("Bora Bora"
                 text = _undoubled(text)  # alone in its rectangle is left as it is)
@@ -90,6 +89,47 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
         return lines
     finally:
         textpage.close()
+
+
+def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> list[tuple[str, tuple]]:
+    """Each run's characters and the box of its ink (its rectangle less the spaces at its ends, so the gap
+    to the next run shows whether a space stood between them). pdfium makes its runs walking the characters
+    in order, so the walk gives each character to one run; asking for the text inside each run's rectangle
+    instead gave a glyph that reaches into the next run (joined Arabic letters overlap) to both ("بلغةة"),
+    and a dash's neighbour twice ("content—t—an"). Two characters pdfium gives one
+    glyph box, alef before lam, are a lam-alef ligature its font maps in visual order: read lam first."""
+    import pypdfium2.raw as raw
+
+    texts: list[list[str]] = [[] for _ in rects]
+    boxes: list[list[tuple[float, float, float, float]]] = [[] for _ in rects]
+    run = 0
+    for index in range(textpage.count_chars()):
+        char = chr(raw.FPDFText_GetUnicode(textpage.raw, index))
+        if char in "\r\n" or not rects:
+            continue
+        box = textpage.get_charbox(index)
+        x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        run = next((k for k in range(run, min(run + RUN_LOOKAHEAD, len(rects))) if _holds(rects[k], x, y)), run)
+        if texts[run] and char == LAM and texts[run][-1] in ALEFS and boxes[run][-1] == box:
+            texts[run].insert(len(texts[run]) - 1, char)
+        else:
+            texts[run].append(char)
+        boxes[run].append(box)
+    out = []
+    for rect, chars, char_boxes in zip(rects, texts, boxes, strict=True):
+        ink = [box for char, box in zip(chars, char_boxes, strict=True) if not char.isspace() and box[2] > box[0]]
+        out.append(("".join(chars), (min(b[0] for b in ink), rect[1], max(b[2] for b in ink), rect[3]) if ink
+                    else rect))
+    return out
+
+
+RUN_LOOKAHEAD = 4  # runs ahead a character's run is looked for (the walk never goes back)
+LAM, ALEFS = "\u0644", "\u0627\u0623\u0625\u0622"
+
+
+def _holds(rect: tuple[float, float, float, float], x: float, y: float, margin: float = 1.0) -> bool:
+    left, bottom, right, top = rect
+    return left - margin <= x <= right + margin and bottom - margin <= y <= top + margin
 
 
 BREAK_HYPHENS = str.maketrans({"\x02": "\u00ad", "\ufffe": "\u00ad"})  # pdfium's marks for a line-end hyphen
