@@ -178,7 +178,8 @@ def test_bench_docs_scores_turned_scans_and_text_drawn_twice_against_the_referen
     report = json.loads(result.output[result.output.index("{"):])
     scores = {r["document"]: r for r in report["results"]}
     assert set(scores) == {"ocr_test.pdf", "ocr_test turned 90°", "ocr_test turned 180°", "ocr_test turned 270°",
-                           "text drawn twice"}
+                           "text drawn twice", "ruled table, wrapped cells", "two columns of text",
+                           "three narrow columns", "listing in Courier"}
     assert all(r["text_similarity"] == 1.0 for r in scores.values()), report["results"]
     assert scores["ocr_test turned 180°"]["baseline_text_similarity"] == 0.0  # a scan has no text layer
     summary = report["summary"]
