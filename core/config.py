@@ -72,6 +72,10 @@ class Settings:
     instance: str = ""
     # Uploads chosen but never submitted are deleted after this long.
     upload_ttl_minutes: int = field(default_factory=lambda: _env_int("LOUPE_UPLOAD_TTL_MINUTES", 15))
+    # A basemap under the remote-sensing map: an XYZ tile service in Web Mercator on the site's own network,
+    # e.g. https://tiles.example.org/{z}/{x}/{y}.png (apps/web/basemap.py). Unset: the map is plain.
+    basemap_url: str | None = field(default_factory=lambda: os.environ.get("LOUPE_BASEMAP_URL") or None)
+    basemap_attribution: str = field(default_factory=lambda: os.environ.get("LOUPE_BASEMAP_ATTRIBUTION", ""))
 
     @property
     def db_url(self) -> str:

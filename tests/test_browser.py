@@ -293,6 +293,7 @@ def test_remote_sensing_tab_shows_the_scene_on_a_map_with_the_tiles_an_answer_re
         mapped = viewer.locator(".loupe-map")  # OpenLayers (vendored), in the scene's own CRS
         expect(mapped).to_have_attribute("data-shown", "1", timeout=30_000)
         expect(mapped.locator(".ol-scale-line")).to_have_count(1)
+        assert mapped.get_attribute("data-basemap") is None  # none configured: nothing fetched from elsewhere
         assert any(url.endswith("info.json") for url in tiles)
         # The scene's own values: no stretch, then down to full resolution.
         expect(mapped.locator(".loupe-map-stretch-range")).to_contain_text(re.compile(r"^Black to white: band 1 "))

@@ -193,3 +193,103 @@ def test_a_giant_slide_zooms_to_full_resolution_and_shows_the_tiles_an_answer_re
         boxes.first.click()
         page.wait_for_function(f"{viewer}.viewport.getZoom() > 2 * {viewer}.viewport.getHomeZoom()",
                                timeout=10_000)
+
+
+class _TileServer:
+    """A site's own XYZ tile server: every tile a solid blue PNG; the paths asked for are kept."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (256, 256), (0, 0, 255)).save(buffer, "PNG")
+        tile, asked = buffer.getvalue(), []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                asked.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(tile)))
+                self.end_headers()
+                self.wfile.write(tile)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.asked = asked
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _tile_of(lon: float, lat: float, zoom: int) -> tuple[int, int]:
+    """The Web Mercator (XYZ) tile holding a point."""
+    import math
+
+    n = 2 ** zoom
+    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+
+
+@pytest.mark.browser
+def test_a_configured_basemap_lies_reprojected_under_a_utm_scene(tmp_path, tiny_model_dir, chromium):  # noqa: F811
+    """LOUPE_BASEMAP_URL names the site's tile server: the page may load images from it (and nowhere else), the
+    map asks it for the Web Mercator tiles under the scene (a UTM scene: reprojected in the browser), shows it
+    through the scene at opacity 0 and its attribution as text."""
+    import rasterio
+    from playwright.sync_api import expect
+    from pyproj import Transformer
+
+    scene = Path(__file__).resolve().parent.parent / "data" / "remote_sensing" / "rgbn_suba.tif"
+    with rasterio.open(scene) as ds:
+        centre = ds.xy(ds.height // 2, ds.width // 2)
+        lon, lat = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True).transform(*centre)
+    tiles = _TileServer()
+    try:
+        with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "rita", chromium,
+                        basemap_url=tiles.origin + "/osm/{z}/{x}/{y}.png",
+                        basemap_attribution=f"Site tiles {HOSTILE}") as page:
+            policy = page.request.get(page.url).headers["content-security-policy"]
+            assert f"img-src 'self' data: blob: {tiles.origin};" in policy and "connect-src 'self';" in policy
+            _create_case(page, "Remote sensing", scene)
+            mapped = page.locator("#remote_sensing-viewer .loupe-map")
+            expect(mapped).to_have_attribute("data-shown", "1", timeout=30_000)
+            expect(mapped).to_have_attribute("data-basemap", "1")
+            zoom_tiles = {}
+            for path in tiles.asked:
+                z, x, y = map(int, re.match(r"^/osm/(\d+)/(\d+)/(\d+)\.png$", path).groups())
+                zoom_tiles.setdefault(z, set()).add((x, y))
+            assert zoom_tiles and all(_tile_of(lon, lat, z) in asked for z, asked in zoom_tiles.items()), (
+                lon, lat, zoom_tiles)
+            expect(mapped.locator(".ol-attribution")).to_contain_text(f"Site tiles {HOSTILE}")  # as text
+            assert page.evaluate("document.title") != "pwned"
+            mapped.locator(".loupe-map-opacity").fill("0")  # the scene transparent: the basemap shows
+            page.wait_for_timeout(500)
+            screen = mapped.locator(".loupe-map-screen")
+            shot = Image.open(io.BytesIO(screen.screenshot())).convert("RGB")
+            r, g, b = shot.getpixel((shot.width // 2, shot.height // 2))
+            assert b > 200 and r < 60 and g < 60, (r, g, b)
+            mapped.locator(".loupe-map-opacity").fill("70")  # and the land around the scene, zoomed out
+            mapped.evaluate("""el => new Promise((done) => {
+                el.loupeMap.map.once("rendercomplete", done);
+                const view = el.loupeMap.map.getView();
+                view.setZoom(view.getZoom() - 1);
+            })""")
+            page.screenshot(path=str(ARTIFACTS / "remote-sensing-basemap.png"), full_page=True)
+            # Drawn in Web Mercator now: a click still reads the scene pixel under it, as rasterio does.
+            col, row = 150, 90
+            x, y = mapped.evaluate(f"el => el.loupeMap.toScreen({col} + 0.5, {row} + 0.5)")
+            box = screen.bounding_box()
+            page.mouse.click(box["x"] + x, box["y"] + y)
+            values = mapped.locator(".loupe-map-values")
+            expect(values).to_contain_text(f"Pixel x {col}, y {row}:", timeout=10_000)
+            with rasterio.open(scene) as ds:
+                want = ds.read(window=rasterio.windows.Window(col, row, 1, 1))[:, 0, 0].tolist()
+            assert ", ".join(f"band {n} {v}" for n, v in enumerate(want, 1)) in values.inner_text()
+    finally:
+        tiles.close()

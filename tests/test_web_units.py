@@ -459,3 +459,26 @@ def test_pruning_expired_gradio_bindings_keeps_the_live_ones() -> None:
     now[0] = 15  # the first two idle past 10 s; the housekeeping thread used to die here
     bindings.prune()
     assert len(bindings) == 1 and bindings.claim(["fresh"], "bob", "s2") and not bindings.claim(["fresh"], "ann", "s1")
+
+
+def test_a_basemap_url_is_checked_and_only_its_origin_may_serve_images(tmp_path):
+    from loupe.apps.web.basemap import basemap_from
+    from loupe.apps.web.guards import content_security_policy
+    from loupe.core.config import Settings
+    from loupe.core.errors import LoupeError
+
+    def settings(url: str | None, attribution: str = "") -> Settings:
+        return Settings(home=tmp_path, basemap_url=url, basemap_attribution=attribution)
+
+    assert basemap_from(settings(None)) is None
+    good = basemap_from(settings("https://Tiles.Example.org:8443/osm/{z}/{x}/{y}.png", "<b>OSM</b> contributors"))
+    assert good.origin == "https://tiles.example.org:8443"
+    assert good.as_json()["attribution"] == "&lt;b&gt;OSM&lt;/b&gt; contributors"  # OpenLayers writes HTML
+    for bad in ("file:///srv/tiles/{z}/{x}/{y}.png", "https://tiles.example.org/{z}/{x}.png",
+                "javascript:alert(1)//{z}{x}{y}", "https://tiles.example.org/{z}/{x}/{y}.png; script-src *"):
+        with pytest.raises(LoupeError):
+            basemap_from(settings(bad))
+    policy = content_security_policy((good.origin,))
+    assert "img-src 'self' data: blob: https://tiles.example.org:8443;" in policy
+    others = [part for part in policy.split("; ") if not part.startswith("img-src")]
+    assert "connect-src 'self'" in others and not any("tiles.example.org" in part for part in others)

@@ -28,9 +28,10 @@ from loupe.core.errors import LoupeError
 
 from ..service import LoupeService
 from .apilist import LISTING, listing_for_non_admin
+from .basemap import basemap_from
 from .guards import (
-    CSP,
     SessionBindings,
+    content_security_policy,
     cross_site,
     gradio_sessions,
     header,
@@ -82,6 +83,8 @@ class WebSecurity:
         self.bindings = SessionBindings(settings.session_idle_minutes * 60, settings.session_max_hours * 3600)
         self.proxies = _networks(settings.trusted_proxies)
         self.proxy_secret = _proxy_secret(settings)
+        self.basemap = basemap_from(settings)
+        self.csp = content_security_policy((self.basemap.origin,) if self.basemap else ()).encode()
         if settings.trusted_user_header and not (self.proxies and self.proxy_secret):
             raise LoupeError("LOUPE_TRUSTED_USER_HEADER needs LOUPE_TRUSTED_PROXIES (the proxy's address) and "
                              f"a proxy secret of at least {MIN_SECRET} characters (LOUPE_TRUSTED_PROXY_SECRET "
@@ -310,12 +313,12 @@ class Gate:
             if started:
                 raise
             _note_database_unavailable()
-            return await _respond(_hardened(watched, scope.get("path", "")), 503, UNAVAILABLE, "application/json",
-                                  scope)
+            return await _respond(_hardened(watched, scope.get("path", ""), self.security.csp), 503, UNAVAILABLE,
+                                  "application/json", scope)
 
     async def _checked(self, scope: Scope, receive: Callable, send: Callable) -> None:
         path = scope.get("path", "")
-        send = _hardened(send, path)
+        send = _hardened(send, path, self.security.csp)
         store = self.security.service.store
         if reason := cross_site(scope, self.security.service.settings.public_origin):
             # Another site or port: no login, logout, upload or read on the user's behalf.
@@ -359,7 +362,7 @@ class Gate:
         await self.app(scope, receive, send)
 
 
-def _hardened(send: Callable, path: str) -> Callable:
+def _hardened(send: Callable, path: str, csp: bytes) -> Callable:
     """Security headers on every response; nothing but Gradio's static bundle may be cached."""
     cacheable = path.startswith(("/assets/", "/static/", "/svelte/"))
 
@@ -370,7 +373,7 @@ def _hardened(send: Callable, path: str) -> Callable:
                        if (k.lower() != b"cache-control" or cacheable) and not k.lower().startswith(b"access-control-")
                        and k.lower() != b"content-security-policy"]
             headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
-                        (b"x-frame-options", b"DENY"), (b"content-security-policy", CSP.encode()),
+                        (b"x-frame-options", b"DENY"), (b"content-security-policy", csp),
                         (b"cross-origin-opener-policy", b"same-origin"),
                         (b"cross-origin-resource-policy", b"same-origin")]
             if not cacheable:

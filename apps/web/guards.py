@@ -25,11 +25,15 @@ Scope = MutableMapping[str, Any]
 # What Gradio 6's page needs, and no more (found in Chromium): inline scripts and styles, and eval (gr.HTML
 # renders its template through `new Function`). No other origin, no other port of this host: an injected image,
 # style, form or fetch has nowhere to go, and no page may frame Loupe.
-CSP = "; ".join([
-    "default-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval'", "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data: blob:", "media-src 'self' data: blob:", "font-src 'self' data:", "connect-src 'self'",
-    "worker-src 'self' blob:", "frame-src 'none'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
-    "frame-ancestors 'none'"])
+def content_security_policy(image_origins: tuple[str, ...] = ()) -> str:
+    """The policy; ``image_origins``: other origins images may come from (a configured basemap, basemap.py)."""
+    return "; ".join([
+        "default-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval'", "style-src 'self' 'unsafe-inline'",
+        " ".join(["img-src 'self' data: blob:", *image_origins]), "media-src 'self' data: blob:",
+        "font-src 'self' data:", "connect-src 'self'", "worker-src 'self' blob:", "frame-src 'none'",
+        "object-src 'none'", "base-uri 'self'", "form-action 'self'", "frame-ancestors 'none'"])
+
+
 # Gradio requests naming a session: the hash is in the JSON body, the query string or the path.
 SESSION_BODY = re.compile(r"^/gradio_api/(queue/join|cancel)$")
 SESSION_QUERY = re.compile(r"^/gradio_api/queue/data$")

@@ -5,7 +5,8 @@ where it is kept.
 ``/case-map/ASSET/info.json`` opens the view (audited once as ``asset.view``); tiles
 ``/case-map/ASSET/LEVEL/COL_ROW.jpg?view=…&stretch=…``, the values a stretch shows black and white
 ``/case-map/ASSET/stretch.json?view=…&stretch=…`` and ``/case-map/ASSET/pixel/COL_ROW.json`` are access-checked
-on every read. Levels are numbered as the deep-zoom tiles are: the top level is full resolution.
+on every read. Levels are numbered as the deep-zoom tiles are: the top level is full resolution. A basemap
+the operator configured (basemap.py) is named in ``info.json`` for a scene with coordinates.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def build_router(security: WebSecurity) -> APIRouter:
     def map_info(asset_id: int, request: Request) -> Response:
         def read() -> Response:
             domain, meta, _ = opened(request, asset_id, audit=True)
-            return JSONResponse(domain.map_info(meta))
+            info = domain.map_info(meta)
+            if security.basemap and info.get("proj4"):  # a scene with coordinates can lie over the basemap
+                info["basemap"] = security.basemap.as_json()
+            return JSONResponse(info)
         return answered(read)
 
     @router.get("/case-map/{asset_id}/{level}/{col}_{row}.jpg", include_in_schema=False)

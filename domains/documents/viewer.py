@@ -24,12 +24,13 @@ STYLE = ("<style>.loupe-page{position:relative;display:block;width:100%;margin:0
          f"{ON}text{{display:inline;stroke:none;font:bold 1px sans-serif}}"
          f"{ON}rect.title{{stroke:#7b1fa2}}{ON}text.title{{fill:#7b1fa2}}"
          f"{ON}rect.table{{stroke:#2e7d32}}{ON}text.table{{fill:#2e7d32}}"
+         f"{ON}rect.code{{stroke:#00838f}}{ON}text.code{{fill:#00838f}}"
          f"{ON}rect.header,{ON}rect.footer{{stroke:#757575}}{ON}text.header,{ON}text.footer{{fill:#757575}}"
          # a page zoomed ×3 in its own scrolling box (a checkbox, no script): small print, with its boxes
          ".loupe-page-scroll{overflow:auto;max-height:85vh}.loupe-zoom-page{margin-left:0}"
          ".loupe-zoom-page+label{font-size:.85em}.loupe-zoom-page:checked~.loupe-page-scroll .loupe-page{width:300%}"
          "</style>")
-REGION_KINDS = ("title", "table", "header", "footer")  # outlined and labelled; plain text blocks are not
+REGION_KINDS = ("title", "table", "code", "header", "footer")  # outlined and labelled; plain text blocks are not
 
 
 def _rect(css: str, box: Sequence[float], text: str) -> str:

@@ -47,6 +47,7 @@ def map_info(meta: dict) -> dict:
     top = max(0, math.ceil(math.log2(max(width, height))))
     return {"width": width, "height": height, "tile": TILE, "max_level": top,
             "crs": meta.get("crs") if transform else None, "transform": transform, "units": units,
+            "proj4": _proj4(meta["crs"]) if transform else None,
             "views": list((meta.get("presets") or {TRUE_COLOUR: [1, 2, 3]}).keys()),
             "stretches": list(STRETCHES), "bands": int(meta.get("bands", {}).get("count", 0) or 0),
             "indices": {name: bands for name, bands in (meta.get("presets") or {}).items() if is_index(name)}}
@@ -124,6 +125,22 @@ def map_pixel(location: str, meta: dict, col: int, row: int) -> dict:
 def _number(value: object) -> float | int:
     value = value.item() if hasattr(value, "item") else value
     return value if isinstance(value, int) else float(value)
+
+
+def _proj4(crs: str) -> str | None:
+    """The scene's CRS as a PROJ string, for the browser to reproject a basemap onto the scene (None when PROJ
+    cannot say it that way)."""
+    import warnings
+
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "may lose information": the map needs no more
+            return CRS.from_user_input(crs).to_proj4()
+    except (CRSError, ValueError):
+        return None
 
 
 def _geographic(crs: str) -> bool:

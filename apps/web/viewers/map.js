@@ -4,22 +4,28 @@
 // Each .loupe-map element (remote-sensing viewer) becomes a map in the scene's own coordinates (its CRS, north
 // up; pixels when it has none): pan and zoom to full resolution, a scale bar, any band preset or index with a
 // scene-wide percentile stretch, the pointer's pixel and coordinates, a click's band values, and the tiles the
-// chosen answer read outlined and numbered. No basemap: nothing is fetched from outside Loupe.
+// chosen answer read outlined and numbered. A basemap only where the operator configured one (apps/web/basemap.py):
+// its Web Mercator tiles reprojected under the scene (proj4), the scene's opacity adjustable; else nothing is
+// fetched from outside Loupe.
 
 import "ol/ol.css";
 import Feature from "ol/Feature.js";
 import Map from "ol/Map.js";
 import View from "ol/View.js";
+import Attribution from "ol/control/Attribution.js";
 import ScaleLine from "ol/control/ScaleLine.js";
 import { defaults as defaultControls } from "ol/control/defaults.js";
 import Polygon from "ol/geom/Polygon.js";
 import TileLayer from "ol/layer/Tile.js";
 import VectorLayer from "ol/layer/Vector.js";
+import { addProjection, get as getProjection, transform, transformExtent } from "ol/proj.js";
 import Projection from "ol/proj/Projection.js";
+import { register } from "ol/proj/proj4.js";
 import VectorSource from "ol/source/Vector.js";
 import XYZ from "ol/source/XYZ.js";
 import { Fill, Stroke, Style, Text } from "ol/style.js";
 import TileGrid from "ol/tilegrid/TileGrid.js";
+import proj4 from "proj4";
 
 let maps = 0;
 
@@ -34,6 +40,17 @@ function chooser(label, names, className) {
   const select = made("select", { "aria-label": label, class: className });
   names.forEach((name) => select.append(made("option", { value: name }, name)));
   return select;
+}
+
+// A Web Mercator view round a scene (its extent there, its width in pixels): the land around it (its size again
+// on each side) to pan over, zoom from all of that down to a quarter of a scene pixel.
+function mercatorView(sceneExtent, widthPixels) {
+  const [x0, y0, x1, y1] = sceneExtent;
+  const [w, h] = [x1 - x0, y1 - y0];
+  return new View({
+    projection: "EPSG:3857", extent: [x0 - w, y0 - h, x1 + w, y1 + h], constrainOnlyCenter: true,
+    showFullExtent: true, minResolution: w / widthPixels / 4, maxResolution: (3 * Math.max(w, h)) / 256,
+  });
 }
 
 const number = (value) => (Number.isInteger(value) ? String(value) : value.toPrecision(6).replace(/\.?0+$/, ""));
@@ -63,6 +80,17 @@ async function mount(element) {
   const fromMap = ([x, y]) => (geo ? [(x - c) / a, (y - f) / e] : [x, -y]);
   const extent = [toX(0), toY(info.height), toX(info.width), toY(0)];
   const projection = new Projection({ code: `loupe-scene-${maps}`, units: geo ? info.units : "pixels", extent });
+  // Over a basemap the map is drawn in Web Mercator, the basemap's own projection, and the scene's tiles are
+  // reprojected into it (proj4 knows the scene's CRS); without one, in the scene's CRS itself.
+  const basemap = geo && info.basemap && info.proj4 ? info.basemap : null;
+  if (basemap) {
+    proj4.defs(projection.getCode(), info.proj4);
+    addProjection(projection);
+    register(proj4);
+  }
+  const mercator = getProjection("EPSG:3857");
+  const toView = (xy) => (basemap ? transform(xy, projection, mercator) : xy);
+  const toScene = (xy) => (basemap ? transform(xy, mercator, projection) : xy);
   const resolutions = Array.from({ length: info.max_level + 1 }, (_, z) => pixel * 2 ** (info.max_level - z));
   const grid = new TileGrid({ origin: [toX(0), toY(0)], resolutions, tileSize: info.tile, extent });
 
@@ -80,10 +108,22 @@ async function mount(element) {
     return ([z, x, y]) => `${base}/${z}/${x}_${y}.jpg?${query}`;
   };
   const tiles = new XYZ({ projection, tileGrid: grid, tileUrlFunction: tileUrl(), crossOrigin: null, transition: 0 });
+  const scene = new TileLayer({ source: tiles });
+  const layers = [scene];
+  if (basemap) {
+    const under = new XYZ({ url: basemap.url, attributions: basemap.attribution || undefined, crossOrigin: null });
+    layers.unshift(new TileLayer({ source: under, className: "loupe-basemap" }));
+    const opacity = made("input", { type: "range", min: "0", max: "100", value: "100", class: "loupe-map-opacity",
+      "aria-label": "Scene opacity over the basemap" });
+    opacity.addEventListener("input", () => scene.setOpacity(Number(opacity.value) / 100));
+    toolbar.append(made("label", {}, " scene opacity "), opacity);
+    element.dataset.basemap = "1";
+  }
   const answers = new VectorSource();
   const boxes = JSON.parse(element.dataset.boxes || "[]");
   boxes.forEach(([x0, y0, x1, y1], n) => {
-    const ring = [[toX(x0), toY(y0)], [toX(x1), toY(y0)], [toX(x1), toY(y1)], [toX(x0), toY(y1)], [toX(x0), toY(y0)]];
+    const ring = [[toX(x0), toY(y0)], [toX(x1), toY(y0)], [toX(x1), toY(y1)], [toX(x0), toY(y1)], [toX(x0), toY(y0)]]
+      .map(toView);
     const feature = new Feature(new Polygon([ring]));
     feature.setStyle(new Style({
       stroke: new Stroke({ color: "#ffd600", width: 2 }), fill: new Fill({ color: "rgba(255,214,0,0.08)" }),
@@ -94,12 +134,15 @@ async function mount(element) {
   });
   const controls = defaultControls({ attribution: false });
   if (geo) controls.push(new ScaleLine({ units: "metric" }));
+  if (basemap && basemap.attribution) controls.push(new Attribution({ collapsible: false }));
   const map = new Map({
     target, controls,
-    layers: [new TileLayer({ source: tiles }), new VectorLayer({ source: answers })],
-    view: new View({ projection, resolutions, extent, constrainOnlyCenter: true, showFullExtent: true }),
+    layers: [...layers, new VectorLayer({ source: answers })],
+    view: basemap ? mercatorView(transformExtent(extent, projection, mercator), info.width)
+      : new View({ projection, resolutions, extent, constrainOnlyCenter: true, showFullExtent: true }),
   });
-  map.getView().fit(extent, { size: map.getSize() || [target.clientWidth, target.clientHeight] });
+  map.getView().fit(basemap ? transformExtent(extent, projection, mercator) : extent,
+    { size: map.getSize() || [target.clientWidth, target.clientHeight] });
 
   // what the stretch maps to black and white, band by band, over the whole scene
   const range = made("p", { class: "loupe-map-stretch-range" });
@@ -125,14 +168,14 @@ async function mount(element) {
   stretchSelect.addEventListener("change", refresh);
 
   const where = (coordinate) => {
-    const [col, row] = fromMap(coordinate).map(Math.floor);
+    const [col, row] = fromMap(toScene(coordinate)).map(Math.floor);
     const inside = col >= 0 && row >= 0 && col < info.width && row < info.height;
     return { col, row, inside };
   };
   map.on("pointermove", (event) => {
     const { col, row, inside } = where(event.coordinate);
     if (!inside) return;
-    const [x, y] = event.coordinate;
+    const [x, y] = toScene(event.coordinate);
     const digits = info.units === "degrees" ? 6 : 1; // a tenth of a metre, or about a tenth of a metre in degrees
     status.textContent = `Pixel x ${col}, y ${row}` + (geo ? ` · ${info.crs} ${x.toFixed(digits)}, ${y.toFixed(digits)}` : "");
   });
@@ -163,8 +206,8 @@ async function mount(element) {
   });
   // what the tests and a reader's scripts may ask: the map, and scene pixels to screen pixels
   element.loupeMap = {
-    map, tiles,
-    toScreen: (col, row) => map.getPixelFromCoordinate([toX(col), toY(row)]),
+    map, tiles, scene,
+    toScreen: (col, row) => map.getPixelFromCoordinate(toView([toX(col), toY(row)])),
   };
   map.once("rendercomplete", () => { element.dataset.shown = "1"; });
   tiles.once("tileloadend", () => requestAnimationFrame(() => requestAnimationFrame(() => {
