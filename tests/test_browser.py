@@ -300,6 +300,12 @@ def test_remote_sensing_tab_shows_the_scene_on_a_map_with_the_tiles_an_answer_re
         mapped.locator(".loupe-map-stretch").select_option("min–max")
         expect(mapped.locator(".loupe-map-stretch-range")).to_have_text(  # 8-bit values as they are
             "Black to white: band 1 0–255 · band 2 0–255 · band 3 0–255")
+        histogram = mapped.locator(".loupe-map-histogram")  # the bands' histograms, drawn with the cut-offs
+        expect(histogram).to_be_visible()
+        expect(histogram).to_have_attribute("aria-label", re.compile(r"^Histogram of each band over the scene"))
+        inked = histogram.evaluate("c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
+                                   ".filter((v, i) => i % 4 === 3 && v > 0).length")
+        assert inked > 300  # three curves and six dashed lines
         top = 10  # 1,024 px: levels 0..10, 10 full resolution
         mapped.evaluate(f"el => el.loupeMap.map.getView().setZoom({top})")
         deadline = time.monotonic() + 30

@@ -137,6 +137,12 @@ def test_a_map_stretch_says_the_values_shown_black_and_white():
             values = ds.read(band)
             low, high = np.percentile(values[values != 0], [2, 98])
             assert (said["low"][n], said["high"][n]) == pytest.approx((low, high), abs=1e-3)
+            # and the band's histogram over the scene, for the viewer to draw under the stretch's cut-offs
+            shown = said["histogram"]["bands"][n]
+            counts, _ = np.histogram(values[values != 0], bins=64, range=(values[values != 0].min(),
+                                                                          values[values != 0].max()))
+            assert (shown["low"], shown["high"]) == (values[values != 0].min(), values[values != 0].max())
+            assert shown["counts"] == counts.tolist()
     assert map_stretch(str(raster.path), raster.meta, "NDVI", "2–98 %")["low"] == [-1.0]
 
 

@@ -31,6 +31,7 @@ OPEN_FILES = 8
 
 _open: OrderedDict[tuple, tuple[RasterSource, threading.Lock]] = OrderedDict()
 _stretches: dict[tuple, object] = {}
+_histograms: dict[tuple, dict] = {}  # (scene, bands) -> each band's histogram over the scene
 _guard = threading.Lock()
 
 
@@ -87,7 +88,7 @@ def _unreadable_said() -> Iterator[None]:
 
 def map_stretch(location: str, meta: dict, view: str, stretch: str) -> dict:
     """The band values ``stretch`` maps to black and white in ``view``, over the whole scene (an index: its
-    fixed −1 to 1 ramp)."""
+    fixed −1 to 1 ramp), and each band's histogram over the scene, for the viewer to draw with the cut-offs."""
     presets = meta.get("presets") or {}
     if view not in presets or stretch not in STRETCHES:
         raise InputRejected("No such view of this scene.")
@@ -97,10 +98,12 @@ def map_stretch(location: str, meta: dict, view: str, stretch: str) -> dict:
     source, lock = _opened(location, bands)
     with lock, _unreadable_said():
         chosen = _scene_stretch(location, source, bands, STRETCHES[stretch])
+    histogram = _histograms.get((location, bands))
     if chosen is None:  # 8-bit values shown as they are
-        return {"bands": list(bands), "low": [0.0] * len(bands), "high": [255.0] * len(bands), "index": False}
+        return {"bands": list(bands), "low": [0.0] * len(bands), "high": [255.0] * len(bands), "index": False,
+                "histogram": histogram}
     return {"bands": list(bands), "low": [round(v, 4) for v in chosen.low], "high": [round(v, 4) for v in chosen.high],
-            "index": False}
+            "index": False, "histogram": histogram}
 
 
 def map_pixel(location: str, meta: dict, col: int, row: int) -> dict:
@@ -169,22 +172,43 @@ def _opened(location: str, bands: Sequence[int]) -> tuple[RasterSource, threadin
     return opened
 
 
+def _scene_sample(source: RasterSource, bands: Sequence[int]) -> np.ndarray:
+    """The bands over the whole scene, from its coarsest useful overview (at most STRETCH_SAMPLE_PX a side)."""
+    from rasterio.enums import Resampling
+
+    scale = min(1.0, STRETCH_SAMPLE_PX / max(source.width, source.height))
+    shape = (len(bands), max(1, round(source.height * scale)), max(1, round(source.width * scale)))
+    return source.dataset.read(list(bands), out_shape=shape, resampling=Resampling.average)
+
+
 def _scene_stretch(location: str, source: RasterSource, bands: Sequence[int], percentiles: tuple[float, float]):  # noqa: ANN202
-    """The percentiles of each band over the whole scene (read from its coarsest useful overview), computed
-    once per scene, bands and percentiles; 8-bit data shown as it is at 0–100."""
+    """The percentiles of each band over the whole scene, computed once per scene, bands and percentiles; 8-bit
+    data shown as it is at 0–100; with each band's histogram (``_histograms``)."""
     key = (location, tuple(bands), percentiles)
     if key in _stretches:
         return _stretches[key]
-    if source.dtype == "uint8" and percentiles == (0.0, 100.0):
-        stretch = None
-    else:
-        from rasterio.enums import Resampling
-
-        scale = min(1.0, STRETCH_SAMPLE_PX / max(source.width, source.height))
-        shape = (len(bands), max(1, round(source.height * scale)), max(1, round(source.width * scale)))
-        values = source.dataset.read(list(bands), out_shape=shape, resampling=Resampling.average)
-        stretch = percentile_stretch(values, *percentiles)
+    sample = _scene_sample(source, bands)
+    as_stored = source.dtype == "uint8" and percentiles == (0.0, 100.0)
+    stretch = None if as_stored else percentile_stretch(sample, *percentiles)
     if len(_stretches) > 64:  # a few per scene and view: forget the oldest scenes' now and then
         _stretches.clear()
+        _histograms.clear()
     _stretches[key] = stretch
+    _histograms.setdefault((location, tuple(bands)), _histogram(sample))
     return stretch
+
+
+HISTOGRAM_BINS = 64
+
+
+def _histogram(sample: np.ndarray) -> dict:
+    """Each band's values counted in HISTOGRAM_BINS equal bins between its smallest and largest value (zeros,
+    the usual fill, left out as the stretch leaves them out)."""
+    bands = []
+    for band in sample:
+        values = band[band != 0]
+        values = values if values.size else band.ravel()
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        counts, _ = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high if high > low else low + 1))
+        bands.append({"low": _number(low), "high": _number(high), "counts": counts.tolist()})
+    return {"bins": HISTOGRAM_BINS, "bands": bands}

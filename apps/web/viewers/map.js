@@ -53,6 +53,46 @@ function mercatorView(sceneExtent, widthPixels) {
   });
 }
 
+// Each band's histogram over the scene (its own value range scaled to the plot's width), and the values the
+// stretch shows black and white as dashed lines in the band's colour. Returns whether anything was drawn.
+const BAND_COLOURS = ["#d32f2f", "#388e3c", "#1976d2"];
+function drawHistogram(canvas, said) {
+  const histogram = said.histogram;
+  if (said.index || !histogram || !histogram.bands.length) return false;
+  const context = canvas.getContext("2d");
+  const { width, height } = canvas;
+  context.clearRect(0, 0, width, height);
+  const low = Math.min(...histogram.bands.map((band) => band.low));
+  const high = Math.max(...histogram.bands.map((band) => band.high));
+  const span = high > low ? high - low : 1;
+  const xOf = (value) => ((value - low) / span) * (width - 1);
+  const tallest = Math.max(1, ...histogram.bands.flatMap((band) => band.counts));
+  histogram.bands.forEach((band, n) => {
+    const colour = histogram.bands.length === 1 ? "#424242" : BAND_COLOURS[n % BAND_COLOURS.length];
+    const step = (band.high - band.low) / band.counts.length;
+    context.strokeStyle = colour;
+    context.lineWidth = 1.5;
+    context.setLineDash([]);
+    context.beginPath();
+    band.counts.forEach((count, k) => {
+      const x = xOf(band.low + (k + 0.5) * step);
+      const y = height - 1 - (Math.sqrt(count) / Math.sqrt(tallest)) * (height - 4); // square root: small peaks show
+      if (k) context.lineTo(x, y); else context.moveTo(x, y);
+    });
+    context.stroke();
+    context.setLineDash([3, 3]);
+    [said.low[n], said.high[n]].forEach((value) => {
+      context.beginPath();
+      context.moveTo(xOf(value), 0);
+      context.lineTo(xOf(value), height);
+      context.stroke();
+    });
+  });
+  canvas.setAttribute("aria-label", `Histogram of ${histogram.bands.length === 1 ? "the band" : "each band"} over the scene, `
+    + `values ${number(low)} to ${number(high)}; dashed lines: what the stretch shows black and white`);
+  return true;
+}
+
 const number = (value) => (Number.isInteger(value) ? String(value) : value.toPrecision(6).replace(/\.?0+$/, ""));
 
 async function mount(element) {
@@ -144,9 +184,10 @@ async function mount(element) {
   map.getView().fit(basemap ? transformExtent(extent, projection, mercator) : extent,
     { size: map.getSize() || [target.clientWidth, target.clientHeight] });
 
-  // what the stretch maps to black and white, band by band, over the whole scene
+  // what the stretch maps to black and white, band by band, over the whole scene, and the bands' histograms
   const range = made("p", { class: "loupe-map-stretch-range" });
-  toolbar.after(range);
+  const plot = made("canvas", { class: "loupe-map-histogram", width: "320", height: "64", role: "img" });
+  toolbar.after(range, plot);
   const describeStretch = async () => {
     const query = `view=${encodeURIComponent(viewSelect.value)}&stretch=${encodeURIComponent(stretchSelect.value)}`;
     try {
@@ -155,8 +196,10 @@ async function mount(element) {
       const said = await answer.json();
       range.textContent = said.index ? `${viewSelect.value} from −1 (blue) to 1 (dark green)`
         : "Black to white: " + said.bands.map((band, n) => `band ${band} ${number(said.low[n])}–${number(said.high[n])}`).join(" · ");
+      plot.hidden = !drawHistogram(plot, said);
     } catch (problem) {
       range.textContent = `The stretch could not be read: ${problem.message}`;
+      plot.hidden = true;
     }
   };
   describeStretch();
