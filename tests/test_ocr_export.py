@@ -178,3 +178,19 @@ def test_each_character_is_read_once_and_a_lam_alef_ligature_in_logical_order():
     assert "المشكلات" in arabic and "بلغة R و Python من" in arabic and "بلغةة" not in arabic
     latin = to_markdown(read_pdf(DOCUMENTS / "multi_page.pdf", None)[0])
     assert "typed content—an early example" in latin and "—t—" not in latin
+
+
+def test_a_booktabs_table_is_one_table_by_its_aligned_cells_not_by_its_coarse_rules():
+    """Rules above, below, under the header and a short one under a header spanning three columns, none
+    between columns: the grid those rules make is coarser than the text (a cell would hold "YOLO-small 71.2
+    ..."), so it is refused and the aligned cells make the table, the spanning header its first row. A sentence
+    after it (ink taller than the digits around it) is no heading: the PDF's font sizes say it is body text."""
+    from loupe.apps.bench_docs_pages import BOOKTABS_ROWS, booktabs_table_page
+
+    pages, _, _ = read_pdf(booktabs_table_page()[0], None)
+    assert not pages[0].tables
+    md = to_markdown(pages)
+    assert "#" not in md
+    rows = _table_rows(md)
+    assert rows[0] == ["", "", "mAP (%)", "", ""] and rows[1:] == [list(row) for row in BOOKTABS_ROWS]
+    assert md.rstrip().endswith("\n\nLarger models gain most on tables and figures.")

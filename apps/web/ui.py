@@ -16,7 +16,8 @@ CSS = """
 .loupe-map-screen { width: 100%; height: 60vh; background: #111; }
 .loupe-map-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin-bottom: 4px; }
 .loupe-map-tools select { font-size: .85rem; padding: 2px 8px; width: auto; }
-.loupe-map-histogram { display: block; width: 100%; max-width: 320px; height: 64px; background: #fafafa; border: 1px solid #e0e0e0; margin-bottom: 4px; }
+.loupe-map-histogram { display: block; width: 100%; max-width: 320px; height: 64px; background: #fafafa;
+  border: 1px solid #e0e0e0; margin-bottom: 4px; }
 .loupe-map-readout, .loupe-map-values { font-size: .9em; margin: .3em 0; font-variant-numeric: tabular-nums; }
 .loupe-stack-tools { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin-bottom: 4px; }
 .loupe-stack-tools button, .loupe-stack-tools select, .loupe-stack-tools input { font-size: .85rem;

@@ -35,6 +35,7 @@ class Line:
     confidence: float
     words: tuple[Word, ...] = ()
     mono: bool = False  # set in a fixed-pitch font (a PDF's text layer says so; OCR cannot tell)
+    size: float = 0.0  # the font size in page pixels where a PDF's text layer says it; 0 from OCR
 
 
 @dataclass(frozen=True)

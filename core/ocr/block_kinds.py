@@ -83,6 +83,7 @@ def _median(values: Sequence[float]) -> float:
 def _geometry_kinds(page: Page, blocks: list[Block]) -> list[str]:
     lines = [ln for b in blocks for ln in b.lines]
     body = max(_median([ln.box[3] - ln.box[1] for ln in lines]), 1.0)
+    body_size = _body_size(lines)
     widths = sorted(ln.box[2] - ln.box[0] for ln in lines)
     measure = widths[int(0.9 * (len(widths) - 1))] if widths else 0.0  # a full line of running text
     kinds = ["table" if block.rows else "code" if _code(block) else "text" for block in blocks]
@@ -92,10 +93,22 @@ def _geometry_kinds(page: Page, blocks: list[Block]) -> list[str]:
     for i in _table_blocks(blocks, body):  # cells that line up, where no rule drew a table
         if kinds[i] == "text":
             kinds[i] = "table"
+    for i in range(len(blocks) - 1):  # a header spanning columns, just above the table it heads
+        if kinds[i] == "text" and kinds[i + 1] == "table" and not blocks[i + 1].rows and _heads(blocks[i],
+                                                                                               blocks[i + 1], body):
+            kinds[i] = "table"
     for i, block in enumerate(blocks):
-        if kinds[i] == "text" and _title(block, body, measure):
+        if kinds[i] == "text" and _title(block, body, measure, body_size):
             kinds[i] = "title"
     return kinds
+
+
+def _heads(block: Block, table: Block, body: float) -> bool:
+    """One short row within the table's width, at most one and a half line heights above it: a header over several of
+    its columns ("mAP (%)" over three scores), not a heading."""
+    return (len(rows(block.lines)) == 1 and len(" ".join(ln.text for ln in block.lines)) <= 40
+            and block.box[0] >= table.box[0] - body and block.box[2] <= table.box[2] + body
+            and 0 <= table.box[1] - block.box[3] <= 1.5 * body)
 
 
 def _ruled_apart(blocks: Sequence[Block], tables: Sequence[Table]) -> list[Block]:
@@ -167,9 +180,26 @@ def _margin(block: Block, page: Page) -> bool:
         edge <= RUNNING_HEAD_BAND and bool(RUNNING_HEAD.search(text)))
 
 
-def _title(block: Block, body: float, measure: float) -> bool:
+def _body_size(lines: Sequence[Line]) -> float:
+    """The font size most of the page's characters are set in (0 when the lines carry no sizes: OCR)."""
+    sized = sorted((round(ln.size, 1), len(ln.text)) for ln in lines if ln.size > 0)
+    if len(sized) < 0.8 * max(len(lines), 1):
+        return 0.0
+    half, seen = sum(count for _, count in sized) / 2, 0
+    for size, count in sized:
+        seen += count
+        if seen >= half:
+            return size
+    return 0.0
+
+
+LARGER = 1.15  # a font this much larger than the body's: a heading (where the PDF gives sizes)
+
+
+def _title(block: Block, body: float, measure: float, body_size: float = 0.0) -> bool:
     """A short block that is not a sentence: set larger than the body, or a lone line well short of the
-    measure that does not end like a sentence (section headings are often bold at body size)."""
+    measure that does not end like a sentence (section headings are often bold at body size). Larger means
+    the font's size where the PDF says it, else the ink's height (which digits and capitals alone skew)."""
     text = " ".join(ln.text for ln in block.lines).strip()
     letters = sum(ch.isalpha() for ch in text)
     visual_rows = rows(block.lines)  # a PDF splits a line at every font change: pieces of one row count as one
@@ -179,7 +209,11 @@ def _title(block: Block, body: float, measure: float) -> bool:
             or letters < 0.5 * len(text.replace(" ", ""))):
         return False
     height = _median([ln.box[3] - ln.box[1] for ln in block.lines])
-    if height >= 1.3 * body:
+    sizes = [ln.size for ln in block.lines]
+    if body_size and all(sizes):
+        if _median(sizes) >= LARGER * body_size:
+            return True
+    elif height >= 1.3 * body:
         return True
     width = block.box[2] - block.box[0]
     return (len(visual_rows) == 1 and height >= 0.7 * body and width <= 0.75 * measure

@@ -174,7 +174,8 @@ def _joined(parts: list[Line], joiners: list[str]) -> Line:
     for before, after in zip(order, order[1:], strict=False):
         text += joiners[min(before, after)] + parts[after].text
     return Line(text, union([part.box for part in parts]), min(part.confidence for part in parts),
-                tuple(word for n in order for word in parts[n].words), mono=all(part.mono for part in parts))
+                tuple(word for n in order for word in parts[n].words), mono=all(part.mono for part in parts),
+                size=max(part.size for part in parts))
 
 
 RTL_LETTERS = re.compile(r"[\u0590-\u05FF\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFF]")

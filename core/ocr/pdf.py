@@ -73,7 +73,7 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
     try:
         rects = [textpage.get_rect(index) for index in range(textpage.count_rects())]
         lines: list[Line] = []
-        for index, (text, (left, bottom, right, top)) in enumerate(_runs(textpage, rects)):
+        for index, (text, (left, bottom, right, top), size) in enumerate(_runs(textpage, rects)):
             text = re.sub(r"\s+", " ", text).strip().translate(BREAK_HYPHENS)
             nearby = rects[max(0, index - OVERDRAW_LOOKBACK):index] + rects[index + 1:index + 1 + OVERDRAW_LOOKBACK]
             if any(overlap_share(rects[index], other) > OVERDRAWN for other in nearby):  # drawn twice here ("Bora Bora"
@@ -85,23 +85,26 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
                    for kept in lines[-OVERDRAW_LOOKBACK:]):
                 continue  # the second copy of a run already read
             lines.append(Line(text, box, 1.0, tuple(_words(text, box)),
-                              mono=_fixed_pitch(textpage, (left, bottom, right, top))))
+                              mono=_fixed_pitch(textpage, (left, bottom, right, top)), size=size * scale))
         return lines
     finally:
         textpage.close()
 
 
-def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> list[tuple[str, tuple]]:
-    """Each run's characters and the box of its ink (its rectangle less the spaces at its ends, so the gap
-    to the next run shows whether a space stood between them). pdfium makes its runs walking the characters
-    in order, so the walk gives each character to one run; asking for the text inside each run's rectangle
-    instead gave a glyph that reaches into the next run (joined Arabic letters overlap) to both ("بلغةة"),
-    and a dash's neighbour twice ("content—t—an"). Two characters pdfium gives one
-    glyph box, alef before lam, are a lam-alef ligature its font maps in visual order: read lam first."""
+def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> list[tuple[str, tuple, float]]:
+    """Each run's characters, the box of its ink (its rectangle less the spaces at its ends, so the gap to the
+    next run shows whether a space stood between them) and the font size of its first letter (points).
+
+    pdfium makes its runs walking the characters in order, so the walk gives each character to one run;
+    asking for the text inside each run's rectangle instead gave a glyph that reaches into the next run
+    (joined Arabic letters overlap) to both ("بلغةة"), and a dash's neighbour twice ("content—t—an"). Two
+    characters pdfium gives one glyph box, alef before lam, are a lam-alef ligature its font maps in visual
+    order: read lam first."""
     import pypdfium2.raw as raw
 
     texts: list[list[str]] = [[] for _ in rects]
     boxes: list[list[tuple[float, float, float, float]]] = [[] for _ in rects]
+    sizes = [0.0] * len(rects)
     run = 0
     for index in range(textpage.count_chars()):
         char = chr(raw.FPDFText_GetUnicode(textpage.raw, index))
@@ -115,12 +118,29 @@ def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> l
         else:
             texts[run].append(char)
         boxes[run].append(box)
+        if not sizes[run] and not char.isspace():
+            sizes[run] = _font_size(textpage, index)
     out = []
-    for rect, chars, char_boxes in zip(rects, texts, boxes, strict=True):
+    for rect, chars, char_boxes, size in zip(rects, texts, boxes, sizes, strict=True):
         ink = [box for char, box in zip(chars, char_boxes, strict=True) if not char.isspace() and box[2] > box[0]]
         out.append(("".join(chars), (min(b[0] for b in ink), rect[1], max(b[2] for b in ink), rect[3]) if ink
-                    else rect))
+                    else rect, size))
     return out
+
+
+def _font_size(textpage: object, index: int) -> float:
+    """A character's font size as drawn (points): the font's size times the scale of its text matrix (many
+    writers set every font at 1 pt and scale it with the matrix)."""
+    import ctypes
+    import math
+
+    import pypdfium2.raw as raw
+
+    matrix = raw.FS_MATRIX()
+    size = raw.FPDFText_GetFontSize(textpage.raw, index)
+    if not raw.FPDFText_GetMatrix(textpage.raw, index, ctypes.byref(matrix)):
+        return size
+    return size * math.sqrt(abs(matrix.a * matrix.d - matrix.b * matrix.c))
 
 
 RUN_LOOKAHEAD = 4  # runs ahead a character's run is looked for (the walk never goes back)
@@ -258,7 +278,7 @@ def read_pdf(source: bytes | Path, ocr: Callable[[Image.Image, int], Page] | Non
                 width, height = round(width_pt * scale), round(height_pt * scale)
                 if has_layer:
                     read = Page(number, width, height, reading_order(lines), source="text-layer", engine="pdfium",
-                                tables=ruled.find(page, number, scale))
+                                tables=ruled.find(page, number, scale, lines))
                 elif ocr is not None:
                     read = ocr(image, number)
                     read.source = "ocr"

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Table
+from .base import Box, Line, Table
+from .layout import rows
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ class RuledTables:
         if self._plumber is not None:
             self._plumber.close()
 
-    def find(self, page: Any, number: int, scale: float) -> list[Table]:
-        """The tables of page ``number`` (1-based; ``page`` its pypdfium2 page), boxes in pixels at ``scale``."""
+    def find(self, page: Any, number: int, scale: float, lines: Sequence[Line] = ()) -> list[Table]:
+        """The tables of page ``number`` (1-based; ``page`` its pypdfium2 page), boxes in pixels at ``scale``.
+        ``lines``: the page's text runs (pixels), to refuse a grid coarser than its text (``_too_coarse``)."""
         paths = path_count(page)
         if paths < 4 or paths > MAX_PATHS:  # a grid needs at least two rules each way
             return []
@@ -73,7 +75,7 @@ class RuledTables:
                 self._plumber = pdfplumber.open(source)
             plumbed = self._plumber.pages[number - 1]
             found = plumbed.find_tables({**SETTINGS, "explicit_vertical_lines": _rule_ends(plumbed)})
-            return self._cells(page, plumbed, found, scale)
+            return self._cells(page, plumbed, found, scale, lines)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - pdfminer's many parse errors: the page is read without its rules
@@ -85,7 +87,7 @@ class RuledTables:
                 plumbed.close()  # pdfplumber keeps each page's objects until told
 
     @staticmethod
-    def _cells(page: Any, plumbed: Any, found: Sequence[Any], scale: float) -> list[Table]:
+    def _cells(page: Any, plumbed: Any, found: Sequence[Any], scale: float, lines: Sequence[Line]) -> list[Table]:
         height = float(plumbed.height)  # pdfplumber measures from the page's top, pdfium from its bottom (points)
         textpage = page.get_textpage()
         try:
@@ -93,6 +95,9 @@ class RuledTables:
             for table in found:
                 grid = [list(row.cells) for row in table.rows]
                 if len(grid) < 2 or max(len(row) for row in grid) < 2:
+                    continue
+                boxes = [tuple(v * scale for v in cell) for row in grid for cell in row if cell]
+                if _too_coarse(boxes, lines):
                     continue
                 rows = _filled([[_cell_text(textpage, cell, height) if cell else None for cell in row]
                                 for row in grid], grid)
@@ -104,6 +109,20 @@ class RuledTables:
             return tables
         finally:
             textpage.close()
+
+
+def _too_coarse(cells: Sequence[Box], lines: Sequence[Line]) -> bool:
+    """Whether some cell holds two runs side by side, a line height or more apart: the rules drew fewer columns
+    than the text has (a booktabs table: rules above, below and under a header that spans columns, none
+    between them). Such a table is left to the rules on aligned text."""
+    for cell in cells:
+        inside = [ln for ln in lines if cell[0] <= (ln.box[0] + ln.box[2]) / 2 <= cell[2]
+                  and cell[1] <= (ln.box[1] + ln.box[3]) / 2 <= cell[3]]
+        for row in rows(inside):
+            if any(b.box[0] - a.box[2] >= max(a.box[3] - a.box[1], b.box[3] - b.box[1])
+                   for a, b in zip(row, row[1:], strict=False)):
+                return True
+    return False
 
 
 def _rule_ends(plumbed: Any) -> list[float]:
