@@ -19,10 +19,11 @@ def drawn(x: float, y: float, text: str, font: int = BODY, size: float = 10) -> 
     return b"BT /F%d %.1f Tf %.1f %.1f Td (%s) Tj ET\n" % (font, size, x, y, escaped.encode("latin-1"))
 
 
-def ruled_table(x: float, top: float, widths: Sequence[float], rows: Sequence[Sequence[Sequence[str]]],
-                size: float = 9, leading: float = 11, pad: float = 4) -> tuple[bytes, float]:
-    """A table ruled on every side, its first row shaded and bold; a cell is its lines (it may wrap).
-    Returns the operators and the table's bottom."""
+def ruled_table(x: float, top: float, widths: Sequence[float], rows: Sequence[Sequence[Sequence[str]]], size: float = 9,
+                leading: float = 11, pad: float = 4, columns_ruled: bool = True) -> tuple[bytes, float]:
+    """A table ruled on every side (with ``columns_ruled=False``, between rows only, as technical manuals
+    often are), its first row shaded and bold; a cell is its lines (it may wrap). Returns the operators and
+    the table's bottom."""
     heights = [max(len(cell) for cell in row) * leading + 2 * pad for row in rows]
     content = b"0.85 g %.1f %.1f %.1f %.1f re f 0 g 0.5 w\n" % (x, top - heights[0], sum(widths), heights[0])
     edges, y = [top], top
@@ -37,7 +38,7 @@ def ruled_table(x: float, top: float, widths: Sequence[float], rows: Sequence[Se
     for edge in edges:
         content += b"%.1f %.1f m %.1f %.1f l S\n" % (x, edge, x + sum(widths), edge)
     left = x
-    for width in (0, *widths):
+    for width in (0, *widths) if columns_ruled else ():
         left += width
         content += b"%.1f %.1f m %.1f %.1f l S\n" % (left, top, left, y)
     return content, y
@@ -56,10 +57,10 @@ TABLE_BEFORE = ("Each entry of the audit journal has the columns described in Ta
 TABLE_AFTER = "Entries are kept for ninety days unless the retention period is changed."
 
 
-def wrapped_table_page() -> tuple[bytes, str]:
-    """Prose, a two-column ruled table whose cells wrap, its caption, prose."""
+def wrapped_table_page(columns_ruled: bool = True) -> tuple[bytes, str]:
+    """Prose, a two-column ruled table whose cells wrap (its columns ruled or not), its caption, prose."""
     content = b"".join(drawn(72, 680 - 13 * n, line) for n, line in enumerate(TABLE_BEFORE))
-    table, bottom = ruled_table(72, 640, (110, 300), TABLE_ROWS)
+    table, bottom = ruled_table(72, 640, (110, 300), TABLE_ROWS, columns_ruled=columns_ruled)
     content += table + drawn(72, bottom - 20, "Table 5: Columns of the audit journal", size=9)
     content += drawn(72, bottom - 50, TABLE_AFTER)
     cells = [[" ".join(cell) for cell in row] for row in TABLE_ROWS]
@@ -99,14 +100,15 @@ BOOKTABS_ROWS = (
 BOOKTABS_CAPTION = "Table 2: Mean average precision per class on the test set"
 
 
-def booktabs_table_page() -> tuple[bytes, str]:
-    """A paper's table in the booktabs style: rules above, under the header (a short one under the columns
-    that share the "mAP" header) and below; no vertical rule. Cells line up in columns."""
+def booktabs_table_page(spanning_header: bool = True) -> tuple[bytes, str]:
+    """A paper's table in the booktabs style: rules above, under the header (and a short one under the
+    columns that share the "mAP" header) and below; no vertical rule. Cells line up in columns."""
     columns = (72, 160, 230, 290, 350)
     content = drawn(72, 680, BOOKTABS_CAPTION, size=9)
     content += b"0 g 0.8 w 72 665 m 400 665 l S\n"  # top rule
-    content += drawn(230, 652, "mAP (%)", size=9)
-    content += b"0.4 w 225 647 m 400 647 l S\n"  # cmidrule under the spanning header
+    if spanning_header:
+        content += drawn(230, 652, "mAP (%)", size=9)
+        content += b"0.4 w 225 647 m 400 647 l S\n"  # cmidrule under the spanning header
     y = 635
     for n, row in enumerate(BOOKTABS_ROWS):
         font = BOLD if n == 0 else BODY
@@ -118,7 +120,8 @@ def booktabs_table_page() -> tuple[bytes, str]:
     content += drawn(72, y - 20, "Larger models gain most on tables and figures.")
     rows = "\n".join(["| " + " | ".join(BOOKTABS_ROWS[0]) + " |", "| --- | --- | --- | --- | --- |",
                       *("| " + " | ".join(row) + " |" for row in BOOKTABS_ROWS[1:])])
-    markdown = f"{BOOKTABS_CAPTION}\n\nmAP (%)\n\n{rows}\n\nLarger models gain most on tables and figures.\n"
+    header = "mAP (%)\n\n" if spanning_header else ""
+    markdown = f"{BOOKTABS_CAPTION}\n\n{header}{rows}\n\nLarger models gain most on tables and figures.\n"
     return text_pdf(content, fonts=FONTS), markdown
 
 
@@ -185,6 +188,9 @@ def listing_page() -> tuple[bytes, str]:
     return text_pdf(content, fonts=FONTS), markdown
 
 
-GENERATED = {"ruled table, wrapped cells": wrapped_table_page, "two columns of text": two_column_page,
+GENERATED = {"ruled table, wrapped cells": wrapped_table_page,
+             "rows ruled, columns not": lambda: wrapped_table_page(columns_ruled=False),
+             "two columns of text": two_column_page,
              "three narrow columns": three_column_page, "booktabs table": booktabs_table_page,
+             "booktabs, no spanning header": lambda: booktabs_table_page(spanning_header=False),
              "listing in Courier": listing_page}

@@ -194,3 +194,18 @@ def test_a_booktabs_table_is_one_table_by_its_aligned_cells_not_by_its_coarse_ru
     rows = _table_rows(md)
     assert rows[0] == ["", "", "mAP (%)", "", ""] and rows[1:] == [list(row) for row in BOOKTABS_ROWS]
     assert md.rstrip().endswith("\n\nLarger models gain most on tables and figures.")
+    # three full-width rules only: the columns found in the text, but the body band holds every data row in
+    # each cell (rows the rules left out), so again the aligned cells decide
+    pages, _, _ = read_pdf(booktabs_table_page(spanning_header=False)[0], None)
+    assert not pages[0].tables and _table_rows(to_markdown(pages)) == [list(row) for row in BOOKTABS_ROWS]
+
+
+def test_a_table_ruled_between_rows_only_takes_its_columns_from_the_text():
+    """A technical manual's table: a rule under every row, none between columns, descriptions wrapped. Its
+    columns are where every row leaves a band free of text."""
+    from loupe.apps.bench_docs_pages import TABLE_ROWS, wrapped_table_page
+
+    pages, _, _ = read_pdf(wrapped_table_page(columns_ruled=False)[0], None)
+    assert len(pages[0].tables) == 1
+    md = to_markdown(pages)
+    assert "#" not in md and _table_rows(md) == [[" ".join(cell) for cell in row] for row in TABLE_ROWS]

@@ -94,6 +94,8 @@ class RuledTables:
             tables = []
             for table in found:
                 grid = [list(row.cells) for row in table.rows]
+                if len(grid) >= 2 and max(len(row) for row in grid) == 1:  # rows ruled, columns not
+                    grid = _columns_from_text(table, lines, scale)
                 if len(grid) < 2 or max(len(row) for row in grid) < 2:
                     continue
                 boxes = [tuple(v * scale for v in cell) for row in grid for cell in row if cell]
@@ -111,14 +113,42 @@ class RuledTables:
             textpage.close()
 
 
+def _columns_from_text(table: Any, lines: Sequence[Line], scale: float) -> list[list[tuple]]:
+    """A table ruled between its rows only (technical manuals): its columns where a band at least a line
+    height wide is free of text in every row; each row's cells cut there (points, as pdfplumber's)."""
+    x0, top, x1, bottom = (v * scale for v in table.bbox)
+    inside = [ln for ln in lines if x0 <= (ln.box[0] + ln.box[2]) / 2 <= x1 and top <= (ln.box[1] + ln.box[3]) / 2
+              <= bottom]
+    if not inside:
+        return []
+    height = sorted(ln.box[3] - ln.box[1] for ln in inside)[len(inside) // 2]
+    spans = sorted((ln.box[0], ln.box[2]) for ln in inside)
+    cuts, reach = [], spans[0][1]
+    for start, end in spans[1:]:
+        if start - reach >= height:
+            cuts.append((reach + start) / 2 / scale)
+        reach = max(reach, end)
+    edges = [table.bbox[0], *cuts, table.bbox[2]]
+    grid = [[(left, row.bbox[1], right, row.bbox[3]) for left, right in zip(edges, edges[1:], strict=False)]
+            for row in table.rows]
+    for row in grid:  # every cell of a band several text rows tall: rows the rules left out (booktabs' body)
+        stacked = [len(rows(_lines_in(tuple(v * scale for v in cell), inside))) for cell in row]
+        if sum(n > 0 for n in stacked) >= 2 and all(n != 1 for n in stacked):
+            return []
+    return grid
+
+
+def _lines_in(cell: Box, lines: Sequence[Line]) -> list[Line]:
+    return [ln for ln in lines if cell[0] <= (ln.box[0] + ln.box[2]) / 2 <= cell[2]
+            and cell[1] <= (ln.box[1] + ln.box[3]) / 2 <= cell[3]]
+
+
 def _too_coarse(cells: Sequence[Box], lines: Sequence[Line]) -> bool:
     """Whether some cell holds two runs side by side, a line height or more apart: the rules drew fewer columns
     than the text has (a booktabs table: rules above, below and under a header that spans columns, none
     between them). Such a table is left to the rules on aligned text."""
     for cell in cells:
-        inside = [ln for ln in lines if cell[0] <= (ln.box[0] + ln.box[2]) / 2 <= cell[2]
-                  and cell[1] <= (ln.box[1] + ln.box[3]) / 2 <= cell[3]]
-        for row in rows(inside):
+        for row in rows(_lines_in(cell, lines)):
             if any(b.box[0] - a.box[2] >= max(a.box[3] - a.box[1], b.box[3] - b.box[1])
                    for a, b in zip(row, row[1:], strict=False)):
                 return True
