@@ -14,6 +14,8 @@ Scores, per document and in all:
 - ``text_similarity``: the words of Loupe's Markdown against the reference's, in order (difflib's ratio over
   word sequences, letters and digits lower-cased; Markdown marks and page comments left out);
 - ``heading_recall``: reference headings (``#`` lines) found among Loupe's headings (fuzzy ratio >= 85);
+  ``heading_precision``: the share of Loupe's headings that are reference headings (a table's header row or
+  a line of code made a heading counts against it);
 - ``table_recall`` / ``table_precision``: a reference table (a run of ``|`` lines) is found when one of
   Loupe's tables holds at least half of its distinct words; precision is the share of Loupe's tables that
   find a reference table;
@@ -82,6 +84,7 @@ def similarity(ours: str, reference: str) -> float:
 def score(ours: str, reference: str) -> dict:
     theirs, mine = headings(reference), headings(ours)
     found = sum(any(fuzz.ratio(h.lower(), m.lower()) >= 85 for m in mine) for h in theirs)
+    right = sum(any(fuzz.ratio(h.lower(), m.lower()) >= 85 for h in theirs) for m in mine)
     ref_tables, our_tables = tables(reference), tables(ours)
 
     def covers(table: set[str], reference_table: set[str]) -> bool:
@@ -91,7 +94,7 @@ def score(ours: str, reference: str) -> dict:
     return {"text_similarity": round(similarity(ours, reference), 4),
             "code_blocks": len(ref_code),
             "code_blocks_found": sum(any(covers(c, r) for c in our_code) for r in ref_code),
-            "headings": len(theirs), "headings_found": found,
+            "headings": len(theirs), "headings_found": found, "our_headings": len(mine), "our_headings_right": right,
             "tables": len(ref_tables), "tables_found": sum(any(covers(t, r) for t in our_tables) for r in ref_tables),
             "our_tables": len(our_tables),
             "our_tables_right": sum(any(covers(t, r) for r in ref_tables) for t in our_tables)}
@@ -173,6 +176,8 @@ def summary(results: list[dict]) -> dict:
     baseline = sum(r["baseline_text_similarity"] for r in results) / len(results)
     return {"documents": len(results), "text_similarity": round(mean, 4),
             "heading_recall": _share(sum(r["headings_found"] for r in results), sum(r["headings"] for r in results)),
+            "heading_precision": _share(sum(r["our_headings_right"] for r in results),
+                                        sum(r["our_headings"] for r in results)),
             "table_recall": _share(sum(r["tables_found"] for r in results), sum(r["tables"] for r in results)),
             "table_precision": _share(sum(r["our_tables_right"] for r in results),
                                       sum(r["our_tables"] for r in results)),
