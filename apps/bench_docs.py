@@ -5,9 +5,9 @@ NAME.md`` beside it (docling's Markdown: machine-made, the format the field comp
 made here from them: the scanned page turned 90°, 180° and 270° (against the upright page's reference), a page
 whose text is drawn twice (a visible line and an invisible copy of another size, as an OCR layer over a
 scan is) against the text once, and the pages of ``bench_docs_pages.py`` (a ruled table whose cells wrap,
-two columns of running text, a listing in Courier) against the Markdown they were drawn from. Each goes
-through the documents tab's own path: ``ingest`` (text layer or OCR, orientation, reading order, block
-types) then the ``md`` export.
+two columns of running text, a listing in Courier; one of them also as a scan) against the Markdown they
+were drawn from. Each goes through the documents tab's own path: ``ingest`` (text layer or OCR, orientation,
+reading order, block types, tables) then the ``md`` export.
 
 Scores, per document and in all:
 
@@ -134,7 +134,19 @@ def documents(root: Path) -> list[tuple[str, bytes, str, bool]]:
                   for turn in TURNS]
     cases.append(("text drawn twice", _overdrawn_pdf(), "\n\n".join(OVERDRAWN_LINES) + "\n", False))
     cases += [(name, *make(), False) for name, make in GENERATED.items()]
+    data, reference = GENERATED["rows ruled, columns not"]()
+    cases.append(("rows ruled, columns not, scanned", _scanned_pdf(data), reference, True))
     return cases
+
+
+def _scanned_pdf(data: bytes) -> bytes:
+    """A PDF's first page as a scan of it: rendered at 150 dpi into an image-only PDF (no text layer)."""
+    import pypdfium2 as pdfium
+
+    image = pdfium.PdfDocument(data)[0].render(scale=150 / 72).to_pil().convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "PDF", resolution=150)
+    return out.getvalue()
 
 
 def _baseline_text(data: bytes) -> str:

