@@ -169,6 +169,32 @@ def three_column_page() -> tuple[bytes, str]:
     return text_pdf(content, fonts=FONTS), "\n\n".join(" ".join(column) for column in NARROW_COLUMNS) + "\n"
 
 
+COVER_TITLE = ("IBM i 7.1", "Security", "Reference")
+COVER_BLURB = ("This guide describes how the operating system protects its objects and data, how an administrator "
+               "plans security for a new system, and how the audit journal records what users did. It covers "
+               "profiles, authorities, exit programs and the tools that report on them, with examples taken "
+               "from the installations of several customers.")
+COVER_SIDEBAR = (("INTERNATIONAL", "TECHNICAL", "SUPPORT", "ORGANIZATION"),
+                 ("BUILDING TECHNICAL", "INFORMATION BASED ON", "PRACTICAL EXPERIENCE"))
+
+
+def back_cover_page() -> tuple[bytes, str]:
+    """A technical book's back cover: the title large on the left, the blurb in the middle, a sidebar of short
+    capitals on the right in another size, the book's numbers at the foot. Read across, its rows made a
+    three-column table."""
+    import textwrap
+
+    content = b"".join(drawn(40, 700 - 22 * n, line, BOLD, 18) for n, line in enumerate(COVER_TITLE))
+    blurb = textwrap.wrap(COVER_BLURB, 48)
+    content += b"".join(drawn(200, 700 - 12 * n, line, BODY, 9) for n, line in enumerate(blurb))
+    sidebar = [*COVER_SIDEBAR[0], "", *COVER_SIDEBAR[1]]
+    content += b"".join(drawn(450, 700 - 12 * n, line, BOLD, 8) for n, line in enumerate(sidebar) if line)
+    content += drawn(40, 150, "SG24-7777-00", BODY, 9) + drawn(450, 150, "ISBN 0738434000", BODY, 9)
+    markdown = "\n\n".join([f"## {' '.join(COVER_TITLE)}", COVER_BLURB, *(" ".join(part) for part in COVER_SIDEBAR),
+                             "SG24-7777-00 ISBN 0738434000"])
+    return text_pdf(content, fonts=FONTS), markdown + "\n"
+
+
 LISTING = ("def mean(values):", "    total = sum(values)", "    return total / len(values)")
 
 
@@ -193,4 +219,5 @@ GENERATED = {"ruled table, wrapped cells": wrapped_table_page,
              "two columns of text": two_column_page,
              "three narrow columns": three_column_page, "booktabs table": booktabs_table_page,
              "booktabs, no spanning header": lambda: booktabs_table_page(spanning_header=False),
+             "back cover": back_cover_page,
              "listing in Courier": listing_page}

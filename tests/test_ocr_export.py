@@ -243,3 +243,16 @@ def test_table_html_spans_fill_every_cell_they_cover():
     header = Line("Column Description", (0, 0, 300, 20), 0.9,
                   (Word("Column", (0, 0, 60, 20), 0.9), Word("Description", (150, 0, 300, 20), 0.9)))
     assert [piece.text for piece in _cut_at_gaps(header)] == ["Column", "Description"]
+
+
+def test_a_back_cover_is_read_block_by_block_not_as_a_table():
+    """Title on the left (18 pt), blurb in the middle, a sidebar of capitals on the right (8 pt, its rows level
+    with the blurb's): the blurb is running text and the sidebar does not share its rows in its size, so each
+    is read whole; the title's lines are one heading."""
+    from loupe.apps.bench_docs_pages import COVER_BLURB, COVER_SIDEBAR, COVER_TITLE, back_cover_page
+
+    md = to_markdown(read_pdf(back_cover_page()[0], None)[0])
+    assert "|" not in md and md.startswith(f"## {' '.join(COVER_TITLE)}\n\n")
+    flowing = " ".join(md.split())
+    assert COVER_BLURB in flowing and " ".join(COVER_SIDEBAR[0]) in flowing and " ".join(COVER_SIDEBAR[1]) in flowing
+    assert flowing.index(COVER_BLURB) < flowing.index(COVER_SIDEBAR[0][0])

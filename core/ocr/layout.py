@@ -67,12 +67,15 @@ def _cut(lines: list[Line], line_height: float, depth: int = 0) -> list[list[Lin
         return [lines] if lines else []
     columns = _gaps([(ln.box[0], ln.box[2]) for ln in lines], minimum=line_height)
     parts: list[list[Line]] = []
-    if columns:  # the widest vertical gap may separate columns of text
-        left, right = max(columns, key=lambda g: g[1] - g[0])
+    # The widest vertical gap that separates columns of text (a narrower one may, where the widest parts a
+    # cover's title from the text and sidebar beside it); labels and values (a receipt, a table) are not
+    # columns: their rows read across the gap.
+    for left, right in sorted(columns, key=lambda g: g[0] - g[1]):
         split = (left + right) / 2
         parts = [[ln for ln in lines if ln.box[2] <= split], [ln for ln in lines if ln.box[2] > split]]
-        if not _both_text_columns(parts, lines):
-            parts = []  # labels and values (a receipt, a table): rows read across the gap
+        if _both_text_columns(parts, lines):
+            break
+        parts = []
     if not parts:
         bands = _gaps([(ln.box[1], ln.box[3]) for ln in lines], minimum=line_height * 0.8)
         if not bands:
@@ -88,15 +91,44 @@ def _cut(lines: list[Line], line_height: float, depth: int = 0) -> list[list[Lin
 def _both_text_columns(parts: list[list[Line]], lines: list[Line]) -> bool:
     """Columns of running text have lines of substantial width, or of several words, on both sides of the
     gap; a column of prices or table cells does not (narrow newspaper-like columns are read as columns by
-    their words: three or four of them are each under a quarter of the page)."""
+    their words: three or four of them are each under a quarter of the page). A column of running text beside
+    short lines that do not share its rows (a cover's title or a sidebar set in another size) is a column too;
+    short lines that do share its rows are labels and values, read across."""
     width = max(ln.box[2] for ln in lines) - min(ln.box[0] for ln in lines)
 
     def median(values: list[float]) -> float:
         ordered = sorted(values)
         return ordered[len(ordered) // 2] if ordered else 0.0
 
-    return all(group and (median([ln.box[2] - ln.box[0] for ln in group]) >= 0.25 * width
-                          or median([len(ln.text.split()) for ln in group]) >= PROSE_WORDS) for group in parts)
+    def wordy(group: list[Line]) -> bool:
+        return median([len(ln.text.split()) for ln in group]) >= PROSE_WORDS
+
+    if all(group and (median([ln.box[2] - ln.box[0] for ln in group]) >= 0.25 * width or wordy(group))
+           for group in parts):
+        return True
+    prose = [group for group in parts if len(group) >= 3 and wordy(group) and _runs_on(group)]
+    if len(prose) != 1:
+        return False
+    other = parts[1] if prose[0] is parts[0] else parts[0]
+    return _sharing_rows(other, prose[0]) < 0.5
+
+
+def _runs_on(group: list[Line]) -> bool:
+    """Running text: most lines go on in the next one (it starts in lower case)."""
+    ordered = sorted(group, key=lambda ln: ln.box[1])
+    follows = [b.text[:1].islower() for b in ordered[1:]]
+    return bool(follows) and sum(follows) >= 0.5 * len(follows)
+
+
+def _sharing_rows(group: list[Line], others: list[Line]) -> float:
+    """The share of ``group``'s lines whose middle is level (within a third of a line) with one of ``others``',
+    in the same font size where the PDF gives sizes (a sidebar in another size shares no row with the text)."""
+    def level(a: Line, b: Line) -> bool:
+        height = min(a.box[3] - a.box[1], b.box[3] - b.box[1])
+        same_size = not (a.size and b.size) or abs(a.size - b.size) <= 0.08 * max(a.size, b.size)
+        return same_size and abs((a.box[1] + a.box[3]) - (b.box[1] + b.box[3])) / 2 <= height / 3
+
+    return sum(any(level(ln, other) for other in others) for ln in group) / max(len(group), 1)
 
 
 PROSE_WORDS = 4  # a column whose lines hold this many words or more (the median) is running text
