@@ -1,11 +1,13 @@
 """Ruled tables of a PDF page: pdfplumber finds the grid the page's drawn lines make; pdfium gives each cell's
 text, as it gives the page's lines.
 
-Rules alone decide here, not text alignment: a table whose rows wrap onto several lines or that has two
-columns is still one table, and its header row is a row, not a heading. The horizontal rules' ends count as
-vertical edges too, so a table ruled only inside (booktabs, open sides) keeps its first and last columns.
-A frame round a listing (one column) or round the page (one cell) is no table. Pages drawn with more paths
-than ``MAX_PATHS`` (a vector map, a chart) are not searched: no table is found there.
+The rules decide, not text alignment: a table whose rows wrap onto several lines or that has two columns is
+still one table, and its header row is a row, not a heading. The horizontal rules' ends count as vertical
+edges too, so a table ruled only inside (open sides) keeps its first and last columns; a table ruled between
+rows only takes its columns from the bands every row leaves free of text. A grid coarser than its text (a
+booktabs table: a cell would hold two columns, or every cell of a band several rows) is refused and left to
+the rules on aligned cells (block_kinds.py). A frame round a listing (one column) or round the page (one
+cell) is no table. Pages drawn with more paths than ``MAX_PATHS`` (a vector map, a chart) are not searched.
 """
 
 from __future__ import annotations
