@@ -293,3 +293,43 @@ def test_a_configured_basemap_lies_reprojected_under_a_utm_scene(tmp_path, tiny_
             assert ", ".join(f"band {n} {v}" for n, v in enumerate(want, 1)) in values.inner_text()
     finally:
         tiles.close()
+
+
+@pytest.mark.browser
+def test_a_scene_that_is_not_a_whole_number_of_tiles_is_drawn_unstretched(tmp_path, tiny_model_dir,
+                                                                            chromium):  # noqa: F811
+    """A 276 × 212 scene: its tiles at the right and bottom edges come at their true size (20 px, 212 px);
+    drawn as whole tiles they were stretched (rows 1.21 times too tall, the last rows lost). Top half black,
+    bottom half white: on screen the change from one to the other is at row 106, not at row 128."""
+    import rasterio
+    from playwright.sync_api import expect
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "halves.tif"
+    values = np.zeros((3, 212, 276), dtype=np.uint8)
+    values[:, 106:, :] = 255
+    with rasterio.open(path, "w", driver="GTiff", width=276, height=212, count=3, dtype="uint8", crs="EPSG:3857",
+                       transform=from_origin(1_000_000, 2_000_000, 10, 10)) as ds:
+        ds.write(values)
+    with _signed_in(tmp_path, tiny_model_dir("smolvlm"), "rita", chromium) as page:
+        _create_case(page, "Remote sensing", path)
+        mapped = page.locator("#remote_sensing-viewer .loupe-map")
+        expect(mapped).to_have_attribute("data-shown", "1", timeout=30_000)
+        mapped.locator(".loupe-map-stretch").select_option("min–max")
+        page.wait_for_timeout(500)
+        screen = mapped.locator(".loupe-map-screen")
+        mapped.evaluate("""el => new Promise((done) => {
+            el.loupeMap.map.once("rendercomplete", done);
+            el.loupeMap.map.renderSync();
+        })""")
+        box = screen.bounding_box()
+        shot = Image.open(io.BytesIO(screen.screenshot())).convert("L")
+        scale = shot.width / box["width"]
+
+        def grey(col: float, row: float) -> int:
+            x, y = mapped.evaluate(f"el => el.loupeMap.toScreen({col}, {row})")
+            return shot.getpixel((int(x * scale), int(y * scale)))
+
+        assert grey(138, 90) < 40 and grey(138, 120) > 215 and grey(138, 205) > 215, (
+            grey(138, 90), grey(138, 120), grey(138, 205))
+        assert grey(270, 150) > 215  # the last 20 columns drawn too

@@ -59,8 +59,7 @@ def map_tile(location: str, meta: dict, view: str, stretch: str, box: tuple[int,
     """The level-0 ``box`` of the scene at ``size``, in ``view`` (a band preset or an index) with the
     ``stretch`` of the whole scene's values."""
     presets = meta.get("presets") or {}
-    if view not in presets or stretch not in STRETCHES:
-        raise InputRejected("No such view of this scene.")
+    _check_view(presets, view, stretch)
     bands = tuple(presets[view])
     source, lock = _opened(location, bands)
     with lock, _unreadable_said():
@@ -90,8 +89,7 @@ def map_stretch(location: str, meta: dict, view: str, stretch: str) -> dict:
     """The band values ``stretch`` maps to black and white in ``view``, over the whole scene (an index: its
     fixed −1 to 1 ramp), and each band's histogram over the scene, for the viewer to draw with the cut-offs."""
     presets = meta.get("presets") or {}
-    if view not in presets or stretch not in STRETCHES:
-        raise InputRejected("No such view of this scene.")
+    _check_view(presets, view, stretch)
     bands = tuple(presets[view])
     if is_index(view):
         return {"bands": list(bands), "low": [-1.0], "high": [1.0], "index": True}
@@ -123,6 +121,13 @@ def map_pixel(location: str, meta: dict, col: int, row: int) -> dict:
         lon, lat = georef.to_lonlat([(col + 0.5, row + 0.5)])[0]
         out["lon"], out["lat"] = (None, None) if math.isnan(lon) else (lon, lat)
     return out
+
+
+def _check_view(presets: dict, view: str, stretch: str) -> None:
+    if view not in presets:
+        raise InputRejected("No such view of this scene.")
+    if stretch not in STRETCHES:
+        raise InputRejected(f"No such stretch: choose one of {', '.join(STRETCHES)}.")
 
 
 def _number(value: object) -> float | int:

@@ -24,6 +24,7 @@ import { register } from "ol/proj/proj4.js";
 import VectorSource from "ol/source/Vector.js";
 import XYZ from "ol/source/XYZ.js";
 import { Fill, Stroke, Style, Text } from "ol/style.js";
+import TileState from "ol/TileState.js";
 import TileGrid from "ol/tilegrid/TileGrid.js";
 import proj4 from "proj4";
 
@@ -147,7 +148,21 @@ async function mount(element) {
     const query = `view=${encodeURIComponent(viewSelect.value)}&stretch=${encodeURIComponent(stretchSelect.value)}`;
     return ([z, x, y]) => `${base}/${z}/${x}_${y}.jpg?${query}`;
   };
-  const tiles = new XYZ({ projection, tileGrid: grid, tileUrlFunction: tileUrl(), crossOrigin: null, transition: 0 });
+  // An edge tile comes at its true size (a 276 px scene: 256 and 20 px wide); OpenLayers would stretch it to
+  // a whole tile, so it is drawn at its size into a tile-sized canvas, the rest left clear.
+  const loadTile = (tile, src) => {
+    const image = new Image();
+    image.onload = () => {
+      if (image.naturalWidth === info.tile && image.naturalHeight === info.tile) return tile.setImage(image);
+      const canvas = made("canvas", { width: String(info.tile), height: String(info.tile) });
+      canvas.getContext("2d").drawImage(image, 0, 0);
+      return tile.setImage(canvas);
+    };
+    image.onerror = () => tile.setState(TileState.ERROR);
+    image.src = src;
+  };
+  const tiles = new XYZ({ projection, tileGrid: grid, tileUrlFunction: tileUrl(), tileLoadFunction: loadTile,
+    crossOrigin: null, transition: 0 });
   const scene = new TileLayer({ source: tiles });
   const layers = [scene];
   if (basemap) {
