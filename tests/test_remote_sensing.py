@@ -105,7 +105,7 @@ def test_band_presets_and_the_map_tiles(tmp_path):
     natural = np.asarray(map_tile(str(raster.path), raster.meta, "true colour", "min–max", box, size))
     false_colour = np.asarray(map_tile(str(raster.path), raster.meta, "false colour (near infrared as red)",
                                        "min–max", box, size))
-    assert natural.shape == (106, 138, 3) and not np.array_equal(natural, false_colour)
+    assert natural.shape == (106, 138, 4) and not np.array_equal(natural, false_colour)  # RGBA: a no-data border
     with pytest.raises(InputRejected, match="No such view"):
         map_tile(str(raster.path), raster.meta, "<script>", "min–max", box, size)
 
@@ -125,6 +125,23 @@ def test_ndvi_is_computed_from_the_band_values_as_numpy_does(tmp_path):
     assert image.shape[:2] == expected.shape  # the whole 276 × 212 scene, one pixel each
     for row, col in ((10, 10), (100, 150), (200, 270)):
         assert np.array_equal(image[row, col], np.asarray(ramp_image(expected[row:row + 1, col:col + 1]))[0, 0])
+
+
+def test_a_map_tile_leaves_no_data_clear():
+    """The scene's no-data border (nodata 0) comes back clear in an RGBA tile, so a basemap shows through it; the
+    valid pixels stay opaque. A tile with no such pixel stays RGB (served as JPEG)."""
+    raster = RemoteSensingDomain().ingest(GEO / "rgbn_suba.tif", LIMITS)[0]
+    with rasterio.open(GEO / "rgbn_suba.tif") as ds:
+        valid = ds.dataset_mask() > 0
+    tile = map_tile(str(raster.path), raster.meta, "true colour", "2–98 %", (0, 0, 276, 212), (276, 212))
+    assert tile.mode == "RGBA"
+    alpha = np.asarray(tile)[:, :, 3]
+    assert np.array_equal(alpha > 0, valid) and (~valid).any()
+    top, left = 100, 150  # a block of valid pixels only
+    assert valid[top:top + 64, left:left + 64].all()
+    inside = map_tile(str(raster.path), raster.meta, "true colour", "2–98 %", (left, top, left + 64, top + 64),
+                      (64, 64))
+    assert inside.mode == "RGB"
 
 
 def test_a_map_stretch_says_the_values_shown_black_and_white():

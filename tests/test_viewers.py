@@ -268,9 +268,24 @@ def test_a_configured_basemap_lies_reprojected_under_a_utm_scene(tmp_path, tiny_
                 lon, lat, zoom_tiles)
             expect(mapped.locator(".ol-attribution")).to_contain_text(f"Site tiles {HOSTILE}")  # as text
             assert page.evaluate("document.title") != "pwned"
+            # The scene's no-data border is clear (PNG tiles there): the basemap shows through it, opaque scene.
+            with rasterio.open(scene) as ds:
+                clear = ds.dataset_mask() == 0
+            border = [(r, c) for r, c in np.argwhere(clear) if c >= 3 and 3 <= r < ds.height - 3
+                      and clear[r - 3:r + 4, c - 3:c + 4].all()]  # well inside the border, off the scene's edge
+            row, col = border[len(border) // 2]
+            mapped.evaluate("""el => new Promise((done) => {
+                el.loupeMap.map.once("rendercomplete", done);
+                el.loupeMap.map.render();
+            })""")
+            screen = mapped.locator(".loupe-map-screen")
+            shot = Image.open(io.BytesIO(screen.screenshot())).convert("RGB")
+            scale = shot.width / screen.bounding_box()["width"]
+            x, y = mapped.evaluate(f"el => el.loupeMap.toScreen({col} + 0.5, {row} + 0.5)")
+            r, g, b = shot.getpixel((int(x * scale), int(y * scale)))
+            assert b > 200 and r < 60 and g < 60, (row, col, (r, g, b))
             mapped.locator(".loupe-map-opacity").fill("0")  # the scene transparent: the basemap shows
             page.wait_for_timeout(500)
-            screen = mapped.locator(".loupe-map-screen")
             shot = Image.open(io.BytesIO(screen.screenshot())).convert("RGB")
             r, g, b = shot.getpixel((shot.width // 2, shot.height // 2))
             assert b > 200 and r < 60 and g < 60, (r, g, b)

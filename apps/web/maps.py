@@ -3,7 +3,8 @@ and pixel values read by the domain (``map_info``, ``map_tile``, ``map_stretch``
 where it is kept.
 
 ``/case-map/ASSET/info.json`` opens the view (audited once as ``asset.view``); tiles
-``/case-map/ASSET/LEVEL/COL_ROW.jpg?view=…&stretch=…``, the values a stretch shows black and white
+``/case-map/ASSET/LEVEL/COL_ROW.jpg?view=…&stretch=…`` (JPEG; PNG where the tile holds no-data pixels, kept
+clear), the values a stretch shows black and white
 ``/case-map/ASSET/stretch.json?view=…&stretch=…`` and ``/case-map/ASSET/pixel/COL_ROW.json`` are access-checked
 on every read. Levels are numbered as the deep-zoom tiles are: the top level is full resolution. A basemap
 the operator configured (basemap.py) is named in ``info.json`` for a scene with coordinates.
@@ -74,6 +75,9 @@ def build_router(security: WebSecurity) -> APIRouter:
                 return JSONResponse({"detail": "Not Found"}, status_code=404)
             image = domain.map_tile(location, meta, view[:100], stretch[:20], *placed)
             buffer = io.BytesIO()
+            if image.mode == "RGBA":  # a tile holding no-data pixels: PNG keeps them clear
+                image.save(buffer, "PNG", compress_level=1)
+                return Response(buffer.getvalue(), media_type="image/png")
             image.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
             return Response(buffer.getvalue(), media_type="image/jpeg")  # the gate marks it no-store
         return answered(read)

@@ -115,7 +115,9 @@ class RasterSource:
         self.description = f"{kind} {ds.count} band{'s' if ds.count != 1 else ''} {self.dtype}" + (
             f", {crs_label(ds.crs)}" if georeferenced else ", not georeferenced")
 
-    def read(self, box: Box, size: tuple[int, int]) -> Image.Image:
+    def read(self, box: Box, size: tuple[int, int], alpha: bool = False) -> Image.Image:
+        """The level-0 ``box`` at ``size``, RGB with nodata and masked pixels black; with ``alpha``, an RGBA
+        image where they are clear instead (only when the box holds any: else RGB)."""
         from rasterio.enums import Resampling
         from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
@@ -134,6 +136,9 @@ class RasterSource:
         pixels[:, mask == 0] = 0  # nodata and masked pixels show black
         if pixels.shape[0] == 1:
             pixels = np.repeat(pixels, 3, axis=0)
+        if alpha and (mask == 0).any():
+            layers = np.concatenate([pixels[:3], np.where(mask == 0, 0, 255).astype(np.uint8)[None]])
+            return Image.fromarray(np.ascontiguousarray(layers.transpose(1, 2, 0)), "RGBA")
         return Image.fromarray(np.ascontiguousarray(pixels[:3].transpose(1, 2, 0)), "RGB")
 
     @property

@@ -70,7 +70,7 @@ def map_tile(location: str, meta: dict, view: str, stretch: str, box: tuple[int,
             values = index_values(source.dataset, bands, Window(x0, y0, x1 - x0, y1 - y0), (size[1], size[0]))
             return ramp_image(values)
         source.stretch = _scene_stretch(location, source, bands, STRETCHES[stretch])
-        return source.read(box, size)
+        return source.read(box, size, alpha=True)  # no data clear: a basemap (or the map's ground) shows there
 
 
 @contextmanager
