@@ -17,6 +17,12 @@ def overlap_share(a: Box, b: Box) -> float:
     return inter / smaller if smaller > 0 else 0.0
 
 
+def centre_inside(inner: Box, outer: Box) -> bool:
+    """The centre of ``inner`` lies in ``outer``."""
+    x, y = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
+    return outer[0] <= x <= outer[2] and outer[1] <= y <= outer[3]
+
+
 def union(boxes: list[Box]) -> Box:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 

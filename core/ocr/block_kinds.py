@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from .base import Box, Line, OCRUnavailable, Page, Table, union
+from .base import Box, Line, OCRUnavailable, Page, Table, centre_inside, union
 from .layout import Block, blocks_in_reading_order, rows
 from .threads import ocr_threads
 
@@ -122,20 +122,19 @@ def _ruled_apart(blocks: Sequence[Block], tables: Sequence[Table]) -> list[Block
     for block in blocks:
         rest: list[Line] = []
         for line in block.lines:
-            inside = next((n for n, table in enumerate(tables) if _inside(line.box, table.box)), None)
+            inside = next((n for n, table in enumerate(tables) if centre_inside(line.box, table.box)), None)
             if inside is None:
                 rest.append(line)
                 continue
             if inside not in placed:
                 placed.add(inside)
                 if rest:
-                    out.append(Block(tuple(rest), union([ln.box for ln in rest]), block.kind))
+                    out.append(_part_of(block, rest))
                     rest = []
-                members = tuple(ln for b in blocks for ln in b.lines if _inside(ln.box, tables[inside].box))
+                members = tuple(ln for b in blocks for ln in b.lines if centre_inside(ln.box, tables[inside].box))
                 out.append(Block(members, tables[inside].box, "table", tables[inside].rows))
         if rest:
-            out.append(Block(tuple(rest), union([ln.box for ln in rest]), block.kind) if len(rest) < len(block.lines)
-                       else block)
+            out.append(_part_of(block, rest))
     return out
 
 
@@ -156,13 +155,19 @@ def _code_apart(blocks: Sequence[Block]) -> list[Block]:
         run: list[Line] = []
         for line in block.lines:
             if run and line.mono != run[-1].mono:
-                out.append(Block(tuple(run), union([ln.box for ln in run]), block.kind))
+                out.append(_part_of(block, run))
                 run = []
             run.append(line)
         if run:
-            out.append(Block(tuple(run), union([ln.box for ln in run]), block.kind) if len(run) < len(block.lines)
-                       else block)
+            out.append(_part_of(block, run))
     return out
+
+
+def _part_of(block: Block, lines: list[Line]) -> Block:
+    """``lines`` of ``block`` as a block of the same kind (the block itself when they are all of it)."""
+    if len(lines) == len(block.lines):
+        return block
+    return Block(tuple(lines), union([ln.box for ln in lines]), block.kind)
 
 
 def _margin(block: Block, page: Page) -> bool:
@@ -323,12 +328,6 @@ def _overlap(a: Box, b: Box) -> float:
     return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
-def _inside(inner: Box, outer: Box) -> bool:
-    """The centre of ``inner`` lies in ``outer``."""
-    x, y = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
-    return outer[0] <= x <= outer[2] and outer[1] <= y <= outer[3]
-
-
 def _model_kinds(page: Page, blocks: list[Block], image: Image.Image, fallback: list[str]) -> list[str]:
     sx, sy = page.width / max(image.width, 1), page.height / max(image.height, 1)
     regions = [(CDLA_KINDS.get(label, "text"), (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy))
@@ -336,7 +335,7 @@ def _model_kinds(page: Page, blocks: list[Block], image: Image.Image, fallback: 
     # A photographed receipt or form comes back as one "figure" holding most of the text: not a figure.
     text = sum(len(ln.text) for b in blocks for ln in b.lines) or 1
     regions = [(kind, box) for kind, box in regions if kind != "figure" or sum(
-        len(ln.text) for b in blocks for ln in b.lines if _inside(ln.box, box)) <= MAX_FIGURE_TEXT * text]
+        len(ln.text) for b in blocks for ln in b.lines if centre_inside(ln.box, box)) <= MAX_FIGURE_TEXT * text]
     kinds = []
     for block, default in zip(blocks, fallback, strict=True):
         # Overlap counted over the block's lines, not its box: an XY-cut block's box can span empty space.

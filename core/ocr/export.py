@@ -59,8 +59,8 @@ def _column_table(rows: list[list[Line]]) -> list[list[str]]:
 def running_text(lines: Sequence[Line]) -> str:
     """Lines one per row, a word broken at a line's end by a soft hyphen joined again ("eir-" + "mod"), the
     rest of the next line left on its own row."""
-    text = re.sub(r"\u00ad\n(\S+)[ \t]*", lambda m: m.group(1) + "\n", "\n".join(ln.text for ln in lines))
-    return text.replace("\u00ad", "").replace("\n\n", "\n")
+    text = re.sub(SOFT_HYPHEN + r"\n(\S+)[ \t]*", lambda m: m.group(1) + "\n", "\n".join(ln.text for ln in lines))
+    return text.replace(SOFT_HYPHEN, "").replace("\n\n", "\n")
 
 
 def _code_text(lines: Sequence[Line]) -> str:

@@ -73,7 +73,7 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
     try:
         rects = [textpage.get_rect(index) for index in range(textpage.count_rects())]
         lines: list[Line] = []
-        for index, (text, (left, bottom, right, top), size) in enumerate(_runs(textpage, rects)):
+        for index, (text, (left, bottom, right, top), size, mono) in enumerate(_runs(textpage, rects)):
             text = re.sub(r"\s+", " ", text).strip().translate(BREAK_HYPHENS)
             nearby = rects[max(0, index - OVERDRAW_LOOKBACK):index] + rects[index + 1:index + 1 + OVERDRAW_LOOKBACK]
             if any(overlap_share(rects[index], other) > OVERDRAWN for other in nearby):  # drawn twice here ("Bora Bora"
@@ -84,16 +84,16 @@ def _layer_lines(page: object, scale: float, height_pt: float) -> list[Line]:
             if any(_same_words(kept.text, text) and overlap_share(kept.box, box) > OVERDRAWN
                    for kept in lines[-OVERDRAW_LOOKBACK:]):
                 continue  # the second copy of a run already read
-            lines.append(Line(text, box, 1.0, tuple(_words(text, box)),
-                              mono=_fixed_pitch(textpage, (left, bottom, right, top)), size=size * scale))
+            lines.append(Line(text, box, 1.0, tuple(_words(text, box)), mono=mono, size=size * scale))
         return lines
     finally:
         textpage.close()
 
 
-def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> list[tuple[str, tuple, float]]:
+def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> list[tuple[str, tuple, float, bool]]:
     """Each run's characters, the box of its ink (its rectangle less the spaces at its ends, so the gap to the
-    next run shows whether a space stood between them) and the font size of its first letter (points).
+    next run shows whether a space stood between them), the font size of its first letter (points) and whether
+    it is set in a fixed-pitch font.
 
     pdfium makes its runs walking the characters in order, so the walk gives each character to one run;
     asking for the text inside each run's rectangle instead gave a glyph that reaches into the next run
@@ -104,7 +104,7 @@ def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> l
 
     texts: list[list[str]] = [[] for _ in rects]
     boxes: list[list[tuple[float, float, float, float]]] = [[] for _ in rects]
-    sizes = [0.0] * len(rects)
+    letters: list[list[int]] = [[] for _ in rects]  # the indices of each run's characters other than spaces
     run = 0
     for index in range(textpage.count_chars()):
         char = chr(raw.FPDFText_GetUnicode(textpage.raw, index))
@@ -118,13 +118,13 @@ def _runs(textpage: object, rects: list[tuple[float, float, float, float]]) -> l
         else:
             texts[run].append(char)
         boxes[run].append(box)
-        if not sizes[run] and not char.isspace():
-            sizes[run] = _font_size(textpage, index)
+        if not char.isspace():
+            letters[run].append(index)
     out = []
-    for rect, chars, char_boxes, size in zip(rects, texts, boxes, sizes, strict=True):
+    for rect, chars, char_boxes, indices in zip(rects, texts, boxes, letters, strict=True):
         ink = [box for char, box in zip(chars, char_boxes, strict=True) if not char.isspace() and box[2] > box[0]]
         out.append(("".join(chars), (min(b[0] for b in ink), rect[1], max(b[2] for b in ink), rect[3]) if ink
-                    else rect, size))
+                    else rect, _font_size(textpage, indices[0]) if indices else 0.0, _fixed_pitch(textpage, indices)))
     return out
 
 
@@ -160,22 +160,21 @@ MONO_FONT = re.compile(r"mono|courier|consol|menlo|cmtt|lmtt|typewriter|inconsol
 FIXED_PITCH_FLAG = 1  # PDF font descriptor flag bit 1
 
 
-def _fixed_pitch(textpage: object, rect: tuple[float, float, float, float]) -> bool:
-    """Whether a run (a rectangle in PDF points) is set in a fixed-pitch font: most of the characters found at
-    five points along its middle are (a point may fall between two characters)."""
+def _fixed_pitch(textpage: object, indices: list[int]) -> bool:
+    """Whether most of up to five characters spread over a run (their indices) are set in a fixed-pitch font."""
     import ctypes
 
     import pypdfium2.raw as raw
 
-    left, bottom, right, top = rect
+    if not indices:
+        return False
     name, flags = ctypes.create_string_buffer(128), ctypes.c_int(0)
-    votes = []
-    for share in (0.1, 0.3, 0.5, 0.7, 0.9):
-        index = raw.FPDFText_GetCharIndexAtPos(textpage.raw, left + share * (right - left), (bottom + top) / 2,
-                                               1.0, 1.0)
-        if index >= 0 and raw.FPDFText_GetFontInfo(textpage.raw, index, name, len(name), ctypes.byref(flags)):
-            votes.append(bool(flags.value & FIXED_PITCH_FLAG) or bool(MONO_FONT.search(name.value.decode("latin-1"))))
-    return sum(votes) > len(votes) / 2
+    sample = indices[::max(1, len(indices) // 5)][:5]
+    votes = 0
+    for index in sample:
+        if raw.FPDFText_GetFontInfo(textpage.raw, index, name, len(name), ctypes.byref(flags)):
+            votes += bool(flags.value & FIXED_PITCH_FLAG) or bool(MONO_FONT.search(name.value.decode("latin-1")))
+    return votes > len(sample) / 2
 
 
 OVERDRAWN = 0.6  # of the smaller box: two runs of the same text sharing this much are one run drawn twice

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import Line, Table, Word, union
+from .base import Line, Table, Word, centre_inside, union
 from .threads import ocr_threads
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def scanned_tables(image: Image.Image, lines: Sequence[Line]) -> list[Table]:
     for region in regions:
         x0, y0 = max(0, int(region[0]) - MARGIN), max(0, int(region[1]) - MARGIN)
         x1, y1 = min(image.width, int(region[2]) + MARGIN), min(image.height, int(region[3]) + MARGIN)
-        inside = [p for p in pieces if x0 <= (p.box[0] + p.box[2]) / 2 <= x1 and y0 <= (p.box[1] + p.box[3]) / 2 <= y1]
+        inside = [p for p in pieces if centre_inside(p.box, (x0, y0, x1, y1))]
         if len(inside) < 2:
             continue
         boxes = [[[[p.box[0] - x0, p.box[1] - y0], [p.box[2] - x0, p.box[1] - y0], [p.box[2] - x0, p.box[3] - y0],

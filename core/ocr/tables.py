@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Box, Line, Table
+from .base import Box, Line, Table, centre_inside
 from .layout import rows
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,7 @@ class RuledTables:
 def _columns_from_text(table: Any, lines: Sequence[Line], scale: float) -> list[list[tuple]]:
     """A table ruled between its rows only (technical manuals): its columns where a band at least a line
     height wide is free of text in every row; each row's cells cut there (points, as pdfplumber's)."""
-    x0, top, x1, bottom = (v * scale for v in table.bbox)
-    inside = [ln for ln in lines if x0 <= (ln.box[0] + ln.box[2]) / 2 <= x1 and top <= (ln.box[1] + ln.box[3]) / 2
-              <= bottom]
+    inside = _lines_in(tuple(v * scale for v in table.bbox), lines)
     if not inside:
         return []
     height = sorted(ln.box[3] - ln.box[1] for ln in inside)[len(inside) // 2]
@@ -141,8 +139,7 @@ def _columns_from_text(table: Any, lines: Sequence[Line], scale: float) -> list[
 
 
 def _lines_in(cell: Box, lines: Sequence[Line]) -> list[Line]:
-    return [ln for ln in lines if cell[0] <= (ln.box[0] + ln.box[2]) / 2 <= cell[2]
-            and cell[1] <= (ln.box[1] + ln.box[3]) / 2 <= cell[3]]
+    return [ln for ln in lines if centre_inside(ln.box, cell)]
 
 
 def _too_coarse(cells: Sequence[Box], lines: Sequence[Line]) -> bool:
@@ -169,11 +166,11 @@ def _cell_text(textpage: Any, cell: Sequence[float], height: float) -> str:
     return re.sub(r"\s+", " ", text.translate(BREAK_HYPHENS)).strip()
 
 
-def _filled(rows: list[list[str | None]], grid: list[list[Any]]) -> list[list[str]]:
+def _filled(texts: list[list[str | None]], grid: list[list[Any]]) -> list[list[str]]:
     """Cells a merged cell covers take its text (as the field's reference Markdown repeats it): from the left
     where the cell to the left reaches over, else from above."""
     out: list[list[str]] = []
-    for r, row in enumerate(rows):
+    for r, row in enumerate(texts):
         filled: list[str] = []
         for c, text in enumerate(row):
             if text is None:

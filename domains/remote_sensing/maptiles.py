@@ -96,12 +96,9 @@ def map_stretch(location: str, meta: dict, view: str, stretch: str) -> dict:
     source, lock = _opened(location, bands)
     with lock, _unreadable_said():
         chosen = _scene_stretch(location, source, bands, STRETCHES[stretch])
-    histogram = _histograms.get((location, bands))
-    if chosen is None:  # 8-bit values shown as they are
-        return {"bands": list(bands), "low": [0.0] * len(bands), "high": [255.0] * len(bands), "index": False,
-                "histogram": histogram}
-    return {"bands": list(bands), "low": [round(v, 4) for v in chosen.low], "high": [round(v, 4) for v in chosen.high],
-            "index": False, "histogram": histogram}
+    low, high = (chosen.low, chosen.high) if chosen else ((0.0,) * len(bands), (255.0,) * len(bands))  # 8-bit as is
+    return {"bands": list(bands), "low": [round(v, 4) for v in low], "high": [round(v, 4) for v in high],
+            "index": False, "histogram": _histograms.get((location, bands))}
 
 
 def map_pixel(location: str, meta: dict, col: int, row: int) -> dict:
@@ -136,8 +133,8 @@ def _number(value: object) -> float | int:
 
 
 def _proj4(crs: str) -> str | None:
-    """The scene's CRS as a PROJ string, for the browser to reproject a basemap onto the scene (None when PROJ
-    cannot say it that way)."""
+    """The scene's CRS as a PROJ string, for the browser to reproject the scene onto a Web Mercator basemap
+    (None when PROJ cannot say it that way)."""
     import warnings
 
     from pyproj import CRS

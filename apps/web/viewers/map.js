@@ -5,8 +5,8 @@
 // up; pixels when it has none): pan and zoom to full resolution, a scale bar, any band preset or index with a
 // scene-wide percentile stretch, the pointer's pixel and coordinates, a click's band values, and the tiles the
 // chosen answer read outlined and numbered. A basemap only where the operator configured one (apps/web/basemap.py):
-// its Web Mercator tiles reprojected under the scene (proj4), the scene's opacity adjustable; else nothing is
-// fetched from outside Loupe.
+// the map then drawn in Web Mercator, the scene reprojected onto it (proj4), the scene's opacity adjustable;
+// else nothing is fetched from outside Loupe.
 
 import "ol/ol.css";
 import Feature from "ol/Feature.js";
@@ -132,6 +132,7 @@ async function mount(element) {
   const mercator = getProjection("EPSG:3857");
   const toView = (xy) => (basemap ? transform(xy, projection, mercator) : xy);
   const toScene = (xy) => (basemap ? transform(xy, mercator, projection) : xy);
+  const shown = basemap ? transformExtent(extent, projection, mercator) : extent; // the scene in the view's terms
   const resolutions = Array.from({ length: info.max_level + 1 }, (_, z) => pixel * 2 ** (info.max_level - z));
   const grid = new TileGrid({ origin: [toX(0), toY(0)], resolutions, tileSize: info.tile, extent });
 
@@ -193,11 +194,10 @@ async function mount(element) {
   const map = new Map({
     target, controls,
     layers: [...layers, new VectorLayer({ source: answers })],
-    view: basemap ? mercatorView(transformExtent(extent, projection, mercator), info.width)
+    view: basemap ? mercatorView(shown, info.width)
       : new View({ projection, resolutions, extent, constrainOnlyCenter: true, showFullExtent: true }),
   });
-  map.getView().fit(basemap ? transformExtent(extent, projection, mercator) : extent,
-    { size: map.getSize() || [target.clientWidth, target.clientHeight] });
+  map.getView().fit(shown, { size: map.getSize() || [target.clientWidth, target.clientHeight] });
 
   // what the stretch maps to black and white, band by band, over the whole scene, and the bands' histograms
   const range = made("p", { class: "loupe-map-stretch-range" });
